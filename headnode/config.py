@@ -1,0 +1,55 @@
+"""Every head-node setting (API, workflow worker, beat), read in one place."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.settings import load, setting
+
+DEFAULT_DATA_DIR = Path("~/.sdc").expanduser()
+
+
+@dataclass(frozen=True)
+class HeadnodeSettings:
+    data_dir: Path = setting(DEFAULT_DATA_DIR, "Where the head node keeps its files "
+                             "(SQLite database, operator token, image files).")
+    database_url: str = setting("", "SQLAlchemy URL of the database; empty means a SQLite "
+                                "file in SDC_DATA_DIR (PostgreSQL in production: "
+                                "postgresql+psycopg://user@host/db).")
+    redis_url: str = setting("redis://127.0.0.1:6379/0", "Redis: the Celery broker and the "
+                             "heartbeat table (never the system of record).")
+    api_bind: str = setting("127.0.0.1:8080", "host:port the API listens on.")
+    api_workers: int = setting(2, "gunicorn worker processes for the API.")
+    operator_token: str = setting("", "Bearer token of the operator API; empty means the one "
+                                  "stored in SDC_DATA_DIR/operator-token (made on first use).")
+    worker_concurrency: int = setting(2, "Processes of the workflow worker.")
+    heartbeat_lifetime: float = setting(11.0, "Seconds without a heartbeat before a server "
+                                        "is unknown (CNAPI: 5 s interval + a miss + 1 s).")
+    reconcile_interval: float = setting(5.0, "Seconds between heartbeat reconciliations and "
+                                        "job-deadline sweeps.")
+    reservation_ratio: float = setting(0.15, "Share of each server's RAM kept for the system.")
+    pool_usable_ratio: float = setting(0.94, "Share of each pool usable for machines.")
+    max_machines_per_server: int = setting(224, "Machine count limit per server.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'sdc.sqlite'}"
+
+    def resolved_operator_token(self) -> str:
+        """The configured token, else the stored one, else a new one stored for next time."""
+        if self.operator_token:
+            return self.operator_token
+        path = self.data_dir / "operator-token"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(32)
+        path.write_text(token + "\n")
+        path.chmod(0o600)
+        return token
+
+
+def get_settings(**overrides: object) -> HeadnodeSettings:
+    return load(HeadnodeSettings, **overrides)

@@ -1,0 +1,192 @@
+"""The head node's system of record (SQLAlchemy 2). Every table has an Alembic migration."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_uuid() -> str:
+    return str(uuidlib.uuid4())
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Timestamps:
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class Account(Timestamps, Base):
+    __tablename__ = "accounts"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    login: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str] = mapped_column(String(256))
+    operator: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Package(Timestamps, Base):
+    """An instance type (PAPI): the resources one machine gets."""
+
+    __tablename__ = "packages"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    version: Mapped[str] = mapped_column(String(32), default="1.0.0")
+    memory: Mapped[int] = mapped_column(Integer)  # MiB
+    disk: Mapped[int] = mapped_column(Integer)  # MiB
+    swap: Mapped[int] = mapped_column(Integer, default=0)  # MiB
+    vcpus: Mapped[int] = mapped_column(Integer, default=1)
+    cpu_cap: Mapped[int] = mapped_column(Integer, default=0)  # percent of one CPU; 0 = uncapped
+    max_lwps: Mapped[int] = mapped_column(Integer, default=4000)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    default: Mapped[bool] = mapped_column(Boolean, default=False)
+    group: Mapped[str] = mapped_column(String(64), default="")
+    description: Mapped[str] = mapped_column(String(512), default="")
+    traits: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Image(Timestamps, Base):
+    """An image manifest (IMGAPI v2). Its file arrives with the image store."""
+
+    __tablename__ = "images"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(64), default="1.0.0")
+    os: Mapped[str] = mapped_column(String(32), default="other")
+    type: Mapped[str] = mapped_column(String(32), default="zone-dataset")
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    owner_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    public: Mapped[bool] = mapped_column(Boolean, default=True)
+    description: Mapped[str] = mapped_column(String(512), default="")
+    size_mb: Mapped[int] = mapped_column(Integer, default=0)
+    requirements: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    traits: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    files: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class Server(Timestamps, Base):
+    """A compute node (CNAPI). Capacity aggregates are kept on the row so the allocator reads
+    one row per server, and are changed only by atomic UPDATEs (see services.capacity)."""
+
+    __tablename__ = "servers"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running | unknown
+    setup: Mapped[bool] = mapped_column(Boolean, default=False)
+    reserved: Mapped[bool] = mapped_column(Boolean, default=False)
+    headnode: Mapped[bool] = mapped_column(Boolean, default=False)
+    backend: Mapped[str] = mapped_column(String(16))
+    traits: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    sysinfo: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    ram_mb: Mapped[int] = mapped_column(Integer)
+    cpus: Mapped[int] = mapped_column(Integer)
+    disk_mb: Mapped[int] = mapped_column(Integer)  # pool size
+    # in flight: reserved for provisions whose jobs have not finished
+    ram_inflight_mb: Mapped[int] = mapped_column(Integer, default=0)
+    disk_inflight_mb: Mapped[int] = mapped_column(Integer, default=0)
+    cpu_inflight: Mapped[int] = mapped_column(Integer, default=0)
+    # committed: machines that exist on the node
+    ram_committed_mb: Mapped[int] = mapped_column(Integer, default=0)
+    disk_committed_mb: Mapped[int] = mapped_column(Integer, default=0)
+    cpu_committed: Mapped[int] = mapped_column(Integer, default=0)
+    machine_count: Mapped[int] = mapped_column(Integer, default=0)  # in flight + committed
+    pool_used_mb: Mapped[int] = mapped_column(Integer, default=0)  # as last reported
+    last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Machine(Timestamps, Base):
+    """A VM/zone (VMAPI). ``job_uuid`` is the lock: one job per machine at a time."""
+
+    __tablename__ = "machines"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    alias: Mapped[str] = mapped_column(String(189))
+    owner_uuid: Mapped[str] = mapped_column(ForeignKey("accounts.uuid"))
+    package_uuid: Mapped[str] = mapped_column(ForeignKey("packages.uuid"))
+    image_uuid: Mapped[str] = mapped_column(ForeignKey("images.uuid"))
+    server_uuid: Mapped[str | None] = mapped_column(ForeignKey("servers.uuid"), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="provisioning")
+    # the state before the server went unknown, restored if it comes back unchanged
+    last_known_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    ram_mb: Mapped[int] = mapped_column(Integer)
+    disk_mb: Mapped[int] = mapped_column(Integer)
+    cpu_cap: Mapped[int] = mapped_column(Integer, default=0)
+    vcpus: Mapped[int] = mapped_column(Integer, default=1)
+    max_lwps: Mapped[int] = mapped_column(Integer, default=4000)
+    brand: Mapped[str] = mapped_column(String(16), default="joyent")
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    customer_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    job_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    destroyed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (
+        Index("ix_machines_owner_state", "owner_uuid", "state"),
+        Index("ix_machines_server", "server_uuid"),
+    )
+
+
+class Reservation(Base):
+    """Capacity held on a server for one machine: ``held`` while its provision runs, then
+    ``committed`` (now usage) or ``released``. The server row keeps the sums."""
+
+    __tablename__ = "reservations"
+
+    machine_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    server_uuid: Mapped[str] = mapped_column(ForeignKey("servers.uuid"))
+    job_uuid: Mapped[str] = mapped_column(String(36))
+    ram_mb: Mapped[int] = mapped_column(Integer)
+    disk_mb: Mapped[int] = mapped_column(Integer)
+    cpu: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="held")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (Index("ix_reservations_state", "state"),)
+
+
+class Job(Base):
+    """A workflow job (node-workflow): chain and onerror step results with timestamps."""
+
+    __tablename__ = "jobs"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(String(32))  # the workflow: provision, start, ...
+    machine_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    server_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    owner_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # queued -> running -> succeeded | failed
+    execution: Mapped[str] = mapped_column(String(16), default="queued")
+    phase: Mapped[str] = mapped_column(String(16), default="chain")  # chain | onerror
+    step_index: Mapped[int] = mapped_column(Integer, default=0)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    step_deadline: Mapped[float | None] = mapped_column(Float, nullable=True)
+    chain_results: Mapped[list[Any]] = mapped_column(default=list)
+    onerror_results: Mapped[list[Any]] = mapped_column(default=list)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    caller: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (
+        Index("ix_jobs_machine", "machine_uuid"),
+        Index("ix_jobs_execution_deadline", "execution", "step_deadline"),
+    )

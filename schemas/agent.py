@@ -1,0 +1,162 @@
+"""The wire contract between the head node and compute-node agents.
+
+Head node -> agent: Celery task ``agent.<op>`` on queue ``cn.<server_uuid>``, called as
+``(server_uuid, params, reply)``. ``params`` is validated by the schema named in
+:data:`AGENT_TASKS`; ``reply`` is ``None`` or a :class:`ReplyToSchema` dict. When ``reply`` is
+given the agent answers by sending ``events.task_reply(reply, outcome)`` to the head node's
+queue, where ``outcome`` is a :class:`TaskOutcomeSchema` dict. Agent tasks are idempotent and
+acknowledged late: a redelivered task must be harmless.
+
+Agent -> head node (queue :data:`HEADNODE_QUEUE`):
+``events.server_sysinfo(sysinfo)`` once at start (registration), ``events.server_status(status)``
+on change and at least every ``status_interval`` seconds, ``events.task_reply(reply, outcome)``.
+Heartbeats are not Celery messages: the agent writes ``HSET`` :data:`HEARTBEAT_KEY`
+``<server_uuid> <unix time>`` every 5 s, so a fleet of thousands costs Redis one small write
+each and the database nothing.
+"""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+HEADNODE_QUEUE = "headnode"
+HEARTBEAT_KEY = "sdc:heartbeats"
+
+MACHINE_STATES = ("provisioning", "running", "stopped", "failed", "destroyed", "unknown")
+#: states a node itself can report for one of its machines
+NODE_MACHINE_STATES = ("provisioning", "running", "stopped", "failed")
+
+
+def agent_queue(server_uuid: str) -> str:
+    return f"cn.{server_uuid}"
+
+
+def agent_task(op: str) -> str:
+    return f"agent.{op}"
+
+
+class ReplyToSchema(Schema):
+    job_uuid = fields.String(required=True)
+    step = fields.Integer(required=True)
+    attempt = fields.Integer(required=True)
+
+
+class TaskErrorSchema(Schema):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+
+
+class TaskOutcomeSchema(Schema):
+    server_uuid = fields.String(required=True)
+    ok = fields.Boolean(required=True)
+    result = fields.Dict(load_default=None, allow_none=True)
+    error = fields.Nested(TaskErrorSchema, load_default=None, allow_none=True)
+    started_at = fields.Float(required=True)
+    finished_at = fields.Float(required=True)
+
+
+class ImageSpecSchema(Schema):
+    """What a node needs to import an image into its pool."""
+
+    uuid = fields.String(required=True)
+    name = fields.String(required=True)
+    version = fields.String(load_default="")
+    os = fields.String(load_default="other")
+    type = fields.String(load_default="zone-dataset")
+    size_mb = fields.Integer(load_default=0)
+    files = fields.List(fields.Dict(), load_default=list)
+
+
+class MachineSpecSchema(Schema):
+    """Everything an agent needs to create one machine; the package is already resolved."""
+
+    uuid = fields.String(required=True)
+    alias = fields.String(required=True)
+    owner_uuid = fields.String(required=True)
+    image_uuid = fields.String(required=True)
+    ram_mb = fields.Integer(required=True, validate=validate.Range(min=1))
+    disk_mb = fields.Integer(required=True, validate=validate.Range(min=1))
+    cpu_cap = fields.Integer(load_default=0)
+    vcpus = fields.Integer(load_default=1)
+    max_lwps = fields.Integer(load_default=4000)
+    tags = fields.Dict(load_default=dict)
+    metadata = fields.Dict(load_default=dict)
+
+
+class MachineRefSchema(Schema):
+    uuid = fields.String(required=True)
+
+
+class EnsureImageSchema(Schema):
+    image = fields.Nested(ImageSpecSchema, required=True)
+
+
+class SimFaultsSchema(Schema):
+    """Fault-injection switches of the ``sim`` backend (tests and chaos drills)."""
+
+    fail = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    latency_ms = fields.Dict(keys=fields.String(), values=fields.Integer(), load_default=dict)
+
+
+class EmptySchema(Schema):
+    pass
+
+
+#: op name -> schema of its ``params``
+AGENT_TASKS: dict[str, type[Schema]] = {
+    "image_ensure_present": EnsureImageSchema,
+    "machine_create": MachineSpecSchema,
+    "machine_start": MachineRefSchema,
+    "machine_stop": MachineRefSchema,
+    "machine_reboot": MachineRefSchema,
+    "machine_destroy": MachineRefSchema,
+    "machine_load": MachineRefSchema,
+    "report_status": EmptySchema,
+    "sim_faults": SimFaultsSchema,
+}
+
+
+class MachineStatusSchema(Schema):
+    """One machine as its node sees it. Results of machine_* tasks are ``{"machine": this}``
+    (``machine_destroy`` returns state ``destroyed``)."""
+
+    uuid = fields.String(required=True)
+    alias = fields.String(load_default="")
+    state = fields.String(required=True, validate=validate.OneOf(NODE_MACHINE_STATES + ("destroyed",)))
+    image_uuid = fields.String(load_default="")
+    ram_mb = fields.Integer(load_default=0)
+    disk_mb = fields.Integer(load_default=0)
+    disk_used_mb = fields.Integer(load_default=0)
+    boot_time = fields.Float(load_default=None, allow_none=True)
+
+
+class ServerStatusSchema(Schema):
+    """The periodic status report (CNAPI's ``events/status``)."""
+
+    server_uuid = fields.String(required=True)
+    machines = fields.List(fields.Nested(MachineStatusSchema), required=True)
+    images = fields.List(fields.String(), load_default=list)
+    pool_size_mb = fields.Integer(required=True)
+    pool_used_mb = fields.Integer(required=True)
+    ram_mb = fields.Integer(required=True)
+    ram_free_mb = fields.Integer(required=True)
+    timestamp = fields.Float(required=True)
+
+
+class SysinfoSchema(Schema):
+    """Registration of a node. Keys on the wire are SmartOS ``sysinfo`` names."""
+
+    uuid = fields.String(required=True, data_key="UUID")
+    hostname = fields.String(required=True, data_key="Hostname")
+    backend = fields.String(required=True, data_key="SDC Backend",
+                            validate=validate.OneOf(["sim", "linux", "smartos"]))
+    system_type = fields.String(load_default="Linux", data_key="System Type")
+    cpus = fields.Integer(required=True, data_key="CPU Total Cores", validate=validate.Range(min=1))
+    ram_mb = fields.Integer(required=True, data_key="MiB of Memory", validate=validate.Range(min=1))
+    pool_size_mb = fields.Integer(required=True, data_key="Zpool Size in MiB",
+                                  validate=validate.Range(min=0))
+    boot_time = fields.Float(load_default=None, allow_none=True, data_key="Boot Time")
+    nic_tags = fields.List(fields.String(), load_default=list, data_key="NIC Names")
+    traits = fields.Dict(load_default=dict, data_key="Traits")
+    kernel = fields.String(load_default="", data_key="Live Image")
+    agent_version = fields.String(load_default="", data_key="SDC Version")
