@@ -1,0 +1,264 @@
+"""Wire formats of the operator API (``/ops/``), shared by the API, its OpenAPI document and
+the ``sdc`` CLI.
+
+Request schemas reject unknown fields (marshmallow's ``RAISE``) so that a misspelt field is
+an error naming it rather than a silently ignored option. Response schemas dump whatever
+the services return (plain dicts or model objects) and never validate on the way out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
+
+#: API path segments a tenant login must not take, or ``/:login/...`` would shadow them.
+RESERVED_LOGINS = frozenset({"ops", "console", "my", "admin-api", "--ping", "docs", "openapi"})
+
+LOGIN_PATTERN = r"^[a-zA-Z][a-zA-Z0-9_.@-]{2,63}$"
+ALIAS_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,188}$"
+
+MACHINE_STATES = ("provisioning", "running", "stopped", "failed", "destroyed", "unknown")
+MACHINE_ACTIONS = ("start", "stop", "reboot")
+JOB_EXECUTIONS = ("queued", "running", "succeeded", "failed")
+SERVER_STATUSES = ("running", "unknown")
+# IMGAPI's vocabularies for manifests
+IMAGE_STATES = ("active", "unactivated", "disabled", "creating", "failed")
+IMAGE_TYPES = ("zone-dataset", "lx-dataset", "zvol", "docker", "other")
+IMAGE_OSES = ("smartos", "linux", "windows", "bsd", "illumos", "other")
+
+MAX_PAGE = 1000
+
+
+class RequestSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class TagValue(fields.Field):
+    """A tag value: string, number or boolean (CloudAPI tags), nothing nested."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str | int | float | bool):
+            return value
+        raise ValidationError("must be a string, number or boolean")
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+class Error(Schema):
+    """Every error answer: ``code`` and ``message``, plus details some errors carry."""
+
+    code = fields.String(required=True, metadata={"description": "e.g. ResourceNotFound"})
+    message = fields.String(required=True)
+    errors = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={"description": "failing field -> messages (validation errors only)"},
+    )
+    reasons = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(),
+        metadata={"description": "servers rejected per reason (InsufficientCapacity only)"},
+    )
+    request_id = fields.String(metadata={"description": "for InternalError: find it in logs"})
+
+
+# ---------------------------------------------------------------------------- servers
+
+
+class Server(Schema):
+    uuid = fields.String()
+    hostname = fields.String()
+    status = fields.String(metadata={"enum": list(SERVER_STATUSES)})
+    setup = fields.Boolean()
+    reserved = fields.Boolean()
+    headnode = fields.Boolean()
+    backend = fields.String()
+    traits = fields.Dict()
+    ram_mb = fields.Integer()
+    cpus = fields.Integer()
+    disk_mb = fields.Integer()
+    ram_inflight_mb = fields.Integer()
+    ram_committed_mb = fields.Integer()
+    disk_inflight_mb = fields.Integer()
+    disk_committed_mb = fields.Integer()
+    machine_count = fields.Integer()
+    pool_used_mb = fields.Integer()
+    last_heartbeat = fields.Float(allow_none=True, metadata={"description": "unix time"})
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class ServerUpdate(RequestSchema):
+    setup = fields.Boolean()
+    reserved = fields.Boolean()
+    traits = fields.Dict(keys=fields.String())
+
+
+class ServerListQuery(Schema):
+    status = fields.String(validate=validate.OneOf(SERVER_STATUSES))
+    setup = fields.Boolean()
+
+
+# ---------------------------------------------------------------------------- packages
+
+
+class Package(RequestSchema):
+    uuid = fields.String(dump_only=True)
+    name = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    version = fields.String(validate=validate.Length(min=1, max=32))
+    memory = fields.Integer(required=True, strict=True, validate=validate.Range(min=1),
+                            metadata={"description": "MiB"})
+    disk = fields.Integer(required=True, strict=True, validate=validate.Range(min=1),
+                          metadata={"description": "MiB"})
+    swap = fields.Integer(strict=True, validate=validate.Range(min=0),
+                          metadata={"description": "MiB"})
+    vcpus = fields.Integer(strict=True, validate=validate.Range(min=1))
+    cpu_cap = fields.Integer(strict=True, validate=validate.Range(min=0),
+                             metadata={"description": "percent of one CPU; 0 = uncapped"})
+    max_lwps = fields.Integer(strict=True, validate=validate.Range(min=1))
+    active = fields.Boolean()
+    default = fields.Boolean()
+    group = fields.String(validate=validate.Length(max=64))
+    description = fields.String(validate=validate.Length(max=512))
+    traits = fields.Dict(keys=fields.String())
+    created_at = fields.DateTime(dump_only=True)
+    updated_at = fields.DateTime(dump_only=True)
+
+
+# ---------------------------------------------------------------------------- images
+
+
+class Image(RequestSchema):
+    # A manifest imported from elsewhere keeps its uuid; a new one gets one.
+    uuid = fields.UUID()
+    name = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    version = fields.String(validate=validate.Length(min=1, max=64))
+    os = fields.String(validate=validate.OneOf(IMAGE_OSES))
+    type = fields.String(validate=validate.OneOf(IMAGE_TYPES))
+    state = fields.String(validate=validate.OneOf(IMAGE_STATES))
+    public = fields.Boolean()
+    owner_uuid = fields.UUID(allow_none=True)
+    description = fields.String(validate=validate.Length(max=512))
+    size_mb = fields.Integer(strict=True, validate=validate.Range(min=0))
+    requirements = fields.Dict(keys=fields.String())
+    traits = fields.Dict(keys=fields.String())
+    files = fields.List(fields.Dict())
+    created_at = fields.DateTime(dump_only=True)
+    updated_at = fields.DateTime(dump_only=True)
+
+
+# ---------------------------------------------------------------------------- accounts
+
+
+class Account(RequestSchema):
+    uuid = fields.String(dump_only=True)
+    login = fields.String(required=True, validate=validate.Regexp(
+        LOGIN_PATTERN, error="must start with a letter, then 2-63 letters, digits or _.@-"))
+    email = fields.Email(required=True)
+    operator = fields.Boolean(load_default=False)
+    created_at = fields.DateTime(dump_only=True)
+    updated_at = fields.DateTime(dump_only=True)
+
+    @validates("login")
+    def _not_reserved(self, value: str, **_: Any) -> None:
+        if value.lower() in RESERVED_LOGINS:
+            raise ValidationError(f"{value!r} is reserved")
+
+
+# ---------------------------------------------------------------------------- machines
+
+
+class Machine(Schema):
+    uuid = fields.String()
+    alias = fields.String()
+    owner_uuid = fields.String()
+    package_uuid = fields.String()
+    image_uuid = fields.String()
+    server_uuid = fields.String(allow_none=True)
+    state = fields.String(metadata={"enum": list(MACHINE_STATES)})
+    ram_mb = fields.Integer()
+    disk_mb = fields.Integer()
+    cpu_cap = fields.Integer()
+    vcpus = fields.Integer()
+    brand = fields.String()
+    tags = fields.Dict()
+    # The model calls it customer_metadata (SmartOS's name); services may give either.
+    metadata = fields.Method("_metadata")
+    job_uuid = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+    def _metadata(self, obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return obj.get("metadata", obj.get("customer_metadata", {}))
+        return getattr(obj, "customer_metadata", None) or {}
+
+
+class MachineCreate(RequestSchema):
+    owner = fields.String(required=True, validate=validate.Length(min=1),
+                          metadata={"description": "account uuid or login"})
+    package = fields.String(required=True, validate=validate.Length(min=1),
+                            metadata={"description": "package uuid or name"})
+    image = fields.String(required=True, validate=validate.Length(min=1),
+                          metadata={"description": "image uuid or name"})
+    alias = fields.String(validate=validate.Regexp(
+        ALIAS_PATTERN, error="must start with a letter or digit, then up to 188 of [a-zA-Z0-9_.-]"))
+    tags = fields.Dict(keys=fields.String(), values=TagValue())
+    metadata = fields.Dict(keys=fields.String(), values=fields.String())
+    server_uuid = fields.UUID(metadata={"description": "place on this server (operators only)"})
+
+
+class MachineAction(Schema):
+    action = fields.String(required=True, validate=validate.OneOf(MACHINE_ACTIONS))
+
+
+class MachineJob(Schema):
+    """The answer to a change that runs as a job."""
+
+    machine_uuid = fields.String()
+    job_uuid = fields.String()
+
+
+class Page(Schema):
+    limit = fields.Integer(load_default=MAX_PAGE, validate=validate.Range(min=1, max=MAX_PAGE))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+class MachineListQuery(Page):
+    owner_uuid = fields.String()
+    state = fields.String(validate=validate.OneOf(MACHINE_STATES))
+    server_uuid = fields.String()
+    package_uuid = fields.String()
+    image_uuid = fields.String()
+    alias = fields.String()
+
+
+# ---------------------------------------------------------------------------- jobs
+
+
+class Job(Schema):
+    uuid = fields.String()
+    name = fields.String()
+    machine_uuid = fields.String(allow_none=True)
+    server_uuid = fields.String(allow_none=True)
+    execution = fields.String(metadata={"enum": list(JOB_EXECUTIONS)})
+    phase = fields.String(metadata={"enum": ["chain", "onerror"]})
+    chain = fields.List(fields.String(), metadata={"description": "step names"})
+    onerror = fields.List(fields.String(), metadata={"description": "step names"})
+    # As the job engine records them: {name, attempt, started_at, finished_at, result, error}
+    chain_results = fields.List(fields.Dict())
+    onerror_results = fields.List(fields.Dict())
+    error = fields.Dict(allow_none=True)
+    created_at = fields.DateTime()
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+    params = fields.Dict()
+
+
+class JobListQuery(Page):
+    machine_uuid = fields.String()
+    execution = fields.String(validate=validate.OneOf(JOB_EXECUTIONS))
+    name = fields.String()
