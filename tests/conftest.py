@@ -1,0 +1,363 @@
+"""Session fixtures: one real PostgreSQL and one real Redis per test run, started here.
+
+Nothing is mocked at the service boundary: the store is PostgreSQL (as in production), the
+broker is redis-server. Both listen on 127.0.0.1 on free ports and live in temp dirs, so a
+run never touches a machine's own PostgreSQL or Redis.
+
+Fixtures:
+  redis_server      session   RedisServer: .url, .port, .client(), .restart(), .flushall()
+  clean_redis       function  redis_server flushed, returns its url
+  postgres_server   session   PostgresServer: .port, .url(dbname), .create_database(name)
+  database_url      session   URL of database ``sdc_test``, migrated to head
+  clean_db          function  every table truncated, returns database_url
+  settings          function  HeadnodeSettings on clean_db + clean_redis, tmp data dir
+  ctx               function  ServiceContext(settings, jobs=RecordingJobQueue())
+  procs             function  ProcessGroup; everything it started is stopped at teardown
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.jobqueue import RecordingJobQueue
+from tests.support.net import free_port
+from tests.support.procs import ProcessGroup
+from tests.support.wait import wait_until
+
+TESTS_DIR = Path(__file__).resolve().parent
+INTEGRATION_DIR = TESTS_DIR / "integration"
+TEST_DATABASE = "sdc_test"
+
+
+# --------------------------------------------------------------------------- markers, reports
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A folder decides the marker, so nobody has to remember to write it on every test.
+    for item in items:
+        if INTEGRATION_DIR in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    # When a test fails, what its processes printed is usually the explanation: put the tails
+    # of their logs into the failure report (as a section pytest prints with the traceback).
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when in ("setup", "call") and report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, ProcessGroup) and value.procs:
+                report.sections.append(("process logs (tails)", value.tails()))
+
+
+def _tail_file(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+class RedisServer:
+    """A private redis-server with no persistence (Redis is never the system of record)."""
+
+    def __init__(self, executable: str, workdir: Path, port: int) -> None:
+        self.executable = executable
+        self.workdir = workdir
+        self.port = port
+        self.log_path = workdir / "redis.log"
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self, **kwargs: Any) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.url, **kwargs)
+
+    def _ping(self) -> bool:
+        client = self.client(socket_connect_timeout=0.5, socket_timeout=0.5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+
+    def start(self) -> None:
+        argv = [
+            self.executable,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self.workdir),
+            "--logfile", str(self.log_path),
+            "--daemonize", "no",
+        ]
+        self._popen = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        popen = self._popen
+
+        def up() -> bool:
+            if popen.poll() is not None:
+                raise RuntimeError(
+                    f"redis-server exited with {popen.returncode}:\n{_tail_file(self.log_path)}"
+                )
+            return self._ping()
+
+        wait_until(up, timeout=20, interval=0.05,
+                   message=lambda: f"redis-server on port {self.port}:\n"
+                                   f"{_tail_file(self.log_path)}")
+
+    def stop(self) -> None:
+        if self._popen is None:
+            return
+        if self._popen.poll() is None:
+            self._popen.terminate()
+            try:
+                self._popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._popen.kill()
+                self._popen.wait()
+        self._popen = None
+
+    def restart(self) -> None:
+        """Stop and start on the same port: a broker outage for fault tests (data is lost,
+        as with a production Redis that keeps nothing on disk)."""
+        self.stop()
+        self.start()
+
+    def flushall(self) -> None:
+        client = self.client()
+        try:
+            client.flushall()
+        finally:
+            client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    executable = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(executable).exists():
+        pytest.fail("redis-server is not installed: run `make deps`")
+    workdir = Path(tempfile.mkdtemp(prefix="sdc-redis-"))
+    server = RedisServer(executable, workdir, free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def clean_redis(redis_server: RedisServer) -> str:
+    """An empty Redis: no queued task or heartbeat from an earlier test reaches this one."""
+    redis_server.flushall()
+    return redis_server.url
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _postgres_bin_dir() -> Path:
+    """Where initdb, pg_ctl and postgres are: SDC_TEST_PG_BIN, else Debian's newest, else PATH."""
+    configured = os.environ.get("SDC_TEST_PG_BIN")
+    if configured:
+        return Path(configured)
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit()
+        else 0,
+    )
+    if candidates:
+        return Path(candidates[-1]).parent
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    pytest.fail("PostgreSQL server binaries (initdb) not found: run `make deps`")
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster for one test session.
+
+    We run initdb/pg_ctl ourselves rather than through pytest-postgresql: PostgreSQL refuses
+    to run as root, and pytest-postgresql has no way to run the server as another user. As
+    root we therefore chown the cluster's temp dir to ``postgres`` and run every server
+    command through ``runuser -u postgres --``; as any other user we run them directly.
+    """
+
+    SUPERUSER = "postgres"
+
+    def __init__(self, bin_dir: Path, base_dir: Path, port: int) -> None:
+        self.bin_dir = bin_dir
+        self.base_dir = base_dir
+        self.data_dir = base_dir / "data"
+        self.socket_dir = base_dir / "sock"
+        self.log_path = base_dir / "postgres.log"
+        self.port = port
+        self.run_as = "postgres" if os.geteuid() == 0 else None
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql+psycopg://{self.SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
+
+    def _run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = [str(self.bin_dir / tool), *args]
+        if self.run_as:
+            argv = ["runuser", "-u", self.run_as, "--", *argv]
+        # cwd: the postgres user cannot enter root's working directory.
+        return subprocess.run(argv, cwd=self.base_dir, capture_output=True, text=True,
+                              check=False, timeout=120)
+
+    def _check(self, result: subprocess.CompletedProcess[str], what: str) -> None:
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"{what} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n"
+                f"server log:\n{_tail_file(self.log_path)}"
+            )
+
+    def start(self) -> None:
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        if self.run_as:
+            user = pwd.getpwnam(self.run_as)
+            for path in (self.base_dir, self.socket_dir):
+                os.chown(path, user.pw_uid, user.pw_gid)
+        self._check(
+            self._run("initdb", "-D", str(self.data_dir), "-U", self.SUPERUSER,
+                      "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"),
+            "initdb",
+        )
+        # Speed over durability: the cluster is thrown away at the end of the session.
+        conf = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.socket_dir}'",
+            "max_connections": "200",
+            "fsync": "off",
+            "full_page_writes": "off",
+            "synchronous_commit": "off",
+        }
+        with open(self.data_dir / "postgresql.conf", "a") as fh:
+            fh.write("\n# sdc test session\n")
+            fh.writelines(f"{key} = {value}\n" for key, value in conf.items())
+        self._check(
+            self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path),
+                      "-w", "-t", "60", "start"),
+            "pg_ctl start",
+        )
+
+    def stop(self) -> None:
+        if (self.data_dir / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+
+    def connect(self, dbname: str = "postgres") -> Any:
+        import psycopg
+
+        return psycopg.connect(host="127.0.0.1", port=self.port, user=self.SUPERUSER,
+                               dbname=dbname, autocommit=True)
+
+    def create_database(self, name: str) -> str:
+        """(Re)create database ``name`` empty and return its SQLAlchemy URL."""
+        from psycopg import sql
+
+        with self.connect() as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.url(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    bin_dir = _postgres_bin_dir()
+    # Not under pytest's tmp dir: that is private to root (0700) and the postgres user
+    # must be able to reach the cluster's directory.
+    base_dir = Path(tempfile.mkdtemp(prefix="sdc-pg-"))
+    server = PostgresServer(bin_dir, base_dir, free_port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server: PostgresServer) -> str:
+    from headnode.store.migrate import upgrade
+
+    url = postgres_server.create_database(TEST_DATABASE)
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def clean_db(database_url: str) -> str:
+    """The migrated test database with every table emptied (one statement, so it is fast)."""
+    from sqlalchemy import text
+
+    from headnode.store.db import engine_for
+    from headnode.store.models import Base
+
+    engine = engine_for(database_url)
+    quote = engine.dialect.identifier_preparer.quote
+    tables = ", ".join(quote(t.name) for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        # A connection left mid-transaction by an earlier test would block TRUNCATE forever;
+        # fail loudly instead.
+        conn.execute(text("SET LOCAL lock_timeout = '10s'"))
+        conn.execute(text(f"TRUNCATE TABLE {tables} RESTART IDENTITY CASCADE"))
+    return database_url
+
+
+# --------------------------------------------------------------------------- services
+
+
+@pytest.fixture
+def settings(
+    clean_db: str, clean_redis: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    from headnode.config import get_settings
+
+    # A developer's own SDC_* variables (or SDC_CONFIG) must not leak into tests.
+    for name in list(os.environ):
+        if name.startswith("SDC_") and name != "SDC_TEST_PG_BIN":
+            monkeypatch.delenv(name)
+    return get_settings(
+        database_url=clean_db,
+        redis_url=clean_redis,
+        data_dir=tmp_path / "data",
+        operator_token="test-token",
+    )
+
+
+@pytest.fixture
+def ctx(settings: Any) -> Any:
+    from headnode.services.context import ServiceContext
+
+    return ServiceContext(settings, jobs=RecordingJobQueue())
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[ProcessGroup]:
+    group = ProcessGroup(tmp_path / "logs")
+    try:
+        yield group
+    finally:
+        group.stop_all()

@@ -1,0 +1,18 @@
+"""A job queue for service tests: remembers what would have been started, sends nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RecordingJobQueue:
+    """Satisfies ``headnode.services.context.JobQueue``; ``enqueued`` lists job uuids in order."""
+
+    enqueued: list[str] = field(default_factory=list)
+
+    def enqueue(self, job_uuid: str) -> None:
+        self.enqueued.append(job_uuid)
+
+    def clear(self) -> None:
+        self.enqueued.clear()
