@@ -1,0 +1,117 @@
+"""A small client of the operator API (``/ops/``), for the CLI, the demo, tests and bench."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class ApiError(Exception):
+    """The API answered with an error body ``{"code", "message", "errors"?}``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        errors: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.errors = errors or {}
+        # The whole body, for extra fields such as the "reasons" of InsufficientCapacity.
+        self.body = body or {}
+
+
+class ApiUnreachable(Exception):
+    """Nothing answers at the API's address (not started, wrong URL, or timed out)."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(f"cannot reach the head node at {url}: {detail}")
+        self.url = url
+        self.detail = detail
+
+
+class OpsClient:
+    """JSON in, JSON out; every non-2xx answer becomes an :class:`ApiError`."""
+
+    def __init__(self, base_url: str, token: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
+        return self.request("POST", path, body=body, params=params)
+
+    def put(self, path: str, body: Any = None) -> Any:
+        return self.request("PUT", path, body=body)
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
+    def request(self, method: str, path: str, body: Any = None,
+                params: dict[str, Any] | None = None) -> Any:
+        url = self.url(path)
+        # Drop unset filters so "?state=" never reaches the API as an empty filter.
+        params = {k: v for k, v in (params or {}).items() if v is not None} or None
+        try:
+            resp = self.session.request(method, url, json=body, params=params,
+                                        timeout=self.timeout)
+        except requests.ConnectionError as exc:
+            raise ApiUnreachable(self.base_url, "connection refused") from exc
+        except requests.Timeout as exc:
+            raise ApiUnreachable(self.base_url, f"no answer within {self.timeout:g} s") from exc
+        if resp.status_code >= 400:
+            raise error_from_response(resp)
+        if resp.status_code == 204 or not resp.content:
+            return None
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise ApiError(resp.status_code, "BadResponse",
+                           f"{method} {path} answered with non-JSON content") from exc
+
+    def url(self, path: str) -> str:
+        if not path.startswith("/"):
+            path = "/" + path
+        return self.base_url + path
+
+    def ping(self) -> bool:
+        """True when the API answers ``GET /ops/ping``; never raises."""
+        try:
+            self.session.get(self.url("/ops/ping"), timeout=min(self.timeout, 2.0)
+                             ).raise_for_status()
+        except requests.RequestException:
+            return False
+        return True
+
+
+def error_from_response(resp: requests.Response) -> ApiError:
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        reason = resp.reason or "error"
+        return ApiError(resp.status_code, f"HTTP{resp.status_code}", reason)
+    errors = body.get("errors")
+    return ApiError(
+        resp.status_code,
+        str(body.get("code") or f"HTTP{resp.status_code}"),
+        str(body.get("message") or resp.reason or ""),
+        errors if isinstance(errors, dict) else None,
+        body,
+    )
