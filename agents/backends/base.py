@@ -1,0 +1,76 @@
+"""The interface every node backend (sim, linux, smartos) implements, and its errors.
+
+Dicts, not objects, cross this boundary because they go straight onto the wire: ``sysinfo()``
+is shaped like :class:`schemas.agent.SysinfoSchema` (Python attribute names; the agent dumps it
+to the SmartOS names), ``status()`` like :class:`schemas.agent.ServerStatusSchema`, and every
+``machine_*`` method returns one :class:`schemas.agent.MachineStatusSchema` dict.
+
+Every method is idempotent, because agent tasks are acknowledged late and may be redelivered:
+creating a machine that exists returns its current state, starting a running machine returns
+``running``, stopping a stopped one returns ``stopped``, and destroying a machine the node does
+not have returns ``destroyed``. Rebooting a stopped machine boots it.
+
+A backend module exposes ``from_settings(settings: AgentSettings, server_uuid: str) ->
+NodeBackend`` so the runner can pick it by name without knowing it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+
+class BackendError(Exception):
+    """An operation failed in a way the head node should see as ``{code, message}``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class MachineNotFound(BackendError):
+    def __init__(self, message: str) -> None:
+        super().__init__("MachineNotFound", message)
+
+
+class ImageNotFound(BackendError):
+    def __init__(self, message: str) -> None:
+        super().__init__("ImageNotFound", message)
+
+
+class InsufficientResources(BackendError):
+    def __init__(self, message: str) -> None:
+        super().__init__("InsufficientResources", message)
+
+
+class InjectedFault(BackendError):
+    def __init__(self, message: str) -> None:
+        super().__init__("InjectedFault", message)
+
+
+@runtime_checkable
+class NodeBackend(Protocol):
+    server_uuid: str
+
+    def sysinfo(self) -> dict[str, Any]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def image_ensure_present(self, image: dict[str, Any]) -> dict[str, Any]:
+        """Import ``image`` (an ImageSpecSchema dict) into the pool unless it is there;
+        returns ``{uuid, name, version, size_mb}`` of the image in the pool."""
+        ...
+
+    def machine_create(self, spec: dict[str, Any]) -> dict[str, Any]: ...
+
+    def machine_start(self, uuid: str) -> dict[str, Any]: ...
+
+    def machine_stop(self, uuid: str) -> dict[str, Any]: ...
+
+    def machine_reboot(self, uuid: str) -> dict[str, Any]: ...
+
+    def machine_destroy(self, uuid: str) -> dict[str, Any]: ...
+
+    def machine_load(self, uuid: str) -> dict[str, Any]: ...
+
+    def list_machines(self) -> list[dict[str, Any]]: ...

@@ -1,0 +1,355 @@
+"""A simulated compute node: real bookkeeping of CPUs, memory and pool, no real machines.
+
+The mock cloud runs hundreds of these in one process, and head-node tests use them to drive
+every workflow without a hypervisor. Capacity is enforced like a real node would (a machine
+that does not fit the node's memory or pool is refused), operations can be slowed down or made
+to fail on demand, and the state can be kept in a JSON file so a restarted agent still has its
+machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from agents.backends.base import (
+    BackendError,
+    ImageNotFound,
+    InjectedFault,
+    InsufficientResources,
+    MachineNotFound,
+)
+from agents.config import AgentSettings, parse_traits, resolve_hostname
+
+#: an image whose manifest does not say how big it is still takes room in a real pool
+DEFAULT_IMAGE_SIZE_MB = 100
+AGENT_VERSION = "sdc-agent-sim/0.1"
+#: the ops that latency and faults apply to (the agent task names of the node operations)
+SIM_OPS = (
+    "image_ensure_present",
+    "machine_create",
+    "machine_start",
+    "machine_stop",
+    "machine_reboot",
+    "machine_destroy",
+    "machine_load",
+)
+#: states in which a machine holds memory on the node
+_RAM_HOLDING_STATES = ("provisioning", "running")
+
+
+class SimBackend:
+    def __init__(
+        self,
+        server_uuid: str,
+        hostname: str,
+        *,
+        ram_mb: int = 65536,
+        cpus: int = 16,
+        pool_size_mb: int = 1024 * 1024,
+        latency_ms: int = 0,
+        traits: Mapping[str, Any] | None = None,
+        state_path: Path | None = None,
+    ) -> None:
+        self.server_uuid = server_uuid
+        self.hostname = hostname
+        self.ram_mb = ram_mb
+        self.cpus = cpus
+        self.pool_size_mb = pool_size_mb
+        self.traits = dict(traits or {})
+        self.boot_time = time.time()
+        self._state_path = state_path
+        self._lock = threading.RLock()
+        self._images: dict[str, dict[str, Any]] = {}
+        self._machines: dict[str, dict[str, Any]] = {}
+        self._global_latency_ms = latency_ms
+        self._fail: dict[str, str] = {}
+        self._latency_ms: dict[str, int] = {}
+        self._load_state()
+
+    # -- node facts ---------------------------------------------------------------------------
+
+    def sysinfo(self) -> dict[str, Any]:
+        return {
+            "uuid": self.server_uuid,
+            "hostname": self.hostname,
+            "backend": "sim",
+            "system_type": "Virtual",
+            "cpus": self.cpus,
+            "ram_mb": self.ram_mb,
+            "pool_size_mb": self.pool_size_mb,
+            "boot_time": self.boot_time,
+            "nic_tags": ["admin", "external"],
+            "traits": dict(self.traits),
+            "kernel": "sim",
+            "agent_version": AGENT_VERSION,
+        }
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "server_uuid": self.server_uuid,
+                "machines": [dict(m) for m in self._machines.values()],
+                "images": sorted(self._images),
+                "pool_size_mb": self.pool_size_mb,
+                "pool_used_mb": self._pool_used_mb(),
+                "ram_mb": self.ram_mb,
+                "ram_free_mb": self.ram_mb - self._ram_in_use_mb(),
+                "timestamp": time.time(),
+            }
+
+    def list_machines(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(m) for m in self._machines.values()]
+
+    # -- fault injection ----------------------------------------------------------------------
+
+    def configure_faults(
+        self,
+        fail: Mapping[str, str] | None = None,
+        latency_ms: Mapping[str, int] | None = None,
+    ) -> dict[str, Any]:
+        """Replace the fault switches: ops in ``fail`` raise InjectedFault with the given
+        message, ops in ``latency_ms`` sleep that long (instead of the node-wide latency).
+        Calling it with nothing clears every switch."""
+        with self._lock:
+            self._fail = dict(fail or {})
+            self._latency_ms = {op: int(ms) for op, ms in (latency_ms or {}).items()}
+            return self.faults()
+
+    def faults(self) -> dict[str, Any]:
+        with self._lock:
+            return {"fail": dict(self._fail), "latency_ms": dict(self._latency_ms)}
+
+    # -- images -------------------------------------------------------------------------------
+
+    def image_ensure_present(self, image: dict[str, Any]) -> dict[str, Any]:
+        self._begin("image_ensure_present")
+        with self._lock:
+            present = self._images.get(image["uuid"])
+            if present is not None:
+                return dict(present)
+            size_mb = int(image.get("size_mb") or 0) or DEFAULT_IMAGE_SIZE_MB
+            free_mb = self.pool_size_mb - self._pool_used_mb()
+            if size_mb > free_mb:
+                raise InsufficientResources(
+                    f"image {image['uuid']} needs {size_mb} MiB, pool has {free_mb} MiB free"
+                )
+            record = {
+                "uuid": image["uuid"],
+                "name": image.get("name", ""),
+                "version": image.get("version", ""),
+                "size_mb": size_mb,
+            }
+            self._images[image["uuid"]] = record
+            self._save_state()
+            return dict(record)
+
+    # -- machines -----------------------------------------------------------------------------
+
+    def machine_create(self, spec: dict[str, Any]) -> dict[str, Any]:
+        self._fail_if_asked("machine_create")
+        with self._lock:
+            existing = self._machines.get(spec["uuid"])
+            if existing is not None:
+                return dict(existing)
+            self._check_fits(spec)
+            self._machines[spec["uuid"]] = {
+                "uuid": spec["uuid"],
+                "alias": spec.get("alias", ""),
+                "state": "provisioning",
+                "image_uuid": spec["image_uuid"],
+                "ram_mb": int(spec["ram_mb"]),
+                "disk_mb": int(spec["disk_mb"]),
+                "disk_used_mb": 0,
+                "boot_time": None,
+            }
+            self._save_state()
+        # The machine is visibly provisioning while the simulated work takes its time, and the
+        # lock is not held so the node's other operations and status reports go on meanwhile.
+        self._sleep("machine_create")
+        with self._lock:
+            machine = self._get(spec["uuid"])
+            if machine["state"] == "provisioning":
+                machine.update(state="running", boot_time=time.time())
+                self._save_state()
+            return dict(machine)
+
+    def machine_start(self, uuid: str) -> dict[str, Any]:
+        self._begin("machine_start")
+        with self._lock:
+            machine = self._get(uuid)
+            if machine["state"] != "running":
+                self._require_not_provisioning(machine, "start")
+                self._check_ram_to_boot(machine)
+                machine.update(state="running", boot_time=time.time())
+                self._save_state()
+            return dict(machine)
+
+    def machine_stop(self, uuid: str) -> dict[str, Any]:
+        self._begin("machine_stop")
+        with self._lock:
+            machine = self._get(uuid)
+            if machine["state"] != "stopped":
+                self._require_not_provisioning(machine, "stop")
+                machine.update(state="stopped", boot_time=None)
+                self._save_state()
+            return dict(machine)
+
+    def machine_reboot(self, uuid: str) -> dict[str, Any]:
+        self._begin("machine_reboot")
+        with self._lock:
+            machine = self._get(uuid)
+            self._require_not_provisioning(machine, "reboot")
+            if machine["state"] != "running":
+                self._check_ram_to_boot(machine)
+            # time.time() can repeat within the clock's resolution; a reboot must be visible
+            boot_time = max(time.time(), (machine["boot_time"] or 0.0) + 1e-6)
+            machine.update(state="running", boot_time=boot_time)
+            self._save_state()
+            return dict(machine)
+
+    def machine_destroy(self, uuid: str) -> dict[str, Any]:
+        self._begin("machine_destroy")
+        with self._lock:
+            machine = self._machines.pop(uuid, None)
+            if machine is None:
+                return _destroyed({"uuid": uuid})
+            self._save_state()
+            return _destroyed(machine)
+
+    def machine_load(self, uuid: str) -> dict[str, Any]:
+        self._begin("machine_load")
+        with self._lock:
+            return dict(self._get(uuid))
+
+    # -- accounting ---------------------------------------------------------------------------
+
+    def _pool_used_mb(self) -> int:
+        images = sum(i["size_mb"] for i in self._images.values())
+        return images + sum(m["disk_mb"] for m in self._machines.values())
+
+    def _ram_in_use_mb(self) -> int:
+        machines = self._machines.values()
+        return sum(m["ram_mb"] for m in machines if m["state"] in _RAM_HOLDING_STATES)
+
+    def _check_fits(self, spec: Mapping[str, Any]) -> None:
+        if spec["image_uuid"] not in self._images:
+            raise ImageNotFound(f"image {spec['image_uuid']} is not in the pool of this node")
+        # A stopped machine keeps its memory reserved: it must be able to start again.
+        reserved_ram = sum(m["ram_mb"] for m in self._machines.values())
+        if spec["ram_mb"] > self.ram_mb - reserved_ram:
+            raise InsufficientResources(
+                f"machine needs {spec['ram_mb']} MiB of memory, node has "
+                f"{self.ram_mb - reserved_ram} MiB unreserved"
+            )
+        free_disk = self.pool_size_mb - self._pool_used_mb()
+        if spec["disk_mb"] > free_disk:
+            raise InsufficientResources(
+                f"machine needs {spec['disk_mb']} MiB of disk, pool has {free_disk} MiB free"
+            )
+
+    def _check_ram_to_boot(self, machine: Mapping[str, Any]) -> None:
+        free = self.ram_mb - self._ram_in_use_mb()
+        if machine["ram_mb"] > free:
+            raise InsufficientResources(
+                f"machine needs {machine['ram_mb']} MiB of memory to boot, node has {free} MiB free"
+            )
+
+    def _get(self, uuid: str) -> dict[str, Any]:
+        machine = self._machines.get(uuid)
+        if machine is None:
+            raise MachineNotFound(f"machine {uuid} does not exist on server {self.server_uuid}")
+        return machine
+
+    @staticmethod
+    def _require_not_provisioning(machine: Mapping[str, Any], action: str) -> None:
+        if machine["state"] == "provisioning":
+            raise BackendError(
+                "MachineNotReady", f"cannot {action} machine {machine['uuid']}: still provisioning"
+            )
+
+    # -- latency and faults -------------------------------------------------------------------
+
+    def _begin(self, op: str) -> None:
+        self._fail_if_asked(op)
+        self._sleep(op)
+
+    def _fail_if_asked(self, op: str) -> None:
+        with self._lock:
+            message = self._fail.get(op)
+        if message is not None:
+            raise InjectedFault(message)
+
+    def _sleep(self, op: str) -> None:
+        with self._lock:
+            ms = self._latency_ms.get(op, self._global_latency_ms)
+        if ms > 0:
+            time.sleep(ms / 1000.0)
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def _load_state(self) -> None:
+        if self._state_path is None or not self._state_path.exists():
+            return
+        saved = json.loads(self._state_path.read_text())
+        self._images = saved.get("images", {})
+        self._machines = saved.get("machines", {})
+        for machine in self._machines.values():
+            # The process died while creating it; the resources were already taken, so the
+            # simulated create is complete (a redelivered machine_create then sees it running).
+            if machine["state"] == "provisioning":
+                machine.update(state="running", boot_time=time.time())
+
+    def _save_state(self) -> None:
+        if self._state_path is None:
+            return
+        data = json.dumps({"images": self._images, "machines": self._machines}, indent=1)
+        self._state_path.parent.mkdir(parents=True, exist_ok=True)
+        # temp file in the same directory + os.replace: a crash leaves the old or the new file,
+        # never half of one
+        fd, tmp = tempfile.mkstemp(dir=self._state_path.parent, prefix=".sim-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(data)
+            os.replace(tmp, self._state_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _destroyed(machine: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "uuid": machine["uuid"],
+        "alias": machine.get("alias", ""),
+        "state": "destroyed",
+        "image_uuid": machine.get("image_uuid", ""),
+        "ram_mb": machine.get("ram_mb", 0),
+        "disk_mb": machine.get("disk_mb", 0),
+        "disk_used_mb": 0,
+        "boot_time": None,
+    }
+
+
+def from_settings(
+    settings: AgentSettings, server_uuid: str, hostname: str | None = None
+) -> SimBackend:
+    """A sim node sized by ``settings``; its state file is ``DATA_DIR/sim/<uuid>.json`` when
+    ``sim_state`` is on."""
+    state_path = settings.data_dir / "sim" / f"{server_uuid}.json" if settings.sim_state else None
+    return SimBackend(
+        server_uuid,
+        hostname or resolve_hostname(settings),
+        ram_mb=settings.sim_ram_mb,
+        cpus=settings.sim_cpus,
+        pool_size_mb=settings.sim_disk_gb * 1024,
+        latency_ms=settings.sim_latency_ms,
+        traits=parse_traits(settings),
+        state_path=state_path,
+    )

@@ -1,0 +1,77 @@
+"""Settings of a compute-node agent (and of the mock cloud, which is many agents in one process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from schemas.settings import SettingsError, load, setting
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    redis_url: str = setting("redis://127.0.0.1:6379/0", "Redis URL: Celery broker and heartbeats")
+    server_uuid: str = setting("", "this node's UUID; empty = read or create DATA_DIR/server-uuid")
+    data_dir: Path = setting(Path("~/.sdc/agent").expanduser(), "where the agent keeps its state")
+    backend: str = setting("sim", "node backend: sim, linux or smartos")
+    hostname: str = setting("", "hostname to register; empty = this machine's hostname")
+    heartbeat_interval: float = setting(5.0, "seconds between heartbeats")
+    status_interval: float = setting(60.0, "send a status report at least this often (seconds)")
+    status_check_interval: float = setting(0.5, "seconds between checks for a changed status")
+    concurrency: int = setting(4, "agent tasks run at the same time (worker threads)")
+    sim_ram_mb: int = setting(65536, "sim backend: physical memory of a node in MiB")
+    sim_cpus: int = setting(16, "sim backend: CPU cores of a node")
+    sim_disk_gb: int = setting(1024, "sim backend: size of a node's pool in GiB")
+    sim_latency_ms: int = setting(0, "sim backend: added latency of every operation in ms")
+    sim_traits: str = setting("{}", "sim backend: traits of a node, as a JSON object")
+    pool: str = setting("", "storage pool (or its mount point) the linux backend uses")
+    sim_state: bool = setting(True, "sim backend: keep node state in DATA_DIR across restarts")
+
+
+def load_settings(**overrides: Any) -> AgentSettings:
+    """Settings from the environment and SDC_CONFIG, with command-line ``overrides`` on top."""
+    return load(AgentSettings, **overrides)
+
+
+def resolve_server_uuid(settings: AgentSettings) -> str:
+    """The configured UUID, else the one stored in the data dir, else a new one that is stored
+    there: a node must keep its identity across restarts or the head node sees a new server."""
+    if settings.server_uuid:
+        return _checked_uuid(settings.server_uuid, "SDC_SERVER_UUID")
+    path = settings.data_dir / "server-uuid"
+    try:
+        return _checked_uuid(path.read_text().strip(), str(path))
+    except FileNotFoundError:
+        pass
+    new = str(uuid.uuid4())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(new + "\n")
+    os.replace(tmp, path)
+    return new
+
+
+def resolve_hostname(settings: AgentSettings) -> str:
+    return settings.hostname or socket.gethostname()
+
+
+def parse_traits(settings: AgentSettings) -> dict[str, Any]:
+    try:
+        traits = json.loads(settings.sim_traits or "{}")
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"SDC_SIM_TRAITS: not JSON: {exc}") from exc
+    if not isinstance(traits, dict):
+        raise SettingsError("SDC_SIM_TRAITS: must be a JSON object")
+    return traits
+
+
+def _checked_uuid(text: str, where: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError as exc:
+        raise SettingsError(f"{where}: not a UUID: {text!r}") from exc

@@ -1,0 +1,169 @@
+"""What a node tells the head node without being asked: it is alive, who it is, what it runs.
+
+Two threads serve every node the process hosts, however many: the heartbeater writes one
+``HSET sdc:heartbeats`` with a field per node each tick, and the reporter registers the nodes
+(sysinfo) and sends a node's status when it changed or has not been sent for a while. Both
+survive a Redis restart: a failed tick logs one line per outage and the next tick tries again;
+after an outage every node registers again, since the head node may have lost its messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import redis
+from kombu.exceptions import OperationalError
+
+from agents import tasks
+from agents.backends.base import NodeBackend
+from schemas.agent import HEARTBEAT_KEY
+
+log = logging.getLogger(__name__)
+
+#: what a failed send or write looks like while Redis is away
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    OperationalError,
+    ConnectionError,
+    OSError,
+)
+
+
+class _Ticker:
+    """A daemon thread calling ``tick()`` every ``interval`` seconds until stopped."""
+
+    name = "ticker"
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._down = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.guarded_tick()
+            self._stop.wait(self.interval)
+
+    def guarded_tick(self) -> bool:
+        """One tick; True if it reached Redis. Logs once when Redis goes away and comes back."""
+        try:
+            self.tick()
+        except CONNECTION_ERRORS as exc:
+            if not self._down:
+                log.warning("%s: Redis unreachable, retrying every %.1fs: %s",
+                            self.name, self.interval, exc)
+            self._down = True
+            return False
+        except Exception:
+            log.exception("%s: unexpected failure, retrying next tick", self.name)
+            return False
+        if self._down:
+            log.info("%s: Redis reachable again", self.name)
+            self._down = False
+            self.reconnected()
+        return True
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+    def reconnected(self) -> None:
+        """Called on the first good tick after an outage."""
+
+
+class Heartbeater(_Ticker):
+    name = "heartbeater"
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        server_uuids: Iterable[str],
+        interval: float = 5.0,
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(interval)
+        self.client = client
+        self.server_uuids = list(server_uuids)
+        self.on_reconnect = on_reconnect
+
+    def tick(self) -> None:
+        now = str(time.time())
+        self.client.hset(HEARTBEAT_KEY, mapping=dict.fromkeys(self.server_uuids, now))
+
+    def reconnected(self) -> None:
+        if self.on_reconnect is not None:
+            self.on_reconnect()
+
+
+def status_fingerprint(status: Mapping[str, Any]) -> Any:
+    """What makes two status reports different, the report's timestamp aside."""
+    return {key: value for key, value in status.items() if key != "timestamp"}
+
+
+class StatusReporter(_Ticker):
+    name = "status-reporter"
+
+    def __init__(
+        self,
+        backends: Iterable[NodeBackend],
+        check_interval: float = 0.5,
+        status_interval: float = 60.0,
+        send_sysinfo: Callable[[Mapping[str, Any]], None] = tasks.send_sysinfo,
+        send_status: Callable[[Mapping[str, Any]], None] = tasks.send_status,
+    ) -> None:
+        super().__init__(check_interval)
+        self.backends = list(backends)
+        self.status_interval = status_interval
+        self.send_sysinfo = send_sysinfo
+        self.send_status = send_status
+        self._registered: set[str] = set()
+        self._last_sent: dict[str, tuple[Any, float]] = {}
+        self._lock = threading.Lock()
+
+    def register_again(self) -> None:
+        """Re-send every node's sysinfo and status on the next tick."""
+        with self._lock:
+            self._registered.clear()
+            self._last_sent.clear()
+
+    reconnected = register_again
+
+    def tick(self) -> None:
+        for backend in self.backends:
+            self._register(backend)
+            self._report(backend)
+
+    def _register(self, backend: NodeBackend) -> None:
+        with self._lock:
+            if backend.server_uuid in self._registered:
+                return
+        self.send_sysinfo(backend.sysinfo())
+        with self._lock:
+            self._registered.add(backend.server_uuid)
+
+    def _report(self, backend: NodeBackend) -> None:
+        status = backend.status()
+        fingerprint = status_fingerprint(status)
+        now = time.monotonic()
+        with self._lock:
+            last = self._last_sent.get(backend.server_uuid)
+        if last is not None and last[0] == fingerprint and now - last[1] < self.status_interval:
+            return
+        self.send_status(status)
+        with self._lock:
+            self._last_sent[backend.server_uuid] = (fingerprint, now)

@@ -1,0 +1,183 @@
+"""The agent's Celery app: one task per node operation, and the events it sends the head node.
+
+Each task ``agent.<op>`` is called as ``(server_uuid, params, reply)`` (see schemas/agent.py).
+It always produces an outcome (TaskOutcomeSchema) -- whatever went wrong becomes
+``{code, message}`` -- returns it, and sends it to the head node when ``reply`` is given, so a
+workflow waiting for the reply is never left hanging.
+
+One process may host many nodes (the mock cloud), so the backend is looked up per task in
+:data:`registry` by the task's ``server_uuid``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from celery import Celery
+from marshmallow import EXCLUDE, ValidationError
+
+from agents.backends.base import BackendError, NodeBackend
+from schemas.agent import AGENT_TASKS, HEADNODE_QUEUE, SysinfoSchema, agent_task
+
+log = logging.getLogger(__name__)
+
+EVENT_SYSINFO = "events.server_sysinfo"
+EVENT_STATUS = "events.server_status"
+EVENT_TASK_REPLY = "events.task_reply"
+
+#: A reply must survive a short broker hiccup: without it the workflow waits for its timeout.
+REPLY_RETRY_POLICY = {"max_retries": 30, "interval_start": 0, "interval_step": 0.5,
+                      "interval_max": 2}
+
+app = Celery("agents", set_as_current=False)
+app.conf.update(
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    broker_transport_options={"visibility_timeout": 3600},
+    broker_connection_retry_on_startup=True,
+    # replies travel as events.task_reply; stored results are only a convenience for callers
+    result_expires=3600,
+)
+
+#: server_uuid -> backend of every node this process hosts
+registry: dict[str, NodeBackend] = {}
+
+
+def configure(redis_url: str) -> Celery:
+    """Point the app at the cloud's Redis (broker and result backend)."""
+    app.conf.update(broker_url=redis_url, result_backend=redis_url)
+    return app
+
+
+def host(backends: Iterable[NodeBackend]) -> None:
+    """Make this process serve exactly ``backends``."""
+    registry.clear()
+    registry.update({backend.server_uuid: backend for backend in backends})
+
+
+# -- events to the head node ------------------------------------------------------------------
+
+
+def send_event(name: str, *args: Any, retry_policy: Mapping[str, Any] | None = None) -> None:
+    app.send_task(name, args=list(args), queue=HEADNODE_QUEUE, retry=True,
+                  retry_policy=dict(retry_policy) if retry_policy else None)
+
+
+def send_sysinfo(sysinfo: Mapping[str, Any]) -> None:
+    """Register a node; ``sysinfo`` has the Python names, the wire has the SmartOS names."""
+    send_event(EVENT_SYSINFO, SysinfoSchema().dump(sysinfo))
+
+
+def send_status(status: Mapping[str, Any]) -> None:
+    send_event(EVENT_STATUS, dict(status))
+
+
+def send_reply(reply: Mapping[str, Any], outcome: Mapping[str, Any]) -> None:
+    send_event(EVENT_TASK_REPLY, dict(reply), dict(outcome), retry_policy=REPLY_RETRY_POLICY)
+
+
+# -- the operations -----------------------------------------------------------------------------
+
+
+def _image_ensure_present(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+    return {"image": backend.image_ensure_present(params["image"])}
+
+
+def _machine_create(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+    return {"machine": backend.machine_create(params)}
+
+
+def _machine_action(action: str) -> Callable[[NodeBackend, dict[str, Any]], dict[str, Any]]:
+    def run(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+        return {"machine": getattr(backend, action)(params["uuid"])}
+
+    return run
+
+
+def _report_status(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+    status = backend.status()
+    send_status(status)
+    return {"status": status}
+
+
+def _sim_faults(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+    configure_faults = getattr(backend, "configure_faults", None)
+    if configure_faults is None:
+        raise BackendError("Unsupported", "fault injection exists only on sim nodes")
+    return {"faults": configure_faults(params["fail"], params["latency_ms"])}
+
+
+OPERATIONS: dict[str, Callable[[NodeBackend, dict[str, Any]], dict[str, Any]]] = {
+    "image_ensure_present": _image_ensure_present,
+    "machine_create": _machine_create,
+    "machine_start": _machine_action("machine_start"),
+    "machine_stop": _machine_action("machine_stop"),
+    "machine_reboot": _machine_action("machine_reboot"),
+    "machine_destroy": _machine_action("machine_destroy"),
+    "machine_load": _machine_action("machine_load"),
+    "report_status": _report_status,
+    "sim_faults": _sim_faults,
+}
+assert set(OPERATIONS) == set(AGENT_TASKS), "every op of the wire contract needs a handler"
+
+
+def run_op(op: str, server_uuid: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Run one operation and describe how it went; never raises."""
+    started_at = time.time()
+    try:
+        backend = registry.get(server_uuid)
+        if backend is None:
+            raise BackendError("UnknownServer", f"server {server_uuid} is not hosted by this agent")
+        # Unknown fields are dropped, not refused: a newer head node may send more than we know.
+        loaded = AGENT_TASKS[op]().load(params or {}, unknown=EXCLUDE)
+        result = OPERATIONS[op](backend, loaded)
+        error = None
+    except ValidationError as exc:
+        result, error = None, {"code": "InvalidParams", "message": f"{op}: {exc.messages}"}
+    except BackendError as exc:
+        result, error = None, {"code": exc.code, "message": exc.message}
+    except Exception as exc:  # the head node must hear about every failure, whatever it is
+        log.exception("agent.%s on %s failed", op, server_uuid)
+        result, error = None, {"code": "InternalError", "message": f"{type(exc).__name__}: {exc}"}
+    return {
+        "server_uuid": server_uuid,
+        "ok": error is None,
+        "result": result,
+        "error": error,
+        "started_at": started_at,
+        "finished_at": time.time(),
+    }
+
+
+def handle(
+    op: str, server_uuid: str, params: Mapping[str, Any] | None, reply: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    outcome = run_op(op, server_uuid, params)
+    if outcome["ok"]:
+        log.info("agent.%s on %s: ok", op, server_uuid)
+    else:
+        log.warning("agent.%s on %s: %s", op, server_uuid, outcome["error"]["message"])
+    if reply is not None:
+        send_reply(reply, outcome)
+    return outcome
+
+
+def _register(op: str) -> Any:
+    def agent_op(
+        server_uuid: str, params: Mapping[str, Any] | None, reply: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return handle(op, server_uuid, params, reply)
+
+    agent_op.__name__ = agent_op.__qualname__ = op
+    return app.task(name=agent_task(op))(agent_op)
+
+
+#: op name -> its Celery task
+TASKS: dict[str, Any] = {op: _register(op) for op in AGENT_TASKS}
