@@ -1,0 +1,88 @@
+"""The operator API on a real PostgreSQL (fixtures in tests/conftest.py), jobs recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from headnode.api.app import create_app
+from headnode.store.models import Account, Image, Package, Server, new_uuid
+from tests.support.jobqueue import RecordingJobQueue
+
+AUTH = {"Authorization": "Bearer test-token"}
+
+
+@pytest.fixture
+def jobqueue() -> RecordingJobQueue:
+    return RecordingJobQueue()
+
+
+@pytest.fixture
+def app(settings: Any, jobqueue: RecordingJobQueue) -> Flask:
+    return create_app(settings, jobs=jobqueue)
+
+
+@pytest.fixture
+def client(app: Flask) -> Iterator[FlaskClient]:
+    with app.test_client() as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def api(client: FlaskClient) -> Callable[..., Any]:
+    """``api("get", "/ops/servers", json=...)`` with the operator token."""
+
+    def call(method: str, path: str, **kwargs: Any) -> Any:
+        headers = {**AUTH, **kwargs.pop("headers", {})}
+        return getattr(client, method)(path, headers=headers, **kwargs)
+
+    return call
+
+
+@pytest.fixture
+def sdc(app: Flask) -> Any:
+    return app.extensions["sdc"]
+
+
+def add(ctx: Any, row: Any) -> Any:
+    with ctx.transaction() as session:
+        session.add(row)
+    return row
+
+
+def make_server(ctx: Any, **overrides: Any) -> Server:
+    attrs: dict[str, Any] = {
+        "uuid": new_uuid(), "hostname": "cn1", "backend": "sim", "setup": True,
+        "ram_mb": 65536, "cpus": 16, "disk_mb": 1_000_000, "last_heartbeat": 1.0e9,
+    }
+    attrs.update(overrides)
+    return add(ctx, Server(**attrs))
+
+
+def make_package(ctx: Any, **overrides: Any) -> Package:
+    attrs: dict[str, Any] = {"name": "small", "memory": 1024, "disk": 10240}
+    attrs.update(overrides)
+    return add(ctx, Package(**attrs))
+
+
+def make_image(ctx: Any, **overrides: Any) -> Image:
+    attrs: dict[str, Any] = {"name": "base-64", "version": "24.4.0", "os": "smartos",
+                             "size_mb": 300}
+    attrs.update(overrides)
+    return add(ctx, Image(**attrs))
+
+
+def make_account(ctx: Any, **overrides: Any) -> Account:
+    attrs: dict[str, Any] = {"login": "alice", "email": "alice@example.com"}
+    attrs.update(overrides)
+    return add(ctx, Account(**attrs))
+
+
+def count(ctx: Any, model: Any) -> int:
+    with ctx.read() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
