@@ -1,0 +1,128 @@
+"""Capacity held on servers: reserve for a provision, commit into usage, release.
+
+The sums live on the server row and change only through single UPDATE statements whose WHERE
+clause re-checks the room left, so two concurrent provisions can never both take the last
+slot (PostgreSQL re-evaluates the WHERE after the row lock; SQLite serializes writers).
+Each reservation row moves once: held -> committed -> released, or held -> released; the
+guarded state change makes every call idempotent.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.orm import Session
+
+from headnode.placement.allocator import Policy
+from headnode.store.models import Reservation, Server, utcnow
+
+
+def reserve(
+    session: Session,
+    server_uuid: str,
+    machine_uuid: str,
+    job_uuid: str,
+    ram_mb: int,
+    disk_mb: int,
+    cpu: int,
+    policy: Policy,
+) -> bool:
+    """Hold room on one server for one machine; False if it no longer fits."""
+    room = and_(
+        Server.uuid == server_uuid,
+        Server.status == "running",
+        Server.setup.is_(True),
+        Server.reserved.is_(False),
+        Server.machine_count < policy.max_machines,
+        Server.ram_mb * (1 - policy.reservation_ratio)
+        - Server.ram_inflight_mb - Server.ram_committed_mb >= ram_mb,
+        Server.disk_mb * policy.pool_usable_ratio
+        - Server.disk_inflight_mb - Server.disk_committed_mb >= disk_mb,
+    )
+    result = session.execute(
+        update(Server)
+        .where(room)
+        .values(
+            ram_inflight_mb=Server.ram_inflight_mb + ram_mb,
+            disk_inflight_mb=Server.disk_inflight_mb + disk_mb,
+            cpu_inflight=Server.cpu_inflight + cpu,
+            machine_count=Server.machine_count + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    session.add(Reservation(machine_uuid=machine_uuid, server_uuid=server_uuid,
+                            job_uuid=job_uuid, ram_mb=ram_mb, disk_mb=disk_mb, cpu=cpu))
+    return True
+
+
+def _move(session: Session, machine_uuid: str, from_state: str, to_state: str) -> Reservation | None:
+    """Change a reservation's state if it is in ``from_state``; return it if it moved."""
+    values: dict[str, object] = {"state": to_state}
+    if to_state == "released":
+        values["ended_at"] = utcnow()
+    moved = session.execute(
+        update(Reservation)
+        .where(Reservation.machine_uuid == machine_uuid, Reservation.state == from_state)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return session.scalars(
+        select(Reservation).where(Reservation.machine_uuid == machine_uuid)
+    ).one()
+
+
+def commit(session: Session, machine_uuid: str) -> bool:
+    """The machine exists on its node now: its held room becomes usage."""
+    res = _move(session, machine_uuid, "held", "committed")
+    if res is None:
+        return False
+    session.execute(
+        update(Server)
+        .where(Server.uuid == res.server_uuid)
+        .values(
+            ram_inflight_mb=Server.ram_inflight_mb - res.ram_mb,
+            disk_inflight_mb=Server.disk_inflight_mb - res.disk_mb,
+            cpu_inflight=Server.cpu_inflight - res.cpu,
+            ram_committed_mb=Server.ram_committed_mb + res.ram_mb,
+            disk_committed_mb=Server.disk_committed_mb + res.disk_mb,
+            cpu_committed=Server.cpu_committed + res.cpu,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return True
+
+
+def release(session: Session, machine_uuid: str) -> bool:
+    """Give back whatever the machine holds (in flight or committed); idempotent."""
+    for from_state, prefix in (("held", "inflight"), ("committed", "committed")):
+        res = _move(session, machine_uuid, from_state, "released")
+        if res is None:
+            continue
+        ram = getattr(Server, f"ram_{prefix}_mb")
+        disk = getattr(Server, f"disk_{prefix}_mb")
+        cpu = getattr(Server, f"cpu_{prefix}")
+        session.execute(
+            update(Server)
+            .where(Server.uuid == res.server_uuid)
+            .values({ram: ram - res.ram_mb, disk: disk - res.disk_mb, cpu: cpu - res.cpu,
+                     Server.machine_count: Server.machine_count - 1})
+            .execution_options(synchronize_session=False)
+        )
+        return True
+    return False
+
+
+def release_orphans(session: Session) -> int:
+    """Release held reservations whose job has ended or vanished (a crash between steps)."""
+    from headnode.store.models import Job
+
+    orphans = session.scalars(
+        select(Reservation.machine_uuid)
+        .outerjoin(Job, Job.uuid == Reservation.job_uuid)
+        .where(Reservation.state == "held",
+               (Job.uuid.is_(None)) | (Job.execution.in_(("succeeded", "failed"))))
+    ).all()
+    return sum(1 for machine_uuid in orphans if release(session, machine_uuid))

@@ -1,0 +1,236 @@
+"""Machines: create (allocate, then one transaction for machine, reservation and job), act
+on them (start, stop, reboot, destroy: one job per machine at a time), list and get."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from headnode.placement.allocator import Policy, PlacementRequest, ServerState, allocate
+from headnode.services import capacity
+from headnode.services.context import ServiceContext
+from headnode.services.errors import Conflict, InsufficientCapacity, InvalidArgument, NotFound
+from headnode.store.models import Account, Image, Machine, Package, Server, new_uuid
+from workflows import machines as _workflows  # noqa: F401 - registers the machine workflows
+from workflows.engine import new_job
+
+ACTIONS = ("start", "stop", "reboot")
+#: states from which each action may start
+ACTION_FROM = {"start": ("stopped", "running"), "stop": ("running", "stopped"),
+               "reboot": ("running",)}
+#: a lost race for the chosen server's last room is retried on a fresh snapshot this often
+PLACEMENT_ATTEMPTS = 5
+#: machines that still hold an alias (CloudAPI: names are unique per account among these)
+ALIAS_HOLDING_STATES = ("provisioning", "running", "stopped", "unknown")
+
+
+def machine_to_dict(m: Machine) -> dict[str, Any]:
+    return {
+        "uuid": m.uuid, "alias": m.alias, "owner_uuid": m.owner_uuid,
+        "package_uuid": m.package_uuid, "image_uuid": m.image_uuid,
+        "server_uuid": m.server_uuid, "state": m.state, "ram_mb": m.ram_mb,
+        "disk_mb": m.disk_mb, "cpu_cap": m.cpu_cap, "vcpus": m.vcpus, "brand": m.brand,
+        "tags": m.tags, "metadata": m.customer_metadata, "job_uuid": m.job_uuid,
+        "created_at": m.created_at, "updated_at": m.updated_at,
+    }
+
+
+def policy_for(ctx: ServiceContext) -> Policy:
+    s = ctx.settings
+    return Policy(reservation_ratio=s.reservation_ratio, pool_usable_ratio=s.pool_usable_ratio,
+                  max_machines=s.max_machines_per_server)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuidlib.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _resolve_owner(session: Session, ident: str) -> Account:
+    column = Account.uuid if _is_uuid(ident) else Account.login
+    account = session.scalars(select(Account).where(column == ident)).one_or_none()
+    if account is None:
+        raise InvalidArgument("owner", f"no account {ident!r}")
+    return account
+
+
+def _resolve_package(session: Session, ident: str) -> Package:
+    column = Package.uuid if _is_uuid(ident) else Package.name
+    package = session.scalars(select(Package).where(column == ident)).one_or_none()
+    if package is None:
+        raise InvalidArgument("package", f"no package {ident!r}")
+    if not package.active:
+        raise InvalidArgument("package", f"package {package.name} is not active")
+    return package
+
+
+def _resolve_image(session: Session, ident: str) -> Image:
+    if _is_uuid(ident):
+        image = session.get(Image, ident)
+    else:  # a name means its newest active version
+        image = session.scalars(
+            select(Image).where(Image.name == ident, Image.state == "active")
+            .order_by(Image.created_at.desc())
+        ).first()
+    if image is None:
+        raise InvalidArgument("image", f"no image {ident!r}")
+    if image.state != "active":
+        raise InvalidArgument("image", f"image {image.name} is {image.state}, not active")
+    return image
+
+
+def _fleet(session: Session, only: str | None) -> list[ServerState]:
+    query = select(Server)
+    if only:
+        query = query.where(Server.uuid == only)
+    return [
+        ServerState(
+            uuid=s.uuid, hostname=s.hostname, status=s.status, setup=s.setup,
+            reserved=s.reserved, headnode=s.headnode, ram_mb=s.ram_mb, disk_mb=s.disk_mb,
+            ram_used_mb=s.ram_inflight_mb + s.ram_committed_mb,
+            disk_used_mb=s.disk_inflight_mb + s.disk_committed_mb,
+            machine_count=s.machine_count,
+        )
+        for s in session.scalars(query)
+    ]
+
+
+def _check_alias_free(session: Session, owner_uuid: str, alias: str) -> None:
+    taken = session.scalar(
+        select(func.count()).select_from(Machine).where(
+            Machine.owner_uuid == owner_uuid, Machine.alias == alias,
+            Machine.state.in_(ALIAS_HOLDING_STATES))
+    )
+    if taken:
+        raise Conflict(f"a machine named {alias!r} already exists", code="DuplicateName")
+
+
+def _place(session: Session, ctx: ServiceContext, request: PlacementRequest,
+           machine_uuid: str, job_uuid: str, cpu: int, only: str | None) -> str:
+    """Pick a server and hold room on it; refuse with every reason when none fits."""
+    policy = policy_for(ctx)
+    excluded: set[str] = set()
+    for _ in range(PLACEMENT_ATTEMPTS):
+        attempt = PlacementRequest(request.ram_mb, request.disk_mb, request.owner_uuid,
+                                   frozenset(excluded))
+        decision = allocate(_fleet(session, only), attempt, policy)
+        if decision.server is None:
+            raise InsufficientCapacity(decision.explain(attempt), dict(decision.reasons))
+        if capacity.reserve(session, decision.server.uuid, machine_uuid, job_uuid,
+                            request.ram_mb, request.disk_mb, cpu, policy):
+            return decision.server.uuid
+        excluded.add(decision.server.uuid)  # another provision took the room first
+    raise InsufficientCapacity("no server could be reserved: the fleet is changing too fast, "
+                               "try again", {"lost races": PLACEMENT_ATTEMPTS})
+
+
+def create_machine(ctx: ServiceContext, body: dict[str, Any],
+                   caller: dict[str, Any]) -> dict[str, Any]:
+    machine_uuid, job_uuid = new_uuid(), new_uuid()
+    with ctx.transaction() as session:
+        owner = _resolve_owner(session, body["owner"])
+        package = _resolve_package(session, body["package"])
+        image = _resolve_image(session, body["image"])
+        alias = body.get("alias") or f"{package.name}-{machine_uuid[:8]}"
+        _check_alias_free(session, owner.uuid, alias)
+        only = body.get("server_uuid")
+        if only and session.get(Server, only) is None:
+            raise InvalidArgument("server_uuid", f"no server {only}")
+        request = PlacementRequest(package.memory, package.disk, owner.uuid)
+        server_uuid = _place(session, ctx, request, machine_uuid, job_uuid,
+                             package.cpu_cap, only)
+        machine = Machine(
+            uuid=machine_uuid, alias=alias, owner_uuid=owner.uuid, package_uuid=package.uuid,
+            image_uuid=image.uuid, server_uuid=server_uuid, state="provisioning",
+            ram_mb=package.memory, disk_mb=package.disk, cpu_cap=package.cpu_cap,
+            vcpus=package.vcpus, max_lwps=package.max_lwps,
+            tags=dict(body.get("tags") or {}), customer_metadata=dict(body.get("metadata") or {}),
+            job_uuid=job_uuid,
+        )
+        session.add(machine)
+        new_job(session, "provision", machine_uuid=machine_uuid, server_uuid=server_uuid,
+                owner_uuid=owner.uuid, caller=caller, job_uuid=job_uuid,
+                params={"package": package.name, "image": image.uuid})
+    _enqueue(ctx, job_uuid)
+    return machine_to_dict(machine)
+
+
+def _enqueue(ctx: ServiceContext, job_uuid: str) -> None:
+    if ctx.jobs is not None:
+        ctx.jobs.enqueue(job_uuid)
+
+
+def _lock_for_job(session: Session, machine: Machine, job_uuid: str) -> None:
+    taken = session.execute(
+        update(Machine).where(Machine.uuid == machine.uuid, Machine.job_uuid.is_(None))
+        .values(job_uuid=job_uuid).execution_options(synchronize_session=False)
+    )
+    if taken.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"machine {machine.uuid} is busy with another job",
+                       code="MachineBusy")
+
+
+def _get(session: Session, machine_uuid: str) -> Machine:
+    machine = session.get(Machine, machine_uuid) if _is_uuid(machine_uuid) else None
+    if machine is None or machine.state == "destroyed":
+        raise NotFound("machine", machine_uuid)
+    return machine
+
+
+def _start_job(ctx: ServiceContext, machine_uuid: str, workflow: str, allowed: tuple[str, ...],
+               caller: dict[str, Any]) -> dict[str, Any]:
+    job_uuid = new_uuid()
+    with ctx.transaction() as session:
+        machine = _get(session, machine_uuid)
+        if machine.job_uuid is not None:
+            raise Conflict(f"machine {machine.uuid} is busy with job {machine.job_uuid}",
+                           code="MachineBusy")
+        if machine.state not in allowed:
+            raise Conflict(f"cannot {workflow} a machine that is {machine.state}",
+                           code="InvalidState")
+        _lock_for_job(session, machine, job_uuid)
+        new_job(session, workflow, machine_uuid=machine.uuid, server_uuid=machine.server_uuid,
+                owner_uuid=machine.owner_uuid, caller=caller, job_uuid=job_uuid)
+    _enqueue(ctx, job_uuid)
+    return {"machine_uuid": machine_uuid, "job_uuid": job_uuid}
+
+
+def machine_action(ctx: ServiceContext, machine_uuid: str, action: str,
+                   caller: dict[str, Any]) -> dict[str, Any]:
+    if action not in ACTIONS:
+        raise InvalidArgument("action", f"must be one of {', '.join(ACTIONS)}")
+    return _start_job(ctx, machine_uuid, action, ACTION_FROM[action], caller)
+
+
+def destroy_machine(ctx: ServiceContext, machine_uuid: str,
+                    caller: dict[str, Any]) -> dict[str, Any]:
+    return _start_job(ctx, machine_uuid, "destroy",
+                      ("running", "stopped", "failed", "unknown"), caller)
+
+
+def list_machines(ctx: ServiceContext, limit: int = 1000, offset: int = 0,
+                  **filters: Any) -> tuple[list[dict[str, Any]], int]:
+    columns = {"owner_uuid": Machine.owner_uuid, "state": Machine.state,
+               "server_uuid": Machine.server_uuid, "package_uuid": Machine.package_uuid,
+               "image_uuid": Machine.image_uuid, "alias": Machine.alias}
+    conditions = [columns[k] == v for k, v in filters.items() if v is not None and k in columns]
+    if filters.get("state") is None:
+        conditions.append(Machine.state != "destroyed")
+    with ctx.read() as session:
+        total = session.scalar(select(func.count()).select_from(Machine).where(*conditions))
+        rows = session.scalars(
+            select(Machine).where(*conditions).order_by(Machine.created_at, Machine.uuid)
+            .limit(limit).offset(offset)
+        ).all()
+        return [machine_to_dict(m) for m in rows], int(total or 0)
+
+
+def get_machine(ctx: ServiceContext, machine_uuid: str) -> dict[str, Any]:
+    with ctx.read() as session:
+        return machine_to_dict(_get(session, machine_uuid))

@@ -1,0 +1,40 @@
+"""The head node's Celery app: workflow steps, agent events and the periodic reconciler.
+
+The API process imports it only to send messages; ``sdc headnode worker`` consumes the
+``headnode`` queue and ``sdc headnode beat`` schedules :func:`workflows.tasks.reconcile`.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from headnode.config import get_settings
+from schemas.agent import HEADNODE_QUEUE
+
+
+def make_app() -> Celery:
+    settings = get_settings()
+    app = Celery("sdc", broker=settings.redis_url, include=["workflows.tasks"])
+    app.conf.update(
+        task_default_queue=HEADNODE_QUEUE,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        # A step message is acknowledged only once it has run: a worker killed mid-step
+        # leaves the message to be delivered again, and the engine's attempt counter makes
+        # the second delivery harmless.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=4,
+        broker_transport_options={"visibility_timeout": 3600},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "reconcile": {"task": "workflows.reconcile", "schedule": settings.reconcile_interval,
+                          "options": {"expires": settings.reconcile_interval * 2}},
+        },
+    )
+    return app
+
+
+app = make_app()

@@ -1,0 +1,51 @@
+"""Sending messages: the Celery side of the engine's Transport and of services' JobQueue."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+
+from schemas.agent import HEADNODE_QUEUE, agent_queue, agent_task
+from workflows.engine import Transport
+
+RUN_STEP = "workflows.run_step"
+
+log = logging.getLogger(__name__)
+
+
+class CeleryTransport(Transport):
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def send_step(self, job_uuid: str, attempt: int) -> None:
+        self.app.send_task(RUN_STEP, args=[job_uuid, attempt], queue=HEADNODE_QUEUE)
+
+    def send_agent(self, server_uuid: str, op: str, params: dict[str, Any],
+                   reply: dict[str, Any] | None) -> None:
+        self.app.send_task(agent_task(op), args=[server_uuid, params, reply],
+                           queue=agent_queue(server_uuid))
+
+    def send_raw(self, queue: str, task: str, args: list[Any]) -> None:
+        self.app.send_task(task, args=args, queue=queue)
+
+
+class CeleryJobQueue:
+    """What the API uses to start a committed job."""
+
+    def __init__(self, app: Celery | None = None) -> None:
+        if app is None:
+            from workflows.celery_app import app as default_app
+
+            app = default_app
+        self.transport = CeleryTransport(app)
+
+    def enqueue(self, job_uuid: str) -> None:
+        # Attempt 1 is the first step of every new job (engine.new_job). The job is already
+        # committed: if Redis cannot take the message now, the reconciler's sweep sends it
+        # again once the job's grace deadline passes, so the request still succeeds.
+        try:
+            self.transport.send_step(job_uuid, 1)
+        except Exception as exc:  # noqa: BLE001 - kombu raises many kinds of connection errors
+            log.warning("could not enqueue job %s now (%s); the sweep will", job_uuid, exc)

@@ -1,0 +1,379 @@
+"""The job engine: workflows made of steps, each run as its own Celery message.
+
+A job row holds where it is (phase, step index) and a counter, ``attempt``, that grows every
+time a step is scheduled; every message names the attempt it is for, so a late, duplicated or
+redelivered message (a retried step, an agent reply after a timeout) is recognised as stale and
+ignored. Each step runs in its own database transaction with the job row locked; a step that
+raises is rolled back to a savepoint and its error recorded. A step that calls an agent sends
+the agent task after the commit and finishes when ``events.task_reply`` arrives.
+
+Steps have a deadline. The periodic sweep (``workflows.reconcile``) treats a step past its
+deadline as failed (an agent that never answered) or lost (a message dropped by a Redis
+restart) and retries or fails it, so no job is ever stuck and nothing it holds is leaked.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
+
+from headnode.config import HeadnodeSettings
+from headnode.store.models import Job, Machine, utcnow
+
+log = logging.getLogger(__name__)
+
+#: a queued job whose first message was lost is picked up again after this long
+QUEUED_GRACE_SECONDS = 30.0
+
+
+class StepFailed(Exception):
+    """A step's expected failure: recorded on the job with its code, no traceback."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class StepContext:
+    session: Session
+    job: Job
+    settings: HeadnodeSettings
+    #: (queue, task name, args) sent after the commit, for fire-and-forget agent calls
+    outbox: list[tuple[str, str, list[Any]]] = field(default_factory=list)
+
+    def machine(self) -> Machine:
+        machine = self.session.get(Machine, self.job.machine_uuid)
+        if machine is None:
+            raise StepFailed("MachineNotFound", f"machine {self.job.machine_uuid} not found")
+        return machine
+
+
+LocalFn = Callable[[StepContext], dict[str, Any] | None]
+ParamsFn = Callable[[StepContext], dict[str, Any]]
+ResultFn = Callable[[StepContext, dict[str, Any]], dict[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class Step:
+    """A local step runs ``run``; an agent step sends ``agent_op`` with ``params(ctx)`` to
+    the job's server and hands the agent's result to ``on_result``."""
+
+    name: str
+    timeout: float
+    run: LocalFn | None = None
+    agent_op: str | None = None
+    params: ParamsFn | None = None
+    on_result: ResultFn | None = None
+    retries: int = 0
+
+    @property
+    def is_agent(self) -> bool:
+        return self.agent_op is not None
+
+
+@dataclass(frozen=True)
+class Workflow:
+    name: str
+    chain: tuple[Step, ...]
+    onerror: tuple[Step, ...] = ()
+    timeout: float = 3600.0
+
+    def steps(self, phase: str) -> tuple[Step, ...]:
+        return self.chain if phase == "chain" else self.onerror
+
+
+class Transport:
+    """How the engine sends messages; the Celery implementation is in workflows.dispatch."""
+
+    def send_step(self, job_uuid: str, attempt: int) -> None:
+        raise NotImplementedError
+
+    def send_agent(self, server_uuid: str, op: str, params: dict[str, Any],
+                   reply: dict[str, Any] | None) -> None:
+        raise NotImplementedError
+
+    def send_raw(self, queue: str, task: str, args: list[Any]) -> None:
+        raise NotImplementedError
+
+
+REGISTRY: dict[str, Workflow] = {}
+
+
+def register(workflow: Workflow) -> Workflow:
+    REGISTRY[workflow.name] = workflow
+    return workflow
+
+
+def new_job(
+    session: Session,
+    workflow_name: str,
+    *,
+    machine_uuid: str | None,
+    server_uuid: str | None,
+    owner_uuid: str | None,
+    params: dict[str, Any] | None = None,
+    caller: dict[str, Any] | None = None,
+    job_uuid: str | None = None,
+) -> Job:
+    """Add a queued job to the session; the caller enqueues it after its commit."""
+    workflow = REGISTRY[workflow_name]
+    params = dict(params or {})
+    params["chain"] = [s.name for s in workflow.chain]
+    params["onerror"] = [s.name for s in workflow.onerror]
+    job_kwargs: dict[str, Any] = {"uuid": job_uuid} if job_uuid else {}
+    job = Job(
+        name=workflow_name,
+        machine_uuid=machine_uuid,
+        server_uuid=server_uuid,
+        owner_uuid=owner_uuid,
+        params=params,
+        caller=caller or {},
+        execution="queued",
+        phase="chain",
+        step_index=0,
+        attempt=1,
+        step_deadline=time.time() + QUEUED_GRACE_SECONDS,
+        chain_results=[],
+        onerror_results=[],
+        **job_kwargs,
+    )
+    session.add(job)
+    return job
+
+
+class Engine:
+    def __init__(self, settings: HeadnodeSettings, sessions: Callable[[], Session],
+                 transport: Transport) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.transport = transport
+
+    # -- entry points (one per Celery task) ------------------------------------------------
+
+    def run_step(self, job_uuid: str, attempt: int) -> None:
+        after: list[Callable[[], None]] = []
+        with self.sessions() as session, session.begin():
+            job = self._lock(session, job_uuid)
+            if job is None or job.attempt != attempt or job.execution in ("succeeded", "failed"):
+                return  # stale or duplicate message: nothing was queued in ``after``
+            if job.execution == "queued":
+                job.execution = "running"
+                job.started_at = utcnow()
+            step = self._step(job)
+            entry = self._start_entry(job, step)
+            if step.is_agent:
+                self._dispatch_agent(session, job, step, after)
+            else:
+                self._run_local(session, job, step, entry, after)
+        # Only after the commit: a message must never name state that might roll back.
+        for fn in after:
+            fn()
+
+    def on_agent_reply(self, reply: dict[str, Any], outcome: dict[str, Any]) -> None:
+        after: list[Callable[[], None]] = []
+        with self.sessions() as session, session.begin():
+            self._apply_reply(session, reply, outcome, after)
+        for fn in after:
+            fn()
+
+    def _apply_reply(self, session: Session, reply: dict[str, Any], outcome: dict[str, Any],
+                     after: list[Callable[[], None]]) -> None:
+        job = self._lock(session, reply["job_uuid"])
+        if job is None or job.attempt != reply["attempt"] or job.execution != "running":
+            log.info("ignoring stale agent reply for job %s", reply.get("job_uuid"))
+            return
+        step = self._step(job)
+        if not step.is_agent or job.step_index != reply["step"]:
+            return
+        entry = self._entry(job)
+        if not outcome.get("ok"):
+            error = outcome.get("error") or {}
+            self._fail_step(session, job, step, entry,
+                            error.get("code", "AgentError"), error.get("message", ""), after)
+            return
+        ctx = StepContext(session, job, self.settings)
+        try:
+            with session.begin_nested():
+                result = (step.on_result(ctx, outcome.get("result") or {})
+                          if step.on_result else outcome.get("result"))
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
+            code, message = _describe(exc)
+            self._fail_step(session, job, step, entry, code, message, after)
+            return
+        self._succeed_step(session, job, entry, result, ctx, after)
+
+    def sweep(self, now: float | None = None) -> int:
+        """Handle steps past their deadline and jobs past their workflow's timeout."""
+        now = time.time() if now is None else now
+        with self.sessions() as session:
+            due = session.scalars(
+                select(Job.uuid).where(
+                    Job.execution.in_(("queued", "running")),
+                    or_(Job.step_deadline < now, Job.step_deadline.is_(None)),
+                )
+            ).all()
+        for job_uuid in due:
+            self._expire(job_uuid, now)
+        return len(due)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _expire(self, job_uuid: str, now: float) -> None:
+        after: list[Callable[[], None]] = []
+        with self.sessions() as session, session.begin():
+            job = self._lock(session, job_uuid)
+            if job is None or job.execution not in ("queued", "running"):
+                return
+            if job.step_deadline is not None and job.step_deadline >= now:
+                return
+            step = self._step(job)
+            entries = job.chain_results if job.phase == "chain" else job.onerror_results
+            started = bool(entries) and entries[-1].get("attempt") == job.attempt
+            if not started:
+                # The message that should run this step was lost: send it again.
+                job.step_deadline = now + step.timeout
+                after.append(lambda: self.transport.send_step(job.uuid, job.attempt))
+            else:
+                self._fail_step(session, job, step, entries[-1], "StepTimeout",
+                                f"step {step.name} did not finish within {step.timeout:g} s",
+                                after)
+        for fn in after:
+            fn()
+
+    @staticmethod
+    def _lock(session: Session, job_uuid: str) -> Job | None:
+        return session.scalars(
+            select(Job).where(Job.uuid == job_uuid).with_for_update()
+        ).one_or_none()
+
+    @staticmethod
+    def _step(job: Job) -> Step:
+        return REGISTRY[job.name].steps(job.phase)[job.step_index]
+
+    @staticmethod
+    def _entry(job: Job) -> dict[str, Any]:
+        entries = job.chain_results if job.phase == "chain" else job.onerror_results
+        return entries[-1]
+
+    def _start_entry(self, job: Job, step: Step) -> dict[str, Any]:
+        entry = {"name": step.name, "attempt": job.attempt, "started_at": _now_iso(),
+                 "finished_at": None, "result": None, "error": None}
+        (job.chain_results if job.phase == "chain" else job.onerror_results).append(entry)
+        self._touch(job)
+        job.step_deadline = time.time() + step.timeout
+        return entry
+
+    def _touch(self, job: Job) -> None:
+        # Step entries are changed in place; plain JSON columns do not notice that.
+        flag_modified(job, "chain_results")
+        flag_modified(job, "onerror_results")
+
+    def _dispatch_agent(self, session: Session, job: Job, step: Step,
+                        after: list[Callable[[], None]]) -> None:
+        ctx = StepContext(session, job, self.settings)
+        try:
+            with session.begin_nested():
+                params = step.params(ctx) if step.params else {}
+        except Exception as exc:  # noqa: BLE001
+            code, message = _describe(exc)
+            self._fail_step(session, job, step, self._entry(job), code, message, after)
+            return
+        server_uuid = job.server_uuid
+        if server_uuid is None:
+            self._fail_step(session, job, step, self._entry(job), "NoServer",
+                            "the job has no server to send the step to", after)
+            return
+        reply = {"job_uuid": job.uuid, "step": job.step_index, "attempt": job.attempt}
+        op = step.agent_op
+        assert op is not None
+        after.append(lambda: self.transport.send_agent(server_uuid, op, params, reply))
+
+    def _run_local(self, session: Session, job: Job, step: Step, entry: dict[str, Any],
+                   after: list[Callable[[], None]]) -> None:
+        ctx = StepContext(session, job, self.settings)
+        try:
+            with session.begin_nested():
+                assert step.run is not None
+                result = step.run(ctx)
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
+            code, message = _describe(exc)
+            self._fail_step(session, job, step, entry, code, message, after)
+            return
+        self._succeed_step(session, job, entry, result, ctx, after)
+
+    def _succeed_step(self, session: Session, job: Job, entry: dict[str, Any],
+                      result: dict[str, Any] | None, ctx: StepContext,
+                      after: list[Callable[[], None]]) -> None:
+        entry["finished_at"] = _now_iso()
+        entry["result"] = result if result is not None else "OK"
+        self._touch(job)
+        for queue, task, args in ctx.outbox:
+            after.append(lambda q=queue, t=task, a=args: self.transport.send_raw(q, t, a))
+        self._advance(session, job, after)
+
+    def _fail_step(self, session: Session, job: Job, step: Step, entry: dict[str, Any],
+                   code: str, message: str, after: list[Callable[[], None]]) -> None:
+        entry["finished_at"] = _now_iso()
+        entry["error"] = {"code": code, "message": message}
+        self._touch(job)
+        tries = sum(1 for e in (job.chain_results if job.phase == "chain"
+                                else job.onerror_results) if e["name"] == step.name)
+        if tries <= step.retries:
+            self._schedule(job, job.step_index, after)
+            return
+        if job.phase == "chain":
+            job.error = {"step": step.name, "code": code, "message": message}
+            workflow = REGISTRY[job.name]
+            if workflow.onerror:
+                job.phase = "onerror"
+                self._schedule(job, 0, after)
+                return
+            self._finish(session, job, "failed")
+            return
+        # An onerror step failing must not stop the rest of the clean-up.
+        self._advance(session, job, after)
+
+    def _advance(self, session: Session, job: Job, after: list[Callable[[], None]]) -> None:
+        steps = REGISTRY[job.name].steps(job.phase)
+        if job.step_index + 1 < len(steps):
+            self._schedule(job, job.step_index + 1, after)
+            return
+        self._finish(session, job, "succeeded" if job.phase == "chain" else "failed")
+
+    def _schedule(self, job: Job, index: int, after: list[Callable[[], None]]) -> None:
+        job.step_index = index
+        job.attempt += 1
+        step = REGISTRY[job.name].steps(job.phase)[index]
+        job.step_deadline = time.time() + step.timeout
+        job_uuid, attempt = job.uuid, job.attempt
+        after.append(lambda: self.transport.send_step(job_uuid, attempt))
+
+    def _finish(self, session: Session, job: Job, execution: str) -> None:
+        job.execution = execution
+        job.finished_at = utcnow()
+        job.step_deadline = None
+        if job.machine_uuid:
+            machine = session.get(Machine, job.machine_uuid, with_for_update=True)
+            if machine is not None and machine.job_uuid == job.uuid:
+                machine.job_uuid = None
+
+
+def _describe(exc: Exception) -> tuple[str, str]:
+    if isinstance(exc, StepFailed):
+        return exc.code, exc.message
+    log.error("step raised an unexpected error:\n%s", traceback.format_exc())
+    return "InternalError", f"{type(exc).__name__}: {exc}"
+
+
+def _now_iso() -> str:
+    return utcnow().isoformat()

@@ -1,0 +1,120 @@
+"""What compute nodes tell the head node: registration, status reports, heartbeats.
+
+Heartbeats live in Redis (one hash field per server) and reach the database only when a
+server's status changes, as CNAPI's reconciler does; a status report makes the node's truth
+about its machines win over ours, except for a machine that a job is changing right now.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from headnode.services import capacity
+from headnode.store.models import Machine, Server, utcnow
+from schemas.agent import ServerStatusSchema, SysinfoSchema
+
+log = logging.getLogger(__name__)
+
+#: the database copy of a heartbeat is refreshed at most this often (it is for display)
+HEARTBEAT_WRITE_INTERVAL = 30.0
+
+
+def register_server(session: Session, raw_sysinfo: dict[str, Any]) -> Server:
+    info = SysinfoSchema().load(raw_sysinfo, unknown="exclude")
+    server = session.get(Server, info["uuid"], with_for_update=True)
+    if server is None:
+        # A new node waits for an operator to set it up (CNAPI: setup=false).
+        server = Server(uuid=info["uuid"], setup=False, reserved=False, headnode=False,
+                        status="running", last_heartbeat=time.time())
+        session.add(server)
+    server.hostname = info["hostname"]
+    server.backend = info["backend"]
+    server.cpus = info["cpus"]
+    server.ram_mb = info["ram_mb"]
+    server.disk_mb = info["pool_size_mb"]
+    server.traits = server.traits or info.get("traits") or {}
+    server.sysinfo = raw_sysinfo
+    return server
+
+
+def apply_status(session: Session, raw_status: dict[str, Any]) -> int:
+    """Record a node's status report; returns how many machines changed state."""
+    status = ServerStatusSchema().load(raw_status, unknown="exclude")
+    server = session.get(Server, status["server_uuid"])
+    if server is None:
+        return 0  # not registered yet; its registration message is on its way
+    server.pool_used_mb = status["pool_used_mb"]
+    server.last_status_at = datetime.fromtimestamp(status["timestamp"], UTC)
+    reported = {m["uuid"]: m for m in status["machines"]}
+    changed = 0
+    ours = session.scalars(
+        select(Machine).where(Machine.server_uuid == server.uuid,
+                              Machine.state.in_(("running", "stopped", "unknown", "failed")))
+    ).all()
+    for machine in ours:
+        if machine.job_uuid is not None:
+            continue  # a job is changing it; the job records the result
+        node = reported.get(machine.uuid)
+        if node is None:
+            if machine.state == "failed":
+                continue  # never made it onto the node
+            # Gone from its node (as vm-agent reports it): destroyed, and its room is free.
+            machine.state = "destroyed"
+            machine.destroyed_at = utcnow()
+            capacity.release(session, machine.uuid)
+            changed += 1
+        elif node["state"] != machine.state and node["state"] in ("running", "stopped"):
+            machine.state = node["state"]
+            machine.last_known_state = None
+            changed += 1
+    return changed
+
+
+def reconcile_heartbeats(session: Session, heartbeats: dict[str, float], lifetime: float,
+                         now: float | None = None) -> tuple[list[str], list[str]]:
+    """Mark servers with stale heartbeats unknown (and their running machines), and fresh
+    ones running again. Returns (servers now unknown, servers back to running)."""
+    now = time.time() if now is None else now
+    gone, back = [], []
+    for server in session.scalars(select(Server).with_for_update()).all():
+        beat = heartbeats.get(server.uuid)
+        fresh = beat is not None and now - beat <= lifetime
+        if beat is not None and (server.last_heartbeat is None
+                                 or beat - server.last_heartbeat >= HEARTBEAT_WRITE_INTERVAL):
+            server.last_heartbeat = beat
+        if fresh and server.status != "running":
+            server.status = "running"
+            server.last_heartbeat = beat
+            _restore_machines(session, server.uuid)
+            back.append(server.uuid)
+        elif not fresh and server.status == "running":
+            server.status = "unknown"
+            _machines_unknown(session, server.uuid)
+            gone.append(server.uuid)
+    return gone, back
+
+
+def _machines_unknown(session: Session, server_uuid: str) -> None:
+    session.execute(
+        update(Machine)
+        .where(Machine.server_uuid == server_uuid, Machine.state == "running")
+        .values(state="unknown", last_known_state="running")
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _restore_machines(session: Session, server_uuid: str) -> None:
+    # Until the node's status report arrives, the last state we knew is the best guess.
+    session.execute(
+        update(Machine)
+        .where(Machine.server_uuid == server_uuid, Machine.state == "unknown",
+               Machine.last_known_state.is_not(None))
+        .values(state=Machine.last_known_state, last_known_state=None)
+        .execution_options(synchronize_session=False)
+    )

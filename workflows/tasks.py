@@ -1,0 +1,84 @@
+"""The Celery tasks of the head node: thin wrappers over the engine and the node handlers."""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+from typing import Any
+
+import redis
+
+from headnode.config import HeadnodeSettings, get_settings
+from headnode.services import capacity
+from headnode.store.db import session_factory
+from schemas.agent import HEARTBEAT_KEY, agent_queue, agent_task
+from workflows import machines  # noqa: F401 - registers the machine workflows
+from workflows import nodes
+from workflows.celery_app import app
+from workflows.dispatch import CeleryTransport
+from workflows.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+@cache
+def _settings() -> HeadnodeSettings:
+    return get_settings()
+
+
+@cache
+def _engine() -> Engine:
+    # Built on first use in each worker process, after the fork, so no process shares a
+    # database connection with another.
+    settings = _settings()
+    return Engine(settings, session_factory(settings.resolved_database_url),
+                  CeleryTransport(app))
+
+
+@cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(_settings().redis_url, socket_timeout=5)
+
+
+@app.task(name="workflows.run_step")
+def run_step(job_uuid: str, attempt: int) -> None:
+    _engine().run_step(job_uuid, attempt)
+
+
+@app.task(name="events.task_reply")
+def task_reply(reply: dict[str, Any], outcome: dict[str, Any]) -> None:
+    _engine().on_agent_reply(reply, outcome)
+
+
+@app.task(name="events.server_sysinfo")
+def server_sysinfo(sysinfo: dict[str, Any]) -> None:
+    with _engine().sessions() as session, session.begin():
+        server = nodes.register_server(session, sysinfo)
+        log.info("server %s (%s) registered", server.uuid, server.hostname)
+
+
+@app.task(name="events.server_status")
+def server_status(status: dict[str, Any]) -> None:
+    with _engine().sessions() as session, session.begin():
+        nodes.apply_status(session, status)
+
+
+@app.task(name="workflows.reconcile")
+def reconcile() -> dict[str, Any]:
+    """Every few seconds: server liveness, overdue job steps, orphaned reservations."""
+    settings = _settings()
+    engine = _engine()
+    beats = {k.decode(): float(v) for k, v in _redis().hgetall(HEARTBEAT_KEY).items()}
+    with engine.sessions() as session, session.begin():
+        gone, back = nodes.reconcile_heartbeats(session, beats, settings.heartbeat_lifetime)
+    for server_uuid in back:
+        # Ask the node for its truth now rather than waiting for its next periodic report.
+        app.send_task(agent_task("report_status"), args=[server_uuid, {}, None],
+                      queue=agent_queue(server_uuid))
+    expired = engine.sweep()
+    with engine.sessions() as session, session.begin():
+        orphans = capacity.release_orphans(session)
+    if gone or back or expired or orphans:
+        log.info("reconcile: unknown=%s running=%s expired_steps=%d orphans=%d",
+                 gone, back, expired, orphans)
+    return {"unknown": gone, "running": back, "expired": expired, "orphans": orphans}
