@@ -13,7 +13,7 @@ from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
 from headnode.placement.allocator import Policy
-from headnode.store.models import Reservation, Server, utcnow
+from headnode.store.models import Job, Reservation, Server, utcnow
 
 
 def reserve(
@@ -56,7 +56,9 @@ def reserve(
     return True
 
 
-def _move(session: Session, machine_uuid: str, from_state: str, to_state: str) -> Reservation | None:
+def _move(
+    session: Session, machine_uuid: str, from_state: str, to_state: str
+) -> Reservation | None:
     """Change a reservation's state if it is in ``from_state``; return it if it moved."""
     values: dict[str, object] = {"state": to_state}
     if to_state == "released":
@@ -117,8 +119,6 @@ def release(session: Session, machine_uuid: str) -> bool:
 
 def release_orphans(session: Session) -> int:
     """Release held reservations whose job has ended or vanished (a crash between steps)."""
-    from headnode.store.models import Job
-
     orphans = session.scalars(
         select(Reservation.machine_uuid)
         .outerjoin(Job, Job.uuid == Reservation.job_uuid)

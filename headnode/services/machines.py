@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from headnode.placement.allocator import Policy, PlacementRequest, ServerState, allocate
+from headnode.placement.allocator import PlacementRequest, Policy, ServerState, allocate
 from headnode.services import capacity
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InsufficientCapacity, InvalidArgument, NotFound
