@@ -1,0 +1,69 @@
+# One command per habit, the same ones CI runs (.ci/run is `make test`).
+# Works on a fresh Debian 12 machine as root with only python3 (3.11) and make: whatever is
+# missing (PostgreSQL, Redis, python3-venv, the venv itself) is installed on first use.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Touched after a successful `pip install -e '.[dev]'`: the venv is rebuilt only when
+# pyproject.toml is newer (dependencies changed) or the venv is gone.
+VENV_STAMP := $(VENV)/.sdc-installed
+
+# Host programs the tests and the demo need, as CHECK:PACKAGE pairs for scripts/ensure-apt.sh.
+# CHECK is a command on PATH or an absolute path/glob (Debian keeps PostgreSQL's server
+# binaries off PATH). A package is installed only when its CHECK finds nothing.
+# Later: mkfs.btrfs:btrfs-progs runc:runc /bin/busybox:busybox-static (Linux backend).
+APT_PACKAGES := \
+	redis-server:redis-server \
+	/usr/lib/postgresql/*/bin/initdb:postgresql
+
+PYTEST_ARGS ?=
+LINT_TYPED := headnode workflows agents schemas
+
+.PHONY: help deps venv test lint demo bench clean distclean
+
+help: ## Show this list
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+deps: ## Install missing host packages (PostgreSQL, Redis) with apt
+	@scripts/ensure-apt.sh $(foreach pair,$(APT_PACKAGES),'$(pair)')
+
+venv: $(VENV_STAMP) ## Create .venv and install the project with its dev tools
+
+$(VENV_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "make venv: $(PYTHON) must be Python 3.11 or newer" >&2; exit 1; }
+	@# Debian splits ensurepip out of python3: without python3-venv, `-m venv` fails.
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || \
+		scripts/ensure-apt.sh '/usr/lib/python3*/ensurepip/__init__.py:python3-venv'
+	@if [ ! -x $(BIN)/python ]; then \
+		echo "creating $(VENV)"; $(PYTHON) -m venv $(VENV); fi
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+test: deps venv lint ## Install what is missing, lint, run the whole suite on real PostgreSQL and Redis
+	@scripts/run-pytest.sh $(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: venv ## ruff, mypy and the import-layering contracts
+	$(BIN)/ruff check .
+	$(BIN)/mypy $(LINT_TYPED)
+	$(BIN)/lint-imports
+
+demo: deps venv ## Bring up a small cloud (API, worker, beat, 3 simulated nodes); Ctrl-C stops it
+	$(BIN)/sdc up --servers 3 --demo
+
+bench: deps venv ## Print provisioning throughput and run the slow (scale) tests
+	$(BIN)/python bench/provision_throughput.py
+	@scripts/run-pytest.sh $(BIN)/pytest -q -m slow $(PYTEST_ARGS)
+
+clean: ## Remove caches, build output and the demo's data (keeps .venv)
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info .sdc-data
+
+distclean: clean ## Also remove .venv
+	rm -rf $(VENV)
