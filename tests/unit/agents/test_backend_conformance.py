@@ -1,0 +1,190 @@
+"""What every NodeBackend does, whatever drives the machines (sim, linux, smartos).
+
+Shapes are checked with the wire schemas, so a backend that passes here can be served by the
+agent tasks unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from agents.backends.base import ImageNotFound, MachineNotFound, NodeBackend
+from schemas.agent import (
+    NODE_MACHINE_STATES,
+    MachineStatusSchema,
+    ServerStatusSchema,
+    SysinfoSchema,
+)
+
+SpecFactory = Callable[..., dict[str, Any]]
+
+
+def valid_machine(machine: dict[str, Any]) -> dict[str, Any]:
+    assert MachineStatusSchema().validate(machine) == {}, machine
+    return machine
+
+
+def wait_running(backend: NodeBackend, machine_uuid: str, timeout: float = 60) -> dict[str, Any]:
+    """A backend may answer machine_create while still provisioning; it must get there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        machine = backend.machine_load(machine_uuid)
+        if machine["state"] != "provisioning" or time.monotonic() > deadline:
+            return machine
+        time.sleep(0.1)
+
+
+def create_running(
+    backend: NodeBackend, image_spec: dict[str, Any], machine_spec: SpecFactory, **kw: Any
+) -> dict[str, Any]:
+    backend.image_ensure_present(image_spec)
+    spec = machine_spec(**kw)
+    created = valid_machine(backend.machine_create(spec))
+    assert created["uuid"] == spec["uuid"]
+    assert created["state"] in ("provisioning", "running")
+    machine = wait_running(backend, spec["uuid"])
+    assert machine["state"] == "running"
+    return machine
+
+
+def test_sysinfo_has_the_wire_shape(backend: NodeBackend) -> None:
+    sysinfo = backend.sysinfo()
+    wire = SysinfoSchema().dump(sysinfo)
+    assert SysinfoSchema().validate(wire) == {}
+    assert wire["UUID"] == backend.server_uuid
+    assert wire["CPU Total Cores"] >= 1 and wire["MiB of Memory"] >= 1
+
+
+def test_status_of_an_empty_node(backend: NodeBackend) -> None:
+    status = backend.status()
+    assert ServerStatusSchema().validate(status) == {}
+    assert status["server_uuid"] == backend.server_uuid
+    assert status["machines"] == []
+    assert 0 <= status["ram_free_mb"] <= status["ram_mb"]
+    assert 0 <= status["pool_used_mb"] <= status["pool_size_mb"]
+
+
+def test_image_ensure_present_is_idempotent(backend: NodeBackend, image_spec: dict) -> None:
+    first = backend.image_ensure_present(image_spec)
+    used = backend.status()["pool_used_mb"]
+    second = backend.image_ensure_present(image_spec)
+    assert first["uuid"] == second["uuid"] == image_spec["uuid"]
+    assert backend.status()["pool_used_mb"] == used
+    assert image_spec["uuid"] in backend.status()["images"]
+
+
+def test_create_runs_the_machine(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    machine = create_running(backend, image_spec, machine_spec, ram_mb=512, disk_mb=2048)
+    assert machine["ram_mb"] == 512 and machine["disk_mb"] == 2048
+    assert machine["image_uuid"] == image_spec["uuid"]
+    assert machine["boot_time"] is not None
+    assert [m["uuid"] for m in backend.list_machines()] == [machine["uuid"]]
+    status = backend.status()
+    assert ServerStatusSchema().validate(status) == {}
+    assert [m["uuid"] for m in status["machines"]] == [machine["uuid"]]
+    assert status["ram_free_mb"] <= status["ram_mb"] - 512
+
+
+def test_create_again_returns_the_existing_machine(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    backend.image_ensure_present(image_spec)
+    spec = machine_spec()
+    backend.machine_create(spec)
+    wait_running(backend, spec["uuid"])
+    before = backend.status()
+    again = valid_machine(backend.machine_create(spec))
+    assert again["state"] == "running"
+    after = backend.status()
+    assert len(after["machines"]) == 1
+    assert after["pool_used_mb"] == before["pool_used_mb"]
+    assert after["ram_free_mb"] == before["ram_free_mb"]
+
+
+def test_create_without_the_image_is_refused(
+    backend: NodeBackend, machine_spec: SpecFactory
+) -> None:
+    with pytest.raises(ImageNotFound) as exc:
+        backend.machine_create(machine_spec(image_uuid=str(uuid.uuid4())))
+    assert exc.value.code == "ImageNotFound"
+    assert backend.list_machines() == []
+
+
+def test_stop_start_and_their_repeats(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    machine = create_running(backend, image_spec, machine_spec)
+    assert valid_machine(backend.machine_stop(machine["uuid"]))["state"] == "stopped"
+    assert backend.machine_stop(machine["uuid"])["state"] == "stopped"
+    assert backend.machine_load(machine["uuid"])["state"] == "stopped"
+    assert valid_machine(backend.machine_start(machine["uuid"]))["state"] == "running"
+    assert backend.machine_start(machine["uuid"])["state"] == "running"
+    assert backend.machine_load(machine["uuid"])["state"] == "running"
+
+
+def test_reboot_changes_boot_time(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    machine = create_running(backend, image_spec, machine_spec)
+    rebooted = valid_machine(backend.machine_reboot(machine["uuid"]))
+    assert rebooted["state"] == "running"
+    assert rebooted["boot_time"] > machine["boot_time"]
+
+
+def test_reboot_of_a_stopped_machine_boots_it(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    machine = create_running(backend, image_spec, machine_spec)
+    backend.machine_stop(machine["uuid"])
+    assert backend.machine_reboot(machine["uuid"])["state"] == "running"
+
+
+def test_destroy_frees_the_node_and_repeats_harmlessly(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    backend.image_ensure_present(image_spec)
+    empty = backend.status()
+    machine = create_running(backend, image_spec, machine_spec)
+    gone = valid_machine(backend.machine_destroy(machine["uuid"]))
+    assert gone == {**gone, "uuid": machine["uuid"], "state": "destroyed"}
+    assert valid_machine(backend.machine_destroy(machine["uuid"]))["state"] == "destroyed"
+    assert backend.list_machines() == []
+    after = backend.status()
+    assert after["pool_used_mb"] == empty["pool_used_mb"]
+    assert after["ram_free_mb"] == empty["ram_free_mb"]
+    with pytest.raises(MachineNotFound):
+        backend.machine_load(machine["uuid"])
+
+
+def test_destroy_of_an_unknown_machine_is_destroyed(backend: NodeBackend) -> None:
+    machine_uuid = str(uuid.uuid4())
+    assert valid_machine(backend.machine_destroy(machine_uuid)) == {
+        **backend.machine_destroy(machine_uuid), "uuid": machine_uuid, "state": "destroyed"
+    }
+
+
+@pytest.mark.parametrize(
+    "op", ["machine_load", "machine_start", "machine_stop", "machine_reboot"]
+)
+def test_unknown_machine_is_not_found(backend: NodeBackend, op: str) -> None:
+    with pytest.raises(MachineNotFound) as exc:
+        getattr(backend, op)(str(uuid.uuid4()))
+    assert exc.value.code == "MachineNotFound"
+
+
+def test_machines_report_node_states_only(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    create_running(backend, image_spec, machine_spec)
+    stopped = create_running(backend, image_spec, machine_spec, alias="db0")
+    backend.machine_stop(stopped["uuid"])
+    states = {m["alias"]: m["state"] for m in backend.list_machines()}
+    assert states == {"web0": "running", "db0": "stopped"}
+    assert all(m["state"] in NODE_MACHINE_STATES for m in backend.status()["machines"])
