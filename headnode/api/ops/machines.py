@@ -6,20 +6,11 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from headnode.api.ops import operator_caller, service_context
+from headnode.services import machines
 from schemas.ops import Machine, MachineAction, MachineCreate, MachineJob, MachineListQuery
 
 blp = Blueprint("machines", __name__, url_prefix="/ops/machines",
                 description="Machines: provision, start, stop, reboot, destroy")
-
-
-
-def _service() -> Any:
-    # TEMPORARY: headnode.services.machines is being written; import it when called so the
-    # rest of the API works without it. Becomes a plain import once it lands.
-    import importlib
-
-    return importlib.import_module("headnode.services.machines")
-
 
 RESOURCE_COUNT = {"x-resource-count": {"description": "machines matching the filters",
                                        "schema": {"type": "integer"}}}
@@ -30,7 +21,7 @@ class Machines(MethodView):
     @blp.arguments(MachineListQuery, location="query")
     @blp.response(200, Machine(many=True), headers=RESOURCE_COUNT)
     def get(self, query: dict[str, Any]) -> Any:
-        rows, total = _service().list_machines(service_context(), **query)
+        rows, total = machines.list_machines(service_context(), **query)
         return rows, {"x-resource-count": str(total)}
 
     @blp.arguments(MachineCreate)
@@ -39,21 +30,21 @@ class Machines(MethodView):
         """Allocate a server and start the provision job; the answer carries ``job_uuid``."""
         if "server_uuid" in body:
             body["server_uuid"] = str(body["server_uuid"])
-        return _service().create_machine(service_context(), body, operator_caller())
+        return machines.create_machine(service_context(), body, operator_caller())
 
 
 @blp.route("/<uuid>")
 class MachineByUuid(MethodView):
     @blp.response(200, Machine)
     def get(self, uuid: str) -> Any:
-        return _service().get_machine(service_context(), uuid)
+        return machines.get_machine(service_context(), uuid)
 
     @blp.arguments(MachineAction, location="query")
     @blp.response(202, MachineJob)
     def post(self, query: dict[str, Any], uuid: str) -> Any:
-        return _service().machine_action(service_context(), uuid, query["action"],
+        return machines.machine_action(service_context(), uuid, query["action"],
                                        operator_caller())
 
     @blp.response(202, MachineJob)
     def delete(self, uuid: str) -> Any:
-        return _service().destroy_machine(service_context(), uuid, operator_caller())
+        return machines.destroy_machine(service_context(), uuid, operator_caller())
