@@ -33,6 +33,7 @@ OPS_PREFIX = "/ops/"
 # how to authenticate.
 OPEN_PATHS = frozenset({"/ops/ping", "/ops/openapi.json"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+MAX_BODY_BYTES = 1 << 20
 # A client's request id is echoed only if it is short and plain, so it is safe in logs.
 CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -153,9 +154,10 @@ def create_app(
     settings = settings or get_settings()
     if jobs is None:
         # Imported here: the Celery side is not needed to build an app around another queue.
+        # The default Celery app reads its broker from the same SDC_* environment.
         from workflows.dispatch import CeleryJobQueue
 
-        jobs = CeleryJobQueue(settings)
+        jobs = CeleryJobQueue()
 
     app = Flask("headnode")
     app.config.update(
@@ -164,8 +166,8 @@ def create_app(
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/ops",
         OPENAPI_JSON_PATH="openapi.json",
-        # Keep the answers to what was asked: no sorting surprises, compact JSON.
-        JSON_SORT_KEYS=False,
+        # Bodies are small JSON documents (the largest is an image manifest).
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
     )
     app.extensions["sdc"] = ServiceContext(settings, jobs)
     # Resolved once: the stored token is read (or made) at start, not per request.

@@ -128,3 +128,9 @@ def test_metrics_are_exposed(client: Any, api: Any) -> None:
     answer = client.get("/metrics")
     assert answer.status_code == 200
     assert b"sdc_api_requests_total" in answer.data
+
+
+def test_oversized_body_is_refused(api: Any) -> None:
+    answer = api("post", "/ops/images", json={"name": "x", "description": "d" * (2 << 20)})
+    assert answer.status_code == 413
+    assert answer.get_json()["code"] == "RequestTooLarge"
