@@ -17,6 +17,8 @@ from typing import Any
 
 import redis
 from kombu.exceptions import OperationalError
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from agents import tasks
 from agents.backends.base import NodeBackend
@@ -33,6 +35,13 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     OSError,
 )
+
+
+def redis_client(url: str, timeout: float = 5.0) -> redis.Redis:
+    """A client that fails at once when Redis is away: the tick loop is the retry, and a
+    client retrying inside a tick would only delay the next heartbeat."""
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                retry=Retry(NoBackoff(), 0))
 
 
 class _Ticker:

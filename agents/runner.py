@@ -12,12 +12,10 @@ import importlib
 import logging
 from collections.abc import Sequence
 
-import redis
-
 from agents import tasks
 from agents.backends.base import NodeBackend
 from agents.config import AgentSettings, resolve_server_uuid
-from agents.heartbeat import Heartbeater, StatusReporter
+from agents.heartbeat import Heartbeater, StatusReporter, redis_client
 from schemas.agent import agent_queue
 from schemas.settings import SettingsError
 
@@ -71,7 +69,7 @@ def run_worker(backends: Sequence[NodeBackend], settings: AgentSettings, node_na
         check_interval=settings.status_check_interval,
         status_interval=settings.status_interval,
     )
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = redis_client(settings.redis_url)
     heartbeater = Heartbeater(
         client,
         [b.server_uuid for b in backends],

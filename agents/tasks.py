@@ -42,6 +42,9 @@ app.conf.update(
     accept_content=["json"],
     broker_transport_options={"visibility_timeout": 3600},
     broker_connection_retry_on_startup=True,
+    # Celery 6's default: an unacknowledged task in flight when the broker connection drops
+    # is redelivered anyway, and our tasks are idempotent, so stop tracking the old run
+    worker_cancel_long_running_tasks_on_connection_loss=True,
     # replies travel as events.task_reply; stored results are only a convenience for callers
     result_expires=3600,
 )

@@ -1,0 +1,135 @@
+"""Heartbeats, registration and status reports, against a real Redis."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from agents.backends.sim import SimBackend
+from agents.heartbeat import Heartbeater, StatusReporter, redis_client, status_fingerprint
+from schemas.agent import HEARTBEAT_KEY
+from tests.support.net import free_port
+
+
+def nodes(count: int) -> list[SimBackend]:
+    return [SimBackend(f"00000000-0000-4000-8000-{i:012d}", f"n{i}", pool_size_mb=10_000)
+            for i in range(count)]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sysinfo: list[dict[str, Any]] = []
+        self.status: list[dict[str, Any]] = []
+
+    def reporter(self, backends: list[SimBackend], **kw: Any) -> StatusReporter:
+        return StatusReporter(backends, send_sysinfo=self.sysinfo.append,
+                              send_status=self.status.append, **kw)
+
+
+def test_one_write_beats_for_every_node(clean_redis: str) -> None:
+    client = redis.Redis.from_url(clean_redis)
+    backends = nodes(3)
+    before = time.time()
+    assert Heartbeater(client, [b.server_uuid for b in backends]).guarded_tick()
+    beats = client.hgetall(HEARTBEAT_KEY)
+    assert {k.decode() for k in beats} == {b.server_uuid for b in backends}
+    assert all(float(v) >= before for v in beats.values())
+
+
+def test_heartbeat_thread_keeps_beating(clean_redis: str) -> None:
+    client = redis.Redis.from_url(clean_redis)
+    heartbeater = Heartbeater(client, ["n1"], interval=0.05)
+    heartbeater.start()
+    try:
+        first = float(wait_for(lambda: client.hget(HEARTBEAT_KEY, "n1")))
+        wait_for(lambda: float(client.hget(HEARTBEAT_KEY, "n1") or 0) > first)
+    finally:
+        heartbeater.stop()
+
+
+def test_outage_logs_once_and_reconnect_reregisters(
+    clean_redis: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    reconnected: list[bool] = []
+    dead = redis_client(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    heartbeater = Heartbeater(dead, ["n1"], on_reconnect=lambda: reconnected.append(True))
+    with caplog.at_level(logging.WARNING, logger="agents.heartbeat"):
+        assert not heartbeater.guarded_tick()
+        assert not heartbeater.guarded_tick()
+    assert len([r for r in caplog.records if "unreachable" in r.message]) == 1
+    heartbeater.client = redis.Redis.from_url(clean_redis)
+    assert heartbeater.guarded_tick()
+    assert heartbeater.guarded_tick()
+    assert reconnected == [True]
+
+
+def test_registration_then_status_only_on_change(tmp_path: Path, image_spec: dict) -> None:
+    backends = nodes(2)
+    recorder = Recorder()
+    reporter = recorder.reporter(backends, status_interval=3600)
+    reporter.tick()
+    reporter.tick()
+    assert [s["uuid"] for s in recorder.sysinfo] == [b.server_uuid for b in backends]
+    assert [s["server_uuid"] for s in recorder.status] == [b.server_uuid for b in backends]
+    backends[1].image_ensure_present(image_spec)
+    reporter.tick()
+    assert len(recorder.sysinfo) == 2
+    assert recorder.status[-1]["server_uuid"] == backends[1].server_uuid
+    assert len(recorder.status) == 3
+
+
+def test_status_is_repeated_after_status_interval() -> None:
+    recorder = Recorder()
+    reporter = recorder.reporter(nodes(1), status_interval=0.05)
+    reporter.tick()
+    reporter.tick()
+    assert len(recorder.status) == 1
+    time.sleep(0.06)
+    reporter.tick()
+    assert len(recorder.status) == 2
+
+
+def test_register_again_resends_everything() -> None:
+    recorder = Recorder()
+    reporter = recorder.reporter(nodes(2))
+    reporter.tick()
+    reporter.register_again()
+    reporter.tick()
+    assert len(recorder.sysinfo) == 4 and len(recorder.status) == 4
+
+
+def test_failed_send_is_retried_next_tick() -> None:
+    recorder = Recorder()
+    failures = [redis.exceptions.ConnectionError("down")]
+
+    def flaky(sysinfo: Any) -> None:
+        if failures:
+            raise failures.pop()
+        recorder.sysinfo.append(sysinfo)
+
+    reporter = StatusReporter(nodes(1), send_sysinfo=flaky, send_status=recorder.status.append)
+    assert not reporter.guarded_tick()
+    assert reporter.guarded_tick()
+    assert len(recorder.sysinfo) == 1 and len(recorder.status) == 1
+
+
+def test_fingerprint_ignores_the_timestamp() -> None:
+    (node,) = nodes(1)
+    first = node.status()
+    time.sleep(0.01)
+    assert status_fingerprint(node.status()) == status_fingerprint(first)
+
+
+def wait_for(predicate: Any, timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
