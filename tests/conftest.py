@@ -17,10 +17,12 @@ Fixtures:
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -37,6 +39,83 @@ from tests.support.wait import wait_until
 TESTS_DIR = Path(__file__).resolve().parent
 INTEGRATION_DIR = TESTS_DIR / "integration"
 TEST_DATABASE = "sdc_test"
+
+
+# --------------------------------------------------------------------------- session life
+
+
+def _terminate_like_ctrl_c(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # `timeout 600 pytest` and CI runners stop a run with SIGTERM, which by default kills
+    # Python without running fixture finalizers: PostgreSQL and Redis would outlive the run.
+    # Treated as Ctrl-C, the session fixtures still stop them.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
+    # A run killed with SIGKILL cannot clean up; the next run does it for it.
+    _reap_stale_servers()
+
+
+OWNER_FILE = "owner.pid"
+SERVER_PID_FILE = "server.pid"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _claim(workdir: Path) -> None:
+    """Record which pytest process owns a server's temp dir (see _reap_stale_servers)."""
+    (workdir / OWNER_FILE).write_text(f"{os.getpid()}\n")
+    (workdir / OWNER_FILE).chmod(0o644)
+
+
+def _reap_stale_servers() -> None:
+    """Stop servers left behind by earlier runs whose pytest process has died.
+
+    Only directories whose owner is gone are touched, so runs in parallel (other checkouts,
+    other developers on the machine) keep their servers.
+    """
+    tmp = Path(tempfile.gettempdir())
+    for workdir in [*tmp.glob("sdc-pg-*"), *tmp.glob("sdc-redis-*")]:
+        try:
+            owner = int((workdir / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if _pid_alive(owner):
+            continue
+        try:
+            if workdir.name.startswith("sdc-pg-"):
+                if (workdir / "data" / "postmaster.pid").exists():
+                    PostgresServer(_postgres_bin_dir(), workdir, 0).stop()
+            else:
+                _kill_stale_redis(workdir)
+        except Exception as exc:  # noqa: BLE001 - housekeeping must never stop a test run
+            print(f"could not stop the stale server in {workdir}: {exc}")
+            continue
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _kill_stale_redis(workdir: Path) -> None:
+    try:
+        pid = int((workdir / SERVER_PID_FILE).read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except (OSError, ValueError):
+        return
+    # The pid may have been reused since: kill it only if it is still that redis-server
+    # (it rewrites its title, but it runs in its --dir).
+    if b"redis-server" in cmdline and Path(cwd) == workdir.resolve():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------- markers, reports
@@ -113,6 +192,7 @@ class RedisServer:
             stderr=subprocess.DEVNULL, start_new_session=True,
         )
         popen = self._popen
+        (self.workdir / SERVER_PID_FILE).write_text(f"{popen.pid}\n")
 
         def up() -> bool:
             if popen.poll() is not None:
@@ -157,6 +237,7 @@ def redis_server() -> Iterator[RedisServer]:
     if not Path(executable).exists():
         pytest.fail("redis-server is not installed: run `make deps`")
     workdir = Path(tempfile.mkdtemp(prefix="sdc-redis-"))
+    _claim(workdir)
     server = RedisServer(executable, workdir, free_port())
     server.start()
     try:
@@ -289,6 +370,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     # Not under pytest's tmp dir: that is private to root (0700) and the postgres user
     # must be able to reach the cluster's directory.
     base_dir = Path(tempfile.mkdtemp(prefix="sdc-pg-"))
+    _claim(base_dir)
     server = PostgresServer(bin_dir, base_dir, free_port())
     try:
         server.start()
