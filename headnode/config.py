@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from schemas.settings import load, setting
 
@@ -51,5 +52,5 @@ class HeadnodeSettings:
         return token
 
 
-def get_settings(**overrides: object) -> HeadnodeSettings:
-    return load(HeadnodeSettings, **overrides)
+def get_settings(**overrides: Any) -> HeadnodeSettings:
+    return load(HeadnodeSettings, None, **overrides)

@@ -122,7 +122,8 @@ class MachineStatusSchema(Schema):
 
     uuid = fields.String(required=True)
     alias = fields.String(load_default="")
-    state = fields.String(required=True, validate=validate.OneOf(NODE_MACHINE_STATES + ("destroyed",)))
+    state = fields.String(required=True,
+                          validate=validate.OneOf((*NODE_MACHINE_STATES, "destroyed")))
     image_uuid = fields.String(load_default="")
     ram_mb = fields.Integer(load_default=0)
     disk_mb = fields.Integer(load_default=0)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from celery import Celery
 
-from headnode.config import get_settings
+from headnode.config import HeadnodeSettings, get_settings
 from schemas.agent import HEADNODE_QUEUE
 
 
-def make_app() -> Celery:
-    settings = get_settings()
+def make_app(settings: HeadnodeSettings | None = None) -> Celery:
+    settings = settings or get_settings()
     app = Celery("sdc", broker=settings.redis_url, include=["workflows.tasks"])
     app.conf.update(
         task_default_queue=HEADNODE_QUEUE,

@@ -7,6 +7,7 @@ from typing import Any
 
 from celery import Celery
 
+from headnode.config import HeadnodeSettings
 from schemas.agent import HEADNODE_QUEUE, agent_queue, agent_task
 from workflows.engine import Transport
 
@@ -40,6 +41,15 @@ class CeleryJobQueue:
 
             app = default_app
         self.transport = CeleryTransport(app)
+
+    @classmethod
+    def for_settings(cls, settings: HeadnodeSettings) -> CeleryJobQueue:
+        """A queue on the broker these settings name (the default app reads SDC_*)."""
+        from workflows.celery_app import app as default_app
+        from workflows.celery_app import make_app
+
+        same = default_app.conf.broker_url == settings.redis_url
+        return cls(default_app if same else make_app(settings))
 
     def enqueue(self, job_uuid: str) -> None:
         # Attempt 1 is the first step of every new job (engine.new_job). The job is already

@@ -19,6 +19,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -317,8 +318,8 @@ class Engine:
         entry["finished_at"] = _now_iso()
         entry["result"] = result if result is not None else "OK"
         self._touch(job)
-        for queue, task, args in ctx.outbox:
-            after.append(lambda q=queue, t=task, a=args: self.transport.send_raw(q, t, a))
+        after.extend(partial(self.transport.send_raw, queue, task, args)
+                     for queue, task, args in ctx.outbox)
         self._advance(session, job, after)
 
     def _fail_step(self, session: Session, job: Job, step: Step, entry: dict[str, Any],

@@ -42,6 +42,10 @@ def _redis() -> redis.Redis:
     return redis.Redis.from_url(_settings().redis_url, socket_timeout=5)
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 @app.task(name="workflows.run_step")
 def run_step(job_uuid: str, attempt: int) -> None:
     _engine().run_step(job_uuid, attempt)
@@ -70,7 +74,7 @@ def reconcile() -> dict[str, Any]:
     """Every few seconds: server liveness, overdue job steps, orphaned reservations."""
     settings = _settings()
     engine = _engine()
-    beats = {k.decode(): float(v) for k, v in _redis().hgetall(HEARTBEAT_KEY).items()}
+    beats = {_text(k): float(v) for k, v in _redis().hgetall(HEARTBEAT_KEY).items()}
     with engine.sessions() as session, session.begin():
         gone, back = nodes.reconcile_heartbeats(session, beats, settings.heartbeat_lifetime)
     for server_uuid in back:

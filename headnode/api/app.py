@@ -154,10 +154,9 @@ def create_app(
     settings = settings or get_settings()
     if jobs is None:
         # Imported here: the Celery side is not needed to build an app around another queue.
-        # The default Celery app reads its broker from the same SDC_* environment.
         from workflows.dispatch import CeleryJobQueue
 
-        jobs = CeleryJobQueue()
+        jobs = CeleryJobQueue.for_settings(settings)
 
     app = Flask("headnode")
     app.config.update(

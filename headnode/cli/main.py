@@ -22,6 +22,8 @@ from schemas.settings import SettingsError
 # Piped output (files, CI logs, tests) keeps whole uuids instead of rich's 80 columns.
 PIPE_WIDTH = 200
 POLL_INTERVAL = 0.2
+# Step results can be whole manifests; the table shows their start, `--json` all of them.
+RESULT_WIDTH = 80
 FINAL_EXECUTIONS = ("succeeded", "failed")
 
 # Commands that live in other packages: imported only when used or listed, so that
@@ -220,9 +222,13 @@ def run_gunicorn(bind: str, workers: int) -> None:
         def load_config(self) -> None:
             # Short graceful timeout so `sdc up` stops within its 10 s budget.
             options = {"bind": bind, "workers": workers, "graceful_timeout": 5,
-                       "errorlog": "-", "proc_name": "sdc-api"}
+                       "errorlog": "-", "proc_name": "sdc-api",
+                       # Newer gunicorns open a control socket in $HOME by default: two
+                       # head nodes on one machine (two `sdc up`) would fight over it.
+                       "control_socket_disable": True}
             for key, value in options.items():
-                self.cfg.set(key, value)
+                if key in self.cfg.settings:
+                    self.cfg.set(key, value)
 
         def load(self) -> Any:
             from headnode.api.app import create_app
@@ -784,14 +790,21 @@ def render_job(row: dict[str, Any]) -> None:
 
 
 def job_steps_table(row: dict[str, Any]) -> Table:
-    table = Table("phase", "step", "attempt", "started", "duration", "result / error")
+    table = Table("phase", "step", "try", "started", "duration")
+    table.add_column("result / error", max_width=RESULT_WIDTH, overflow="ellipsis",
+                     no_wrap=True)
     for phase in ("chain", "onerror"):
         results: list[dict[str, Any]] = row.get(f"{phase}_results") or []
         done = {r.get("name") for r in results}
+        # The engine's "attempt" counts every scheduling in the whole job; operators want
+        # to see how often this step ran.
+        tries: dict[str, int] = {}
         for res in results:
+            name = str(res.get("name", ""))
+            tries[name] = tries.get(name, 0) + 1
             outcome = (f"[red]{fmt_job_error(res['error'])}[/]" if res.get("error")
                        else fmt_value(res.get("result")))
-            table.add_row(phase, res.get("name", ""), str(res.get("attempt", "")),
+            table.add_row(phase, name, str(tries[name]),
                           fmt_time(res.get("started_at")),
                           fmt_duration(seconds_between(res.get("started_at"),
                                                        res.get("finished_at"))), outcome)

@@ -1,6 +1,7 @@
 """Alembic environment: the URL comes from the caller (``sdc headnode db upgrade``)."""
 
 from alembic import context
+
 from headnode.store.db import make_engine
 from headnode.store.models import Base
 
