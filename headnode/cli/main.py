@@ -302,19 +302,40 @@ def import_or_fail(module: str, what: str) -> Any:
 
 @main.command()
 def config() -> None:
-    """Every SDC_* setting of the head node: default, current value and help."""
+    """Every SDC_* setting (head node, then agent): default, current value and help."""
+    rows = settings_rows()
+    if state_of(click.get_current_context()).as_json:
+        click.echo(json.dumps([{"process": p, "name": n, "default": d, "value": v, "help": h}
+                               for p, n, d, v, h in rows], indent=2))
+        return
+    table = Table("process", "variable", "default", "set to", "help")
+    for process, name, default, value, text in rows:
+        table.add_row(process, name, default, "" if value is None else value, text)
+    console().print(table)
+
+
+def settings_rows() -> list[tuple[str, str, str, str | None, str]]:
     from schemas.settings import describe
 
-    rows = [(name, default, os.environ.get(name), text)
-            for name, default, text in describe(HeadnodeSettings)]
-    if state_of(click.get_current_context()).as_json:
-        click.echo(json.dumps([{"name": n, "default": d, "value": v, "help": h}
-                               for n, d, v, h in rows], indent=2))
-        return
-    table = Table("variable", "default", "set to", "help")
-    for name, default, value, text in rows:
-        table.add_row(name, default, "" if value is None else value, text)
-    console().print(table)
+    classes: list[tuple[str, type]] = [("headnode", HeadnodeSettings)]
+    try:
+        from agents.config import AgentSettings
+
+        classes.append(("agent", AgentSettings))
+    except ImportError:  # the agent's settings are extra information, not a requirement
+        pass
+    return [(process, name, default, shown_value(name), text)
+            for process, cls in classes for name, default, text in describe(cls)]
+
+
+def shown_value(name: str) -> str | None:
+    """The variable's value as safe to print: secrets only say that they are set."""
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    if "TOKEN" in name or "PASSWORD" in name:
+        return "(set)"
+    return redact_url(value) if "://" in value else value
 
 
 # ---------------------------------------------------------------------------- key=value

@@ -274,3 +274,13 @@ def test_redact_url_hides_the_password() -> None:
     assert cli.redact_url("postgresql+psycopg://sdc:secret@db/sdc") == \
         "postgresql+psycopg://sdc:***@db/sdc"
     assert cli.redact_url("sqlite:////tmp/x.sqlite") == "sqlite:////tmp/x.sqlite"
+
+
+def test_config_never_prints_secrets() -> None:
+    result = CliRunner().invoke(main, ["--json", "config"], env={
+        "SDC_OPERATOR_TOKEN": "s3cret", "SDC_DATABASE_URL": "postgresql://u:pw@db/sdc"})
+    assert result.exit_code == 0, result.output
+    assert "s3cret" not in result.stdout and ":pw@" not in result.stdout
+    rows = {r["name"]: r for r in json.loads(result.stdout) if r["process"] == "headnode"}
+    assert rows["SDC_OPERATOR_TOKEN"]["value"] == "(set)"
+    assert rows["SDC_DATABASE_URL"]["value"] == "postgresql://u:***@db/sdc"
