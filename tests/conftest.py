@@ -18,12 +18,9 @@ Fixtures:
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
-import pwd
 import shutil
 import signal
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +31,12 @@ import pytest
 from tests.support.jobqueue import RecordingJobQueue
 from tests.support.net import free_port
 from tests.support.procs import ProcessGroup
-from tests.support.wait import wait_until
+from tests.support.services import (
+    SERVER_PID_FILE,
+    PostgresServer,
+    RedisServer,
+    postgres_bin_dir,
+)
 
 TESTS_DIR = Path(__file__).resolve().parent
 INTEGRATION_DIR = TESTS_DIR / "integration"
@@ -59,7 +61,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 OWNER_FILE = "owner.pid"
-SERVER_PID_FILE = "server.pid"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -95,7 +96,7 @@ def _reap_stale_servers() -> None:
         try:
             if workdir.name.startswith("sdc-pg-"):
                 if (workdir / "data" / "postmaster.pid").exists():
-                    PostgresServer(_postgres_bin_dir(), workdir, 0).stop()
+                    PostgresServer(postgres_bin_dir(), workdir, 0).stop()
             else:
                 _kill_stale_redis(workdir)
         except Exception as exc:  # noqa: BLE001 - housekeeping must never stop a test run
@@ -140,97 +141,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 report.sections.append(("process logs (tails)", value.tails()))
 
 
-def _tail_file(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
-
-
-# --------------------------------------------------------------------------- Redis
-
-
-class RedisServer:
-    """A private redis-server with no persistence (Redis is never the system of record)."""
-
-    def __init__(self, executable: str, workdir: Path, port: int) -> None:
-        self.executable = executable
-        self.workdir = workdir
-        self.port = port
-        self.log_path = workdir / "redis.log"
-        self._popen: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self, **kwargs: Any) -> Any:
-        import redis
-
-        return redis.Redis.from_url(self.url, **kwargs)
-
-    def _ping(self) -> bool:
-        client = self.client(socket_connect_timeout=0.5, socket_timeout=0.5)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-
-    def start(self) -> None:
-        argv = [
-            self.executable,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self.workdir),
-            "--logfile", str(self.log_path),
-            "--daemonize", "no",
-        ]
-        self._popen = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        popen = self._popen
-        (self.workdir / SERVER_PID_FILE).write_text(f"{popen.pid}\n")
-
-        def up() -> bool:
-            if popen.poll() is not None:
-                raise RuntimeError(
-                    f"redis-server exited with {popen.returncode}:\n{_tail_file(self.log_path)}"
-                )
-            return self._ping()
-
-        wait_until(up, timeout=20, interval=0.05,
-                   message=lambda: f"redis-server on port {self.port}:\n"
-                                   f"{_tail_file(self.log_path)}")
-
-    def stop(self) -> None:
-        if self._popen is None:
-            return
-        if self._popen.poll() is None:
-            self._popen.terminate()
-            try:
-                self._popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._popen.kill()
-                self._popen.wait()
-        self._popen = None
-
-    def restart(self) -> None:
-        """Stop and start on the same port: a broker outage for fault tests (data is lost,
-        as with a production Redis that keeps nothing on disk)."""
-        self.stop()
-        self.start()
-
-    def flushall(self) -> None:
-        client = self.client()
-        try:
-            client.flushall()
-        finally:
-            client.close()
-
-
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     executable = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -254,119 +164,9 @@ def clean_redis(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
-# --------------------------------------------------------------------------- PostgreSQL
-
-
-def _postgres_bin_dir() -> Path:
-    """Where initdb, pg_ctl and postgres are: SDC_TEST_PG_BIN, else Debian's newest, else PATH."""
-    configured = os.environ.get("SDC_TEST_PG_BIN")
-    if configured:
-        return Path(configured)
-    candidates = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-        key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit()
-        else 0,
-    )
-    if candidates:
-        return Path(candidates[-1]).parent
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
-    pytest.fail("PostgreSQL server binaries (initdb) not found: run `make deps`")
-
-
-class PostgresServer:
-    """A throwaway PostgreSQL cluster for one test session.
-
-    We run initdb/pg_ctl ourselves rather than through pytest-postgresql: PostgreSQL refuses
-    to run as root, and pytest-postgresql has no way to run the server as another user. As
-    root we therefore chown the cluster's temp dir to ``postgres`` and run every server
-    command through ``runuser -u postgres --``; as any other user we run them directly.
-    """
-
-    SUPERUSER = "postgres"
-
-    def __init__(self, bin_dir: Path, base_dir: Path, port: int) -> None:
-        self.bin_dir = bin_dir
-        self.base_dir = base_dir
-        self.data_dir = base_dir / "data"
-        self.socket_dir = base_dir / "sock"
-        self.log_path = base_dir / "postgres.log"
-        self.port = port
-        self.run_as = "postgres" if os.geteuid() == 0 else None
-
-    def url(self, dbname: str) -> str:
-        return f"postgresql+psycopg://{self.SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
-
-    def _run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
-        argv = [str(self.bin_dir / tool), *args]
-        if self.run_as:
-            argv = ["runuser", "-u", self.run_as, "--", *argv]
-        # cwd: the postgres user cannot enter root's working directory.
-        return subprocess.run(argv, cwd=self.base_dir, capture_output=True, text=True,
-                              check=False, timeout=120)
-
-    def _check(self, result: subprocess.CompletedProcess[str], what: str) -> None:
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"{what} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n"
-                f"server log:\n{_tail_file(self.log_path)}"
-            )
-
-    def start(self) -> None:
-        self.socket_dir.mkdir(parents=True, exist_ok=True)
-        if self.run_as:
-            user = pwd.getpwnam(self.run_as)
-            for path in (self.base_dir, self.socket_dir):
-                os.chown(path, user.pw_uid, user.pw_gid)
-        self._check(
-            self._run("initdb", "-D", str(self.data_dir), "-U", self.SUPERUSER,
-                      "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"),
-            "initdb",
-        )
-        # Speed over durability: the cluster is thrown away at the end of the session.
-        conf = {
-            "listen_addresses": "'127.0.0.1'",
-            "port": str(self.port),
-            "unix_socket_directories": f"'{self.socket_dir}'",
-            "max_connections": "200",
-            "fsync": "off",
-            "full_page_writes": "off",
-            "synchronous_commit": "off",
-        }
-        with open(self.data_dir / "postgresql.conf", "a") as fh:
-            fh.write("\n# sdc test session\n")
-            fh.writelines(f"{key} = {value}\n" for key, value in conf.items())
-        self._check(
-            self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path),
-                      "-w", "-t", "60", "start"),
-            "pg_ctl start",
-        )
-
-    def stop(self) -> None:
-        if (self.data_dir / "postmaster.pid").exists():
-            self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
-
-    def connect(self, dbname: str = "postgres") -> Any:
-        import psycopg
-
-        return psycopg.connect(host="127.0.0.1", port=self.port, user=self.SUPERUSER,
-                               dbname=dbname, autocommit=True)
-
-    def create_database(self, name: str) -> str:
-        """(Re)create database ``name`` empty and return its SQLAlchemy URL."""
-        from psycopg import sql
-
-        with self.connect() as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        return self.url(name)
-
-
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    bin_dir = _postgres_bin_dir()
+    bin_dir = postgres_bin_dir()
     # Not under pytest's tmp dir: that is private to root (0700) and the postgres user
     # must be able to reach the cluster's directory.
     base_dir = Path(tempfile.mkdtemp(prefix="sdc-pg-"))

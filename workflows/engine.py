@@ -170,12 +170,7 @@ class Engine:
             if job.execution == "queued":
                 job.execution = "running"
                 job.started_at = utcnow()
-            step = self._step(job)
-            entry = self._start_entry(job, step)
-            if step.is_agent:
-                self._dispatch_agent(session, job, step, after)
-            else:
-                self._run_local(session, job, step, entry, after)
+            self._start(session, job, after)
         # Only after the commit: a message must never name state that might roll back.
         for fn in after:
             fn()
@@ -279,12 +274,20 @@ class Engine:
         flag_modified(job, "chain_results")
         flag_modified(job, "onerror_results")
 
+    def _start(self, session: Session, job: Job, after: list[Callable[[], None]]) -> None:
+        step = self._step(job)
+        entry = self._start_entry(job, step)
+        if step.is_agent:
+            self._dispatch_agent(session, job, step, after)
+        else:
+            self._run_local(session, job, step, entry, after)
+
     def _dispatch_agent(self, session: Session, job: Job, step: Step,
                         after: list[Callable[[], None]]) -> None:
         ctx = StepContext(session, job, self.settings)
         try:
-            with session.begin_nested():
-                params = step.params(ctx) if step.params else {}
+            # No savepoint: building a payload only reads.
+            params = step.params(ctx) if step.params else {}
         except Exception as exc:  # noqa: BLE001
             code, message = _describe(exc)
             self._fail_step(session, job, step, self._entry(job), code, message, after)
@@ -330,14 +333,14 @@ class Engine:
         tries = sum(1 for e in (job.chain_results if job.phase == "chain"
                                 else job.onerror_results) if e["name"] == step.name)
         if tries <= step.retries:
-            self._schedule(job, job.step_index, after)
+            self._schedule(session, job, job.step_index, after, inline=False)
             return
         if job.phase == "chain":
             job.error = {"step": step.name, "code": code, "message": message}
             workflow = REGISTRY[job.name]
             if workflow.onerror:
                 job.phase = "onerror"
-                self._schedule(job, 0, after)
+                self._schedule(session, job, 0, after)
                 return
             self._finish(session, job, "failed")
             return
@@ -347,15 +350,22 @@ class Engine:
     def _advance(self, session: Session, job: Job, after: list[Callable[[], None]]) -> None:
         steps = REGISTRY[job.name].steps(job.phase)
         if job.step_index + 1 < len(steps):
-            self._schedule(job, job.step_index + 1, after)
+            self._schedule(session, job, job.step_index + 1, after)
             return
         self._finish(session, job, "succeeded" if job.phase == "chain" else "failed")
 
-    def _schedule(self, job: Job, index: int, after: list[Callable[[], None]]) -> None:
+    def _schedule(self, session: Session, job: Job, index: int,
+                  after: list[Callable[[], None]], inline: bool = True) -> None:
+        """Move the job to step ``index``. The next step starts at once in this transaction
+        (a step that waits for an agent ends the turn), which saves a message and a
+        transaction per step; a retry goes back through the queue so it runs afresh."""
         job.step_index = index
         job.attempt += 1
         step = REGISTRY[job.name].steps(job.phase)[index]
         job.step_deadline = time.time() + step.timeout
+        if inline:
+            self._start(session, job, after)
+            return
         job_uuid, attempt = job.uuid, job.attempt
         after.append(lambda: self.transport.send_step(job_uuid, attempt))
 
@@ -364,7 +374,7 @@ class Engine:
         job.finished_at = utcnow()
         job.step_deadline = None
         if job.machine_uuid:
-            machine = session.get(Machine, job.machine_uuid, with_for_update=True)
+            machine = session.get(Machine, job.machine_uuid)
             if machine is not None and machine.job_uuid == job.uuid:
                 machine.job_uuid = None
 

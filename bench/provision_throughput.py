@@ -1,0 +1,197 @@
+"""Provisioning throughput: a mock cloud of 100 servers, 500 provisions through the API.
+
+Everything runs as it does in production, on this machine: PostgreSQL, Redis, the API under
+gunicorn, the workflow worker, beat, and one mockcloud process hosting the sim nodes (sim
+latency 0, so what is measured is the orchestration itself). Prints provisions/s, p50 and
+p99 POST->running latency, and head-node CPU-seconds per provision. As a baseline measured
+in the same run (this machine is shared and noisy), it also prints the rate of a plain
+authenticated GET through the same API and clients.
+
+    .venv/bin/python bench/provision_throughput.py [--servers 100] [--provisions 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+from sqlalchemy import create_engine, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from headnode.cli.client import OpsClient  # noqa: E402
+from headnode.store.migrate import upgrade  # noqa: E402
+from tests.support.net import free_port  # noqa: E402
+from tests.support.procs import ProcessGroup  # noqa: E402
+from tests.support.services import PostgresServer, RedisServer, postgres_bin_dir  # noqa: E402
+from tests.support.wait import wait_until  # noqa: E402
+
+SDC = str(Path(sys.executable).parent / "sdc")
+TOKEN = "bench-token"
+HEADNODE_PROCS = ("api", "worker", "beat")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def cpu_seconds(pid: int, tree: bool = True) -> float:
+    """CPU time of a process and, with ``tree``, all its descendants (gunicorn and Celery
+    fork workers)."""
+    try:
+        root = psutil.Process(pid)
+        total = 0.0
+        for proc in [root, *(root.children(recursive=True) if tree else [])]:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        return total
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
+def start_cloud(args: argparse.Namespace, workdir: Path) -> tuple[ProcessGroup, OpsClient,
+                                                                  str, Any, Any]:
+    redis = RedisServer(shutil.which("redis-server") or "/usr/bin/redis-server",
+                        workdir / "redis", free_port())
+    (workdir / "redis").mkdir()
+    redis.start()
+    pg_dir = Path(tempfile.mkdtemp(prefix="sdc-bench-pg-"))
+    pg = PostgresServer(postgres_bin_dir(), pg_dir, free_port())
+    pg.start()
+    database_url = pg.create_database("sdc_bench")
+    upgrade(database_url)
+    port = free_port()
+    env = {
+        "SDC_DATABASE_URL": database_url, "SDC_REDIS_URL": redis.url,
+        "SDC_DATA_DIR": str(workdir / "headnode"), "SDC_OPERATOR_TOKEN": TOKEN,
+        "SDC_API_BIND": f"127.0.0.1:{port}", "SDC_API_WORKERS": str(args.api_workers),
+        "SDC_WORKER_CONCURRENCY": str(args.worker_concurrency),
+    }
+    api = OpsClient(f"http://127.0.0.1:{port}", TOKEN, timeout=60)
+    procs = ProcessGroup(workdir / "logs")
+    procs.spawn("api", [SDC, "headnode", "serve"], env=env, ready=api.ping, timeout=60)
+    procs.spawn("worker", [SDC, "headnode", "worker", "--loglevel", args.worker_loglevel], env=env)
+    procs.spawn("beat", [SDC, "headnode", "beat", "--loglevel", "WARNING"], env=env)
+    procs.spawn("mockcloud", [SDC, "mockcloud", "--servers", str(args.servers),
+                              "--prefix", "bench", "--data-dir", str(workdir / "mock"),
+                              "--sim-latency-ms", "0"], env=env)
+    return procs, api, database_url, redis, pg
+
+
+def prepare(api: OpsClient, servers: int) -> list[str]:
+    wait_until(lambda: len(api.get("/ops/servers")) >= servers, timeout=120, interval=0.5,
+               message=f"{servers} servers to register")
+    uuids = [s["uuid"] for s in api.get("/ops/servers")]
+    for server_uuid in uuids:
+        api.put(f"/ops/servers/{server_uuid}", {"setup": True})
+    api.post("/ops/accounts", {"login": "bench", "email": "bench@example.com"})
+    api.post("/ops/packages", {"name": "g1-512m", "memory": 512, "disk": 5120})
+    api.post("/ops/images", {"name": "base-64", "version": "24.4.1", "os": "smartos"})
+    return uuids
+
+
+def baseline_rate(api: OpsClient, server_uuid: str, clients: int, requests: int) -> float:
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        list(pool.map(lambda _: api.get(f"/ops/servers/{server_uuid}"), range(requests)))
+    return requests / (time.perf_counter() - start)
+
+
+def provision_all(api: OpsClient, count: int, clients: int) -> dict[str, float]:
+    """POST every provision; returns job uuid -> wall-clock time its POST started."""
+    def one(i: int) -> tuple[str, float]:
+        started = time.time()
+        machine = api.post("/ops/machines", {"owner": "bench", "package": "g1-512m",
+                                             "image": "base-64", "alias": f"bench-{i}"})
+        return machine["job_uuid"], started
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        return dict(pool.map(one, range(count)))
+
+
+def finished_jobs(engine: Any) -> dict[str, tuple[str, float]]:
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT uuid, execution, extract(epoch from finished_at) FROM jobs "
+            "WHERE execution IN ('succeeded', 'failed')")).all()
+    return {r[0]: (r[1], float(r[2])) for r in rows}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--servers", type=int, default=100)
+    parser.add_argument("--provisions", type=int, default=500)
+    parser.add_argument("--clients", type=int, default=16, help="concurrent API clients")
+    parser.add_argument("--api-workers", type=int, default=2)
+    parser.add_argument("--worker-concurrency", type=int, default=2)
+    parser.add_argument("--worker-loglevel", default="WARNING")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="sdc-bench-"))
+    procs, api, database_url, redis, pg = start_cloud(args, workdir)
+    try:
+        uuids = prepare(api, args.servers)
+        base = baseline_rate(api, uuids[0], args.clients, 1000)
+        engine = create_engine(database_url)
+        pids = {name: procs.procs[name].pid for name in HEADNODE_PROCS}
+        others = {"mockcloud": procs.procs["mockcloud"].pid, "redis": redis.pid,
+                  "postgresql": pg.postmaster_pid()}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in {**pids, **others}.items()}
+        # The processes above are this one's children: count only its own threads here.
+        cpu_before["bench client"] = cpu_seconds(os.getpid(), tree=False)
+
+        t0 = time.time()
+        posted = provision_all(api, args.provisions, args.clients)
+        post_done = time.time()
+        done = wait_until(lambda: (lambda f: f if len(f) >= len(posted) else None)(
+            finished_jobs(engine)), timeout=600, interval=0.25, message="every job to finish")
+        cpu_after = {name: cpu_seconds(pid) for name, pid in {**pids, **others}.items()}
+        cpu_after["bench client"] = cpu_seconds(os.getpid(), tree=False)
+
+        latencies = [done[j][1] - started for j, started in posted.items()]
+        failed = sum(1 for j in posted if done[j][0] != "succeeded")
+        last = max(done[j][1] for j in posted)
+        cpu = {name: cpu_after[name] - cpu_before[name] for name in pids}
+        other_cpu = {name: cpu_after[name] - cpu_before[name]
+                     for name in [*others, "bench client"]}
+        n = len(posted)
+        print(f"fleet: {args.servers} sim servers; {n} provisions from {args.clients} clients; "
+              f"API workers {args.api_workers}, workflow worker concurrency "
+              f"{args.worker_concurrency}; {psutil.cpu_count()} CPUs")
+        print(f"baseline: authenticated GET /ops/servers/<uuid>: {base:.0f} requests/s")
+        print(f"POSTs accepted: {n / (post_done - t0):.1f}/s")
+        print(f"throughput: {n / (last - t0):.1f} provisions/s (POST of the first to running "
+              f"of the last: {last - t0:.1f} s); failed: {failed}")
+        print(f"latency POST->running: p50 {statistics.median(latencies) * 1000:.0f} ms, "
+              f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms, "
+              f"max {max(latencies) * 1000:.0f} ms")
+        print("head-node CPU-seconds per provision: "
+              f"{sum(cpu.values()) / n * 1000:.1f} ms "
+              f"(" + ", ".join(f"{k} {v / n * 1000:.1f} ms" for k, v in cpu.items()) + ")")
+        print("other CPU-seconds per provision: "
+              + ", ".join(f"{k} {v / n * 1000:.1f} ms" for k, v in other_cpu.items()))
+        engine.dispose()
+        return 0 if failed == 0 else 1
+    finally:
+        procs.stop_all()
+        redis.stop()
+        pg.stop()
+        if args.keep:
+            print(f"logs kept in {workdir / 'logs'}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
