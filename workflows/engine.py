@@ -167,6 +167,11 @@ class Engine:
             job = self._lock(session, job_uuid)
             if job is None or job.attempt != attempt or job.execution in ("succeeded", "failed"):
                 return  # stale or duplicate message: nothing was queued in ``after``
+            entries = job.chain_results if job.phase == "chain" else job.onerror_results
+            if entries and entries[-1].get("attempt") == attempt:
+                # This attempt has started already (an agent step waiting for its reply):
+                # a redelivered or re-sent message must not call the agent again.
+                return
             if job.execution == "queued":
                 job.execution = "running"
                 job.started_at = utcnow()

@@ -259,10 +259,6 @@ def test_messages_for_a_finished_job_are_ignored(ctx: Any, engine: Engine,
     assert calls(job_uuid) == ["boom"] and transport.sent == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: run_step does not notice that the current attempt already started, so a "
-    "redelivered (acks_late) or sweep-resent message for an agent step that waits for its "
-    "reply calls the agent again and records a second entry, which uses up a retry"))
 def test_duplicate_message_for_a_running_agent_step_is_ignored(
         ctx: Any, engine: Engine, transport: RecordingTransport) -> None:
     # a redelivered run_step (acks_late after a worker crash past the commit) names the
