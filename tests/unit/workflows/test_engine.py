@@ -94,6 +94,9 @@ register(Workflow("t-agent", chain=(
          retries=1),
     Step("after", 10, run=local("after")),
 ), onerror=(Step("undo", 10, run=local("undo")),)))
+register(Workflow("t-slowjob", chain=(
+    Step("remote", 10_000, agent_op="probe", params=probe_params),
+), timeout=60))
 register(Workflow("t-badparams", chain=(
     Step("remote", 5, agent_op="probe", params=broken_params),
 )))
@@ -475,3 +478,15 @@ def test_messages_are_sent_only_after_the_commit(ctx: Any, engine: Engine) -> No
     assert get_job(ctx, job_uuid).execution == "succeeded"
     assert ("step", True, True) in seen and seen.count(("agent", True, True)) == 2
     assert all(ok_attempt and ok_entries for _, ok_attempt, ok_entries in seen), seen
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Engine.sweep's docstring promises to handle jobs past their workflow's timeout, but "
+    "Workflow.timeout is never read: only step deadlines are checked"))
+def test_sweep_fails_a_job_past_its_workflow_timeout(ctx: Any, engine: Engine,
+                                                     transport: RecordingTransport) -> None:
+    job_uuid = start(ctx, "t-slowjob")
+    engine.run_step(job_uuid, 1)  # its one step may take far longer than the whole job
+    engine.sweep(now=time.time() + 600)
+    pump(engine, transport)
+    assert get_job(ctx, job_uuid).execution == "failed"
