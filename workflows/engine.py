@@ -19,6 +19,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -216,31 +217,40 @@ class Engine:
     def sweep(self, now: float | None = None) -> int:
         """Handle steps past their deadline and jobs past their workflow's timeout."""
         now = time.time() if now is None else now
+        # Only jobs old enough for the shortest workflow timeout can be past theirs.
+        oldest = datetime.fromtimestamp(now - min(w.timeout for w in REGISTRY.values()), UTC)
         with self.sessions() as session:
             due = session.scalars(
                 select(Job.uuid).where(
                     Job.execution.in_(("queued", "running")),
-                    or_(Job.step_deadline < now, Job.step_deadline.is_(None)),
+                    or_(Job.step_deadline < now, Job.step_deadline.is_(None),
+                        (Job.phase == "chain") & (Job.created_at < oldest)),
                 )
             ).all()
-        for job_uuid in due:
-            self._expire(job_uuid, now)
-        return len(due)
+        return sum(1 for job_uuid in due if self._expire(job_uuid, now))
 
     # -- internals -------------------------------------------------------------------------
 
-    def _expire(self, job_uuid: str, now: float) -> None:
+    def _expire(self, job_uuid: str, now: float) -> bool:
+        """Act on one job the sweep found; False if it turned out to need nothing."""
         after: list[Callable[[], None]] = []
         with self.sessions() as session, session.begin():
             job = self._lock(session, job_uuid)
             if job is None or job.execution not in ("queued", "running"):
-                return
-            if job.step_deadline is not None and job.step_deadline >= now:
-                return
+                return False
             step = self._step(job)
             entries = job.chain_results if job.phase == "chain" else job.onerror_results
             started = bool(entries) and entries[-1].get("attempt") == job.attempt
-            if not started:
+            workflow = REGISTRY[job.name]
+            if job.phase == "chain" and now - job.created_at.timestamp() > workflow.timeout:
+                # The whole job is out of time: no retry, straight to its clean-up.
+                entry = entries[-1] if started else self._start_entry(job, step)
+                self._fail_step(session, job, step, entry, "JobTimeout",
+                                f"the {job.name} job did not finish within "
+                                f"{workflow.timeout:g} s", after, final=True)
+            elif job.step_deadline is not None and job.step_deadline >= now:
+                return False
+            elif not started:
                 # The message that should run this step was lost: send it again.
                 job.step_deadline = now + step.timeout
                 after.append(lambda: self.transport.send_step(job.uuid, job.attempt))
@@ -250,6 +260,7 @@ class Engine:
                                 after)
         for fn in after:
             fn()
+        return True
 
     @staticmethod
     def _lock(session: Session, job_uuid: str) -> Job | None:
@@ -331,13 +342,14 @@ class Engine:
         self._advance(session, job, after)
 
     def _fail_step(self, session: Session, job: Job, step: Step, entry: dict[str, Any],
-                   code: str, message: str, after: list[Callable[[], None]]) -> None:
+                   code: str, message: str, after: list[Callable[[], None]],
+                   final: bool = False) -> None:
         entry["finished_at"] = _now_iso()
         entry["error"] = {"code": code, "message": message}
         self._touch(job)
         tries = sum(1 for e in (job.chain_results if job.phase == "chain"
                                 else job.onerror_results) if e["name"] == step.name)
-        if tries <= step.retries:
+        if tries <= step.retries and not final:
             self._schedule(session, job, job.step_index, after, inline=False)
             return
         if job.phase == "chain":

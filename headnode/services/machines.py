@@ -7,13 +7,22 @@ import uuid as uuidlib
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from headnode.placement.allocator import PlacementRequest, Policy, ServerState, allocate
 from headnode.services import capacity
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InsufficientCapacity, InvalidArgument, NotFound
-from headnode.store.models import Account, Image, Machine, Package, Server, new_uuid
+from headnode.store.models import (
+    ALIAS_HOLDING_STATES,
+    Account,
+    Image,
+    Machine,
+    Package,
+    Server,
+    new_uuid,
+)
 from workflows import machines as _workflows  # noqa: F401 - registers the machine workflows
 from workflows.engine import new_job
 
@@ -23,8 +32,6 @@ ACTION_FROM = {"start": ("stopped", "running"), "stop": ("running", "stopped"),
                "reboot": ("running",)}
 #: a lost race for the chosen server's last room is retried on a fresh snapshot this often
 PLACEMENT_ATTEMPTS = 5
-#: machines that still hold an alias (CloudAPI: names are unique per account among these)
-ALIAS_HOLDING_STATES = ("provisioning", "running", "stopped", "unknown")
 
 
 def machine_to_dict(m: Machine) -> dict[str, Any]:
@@ -132,6 +139,21 @@ def _place(session: Session, ctx: ServiceContext, request: PlacementRequest,
 
 def create_machine(ctx: ServiceContext, body: dict[str, Any],
                    caller: dict[str, Any]) -> dict[str, Any]:
+    try:
+        machine, job_uuid = _create_records(ctx, body, caller)
+    except IntegrityError as exc:
+        # Two creates with one name raced past the check; the unique index stopped the second.
+        if "uq_machines_owner_alias_live" in str(exc.orig):
+            raise Conflict(f"a machine named {body.get('alias')!r} already exists",
+                           code="DuplicateName") from exc
+        raise
+    _enqueue(ctx, job_uuid)
+    return machine_to_dict(machine)
+
+
+def _create_records(ctx: ServiceContext, body: dict[str, Any],
+                    caller: dict[str, Any]) -> tuple[Machine, str]:
+    """Allocate and write machine, reservation and job in one transaction."""
     machine_uuid, job_uuid = new_uuid(), new_uuid()
     with ctx.transaction() as session:
         owner = _resolve_owner(session, body["owner"])
@@ -157,8 +179,7 @@ def create_machine(ctx: ServiceContext, body: dict[str, Any],
         new_job(session, "provision", machine_uuid=machine_uuid, server_uuid=server_uuid,
                 owner_uuid=owner.uuid, caller=caller, job_uuid=job_uuid,
                 params={"package": package.name, "image": image.uuid})
-    _enqueue(ctx, job_uuid)
-    return machine_to_dict(machine)
+    return machine, job_uuid
 
 
 def _enqueue(ctx: ServiceContext, job_uuid: str) -> None:

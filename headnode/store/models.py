@@ -6,7 +6,17 @@ import uuid as uuidlib
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -111,6 +121,11 @@ class Server(Timestamps, Base):
     last_status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+#: machine states that hold their alias (a failed or destroyed machine frees it)
+ALIAS_HOLDING_STATES = ("provisioning", "running", "stopped", "unknown")
+ALIAS_HOLDING_SQL = "state IN ({})".format(", ".join(f"'{s}'" for s in ALIAS_HOLDING_STATES))
+
+
 class Machine(Timestamps, Base):
     """A VM/zone (VMAPI). ``job_uuid`` is the lock: one job per machine at a time."""
 
@@ -139,6 +154,10 @@ class Machine(Timestamps, Base):
     __table_args__ = (
         Index("ix_machines_owner_state", "owner_uuid", "state"),
         Index("ix_machines_server", "server_uuid"),
+        # CloudAPI: a name is unique per account among machines that still hold it. Only a
+        # constraint closes the race between two concurrent creates with the same name.
+        Index("uq_machines_owner_alias_live", "owner_uuid", "alias", unique=True,
+              postgresql_where=text(ALIAS_HOLDING_SQL), sqlite_where=text(ALIAS_HOLDING_SQL)),
     )
 
 

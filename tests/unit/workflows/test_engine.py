@@ -480,9 +480,6 @@ def test_messages_are_sent_only_after_the_commit(ctx: Any, engine: Engine) -> No
     assert all(ok_attempt and ok_entries for _, ok_attempt, ok_entries in seen), seen
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Engine.sweep's docstring promises to handle jobs past their workflow's timeout, but "
-    "Workflow.timeout is never read: only step deadlines are checked"))
 def test_sweep_fails_a_job_past_its_workflow_timeout(ctx: Any, engine: Engine,
                                                      transport: RecordingTransport) -> None:
     job_uuid = start(ctx, "t-slowjob")

@@ -322,11 +322,6 @@ def test_get_machine(ctx: Any, fleet: dict[str, Any]) -> None:
     assert answer["tags"] == {"a": 1} and answer["state"] == "running"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "alias uniqueness is a check-then-insert under READ COMMITTED with no constraint or "
-    "lock behind it: two concurrent creates with the same alias for one owner both succeed "
-    "(needs a partial unique index on (owner_uuid, alias) for alias-holding states, or a "
-    "per-owner lock, and the IntegrityError mapped to DuplicateName)"))
 def test_concurrent_duplicate_alias_is_refused(ctx: Any, fleet: dict[str, Any]) -> None:
     import threading
 
