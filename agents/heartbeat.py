@@ -137,6 +137,7 @@ class StatusReporter(_Ticker):
     ) -> None:
         super().__init__(check_interval)
         self.backends = list(backends)
+        self._by_uuid = {b.server_uuid: b for b in self.backends}
         self.status_interval = status_interval
         self.send_sysinfo = send_sysinfo
         self.send_status = send_status
@@ -151,6 +152,19 @@ class StatusReporter(_Ticker):
             self._last_sent.clear()
 
     reconnected = register_again
+
+    def acknowledge(self, server_uuid: str) -> None:
+        """A task reply has just carried this node's change to the head node: take its
+        current status as reported, so a burst of provisions does not also send a status
+        report per machine. The forced report every ``status_interval`` still goes out."""
+        backend = self._by_uuid.get(server_uuid)
+        if backend is None:
+            return
+        fingerprint = status_fingerprint(backend.status())
+        with self._lock:
+            last = self._last_sent.get(server_uuid)
+            if last is not None:
+                self._last_sent[server_uuid] = (fingerprint, last[1])
 
     def tick(self) -> None:
         for backend in self.backends:

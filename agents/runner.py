@@ -69,6 +69,7 @@ def run_worker(backends: Sequence[NodeBackend], settings: AgentSettings, node_na
         check_interval=settings.status_check_interval,
         status_interval=settings.status_interval,
     )
+    tasks.REPLY_LISTENERS.append(reporter.acknowledge)
     client = redis_client(settings.redis_url)
     heartbeater = Heartbeater(
         client,
@@ -86,6 +87,7 @@ def run_worker(backends: Sequence[NodeBackend], settings: AgentSettings, node_na
         if exc.code not in (0, None):
             raise
     finally:
+        tasks.REPLY_LISTENERS.remove(reporter.acknowledge)
         reporter.stop()
         heartbeater.stop()
         client.close()

@@ -159,6 +159,11 @@ def run_op(op: str, server_uuid: str, params: Mapping[str, Any] | None) -> dict[
     }
 
 
+#: called with a server's uuid after a reply told the head node that node's news; the status
+#: reporter uses it so the same news is not sent again as a status report
+REPLY_LISTENERS: list[Callable[[str], None]] = []
+
+
 def handle(
     op: str, server_uuid: str, params: Mapping[str, Any] | None, reply: Mapping[str, Any] | None
 ) -> dict[str, Any]:
@@ -169,6 +174,8 @@ def handle(
         log.warning("agent.%s on %s: %s", op, server_uuid, outcome["error"]["message"])
     if reply is not None:
         send_reply(reply, outcome)
+        for listener in REPLY_LISTENERS:
+            listener(server_uuid)
     return outcome
 
 

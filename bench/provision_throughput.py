@@ -107,12 +107,19 @@ def baseline_rate(api: OpsClient, server_uuid: str, clients: int, requests: int)
     return requests / (time.perf_counter() - start)
 
 
-def provision_all(api: OpsClient, count: int, clients: int) -> dict[str, float]:
-    """POST every provision; returns job uuid -> wall-clock time its POST started."""
+def provision_all(api: OpsClient, first: int, count: int, clients: int,
+                  rate: float | None) -> dict[str, float]:
+    """POST ``count`` provisions, as fast as the API takes them or, with ``rate``, at that
+    many per second; returns job uuid -> wall-clock time its POST started."""
+    begin = time.time()
+
     def one(i: int) -> tuple[str, float]:
+        if rate:
+            time.sleep(max(0.0, begin + i / rate - time.time()))
         started = time.time()
         machine = api.post("/ops/machines", {"owner": "bench", "package": "g1-512m",
-                                             "image": "base-64", "alias": f"bench-{i}"})
+                                             "image": "base-64",
+                                             "alias": f"bench-{first + i}"})
         return machine["job_uuid"], started
 
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
@@ -127,11 +134,45 @@ def finished_jobs(engine: Any) -> dict[str, tuple[str, float]]:
     return {r[0]: (r[1], float(r[2])) for r in rows}
 
 
+def run_round(label: str, api: OpsClient, engine: Any, args: argparse.Namespace,
+              first: int, rate: float | None, cpu_pids: dict[str, int]) -> bool:
+    cpu_before = {name: cpu_seconds(pid) for name, pid in cpu_pids.items()}
+    # The processes above are this one's children: count only its own threads for it.
+    cpu_before["bench client"] = cpu_seconds(os.getpid(), tree=False)
+    t0 = time.time()
+    posted = provision_all(api, first, args.provisions, args.clients, rate)
+    post_done = time.time()
+    done = wait_until(lambda: (lambda f: f if set(posted) <= set(f) else None)(
+        finished_jobs(engine)), timeout=600, interval=0.25, message="every job to finish")
+    cpu_after = {name: cpu_seconds(pid) for name, pid in cpu_pids.items()}
+    cpu_after["bench client"] = cpu_seconds(os.getpid(), tree=False)
+
+    n = len(posted)
+    latencies = [done[j][1] - started for j, started in posted.items()]
+    failed = sum(1 for j in posted if done[j][0] != "succeeded")
+    last = max(done[j][1] for j in posted)
+    per = {name: (cpu_after[name] - cpu_before[name]) / n * 1000 for name in cpu_after}
+    head = sum(per[name] for name in HEADNODE_PROCS)
+    print(f"\n{label}: {n} provisions")
+    print(f"  POSTs accepted: {n / (post_done - t0):.1f}/s")
+    print(f"  throughput: {n / (last - t0):.1f} provisions/s (first POST to last running: "
+          f"{last - t0:.1f} s); failed: {failed}")
+    print(f"  latency POST->running: p50 {statistics.median(latencies) * 1000:.0f} ms, "
+          f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms")
+    print(f"  head-node CPU per provision: {head:.1f} ms ("
+          + ", ".join(f"{k} {per[k]:.1f} ms" for k in HEADNODE_PROCS) + ")")
+    print("  other CPU per provision: "
+          + ", ".join(f"{k} {v:.1f} ms" for k, v in per.items() if k not in HEADNODE_PROCS))
+    return failed == 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--servers", type=int, default=100)
-    parser.add_argument("--provisions", type=int, default=500)
+    parser.add_argument("--provisions", type=int, default=500, help="per round")
     parser.add_argument("--clients", type=int, default=16, help="concurrent API clients")
+    parser.add_argument("--rate", type=float, default=40.0,
+                        help="offered load (provisions/s) of the second round; 0 skips it")
     parser.add_argument("--api-workers", type=int, default=2)
     parser.add_argument("--worker-concurrency", type=int, default=2)
     parser.add_argument("--worker-loglevel", default="WARNING")
@@ -144,45 +185,19 @@ def main() -> int:
         uuids = prepare(api, args.servers)
         base = baseline_rate(api, uuids[0], args.clients, 1000)
         engine = create_engine(database_url)
-        pids = {name: procs.procs[name].pid for name in HEADNODE_PROCS}
-        others = {"mockcloud": procs.procs["mockcloud"].pid, "redis": redis.pid,
-                  "postgresql": pg.postmaster_pid()}
-        cpu_before = {name: cpu_seconds(pid) for name, pid in {**pids, **others}.items()}
-        # The processes above are this one's children: count only its own threads here.
-        cpu_before["bench client"] = cpu_seconds(os.getpid(), tree=False)
-
-        t0 = time.time()
-        posted = provision_all(api, args.provisions, args.clients)
-        post_done = time.time()
-        done = wait_until(lambda: (lambda f: f if len(f) >= len(posted) else None)(
-            finished_jobs(engine)), timeout=600, interval=0.25, message="every job to finish")
-        cpu_after = {name: cpu_seconds(pid) for name, pid in {**pids, **others}.items()}
-        cpu_after["bench client"] = cpu_seconds(os.getpid(), tree=False)
-
-        latencies = [done[j][1] - started for j, started in posted.items()]
-        failed = sum(1 for j in posted if done[j][0] != "succeeded")
-        last = max(done[j][1] for j in posted)
-        cpu = {name: cpu_after[name] - cpu_before[name] for name in pids}
-        other_cpu = {name: cpu_after[name] - cpu_before[name]
-                     for name in [*others, "bench client"]}
-        n = len(posted)
-        print(f"fleet: {args.servers} sim servers; {n} provisions from {args.clients} clients; "
-              f"API workers {args.api_workers}, workflow worker concurrency "
+        cpu_pids = {name: procs.procs[name].pid for name in HEADNODE_PROCS}
+        cpu_pids.update({"mockcloud": procs.procs["mockcloud"].pid, "redis": redis.pid,
+                         "postgresql": pg.postmaster_pid()})
+        print(f"fleet: {args.servers} sim servers (latency 0); {args.clients} API clients; "
+              f"API workers {args.api_workers}; workflow worker concurrency "
               f"{args.worker_concurrency}; {psutil.cpu_count()} CPUs")
         print(f"baseline: authenticated GET /ops/servers/<uuid>: {base:.0f} requests/s")
-        print(f"POSTs accepted: {n / (post_done - t0):.1f}/s")
-        print(f"throughput: {n / (last - t0):.1f} provisions/s (POST of the first to running "
-              f"of the last: {last - t0:.1f} s); failed: {failed}")
-        print(f"latency POST->running: p50 {statistics.median(latencies) * 1000:.0f} ms, "
-              f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms, "
-              f"max {max(latencies) * 1000:.0f} ms")
-        print("head-node CPU-seconds per provision: "
-              f"{sum(cpu.values()) / n * 1000:.1f} ms "
-              f"(" + ", ".join(f"{k} {v / n * 1000:.1f} ms" for k, v in cpu.items()) + ")")
-        print("other CPU-seconds per provision: "
-              + ", ".join(f"{k} {v / n * 1000:.1f} ms" for k, v in other_cpu.items()))
+        ok = run_round("as fast as the API takes them", api, engine, args, 0, None, cpu_pids)
+        if args.rate:
+            ok &= run_round(f"offered at {args.rate:g}/s", api, engine, args,
+                            args.provisions, args.rate, cpu_pids)
         engine.dispose()
-        return 0 if failed == 0 else 1
+        return 0 if ok else 1
     finally:
         procs.stop_all()
         redis.stop()

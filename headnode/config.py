@@ -25,7 +25,9 @@ class HeadnodeSettings:
     api_workers: int = setting(2, "gunicorn worker processes for the API.")
     operator_token: str = setting("", "Bearer token of the operator API; empty means the one "
                                   "stored in SDC_DATA_DIR/operator-token (made on first use).")
-    worker_concurrency: int = setting(2, "Processes of the workflow worker.")
+    worker_concurrency: int = setting(2, "Processes (or threads) of the workflow worker.")
+    worker_pool: str = setting("prefork", "Celery pool of the workflow worker: prefork "
+                               "(processes), threads or solo.")
     heartbeat_lifetime: float = setting(11.0, "Seconds without a heartbeat before a server "
                                         "is unknown (CNAPI: 5 s interval + a miss + 1 s).")
     reconcile_interval: float = setting(5.0, "Seconds between heartbeat reconciliations and "

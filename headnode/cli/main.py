@@ -247,7 +247,7 @@ def worker(ctx: click.Context, loglevel: str) -> None:
     app = import_or_fail("workflows.celery_app", "the workflow engine").app
     app.worker_main([
         "worker", "--queues", "headnode", "--concurrency", str(settings.worker_concurrency),
-        "--hostname", "headnode@%h", "--loglevel", loglevel,
+        "--pool", settings.worker_pool, "--hostname", "headnode@%h", "--loglevel", loglevel,
         # A lone worker needs no cluster chatter; it only costs Redis traffic and start time.
         "--without-gossip", "--without-mingle", "--without-heartbeat",
     ])

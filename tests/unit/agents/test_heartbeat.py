@@ -94,6 +94,20 @@ def test_status_is_repeated_after_status_interval() -> None:
     assert len(recorder.status) == 2
 
 
+def test_change_told_by_a_reply_is_not_reported_again() -> None:
+    recorder = Recorder()
+    (node,) = nodes(1)
+    reporter = recorder.reporter([node])
+    reporter.tick()
+    node.image_ensure_present({"uuid": "11111111-1111-4111-8111-111111111111", "name": "i"})
+    reporter.acknowledge(node.server_uuid)  # what agents.tasks does after sending a reply
+    reporter.tick()
+    assert len(recorder.status) == 1
+    node.image_ensure_present({"uuid": "22222222-2222-4222-8222-222222222222", "name": "j"})
+    reporter.tick()  # a change nobody was told about is reported
+    assert len(recorder.status) == 2
+
+
 def test_register_again_resends_everything() -> None:
     recorder = Recorder()
     reporter = recorder.reporter(nodes(2))
