@@ -117,6 +117,14 @@ def _sim_faults(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
     return {"faults": configure_faults(params["fail"], params["latency_ms"])}
 
 
+def _not_yet(op: str) -> Callable[[NodeBackend, dict[str, Any]], dict[str, Any]]:
+    """An op of the contract that no backend implements yet: a clear error, not a crash."""
+    def run(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+        raise BackendError("Unsupported", f"{op} is not implemented by this agent yet")
+
+    return run
+
+
 OPERATIONS: dict[str, Callable[[NodeBackend, dict[str, Any]], dict[str, Any]]] = {
     "image_ensure_present": _image_ensure_present,
     "machine_create": _machine_create,
@@ -127,6 +135,9 @@ OPERATIONS: dict[str, Callable[[NodeBackend, dict[str, Any]], dict[str, Any]]] =
     "machine_load": _machine_action("machine_load"),
     "report_status": _report_status,
     "sim_faults": _sim_faults,
+    **{op: _not_yet(op) for op in ("machine_update", "snapshot_create", "snapshot_list",
+                                   "snapshot_rollback", "snapshot_delete",
+                                   "image_create_from_machine")},
 }
 assert set(OPERATIONS) == set(AGENT_TASKS), "every op of the wire contract needs a handler"
 

@@ -55,6 +55,22 @@ class TaskOutcomeSchema(Schema):
     finished_at = fields.Float(required=True)
 
 
+class TransferSchema(Schema):
+    """Where a node fetches (GET) or sends (PUT) a file on the head node's image store: a URL
+    signed for this one node and image (the head node checks the signature and expiry), plus
+    any headers to send."""
+
+    url = fields.String(required=True)
+    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+
+
+class ImageFileSchema(Schema):
+    sha256 = fields.String(required=True)
+    size = fields.Integer(required=True)  # bytes of the file as stored (compressed)
+    compression = fields.String(load_default="gzip",
+                                validate=validate.OneOf(["gzip", "bzip2", "xz", "none"]))
+
+
 class ImageSpecSchema(Schema):
     """What a node needs to import an image into its pool."""
 
@@ -64,7 +80,9 @@ class ImageSpecSchema(Schema):
     os = fields.String(load_default="other")
     type = fields.String(load_default="zone-dataset")
     size_mb = fields.Integer(load_default=0)
-    files = fields.List(fields.Dict(), load_default=list)
+    files = fields.List(fields.Dict(), load_default=list)  # ImageFileSchema dicts
+    #: absent for images without a file (placeholders, the sim backend)
+    source = fields.Nested(TransferSchema, load_default=None, allow_none=True)
 
 
 class MachineSpecSchema(Schema):
@@ -91,6 +109,32 @@ class EnsureImageSchema(Schema):
     image = fields.Nested(ImageSpecSchema, required=True)
 
 
+class MachineUpdateSchema(Schema):
+    """Resize (any of ram_mb, disk_mb, cpu_cap, vcpus, max_lwps) and/or rename (alias)."""
+
+    uuid = fields.String(required=True)
+    alias = fields.String(load_default=None, allow_none=True)
+    ram_mb = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
+    disk_mb = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
+    cpu_cap = fields.Integer(load_default=None, allow_none=True)
+    vcpus = fields.Integer(load_default=None, allow_none=True)
+    max_lwps = fields.Integer(load_default=None, allow_none=True)
+
+
+class SnapshotRefSchema(Schema):
+    uuid = fields.String(required=True)  # the machine
+    name = fields.String(required=True,
+                         validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"))
+
+
+class CreateImageSchema(Schema):
+    """Snapshot a machine, archive it and PUT the file to ``upload``."""
+
+    uuid = fields.String(required=True)  # the machine
+    image = fields.Nested(ImageSpecSchema, required=True)
+    upload = fields.Nested(TransferSchema, required=True)
+
+
 class SimFaultsSchema(Schema):
     """Fault-injection switches of the ``sim`` backend (tests and chaos drills)."""
 
@@ -111,9 +155,25 @@ AGENT_TASKS: dict[str, type[Schema]] = {
     "machine_reboot": MachineRefSchema,
     "machine_destroy": MachineRefSchema,
     "machine_load": MachineRefSchema,
+    # result {"machine": MachineStatus}
+    "machine_update": MachineUpdateSchema,
+    # results: create {"snapshot": SnapshotSchema}; list {"snapshots": [SnapshotSchema]};
+    # rollback {"machine": MachineStatus}; delete {"deleted": name}
+    "snapshot_create": SnapshotRefSchema,
+    "snapshot_list": MachineRefSchema,
+    "snapshot_rollback": SnapshotRefSchema,
+    "snapshot_delete": SnapshotRefSchema,
+    # result {"image": {"uuid", "size", "sha256", "compression"}}
+    "image_create_from_machine": CreateImageSchema,
     "report_status": EmptySchema,
     "sim_faults": SimFaultsSchema,
 }
+
+
+class SnapshotSchema(Schema):
+    name = fields.String(required=True)
+    created_at = fields.Float(required=True)  # unix time
+    size_mb = fields.Integer(load_default=0)
 
 
 class MachineStatusSchema(Schema):

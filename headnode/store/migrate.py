@@ -17,7 +17,9 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "heads") -> None:
+    # "heads": features may add migrations on branches of their own (each revises the last
+    # common revision); a merge revision joins them when it is convenient.
     command.upgrade(alembic_config(url), revision)
 
 
