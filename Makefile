@@ -16,10 +16,12 @@ VENV_STAMP := $(VENV)/.sdc-installed
 # Host programs the tests and the demo need, as CHECK:PACKAGE pairs for scripts/ensure-apt.sh.
 # CHECK is a command on PATH or an absolute path/glob (Debian keeps PostgreSQL's server
 # binaries off PATH). A package is installed only when its CHECK finds nothing.
-# Later: mkfs.btrfs:btrfs-progs runc:runc /bin/busybox:busybox-static (Linux backend).
 APT_PACKAGES := \
 	redis-server:redis-server \
-	/usr/lib/postgresql/*/bin/initdb:postgresql
+	/usr/lib/postgresql/*/bin/initdb:postgresql \
+	mkfs.btrfs:btrfs-progs \
+	runc:runc \
+	/bin/busybox:busybox-static
 
 PYTEST_ARGS ?=
 LINT_TYPED := headnode workflows agents schemas
