@@ -23,6 +23,8 @@ class HeadnodeSettings:
                              "heartbeat table (never the system of record).")
     api_bind: str = setting("127.0.0.1:8080", "host:port the API listens on.")
     api_workers: int = setting(2, "gunicorn worker processes for the API.")
+    image_base_url: str = setting("", "Base URL compute nodes fetch and upload image files "
+                                  "at; empty means http://<SDC_API_BIND>.")
     operator_token: str = setting("", "Bearer token of the operator API; empty means the one "
                                   "stored in SDC_DATA_DIR/operator-token (made on first use).")
     worker_concurrency: int = setting(2, "Processes (or threads) of the workflow worker.")
@@ -32,6 +34,12 @@ class HeadnodeSettings:
                                         "is unknown (CNAPI: 5 s interval + a miss + 1 s).")
     reconcile_interval: float = setting(5.0, "Seconds between heartbeat reconciliations and "
                                         "job-deadline sweeps.")
+    agent_resend_interval: float = setting(30.0, "Seconds an agent step waits for an answer "
+                                           "before its (idempotent) task is sent again.")
+    broker_visibility_timeout: float = setting(60.0, "Seconds before a message taken by a "
+                                               "worker that died unacknowledged is delivered "
+                                               "again (head-node tasks all take well under "
+                                               "this).")
     reservation_ratio: float = setting(0.15, "Share of each server's RAM kept for the system.")
     pool_usable_ratio: float = setting(0.94, "Share of each pool usable for machines.")
     max_machines_per_server: int = setting(224, "Machine count limit per server.")

@@ -26,7 +26,12 @@ def make_app(settings: HeadnodeSettings | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=4,
-        broker_transport_options={"visibility_timeout": 3600},
+        broker_transport_options={
+            "visibility_timeout": settings.broker_visibility_timeout,
+            # look for abandoned messages every few seconds, not every 100 s
+            "unacked_restore_interval": 5,
+            "unacked_restore_throttle": 1,
+        },
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         beat_schedule={

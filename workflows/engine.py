@@ -254,6 +254,13 @@ class Engine:
                 # The message that should run this step was lost: send it again.
                 job.step_deadline = now + step.timeout
                 after.append(lambda: self.transport.send_step(job.uuid, job.attempt))
+            elif step.is_agent and entries[-1].get("deadline", 0) > now:
+                # No answer yet, but time is left: the task or its reply may have been lost
+                # (a Redis restart). Agent tasks are idempotent, so ask again; whichever
+                # answer comes first for this attempt wins, the others are stale.
+                entries[-1]["resends"] = entries[-1].get("resends", 0) + 1
+                self._touch(job)
+                self._dispatch_agent(session, job, step, after)
             else:
                 self._fail_step(session, job, step, entries[-1], "StepTimeout",
                                 f"step {step.name} did not finish within {step.timeout:g} s",
@@ -283,6 +290,8 @@ class Engine:
         (job.chain_results if job.phase == "chain" else job.onerror_results).append(entry)
         self._touch(job)
         job.step_deadline = time.time() + step.timeout
+        if step.is_agent:
+            entry["deadline"] = job.step_deadline
         return entry
 
     def _touch(self, job: Job) -> None:
@@ -316,6 +325,9 @@ class Engine:
         reply = {"job_uuid": job.uuid, "step": job.step_index, "attempt": job.attempt}
         op = step.agent_op
         assert op is not None
+        # Wake the sweep before the real deadline, to ask again if no answer came by then.
+        job.step_deadline = min(self._entry(job)["deadline"],
+                                time.time() + self.settings.agent_resend_interval)
         after.append(lambda: self.transport.send_agent(server_uuid, op, params, reply))
 
     def _run_local(self, session: Session, job: Job, step: Step, entry: dict[str, Any],

@@ -77,13 +77,21 @@ def apply_status(session: Session, raw_status: dict[str, Any]) -> int:
 
 
 def reconcile_heartbeats(session: Session, heartbeats: dict[str, float], lifetime: float,
-                         now: float | None = None) -> tuple[list[str], list[str]]:
+                         now: float | None = None,
+                         table_since: float | None = None) -> tuple[list[str], list[str]]:
     """Mark servers with stale heartbeats unknown (and their running machines), and fresh
-    ones running again. Returns (servers now unknown, servers back to running)."""
+    ones running again. Returns (servers now unknown, servers back to running).
+
+    ``table_since`` is when the heartbeat table was first seen (it starts empty after a Redis
+    restart): a server missing from a table younger than ``lifetime`` keeps its status, so
+    losing Redis does not flap the whole fleet to unknown."""
     now = time.time() if now is None else now
+    young_table = table_since is not None and now - table_since <= lifetime
     gone, back = [], []
     for server in session.scalars(select(Server).with_for_update()).all():
         beat = heartbeats.get(server.uuid)
+        if beat is None and young_table:
+            continue
         fresh = beat is not None and now - beat <= lifetime
         if beat is not None and (server.last_heartbeat is None
                                  or beat - server.last_heartbeat >= HEARTBEAT_WRITE_INTERVAL):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from functools import cache
 from typing import Any
 
@@ -21,6 +22,8 @@ from workflows.dispatch import CeleryTransport
 from workflows.engine import Engine
 
 log = logging.getLogger(__name__)
+
+HEARTBEAT_TABLE_SINCE_KEY = "sdc:heartbeats:since"
 
 
 @cache
@@ -69,14 +72,25 @@ def server_status(status: dict[str, Any]) -> None:
         nodes.apply_status(session, status)
 
 
+def _heartbeat_table() -> tuple[dict[str, float], float]:
+    """The heartbeats, and since when this heartbeat table has existed (a marker key we set
+    when we find it missing: Redis keeps nothing across a restart)."""
+    client = _redis()
+    client.set(HEARTBEAT_TABLE_SINCE_KEY, time.time(), nx=True)
+    since = float(client.get(HEARTBEAT_TABLE_SINCE_KEY) or time.time())
+    beats = {_text(k): float(v) for k, v in client.hgetall(HEARTBEAT_KEY).items()}
+    return beats, since
+
+
 @app.task(name="workflows.reconcile")
 def reconcile() -> dict[str, Any]:
     """Every few seconds: server liveness, overdue job steps, orphaned reservations."""
     settings = _settings()
     engine = _engine()
-    beats = {_text(k): float(v) for k, v in _redis().hgetall(HEARTBEAT_KEY).items()}
+    beats, table_since = _heartbeat_table()
     with engine.sessions() as session, session.begin():
-        gone, back = nodes.reconcile_heartbeats(session, beats, settings.heartbeat_lifetime)
+        gone, back = nodes.reconcile_heartbeats(session, beats, settings.heartbeat_lifetime,
+                                                table_since=table_since)
     for server_uuid in back:
         # Ask the node for its truth now rather than waiting for its next periodic report.
         app.send_task(agent_task("report_status"), args=[server_uuid, {}, None],

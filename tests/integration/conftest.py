@@ -55,6 +55,10 @@ class Cloud:
     def server(self, server_uuid: str) -> dict[str, Any]:
         return self.api.get(f"/ops/servers/{server_uuid}")
 
+    def restart(self, name: str) -> None:
+        """Start a stopped or killed process again, as it was started."""
+        self.procs.restart(name)
+
     def wait_job(self, job_uuid: str, timeout: float = 60) -> dict[str, Any]:
         return wait_until(
             lambda: (lambda j: j if j["execution"] in ("succeeded", "failed") else None)(
@@ -81,8 +85,9 @@ class Cloud:
 
 
 @pytest.fixture(scope="module")
-def cloud(postgres_server: Any, redis_server: Any,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+def cloud(postgres_server: Any, redis_server: Any, tmp_path_factory: pytest.TempPathFactory,
+          request: pytest.FixtureRequest) -> Iterator[Cloud]:
+    """A module may set ``CLOUD_ENV = {...}`` to change its cloud's settings."""
     workdir = tmp_path_factory.mktemp("cloud")
     database_url = postgres_server.create_database(f"cloud_{uuid.uuid4().hex[:8]}")
     upgrade(database_url)
@@ -96,6 +101,7 @@ def cloud(postgres_server: Any, redis_server: Any,
         "SDC_API_BIND": f"127.0.0.1:{port}",
         "SDC_API_WORKERS": "2",
         "SDC_RECONCILE_INTERVAL": "2",
+        **getattr(request.module, "CLOUD_ENV", {}),
     }
     api = OpsClient(f"http://127.0.0.1:{port}", TOKEN, timeout=30)
     procs = ProcessGroup(workdir / "logs")

@@ -94,6 +94,9 @@ register(Workflow("t-agent", chain=(
          retries=1),
     Step("after", 10, run=local("after")),
 ), onerror=(Step("undo", 10, run=local("undo")),)))
+register(Workflow("t-patient", chain=(
+    Step("remote", 300, agent_op="probe", params=probe_params, on_result=probe_result),
+)))
 register(Workflow("t-slowjob", chain=(
     Step("remote", 10_000, agent_op="probe", params=probe_params),
 ), timeout=60))
@@ -375,6 +378,25 @@ def test_sweep_times_out_an_agent_step_and_retries(ctx: Any, engine: Engine,
     engine.on_agent_reply(reply, ok({"value": 1}))
     assert snapshot(ctx, job_uuid) == after
     assert engine.sweep(now=time.time() + 5000) == 0
+
+
+def test_sweep_asks_an_unanswering_agent_again_before_the_deadline(
+        ctx: Any, engine: Engine, transport: RecordingTransport) -> None:
+    job_uuid = start(ctx, "t-patient")
+    engine.run_step(job_uuid, 1)
+    first = transport.agent.popleft()  # this call or its answer is lost
+    resend_at = time.time() + ctx.settings.agent_resend_interval + 1
+    assert engine.sweep(now=resend_at) == 1
+    server, op, params, reply = transport.agent.popleft()
+    assert (server, op, params, reply) == first  # the same call, for the same attempt
+    job = get_job(ctx, job_uuid)
+    assert job.chain_results[0]["resends"] == 1 and job.chain_results[0]["error"] is None
+    engine.on_agent_reply(reply, ok({"value": 1}))
+    engine.on_agent_reply(reply, ok({"value": 2}))  # the first call answers late: stale
+    pump(engine, transport)
+    job = get_job(ctx, job_uuid)
+    assert job.execution == "succeeded"
+    assert job.chain_results[0]["result"] == {"got": 1}
 
 
 def test_sweep_resends_a_lost_first_message(ctx: Any, engine: Engine,

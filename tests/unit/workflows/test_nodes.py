@@ -214,6 +214,20 @@ def test_server_without_any_heartbeat_becomes_unknown(ctx: Any, fleet: dict[str,
     assert get_machine(ctx, machine.uuid).state == "unknown"
 
 
+def test_a_new_heartbeat_table_gives_servers_time_to_beat_again(ctx: Any,
+                                                                 fleet: dict[str, Any]) -> None:
+    # After a Redis restart the table is empty: nobody is unknown until a lifetime has passed.
+    machine = make_machine(ctx, fleet, state="running")
+    now = time.time()
+    with ctx.transaction() as session:
+        assert nodes.reconcile_heartbeats(session, {}, 11.0, now, table_since=now - 5) == ([], [])
+    assert server_row(ctx, fleet["server"].uuid).status == "running"
+    assert get_machine(ctx, machine.uuid).state == "running"
+    with ctx.transaction() as session:
+        gone, _ = nodes.reconcile_heartbeats(session, {}, 11.0, now, table_since=now - 12)
+    assert gone == [fleet["server"].uuid]
+
+
 def test_heartbeat_written_to_the_database_at_most_every_30_s(ctx: Any,
                                                               fleet: dict[str, Any]) -> None:
     server_uuid = fleet["server"].uuid
