@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from headnode.services import capacity
+from headnode.services.networks import release_nics as free_nics
 from headnode.store.models import Image, Machine, utcnow
 from schemas.agent import MachineStatusSchema
 from workflows.engine import Step, StepContext, StepFailed, Workflow, register
@@ -91,6 +92,11 @@ def release_reservation(ctx: StepContext) -> dict[str, Any]:
     return {"released": released}
 
 
+def release_nics(ctx: StepContext) -> dict[str, Any]:
+    # the machine's addresses go back to their networks' pools (idempotent)
+    return {"released": free_nics(ctx.session, ctx.job.machine_uuid or "")}
+
+
 def mark_failed(ctx: StepContext) -> dict[str, Any]:
     _set_state(ctx, "failed")
     return {"state": "failed"}
@@ -109,6 +115,7 @@ PROVISION = register(Workflow(
     onerror=(
         Step("remove_from_node", RECORD_TIMEOUT, run=remove_from_node),
         Step("release_reservation", RECORD_TIMEOUT, run=release_reservation, retries=2),
+        Step("release_nics", RECORD_TIMEOUT, run=release_nics, retries=2),
         Step("mark_failed", RECORD_TIMEOUT, run=mark_failed, retries=2),
     ),
     timeout=3810,
@@ -171,6 +178,7 @@ DESTROY = register(Workflow(
         Step("destroy_machine", ACTION_TIMEOUT, agent_op="machine_destroy",
              params=destroy_on_node, on_result=record_destroyed, retries=1),
         Step("release_usage", RECORD_TIMEOUT, run=release_usage, retries=2),
+        Step("release_nics", RECORD_TIMEOUT, run=release_nics, retries=2),
         Step("mark_destroyed", RECORD_TIMEOUT, run=mark_destroyed, retries=2),
     ),
     timeout=600,

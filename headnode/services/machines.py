@@ -14,6 +14,7 @@ from headnode.placement.allocator import PlacementRequest, Policy, ServerState, 
 from headnode.services import capacity
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InsufficientCapacity, InvalidArgument, NotFound
+from headnode.services.networks import allocate_nics, machine_network_fields
 from headnode.store.models import (
     ALIAS_HOLDING_STATES,
     Account,
@@ -42,6 +43,7 @@ def machine_to_dict(m: Machine) -> dict[str, Any]:
         "disk_mb": m.disk_mb, "cpu_cap": m.cpu_cap, "vcpus": m.vcpus, "brand": m.brand,
         "tags": m.tags, "metadata": m.customer_metadata, "job_uuid": m.job_uuid,
         "created_at": m.created_at, "updated_at": m.updated_at,
+        **machine_network_fields(m),
     }
 
 
@@ -172,6 +174,7 @@ def _create_records(ctx: ServiceContext, body: dict[str, Any],
             job_uuid=job_uuid,
         )
         session.add(machine)
+        allocate_nics(session, machine, owner.uuid, body.get("networks"))
         new_job(session, "provision", machine_uuid=machine_uuid, server_uuid=server_uuid,
                 owner_uuid=owner.uuid, caller=caller, job_uuid=job_uuid,
                 params={"package": package.name, "image": image.uuid})

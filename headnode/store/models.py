@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -15,9 +16,11 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
+    UniqueConstraint,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
@@ -46,6 +49,8 @@ class Account(Timestamps, Base):
     login: Mapped[str] = mapped_column(String(64), unique=True)
     email: Mapped[str] = mapped_column(String(256))
     operator: Mapped[bool] = mapped_column(Boolean, default=False)
+    # where a machine's NIC goes when its create names no network (None: first public one)
+    default_network_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
 
 
 class Package(Timestamps, Base):
@@ -150,6 +155,8 @@ class Machine(Timestamps, Base):
     customer_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
     job_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
     destroyed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    nics: Mapped[list[Nic]] = relationship(lazy="selectin", order_by="Nic.created_at",
+                                           viewonly=True)
 
     __table_args__ = (
         Index("ix_machines_owner_state", "owner_uuid", "state"),
@@ -208,4 +215,68 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_machine", "machine_uuid"),
         Index("ix_jobs_execution_deadline", "execution", "step_deadline"),
+    )
+
+
+class Key(Base):
+    """An account's SSH public key: signs its CloudAPI requests (UFDS sdcKey)."""
+
+    __tablename__ = "keys"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    account_uuid: Mapped[str] = mapped_column(ForeignKey("accounts.uuid", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    fingerprint_md5: Mapped[str] = mapped_column(String(47))  # aa:bb:...
+    fingerprint_sha256: Mapped[str] = mapped_column(String(64))  # SHA256:base64
+    key: Mapped[str] = mapped_column(Text)  # the OpenSSH public key line
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("account_uuid", "name", name="uq_keys_account_name"),
+        UniqueConstraint("account_uuid", "fingerprint_sha256", name="uq_keys_account_sha256"),
+        Index("ix_keys_account_md5", "account_uuid", "fingerprint_md5"),
+    )
+
+
+class Network(Base):
+    """A logical network (NAPI): an IPv4 subnet on a nic tag, with a range machines get
+    addresses from. Public networks are visible to every account, others to their owner."""
+
+    __tablename__ = "networks"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    subnet: Mapped[str] = mapped_column(String(43))  # CIDR
+    gateway: Mapped[str | None] = mapped_column(String(45), nullable=True)
+    provision_start_ip: Mapped[str] = mapped_column(String(45))
+    provision_end_ip: Mapped[str] = mapped_column(String(45))
+    resolvers: Mapped[list[Any]] = mapped_column(default=list)
+    vlan_id: Mapped[int] = mapped_column(Integer, default=0)
+    nic_tag: Mapped[str] = mapped_column(String(64), default="external")
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    owner_uuid: Mapped[str | None] = mapped_column(ForeignKey("accounts.uuid"), nullable=True)
+    description: Mapped[str] = mapped_column(String(512), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Nic(Base):
+    """A machine's NIC and the IP it holds on one network. The row is the IP's lease: it is
+    deleted when the machine is destroyed or its provision fails, and the unique
+    (network, ip) pair is what stops two provisions from taking one address."""
+
+    __tablename__ = "nics"
+
+    mac: Mapped[str] = mapped_column(String(17), primary_key=True)
+    machine_uuid: Mapped[str] = mapped_column(ForeignKey("machines.uuid"))
+    network_uuid: Mapped[str] = mapped_column(ForeignKey("networks.uuid"))
+    ip: Mapped[str] = mapped_column(String(45))
+    # the address as a number, so the lowest free one is found with an index
+    ip_num: Mapped[int] = mapped_column(BigInteger)
+    primary: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("network_uuid", "ip", name="uq_nics_network_ip"),
+        UniqueConstraint("network_uuid", "ip_num", name="uq_nics_network_ip_num"),
+        Index("ix_nics_machine", "machine_uuid"),
     )

@@ -63,7 +63,7 @@ def test_provision_stop_start_reboot_destroy(cloud: Any, seeded: dict[str, Any])
     job = cloud.wait_job(deleted["job_uuid"])
     assert job["execution"] == "succeeded", job
     assert step_names(job["chain_results"]) == ["destroy_machine", "release_usage",
-                                                "mark_destroyed"]
+                                                "release_nics", "mark_destroyed"]
     with pytest.raises(ApiError) as err:
         cloud.api.get(f"/ops/machines/{machine['uuid']}")
     assert err.value.status == 404
@@ -129,7 +129,7 @@ def test_failed_provision_marks_failed_and_releases(cloud: Any, seeded: dict[str
     assert job["error"]["step"] == "create_machine"
     assert "disk on fire" in job["error"]["message"]
     assert step_names(job["onerror_results"]) == ["remove_from_node", "release_reservation",
-                                                  "mark_failed"]
+                                                  "release_nics", "mark_failed"]
     assert cloud.api.get(f"/ops/machines/{machine['uuid']}")["state"] == "failed"
     after = cloud.server(target)
     assert after["ram_inflight_mb"] == before["ram_inflight_mb"]

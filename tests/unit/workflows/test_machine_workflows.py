@@ -112,7 +112,7 @@ def test_provision_fails_at_create_and_cleans_up(ctx: Any, engine: Engine,
     assert job.error == {"step": "create_machine", "code": "CreateFailed",
                          "message": "still no room"}
     assert [e["name"] for e in job.onerror_results] == [
-        "remove_from_node", "release_reservation", "mark_failed"]
+        "remove_from_node", "release_reservation", "release_nics", "mark_failed"]
     assert all(e["error"] is None for e in job.onerror_results)
     assert job.onerror_results[1]["result"] == {"released": True}
     raw = [m for m in transport.sent if m[0] == "raw"]
@@ -196,7 +196,7 @@ def test_destroy_releases_committed_usage(ctx: Any, engine: Engine,
     job = get_job(ctx, job_uuid)
     assert job.execution == "succeeded"
     assert [e["name"] for e in job.chain_results] == [
-        "destroy_machine", "release_usage", "mark_destroyed"]
+        "destroy_machine", "release_usage", "release_nics", "mark_destroyed"]
     assert job.chain_results[1]["result"] == {"released": True}
     machine = get_machine(ctx, created["uuid"])
     assert machine.state == "destroyed" and machine.destroyed_at is not None

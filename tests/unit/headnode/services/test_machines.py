@@ -64,7 +64,8 @@ def test_create_writes_machine_reservation_and_job(ctx: Any, fleet: dict[str, An
     assert job.name == "provision" and job.execution == "queued"
     assert job.machine_uuid == answer["uuid"] and job.server_uuid == fleet["server"].uuid
     assert job.params["chain"] == ["validate", "ensure_image", "create_machine", "commit_usage"]
-    assert job.params["onerror"] == ["remove_from_node", "release_reservation", "mark_failed"]
+    assert job.params["onerror"] == ["remove_from_node", "release_reservation", "release_nics",
+                                     "mark_failed"]
     assert job.caller == CALLER
     assert written(ctx) == (1, 1, 1)
 

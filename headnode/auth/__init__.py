@@ -1,0 +1,1 @@
+"""Authentication of CloudAPI requests: HTTP Signatures made with an account's SSH keys."""
