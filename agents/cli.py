@@ -55,6 +55,12 @@ def _fail_cleanly(action: Callable[[], Any]) -> Any:
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
         raise click.ClickException(f"{exc.strerror or exc}{where}") from exc
+    except Exception as exc:
+        from agents.backends.base import BackendError
+
+        if isinstance(exc, BackendError):  # a host command failed: its own words, one line
+            raise click.ClickException(exc.message) from exc
+        raise
 
 
 @click.group()
@@ -97,6 +103,55 @@ def info(**options: Any) -> None:
         return result
 
     click.echo(json.dumps(_fail_cleanly(sysinfo), indent=2, sort_keys=True))
+
+
+@agent.group()
+def pool() -> None:
+    """A btrfs pool in a loop file for the linux backend (development and test nodes)."""
+
+
+def _mountpoint(image: str, mount: str | None) -> Any:
+    from pathlib import Path
+
+    return Path(mount or _settings().pool or f"{image}.mnt")
+
+
+@pool.command("create")
+@click.option("--size", default="20G", show_default=True, help="size of the file (K, M, G, T)")
+@click.option("--mount", help="where to mount it (default: SDC_POOL, else FILE.mnt)")
+@click.argument("file", type=click.Path(dir_okay=False))
+def pool_create(size: str, mount: str | None, file: str) -> None:
+    """Make FILE a btrfs pool with quotas, mounted for SDC_POOL (needs root)."""
+    from pathlib import Path
+
+    from agents import pool as loop_pool
+
+    mountpoint = _mountpoint(file, mount)
+
+    def create() -> str:
+        try:
+            size_bytes = loop_pool.parse_size(size)
+        except ValueError as exc:
+            raise SettingsError(f"--size: not a size: {size!r}") from exc
+        return loop_pool.create(Path(file), size_bytes, mountpoint)
+
+    device = _fail_cleanly(create)
+    click.echo(f"{file} on {device} mounted at {mountpoint}; use SDC_POOL={mountpoint}")
+
+
+@pool.command("destroy")
+@click.option("--mount", help="where it is mounted (default: SDC_POOL, else FILE.mnt)")
+@click.argument("file", type=click.Path(dir_okay=False))
+def pool_destroy(mount: str | None, file: str) -> None:
+    """Remove the machines' containers, unmount, detach and delete FILE."""
+    from pathlib import Path
+
+    from agents import pool as loop_pool
+
+    settings = _settings()
+    _fail_cleanly(lambda: loop_pool.destroy(Path(file), _mountpoint(file, mount),
+                                            settings.runc_root))
+    click.echo(f"{file} destroyed")
 
 
 @click.command()

@@ -31,6 +31,11 @@ class AgentSettings:
     sim_traits: str = setting("{}", "sim backend: traits of a node, as a JSON object")
     pool: str = setting("", "storage pool (or its mount point) the linux backend uses")
     sim_state: bool = setting(True, "sim backend: keep node state in DATA_DIR across restarts")
+    storage: str = setting("btrfs", "linux backend: storage driver, btrfs or zfs (then POOL "
+                                    "is a dataset such as tank/sdc)")
+    runc_root: Path = setting(Path("/run/sdc-runc"), "linux backend: runc's state directory")
+    stop_timeout: float = setting(10.0, "linux backend: seconds between SIGTERM and SIGKILL "
+                                        "when a machine stops")
 
 
 def load_settings(**overrides: Any) -> AgentSettings:

@@ -1,7 +1,10 @@
 """Fixtures of the agent tests: a node backend of every kind, and a task registry to host it.
 
-``backend`` is parametrized over :data:`BACKENDS`; a backend that needs the host (btrfs, runc,
-vmadm) adds itself here with a ``make_<name>`` that skips when the host cannot run it.
+``backend`` is parametrized over :data:`BACKENDS`: ``sim``; ``linux``, a real LinuxBackend on
+the session's btrfs pool (loop device) running real runc containers of a busybox image that a
+local HTTP server hands out (skipped, with the reason, only where the host lacks root, loop
+devices, btrfs or runc); and ``smartos``, driven through recorded vmadm/imgadm/zfs outputs.
+``image_spec`` is an image the parametrized backend can import.
 """
 
 from __future__ import annotations
@@ -15,8 +18,12 @@ import pytest
 
 from agents import tasks
 from agents.backends.base import NodeBackend
+from agents.backends.linux import LinuxBackend
 from agents.backends.sim import SimBackend
+from agents.backends.storage import BtrfsStorage
 from schemas.agent import ImageSpecSchema, MachineSpecSchema
+from tests.support.agent_images import FileServer, busybox_tarball, file_entry
+from tests.support.btrfs import LoopPool, create_pool, destroy_pool, missing_host
 
 
 def make_sim(tmp_path: Path) -> SimBackend:
@@ -31,19 +38,90 @@ def make_sim(tmp_path: Path) -> SimBackend:
 
 
 BACKENDS: dict[str, Callable[[Path], NodeBackend]] = {"sim": make_sim}
+#: backends built by a fixture of that name (they need session resources)
+FIXTURE_BACKENDS = ("linux",)
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(params=sorted([*BACKENDS, *FIXTURE_BACKENDS]))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> NodeBackend:
-    return BACKENDS[request.param](tmp_path)
+    if request.param in BACKENDS:
+        return BACKENDS[request.param](tmp_path)
+    made: NodeBackend = request.getfixturevalue(f"{request.param}_backend")
+    return made
+
+
+def _backend_kind(request: pytest.FixtureRequest) -> str | None:
+    callspec = getattr(request.node, "callspec", None)
+    return callspec.params.get("backend") if callspec is not None else None
 
 
 @pytest.fixture
-def image_spec() -> dict[str, Any]:
-    """An image every backend can import (a real backend overrides where it needs files)."""
+def image_spec(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """An image the test's backend can import: a real busybox file for linux, a manifest
+    without a file for the others."""
+    if _backend_kind(request) == "linux":
+        spec: dict[str, Any] = request.getfixturevalue("busybox_image")
+        return spec
     return ImageSpecSchema().load(
         {"uuid": str(uuid.uuid4()), "name": "base-64", "version": "24.4.0", "size_mb": 200}
     )
+
+
+# -- the linux backend on a real pool ---------------------------------------------------------
+
+IMAGE_TOKEN = {"Authorization": "Bearer node-test-token"}
+
+
+@pytest.fixture(scope="session")
+def btrfs_pool() -> Iterator[LoopPool]:
+    """A 2 GiB btrfs pool with quotas on a loop device, for the whole session."""
+    reason = missing_host()
+    if reason is not None:
+        pytest.skip(reason)
+    pool = create_pool("agents")
+    try:
+        yield pool
+    finally:
+        destroy_pool(pool)
+
+
+@pytest.fixture(scope="session")
+def image_server() -> Iterator[FileServer]:
+    """Serves busybox.tar.gz (and whatever a test adds) to nodes that send IMAGE_TOKEN."""
+    server = FileServer(required_headers=dict(IMAGE_TOKEN))
+    server.files["busybox.tar.gz"] = busybox_tarball()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def busybox_image(image_server: FileServer) -> dict[str, Any]:
+    """A new image (fresh uuid) whose file is the busybox root filesystem."""
+    data = image_server.files["busybox.tar.gz"]
+    loaded: dict[str, Any] = ImageSpecSchema().load({
+        "uuid": str(uuid.uuid4()), "name": "busybox", "version": "1.35",
+        "files": [file_entry(data)],
+        "source": {"url": image_server.url("busybox.tar.gz"), "headers": dict(IMAGE_TOKEN)},
+    })
+    return loaded
+
+
+def make_linux(pool: LoopPool) -> LinuxBackend:
+    return LinuxBackend(str(uuid.uuid4()), "linux-test", BtrfsStorage(pool.mount),
+                        runc_root=pool.runc_root, stop_timeout=5.0)
+
+
+@pytest.fixture
+def linux_backend(btrfs_pool: LoopPool) -> Iterator[LinuxBackend]:
+    """A LinuxBackend on the session pool; its machines are destroyed after the test."""
+    backend = make_linux(btrfs_pool)
+    try:
+        yield backend
+    finally:
+        for machine in make_linux(btrfs_pool).list_machines():
+            backend.machine_destroy(machine["uuid"])
 
 
 @pytest.fixture

@@ -1,0 +1,80 @@
+"""SmartOS ``vmadm``: zones by UUID (payloads as JSON on stdin, ``list -p`` for states)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from agents.backends.host.cmd import HostCommandError, run
+
+VMADM = "vmadm"
+#: vmadm boots a zone and runs its first-boot scripts within create; give it time
+CREATE_TIMEOUT = 600.0
+
+
+def create(payload: dict[str, Any]) -> str:
+    """Create from a JSON payload on stdin; returns what vmadm printed."""
+    return run([VMADM, "create"], input=json.dumps(payload), timeout=CREATE_TIMEOUT)
+
+
+def start(uuid: str) -> None:
+    run([VMADM, "start", uuid])
+
+
+def stop(uuid: str, *, force: bool = False) -> None:
+    run([VMADM, "stop", uuid, *(["-F"] if force else [])])
+
+
+def reboot(uuid: str) -> None:
+    run([VMADM, "reboot", uuid])
+
+
+def update(uuid: str, payload: dict[str, Any]) -> None:
+    run([VMADM, "update", uuid], input=json.dumps(payload))
+
+
+def delete(uuid: str) -> None:
+    run([VMADM, "delete", uuid])
+
+
+def get(uuid: str) -> dict[str, Any] | None:
+    """``vmadm get`` as a dict; None when there is no such VM."""
+    try:
+        out = run([VMADM, "get", uuid])
+    except HostCommandError as exc:
+        if "No such zone" in exc.stderr or "not found" in exc.stderr.lower():
+            return None
+        raise
+    vm: dict[str, Any] = json.loads(out)
+    return vm
+
+
+def list_vms(fields: Sequence[str], filters: dict[str, str] | None = None) -> list[dict[str, str]]:
+    """``vmadm list -p -o FIELDS``: colon-separated rows, no header. Empty values stay ""."""
+    argv = [VMADM, "list", "-p", "-o", ",".join(fields)]
+    argv += [f"{key}={value}" for key, value in (filters or {}).items()]
+    return parse_list(run(argv), fields)
+
+
+def parse_list(out: str, fields: Sequence[str]) -> list[dict[str, str]]:
+    rows = []
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        # the last field may itself contain ':' (an alias, a timestamp): split only n-1 times
+        values = line.split(":", len(fields) - 1)
+        rows.append(dict(zip(fields, values, strict=True)))
+    return rows
+
+
+def create_snapshot(uuid: str, name: str) -> None:
+    run([VMADM, "create-snapshot", uuid, name])
+
+
+def rollback_snapshot(uuid: str, name: str) -> None:
+    run([VMADM, "rollback-snapshot", uuid, name])
+
+
+def delete_snapshot(uuid: str, name: str) -> None:
+    run([VMADM, "delete-snapshot", uuid, name])

@@ -1,0 +1,87 @@
+"""The OCI runtime config (``config.json``) of one machine's runc bundle.
+
+The machine's limits map onto cgroups: memory limit = RAM, CPU quota from ``cpu_cap``
+(percent of one CPU, as on SmartOS: 0 = no cap, 300 = three CPUs) over a 100 ms period,
+CPU shares in proportion to the cap, pids limit = ``max_lwps``. The container gets its own
+pid, mount, uts, ipc and network namespaces (the network one is empty: a loopback only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+CPU_PERIOD_US = 100_000
+DEFAULT_SHARES = 1024
+#: the init of a machine without one of its own: sleeps, and exits on SIGTERM so a stop is
+#: quick (a plain `sleep` as pid 1 of a pid namespace would ignore SIGTERM)
+DEFAULT_INIT = ["/bin/sh", "-c", "trap 'exit 0' TERM; sleep infinity & wait"]
+_CAPABILITIES = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_CHOWN",
+                 "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_SETGID", "CAP_SETUID",
+                 "CAP_SETPCAP", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD"]
+
+
+def cpu_quota_us(cpu_cap: int) -> int:
+    """CFS quota per period for ``cpu_cap`` percent of one CPU; -1 means no cap."""
+    return cpu_cap * CPU_PERIOD_US // 100 if cpu_cap > 0 else -1
+
+
+def cpu_shares(cpu_cap: int) -> int:
+    return max(2, cpu_cap * DEFAULT_SHARES // 100) if cpu_cap > 0 else DEFAULT_SHARES
+
+
+def resources(machine: dict[str, Any]) -> dict[str, Any]:
+    cpu: dict[str, Any] = {"shares": cpu_shares(machine["cpu_cap"]), "period": CPU_PERIOD_US}
+    if machine["cpu_cap"] > 0:
+        cpu["quota"] = cpu_quota_us(machine["cpu_cap"])
+    return {
+        "devices": [{"allow": False, "access": "rwm"}],
+        "memory": {"limit": machine["ram_mb"] * 1024 * 1024},
+        "cpu": cpu,
+        "pids": {"limit": machine["max_lwps"]},
+    }
+
+
+def config(machine: dict[str, Any], rootfs: Path) -> dict[str, Any]:
+    """``machine``: the stored machine record (alias, ram_mb, cpu_cap, max_lwps, ...)."""
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": DEFAULT_INIT,
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    "TERM=xterm", f"HOSTNAME={machine['alias']}"],
+            "cwd": "/",
+            "capabilities": {key: _CAPABILITIES for key in
+                             ("bounding", "effective", "permitted")},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": str(rootfs), "readonly": False},
+        "hostname": machine["alias"],
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+        ],
+        "linux": {
+            "resources": resources(machine),
+            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
+            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+                            "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                            "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                              "/proc/sysrq-trigger"],
+        },
+    }
