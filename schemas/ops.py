@@ -10,16 +10,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    validate,
+    validates,
+    validates_schema,
+)
 
 #: API path segments a tenant login must not take, or ``/:login/...`` would shadow them.
-RESERVED_LOGINS = frozenset({"ops", "console", "my", "admin-api", "--ping", "docs", "openapi"})
+RESERVED_LOGINS = frozenset({"ops", "console", "my", "admin-api", "--ping", "docs", "openapi",
+                             "images"})
 
 LOGIN_PATTERN = r"^[a-zA-Z][a-zA-Z0-9_.@-]{2,63}$"
 ALIAS_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,188}$"
 
 MACHINE_STATES = ("provisioning", "running", "stopped", "failed", "destroyed", "unknown")
-MACHINE_ACTIONS = ("start", "stop", "reboot")
+MACHINE_ACTIONS = ("start", "stop", "reboot", "resize", "rename")
+#: the query parameter each action needs besides ``action``
+ACTION_PARAMS = {"resize": "package", "rename": "alias"}
+SNAPSHOT_STATES = ("queued", "created", "failed", "deleted")
 JOB_EXECUTIONS = ("queued", "running", "succeeded", "failed")
 SERVER_STATUSES = ("running", "unknown")
 # IMGAPI's vocabularies for manifests
@@ -145,9 +157,32 @@ class Image(RequestSchema):
     size_mb = fields.Integer(strict=True, validate=validate.Range(min=0))
     requirements = fields.Dict(keys=fields.String())
     traits = fields.Dict(keys=fields.String())
-    files = fields.List(fields.Dict())
+    files = fields.List(fields.Nested(lambda: ImageFile()),
+                        metadata={"description": "the image's file; a manifest listing one "
+                                                 "is unactivated until the file is PUT"})
     created_at = fields.DateTime(dump_only=True)
     updated_at = fields.DateTime(dump_only=True)
+
+
+class ImageFile(RequestSchema):
+    sha256 = fields.String(required=True, validate=validate.Regexp(
+        r"^[0-9a-fA-F]{64}$", error="must be 64 hex digits"))
+    size = fields.Integer(required=True, strict=True, validate=validate.Range(min=0),
+                          metadata={"description": "bytes, as stored (compressed)"})
+    compression = fields.String(load_default="gzip",
+                                validate=validate.OneOf(["gzip", "bzip2", "xz", "none"]))
+
+
+class ImageFromMachine(RequestSchema):
+    machine = fields.String(required=True, metadata={"description": "machine uuid"})
+    name = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    version = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    description = fields.String(load_default="", validate=validate.Length(max=512))
+
+
+class ImageJob(Schema):
+    image = fields.Nested(Image)
+    job_uuid = fields.String()
 
 
 # ---------------------------------------------------------------------------- accounts
@@ -209,10 +244,41 @@ class MachineCreate(RequestSchema):
     tags = fields.Dict(keys=fields.String(), values=TagValue())
     metadata = fields.Dict(keys=fields.String(), values=fields.String())
     server_uuid = fields.UUID(metadata={"description": "place on this server (operators only)"})
+    affinity = fields.List(fields.String(validate=validate.Length(min=1, max=512)),
+                           validate=validate.Length(max=32), metadata={
+                               "description": "CloudAPI affinity rules, e.g. instance!=web*"})
 
 
 class MachineAction(Schema):
     action = fields.String(required=True, validate=validate.OneOf(MACHINE_ACTIONS))
+    package = fields.String(validate=validate.Length(min=1),
+                            metadata={"description": "resize: package uuid or name"})
+    alias = fields.String(validate=validate.Regexp(
+        ALIAS_PATTERN, error="must start with a letter or digit, then up to 188 of [a-zA-Z0-9_.-]"),
+        metadata={"description": "rename: the new alias"})
+
+    @validates_schema
+    def _param_given(self, data: dict[str, Any], **_: Any) -> None:
+        needed = ACTION_PARAMS.get(data.get("action", ""))
+        if needed and not data.get(needed):
+            raise ValidationError(f"required by action={data['action']}", needed)
+
+
+class Snapshot(Schema):
+    name = fields.String()
+    state = fields.String(metadata={"enum": list(SNAPSHOT_STATES)})
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class SnapshotCreate(RequestSchema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=64))
+
+
+class SnapshotJob(Schema):
+    machine_uuid = fields.String()
+    job_uuid = fields.String()
+    snapshot = fields.Nested(Snapshot)
 
 
 class MachineJob(Schema):

@@ -1,4 +1,5 @@
-"""Workflows that change one machine: provision, start, stop, reboot, destroy.
+"""Workflows that change one machine: provision, start, stop, reboot, destroy, resize,
+rename, snapshots (create, roll back, delete) and making an image from it.
 
 Each follows DESIGN's shape: the request took the machine's lock (``machines.job_uuid``) and,
 for a provision, its capacity reservation; the chain calls the agent and records the result;
@@ -9,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from headnode.imagestore import ImageStore
 from headnode.services import capacity
 from headnode.services.networks import release_nics as free_nics
-from headnode.store.models import Image, Machine, utcnow
+from headnode.store.models import Image, Machine, MachineSnapshot, utcnow
 from schemas.agent import MachineStatusSchema
 from workflows.engine import Step, StepContext, StepFailed, Workflow, register
 
@@ -50,9 +52,12 @@ def ensure_image_params(ctx: StepContext) -> dict[str, Any]:
     image = ctx.session.get(Image, machine.image_uuid)
     if image is None:
         raise StepFailed("ImageNotFound", f"image {machine.image_uuid} not found")
+    # An image with a file is fetched from the image store, over a URL signed for this node.
+    source = (ImageStore(ctx.settings).source_for(ctx.job.server_uuid or "", image)
+              if image.files else None)
     return {"image": {"uuid": image.uuid, "name": image.name, "version": image.version,
                       "os": image.os, "type": image.type, "size_mb": image.size_mb,
-                      "files": image.files}}
+                      "files": image.files, "source": source}}
 
 
 def create_params(ctx: StepContext) -> dict[str, Any]:
@@ -182,4 +187,178 @@ DESTROY = register(Workflow(
         Step("mark_destroyed", RECORD_TIMEOUT, run=mark_destroyed, retries=2),
     ),
     timeout=600,
+))
+
+
+# -- resize ---------------------------------------------------------------------------------
+# The request held any growth on the machine's server; the job gives it back on failure.
+
+RESIZED_FIELDS = ("ram_mb", "disk_mb", "cpu_cap", "vcpus", "max_lwps")
+
+
+def resize_params(ctx: StepContext) -> dict[str, Any]:
+    params = ctx.job.params
+    return {"uuid": ctx.job.machine_uuid, **{k: params[k] for k in RESIZED_FIELDS}}
+
+
+def record_resize(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
+    node = _node_machine(result)
+    params = ctx.job.params
+    machine = _set_state(ctx, node["state"])
+    for name in RESIZED_FIELDS:
+        setattr(machine, name, params[name])
+    machine.package_uuid = params["package"]
+    committed = capacity.commit_resize(ctx.session, machine.uuid, machine.server_uuid or "",
+                                       params["held"], params["delta"])
+    return {"package": params["package_name"], "ram_mb": params["ram_mb"],
+            "disk_mb": params["disk_mb"], "usage": "committed" if committed else "unchanged"}
+
+
+def release_growth(ctx: StepContext) -> dict[str, Any]:
+    held = ctx.job.params.get("held") or {}
+    capacity.release_growth(ctx.session, ctx.job.server_uuid or "", held.get("ram_mb", 0),
+                            held.get("disk_mb", 0), held.get("cpu", 0))
+    return {"released": held}
+
+
+RESIZE = register(Workflow(
+    name="resize",
+    chain=(Step("update_machine", ACTION_TIMEOUT, agent_op="machine_update",
+                params=resize_params, on_result=record_resize),),
+    onerror=(Step("release_growth", RECORD_TIMEOUT, run=release_growth, retries=2),),
+    timeout=600,
+))
+
+
+# -- rename ---------------------------------------------------------------------------------
+# The request already wrote the new alias (so the name is held); a failure gives it back.
+
+def rename_params(ctx: StepContext) -> dict[str, Any]:
+    return {"uuid": ctx.job.machine_uuid, "alias": ctx.job.params["alias"]}
+
+
+def restore_alias(ctx: StepContext) -> dict[str, Any]:
+    machine = ctx.machine()
+    if machine.alias == ctx.job.params["alias"]:
+        machine.alias = ctx.job.params["old_alias"]
+    return {"alias": machine.alias}
+
+
+RENAME = register(Workflow(
+    name="rename",
+    chain=(Step("rename_machine", ACTION_TIMEOUT, agent_op="machine_update",
+                params=rename_params, on_result=record_state),),
+    onerror=(Step("restore_alias", RECORD_TIMEOUT, run=restore_alias, retries=2),),
+    timeout=600,
+))
+
+
+# -- snapshots ------------------------------------------------------------------------------
+
+def snapshot_ref(ctx: StepContext) -> dict[str, Any]:
+    return {"uuid": ctx.job.machine_uuid, "name": ctx.job.params["snapshot"]}
+
+
+def _snapshot(ctx: StepContext) -> MachineSnapshot:
+    row = ctx.session.get(MachineSnapshot, (ctx.job.machine_uuid, ctx.job.params["snapshot"]))
+    if row is None:
+        raise StepFailed("SnapshotNotFound", f"snapshot {ctx.job.params['snapshot']} not found")
+    return row
+
+
+def _set_snapshot_state(ctx: StepContext, state: str) -> dict[str, Any]:
+    _snapshot(ctx).state = state
+    return {"snapshot": ctx.job.params["snapshot"], "state": state}
+
+
+def record_snapshot_created(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
+    reported = (result.get("snapshot") or {}).get("name")
+    if reported != ctx.job.params["snapshot"]:
+        raise StepFailed("SnapshotFailed", f"the node reports snapshot {reported!r}")
+    return _set_snapshot_state(ctx, "created")
+
+
+def mark_snapshot_failed(ctx: StepContext) -> dict[str, Any]:
+    return _set_snapshot_state(ctx, "failed")
+
+
+def record_snapshot_deleted(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
+    return _set_snapshot_state(ctx, "deleted")
+
+
+SNAPSHOT_CREATE = register(Workflow(
+    name="snapshot_create",
+    chain=(Step("create_snapshot", ACTION_TIMEOUT, agent_op="snapshot_create",
+                params=snapshot_ref, on_result=record_snapshot_created),),
+    onerror=(Step("mark_snapshot_failed", RECORD_TIMEOUT, run=mark_snapshot_failed,
+                  retries=2),),
+    timeout=600,
+))
+SNAPSHOT_ROLLBACK = register(Workflow(
+    name="snapshot_rollback",
+    chain=(Step("rollback_snapshot", ACTION_TIMEOUT, agent_op="snapshot_rollback",
+                params=snapshot_ref, on_result=record_state),),
+    timeout=600,
+))
+SNAPSHOT_DELETE = register(Workflow(
+    name="snapshot_delete",
+    chain=(Step("delete_snapshot", ACTION_TIMEOUT, agent_op="snapshot_delete",
+                params=snapshot_ref, on_result=record_snapshot_deleted),),
+    timeout=600,
+))
+
+
+# -- an image from a machine ----------------------------------------------------------------
+# The node snapshots the machine, archives it and PUTs the file to a URL signed for it; the
+# upload records what arrived, and this job activates the image only if the node's own
+# measure of the file agrees.
+
+CREATE_IMAGE_TIMEOUT = 1800
+
+
+def _new_image(ctx: StepContext) -> Image:
+    image = ctx.session.get(Image, ctx.job.params["image_uuid"])
+    if image is None:
+        raise StepFailed("ImageNotFound", f"image {ctx.job.params['image_uuid']} not found")
+    return image
+
+
+def create_image_params(ctx: StepContext) -> dict[str, Any]:
+    image = _new_image(ctx)
+    spec = {"uuid": image.uuid, "name": image.name, "version": image.version,
+            "os": image.os, "type": image.type, "size_mb": image.size_mb, "files": []}
+    return {"uuid": ctx.job.machine_uuid, "image": spec,
+            "upload": ImageStore(ctx.settings).upload_for(ctx.job.server_uuid or "", image)}
+
+
+def activate_image(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
+    image = _new_image(ctx)
+    made = result.get("image") or {}
+    received = list(image.files or [])
+    if not received or not ImageStore(ctx.settings).has_file(image.uuid):
+        raise StepFailed("ImageNotUploaded", "the node reported an image but no file arrived")
+    arrived = received[0]
+    if (made.get("sha256"), made.get("size")) != (arrived["sha256"], arrived["size"]):
+        raise StepFailed("ImageMismatch",
+                         f"the node made sha256 {made.get('sha256')} ({made.get('size')} bytes), "
+                         f"the store received {arrived['sha256']} ({arrived['size']} bytes)")
+    image.files = [{**arrived, "compression": made.get("compression") or "gzip"}]
+    image.size_mb = max(image.size_mb, -(-int(arrived["size"]) // (1 << 20)))
+    image.state = "active"
+    return {"image": image.uuid, "sha256": arrived["sha256"], "size": arrived["size"]}
+
+
+def fail_image(ctx: StepContext) -> dict[str, Any]:
+    image = _new_image(ctx)
+    image.state = "failed"
+    removed = ImageStore(ctx.settings).remove(image.uuid)
+    return {"image": image.uuid, "state": "failed", "file_removed": removed}
+
+
+CREATE_IMAGE = register(Workflow(
+    name="create_image",
+    chain=(Step("create_image", CREATE_IMAGE_TIMEOUT, agent_op="image_create_from_machine",
+                params=create_image_params, on_result=activate_image),),
+    onerror=(Step("fail_image", RECORD_TIMEOUT, run=fail_image, retries=2),),
+    timeout=CREATE_IMAGE_TIMEOUT + 60,
 ))

@@ -19,6 +19,8 @@ from flask_smorest import Api
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from werkzeug.exceptions import HTTPException
 
+from headnode.api import nodes
+from headnode.api.files import is_file_upload
 from headnode.api.ops import accounts, images, machines, packages, ping, servers
 from headnode.api.ops import jobs as job_views
 from headnode.config import HeadnodeSettings, get_settings
@@ -37,7 +39,7 @@ MAX_BODY_BYTES = 1 << 20
 # A client's request id is echoed only if it is short and plain, so it is safe in logs.
 CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
-BLUEPRINT_MODULES = (ping, servers, machines, job_views, packages, images, accounts)
+BLUEPRINT_MODULES = (ping, servers, machines, job_views, packages, images, accounts, nodes)
 
 # CloudAPI's names for the HTTP errors werkzeug raises on its own.
 HTTP_CODES = {
@@ -193,7 +195,9 @@ def create_app(
                 return unauthorized("the operator token is not valid")
             g.caller = dict(operator_caller)
 
-        if request.method in BODY_METHODS and request.get_data(cache=True):
+        # An image file is streamed to disk by its view, never read here.
+        if (request.method in BODY_METHODS and not is_file_upload()
+                and request.get_data(cache=True)):
             if not request.is_json:
                 return jsonify({"code": "BadRequest",
                                 "message": "the body must be JSON (Content-Type: "

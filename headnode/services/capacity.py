@@ -126,3 +126,71 @@ def release_orphans(session: Session) -> int:
                (Job.uuid.is_(None)) | (Job.execution.in_(("succeeded", "failed"))))
     ).all()
     return sum(1 for machine_uuid in orphans if release(session, machine_uuid))
+
+
+# -- resize: a machine that changes size keeps its reservation row, which follows its size --
+
+
+def reserve_growth(session: Session, server_uuid: str, ram_mb: int, disk_mb: int, cpu: int,
+                   policy: Policy) -> bool:
+    """Hold the extra room a growing machine needs on its own server (in flight until its
+    resize job commits it); False if it does not fit. Zero growth always fits."""
+    if ram_mb <= 0 and disk_mb <= 0 and cpu <= 0:
+        return True
+    room = and_(
+        Server.uuid == server_uuid,
+        Server.ram_mb * (1 - policy.reservation_ratio)
+        - Server.ram_inflight_mb - Server.ram_committed_mb >= ram_mb,
+        Server.disk_mb * policy.pool_usable_ratio
+        - Server.disk_inflight_mb - Server.disk_committed_mb >= disk_mb,
+    )
+    result = session.execute(
+        update(Server).where(room)
+        .values(ram_inflight_mb=Server.ram_inflight_mb + ram_mb,
+                disk_inflight_mb=Server.disk_inflight_mb + disk_mb,
+                cpu_inflight=Server.cpu_inflight + cpu)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def release_growth(session: Session, server_uuid: str, ram_mb: int, disk_mb: int,
+                   cpu: int) -> None:
+    """Give back room held by :func:`reserve_growth` (a resize that failed)."""
+    if ram_mb <= 0 and disk_mb <= 0 and cpu <= 0:
+        return
+    session.execute(
+        update(Server).where(Server.uuid == server_uuid)
+        .values(ram_inflight_mb=Server.ram_inflight_mb - ram_mb,
+                disk_inflight_mb=Server.disk_inflight_mb - disk_mb,
+                cpu_inflight=Server.cpu_inflight - cpu)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def commit_resize(session: Session, machine_uuid: str, server_uuid: str,
+                  held: dict[str, int], delta: dict[str, int]) -> bool:
+    """The node has resized the machine: the held growth leaves ``in flight``, and the
+    machine's committed usage (its reservation row and the server's sums) changes by
+    ``delta`` (negative when it shrank, which frees room). False if the machine holds no
+    committed usage (then only the held growth is given back)."""
+    release_growth(session, server_uuid, held.get("ram_mb", 0), held.get("disk_mb", 0),
+                   held.get("cpu", 0))
+    res = session.scalars(
+        select(Reservation).where(Reservation.machine_uuid == machine_uuid,
+                                  Reservation.state == "committed")
+        .with_for_update()
+    ).one_or_none()
+    if res is None:
+        return False
+    res.ram_mb += delta.get("ram_mb", 0)
+    res.disk_mb += delta.get("disk_mb", 0)
+    res.cpu += delta.get("cpu", 0)
+    session.execute(
+        update(Server).where(Server.uuid == res.server_uuid)
+        .values(ram_committed_mb=Server.ram_committed_mb + delta.get("ram_mb", 0),
+                disk_committed_mb=Server.disk_committed_mb + delta.get("disk_mb", 0),
+                cpu_committed=Server.cpu_committed + delta.get("cpu", 0))
+        .execution_options(synchronize_session=False)
+    )
+    return True

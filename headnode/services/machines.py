@@ -3,14 +3,23 @@ on them (start, stop, reboot, destroy: one job per machine at a time), list and 
 
 from __future__ import annotations
 
+import re
 import uuid as uuidlib
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from headnode.placement.allocator import PlacementRequest, Policy, ServerState, allocate
+from headnode.placement.allocator import (
+    NOT_ENOUGH_DISK,
+    NOT_ENOUGH_RAM,
+    PlacementRequest,
+    Policy,
+    ServerState,
+    allocate,
+)
 from headnode.services import capacity
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InsufficientCapacity, InvalidArgument, NotFound
@@ -24,6 +33,7 @@ from headnode.store.models import (
     Server,
     new_uuid,
 )
+from schemas.ops import ALIAS_PATTERN
 from workflows import machines as _workflows  # noqa: F401 - registers the machine workflows
 from workflows.engine import new_job
 
@@ -33,6 +43,13 @@ ACTION_FROM = {"start": ("stopped", "running"), "stop": ("running", "stopped"),
                "reboot": ("running",)}
 #: a lost race for the chosen server's last room is retried on a fresh snapshot this often
 PLACEMENT_ATTEMPTS = 5
+#: states in which a machine's definition (size, name, snapshots) may change
+CHANGEABLE = ("running", "stopped")
+ALIAS_INDEX = "uq_machines_owner_alias_live"
+
+#: work a job-starting request does inside its transaction once it holds the machine's lock;
+#: returns the job's params
+Prepare = Callable[[Session, Machine, str], dict[str, Any] | None]
 
 
 def machine_to_dict(m: Machine) -> dict[str, Any]:
@@ -141,7 +158,7 @@ def create_machine(ctx: ServiceContext, body: dict[str, Any],
         machine, job_uuid = _create_records(ctx, body, caller)
     except IntegrityError as exc:
         # Two creates with one name raced past the check; the unique index stopped the second.
-        if "uq_machines_owner_alias_live" in str(exc.orig):
+        if ALIAS_INDEX in str(exc.orig):
             raise Conflict(f"a machine named {body.get('alias')!r} already exists",
                            code="DuplicateName") from exc
         raise
@@ -196,18 +213,21 @@ def _lock_for_job(session: Session, machine: Machine, job_uuid: str) -> None:
                        code="MachineBusy")
 
 
-def _get(session: Session, machine_uuid: str) -> Machine:
+def load_machine(session: Session, machine_uuid: str) -> Machine:
     machine = session.get(Machine, machine_uuid) if _is_uuid(machine_uuid) else None
     if machine is None or machine.state == "destroyed":
         raise NotFound("machine", machine_uuid)
     return machine
 
 
-def _start_job(ctx: ServiceContext, machine_uuid: str, workflow: str, allowed: tuple[str, ...],
-               caller: dict[str, Any]) -> dict[str, Any]:
+def start_machine_job(ctx: ServiceContext, machine_uuid: str, workflow: str,
+                      allowed: tuple[str, ...], caller: dict[str, Any],
+                      prepare: Prepare | None = None) -> dict[str, Any]:
+    """Take the machine's lock and write its job in one transaction; enqueue after the
+    commit. Every change to one machine starts here (one job per machine at a time)."""
     job_uuid = new_uuid()
     with ctx.transaction() as session:
-        machine = _get(session, machine_uuid)
+        machine = load_machine(session, machine_uuid)
         if machine.job_uuid is not None:
             raise Conflict(f"machine {machine.uuid} is busy with job {machine.job_uuid}",
                            code="MachineBusy")
@@ -215,8 +235,10 @@ def _start_job(ctx: ServiceContext, machine_uuid: str, workflow: str, allowed: t
             raise Conflict(f"cannot {workflow} a machine that is {machine.state}",
                            code="InvalidState")
         _lock_for_job(session, machine, job_uuid)
+        params = prepare(session, machine, job_uuid) if prepare else None
         new_job(session, workflow, machine_uuid=machine.uuid, server_uuid=machine.server_uuid,
-                owner_uuid=machine.owner_uuid, caller=caller, job_uuid=job_uuid)
+                owner_uuid=machine.owner_uuid, caller=caller, job_uuid=job_uuid,
+                params=params)
     _enqueue(ctx, job_uuid)
     return {"machine_uuid": machine_uuid, "job_uuid": job_uuid}
 
@@ -225,12 +247,62 @@ def machine_action(ctx: ServiceContext, machine_uuid: str, action: str,
                    caller: dict[str, Any]) -> dict[str, Any]:
     if action not in ACTIONS:
         raise InvalidArgument("action", f"must be one of {', '.join(ACTIONS)}")
-    return _start_job(ctx, machine_uuid, action, ACTION_FROM[action], caller)
+    return start_machine_job(ctx, machine_uuid, action, ACTION_FROM[action], caller)
+
+
+def resize_machine(ctx: ServiceContext, machine_uuid: str, package: str,
+                   caller: dict[str, Any]) -> dict[str, Any]:
+    """Give a machine another package's size. Growth must fit on the machine's own server
+    and is held there at once (atomically, as a provision's room is); shrinking frees room
+    when the job has done it."""
+
+    def prepare(session: Session, machine: Machine, _job_uuid: str) -> dict[str, Any]:
+        new = _resolve_package(session, package)
+        delta = {"ram_mb": new.memory - machine.ram_mb, "disk_mb": new.disk - machine.disk_mb,
+                 "cpu": new.cpu_cap - machine.cpu_cap}
+        held = {k: max(0, v) for k, v in delta.items()}
+        if not capacity.reserve_growth(session, machine.server_uuid or "", held["ram_mb"],
+                                       held["disk_mb"], held["cpu"], policy_for(ctx)):
+            reason = NOT_ENOUGH_RAM if delta["ram_mb"] > 0 else NOT_ENOUGH_DISK
+            raise InsufficientCapacity(
+                f"server {machine.server_uuid} has no room to grow machine {machine.uuid} "
+                f"to package {new.name}", {reason: 1})
+        return {"package": new.uuid, "package_name": new.name, "ram_mb": new.memory,
+                "disk_mb": new.disk, "cpu_cap": new.cpu_cap, "vcpus": new.vcpus,
+                "max_lwps": new.max_lwps, "delta": delta, "held": held}
+
+    return start_machine_job(ctx, machine_uuid, "resize", CHANGEABLE, caller, prepare)
+
+
+def rename_machine(ctx: ServiceContext, machine_uuid: str, alias: str,
+                   caller: dict[str, Any]) -> dict[str, Any]:
+    """Rename a machine. The new name is taken at once (so no other machine of the owner can
+    take it meanwhile); the job renames it on its node and gives the old name back if that
+    fails."""
+    if not isinstance(alias, str) or not re.fullmatch(ALIAS_PATTERN, alias):
+        raise InvalidArgument("alias", "must start with a letter or digit, then up to 188 "
+                                       "of [a-zA-Z0-9_.-]")
+
+    def prepare(session: Session, machine: Machine, _job_uuid: str) -> dict[str, Any]:
+        old = machine.alias
+        if alias != old:
+            _check_alias_free(session, machine.owner_uuid, alias)
+        machine.alias = alias
+        session.flush()  # the unique index speaks now, inside this transaction
+        return {"alias": alias, "old_alias": old}
+
+    try:
+        return start_machine_job(ctx, machine_uuid, "rename", CHANGEABLE, caller, prepare)
+    except IntegrityError as exc:
+        if ALIAS_INDEX in str(exc.orig):
+            raise Conflict(f"a machine named {alias!r} already exists",
+                           code="DuplicateName") from exc
+        raise
 
 
 def destroy_machine(ctx: ServiceContext, machine_uuid: str,
                     caller: dict[str, Any]) -> dict[str, Any]:
-    return _start_job(ctx, machine_uuid, "destroy",
+    return start_machine_job(ctx, machine_uuid, "destroy",
                       ("running", "stopped", "failed", "unknown"), caller)
 
 
@@ -253,4 +325,4 @@ def list_machines(ctx: ServiceContext, limit: int = 1000, offset: int = 0,
 
 def get_machine(ctx: ServiceContext, machine_uuid: str) -> dict[str, Any]:
     with ctx.read() as session:
-        return machine_to_dict(_get(session, machine_uuid))
+        return machine_to_dict(load_machine(session, machine_uuid))

@@ -168,6 +168,17 @@ class Machine(Timestamps, Base):
     )
 
 
+class MachineSnapshot(Timestamps, Base):
+    """A snapshot of a machine's dataset, kept on its node: queued -> created | failed,
+    created -> deleted. A deleted or failed name may be taken again."""
+
+    __tablename__ = "machine_snapshots"
+
+    machine_uuid: Mapped[str] = mapped_column(ForeignKey("machines.uuid"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+
+
 class Reservation(Base):
     """Capacity held on a server for one machine: ``held`` while its provision runs, then
     ``committed`` (now usage) or ``released``. The server row keeps the sums."""

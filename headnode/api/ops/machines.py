@@ -6,8 +6,17 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from headnode.api.ops import operator_caller, service_context
-from headnode.services import machines
-from schemas.ops import Machine, MachineAction, MachineCreate, MachineJob, MachineListQuery
+from headnode.services import machines, snapshots
+from schemas.ops import (
+    Machine,
+    MachineAction,
+    MachineCreate,
+    MachineJob,
+    MachineListQuery,
+    Snapshot,
+    SnapshotCreate,
+    SnapshotJob,
+)
 
 blp = Blueprint("machines", __name__, url_prefix="/ops/machines",
                 description="Machines: provision, start, stop, reboot, destroy")
@@ -42,9 +51,44 @@ class MachineByUuid(MethodView):
     @blp.arguments(MachineAction, location="query")
     @blp.response(202, MachineJob)
     def post(self, query: dict[str, Any], uuid: str) -> Any:
-        return machines.machine_action(service_context(), uuid, query["action"],
-                                       operator_caller())
+        """start, stop, reboot; resize (``&package=``), rename (``&alias=``)."""
+        action, ctx, caller = query["action"], service_context(), operator_caller()
+        if action == "resize":
+            return machines.resize_machine(ctx, uuid, query["package"], caller)
+        if action == "rename":
+            return machines.rename_machine(ctx, uuid, query["alias"], caller)
+        return machines.machine_action(ctx, uuid, action, caller)
 
     @blp.response(202, MachineJob)
     def delete(self, uuid: str) -> Any:
         return machines.destroy_machine(service_context(), uuid, operator_caller())
+
+
+@blp.route("/<uuid>/snapshots")
+class MachineSnapshots(MethodView):
+    @blp.response(200, Snapshot(many=True))
+    def get(self, uuid: str) -> Any:
+        return snapshots.list_snapshots(service_context(), uuid)
+
+    @blp.arguments(SnapshotCreate)
+    @blp.response(202, SnapshotJob)
+    def post(self, body: dict[str, Any], uuid: str) -> Any:
+        """Snapshot the machine's dataset on its node (a job)."""
+        return snapshots.create_snapshot(service_context(), uuid, body["name"],
+                                         operator_caller())
+
+
+@blp.route("/<uuid>/snapshots/<name>")
+class MachineSnapshot(MethodView):
+    @blp.response(200, Snapshot)
+    def get(self, uuid: str, name: str) -> Any:
+        return snapshots.get_snapshot(service_context(), uuid, name)
+
+    @blp.response(202, MachineJob)
+    def post(self, uuid: str, name: str) -> Any:
+        """Roll the machine back to this snapshot (a job)."""
+        return snapshots.rollback_snapshot(service_context(), uuid, name, operator_caller())
+
+    @blp.response(202, MachineJob)
+    def delete(self, uuid: str, name: str) -> Any:
+        return snapshots.delete_snapshot(service_context(), uuid, name, operator_caller())

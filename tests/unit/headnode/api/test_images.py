@@ -11,10 +11,11 @@ def test_create_get_list(api: Any) -> None:
     answer = api("post", "/ops/images", json={
         "name": "base-64-lts", "version": "24.4.1", "os": "smartos", "type": "zone-dataset",
         "size_mb": 312, "requirements": {"min_ram": 256},
-        "files": [{"sha1": "ab", "size": 327155712, "compression": "gzip"}]})
+        "files": [{"sha256": "ab" * 32, "size": 327155712, "compression": "gzip"}]})
     assert answer.status_code == 201
     created = answer.get_json()
-    assert created["state"] == "active" and created["public"] is True
+    # its file is still to come (PUT /ops/images/<uuid>/file)
+    assert created["state"] == "unactivated" and created["public"] is True
     assert api("get", f"/ops/images/{created['uuid']}").get_json() == created
     assert [i["uuid"] for i in api("get", "/ops/images").get_json()] == [created["uuid"]]
 

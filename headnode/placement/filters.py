@@ -1,0 +1,153 @@
+"""Hard filters: each removes the servers that cannot take the machine, for one reason.
+
+Every filter has one signature, ``(server, request, policy, context) -> bool`` (True: the
+server passes), and one reason constant, phrased so that "12 lack RAM" reads as the summary
+of a refusal. The pipeline runs them in the order of ``DEFAULT_FILTERS``: cheapest and most
+restrictive first, as DAPI's production chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from headnode.placement.state import (
+    Context,
+    PlacementRequest,
+    Policy,
+    ServerState,
+    unreserved_cpu,
+    unreserved_disk,
+    unreserved_ram,
+)
+
+EXCLUDED = "were excluded by the request"
+NOT_SETUP = "are not set up"
+NOT_RUNNING = "are not running"
+RESERVED = "are reserved"
+HEADNODE = "are the head node"
+TRAITS = "have traits that do not match"
+BACKEND = "cannot run the image's OS"
+TOO_MANY_MACHINES = "have too many machines"
+CAPNESS = "would mix capped and uncapped machines"
+NOT_ENOUGH_RAM = "lack RAM"
+NOT_ENOUGH_CPU = "lack CPU"
+NOT_ENOUGH_DISK = "lack disk"
+AFFINITY = "break an affinity rule"
+
+Passes = Callable[[ServerState, PlacementRequest, Policy, Context], bool]
+
+
+@dataclass(frozen=True)
+class HardFilter:
+    name: str
+    reason: str
+    passes: Passes
+
+
+def excluded(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
+    return s.uuid not in r.exclude
+
+
+def setup(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
+    return s.setup
+
+
+def running(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
+    return s.status == "running"
+
+
+def not_reserved(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
+    return not s.reserved
+
+
+def not_headnode(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
+    return p.allow_headnode or not s.headnode
+
+
+def trait_satisfied(wanted: Any, offered: Any) -> bool:
+    """A server's trait value meets a wanted one: equal, or one of a list on either side."""
+    wanted_values = wanted if isinstance(wanted, list) else [wanted]
+    offered_values = offered if isinstance(offered, list) else [offered]
+    return any(w == o for w in wanted_values for o in offered_values)
+
+
+def traits_match(server_traits: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    # Both ways, as DAPI: a server with traits is kept for machines that ask for them, and a
+    # machine that asks for traits goes only where each of them is offered.
+    if not wanted:
+        return not server_traits
+    return all(k in server_traits and trait_satisfied(v, server_traits[k])
+               for k, v in wanted.items())
+
+
+def traits(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
+    return traits_match(s.traits, r.traits)
+
+
+#: backend -> (image oses, image types) it runs; None means any. SmartOS runs every image
+#: (zones, lx zones for Linux, bhyve/kvm for zvols); the Linux backend runs containers of
+#: Linux userlands only (no zones of illumos images, no hardware VMs); sim runs anything.
+BACKEND_RUNS: dict[str, tuple[frozenset[str] | None, frozenset[str] | None]] = {
+    "sim": (None, None),
+    "smartos": (None, None),
+    "linux": (frozenset({"linux", "other"}),
+              frozenset({"lx-dataset", "docker", "zone-dataset", "other"})),
+}
+
+
+def backend_runs(backend: str, image_os: str, image_type: str) -> bool:
+    if not image_os and not image_type:
+        return True  # no image in the question (capacity counts per package)
+    if backend not in BACKEND_RUNS:
+        return False
+    oses, types = BACKEND_RUNS[backend]
+    return (oses is None or image_os in oses) and (types is None or image_type in types)
+
+
+def backend(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
+    return backend_runs(s.backend, r.image_os, r.image_type)
+
+
+def machine_count(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
+    return s.machine_count < p.max_machines
+
+
+def capness(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
+    return s.uncapped_count == 0 if r.cpu_cap > 0 else s.capped_count == 0
+
+
+def min_ram(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
+    return unreserved_ram(s, p) >= r.ram_mb
+
+
+def min_cpu(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
+    # An uncapped machine claims no share; capness keeps it away from capped ones.
+    return r.cpu_cap <= 0 or unreserved_cpu(s, p) >= r.cpu_cap
+
+
+def min_disk(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
+    return unreserved_disk(s, p) >= r.disk_mb
+
+
+def affinity(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
+    return all((s.uuid in hosts) == rule.near for rule, hosts in c.hard_rules)
+
+
+#: cheapest and most restrictive first
+DEFAULT_FILTERS: tuple[HardFilter, ...] = (
+    HardFilter("excluded", EXCLUDED, excluded),
+    HardFilter("setup", NOT_SETUP, setup),
+    HardFilter("running", NOT_RUNNING, running),
+    HardFilter("reserved", RESERVED, not_reserved),
+    HardFilter("headnode", HEADNODE, not_headnode),
+    HardFilter("traits", TRAITS, traits),
+    HardFilter("backend", BACKEND, backend),
+    HardFilter("vm-count", TOO_MANY_MACHINES, machine_count),
+    HardFilter("capness", CAPNESS, capness),
+    HardFilter("min-ram", NOT_ENOUGH_RAM, min_ram),
+    HardFilter("min-cpu", NOT_ENOUGH_CPU, min_cpu),
+    HardFilter("min-disk", NOT_ENOUGH_DISK, min_disk),
+    HardFilter("affinity", AFFINITY, affinity),
+)

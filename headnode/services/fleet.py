@@ -1,0 +1,47 @@
+"""The fleet as placement sees it: one snapshot read from the servers' aggregates.
+
+Plain columns, not ORM objects: this runs on every provision over every server, and
+building objects would cost more than the query. Machines are never walked; the only ones
+read are the requesting owner's (for affinity rules and spread), through their index.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from headnode.placement.state import MachineRef, ServerState, Snapshot
+from headnode.store.models import ALIAS_HOLDING_STATES, Machine, Server
+
+SERVER_COLUMNS = (
+    Server.uuid, Server.hostname, Server.status, Server.setup, Server.reserved,
+    Server.headnode, Server.backend, Server.traits, Server.ram_mb, Server.cpus, Server.disk_mb,
+    Server.ram_inflight_mb + Server.ram_committed_mb,
+    Server.disk_inflight_mb + Server.disk_committed_mb,
+    Server.cpu_inflight + Server.cpu_committed,
+    Server.images_mb, Server.machine_count, Server.capped_count, Server.uncapped_count,
+)
+
+
+def load_servers(session: Session, only: str | None = None) -> list[ServerState]:
+    query = select(*SERVER_COLUMNS).order_by(Server.uuid)
+    if only:
+        query = query.where(Server.uuid == only)
+    return [ServerState(*row) for row in session.execute(query)]
+
+
+def load_owner_machines(session: Session, owner_uuid: str | None) -> list[MachineRef]:
+    if not owner_uuid:
+        return []
+    rows = session.execute(
+        select(Machine.server_uuid, Machine.alias, Machine.uuid, Machine.tags)
+        .where(Machine.owner_uuid == owner_uuid, Machine.state.in_(ALIAS_HOLDING_STATES),
+               Machine.server_uuid.is_not(None))
+    )
+    return [MachineRef(server_uuid, alias, uuid, tags or {})
+            for server_uuid, alias, uuid, tags in rows]
+
+
+def load_snapshot(session: Session, owner_uuid: str | None = None,
+                  only: str | None = None) -> Snapshot:
+    return Snapshot(load_servers(session, only), load_owner_machines(session, owner_uuid))

@@ -1,0 +1,59 @@
+"""Placement questions asked of the live fleet: the request a create makes, and the dry run
+that shows an operator the whole funnel without writing anything."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from headnode.placement.affinity import AffinityError, parse_rules
+from headnode.placement.pipeline import DEFAULT_PIPELINE
+from headnode.placement.state import PlacementRequest, merged_traits
+from headnode.services import fleet
+from headnode.services.context import ServiceContext
+from headnode.services.errors import InvalidArgument
+from headnode.store.models import Image, Package
+
+
+def parse_affinity(texts: Iterable[str] | None) -> tuple[Any, ...]:
+    try:
+        return parse_rules(texts)
+    except AffinityError as exc:
+        raise InvalidArgument("affinity", str(exc)) from exc
+
+
+def build_request(package: Package, image: Image | None, owner_uuid: str = "",
+                  affinity: Iterable[str] | None = None) -> PlacementRequest:
+    """What a machine of ``package`` from ``image`` asks of a server."""
+    return PlacementRequest(
+        ram_mb=package.memory, disk_mb=package.disk, cpu_cap=package.cpu_cap or 0,
+        owner_uuid=owner_uuid,
+        traits=merged_traits(package.traits, image.traits if image else None),
+        image_os=image.os if image else "", image_type=image.type if image else "",
+        image_uuid=image.uuid if image else "", image_mb=image.size_mb if image else 0,
+        affinity=parse_affinity(affinity),
+    )
+
+
+def dry_run(ctx: ServiceContext, body: dict[str, Any]) -> dict[str, Any]:
+    """The decision a create would get now, with the funnel; nothing is written."""
+    # Imported here: machines imports this module for its requests.
+    from headnode.services.machines import (
+        _resolve_image,
+        _resolve_owner,
+        _resolve_package,
+        policy_for,
+    )
+
+    with ctx.read() as session:
+        owner = _resolve_owner(session, body["owner"]) if body.get("owner") else None
+        package = _resolve_package(session, body["package"])
+        image = _resolve_image(session, body["image"])
+        request = build_request(package, image, owner.uuid if owner else "",
+                                body.get("affinity"))
+        snapshot = fleet.load_snapshot(session, request.owner_uuid)
+    decision = DEFAULT_PIPELINE.decide(snapshot, request, policy_for(ctx))
+    answer = decision.to_dict(request)
+    answer.update({"dry_run": True, "package": package.name, "image": image.uuid,
+                   "owner_uuid": request.owner_uuid or None})
+    return answer
