@@ -117,12 +117,29 @@ def _sim_faults(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
     return {"faults": configure_faults(params["fail"], params["latency_ms"])}
 
 
-def _not_yet(op: str) -> Callable[[NodeBackend, dict[str, Any]], dict[str, Any]]:
-    """An op of the contract that no backend implements yet: a clear error, not a crash."""
-    def run(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
-        raise BackendError("Unsupported", f"{op} is not implemented by this agent yet")
+def _machine_update(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+    return {"machine": backend.machine_update(params)}
 
-    return run
+
+def _snapshot_create(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+    return {"snapshot": backend.snapshot_create(params["uuid"], params["name"])}
+
+
+def _snapshot_list(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+    return {"snapshots": backend.snapshot_list(params["uuid"])}
+
+
+def _snapshot_rollback(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+    return {"machine": backend.snapshot_rollback(params["uuid"], params["name"])}
+
+
+def _snapshot_delete(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+    return {"deleted": backend.snapshot_delete(params["uuid"], params["name"])}
+
+
+def _image_create_from_machine(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+    return {"image": backend.image_create_from_machine(params["uuid"], params["image"],
+                                                       params["upload"])}
 
 
 OPERATIONS: dict[str, Callable[[NodeBackend, dict[str, Any]], dict[str, Any]]] = {
@@ -135,9 +152,12 @@ OPERATIONS: dict[str, Callable[[NodeBackend, dict[str, Any]], dict[str, Any]]] =
     "machine_load": _machine_action("machine_load"),
     "report_status": _report_status,
     "sim_faults": _sim_faults,
-    **{op: _not_yet(op) for op in ("machine_update", "snapshot_create", "snapshot_list",
-                                   "snapshot_rollback", "snapshot_delete",
-                                   "image_create_from_machine")},
+    "machine_update": _machine_update,
+    "snapshot_create": _snapshot_create,
+    "snapshot_list": _snapshot_list,
+    "snapshot_rollback": _snapshot_rollback,
+    "snapshot_delete": _snapshot_delete,
+    "image_create_from_machine": _image_create_from_machine,
 }
 assert set(OPERATIONS) == set(AGENT_TASKS), "every op of the wire contract needs a handler"
 

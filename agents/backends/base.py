@@ -74,3 +74,32 @@ class NodeBackend(Protocol):
     def machine_load(self, uuid: str) -> dict[str, Any]: ...
 
     def list_machines(self) -> list[dict[str, Any]]: ...
+
+    def machine_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Resize and/or rename (a MachineUpdateSchema dict; None fields stay as they are)."""
+        ...
+
+    def snapshot_create(self, uuid: str, name: str) -> dict[str, Any]:
+        """Returns a SnapshotSchema dict; creating one that exists returns it."""
+        ...
+
+    def snapshot_list(self, uuid: str) -> list[dict[str, Any]]:
+        """Oldest first."""
+        ...
+
+    def snapshot_rollback(self, uuid: str, name: str) -> dict[str, Any]:
+        """Restore the machine's dataset to ``name`` (stopping and restarting a running
+        machine); as vmadm does, snapshots newer than ``name`` are destroyed. Returns the
+        machine."""
+        ...
+
+    def snapshot_delete(self, uuid: str, name: str) -> str:
+        """Deleting a snapshot that does not exist succeeds; returns ``name``."""
+        ...
+
+    def image_create_from_machine(
+        self, uuid: str, image: dict[str, Any], upload: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Archive the machine's dataset, PUT it to ``upload`` (a TransferSchema dict) and
+        return ``{uuid, size, sha256, compression}`` of the file sent."""
+        ...

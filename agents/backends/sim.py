@@ -9,8 +9,12 @@ machines.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
 import json
 import os
+import tarfile
 import tempfile
 import threading
 import time
@@ -18,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agents.backends import transfer
 from agents.backends.base import (
     BackendError,
     ImageNotFound,
@@ -39,6 +44,12 @@ SIM_OPS = (
     "machine_reboot",
     "machine_destroy",
     "machine_load",
+    "machine_update",
+    "snapshot_create",
+    "snapshot_list",
+    "snapshot_rollback",
+    "snapshot_delete",
+    "image_create_from_machine",
 )
 #: states in which a machine holds memory on the node
 _RAM_HOLDING_STATES = ("provisioning", "running")
@@ -68,6 +79,8 @@ class SimBackend:
         self._lock = threading.RLock()
         self._images: dict[str, dict[str, Any]] = {}
         self._machines: dict[str, dict[str, Any]] = {}
+        #: machine uuid -> its snapshots, oldest first
+        self._snapshots: dict[str, list[dict[str, Any]]] = {}
         self._global_latency_ms = latency_ms
         self._fail: dict[str, str] = {}
         self._latency_ms: dict[str, int] = {}
@@ -219,6 +232,7 @@ class SimBackend:
         self._begin("machine_destroy")
         with self._lock:
             machine = self._machines.pop(uuid, None)
+            self._snapshots.pop(uuid, None)
             if machine is None:
                 return _destroyed({"uuid": uuid})
             self._save_state()
@@ -228,6 +242,93 @@ class SimBackend:
         self._begin("machine_load")
         with self._lock:
             return dict(self._get(uuid))
+
+    def machine_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Resize and/or rename; growth must fit the node as a new machine would."""
+        self._begin("machine_update")
+        with self._lock:
+            machine = self._get(params["uuid"])
+            ram = params.get("ram_mb")
+            if ram is not None and ram > machine["ram_mb"]:
+                reserved = sum(m["ram_mb"] for m in self._machines.values())
+                if ram - machine["ram_mb"] > self.ram_mb - reserved:
+                    raise InsufficientResources(
+                        f"machine needs {ram - machine['ram_mb']} MiB more memory, node has "
+                        f"{self.ram_mb - reserved} MiB unreserved")
+            disk = params.get("disk_mb")
+            free_disk = self.pool_size_mb - self._pool_used_mb()
+            if disk is not None and disk - machine["disk_mb"] > free_disk:
+                raise InsufficientResources(
+                    f"machine needs {disk - machine['disk_mb']} MiB more disk, pool has "
+                    f"{free_disk} MiB free")
+            for key in ("alias", "ram_mb", "disk_mb"):
+                if params.get(key) is not None:
+                    machine[key] = params[key]
+            self._save_state()
+            return dict(machine)
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def snapshot_create(self, uuid: str, name: str) -> dict[str, Any]:
+        self._begin("snapshot_create")
+        with self._lock:
+            self._get(uuid)
+            snapshots = self._snapshots.setdefault(uuid, [])
+            existing = next((s for s in snapshots if s["name"] == name), None)
+            if existing is None:
+                existing = {"name": name, "created_at": time.time(), "size_mb": 0}
+                snapshots.append(existing)
+                self._save_state()
+            return dict(existing)
+
+    def snapshot_list(self, uuid: str) -> list[dict[str, Any]]:
+        self._begin("snapshot_list")
+        with self._lock:
+            self._get(uuid)
+            return [dict(s) for s in self._snapshots.get(uuid, [])]
+
+    def snapshot_rollback(self, uuid: str, name: str) -> dict[str, Any]:
+        """As on SmartOS: snapshots newer than ``name`` are gone, a running machine reboots."""
+        self._begin("snapshot_rollback")
+        with self._lock:
+            machine = self._get(uuid)
+            snapshots = self._snapshots.get(uuid, [])
+            index = next((i for i, s in enumerate(snapshots) if s["name"] == name), None)
+            if index is None:
+                raise BackendError("SnapshotNotFound", f"machine {uuid} has no snapshot {name}")
+            del snapshots[index + 1:]
+            if machine["state"] == "running":
+                machine["boot_time"] = max(time.time(), (machine["boot_time"] or 0.0) + 1e-6)
+            self._save_state()
+            return dict(machine)
+
+    def snapshot_delete(self, uuid: str, name: str) -> str:
+        self._begin("snapshot_delete")
+        with self._lock:
+            self._get(uuid)
+            snapshots = self._snapshots.get(uuid, [])
+            snapshots[:] = [s for s in snapshots if s["name"] != name]
+            self._save_state()
+            return name
+
+    # -- images from machines -------------------------------------------------------------------
+
+    def image_create_from_machine(
+        self, uuid: str, image: dict[str, Any], upload: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A small but real gzip'd tar (the machine's record) stands in for its filesystem; it
+        is PUT to ``upload`` when given, so the head node's upload path is exercised."""
+        self._begin("image_create_from_machine")
+        with self._lock:
+            machine = dict(self._get(uuid))
+        archive = _fake_archive(machine)
+        if upload:
+            with tempfile.NamedTemporaryFile(suffix=".tar.gz") as fh:
+                fh.write(archive)
+                fh.flush()
+                transfer.upload(Path(fh.name), upload)
+        return {"uuid": image["uuid"], "size": len(archive),
+                "sha256": hashlib.sha256(archive).hexdigest(), "compression": "gzip"}
 
     # -- accounting ---------------------------------------------------------------------------
 
@@ -301,6 +402,7 @@ class SimBackend:
         saved = json.loads(self._state_path.read_text())
         self._images = saved.get("images", {})
         self._machines = saved.get("machines", {})
+        self._snapshots = saved.get("snapshots", {})
         for machine in self._machines.values():
             # The process died while creating it; the resources were already taken, so the
             # simulated create is complete (a redelivered machine_create then sees it running).
@@ -310,7 +412,8 @@ class SimBackend:
     def _save_state(self) -> None:
         if self._state_path is None:
             return
-        data = json.dumps({"images": self._images, "machines": self._machines}, indent=1)
+        data = json.dumps({"images": self._images, "machines": self._machines,
+                           "snapshots": self._snapshots}, indent=1)
         self._state_path.parent.mkdir(parents=True, exist_ok=True)
         # temp file in the same directory + os.replace: a crash leaves the old or the new file,
         # never half of one
@@ -322,6 +425,18 @@ class SimBackend:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _fake_archive(machine: Mapping[str, Any]) -> bytes:
+    record = json.dumps(dict(machine), sort_keys=True).encode()
+    buffer = io.BytesIO()
+    # mtime 0: the same machine gives the same bytes
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as archive:
+        info = tarfile.TarInfo("etc/sim-machine.json")
+        info.size = len(record)
+        archive.addfile(info, io.BytesIO(record))
+    return buffer.getvalue()
 
 
 def _destroyed(machine: Mapping[str, Any]) -> dict[str, Any]:

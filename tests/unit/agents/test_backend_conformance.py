@@ -6,6 +6,8 @@ agent tasks unchanged.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import time
 import uuid
 from collections.abc import Callable
@@ -13,13 +15,16 @@ from typing import Any
 
 import pytest
 
-from agents.backends.base import ImageNotFound, MachineNotFound, NodeBackend
+from agents.backends.base import BackendError, ImageNotFound, MachineNotFound, NodeBackend
 from schemas.agent import (
     NODE_MACHINE_STATES,
     MachineStatusSchema,
+    MachineUpdateSchema,
     ServerStatusSchema,
+    SnapshotSchema,
     SysinfoSchema,
 )
+from tests.support.agent_images import FileServer
 
 SpecFactory = Callable[..., dict[str, Any]]
 
@@ -188,3 +193,96 @@ def test_machines_report_node_states_only(
     states = {m["alias"]: m["state"] for m in backend.list_machines()}
     assert states == {"web0": "running", "db0": "stopped"}
     assert all(m["state"] in NODE_MACHINE_STATES for m in backend.status()["machines"])
+
+
+# -- resize, rename, snapshots, images from machines --------------------------------------------
+
+
+def test_update_resizes_and_renames(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    machine = create_running(backend, image_spec, machine_spec, ram_mb=256, disk_mb=1024)
+    params = MachineUpdateSchema().load(
+        {"uuid": machine["uuid"], "alias": "web1", "ram_mb": 512, "disk_mb": 1536}
+    )
+    updated = valid_machine(backend.machine_update(params))
+    assert (updated["alias"], updated["ram_mb"], updated["disk_mb"]) == ("web1", 512, 1536)
+    assert updated["state"] == "running"
+    assert backend.machine_load(machine["uuid"]) == {**backend.machine_load(machine["uuid"]),
+                                                      "alias": "web1", "ram_mb": 512,
+                                                      "disk_mb": 1536}
+
+
+def test_update_of_an_unknown_machine_is_not_found(backend: NodeBackend) -> None:
+    with pytest.raises(MachineNotFound):
+        backend.machine_update(MachineUpdateSchema().load({"uuid": str(uuid.uuid4()),
+                                                           "alias": "x"}))
+
+
+def test_snapshots_create_list_delete_and_repeats(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    machine = create_running(backend, image_spec, machine_spec)
+    first = backend.snapshot_create(machine["uuid"], "s1")
+    assert SnapshotSchema().validate(first) == {} and first["name"] == "s1"
+    assert backend.snapshot_create(machine["uuid"], "s1")["name"] == "s1"
+    backend.snapshot_create(machine["uuid"], "s2")
+    listed = backend.snapshot_list(machine["uuid"])
+    assert [s["name"] for s in listed] == ["s1", "s2"]
+    assert all(SnapshotSchema().validate(s) == {} for s in listed)
+    assert listed[0]["created_at"] <= listed[1]["created_at"]
+    assert backend.snapshot_delete(machine["uuid"], "s1") == "s1"
+    assert backend.snapshot_delete(machine["uuid"], "s1") == "s1"
+    assert [s["name"] for s in backend.snapshot_list(machine["uuid"])] == ["s2"]
+
+
+def test_rollback_keeps_the_machine_running_and_drops_newer_snapshots(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    machine = create_running(backend, image_spec, machine_spec)
+    for name in ("s1", "s2", "s3"):
+        backend.snapshot_create(machine["uuid"], name)
+    rolled = valid_machine(backend.snapshot_rollback(machine["uuid"], "s2"))
+    assert rolled["state"] == "running"
+    assert [s["name"] for s in backend.snapshot_list(machine["uuid"])] == ["s1", "s2"]
+    with pytest.raises(BackendError) as exc:
+        backend.snapshot_rollback(machine["uuid"], "s3")
+    assert exc.value.code == "SnapshotNotFound"
+
+
+def test_rollback_of_a_stopped_machine_leaves_it_stopped(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    machine = create_running(backend, image_spec, machine_spec)
+    backend.snapshot_create(machine["uuid"], "s1")
+    backend.machine_stop(machine["uuid"])
+    assert backend.snapshot_rollback(machine["uuid"], "s1")["state"] == "stopped"
+
+
+def test_destroy_takes_the_snapshots_with_it(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    machine = create_running(backend, image_spec, machine_spec)
+    backend.snapshot_create(machine["uuid"], "s1")
+    backend.machine_destroy(machine["uuid"])
+    with pytest.raises(MachineNotFound):
+        backend.snapshot_list(machine["uuid"])
+
+
+def test_image_from_a_machine_is_uploaded(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    machine = create_running(backend, image_spec, machine_spec)
+    server = FileServer(required_headers={"Authorization": "Signature upload"})
+    try:
+        new_image = {"uuid": str(uuid.uuid4()), "name": "from-web0", "version": "1"}
+        upload = {"url": server.url(f"images/{new_image['uuid']}/file"),
+                  "headers": {"Authorization": "Signature upload"}}
+        result = backend.image_create_from_machine(machine["uuid"], new_image, upload)
+        sent = server.uploads[f"images/{new_image['uuid']}/file"]
+    finally:
+        server.close()
+    assert result == {"uuid": new_image["uuid"], "size": len(sent),
+                      "sha256": hashlib.sha256(sent).hexdigest(), "compression": "gzip"}
+    assert gzip.decompress(sent)  # a real gzip stream
+    assert [s["name"] for s in backend.snapshot_list(machine["uuid"])] == []
