@@ -9,11 +9,15 @@ guarded state change makes every call idempotent.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import and_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from headnode.placement.allocator import Policy
-from headnode.store.models import Job, Reservation, Server, utcnow
+from headnode.placement.state import Policy
+from headnode.store.models import Job, Reservation, Server, ServerImage, utcnow
 
 
 def reserve(
@@ -25,35 +29,86 @@ def reserve(
     disk_mb: int,
     cpu: int,
     policy: Policy,
+    image_uuid: str | None = None,
+    image_mb: int = 0,
 ) -> bool:
-    """Hold room on one server for one machine; False if it no longer fits."""
-    room = and_(
-        Server.uuid == server_uuid,
-        Server.status == "running",
-        Server.setup.is_(True),
-        Server.reserved.is_(False),
-        Server.machine_count < policy.max_machines,
-        Server.ram_mb * (1 - policy.reservation_ratio)
-        - Server.ram_inflight_mb - Server.ram_committed_mb >= ram_mb,
-        Server.disk_mb * policy.pool_usable_ratio
-        - Server.disk_inflight_mb - Server.disk_committed_mb >= disk_mb,
-    )
+    """Hold room on one server for one machine; False if it no longer fits.
+
+    The WHERE clause is the placement filters that concern room (RAM, disk, CPU, capness,
+    machine count), evaluated on the locked row. An image new to the server also takes its
+    size from the pool, once per server (``server_images``' primary key decides who is
+    first)."""
+    try:
+        # A savepoint, so a refusal also takes back the image claim.
+        with session.begin_nested():
+            _hold(session, server_uuid, ram_mb, disk_mb, cpu, policy, image_uuid, image_mb)
+    except _NoRoom:
+        return False
+    session.add(Reservation(machine_uuid=machine_uuid, server_uuid=server_uuid,
+                            job_uuid=job_uuid, ram_mb=ram_mb, disk_mb=disk_mb, cpu=cpu))
+    return True
+
+
+class _NoRoom(Exception):
+    pass
+
+
+def _hold(session: Session, server_uuid: str, ram_mb: int, disk_mb: int, cpu: int,
+          policy: Policy, image_uuid: str | None, image_mb: int) -> None:
+    image_add = _claim_image(session, server_uuid, image_uuid, image_mb)
     result = session.execute(
         update(Server)
-        .where(room)
+        .where(_room(server_uuid, ram_mb, disk_mb + image_add, cpu, policy))
         .values(
             ram_inflight_mb=Server.ram_inflight_mb + ram_mb,
             disk_inflight_mb=Server.disk_inflight_mb + disk_mb,
             cpu_inflight=Server.cpu_inflight + cpu,
             machine_count=Server.machine_count + 1,
+            capped_count=Server.capped_count + (1 if cpu > 0 else 0),
+            uncapped_count=Server.uncapped_count + (0 if cpu > 0 else 1),
+            images_mb=Server.images_mb + image_add,
         )
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        return False
-    session.add(Reservation(machine_uuid=machine_uuid, server_uuid=server_uuid,
-                            job_uuid=job_uuid, ram_mb=ram_mb, disk_mb=disk_mb, cpu=cpu))
-    return True
+        raise _NoRoom
+
+
+def _room(server_uuid: str, ram_mb: int, disk_mb: int, cpu: int, policy: Policy) -> Any:
+    capness = (and_(Server.uncapped_count == 0,
+                    Server.cpus * 100 * policy.cpu_overprovision
+                    - Server.cpu_inflight - Server.cpu_committed >= cpu)
+               if cpu > 0 else Server.capped_count == 0)
+    return and_(
+        Server.uuid == server_uuid,
+        Server.status == "running",
+        Server.setup.is_(True),
+        Server.reserved.is_(False),
+        Server.machine_count < policy.max_machines,
+        capness,
+        Server.ram_mb * (1 - policy.reservation_ratio)
+        - (Server.ram_inflight_mb + Server.ram_committed_mb) / policy.ram_overprovision
+        >= ram_mb,
+        Server.disk_mb * policy.pool_usable_ratio - Server.images_mb
+        - (Server.disk_inflight_mb + Server.disk_committed_mb) / policy.disk_overprovision
+        >= disk_mb,
+    )
+
+
+def _claim_image(session: Session, server_uuid: str, image_uuid: str | None,
+                 image_mb: int) -> int:
+    """Record that the image lands on the server; its size if this is the first time."""
+    if not image_uuid:
+        return 0
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    added = session.execute(
+        insert(ServerImage)
+        .values(server_uuid=server_uuid, image_uuid=image_uuid, size_mb=image_mb,
+                created_at=utcnow())
+        .on_conflict_do_nothing()
+    )
+    return image_mb if added.rowcount == 1 else 0  # type: ignore[attr-defined]
 
 
 def _move(
@@ -110,11 +165,16 @@ def release(session: Session, machine_uuid: str) -> bool:
             update(Server)
             .where(Server.uuid == res.server_uuid)
             .values({ram: ram - res.ram_mb, disk: disk - res.disk_mb, cpu: cpu - res.cpu,
-                     Server.machine_count: Server.machine_count - 1})
+                     Server.machine_count: Server.machine_count - 1,
+                     _capness_count(res.cpu): _capness_count(res.cpu) - 1})
             .execution_options(synchronize_session=False)
         )
         return True
     return False
+
+
+def _capness_count(cpu: int) -> Any:
+    return Server.capped_count if cpu > 0 else Server.uncapped_count
 
 
 def release_orphans(session: Session) -> int:

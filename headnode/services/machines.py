@@ -17,10 +17,10 @@ from headnode.placement.allocator import (
     NOT_ENOUGH_RAM,
     PlacementRequest,
     Policy,
-    ServerState,
-    allocate,
+    Snapshot,
 )
-from headnode.services import capacity
+from headnode.placement.pipeline import DEFAULT_PIPELINE
+from headnode.services import capacity, fleet, placement
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InsufficientCapacity, InvalidArgument, NotFound
 from headnode.services.networks import allocate_nics, machine_network_fields
@@ -111,16 +111,8 @@ def _resolve_image(session: Session, ident: str) -> Image:
     return image
 
 
-def _fleet(session: Session, only: str | None) -> list[ServerState]:
-    # Plain columns, not ORM objects: this runs on every provision over every server, and
-    # building objects (and decoding their JSON columns) would cost more than the query.
-    query = select(Server.uuid, Server.hostname, Server.status, Server.setup, Server.reserved,
-                   Server.headnode, Server.ram_mb, Server.disk_mb,
-                   Server.ram_inflight_mb + Server.ram_committed_mb,
-                   Server.disk_inflight_mb + Server.disk_committed_mb, Server.machine_count)
-    if only:
-        query = query.where(Server.uuid == only)
-    return [ServerState(*row) for row in session.execute(query)]
+def _fleet(session: Session, owner_uuid: str, only: str | None) -> Snapshot:
+    return fleet.load_snapshot(session, owner_uuid, only)
 
 
 def _check_alias_free(session: Session, owner_uuid: str, alias: str) -> None:
@@ -134,20 +126,20 @@ def _check_alias_free(session: Session, owner_uuid: str, alias: str) -> None:
 
 
 def _place(session: Session, ctx: ServiceContext, request: PlacementRequest,
-           machine_uuid: str, job_uuid: str, cpu: int, only: str | None) -> str:
+           machine_uuid: str, job_uuid: str, only: str | None) -> str:
     """Pick a server and hold room on it; refuse with every reason when none fits."""
     policy = policy_for(ctx)
-    excluded: set[str] = set()
+    attempt = request
     for _ in range(PLACEMENT_ATTEMPTS):
-        attempt = PlacementRequest(request.ram_mb, request.disk_mb, request.owner_uuid,
-                                   frozenset(excluded))
-        decision = allocate(_fleet(session, only), attempt, policy)
+        decision = DEFAULT_PIPELINE.decide(_fleet(session, request.owner_uuid, only),
+                                           attempt, policy)
         if decision.server is None:
-            raise InsufficientCapacity(decision.explain(attempt), dict(decision.reasons))
+            raise InsufficientCapacity(decision.explain(attempt), decision.reasons)
         if capacity.reserve(session, decision.server.uuid, machine_uuid, job_uuid,
-                            request.ram_mb, request.disk_mb, cpu, policy):
+                            request.ram_mb, request.disk_mb, request.cpu_cap, policy,
+                            request.image_uuid or None, request.image_mb):
             return decision.server.uuid
-        excluded.add(decision.server.uuid)  # another provision took the room first
+        attempt = attempt.excluding(decision.server.uuid)  # another provision won the room
     raise InsufficientCapacity("no server could be reserved: the fleet is changing too fast, "
                                "try again", {"lost races": PLACEMENT_ATTEMPTS})
 
@@ -179,9 +171,8 @@ def _create_records(ctx: ServiceContext, body: dict[str, Any],
         only = body.get("server_uuid")
         if only and session.get(Server, only) is None:
             raise InvalidArgument("server_uuid", f"no server {only}")
-        request = PlacementRequest(package.memory, package.disk, owner.uuid)
-        server_uuid = _place(session, ctx, request, machine_uuid, job_uuid,
-                             package.cpu_cap, only)
+        request = placement.build_request(package, image, owner.uuid, body.get("affinity"))
+        server_uuid = _place(session, ctx, request, machine_uuid, job_uuid, only)
         machine = Machine(
             uuid=machine_uuid, alias=alias, owner_uuid=owner.uuid, package_uuid=package.uuid,
             image_uuid=image.uuid, server_uuid=server_uuid, state="provisioning",

@@ -121,6 +121,10 @@ class Server(Timestamps, Base):
     disk_committed_mb: Mapped[int] = mapped_column(Integer, default=0)
     cpu_committed: Mapped[int] = mapped_column(Integer, default=0)
     machine_count: Mapped[int] = mapped_column(Integer, default=0)  # in flight + committed
+    # of machine_count: with a cpu cap, and without (the two never share a server)
+    capped_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    uncapped_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    images_mb: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # imported
     pool_used_mb: Mapped[int] = mapped_column(Integer, default=0)  # as last reported
     last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
     last_status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -196,6 +200,44 @@ class Reservation(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (Index("ix_reservations_state", "state"),)
+
+
+class ServerImage(Base):
+    """An image imported (or being imported) into a server's pool: the first provision of
+    an image on a server adds its size to ``servers.images_mb``, the primary key makes sure
+    only one does."""
+
+    __tablename__ = "server_images"
+
+    server_uuid: Mapped[str] = mapped_column(ForeignKey("servers.uuid"), primary_key=True)
+    image_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    size_mb: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CapacitySnapshot(Base):
+    """Fleet utilization at one moment (capacity history), written periodically by beat."""
+
+    __tablename__ = "capacity_snapshots"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    taken_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                               index=True)
+    servers: Mapped[int] = mapped_column(Integer)
+    placeable_servers: Mapped[int] = mapped_column(Integer)
+    machines: Mapped[int] = mapped_column(Integer)
+    ram_total_mb: Mapped[int] = mapped_column(BigInteger)
+    ram_provisioned_mb: Mapped[int] = mapped_column(BigInteger)
+    ram_reserved_mb: Mapped[int] = mapped_column(BigInteger)
+    ram_free_mb: Mapped[int] = mapped_column(BigInteger)
+    cpu_total: Mapped[int] = mapped_column(BigInteger)
+    cpu_provisioned: Mapped[int] = mapped_column(BigInteger)
+    cpu_reserved: Mapped[int] = mapped_column(BigInteger)
+    cpu_free: Mapped[int] = mapped_column(BigInteger)
+    disk_total_mb: Mapped[int] = mapped_column(BigInteger)
+    disk_provisioned_mb: Mapped[int] = mapped_column(BigInteger)
+    disk_reserved_mb: Mapped[int] = mapped_column(BigInteger)
+    disk_free_mb: Mapped[int] = mapped_column(BigInteger)
 
 
 class Job(Base):

@@ -104,7 +104,8 @@ def test_full_fleet_refuses_at_once_and_leaves_nothing(cloud: Any,
         provision(cloud, seeded, package="giant")
     assert err.value.status == 409
     assert err.value.code == "InsufficientCapacity"
-    assert "not enough RAM" in err.value.message
+    assert "no server can fit 64 GiB of RAM" in err.value.message
+    assert f"{len(cloud.agents)} lack RAM" in err.value.message
     assert cloud.api.get("/ops/machines") == machines_before
     assert cloud.api.get("/ops/jobs") == jobs_before
 

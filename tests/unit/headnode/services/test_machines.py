@@ -144,8 +144,9 @@ def test_no_room_refuses_with_reasons(ctx: Any, fleet: dict[str, Any]) -> None:
     make_package(ctx, name="huge", memory=60000, disk=10240)  # cn1 has 55705 usable
     with pytest.raises(InsufficientCapacity) as err:
         create(ctx, package="huge")
-    assert err.value.reasons == {"not enough RAM": 2, "not set up": 1}
-    assert "2 not enough RAM" in err.value.message and "1 not set up" in err.value.message
+    assert err.value.reasons == {"lack RAM": 2, "are not set up": 1}
+    assert err.value.message == ("no server can fit 58.6 GiB of RAM and 10 GiB of disk: "
+                                 "2 lack RAM, 1 are not set up")
     assert err.value.code == "InsufficientCapacity"
     assert written(ctx) == (0, 0, 0) and ctx.jobs.enqueued == []
     assert server_row(ctx, fleet["server"].uuid).ram_inflight_mb == 0
@@ -190,7 +191,7 @@ def test_pinned_to_a_server_that_cannot_take_it(ctx: Any, fleet: dict[str, Any])
     unset = make_server(ctx, hostname="new", setup=False)
     with pytest.raises(InsufficientCapacity) as err:
         create(ctx, server_uuid=unset.uuid)
-    assert err.value.reasons == {"not set up": 1}
+    assert err.value.reasons == {"are not set up": 1}
     assert written(ctx) == (0, 0, 0)
 
 
