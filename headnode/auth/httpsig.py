@@ -174,7 +174,7 @@ def parse_authorization(value: str | None) -> SignatureParams:
 
 def parse_key_id(key_id: str) -> tuple[str, str]:
     """``/LOGIN/keys/FINGERPRINT`` -> (login, fingerprint). Sub-user keys are not supported."""
-    parts = key_id.split("/")
+    parts = key_id.split("/", 3)  # a SHA256 fingerprint's base64 may hold "/"
     if len(parts) != 4 or parts[0] != "" or parts[2] != "keys" or not parts[1] or not parts[3]:
         raise AuthError("InvalidCredentials", f"Invalid KeyId {key_id} in authorization header")
     return unquote(parts[1]), parts[3]
