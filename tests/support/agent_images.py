@@ -23,7 +23,7 @@ def busybox_tarball(compression: str = "gzip") -> bytes:
     """A root filesystem with bin/busybox and symlinks for :data:`APPLETS`."""
     mode = {"gzip": "w:gz", "bzip2": "w:bz2", "xz": "w:xz", "none": "w"}[compression]
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode=mode) as archive:
+    with tarfile.open(fileobj=buffer, mode=mode) as archive:  # type: ignore[call-overload]
         for name in DIRS:
             info = tarfile.TarInfo(name)
             info.type, info.mode = tarfile.DIRTYPE, 0o1777 if name == "tmp" else 0o755
@@ -97,8 +97,8 @@ class FileServer:
         self._thread.start()
 
     def url(self, name: str) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/{name}"
+        port = self._httpd.server_address[1]
+        return f"http://127.0.0.1:{port}/{name}"
 
     def close(self) -> None:
         self._httpd.shutdown()
