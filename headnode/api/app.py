@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from werkzeug.exceptions import HTTPException
 
 from headnode.api import nodes
+from headnode.api.cloudapi import blueprints as cloudapi
 from headnode.api.files import is_file_upload
 from headnode.api.ops import accounts, images, machines, packages, ping, servers
 from headnode.api.ops import jobs as job_views
@@ -179,6 +180,7 @@ def create_app(
         "bearer": {"type": "http", "scheme": "bearer"}}}, "security": [{"bearer": []}]})
     for module in BLUEPRINT_MODULES:
         api.register_blueprint(module.blp)
+    cloudapi.register(app)  # the tenant API: /--ping, /:login/...
 
     @app.before_request
     def _start() -> Any:

@@ -65,7 +65,8 @@ def test_unknown_route_is_a_json_404(api: Any) -> None:
 
 
 def test_route_outside_ops_is_a_json_404(client: Any) -> None:
-    answer = client.get("/nowhere")
+    # (a single segment, "/nowhere", is a CloudAPI account path: /:login)
+    answer = client.get("/nowhere/at/all")
     assert answer.status_code == 404
     assert answer.get_json()["code"] == "ResourceNotFound"
 

@@ -1,0 +1,201 @@
+"""What every CloudAPI request shares: who is calling (HTTP Signature, checked before any
+view), whose objects the path names (``/:login/...``, ``my`` = the caller), the version
+headers, and CloudAPI's error bodies ``{"code", "message"}``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Response, current_app, g, jsonify, request
+
+from headnode.auth.httpsig import AuthError, authenticate, request_target
+from headnode.services import accounts
+from headnode.services.context import ServiceContext
+from headnode.services.errors import ServiceError
+from schemas.cloudapi import API_VERSIONS, CloudApiInputError
+from schemas.ops import RESERVED_LOGINS
+
+SERVER_NAME = "sdc-cloudapi/0.1.0"
+MY = "my"
+INPUT_ERROR_STATUS = 409  # CloudAPI answers InvalidArgument / MissingParameter with 409
+
+#: service error codes -> CloudAPI's (same status unless given)
+SERVICE_CODES = {"MachineBusy": "InvalidState", "ValidationFailed": "InvalidArgument"}
+STATUS_OVERRIDES = {"InvalidArgument": INPUT_ERROR_STATUS}
+
+
+class CloudApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """The account whose objects a request may touch, and how the caller got there."""
+
+    uuid: str
+    login: str
+    email: str
+    created_at: Any
+    updated_at: Any
+
+
+def ctx() -> ServiceContext:
+    service_context: ServiceContext = current_app.extensions["sdc"]
+    return service_context
+
+
+def tenant() -> Tenant:
+    t: Tenant = g.tenant
+    return t
+
+
+def job_caller() -> dict[str, Any]:
+    caller: dict[str, Any] = g.job_caller
+    return caller
+
+
+def error(status: int, code: str, message: str) -> tuple[Response, int]:
+    return jsonify({"code": code, "message": message}), status
+
+
+# --------------------------------------------------------------------------- versions
+
+_TERM = re.compile(r"^(?:(?P<any>\*|x)|(?P<op>~|\^|>=|=)?v?(?P<major>\d+)"
+                   r"(?:\.(?P<minor>\d+|x|\*))?(?:\.(?P<patch>\d+|x|\*))?)$")
+
+
+def _parts(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
+def _satisfies(version: str, term: str) -> bool:
+    match = _TERM.match(term.strip())
+    if match is None:
+        return False
+    if match["any"]:
+        return True
+    have = _parts(version)
+    want = [int(p) for p in (match["major"], match["minor"], match["patch"])
+            if p is not None and p.isdigit()]
+    if match["op"] == ">=":
+        return have >= tuple(want + [0] * (3 - len(want)))
+    if match["op"] in ("~", "^") or len(want) < 3:
+        return have[:len(want)] == tuple(want) if match["op"] != "^" else have[0] == want[0]
+    return have == tuple(want)
+
+
+def negotiate_version(offered: str | None) -> str | None:
+    """The newest of our API versions within the client's semver range (``~9||~8``)."""
+    if not offered or not offered.strip():
+        return API_VERSIONS[-1]
+    for version in reversed(API_VERSIONS):
+        if any(_satisfies(version, term) for term in offered.split("||")):
+            return version
+    return None
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+def check_version() -> tuple[Response, int] | None:
+    offered = request.headers.get("Accept-Version") or request.headers.get("Api-Version")
+    g.api_version = negotiate_version(offered)
+    if g.api_version is None:
+        g.api_version = API_VERSIONS[-1]
+        return error(400, "InvalidVersion",
+                     f"{offered} is not one of the supported versions "
+                     f"{', '.join(API_VERSIONS)}")
+    return None
+
+
+def authenticate_request() -> tuple[Response, int] | None:
+    """Before every CloudAPI view: the version, the signature, and whose path this is
+    (one's own, or another account's for an operator acting as it; else 403)."""
+    refused = check_version()
+    if refused:
+        return refused
+    try:
+        caller = authenticate(ctx(), request.method, request_target(request.environ),
+                              request.headers, body=request.get_data(cache=True))
+    except AuthError as exc:
+        response, status = error(401, exc.code, exc.message)
+        response.headers["WWW-Authenticate"] = 'Signature realm="cloudapi"'
+        return response, status
+    g.caller = caller
+    return None
+
+
+def resolve_tenant(path_login: str) -> None:
+    """``g.tenant``: the account whose objects the request may touch; ``g.job_caller``: who
+    acted, as jobs record it (the key, and the operator when acting as the account)."""
+    caller = g.caller
+    if path_login.lower() in RESERVED_LOGINS - {MY}:
+        raise CloudApiError(404, "ResourceNotFound", f"{path_login} does not exist")
+    account = accounts.get_account(ctx(), caller.target_uuid)
+    g.tenant = Tenant(account.uuid, account.login, account.email, account.created_at,
+                      account.updated_at)
+    g.job_caller = {
+        **caller.as_job_caller(),
+        "type": "signature",
+        "keyId": f"/{caller.login}/keys/{caller.key_fingerprint}",
+        "ip": request.remote_addr or "",
+    }
+
+
+def add_headers(response: Response) -> Response:
+    response.headers["Api-Version"] = g.get("api_version") or API_VERSIONS[-1]
+    response.headers["Server"] = SERVER_NAME
+    request_id = g.get("request_id")
+    if request_id:
+        response.headers["x-request-id"] = request_id
+        response.headers["Request-Id"] = request_id
+    return response
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def on_cloudapi_error(exc: CloudApiError) -> tuple[Response, int]:
+    return error(exc.status, exc.code, exc.message)
+
+
+def on_input_error(exc: CloudApiInputError) -> tuple[Response, int]:
+    message = exc.message if exc.field in exc.message else f"{exc.field}: {exc.message}"
+    return error(INPUT_ERROR_STATUS, exc.code, message)
+
+
+def on_service_error(exc: ServiceError) -> tuple[Response, int]:
+    code = SERVICE_CODES.get(exc.code, exc.code)
+    status = STATUS_OVERRIDES.get(code, exc.status)
+    body: dict[str, Any] = {"code": code, "message": exc.message}
+    if "reasons" in exc.details:
+        body["reasons"] = exc.details["reasons"]
+    return jsonify(body), status
+
+
+def body_or_query() -> dict[str, Any]:
+    """CloudAPI takes parameters from the query string, a form or a JSON body, merged."""
+    data: dict[str, Any] = dict(request.args.items())
+    if request.form:
+        data.update(request.form.items())
+    payload = request.get_json(silent=True) if request.data else None
+    if payload is not None:
+        if not isinstance(payload, dict):
+            raise CloudApiError(400, "BadRequest", "the body must be a JSON object")
+        data.update(payload)
+    return data
+
+
+def json_body() -> dict[str, Any]:
+    payload = request.get_json(silent=True) if request.data else {}
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise CloudApiError(400, "BadRequest", "the body must be a JSON object")
+    merged: dict[str, Any] = dict(request.form.items())
+    merged.update(payload)
+    return merged

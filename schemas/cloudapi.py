@@ -1,0 +1,196 @@
+"""Wire formats of the tenant API (CloudAPI-compatible): request bodies and query strings.
+
+CloudAPI names a bad request by its first failing field: ``MissingParameter`` when a required
+one is absent, ``InvalidArgument`` otherwise. ``first_error`` turns marshmallow's messages into
+that pair. Prefixed inputs (``tag.NAME``, ``metadata.NAME``) are gathered into plain dicts
+before validation, so the schemas see ``tags`` and ``metadata``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import (
+    EXCLUDE,
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    pre_load,
+    validate,
+    validates,
+)
+
+from schemas.ops import ALIAS_PATTERN, TagValue
+
+#: CloudAPI's API versions this server speaks, newest last.
+API_VERSIONS = ("8.0.0", "9.0.0")
+MACHINE_ACTIONS = ("start", "stop", "reboot", "resize", "rename")
+#: CloudAPI's machine states, as shown to tenants
+CLOUDAPI_STATES = ("provisioning", "running", "stopped", "failed", "deleted", "offline")
+MAX_LIMIT = 1000
+MISSING = "Missing data for required field."
+#: an affinity rule: ``instance==web``, ``role!=~db*``, ``container!=/^foo/``
+AFFINITY_PATTERN = r"^[^=!~\s]+(==|!=)~?.+$"
+
+
+def gather_prefixed(data: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """``{"tag.role": "db", "name": "x"}`` -> ``{"role": "db"}`` (the prefixed keys, popped)."""
+    out = {}
+    for key in [k for k in data if k.startswith(prefix)]:
+        name = key[len(prefix):]
+        value = data.pop(key)
+        if name:
+            out[name] = value
+    return out
+
+
+def first_error(messages: Any, prefix: str = "") -> tuple[str, str, str]:
+    """(code, field, message) of the first failing field in marshmallow's messages."""
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            name = str(key) if key != "_schema" else (prefix or "body")
+            field = f"{prefix}.{name}" if prefix and key != "_schema" else name
+            return first_error(value, field)
+    if isinstance(messages, list | tuple) and messages:
+        if all(isinstance(m, str) for m in messages):
+            text = str(messages[0])
+            code = "MissingParameter" if text == MISSING else "InvalidArgument"
+            verb = "is missing" if code == "MissingParameter" else f"is invalid: {text}"
+            return code, prefix or "body", f"{prefix or 'body'} {verb}"
+        return first_error(messages[0], prefix)
+    return "InvalidArgument", prefix or "body", f"{prefix or 'body'} is invalid"
+
+
+class Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class MachineCreate(Strict):
+    name = fields.String(validate=validate.Regexp(ALIAS_PATTERN))
+    package = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    image = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    networks = fields.List(fields.Raw(), validate=validate.Length(max=32))
+    affinity = fields.List(fields.String(validate=validate.Regexp(AFFINITY_PATTERN)),
+                           validate=validate.Length(max=32))
+    locality = fields.Dict()
+    firewall_enabled = fields.Boolean()
+    deletion_protection = fields.Boolean()
+    tags = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=128)),
+                       values=TagValue())
+    metadata = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=128)),
+                           values=fields.String(validate=validate.Length(max=65536)))
+
+    @pre_load
+    def _gather(self, data: Any, **_: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        tags, metadata = gather_prefixed(data, "tag."), gather_prefixed(data, "metadata.")
+        if tags:
+            data["tags"] = {**data.get("tags", {}), **tags}
+        if metadata:
+            data["metadata"] = {**data.get("metadata", {}), **metadata}
+        return data
+
+    @validates("networks")
+    def _networks(self, value: list[Any], **_: Any) -> None:
+        for item in value:
+            ident = item.get("ipv4_uuid") if isinstance(item, dict) else item
+            if not isinstance(ident, str) or not ident:
+                raise ValidationError("each network is a network id or {ipv4_uuid: id}")
+
+
+class MachineAction(Schema):
+    """``POST /:login/machines/:id``: query string and body merged, as restify does."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    action = fields.String(required=True, validate=validate.OneOf(MACHINE_ACTIONS))
+    package = fields.String(validate=validate.Length(min=1, max=128))
+    name = fields.String(validate=validate.Regexp(ALIAS_PATTERN))
+
+
+class MachineListQuery(Schema):
+    class Meta:
+        unknown = EXCLUDE  # tag.* are taken out before; other CloudAPI filters are ignored
+
+    name = fields.String()
+    state = fields.String(validate=validate.OneOf(CLOUDAPI_STATES))
+    image = fields.String()
+    package = fields.String()
+    memory = fields.Integer()
+    limit = fields.Integer(load_default=MAX_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+class ImageListQuery(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    name = fields.String()
+    os = fields.String()
+    version = fields.String()
+    public = fields.Boolean()
+    state = fields.String()
+    owner = fields.String()
+    type = fields.String()
+
+
+class KeyCreate(Strict):
+    name = fields.String(validate=validate.Length(min=1, max=128))
+    key = fields.String(required=True, validate=validate.Length(min=1, max=16384))
+
+
+class AccountUpdate(Strict):
+    email = fields.Email()
+
+
+class SnapshotCreate(Strict):
+    name = fields.String(validate=validate.Regexp(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$"))
+
+
+def load(schema: Schema, data: Any) -> dict[str, Any]:
+    """Validate; a failure is raised as ``CloudApiInputError`` with CloudAPI's code."""
+    try:
+        result: dict[str, Any] = schema.load(data)
+    except ValidationError as exc:
+        code, field, message = first_error(exc.messages)
+        raise CloudApiInputError(code, field, message) from exc
+    return result
+
+
+class CloudApiInputError(Exception):
+    """A bad request: CloudAPI answers 409 with ``InvalidArgument`` or ``MissingParameter``."""
+
+    def __init__(self, code: str, field: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.field, self.message = code, field, message
+
+
+MAX_PAIRS = 256
+MAX_KEY = 128
+MAX_VALUE = 65536
+#: metadata CloudAPI keeps for itself
+RESERVED_METADATA = frozenset({"credentials"})
+
+
+def load_pairs(data: Any, kind: str) -> dict[str, Any]:
+    """A tags body (string, number or boolean values) or a metadata body (string values)."""
+    if not isinstance(data, dict):
+        raise CloudApiInputError("InvalidArgument", "body", "the body must be a JSON object")
+    if len(data) > MAX_PAIRS:
+        raise CloudApiInputError("InvalidArgument", "body", f"at most {MAX_PAIRS} {kind}")
+    allowed: tuple[type, ...] = (str, int, float, bool) if kind == "tags" else (str,)
+    for key, value in data.items():
+        if not key or len(key) > MAX_KEY:
+            raise CloudApiInputError("InvalidArgument", key or "key",
+                                     f"{kind} names are 1 to {MAX_KEY} characters")
+        if kind == "metadata" and key in RESERVED_METADATA:
+            raise CloudApiInputError("InvalidArgument", key, f"{key} cannot be set")
+        if not isinstance(value, allowed) or (isinstance(value, str) and len(value) > MAX_VALUE):
+            what = "a string, number or boolean" if kind == "tags" else "a string"
+            raise CloudApiInputError("InvalidArgument", key, f"{key} must be {what}")
+    return dict(data)
