@@ -26,7 +26,7 @@ APT_PACKAGES := \
 PYTEST_ARGS ?=
 LINT_TYPED := headnode workflows agents schemas
 
-.PHONY: help deps venv test lint demo bench clean distclean
+.PHONY: help deps venv triton test lint demo bench clean distclean
 
 help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -48,7 +48,10 @@ $(VENV_STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
-test: deps venv lint ## Install what is missing, lint, run the whole suite on real PostgreSQL and Redis
+triton: ## Install Triton's own CLI (npm triton@7) into .cache/triton for the CloudAPI tests
+	@scripts/ensure-triton.sh >/dev/null
+
+test: deps venv triton lint ## Install what is missing, lint, run the whole suite on real PostgreSQL and Redis
 	@scripts/run-pytest.sh $(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: venv ## ruff, mypy and the import-layering contracts
