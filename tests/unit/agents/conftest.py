@@ -18,12 +18,15 @@ import pytest
 
 from agents import tasks
 from agents.backends.base import NodeBackend
+from agents.backends.host.cmd import use_runner
 from agents.backends.linux import LinuxBackend
 from agents.backends.sim import SimBackend
+from agents.backends.smartos import SmartOSBackend
 from agents.backends.storage import BtrfsStorage
 from schemas.agent import ImageSpecSchema, MachineSpecSchema
 from tests.support.agent_images import FileServer, busybox_tarball, file_entry
 from tests.support.btrfs import LoopPool, create_pool, destroy_pool, missing_host
+from tests.unit.agents.smartos_host import FakeSmartOS
 
 
 def make_sim(tmp_path: Path) -> SimBackend:
@@ -39,7 +42,7 @@ def make_sim(tmp_path: Path) -> SimBackend:
 
 BACKENDS: dict[str, Callable[[Path], NodeBackend]] = {"sim": make_sim}
 #: backends built by a fixture of that name (they need session resources)
-FIXTURE_BACKENDS = ("linux",)
+FIXTURE_BACKENDS = ("linux", "smartos")
 
 
 @pytest.fixture(params=sorted([*BACKENDS, *FIXTURE_BACKENDS]))
@@ -57,9 +60,9 @@ def _backend_kind(request: pytest.FixtureRequest) -> str | None:
 
 @pytest.fixture
 def image_spec(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """An image the test's backend can import: a real busybox file for linux, a manifest
-    without a file for the others."""
-    if _backend_kind(request) == "linux":
+    """An image the test's backend can import: a real file (busybox) for linux and smartos,
+    a manifest without a file for sim."""
+    if _backend_kind(request) in FIXTURE_BACKENDS:
         spec: dict[str, Any] = request.getfixturevalue("busybox_image")
         return spec
     return ImageSpecSchema().load(
@@ -176,3 +179,19 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> SentTasks:
     capture = SentTasks()
     monkeypatch.setattr(tasks.app, "send_task", capture)
     return capture
+
+
+# -- the smartos backend on a recorded global zone ----------------------------------------------
+
+
+@pytest.fixture
+def smartos_host() -> Iterator[FakeSmartOS]:
+    """Every host command of the test goes to a fake SmartOS global zone."""
+    host = FakeSmartOS()
+    with use_runner(host):
+        yield host
+
+
+@pytest.fixture
+def smartos_backend(smartos_host: FakeSmartOS, tmp_path: Path) -> SmartOSBackend:
+    return SmartOSBackend(str(uuid.uuid4()), tmp_path / "smartos")

@@ -201,16 +201,17 @@ def test_machines_report_node_states_only(
 def test_update_resizes_and_renames(
     backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
 ) -> None:
+    # whole GiB: SmartOS quotas are in GiB
     machine = create_running(backend, image_spec, machine_spec, ram_mb=256, disk_mb=1024)
     params = MachineUpdateSchema().load(
-        {"uuid": machine["uuid"], "alias": "web1", "ram_mb": 512, "disk_mb": 1536}
+        {"uuid": machine["uuid"], "alias": "web1", "ram_mb": 512, "disk_mb": 2048}
     )
     updated = valid_machine(backend.machine_update(params))
-    assert (updated["alias"], updated["ram_mb"], updated["disk_mb"]) == ("web1", 512, 1536)
+    assert (updated["alias"], updated["ram_mb"], updated["disk_mb"]) == ("web1", 512, 2048)
     assert updated["state"] == "running"
     assert backend.machine_load(machine["uuid"]) == {**backend.machine_load(machine["uuid"]),
                                                       "alias": "web1", "ram_mb": 512,
-                                                      "disk_mb": 1536}
+                                                      "disk_mb": 2048}
 
 
 def test_update_of_an_unknown_machine_is_not_found(backend: NodeBackend) -> None:

@@ -1,0 +1,206 @@
+"""The SmartOS backend by contract: exact vmadm/imgadm/zfs argument lists, and the recorded
+outputs of those tools (data/smartos/, in the formats of smartos-live's man pages) parsed into
+the wire shapes. Nothing here runs on SmartOS; the conformance test runs the same backend
+against a fake global zone (smartos_host.py)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.backends.base import BackendError, ImageNotFound
+from agents.backends.host import vmadm
+from agents.backends.host.cmd import use_runner
+from agents.backends.smartos import LIST_FIELDS, SmartOSBackend
+from schemas.agent import MachineStatusSchema, MachineUpdateSchema, SysinfoSchema
+from tests.unit.agents.recorded import RecordedHost
+from tests.unit.agents.smartos_host import FakeSmartOS, recorded
+
+VM1 = "1a2b3c4d-0000-4000-8000-000000000001"
+IMAGE = "e75c9d82-3156-11e5-9d5e-1b5d6c1a9e4f"
+LIST_ARGV = ("vmadm", "list", "-p", "-o", ",".join(LIST_FIELDS))
+CHILDREN_ARGV = ("zfs", "list", "-Hp", "-t", "filesystem", "-o", "name,used", "-r", "-d", "1",
+                 "zones")
+POOL_ARGV = ("zfs", "list", "-Hp", "-t", "filesystem", "-o", "name,used,available", "zones")
+
+
+def backend(tmp_path: Path) -> SmartOSBackend:
+    return SmartOSBackend("44454c4c-4800-1034-804a-b2c04f354d32", tmp_path)
+
+
+def test_vmadm_list_p_parses_every_row() -> None:
+    rows = vmadm.parse_list(recorded("vmadm-list-p.txt"), LIST_FIELDS)
+    assert [r["state"] for r in rows] == ["running", "stopped", "provisioning", "failed"]
+    # the timestamp's own colons stay in the last field
+    assert rows[0]["boot_timestamp"] == "2024-11-20T10:11:12.345Z"
+    assert rows[1]["boot_timestamp"] == ""
+
+
+def test_status_from_recorded_outputs(tmp_path: Path) -> None:
+    host = RecordedHost({
+        ("sysinfo",): recorded("sysinfo.json"),
+        LIST_ARGV: recorded("vmadm-list-p.txt"),
+        CHILDREN_ARGV: recorded("zfs-list-children.txt"),
+        POOL_ARGV: recorded("zfs-list-pool.txt"),
+        ("imgadm", "list", "-j"): recorded("imgadm-list-j.json"),
+    })
+    with use_runner(host):
+        status = backend(tmp_path).status()
+    machines = {m["alias"]: m for m in status["machines"]}
+    assert all(MachineStatusSchema().validate(m) == {} for m in machines.values())
+    assert machines["web0"] == {
+        "uuid": VM1, "alias": "web0", "state": "running", "image_uuid": IMAGE,
+        "ram_mb": 1024, "disk_mb": 25 * 1024, "disk_used_mb": 1300,
+        "boot_time": 1732097472.345,
+    }
+    assert {a: m["state"] for a, m in machines.items()} == {
+        "web0": "running", "db0": "stopped", "build": "provisioning", "old": "failed"}
+    assert machines["db0"]["boot_time"] is None and machines["db0"]["disk_used_mb"] == 50
+    assert status["images"] == [IMAGE]
+    assert status["pool_size_mb"] == (85899345920 + 3752005959680) // 2**20
+    assert status["pool_used_mb"] == 85899345920 // 2**20
+    # memory promised to running and provisioning zones (1024 + 512)
+    assert status["ram_free_mb"] == 196514 - 1536
+
+
+def test_sysinfo_from_the_recorded_sysinfo(tmp_path: Path) -> None:
+    with use_runner(RecordedHost({("sysinfo",): recorded("sysinfo.json")})):
+        info = backend(tmp_path).sysinfo()
+    assert SysinfoSchema().validate(SysinfoSchema().dump(info)) == {}
+    assert info == {**info, "backend": "smartos", "hostname": "cn07", "cpus": 32,
+                    "ram_mb": 196514, "pool_size_mb": 3575 * 1024, "boot_time": 1732012345.0,
+                    "nic_tags": ["admin", "external", "internal"], "kernel": "20240919T005514Z",
+                    "system_type": "SunOS"}
+
+
+def test_snapshots_from_vmadm_get_and_zfs(tmp_path: Path) -> None:
+    host = RecordedHost({
+        ("vmadm", "get", VM1): recorded("vmadm-get.json"),
+        ("zfs", "list", "-Hp", "-t", "snapshot", "-o", "name,used", "-d", "1", f"zones/{VM1}"):
+            recorded("zfs-list-snapshots.txt"),
+    })
+    with use_runner(host):
+        snapshots = backend(tmp_path).snapshot_list(VM1)
+    assert snapshots == [
+        {"name": "before-upgrade", "created_at": 1732176000.0, "size_mb": 2},
+        {"name": "after-upgrade", "created_at": 1732181400.0, "size_mb": 1},
+    ]
+
+
+def test_an_unknown_zone_is_not_found(tmp_path: Path) -> None:
+    host = RecordedHost({(*LIST_ARGV, f"uuid={VM1}"): ""})
+    with use_runner(host), pytest.raises(BackendError) as exc:
+        backend(tmp_path).machine_start(VM1)
+    assert exc.value.code == "MachineNotFound"
+    assert host.calls == [(*LIST_ARGV, f"uuid={VM1}")]
+
+
+# -- argument lists, through the fake global zone --------------------------------------------
+
+
+@pytest.fixture
+def node(smartos_host: FakeSmartOS, tmp_path: Path) -> SmartOSBackend:
+    return backend(tmp_path)
+
+
+def spec(**kw: Any) -> dict[str, Any]:
+    return {"uuid": str(uuid.uuid4()), "alias": "web0", "owner_uuid": str(uuid.uuid4()),
+            "image_uuid": IMAGE, "ram_mb": 1024, "disk_mb": 10240, "cpu_cap": 200,
+            "vcpus": 2, "max_lwps": 2000, "tags": {"role": "web"}, "metadata": {"a": 1}, **kw}
+
+
+def test_create_sends_the_payload_on_stdin(node: SmartOSBackend, smartos_host: FakeSmartOS
+                                           ) -> None:
+    smartos_host.images[IMAGE] = json.loads(recorded("imgadm-get.json"))["manifest"]
+    wanted = spec(disk_mb=10000)
+    node.machine_create(wanted)
+    create = [(argv, data) for argv, data in smartos_host.calls if argv[:2] == ("vmadm", "create")]
+    assert [argv for argv, _ in create] == [("vmadm", "create")]
+    assert json.loads(create[0][1] or b"") == {
+        "uuid": wanted["uuid"], "alias": "web0", "hostname": "web0", "brand": "joyent-minimal",
+        "image_uuid": IMAGE, "owner_uuid": wanted["owner_uuid"], "max_physical_memory": 1024,
+        "max_locked_memory": 1024, "max_swap": 1024, "quota": 10, "max_lwps": 2000,
+        "autoboot": True, "tags": {"role": "web"}, "customer_metadata": {"a": "1"},
+        "cpu_cap": 200,
+    }
+    assert ("imgadm", "get", IMAGE) in smartos_host.argvs("imgadm")
+
+
+def test_create_without_the_image_does_not_call_vmadm_create(
+    node: SmartOSBackend, smartos_host: FakeSmartOS
+) -> None:
+    with pytest.raises(ImageNotFound):
+        node.machine_create(spec())
+    assert not [a for a in smartos_host.argvs("vmadm") if a[1] == "create"]
+
+
+def test_update_stop_start_reboot_and_snapshot_commands(
+    node: SmartOSBackend, smartos_host: FakeSmartOS
+) -> None:
+    smartos_host.images[IMAGE] = json.loads(recorded("imgadm-get.json"))["manifest"]
+    machine = node.machine_create(spec())
+    vm = machine["uuid"]
+    smartos_host.calls.clear()
+    node.machine_update(MachineUpdateSchema().load({"uuid": vm, "alias": "web1", "ram_mb": 2048,
+                                                    "disk_mb": 20480, "cpu_cap": 400}))
+    node.machine_stop(vm)
+    node.machine_start(vm)
+    node.machine_reboot(vm)
+    node.snapshot_create(vm, "s1")
+    node.snapshot_rollback(vm, "s1")
+    node.snapshot_delete(vm, "s1")
+    node.machine_destroy(vm)
+    changes = [a for a in smartos_host.argvs("vmadm") if a[1] not in ("list", "get")]
+    assert changes == [
+        ("vmadm", "update", vm), ("vmadm", "stop", vm), ("vmadm", "start", vm),
+        ("vmadm", "reboot", vm), ("vmadm", "create-snapshot", vm, "s1"),
+        ("vmadm", "rollback-snapshot", vm, "s1"), ("vmadm", "delete-snapshot", vm, "s1"),
+        ("vmadm", "delete", vm),
+    ]
+    update_stdin = next(data for argv, data in smartos_host.calls if argv[1] == "update")
+    assert json.loads(update_stdin or b"") == {
+        "alias": "web1", "max_physical_memory": 2048, "max_locked_memory": 2048,
+        "max_swap": 2048, "quota": 20, "cpu_cap": 400}
+
+
+def test_image_install_checks_the_file_before_imgadm(
+    node: SmartOSBackend, smartos_host: FakeSmartOS, busybox_image: dict[str, Any]
+) -> None:
+    bad = {**busybox_image, "files": [{**busybox_image["files"][0], "sha256": "0" * 64}]}
+    with pytest.raises(BackendError) as exc:
+        node.image_ensure_present(bad)
+    assert exc.value.code == "ImageChecksumMismatch"
+    assert not [a for a in smartos_host.argvs("imgadm") if a[1] == "install"]
+    assert not [p for p in node.work_dir.iterdir() if not p.name.startswith(".")]
+
+    record = node.image_ensure_present(busybox_image)
+    installs = [a for a in smartos_host.argvs("imgadm") if a[1] == "install"]
+    assert installs == [("imgadm", "install", "-m", str(node.work_dir / f"{record['uuid']}.json"),
+                         "-f", str(node.work_dir / f"{record['uuid']}.file"))]
+    manifest = smartos_host.images[record["uuid"]]
+    assert manifest["files"][0]["size"] == busybox_image["files"][0]["size"]
+    assert record["name"] == "busybox"
+
+
+def test_image_from_a_zone_is_a_zfs_send_stream(
+    node: SmartOSBackend, smartos_host: FakeSmartOS
+) -> None:
+    from tests.support.agent_images import FileServer
+
+    smartos_host.images[IMAGE] = json.loads(recorded("imgadm-get.json"))["manifest"]
+    vm = node.machine_create(spec())["uuid"]
+    new = str(uuid.uuid4())
+    server = FileServer()
+    try:
+        node.image_create_from_machine(vm, {"uuid": new, "name": "x"},
+                                       {"url": server.url("up"), "headers": {}})
+    finally:
+        server.close()
+    snapshot = f"zones/{vm}@image-{new}"
+    assert smartos_host.argvs("zfs")[-3:] == [("zfs", "snapshot", snapshot),
+                                             ("zfs", "send", snapshot),
+                                             ("zfs", "destroy", snapshot)]
