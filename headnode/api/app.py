@@ -24,8 +24,6 @@ from headnode.api.cloudapi import blueprints as cloudapi
 from headnode.api.files import is_file_upload
 from headnode.api.ops import accounts, images, machines, packages, ping, servers
 from headnode.api.ops import jobs as job_views
-from headnode.api.ops import keys as account_keys
-from headnode.api.ops import networks as network_views
 from headnode.config import HeadnodeSettings, get_settings
 from headnode.services.context import JobQueue, ServiceContext
 from headnode.services.errors import ServiceError
@@ -42,8 +40,7 @@ MAX_BODY_BYTES = 1 << 20
 # A client's request id is echoed only if it is short and plain, so it is safe in logs.
 CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
-BLUEPRINT_MODULES = (ping, servers, machines, job_views, packages, images, accounts, nodes,
-                     network_views, account_keys)
+BLUEPRINT_MODULES = (ping, servers, machines, job_views, packages, images, accounts, nodes)
 
 # CloudAPI's names for the HTTP errors werkzeug raises on its own.
 HTTP_CODES = {

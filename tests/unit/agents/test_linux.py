@@ -7,7 +7,9 @@ process, btrfs qgroups), not from the backend's own records.
 from __future__ import annotations
 
 import os
+import signal
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -19,10 +21,13 @@ from agents.backends.base import BackendError
 from agents.backends.host import btrfs, runc
 from agents.backends.host.cmd import HostCommandError
 from agents.backends.linux import LinuxBackend
-from schemas.agent import MachineUpdateSchema
-from tests.support.agent_images import FileServer
+from agents.backends.storage import BtrfsStorage
+from agents.config import load_settings
+from agents.runner import make_backend
+from schemas.agent import ImageSpecSchema, MachineUpdateSchema
+from tests.support.agent_images import FileServer, busybox_tarball, file_entry
 from tests.support.btrfs import LoopPool
-from tests.unit.agents.conftest import make_linux
+from tests.unit.agents.conftest import IMAGE_TOKEN, make_linux
 
 SpecFactory = Callable[..., dict[str, Any]]
 MIB = 1024 * 1024
@@ -202,3 +207,56 @@ def test_an_image_without_a_file_is_refused(linux_backend: LinuxBackend) -> None
         linux_backend.image_ensure_present({"uuid": str(uuid.uuid4()), "name": "x",
                                             "files": [], "source": None})
     assert exc.value.code == "ImageFileMissing"
+
+
+def test_stop_kills_a_machine_that_ignores_sigterm(btrfs_pool: LoopPool, spec: SpecFactory,
+                                                   busybox_image: dict[str, Any]) -> None:
+    impatient = LinuxBackend(str(uuid.uuid4()), "linux-test", BtrfsStorage(btrfs_pool.mount),
+                             runc_root=btrfs_pool.runc_root, stop_timeout=0.5)
+    impatient.image_ensure_present(busybox_image)
+    machine = impatient.machine_create(spec())
+    try:
+        state = runc.state(impatient.runc_root, machine["uuid"])
+        assert state is not None
+        os.kill(state["pid"], signal.SIGSTOP)  # a stopped init cannot act on SIGTERM
+        started = time.monotonic()
+        assert impatient.machine_stop(machine["uuid"])["state"] == "stopped"
+        assert time.monotonic() - started >= 0.5
+        assert runc.state(impatient.runc_root, machine["uuid"]) is None
+    finally:
+        impatient.machine_destroy(machine["uuid"])
+
+
+@pytest.mark.parametrize("compression", ["bzip2", "xz", "none"])
+def test_images_in_every_compression(linux_backend: LinuxBackend, image_server: FileServer,
+                                     machine_spec: SpecFactory, compression: str) -> None:
+    name = f"busybox-{compression}.tar"
+    image_server.files.setdefault(name, busybox_tarball(compression))
+    image = ImageSpecSchema().load({
+        "uuid": str(uuid.uuid4()), "name": "busybox",
+        "files": [file_entry(image_server.files[name], compression)],
+        "source": {"url": image_server.url(name), "headers": dict(IMAGE_TOKEN)}})
+    linux_backend.image_ensure_present(image)
+    machine = linux_backend.machine_create(machine_spec(image_uuid=image["uuid"]))
+    assert inside(linux_backend, machine["uuid"], "echo", "hello").strip() == "hello"
+
+
+def test_an_interrupted_rollback_is_finished_at_start(node: LinuxBackend, spec: SpecFactory,
+                                                      btrfs_pool: LoopPool) -> None:
+    machine = node.machine_create(spec())
+    node.machine_stop(machine["uuid"])
+    zones = btrfs_pool.mount / "zones"
+    # the agent died between moving the dataset aside and putting the snapshot in its place
+    os.rename(zones / machine["uuid"], zones / f"{machine['uuid']}.rollback")
+    restarted = make_linux(btrfs_pool)
+    assert (zones / machine["uuid"]).is_dir()
+    assert not (zones / f"{machine['uuid']}.rollback").exists()
+    assert restarted.machine_start(machine["uuid"])["state"] == "running"
+
+
+def test_the_runner_builds_a_linux_backend(btrfs_pool: LoopPool, tmp_path: Path) -> None:
+    settings = load_settings(backend="linux", pool=str(btrfs_pool.mount), data_dir=tmp_path,
+                             runc_root=btrfs_pool.runc_root)
+    backend = make_backend(settings)
+    assert isinstance(backend, LinuxBackend)
+    assert backend.sysinfo()["backend"] == "linux"
