@@ -2,7 +2,8 @@
 ``/bin/busybox`` and a few applet links, packed as a reproducible tar.gz, and its manifest.
 
 The same busybox binary always gives the same file (fixed times, owners and gzip header), so
-the same sha256 and the same image uuid: importing it twice is recognised as one image.
+the same sha256 and, under one name, the same image uuid: importing it twice is recognised
+as one image.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_BUSYBOX = Path("/bin/busybox")
-APPLETS = ("sh", "sleep", "hostname", "cat", "echo", "dd", "ls")
+APPLETS = ("sh", "sleep", "hostname", "cat", "echo", "dd", "ls", "rm", "sync", "mkdir", "touch")
 DIRECTORIES = ("bin", "dev", "etc", "proc", "sys", "tmp", "root", "var", "run")
-#: images made here get uuids in their own namespace, from their file's sha256
+#: images made here get uuids in their own namespace, from their name and file's sha256
 NAMESPACE = uuidlib.UUID("6f1d3c1e-3b57-4a43-9a0c-1f1b2d8c5e10")
 PT_INTERP = 3
 
@@ -94,7 +95,7 @@ def rootfs_tar_gz(busybox: Path) -> bytes:
 def manifest_for(data: bytes, version: str, name: str = "busybox") -> dict[str, Any]:
     sha256 = hashlib.sha256(data).hexdigest()
     return {
-        "uuid": str(uuidlib.uuid5(NAMESPACE, sha256)),
+        "uuid": str(uuidlib.uuid5(NAMESPACE, f"{name}:{sha256}")),
         "name": name,
         "version": version,
         "os": "linux",
