@@ -50,6 +50,19 @@ def services(cloud: Any) -> ServiceContext:
     return ServiceContext(settings)
 
 
+def _home_with_key(base: Path, signer: Signer) -> Path:
+    """A HOME whose ~/.ssh holds the signer's key pair (the CLI finds it by fingerprint)."""
+    ssh = base / ".ssh"
+    ssh.mkdir(mode=0o700)
+    private = signer.private.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.TraditionalOpenSSL,
+                                           serialization.NoEncryption())
+    (ssh / "id_rsa").write_bytes(private)
+    (ssh / "id_rsa").chmod(0o600)
+    (ssh / "id_rsa.pub").write_text(signer.public_line + "\n")
+    return base
+
+
 @pytest.fixture(scope="module")
 def tenant(cloud: Any, services: ServiceContext,
            tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
@@ -60,15 +73,7 @@ def tenant(cloud: Any, services: ServiceContext,
                                        "gateway": "10.99.0.1"})
     signer = Signer("alice")
     keys.create_key(services, seeded["account"]["uuid"], "first", signer.public_line)
-    home = tmp_path_factory.mktemp("home")
-    ssh = home / ".ssh"
-    ssh.mkdir(mode=0o700)
-    private = signer.private.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.TraditionalOpenSSL,
-                                           serialization.NoEncryption())
-    (ssh / "id_rsa").write_bytes(private)
-    (ssh / "id_rsa").chmod(0o600)
-    (ssh / "id_rsa.pub").write_text(signer.public_line + "\n")
+    home = _home_with_key(tmp_path_factory.mktemp("home"), signer)
     return {"home": home, "signer": signer, "seeded": seeded}
 
 
@@ -77,13 +82,12 @@ def cloudapi_url(cloud: Any) -> str:
     return f"http://{cloud.env['SDC_API_BIND']}"
 
 
-@pytest.fixture(scope="module")
-def triton(triton_bin: str, tenant: dict[str, Any], cloudapi_url: str) -> Any:
+def triton_runner(triton_bin: str, home: Path, account: str, key_id: str,
+                  url: str) -> Any:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SDC_", "TRITON_", "SSH_AUTH_SOCK"))}
-    env.update({"HOME": str(tenant["home"]), "TRITON_URL": cloudapi_url,
-                "TRITON_ACCOUNT": "alice", "TRITON_KEY_ID": tenant["signer"].fingerprint,
-                "NO_COLOR": "1"})
+    env.update({"HOME": str(home), "TRITON_URL": url, "TRITON_ACCOUNT": account,
+                "TRITON_KEY_ID": key_id, "NO_COLOR": "1"})
 
     def run(*args: str, ok: bool = True) -> str:
         done = subprocess.run([triton_bin, *args], capture_output=True, text=True, env=env,
@@ -94,6 +98,24 @@ def triton(triton_bin: str, tenant: dict[str, Any], cloudapi_url: str) -> Any:
         return output
 
     return run
+
+
+@pytest.fixture(scope="module")
+def triton(triton_bin: str, tenant: dict[str, Any], cloudapi_url: str) -> Any:
+    return triton_runner(triton_bin, tenant["home"], "alice", tenant["signer"].fingerprint,
+                         cloudapi_url)
+
+
+@pytest.fixture(scope="module")
+def operator_triton(triton_bin: str, cloud: Any, services: ServiceContext, cloudapi_url: str,
+                    tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """An operator's CLI (``--act-as`` works for operators only)."""
+    account = cloud.api.post("/ops/accounts", {"login": "operator1", "operator": True,
+                                               "email": "ops@example.com"})
+    signer = Signer("operator1")
+    keys.create_key(services, account["uuid"], "ops", signer.public_line)
+    home = _home_with_key(tmp_path_factory.mktemp("ops-home"), signer)
+    return triton_runner(triton_bin, home, "operator1", signer.fingerprint, cloudapi_url)
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +206,25 @@ def test_snapshots(triton: Any, instance: dict[str, Any]) -> None:
     listed = triton("inst", "snapshot", "list", "web1")
     line = next(row for row in listed.splitlines() if "snap1" in row)
     assert "created" in line
+
+
+def test_operator_acts_as_alice_and_is_recorded(operator_triton: Any, triton: Any,
+                                                instance: dict[str, Any]) -> None:
+    listed = operator_triton("--act-as", "alice", "inst", "list")
+    assert "web1" in listed
+    out = operator_triton("--act-as", "alice", "inst", "tag", "set", "web1", "by=ops")
+    assert json.loads(out)["by"] == "ops"
+    operator_triton("--act-as", "alice", "inst", "stop", "-w", "web1")
+    audit = [json.loads(line) for line in triton("inst", "audit", "-j", "web1").splitlines()
+             if line.strip()]
+    assert audit[0]["action"] == "stop"
+    assert audit[0]["caller"]["operator"] == "operator1"
+    assert audit[0]["caller"]["account"] == "alice"
+    assert audit[0]["caller"]["keyId"].startswith("/operator1/keys/")
+    # a plain tenant may not act as another account
+    refused = triton("--act-as", "operator1", "inst", "list", ok=False)
+    assert "NotAuthorized" in refused or "permission" in refused
+    triton("inst", "start", "-w", "web1")
 
 
 def test_rename_then_delete(triton: Any, instance: dict[str, Any]) -> None:
