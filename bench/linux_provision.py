@@ -45,7 +45,7 @@ from tests.support.wait import wait_until  # noqa: E402
 
 SDC = str(Path(sys.executable).parent / "sdc")
 TOKEN = "bench-token"
-PACKAGE = {"name": "lx-256m", "memory": 256, "disk": 512}
+PACKAGE: dict[str, Any] = {"name": "lx-256m", "memory": 256, "disk": 512}
 POLL = 0.005
 
 
@@ -91,9 +91,11 @@ def provision_once(api: OpsClient, engine: Any, image_uuid: str, i: int) -> tupl
     started = time.time()
     machine = api.post("/ops/machines", {"owner": "bench", "package": PACKAGE["name"],
                                          "image": image_uuid, "alias": f"lx-{i}"})
-    execution, finished = wait_until(lambda: job_row(engine, machine["job_uuid"]),
-                                     timeout=300, interval=POLL,
-                                     message=f"provision {i} to finish")
+    row: tuple[str, float] | None = wait_until(lambda: job_row(engine, machine["job_uuid"]),
+                                               timeout=300, interval=POLL,
+                                               message=f"provision {i} to finish")
+    assert row is not None
+    execution, finished = row
     if execution != "succeeded":
         job = api.get(f"/ops/jobs/{machine['job_uuid']}")
         raise SystemExit(f"provision {i} failed: {job['error']}")
