@@ -107,6 +107,10 @@ def receive_node_upload(ctx: ServiceContext, image_uuid: str,
     if image.state != "creating":
         raise Conflict(f"image {image_uuid} is {image.state}, not being created",
                        code="InvalidState")
+    if image.files:
+        # The first complete upload wins: a second run of the same task (a re-sent agent
+        # step) must not swap the file under the report of the first.
+        raise Conflict(f"image {image_uuid} has its file already", code="InvalidState")
     stored = ImageStore(ctx.settings).receive(image_uuid, chunks, None)
     measured = {"sha256": stored.sha256, "size": stored.size}
     with ctx.transaction() as session:

@@ -134,6 +134,10 @@ def test_a_node_uploads_an_image_being_made(client: FlaskClient, sdc: Any,
         assert row.files == [measured] and row.state == "creating"
     assert store.path(image.uuid).read_bytes() == DATA
 
+    second = client.put(path_and_query(upload["url"]), data=b"another run", headers=RAW)
+    assert second.status_code == 409
+    assert store.path(image.uuid).read_bytes() == DATA
+
     source = store.source_for(SERVER, image)["url"]
     assert client.put(path_and_query(source), data=DATA, headers=RAW).status_code == 403
     done = make_image(sdc, name="done", state="active")
