@@ -43,6 +43,9 @@ class HeadnodeSettings:
     reservation_ratio: float = setting(0.15, "Share of each server's RAM kept for the system.")
     pool_usable_ratio: float = setting(0.94, "Share of each pool usable for machines.")
     max_machines_per_server: int = setting(224, "Machine count limit per server.")
+    capacity_history_interval: float = setting(300.0, "Seconds between capacity history "
+                                               "snapshots (fleet utilization).")
+    capacity_history_days: float = setting(30.0, "Days a capacity history snapshot is kept.")
 
     @property
     def resolved_database_url(self) -> str:

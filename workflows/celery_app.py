@@ -14,7 +14,8 @@ from schemas.agent import HEADNODE_QUEUE
 
 def make_app(settings: HeadnodeSettings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("sdc", broker=settings.redis_url, include=["workflows.tasks"])
+    app = Celery("sdc", broker=settings.redis_url,
+                 include=["workflows.tasks", "workflows.capacity_tasks"])
     app.conf.update(
         task_default_queue=HEADNODE_QUEUE,
         task_serializer="json",
@@ -37,6 +38,9 @@ def make_app(settings: HeadnodeSettings | None = None) -> Celery:
         beat_schedule={
             "reconcile": {"task": "workflows.reconcile", "schedule": settings.reconcile_interval,
                           "options": {"expires": settings.reconcile_interval * 2}},
+            "capacity-snapshot": {"task": "workflows.capacity_snapshot",
+                                  "schedule": settings.capacity_history_interval,
+                                  "options": {"expires": settings.capacity_history_interval}},
         },
     )
     return app

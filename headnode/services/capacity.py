@@ -107,8 +107,9 @@ def _claim_image(session: Session, server_uuid: str, image_uuid: str | None,
         .values(server_uuid=server_uuid, image_uuid=image_uuid, size_mb=image_mb,
                 created_at=utcnow())
         .on_conflict_do_nothing()
-    )
-    return image_mb if added.rowcount == 1 else 0  # type: ignore[attr-defined]
+        .returning(ServerImage.image_uuid)
+    ).first()
+    return image_mb if added is not None else 0
 
 
 def _move(

@@ -45,3 +45,14 @@ def load_owner_machines(session: Session, owner_uuid: str | None) -> list[Machin
 def load_snapshot(session: Session, owner_uuid: str | None = None,
                   only: str | None = None) -> Snapshot:
     return Snapshot(load_servers(session, only), load_owner_machines(session, owner_uuid))
+
+
+def state_of(server: Server) -> ServerState:
+    """The placement view of a loaded server row (reports; decisions use load_servers)."""
+    return ServerState(
+        server.uuid, server.hostname, server.status, server.setup, server.reserved,
+        server.headnode, server.backend, server.traits or {}, server.ram_mb, server.cpus,
+        server.disk_mb, server.ram_inflight_mb + server.ram_committed_mb,
+        server.disk_inflight_mb + server.disk_committed_mb,
+        server.cpu_inflight + server.cpu_committed, server.images_mb, server.machine_count,
+        server.capped_count, server.uncapped_count)

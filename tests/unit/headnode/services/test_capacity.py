@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from headnode.placement.allocator import Policy
+from headnode.placement.state import Policy
 from headnode.services import capacity
 from headnode.store.models import Job, Reservation, new_uuid
 from tests.unit.headnode.services.conftest import (
@@ -185,3 +185,47 @@ def test_concurrent_reserve_never_overcommits(ctx: Any) -> None:
     row = server_row(ctx, server.uuid)
     assert row.ram_inflight_mb == 5 * 1700 and row.machine_count == 5
     assert reservation_states(ctx) == {"held": 5}
+
+
+def test_reserve_guards_capness_and_cpu_shares(ctx: Any) -> None:
+    server = make_server(ctx, cpus=2)  # 2 * 100 % * 4.0 = 800 shares
+    ok, capped = reserve(ctx, server.uuid, ram=100, disk=100, cpu=500)
+    assert ok
+    assert not reserve(ctx, server.uuid, ram=100, disk=100, cpu=0)[0]  # uncapped: capness
+    assert not reserve(ctx, server.uuid, ram=100, disk=100, cpu=301)[0]  # 800 - 500 < 301
+    assert reserve(ctx, server.uuid, ram=100, disk=100, cpu=300)[0]
+    row = server_row(ctx, server.uuid)
+    assert (row.capped_count, row.uncapped_count, row.cpu_inflight) == (2, 0, 800)
+    with ctx.transaction() as session:
+        capacity.commit(session, capped)
+        capacity.release(session, capped)
+    row = server_row(ctx, server.uuid)
+    assert (row.capped_count, row.uncapped_count, row.machine_count) == (1, 0, 1)
+
+
+def test_release_frees_an_uncapped_servers_capness(ctx: Any) -> None:
+    server = make_server(ctx)
+    _, machine = reserve(ctx, server.uuid, cpu=0)
+    assert not reserve(ctx, server.uuid, cpu=100)[0]
+    with ctx.transaction() as session:
+        assert capacity.release(session, machine)
+    assert server_row(ctx, server.uuid).uncapped_count == 0
+    assert reserve(ctx, server.uuid, cpu=100)[0]
+
+
+def test_image_room_is_claimed_once_and_given_back_on_refusal(ctx: Any) -> None:
+    server = make_server(ctx, disk_mb=10000)  # 9400 usable
+    image = new_uuid()
+    assert not reserve_image(ctx, server.uuid, image, disk=9000, image_mb=500)
+    assert server_row(ctx, server.uuid).images_mb == 0  # the refusal took its claim back
+    assert reserve_image(ctx, server.uuid, image, disk=8000, image_mb=500)
+    assert reserve_image(ctx, server.uuid, image, disk=900, image_mb=500)  # image is there
+    row = server_row(ctx, server.uuid)
+    assert (row.images_mb, row.disk_inflight_mb) == (500, 8900)
+
+
+def reserve_image(ctx: Any, server_uuid: str, image_uuid: str, disk: int,
+                  image_mb: int) -> bool:
+    with ctx.transaction() as session:
+        return capacity.reserve(session, server_uuid, new_uuid(), new_uuid(), 100, disk, 100,
+                                POLICY, image_uuid, image_mb)

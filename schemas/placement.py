@@ -1,0 +1,182 @@
+"""Wire formats of placement and capacity planning (``/ops/allocate``, ``/ops/capacity``)."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from schemas.ops import RequestSchema
+
+#: one simulation places at most this many machines and adds at most this many servers
+MAX_SIMULATED = 20_000
+
+AffinityRules = fields.List(
+    fields.String(validate=validate.Length(min=1, max=512)), validate=validate.Length(max=32),
+    metadata={"description": "CloudAPI affinity rules: instance==web1, role!=db, "
+                             "instance!=~web*, instance==/^db/"})
+
+
+# ---------------------------------------------------------------------------- allocate
+
+
+class AllocateRequest(RequestSchema):
+    package = fields.String(required=True, validate=validate.Length(min=1),
+                            metadata={"description": "package uuid or name"})
+    image = fields.String(required=True, validate=validate.Length(min=1),
+                          metadata={"description": "image uuid or name"})
+    owner = fields.String(validate=validate.Length(min=1),
+                          metadata={"description": "account uuid or login (affinity, spread)"})
+    affinity = AffinityRules
+    dry_run = fields.Boolean(load_default=True, validate=validate.Equal(
+        True, error="only dry runs: create a machine to allocate for real"))
+
+
+class Step(Schema):
+    name = fields.String()
+    reason = fields.String()
+    removed = fields.Integer(metadata={"description": "servers this step removed"})
+    remaining = fields.Integer(metadata={"description": "servers left after it"})
+
+
+class AllocateAnswer(Schema):
+    dry_run = fields.Boolean()
+    server_uuid = fields.String(allow_none=True)
+    hostname = fields.String(allow_none=True)
+    considered = fields.Integer()
+    steps = fields.List(fields.Nested(Step))
+    reasons = fields.Dict(keys=fields.String(), values=fields.Integer())
+    scores = fields.Dict(keys=fields.String(), values=fields.Float(),
+                         metadata={"description": "the chosen server's weighted scores"})
+    message = fields.String()
+    package = fields.String()
+    image = fields.String()
+    owner_uuid = fields.String(allow_none=True)
+
+
+# ---------------------------------------------------------------------------- capacity
+
+
+class Amounts(Schema):
+    total = fields.Integer()
+    provisioned = fields.Integer(metadata={"description": "machines on their nodes"})
+    reserved = fields.Integer(metadata={"description": "provisions in flight"})
+    free = fields.Integer(metadata={"description": "what placement can still give"})
+
+
+class ServerCapacity(Schema):
+    uuid = fields.String()
+    hostname = fields.String()
+    placeable = fields.Boolean()
+    machines = fields.Integer()
+    images_mb = fields.Integer()
+    ram_mb = fields.Nested(Amounts)
+    cpu = fields.Nested(Amounts, metadata={"description": "percent of a CPU, overprovisioned"})
+    disk_mb = fields.Nested(Amounts)
+
+
+class FleetCapacity(Schema):
+    servers = fields.Integer()
+    placeable_servers = fields.Integer()
+    machines = fields.Integer()
+    ram_mb = fields.Nested(Amounts)
+    cpu = fields.Nested(Amounts)
+    disk_mb = fields.Nested(Amounts)
+
+
+class PackageFit(Schema):
+    uuid = fields.String()
+    name = fields.String()
+    memory = fields.Integer()
+    disk = fields.Integer()
+    cpu_cap = fields.Integer()
+    fits = fields.Integer(metadata={"description": "more machines of it that fit, packed "
+                                                   "server by server"})
+
+
+class CapacityAnswer(Schema):
+    servers = fields.List(fields.Nested(ServerCapacity))
+    fleet = fields.Nested(FleetCapacity)
+    packages = fields.List(fields.Nested(PackageFit))
+
+
+# ---------------------------------------------------------------------------- simulate
+
+
+class ServerTemplate(RequestSchema):
+    ram_mb = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    cpus = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    disk_mb = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    count = fields.Integer(load_default=1, strict=True,
+                           validate=validate.Range(min=1, max=MAX_SIMULATED))
+    backend = fields.String(validate=validate.Length(min=1, max=16))
+    traits = fields.Dict(keys=fields.String())
+
+
+class PlaceItem(RequestSchema):
+    package = fields.String(required=True, validate=validate.Length(min=1))
+    count = fields.Integer(required=True, strict=True,
+                           validate=validate.Range(min=1, max=MAX_SIMULATED))
+    affinity = AffinityRules
+    alias = fields.String(validate=validate.Length(min=1, max=64), metadata={
+        "description": "the placed machines are named <alias>1, <alias>2... (for affinity)"})
+
+
+class SimulateRequest(RequestSchema):
+    add_servers = fields.List(fields.Nested(ServerTemplate), validate=validate.Length(max=100))
+    remove_servers = fields.List(fields.UUID(), validate=validate.Length(max=10_000))
+    place = fields.List(fields.Nested(PlaceItem), required=True,
+                        validate=validate.Length(min=1, max=100))
+    owner = fields.String(validate=validate.Length(min=1),
+                          metadata={"description": "whose machines the affinity rules see"})
+
+
+class Placement(Schema):
+    package = fields.String()
+    requested = fields.Integer()
+    placed = fields.Integer()
+    refused = fields.Integer()
+    servers = fields.Dict(keys=fields.String(), values=fields.Integer(),
+                          metadata={"description": "hostname -> machines placed"})
+    refusal = fields.String(allow_none=True)
+
+
+class FreeRoom(Schema):
+    ram_mb = fields.Integer()
+    cpu = fields.Integer()
+    disk_mb = fields.Integer()
+
+
+class SimulatedServer(Schema):
+    uuid = fields.String()
+    hostname = fields.String()
+    added = fields.Boolean()
+    placeable = fields.Boolean()
+    machines = fields.Integer()
+    machines_placed = fields.Integer()
+    free = fields.Nested(FreeRoom)
+
+
+class SimulateAnswer(Schema):
+    placements = fields.List(fields.Nested(Placement))
+    servers = fields.List(fields.Nested(SimulatedServer))
+    fleet_free = fields.Nested(FreeRoom)
+    packages = fields.List(fields.Nested(PackageFit))
+    removed = fields.List(fields.String())
+
+
+# ---------------------------------------------------------------------------- history
+
+
+class HistoryQuery(Schema):
+    since = fields.DateTime(metadata={
+        "description": "ISO 8601 (UTC when no offset); only snapshots taken at or after it"})
+    limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=10_000))
+
+
+class HistoryPoint(Schema):
+    taken_at = fields.DateTime()
+    servers = fields.Integer()
+    placeable_servers = fields.Integer()
+    machines = fields.Integer()
+    ram_mb = fields.Nested(Amounts)
+    cpu = fields.Nested(Amounts)
+    disk_mb = fields.Nested(Amounts)
