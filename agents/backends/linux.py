@@ -81,6 +81,8 @@ class LinuxBackend:
         self._usage: dict[str, int] = {}
         self._pool: tuple[int, int] = (0, 0)
         self._usage_at = -math.inf
+        self._container_cache: dict[str, dict[str, Any]] = {}
+        self._containers_at = -math.inf
 
     # -- node facts ---------------------------------------------------------------------------
 
@@ -118,7 +120,7 @@ class LinuxBackend:
         }
 
     def list_machines(self) -> list[dict[str, Any]]:
-        containers = {c["id"]: c for c in runc.list_containers(self.runc_root)}
+        containers = self._containers()
         usage = self._disk_usage()
         with self._lock:
             records = [dict(r) for r in self._records.values()]
@@ -330,7 +332,10 @@ class LinuxBackend:
         if runc.state(self.runc_root, uuid) is not None:
             runc.delete(self.runc_root, uuid, force=True)  # a dead container of a past boot
         bundle = self._write_bundle(record)
-        runc.run_detached(self.runc_root, bundle, uuid, bundle / "console.log")
+        try:
+            runc.run_detached(self.runc_root, bundle, uuid, bundle / "console.log")
+        finally:
+            self._invalidate_usage()
 
     def _halt(self, uuid: str) -> None:
         """SIGTERM, then SIGKILL once ``stop_timeout`` has passed; then forget the container."""
@@ -345,6 +350,7 @@ class LinuxBackend:
                     runc.kill(self.runc_root, uuid, "KILL")
                 self._wait_stopped(uuid, 10.0)
         runc.delete(self.runc_root, uuid, force=True)
+        self._invalidate_usage()
 
     def _wait_stopped(self, uuid: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -460,6 +466,23 @@ class LinuxBackend:
     def _invalidate_usage(self) -> None:
         with self._lock:
             self._usage_at = -math.inf
+            self._containers_at = -math.inf
+
+    def _containers(self) -> dict[str, dict[str, Any]]:
+        """``runc list`` (a Go binary start, ~20 ms), asked again only after an operation,
+        every ``usage_ttl`` seconds, or at once when a running container's init process is
+        gone (checked in /proc, which costs microseconds)."""
+        with self._lock:
+            cached, at = self._container_cache, self._containers_at
+        fresh = time.monotonic() - at < self.usage_ttl
+        if fresh and all(_same_process(c) for c in cached.values()
+                         if c["status"] in RUNNING_STATUSES):
+            return cached
+        containers = {c["id"]: {**c, "starttime": _process_start(c.get("pid") or 0)}
+                      for c in runc.list_containers(self.runc_root)}
+        with self._lock:
+            self._container_cache, self._containers_at = containers, time.monotonic()
+        return containers
 
 
 def _snapshot_dict(snapshot: Snapshot) -> dict[str, Any]:
@@ -501,6 +524,22 @@ def _parse_runc_time(text: str) -> float:
     base, fraction, zone = match.groups()
     parsed = datetime.fromisoformat(base + ("+00:00" if zone == "Z" else zone))
     return parsed.timestamp() + (float("0." + fraction) if fraction else 0.0)
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (field 22 of /proc/PID/stat), None if it is gone or
+    a zombie (a pid alone could have been reused by another process)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def _same_process(container: dict[str, Any]) -> bool:
+    start = container.get("starttime")
+    return start is not None and _process_start(container.get("pid") or 0) == start
 
 
 def _meminfo_mb(field: str) -> int:

@@ -260,3 +260,20 @@ def test_the_runner_builds_a_linux_backend(btrfs_pool: LoopPool, tmp_path: Path)
     backend = make_backend(settings)
     assert isinstance(backend, LinuxBackend)
     assert backend.sysinfo()["backend"] == "linux"
+
+
+def test_status_sees_a_dead_container_at_once(node: LinuxBackend, spec: SpecFactory) -> None:
+    machine = node.machine_create(spec())
+    assert {m["uuid"]: m["state"] for m in node.status()["machines"]}[machine["uuid"]] == \
+        "running"
+    state = runc.state(node.runc_root, machine["uuid"])
+    assert state is not None
+    os.kill(state["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the kernel reaps it asynchronously
+        states = {m["uuid"]: m["state"] for m in node.status()["machines"]}
+        if states[machine["uuid"]] == "stopped":
+            break
+        time.sleep(0.05)
+    assert states[machine["uuid"]] == "stopped"
+    assert time.monotonic() < deadline - 4  # well within the cache's lifetime
