@@ -19,8 +19,8 @@ APPLETS = ("sh", "sleep", "hostname", "cat", "echo", "dd", "ls", "rm", "sync", "
 DIRS = ("bin", "dev", "etc", "proc", "sys", "tmp", "root")
 
 
-def busybox_tarball(compression: str = "gzip") -> bytes:
-    """A root filesystem with bin/busybox and symlinks for :data:`APPLETS`."""
+def busybox_tarball(compression: str = "gzip", applets: tuple[str, ...] = APPLETS) -> bytes:
+    """A root filesystem with bin/busybox and symlinks for ``applets``."""
     mode = {"gzip": "w:gz", "bzip2": "w:bz2", "xz": "w:xz", "none": "w"}[compression]
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode=mode) as archive:  # type: ignore[call-overload]
@@ -29,7 +29,7 @@ def busybox_tarball(compression: str = "gzip") -> bytes:
             info.type, info.mode = tarfile.DIRTYPE, 0o1777 if name == "tmp" else 0o755
             archive.addfile(info)
         archive.add(str(BUSYBOX), "bin/busybox")
-        for applet in APPLETS:
+        for applet in applets:
             info = tarfile.TarInfo(f"bin/{applet}")
             info.type, info.linkname = tarfile.SYMTYPE, "busybox"
             archive.addfile(info)

@@ -109,6 +109,35 @@ def test_resize_changes_memory_and_disk_limits(node: LinuxBackend, spec: SpecFac
         assert int(limit) == ram * MIB
         group = qgroup_of(btrfs_pool, f"zones/{machine['uuid']}")
         assert group is not None and group.max_referenced == disk * MIB
+    node.machine_update(MachineUpdateSchema().load(
+        {"uuid": machine["uuid"], "cpu_cap": 150, "max_lwps": 77}))
+    assert cgroup_file(node, machine["uuid"], "cpu", "cpu.cfs_quota_us") == "150000"
+    assert cgroup_file(node, machine["uuid"], "pids", "pids.max") == "77"
+    node.machine_update(MachineUpdateSchema().load({"uuid": machine["uuid"], "cpu_cap": 0}))
+    assert cgroup_file(node, machine["uuid"], "cpu", "cpu.cfs_quota_us") == "-1"
+    # the limits survive a reboot: the bundle was rewritten
+    node.machine_reboot(machine["uuid"])
+    assert cgroup_file(node, machine["uuid"], "pids", "pids.max") == "77"
+    assert int(cgroup_file(node, machine["uuid"], "memory", "memory.limit_in_bytes")) == 128 * MIB
+
+
+def test_a_machine_that_cannot_boot_fails_and_is_removable(
+    linux_backend: LinuxBackend, image_server: FileServer, machine_spec: SpecFactory,
+    btrfs_pool: LoopPool,
+) -> None:
+    image_server.files.setdefault("no-shell.tar", busybox_tarball("none", applets=()))
+    image = ImageSpecSchema().load({
+        "uuid": str(uuid.uuid4()), "name": "no-shell",
+        "files": [file_entry(image_server.files["no-shell.tar"], "none")],
+        "source": {"url": image_server.url("no-shell.tar"), "headers": dict(IMAGE_TOKEN)}})
+    linux_backend.image_ensure_present(image)
+    spec = machine_spec(image_uuid=image["uuid"])
+    with pytest.raises(HostCommandError) as exc:
+        linux_backend.machine_create(spec)
+    assert "/bin/sh" in exc.value.message  # runc's own words reach the head node
+    assert linux_backend.machine_load(spec["uuid"])["state"] == "failed"
+    assert linux_backend.machine_destroy(spec["uuid"])["state"] == "destroyed"
+    assert not (btrfs_pool.mount / "zones" / spec["uuid"]).exists()
 
 
 def test_rename_applies_at_the_next_boot(node: LinuxBackend, spec: SpecFactory) -> None:
