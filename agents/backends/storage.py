@@ -83,7 +83,17 @@ class BtrfsStorage:
                                 "(make one with `sdc agent pool create`)")
         for path in (self.images, self.zones, self.state_dir):
             path.mkdir(exist_ok=True)
+        self._ensure_quotas()
         self._finish_interrupted_rollbacks()
+
+    def _ensure_quotas(self) -> None:
+        """Qgroups enforce the disk quotas: a pool made without them gets them now."""
+        try:
+            btrfs.qgroup_show(self.pool)
+        except HostCommandError as exc:
+            if "quotas not enabled" not in exc.stderr:
+                raise
+            btrfs.quota_enable(self.pool)
 
     # images
 

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
+from agents import pool
 from agents.backends.base import BackendError
-from agents.backends.host import btrfs, runc
+from agents.backends.host import btrfs, loopdev, runc
 from agents.backends.host.cmd import HostCommandError
 from agents.backends.linux import LinuxBackend
 from agents.backends.storage import BtrfsStorage
@@ -26,11 +27,12 @@ from agents.config import load_settings
 from agents.runner import make_backend
 from schemas.agent import ImageSpecSchema, MachineUpdateSchema
 from tests.support.agent_images import FileServer, busybox_tarball, file_entry
-from tests.support.btrfs import LoopPool
+from tests.support.btrfs import LoopPool, missing_host
 from tests.unit.agents.conftest import IMAGE_TOKEN, make_linux
 
 SpecFactory = Callable[..., dict[str, Any]]
 MIB = 1024 * 1024
+pytestmark = pytest.mark.skipif(missing_host() is not None, reason=str(missing_host()))
 
 
 @pytest.fixture
@@ -306,3 +308,18 @@ def test_status_sees_a_dead_container_at_once(node: LinuxBackend, spec: SpecFact
         time.sleep(0.05)
     assert states[machine["uuid"]] == "stopped"
     assert time.monotonic() < deadline - 4  # well within the cache's lifetime
+
+
+def test_a_pool_without_quotas_gets_them(tmp_path: Path) -> None:
+    image, mount = tmp_path / "pool.img", tmp_path / "mnt"
+    with open(image, "wb") as fh:
+        fh.truncate(256 << 20)
+    device = loopdev.attach(image)
+    try:
+        btrfs.mkfs(device)
+        mount.mkdir()
+        loopdev.mount(device, mount)
+        LinuxBackend(str(uuid.uuid4()), "q", BtrfsStorage(mount), runc_root=tmp_path / "runc")
+        assert [g.path for g in btrfs.qgroup_show(mount)] == ["<toplevel>"]
+    finally:
+        pool.destroy(image, mount)
