@@ -2,7 +2,10 @@
 
 A change takes the row lock and is refused while a job holds the machine (``job_uuid``), so
 it never interleaves with a workflow that rewrites the row; the owner is checked in the same
-transaction, and another account's machine is ``NotFound``.
+transaction, and another account's machine is ``NotFound``. With a ``caller``, the change is
+also written as an already finished job, so the machine's audit shows who did it (CloudAPI
+names these actions ``set_metadata``, ``remove_metadata``..., and ``triton ... -w`` waits for
+them there).
 """
 
 from __future__ import annotations
@@ -13,11 +16,19 @@ from typing import Any, Literal
 
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, NotFound
-from headnode.store.models import Machine
+from headnode.store.models import Job, Machine, utcnow
 
 Kind = Literal["tags", "metadata"]
 #: model attribute of each kind
 COLUMNS: dict[str, str] = {"tags": "tags", "metadata": "customer_metadata"}
+#: (kind, change) -> CloudAPI's audit action
+AUDIT_ACTIONS = {
+    ("tags", "add"): "set_tags", ("tags", "replace"): "replace_tags",
+    ("tags", "delete_one"): "remove_tags", ("tags", "delete_all"): "remove_tags",
+    ("metadata", "add"): "set_metadata", ("metadata", "replace"): "replace_metadata",
+    ("metadata", "delete_one"): "remove_metadata",
+    ("metadata", "delete_all"): "replace_metadata",
+}
 
 
 def _is_uuid(value: str) -> bool:
@@ -49,7 +60,8 @@ def read_one(ctx: ServiceContext, machine_uuid: str, owner_uuid: str, kind: Kind
 
 
 def _change(ctx: ServiceContext, machine_uuid: str, owner_uuid: str, kind: Kind,
-            change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+            change: Callable[[dict[str, Any]], dict[str, Any]], action: str,
+            caller: dict[str, Any] | None, params: dict[str, Any]) -> dict[str, Any]:
     with ctx.transaction() as session:
         row = (session.get(Machine, machine_uuid, with_for_update=True)
                if _is_uuid(machine_uuid) else None)
@@ -60,29 +72,39 @@ def _change(ctx: ServiceContext, machine_uuid: str, owner_uuid: str, kind: Kind,
         # A new dict, so the JSON column is seen as changed.
         values = change(dict(getattr(machine, COLUMNS[kind]) or {}))
         setattr(machine, COLUMNS[kind], values)
+        if caller is not None:
+            now = utcnow()
+            session.add(Job(name=AUDIT_ACTIONS[(kind, action)], machine_uuid=machine.uuid,
+                            server_uuid=machine.server_uuid, owner_uuid=machine.owner_uuid,
+                            params=params, caller=caller, execution="succeeded",
+                            created_at=now, started_at=now, finished_at=now))
         return dict(values)
 
 
 def add(ctx: ServiceContext, machine_uuid: str, owner_uuid: str, kind: Kind,
-        values: dict[str, Any]) -> dict[str, Any]:
+        values: dict[str, Any], caller: dict[str, Any] | None = None) -> dict[str, Any]:
     """Set the given keys (others are kept); returns the whole set."""
-    return _change(ctx, machine_uuid, owner_uuid, kind, lambda old: {**old, **values})
+    return _change(ctx, machine_uuid, owner_uuid, kind, lambda old: {**old, **values},
+                   "add", caller, {kind: sorted(values)})
 
 
 def replace(ctx: ServiceContext, machine_uuid: str, owner_uuid: str, kind: Kind,
-            values: dict[str, Any]) -> dict[str, Any]:
-    return _change(ctx, machine_uuid, owner_uuid, kind, lambda _old: dict(values))
+            values: dict[str, Any], caller: dict[str, Any] | None = None) -> dict[str, Any]:
+    return _change(ctx, machine_uuid, owner_uuid, kind, lambda _old: dict(values),
+                   "replace", caller, {kind: sorted(values)})
 
 
 def delete_one(ctx: ServiceContext, machine_uuid: str, owner_uuid: str, kind: Kind,
-               key: str) -> None:
+               key: str, caller: dict[str, Any] | None = None) -> None:
     def without(old: dict[str, Any]) -> dict[str, Any]:
         if key not in old:
             raise NotFound("tag" if kind == "tags" else "metadata key", key)
         return {k: v for k, v in old.items() if k != key}
 
-    _change(ctx, machine_uuid, owner_uuid, kind, without)
+    _change(ctx, machine_uuid, owner_uuid, kind, without, "delete_one", caller, {kind: [key]})
 
 
-def delete_all(ctx: ServiceContext, machine_uuid: str, owner_uuid: str, kind: Kind) -> None:
-    _change(ctx, machine_uuid, owner_uuid, kind, lambda _old: {})
+def delete_all(ctx: ServiceContext, machine_uuid: str, owner_uuid: str, kind: Kind,
+               caller: dict[str, Any] | None = None) -> None:
+    _change(ctx, machine_uuid, owner_uuid, kind, lambda _old: {}, "delete_all", caller,
+            {kind: []})

@@ -190,6 +190,8 @@ def test_tags(triton: Any, instance: dict[str, Any]) -> None:
 
 
 def test_metadata(triton: Any, instance: dict[str, Any]) -> None:
+    # (no -w: the CLI waits for an audit record newer than its own clock after the answer,
+    # and here the change is done, and recorded, before the answer)
     out = triton("inst", "metadata", "set", "web1", "motd=hello")
     assert json.loads(out)["motd"] == "hello"
     assert triton("inst", "metadata", "get", "web1", "motd").strip() == "hello"
@@ -197,6 +199,9 @@ def test_metadata(triton: Any, instance: dict[str, Any]) -> None:
     out = triton("inst", "metadata", "delete", "-f", "web1", "motd")  # -f: no tty to ask on
     assert f'Deleted metadata motd of instance "{instance["id"]}"' in out
     assert json.loads(triton("inst", "metadata", "list", "web1")) == {}
+    audit = [json.loads(line)["action"] for line in
+             triton("inst", "audit", "-j", "web1").splitlines() if line.strip()]
+    assert audit[:2] == ["remove_metadata", "set_metadata"]
 
 
 def test_snapshots(triton: Any, instance: dict[str, Any]) -> None:

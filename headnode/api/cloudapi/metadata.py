@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from headnode.api.cloudapi.common import body_or_query, ctx, tenant
+from headnode.api.cloudapi.common import body_or_query, ctx, job_caller, tenant
 from headnode.services import machine_meta
 from schemas.cloudapi import load_pairs
 
@@ -36,21 +36,23 @@ for kind in KINDS:
 
     def add(uuid: str, kind: str = kind) -> Any:
         values = load_pairs(body_or_query(), kind)
-        return jsonify(machine_meta.add(ctx(), uuid, tenant().uuid, _kind(kind), values))
+        return jsonify(machine_meta.add(ctx(), uuid, tenant().uuid, _kind(kind), values,
+                                        job_caller()))
 
     def replace(uuid: str, kind: str = kind) -> Any:
         values = load_pairs(body_or_query(), kind)
-        return jsonify(machine_meta.replace(ctx(), uuid, tenant().uuid, _kind(kind), values))
+        return jsonify(machine_meta.replace(ctx(), uuid, tenant().uuid, _kind(kind), values,
+                                            job_caller()))
 
     def delete_all(uuid: str, kind: str = kind) -> Any:
-        machine_meta.delete_all(ctx(), uuid, tenant().uuid, _kind(kind))
+        machine_meta.delete_all(ctx(), uuid, tenant().uuid, _kind(kind), job_caller())
         return Response(status=204)
 
     def get_one(uuid: str, key: str, kind: str = kind) -> Any:
         return _value(machine_meta.read_one(ctx(), uuid, tenant().uuid, _kind(kind), key))
 
     def delete_one(uuid: str, key: str, kind: str = kind) -> Any:
-        machine_meta.delete_one(ctx(), uuid, tenant().uuid, _kind(kind), key)
+        machine_meta.delete_one(ctx(), uuid, tenant().uuid, _kind(kind), key, job_caller())
         return Response(status=204)
 
     blp.add_url_rule(base, f"list_{kind}", list_all, methods=["GET"])

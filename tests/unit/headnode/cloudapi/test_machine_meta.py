@@ -48,6 +48,11 @@ def test_metadata_crud(call: Any, world: World, web: str) -> None:
         {"a": "b"}
     assert call(world.alice, "delete", base).status_code == 204
     assert call(world.alice, "get", base).get_json() == {}
+    audit = call(world.alice, "get", f"/my/machines/{web}/audit").get_json()
+    assert [e["action"] for e in audit][:4] == ["replace_metadata", "replace_metadata",
+                                                "remove_metadata", "set_metadata"]
+    assert audit[0]["caller"]["keyId"] == f"/alice/keys/{world.alice.signer.fingerprint}"
+    assert audit[3]["parameters"] == {"metadata": ["motd", "user-script"]}
 
 
 @pytest.mark.parametrize(("kind", "body", "field"), [
