@@ -37,6 +37,7 @@ NOT_ENOUGH_DISK = "lack disk"
 AFFINITY = "break an affinity rule"
 
 Passes = Callable[[ServerState, PlacementRequest, Policy, Context], bool]
+Needed = Callable[[PlacementRequest, Context], bool]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class HardFilter:
     name: str
     reason: str
     passes: Passes
+    #: when given and False for a request, every server would pass: the step is skipped
+    needed: Needed | None = None
 
 
 def excluded(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
@@ -137,17 +140,17 @@ def affinity(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool
 
 #: cheapest and most restrictive first
 DEFAULT_FILTERS: tuple[HardFilter, ...] = (
-    HardFilter("excluded", EXCLUDED, excluded),
+    HardFilter("excluded", EXCLUDED, excluded, lambda r, c: bool(r.exclude)),
     HardFilter("setup", NOT_SETUP, setup),
     HardFilter("running", NOT_RUNNING, running),
     HardFilter("reserved", RESERVED, not_reserved),
     HardFilter("headnode", HEADNODE, not_headnode),
     HardFilter("traits", TRAITS, traits),
-    HardFilter("backend", BACKEND, backend),
+    HardFilter("backend", BACKEND, backend, lambda r, c: bool(r.image_os or r.image_type)),
     HardFilter("vm-count", TOO_MANY_MACHINES, machine_count),
     HardFilter("capness", CAPNESS, capness),
     HardFilter("min-ram", NOT_ENOUGH_RAM, min_ram),
-    HardFilter("min-cpu", NOT_ENOUGH_CPU, min_cpu),
+    HardFilter("min-cpu", NOT_ENOUGH_CPU, min_cpu, lambda r, c: r.cpu_cap > 0),
     HardFilter("min-disk", NOT_ENOUGH_DISK, min_disk),
-    HardFilter("affinity", AFFINITY, affinity),
+    HardFilter("affinity", AFFINITY, affinity, lambda r, c: bool(c.hard_rules)),
 )

@@ -104,7 +104,8 @@ class Pipeline:
         for hard in self.filters:
             passes = hard.passes
             before = len(kept)
-            kept = [s for s in kept if passes(s, request, policy, context)]
+            if hard.needed is None or hard.needed(request, context):
+                kept = [s for s in kept if passes(s, request, policy, context)]
             steps.append(StepResult(hard.name, hard.reason, before - len(kept), len(kept)))
         return kept, steps
 

@@ -1,0 +1,195 @@
+"""``sdc placement explain`` and ``sdc capacity [simulate|history]``: why a machine would go
+where it goes (or nowhere), and what the fleet still holds. Added to :mod:`headnode.cli.main`
+when it is imported."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.table import Table
+
+from headnode.cli.main import (
+    SdcGroup,
+    client,
+    console,
+    emit,
+    fmt_mib,
+    fmt_time,
+    json_option,
+    main,
+)
+
+affinity_option = click.option(
+    "--affinity", "affinity", multiple=True, metavar="RULE",
+    help="Affinity rule, repeatable: instance!=web*, role==database, instance==~db1.")
+
+
+# ---------------------------------------------------------------------------- explain
+
+
+@main.group(cls=SdcGroup)
+def placement() -> None:
+    """Placement decisions, explained."""
+
+
+@placement.command("explain")
+@click.option("--package", required=True, help="Package uuid or name.")
+@click.option("--image", required=True, help="Image uuid or name.")
+@click.option("--owner", help="Account uuid or login (for affinity and owner spread).")
+@affinity_option
+@json_option
+def explain(package: str, image: str, owner: str | None, affinity: tuple[str, ...]) -> None:
+    """Dry-run an allocation: the funnel step by step, then the chosen server or why none."""
+    body: dict[str, Any] = {"package": package, "image": image, "dry_run": True}
+    if owner:
+        body["owner"] = owner
+    if affinity:
+        body["affinity"] = list(affinity)
+    emit(client().post("/ops/allocate", body), render_decision)
+
+
+def render_decision(decision: dict[str, Any]) -> None:
+    con = console()
+    table = Table("step", "removed", "left", "reason", title=(
+        f"{decision.get('considered', 0)} servers considered"))
+    for step in decision.get("steps") or []:
+        removed = int(step.get("removed") or 0)
+        table.add_row(step.get("name", ""), f"[red]{removed}[/]" if removed else "0",
+                      str(step.get("remaining", "")), step.get("reason", "") if removed else "")
+    con.print(table)
+    if decision.get("server_uuid"):
+        scores = ", ".join(f"{k} {v:.2f}" for k, v in (decision.get("scores") or {}).items())
+        con.print(f"[green]{decision.get('message')}[/] ({decision.get('server_uuid')}; "
+                  f"scores: {scores or '-'})", highlight=False)
+    else:
+        con.print(f"[red]{decision.get('message')}[/]", highlight=False)
+
+
+# ---------------------------------------------------------------------------- capacity
+
+
+@main.group(cls=SdcGroup, invoke_without_command=True)
+@json_option
+@click.pass_context
+def capacity(ctx: click.Context) -> None:
+    """The fleet's RAM, CPU and disk, and how many more machines of each package fit."""
+    if ctx.invoked_subcommand is None:
+        emit(client().get("/ops/capacity"), render_capacity)
+
+
+def amounts(row: dict[str, Any], resource: str, mib: bool = True) -> list[str]:
+    values = row.get(resource) or {}
+    show = fmt_mib if mib else (lambda v: f"{v} %")
+    return [show(int(values.get(part) or 0)) for part in ("total", "provisioned", "reserved",
+                                                           "free")]
+
+
+def render_capacity(report: dict[str, Any]) -> None:
+    con = console()
+    servers = Table("server", "placeable", "machines", "RAM total", "prov.", "reserved", "free",
+                    "CPU total", "prov.", "reserved", "free", "disk total", "prov.",
+                    "reserved", "free", title="servers")
+    for srv in report.get("servers") or []:
+        servers.add_row(srv.get("hostname") or srv.get("uuid", ""),
+                        "yes" if srv.get("placeable") else "no", str(srv.get("machines", 0)),
+                        *amounts(srv, "ram_mb"), *amounts(srv, "cpu", mib=False),
+                        *amounts(srv, "disk_mb"))
+    fleet = report.get("fleet") or {}
+    servers.add_row(f"[bold]fleet ({fleet.get('placeable_servers', 0)}/"
+                    f"{fleet.get('servers', 0)} placeable)[/]", "", str(fleet.get("machines", 0)),
+                    *amounts(fleet, "ram_mb"), *amounts(fleet, "cpu", mib=False),
+                    *amounts(fleet, "disk_mb"), end_section=True)
+    con.print(servers)
+    packages = Table("package", "RAM", "disk", "cpu cap", "more that fit", title="packages")
+    for pkg in report.get("packages") or []:
+        packages.add_row(pkg.get("name", ""), fmt_mib(pkg.get("memory")), fmt_mib(pkg.get("disk")),
+                         str(pkg.get("cpu_cap") or "-"), str(pkg.get("fits", 0)))
+    con.print(packages)
+
+
+def parse_place(ctx: click.Context, param: click.Parameter,
+                values: tuple[str, ...]) -> list[tuple[str, int]]:
+    items = []
+    for value in values:
+        name, sep, count = value.rpartition("=")
+        if not sep or not name or not count.isdigit() or int(count) < 1:
+            raise click.BadParameter(f"{value!r} is not PACKAGE=COUNT", ctx=ctx, param=param)
+        items.append((name, int(count)))
+    return items
+
+
+@capacity.command("simulate")
+@click.option("--add-servers", type=click.IntRange(min=0), default=0,
+              help="Add this many servers made from the template below.")
+@click.option("--ram-mb", type=click.IntRange(min=1), default=262_144, show_default=True)
+@click.option("--cpus", type=click.IntRange(min=1), default=48, show_default=True)
+@click.option("--disk-gb", type=click.IntRange(min=1), default=3_336, show_default=True)
+@click.option("--remove", "remove", multiple=True, metavar="UUID",
+              help="Leave this server out (repeatable).")
+@click.option("--place", "place", multiple=True, required=True, callback=parse_place,
+              metavar="PACKAGE=COUNT", help="Machines to place, in order (repeatable).")
+@click.option("--owner", help="Account whose machines the affinity rules see.")
+@affinity_option
+@json_option
+def simulate(add_servers: int, ram_mb: int, cpus: int, disk_gb: int, remove: tuple[str, ...],
+             place: list[tuple[str, int]], owner: str | None,
+             affinity: tuple[str, ...]) -> None:
+    """What if: add or remove servers, then place machines as creates would. Nothing is
+    written. Placed machines are named <package>1, <package>2...; --affinity applies to
+    every --place."""
+    body: dict[str, Any] = {"place": [
+        {"package": name, "count": count, **({"affinity": list(affinity)} if affinity else {})}
+        for name, count in place]}
+    if add_servers:
+        body["add_servers"] = [{"ram_mb": ram_mb, "cpus": cpus, "disk_mb": disk_gb * 1024,
+                                "count": add_servers}]
+    if remove:
+        body["remove_servers"] = list(remove)
+    if owner:
+        body["owner"] = owner
+    emit(client().post("/ops/capacity/simulate", body), render_simulation)
+
+
+def render_simulation(answer: dict[str, Any]) -> None:
+    con = console()
+    placements = Table("package", "asked", "placed", "refused", "on", "why not",
+                       title="placements")
+    for item in answer.get("placements") or []:
+        on = ", ".join(f"{host} {n}" for host, n in sorted((item.get("servers") or {}).items()))
+        placements.add_row(item.get("package", ""), str(item.get("requested", 0)),
+                           str(item.get("placed", 0)), str(item.get("refused", 0)), on or "-",
+                           item.get("refusal") or "")
+    con.print(placements)
+    left = Table("server", "new", "placed", "machines", "RAM free", "CPU free", "disk free",
+                 title="what is left")
+    for srv in answer.get("servers") or []:
+        free = srv.get("free") or {}
+        left.add_row(srv.get("hostname") or srv.get("uuid", ""), "yes" if srv.get("added") else "",
+                     str(srv.get("machines_placed", 0)), str(srv.get("machines", 0)),
+                     fmt_mib(free.get("ram_mb")), f"{free.get('cpu', 0)} %",
+                     fmt_mib(free.get("disk_mb")))
+    con.print(left)
+    fits = ", ".join(f"{p.get('name')} {p.get('fits')}" for p in answer.get("packages") or [])
+    con.print(f"then still fit: {fits or '-'}", highlight=False)
+
+
+@capacity.command("history")
+@click.option("--since", metavar="ISO8601", help="Only snapshots taken at or after it.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@json_option
+def history(since: str | None, limit: int) -> None:
+    """Fleet utilization over time (one snapshot per SDC_CAPACITY_HISTORY_INTERVAL)."""
+    emit(client().get("/ops/capacity/history", {"since": since, "limit": limit}),
+         render_history)
+
+
+def render_history(points: list[dict[str, Any]]) -> None:
+    table = Table("taken", "servers", "machines", "RAM used", "RAM free", "disk free")
+    for pt in points:
+        ram = pt.get("ram_mb") or {}
+        used = int(ram.get("provisioned") or 0) + int(ram.get("reserved") or 0)
+        table.add_row(fmt_time(pt.get("taken_at")), str(pt.get("servers", 0)),
+                      str(pt.get("machines", 0)), fmt_mib(used), fmt_mib(ram.get("free")),
+                      fmt_mib((pt.get("disk_mb") or {}).get("free")))
+    console().print(table)
