@@ -148,8 +148,10 @@ class LinuxBackend:
             file = transfer.download(image, download)
             root = self.storage.image_begin(uuid)
             tar.extract(download, root, file["compression"])
+            unpacked_mb = math.ceil(_tree_bytes(root) / MIB)
             _write_json(manifest, {"uuid": uuid, "name": image.get("name", ""),
-                                   "version": image.get("version", ""), "file": file})
+                                   "version": image.get("version", ""), "file": file,
+                                   "size_mb": unpacked_mb})
             self.storage.image_seal(uuid)
         except BaseException:
             # nothing of a failed import stays in the pool
@@ -164,9 +166,11 @@ class LinuxBackend:
             manifest = json.loads((self.manifests_dir / f"{uuid}.json").read_text())
         except FileNotFoundError:
             manifest = {}
+        size_mb = manifest.get("size_mb")
+        if size_mb is None:  # imported by an older agent: measure the pool
+            size_mb = math.ceil(self.storage.image_size(uuid) / MIB)
         return {"uuid": uuid, "name": manifest.get("name", ""),
-                "version": manifest.get("version", ""),
-                "size_mb": math.ceil(self.storage.image_size(uuid) / MIB)}
+                "version": manifest.get("version", ""), "size_mb": size_mb}
 
     # -- machines -----------------------------------------------------------------------------
 
@@ -329,7 +333,9 @@ class LinuxBackend:
 
     def _boot(self, record: dict[str, Any]) -> None:
         uuid = record["uuid"]
-        if runc.state(self.runc_root, uuid) is not None:
+        # runc keeps a container's state in <root>/<id>/: no directory, nothing to clean up
+        # (saves a runc start on every create)
+        if (self.runc_root / uuid).exists() and runc.state(self.runc_root, uuid) is not None:
             runc.delete(self.runc_root, uuid, force=True)  # a dead container of a past boot
         bundle = self._write_bundle(record)
         try:
@@ -378,8 +384,11 @@ class LinuxBackend:
         with self._lock:
             record = dict(self._records[uuid])
             provisioning = uuid in self._provisioning
-        return self._describe(record, runc.state(self.runc_root, uuid), self._disk_usage(),
-                              provisioning)
+        # the usage figures as last measured: an operation's answer need not wait for a
+        # qgroup scan (status reports refresh them)
+        with self._lock:
+            usage = dict(self._usage)
+        return self._describe(record, runc.state(self.runc_root, uuid), usage, provisioning)
 
     def _describe(
         self,
@@ -524,6 +533,16 @@ def _parse_runc_time(text: str) -> float:
     base, fraction, zone = match.groups()
     parsed = datetime.fromisoformat(base + ("+00:00" if zone == "Z" else zone))
     return parsed.timestamp() + (float("0." + fraction) if fraction else 0.0)
+
+
+def _tree_bytes(root: Path) -> int:
+    """Bytes of the regular files under ``root`` (an unpacked image, before it is sealed)."""
+    total = 0
+    for directory, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(directory, name)).st_size
+    return total
 
 
 def _process_start(pid: int) -> str | None:
