@@ -254,7 +254,11 @@ def test_signatures_through_the_real_server(tenant: dict[str, Any], cloudapi_url
                                             cloud: Any) -> None:
     signer: Signer = tenant["signer"]
     good = signer.headers("get", "/my")
-    assert _get(cloudapi_url, "/my", good).status_code == 200
+    answer = _get(cloudapi_url, "/my", {**good, "Accept-Version": "~9||~8"})
+    assert answer.status_code == 200
+    assert answer.headers["Api-Version"] == "9.0.0"
+    # (no Server check here: gunicorn drops the app's Server header and sends its own)
+    assert answer.headers["x-request-id"]
 
     unknown = Signer("alice")
     answer = _get(cloudapi_url, "/my", unknown.headers("get", "/my"))
