@@ -34,8 +34,10 @@ class HeadnodeSettings:
                                         "is unknown (CNAPI: 5 s interval + a miss + 1 s).")
     reconcile_interval: float = setting(5.0, "Seconds between heartbeat reconciliations and "
                                         "job-deadline sweeps.")
-    agent_resend_interval: float = setting(30.0, "Seconds an agent step waits for an answer "
-                                           "before its (idempotent) task is sent again.")
+    resend_interval: float = setting(30.0, "Seconds a job waits for a message it sent (its "
+                                     "first step, an agent task) to be taken up or answered "
+                                     "before sending it again; every such message is "
+                                     "idempotent.")
     broker_visibility_timeout: float = setting(60.0, "Seconds before a message taken by a "
                                                "worker that died unacknowledged is delivered "
                                                "again (head-node tasks all take well under "

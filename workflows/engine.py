@@ -126,8 +126,10 @@ def new_job(
     params: dict[str, Any] | None = None,
     caller: dict[str, Any] | None = None,
     job_uuid: str | None = None,
+    resend_after: float = QUEUED_GRACE_SECONDS,
 ) -> Job:
-    """Add a queued job to the session; the caller enqueues it after its commit."""
+    """Add a queued job to the session; the caller enqueues it after its commit. If that
+    message is lost, the sweep sends it again ``resend_after`` seconds later."""
     workflow = REGISTRY[workflow_name]
     params = dict(params or {})
     params["chain"] = [s.name for s in workflow.chain]
@@ -144,7 +146,7 @@ def new_job(
         phase="chain",
         step_index=0,
         attempt=1,
-        step_deadline=time.time() + QUEUED_GRACE_SECONDS,
+        step_deadline=time.time() + resend_after,
         chain_results=[],
         onerror_results=[],
         **job_kwargs,
@@ -327,7 +329,7 @@ class Engine:
         assert op is not None
         # Wake the sweep before the real deadline, to ask again if no answer came by then.
         job.step_deadline = min(self._entry(job)["deadline"],
-                                time.time() + self.settings.agent_resend_interval)
+                                time.time() + self.settings.resend_interval)
         after.append(lambda: self.transport.send_agent(server_uuid, op, params, reply))
 
     def _run_local(self, session: Session, job: Job, step: Step, entry: dict[str, Any],

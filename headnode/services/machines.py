@@ -183,7 +183,8 @@ def _create_records(ctx: ServiceContext, body: dict[str, Any],
         )
         session.add(machine)
         allocate_nics(session, machine, owner.uuid, body.get("networks"))
-        new_job(session, "provision", machine_uuid=machine_uuid, server_uuid=server_uuid,
+        new_job(session, "provision", resend_after=ctx.settings.resend_interval,
+                machine_uuid=machine_uuid, server_uuid=server_uuid,
                 owner_uuid=owner.uuid, caller=caller, job_uuid=job_uuid,
                 params={"package": package.name, "image": image.uuid})
     return machine, job_uuid
@@ -227,7 +228,8 @@ def start_machine_job(ctx: ServiceContext, machine_uuid: str, workflow: str,
                            code="InvalidState")
         _lock_for_job(session, machine, job_uuid)
         params = prepare(session, machine, job_uuid) if prepare else None
-        new_job(session, workflow, machine_uuid=machine.uuid, server_uuid=machine.server_uuid,
+        new_job(session, workflow, resend_after=ctx.settings.resend_interval,
+                machine_uuid=machine.uuid, server_uuid=machine.server_uuid,
                 owner_uuid=machine.owner_uuid, caller=caller, job_uuid=job_uuid,
                 params=params)
     _enqueue(ctx, job_uuid)

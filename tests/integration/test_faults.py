@@ -11,8 +11,8 @@ import pytest
 from tests.support.wait import wait_until
 
 # Short recovery times so the test does not wait out production-sized timeouts: a message
-# held by a dead worker comes back after 5 s, an unanswered agent task is re-sent after 3 s.
-CLOUD_ENV = {"SDC_BROKER_VISIBILITY_TIMEOUT": "5", "SDC_AGENT_RESEND_INTERVAL": "3"}
+# held by a dead worker comes back after 5 s, a lost job or agent message is re-sent after 3 s.
+CLOUD_ENV = {"SDC_BROKER_VISIBILITY_TIMEOUT": "5", "SDC_RESEND_INTERVAL": "3"}
 
 
 @pytest.fixture(scope="module")

@@ -385,7 +385,7 @@ def test_sweep_asks_an_unanswering_agent_again_before_the_deadline(
     job_uuid = start(ctx, "t-patient")
     engine.run_step(job_uuid, 1)
     first = transport.agent.popleft()  # this call or its answer is lost
-    resend_at = time.time() + ctx.settings.agent_resend_interval + 1
+    resend_at = time.time() + ctx.settings.resend_interval + 1
     assert engine.sweep(now=resend_at) == 1
     server, op, params, reply = transport.agent.popleft()
     assert (server, op, params, reply) == first  # the same call, for the same attempt
