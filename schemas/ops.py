@@ -225,6 +225,10 @@ class Machine(Schema):
     job_uuid = fields.String(allow_none=True)
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
+    ips = fields.List(fields.String())
+    primary_ip = fields.String(allow_none=True)
+    networks = fields.List(fields.String(), metadata={"description": "network uuids"})
+    nics = fields.List(fields.Dict())
 
     def _metadata(self, obj: Any) -> Any:
         if isinstance(obj, dict):
@@ -244,6 +248,9 @@ class MachineCreate(RequestSchema):
     tags = fields.Dict(keys=fields.String(), values=TagValue())
     metadata = fields.Dict(keys=fields.String(), values=fields.String())
     server_uuid = fields.UUID(metadata={"description": "place on this server (operators only)"})
+    networks = fields.List(fields.String(validate=validate.Length(min=1)),
+                           metadata={"description": "network uuids or names (default: the "
+                                     "owner's default network)"})
     affinity = fields.List(fields.String(validate=validate.Length(min=1, max=512)),
                            validate=validate.Length(max=32), metadata={
                                "description": "CloudAPI affinity rules, e.g. instance!=web*"})

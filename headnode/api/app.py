@@ -24,6 +24,8 @@ from headnode.api.cloudapi import blueprints as cloudapi
 from headnode.api.files import is_file_upload
 from headnode.api.ops import accounts, images, machines, packages, ping, servers
 from headnode.api.ops import jobs as job_views
+from headnode.api.ops import keys as account_keys
+from headnode.api.ops import networks as network_views
 from headnode.api.ops import placement as placement_views
 from headnode.config import HeadnodeSettings, get_settings
 from headnode.services.context import JobQueue, ServiceContext
@@ -42,7 +44,8 @@ MAX_BODY_BYTES = 1 << 20
 CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 BLUEPRINT_MODULES = (ping, servers, machines, job_views, packages, images, accounts, nodes,
-                     placement_views)
+                     placement_views,
+                     network_views, account_keys)
 
 # CloudAPI's names for the HTTP errors werkzeug raises on its own.
 HTTP_CODES = {

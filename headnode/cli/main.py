@@ -927,6 +927,7 @@ def fetch_machine(machine_uuid: str) -> dict[str, Any] | None:
 
 # Commands kept in modules of their own add themselves to the groups above.
 from headnode.cli import images as _images  # noqa: E402, F401
+from headnode.cli import networks as _networks  # noqa: E402, F401
 from headnode.cli import placement as _placement  # noqa: E402, F401
 
 if __name__ == "__main__":  # `python -m headnode.cli.main`, as `sdc up` starts its children

@@ -418,6 +418,10 @@ DEMO_LOGIN = "demo"
 DEMO_PACKAGES = {"small": (1024, 10 * 1024), "large": (4096, 40 * 1024)}
 DEMO_IMAGE = ("base-64-lts", "24.4.1")
 DEMO_MACHINES = 6
+#: the public network demo machines get their addresses on
+DEMO_NETWORK = {"name": "external", "subnet": "10.88.0.0/24", "gateway": "10.88.0.1",
+                "provision_start_ip": "10.88.0.10", "provision_end_ip": "10.88.0.250",
+                "resolvers": ["10.88.0.1"], "description": "made by sdc up --demo"}
 
 
 def run_demo(cloud: Cloud) -> None:
@@ -457,6 +461,8 @@ def ensure_demo_catalog(ops: OpsClient) -> None:
         if name not in names:
             ops.post("/ops/packages", {"name": name, "memory": memory, "disk": disk,
                                        "description": f"demo package ({name})"})
+    if not ops.get("/ops/networks"):
+        ops.post("/ops/networks", DEMO_NETWORK)
 
 
 def ensure_demo_image(ops: OpsClient) -> str:

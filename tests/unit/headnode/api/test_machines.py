@@ -21,7 +21,7 @@ pytest.importorskip("headnode.services.machines")
 MACHINE_FIELDS = {
     "uuid", "alias", "owner_uuid", "package_uuid", "image_uuid", "server_uuid", "state",
     "ram_mb", "disk_mb", "cpu_cap", "vcpus", "brand", "tags", "metadata", "job_uuid",
-    "created_at", "updated_at",
+    "created_at", "updated_at", "ips", "primary_ip", "networks", "nics",
 }
 
 
