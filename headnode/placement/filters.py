@@ -22,7 +22,7 @@ from headnode.placement.state import (
     unreserved_ram,
 )
 
-EXCLUDED = "were excluded by the request"
+EXCLUDED = "were taken by concurrent provisions"
 NOT_SETUP = "are not set up"
 NOT_RUNNING = "are not running"
 RESERVED = "are reserved"

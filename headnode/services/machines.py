@@ -130,16 +130,23 @@ def _place(session: Session, ctx: ServiceContext, request: PlacementRequest,
     """Pick a server and hold room on it; refuse with every reason when none fits."""
     policy = policy_for(ctx)
     attempt = request
+    lost: set[str] = set()
     for _ in range(PLACEMENT_ATTEMPTS):
         decision = DEFAULT_PIPELINE.decide(_fleet(session, request.owner_uuid, only),
                                            attempt, policy)
         if decision.server is None:
             raise InsufficientCapacity(decision.explain(attempt), decision.reasons)
-        if capacity.reserve(session, decision.server.uuid, machine_uuid, job_uuid,
-                            request.ram_mb, request.disk_mb, request.cpu_cap, policy,
+        chosen = decision.server.uuid
+        if capacity.reserve(session, chosen, machine_uuid, job_uuid, request.ram_mb,
+                            request.disk_mb, request.cpu_cap, policy,
                             request.image_uuid or None, request.image_mb):
-            return decision.server.uuid
-        attempt = attempt.excluding(decision.server.uuid)  # another provision won the room
+            return chosen
+        # Another provision won the room. The guard waited for it to commit, so a fresh
+        # snapshot shows why (and a refusal names the real reason); a server lost twice is
+        # left out, so the retries always make progress.
+        if chosen in lost:
+            attempt = attempt.excluding(chosen)
+        lost.add(chosen)
     raise InsufficientCapacity("no server could be reserved: the fleet is changing too fast, "
                                "try again", {"lost races": PLACEMENT_ATTEMPTS})
 
