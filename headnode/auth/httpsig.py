@@ -64,6 +64,9 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha512": hashes.SHA512,
 }
 _FAMILIES = {"rsa": rsa.RSAPublicKey, "ecdsa": ec.EllipticCurvePublicKey}
+_CURVE_HASHES: dict[str, hashes.HashAlgorithm] = {
+    "secp256r1": hashes.SHA256(), "secp384r1": hashes.SHA384(), "secp521r1": hashes.SHA512(),
+}
 _PARAM = re.compile(r'\s*([A-Za-z]+)\s*=\s*"([^"]*)"\s*(?:,|$)')
 _MD5_HEX = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){15}$")
 
@@ -269,14 +272,28 @@ def verify_signature(key: ParsedKey, algorithm: str, text: str, signature: bytes
         if isinstance(public, rsa.RSAPublicKey):
             public.verify(signature, data, padding.PKCS1v15(), digest)
         elif isinstance(public, ec.EllipticCurvePublicKey):
-            # http-signature sends ECDSA signatures DER-encoded, as cryptography expects
-            public.verify(signature, data, ec.ECDSA(digest))
+            _verify_ecdsa(public, signature, data, digest)
     except CryptoInvalidSignature as exc:
         raise AuthError("InvalidSignature",
                         "The signature we calculated does not match the one you sent") from exc
     except ValueError as exc:  # a signature of the wrong length or shape
         raise AuthError("InvalidSignature",
                         "The signature we calculated does not match the one you sent") from exc
+
+
+def _verify_ecdsa(public: ec.EllipticCurvePublicKey, signature: bytes, data: bytes,
+                  digest: hashes.HashAlgorithm) -> None:
+    """http-signature sends ECDSA signatures DER-encoded, as cryptography expects. Signers
+    hash with the curve's own size (sshpk: P-384 -> SHA-384), and some name the algorithm
+    ``ecdsa-sha256`` whatever the curve: the curve's hash is tried when the named one fails.
+    """
+    try:
+        public.verify(signature, data, ec.ECDSA(digest))
+    except CryptoInvalidSignature:
+        natural = _CURVE_HASHES.get(public.curve.name)
+        if natural is None or natural.name == digest.name:
+            raise
+        public.verify(signature, data, ec.ECDSA(natural))
 
 
 def _wrong_algorithm(algorithm: str, key: ParsedKey) -> AuthError:
@@ -332,8 +349,19 @@ def request_digest(method: str, path_with_query: str, params: SignatureParams,
     return h.hexdigest()
 
 
+class ReplayCacheUnavailable(ServiceError):
+    """The replay cache cannot be reached: refuse rather than let a replay through."""
+
+    status = 503
+    code = "ServiceUnavailable"
+
+
 def check_replay(cache: ReplayCache, method: str, digest: str, now: float) -> None:
-    first = cache.first_seen(digest, now)
+    try:
+        first = cache.first_seen(digest, now)
+    except redis.RedisError as exc:
+        raise ReplayCacheUnavailable("cannot check this request against replays now "
+                                     "(the replay cache is unreachable); try again") from exc
     if first is None:
         return
     if method.upper() in SAFE_METHODS and now - first <= SAFE_REPEAT_GRACE:

@@ -7,11 +7,19 @@ from email.utils import formatdate
 from typing import Any
 
 import pytest
+import redis
 
 from headnode.auth import httpsig
-from headnode.auth.httpsig import AuthError, NotAuthorized, authenticate
+from headnode.auth.httpsig import (
+    AuthError,
+    NotAuthorized,
+    RedisReplayCache,
+    ReplayCacheUnavailable,
+    authenticate,
+)
 from headnode.services import keys
 from headnode.services.errors import NotFound
+from tests.support.net import free_port
 from tests.unit.headnode.api.conftest import make_account
 from tests.unit.headnode.auth.conftest import KEY_KINDS, private_key, public_line, signed_headers
 
@@ -225,3 +233,17 @@ def test_request_target_keeps_the_bytes_the_client_signed() -> None:
         "/my/machines?tag.role=db%20x"
     assert httpsig.request_target({"PATH_INFO": "/my/keys/a b", "QUERY_STRING": "x=1"}) == \
         "/my/keys/a%20b?x=1"
+
+
+def test_an_ecdsa_key_signing_with_its_curves_hash_under_a_sha256_name(ctx: Any) -> None:
+    tenant = Tenant(ctx, "alice", "ecdsa-p384")
+    # signed with SHA-384 (the curve's hash) but announced as ecdsa-sha256
+    headers = tenant.headers("GET", "/alice", algorithm="ecdsa-sha256")
+    assert authenticate(ctx, "GET", "/alice", headers).login == "alice"
+
+
+def test_an_unreachable_replay_cache_refuses_with_503(ctx: Any, alice: Tenant) -> None:
+    dead = RedisReplayCache(redis.Redis(port=free_port(), socket_connect_timeout=1))
+    with pytest.raises(ReplayCacheUnavailable) as err:
+        authenticate(ctx, "GET", "/alice", alice.headers("GET", "/alice"), replay=dead)
+    assert err.value.status == 503
