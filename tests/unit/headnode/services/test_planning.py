@@ -4,6 +4,7 @@ never write) and the capacity history."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from typing import Any
 
@@ -12,10 +13,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text
 
+from headnode.placement.state import unreserved_cpu, unreserved_disk, unreserved_ram
+from headnode.services import capacity, fleet, placement, planning
 from headnode.services import machines as svc
-from headnode.services import placement, planning
 from headnode.services.errors import InsufficientCapacity, InvalidArgument
-from headnode.store.models import Base, CapacitySnapshot, ServerImage, utcnow
+from headnode.store.models import (
+    Base,
+    CapacitySnapshot,
+    Reservation,
+    Server,
+    ServerImage,
+    utcnow,
+)
 from tests.unit.headnode.services.conftest import (
     add,
     make_account,
@@ -312,3 +321,63 @@ def test_reserved_server_is_not_placeable(ctx: Any, fleet: dict[str, Any]) -> No
     assert kept["placeable"] is False
     assert answer["fleet"]["ram_mb"]["free"] == next(
         s for s in answer["servers"] if s["hostname"] == "cn1")["ram_mb"]["free"]
+
+
+# -- aggregates stay true ---------------------------------------------------------------------
+
+PACKAGES = {"p-small": (1024, 10240, 100), "p-big": (12000, 200_000, 400),
+            "p-uncapped": (2048, 20480, 0)}
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(st.tuples(st.sampled_from(sorted(PACKAGES) + ["release", "commit"]),
+                              st.integers(0, 1000)), min_size=1, max_size=40))
+def test_no_sequence_of_allocations_overcommits(ctx: Any, agg_fleet: list[Any],
+                                                ops: list[tuple[str, int]]) -> None:
+    """Creates, commits and releases in any order: every server's sums equal its live
+    reservations', and stay within what the policy lets it hold."""
+    held: list[str] = []
+    for op, pick in ops:
+        if op in PACKAGES:
+            with contextlib.suppress(InsufficientCapacity):
+                held.append(create(ctx, package=op)["uuid"])
+        elif held:
+            machine = held[pick % len(held)]
+            with ctx.transaction() as session:
+                if op == "commit":
+                    capacity.commit(session, machine)
+                else:
+                    capacity.release(session, machine)
+                    held.remove(machine)
+    policy = svc.policy_for(ctx)
+    with ctx.read() as session:
+        for srv in session.scalars(select(Server)):
+            live = session.scalars(select(Reservation).where(
+                Reservation.server_uuid == srv.uuid,
+                Reservation.state.in_(("held", "committed")))).all()
+            assert srv.ram_inflight_mb + srv.ram_committed_mb == sum(r.ram_mb for r in live)
+            assert srv.cpu_inflight + srv.cpu_committed == sum(r.cpu for r in live)
+            assert srv.machine_count == len(live)
+            assert srv.capped_count == sum(1 for r in live if r.cpu > 0)
+            assert srv.uncapped_count == sum(1 for r in live if r.cpu <= 0)
+            assert not (srv.capped_count and srv.uncapped_count)
+            state = fleet.state_of(srv)
+            assert unreserved_ram(state, policy) >= 0 and unreserved_disk(state, policy) >= 0
+            assert srv.capped_count == 0 or unreserved_cpu(state, policy) >= 0
+    with ctx.transaction() as session:  # hypothesis reuses the fixture: start clean
+        for machine in held:
+            capacity.release(session, machine)
+        session.execute(text("DELETE FROM jobs"))
+        session.execute(text("DELETE FROM reservations"))
+        session.execute(text("DELETE FROM machines"))
+        session.execute(text("DELETE FROM server_images"))
+        session.execute(text("UPDATE servers SET images_mb = 0"))
+
+
+@pytest.fixture
+def agg_fleet(ctx: Any, fleet: dict[str, Any]) -> list[Any]:
+    for name, (memory, disk, cpu_cap) in PACKAGES.items():
+        make_package(ctx, name=name, memory=memory, disk=disk, cpu_cap=cpu_cap)
+    return [fleet["server"], make_server(ctx, hostname="cn2", ram_mb=16384, cpus=2,
+                                         disk_mb=400_000)]
