@@ -34,13 +34,11 @@ class CloudApiError(Exception):
 
 @dataclass(frozen=True)
 class Tenant:
-    """The account whose objects a request may touch, and how the caller got there."""
+    """The account whose objects a request may touch (the signer's, or the one an operator
+    acts as)."""
 
     uuid: str
     login: str
-    email: str
-    created_at: Any
-    updated_at: Any
 
 
 def ctx() -> ServiceContext:
@@ -136,8 +134,7 @@ def resolve_tenant(path_login: str) -> None:
     if path_login.lower() in RESERVED_LOGINS - {MY}:
         raise CloudApiError(404, "ResourceNotFound", f"{path_login} does not exist")
     account = accounts.get_account(ctx(), caller.target_uuid)
-    g.tenant = Tenant(account.uuid, account.login, account.email, account.created_at,
-                      account.updated_at)
+    g.tenant = Tenant(account.uuid, account.login)
     g.job_caller = {
         **caller.as_job_caller(),
         "type": "signature",
