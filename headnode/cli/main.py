@@ -931,4 +931,8 @@ from headnode.cli import networks as _networks  # noqa: E402, F401
 from headnode.cli import placement as _placement  # noqa: E402, F401
 
 if __name__ == "__main__":  # `python -m headnode.cli.main`, as `sdc up` starts its children
-    main()
+    # Run the importable module, not this __main__ copy of it: the modules imported above
+    # add their commands to the groups of that one.
+    from headnode.cli.main import main as _entry
+
+    _entry()
