@@ -258,6 +258,13 @@ def resize_machine(ctx: ServiceContext, machine_uuid: str, package: str,
 
     def prepare(session: Session, machine: Machine, _job_uuid: str) -> dict[str, Any]:
         new = _resolve_package(session, package)
+        if (new.cpu_cap > 0) != (machine.cpu_cap > 0):
+            # Capped and uncapped machines never share a server (placement keeps them
+            # apart, and the server counts each kind), so the kind cannot change in place.
+            kind = {True: "capped", False: "uncapped"}
+            raise InvalidArgument("package", f"the machine's CPU is {kind[machine.cpu_cap > 0]}"
+                                  f", package {new.name}'s is {kind[new.cpu_cap > 0]}: a "
+                                  "machine cannot change between the two")
         delta = {"ram_mb": new.memory - machine.ram_mb, "disk_mb": new.disk - machine.disk_mb,
                  "cpu": new.cpu_cap - machine.cpu_cap}
         held = {k: max(0, v) for k, v in delta.items()}

@@ -86,7 +86,8 @@ def sizes(ctx: Any, fleet: dict[str, Any]) -> dict[str, Any]:
     return {"large": make_package(ctx, name="large", memory=4096, disk=40960, cpu_cap=200,
                                   vcpus=2),
             "tiny": make_package(ctx, name="tiny", memory=512, disk=5120, cpu_cap=50),
-            "huge": make_package(ctx, name="huge", memory=60000, disk=20480)}
+            "huge": make_package(ctx, name="huge", memory=60000, disk=20480, cpu_cap=100),
+            "uncapped": make_package(ctx, name="uncapped", memory=1024, disk=10240)}
 
 
 # -- resize ---------------------------------------------------------------------------------
@@ -174,9 +175,12 @@ def test_resize_that_does_not_fit_is_refused_and_writes_nothing(
     assert usage(ctx, fleet["server"].uuid) == before
     assert get_machine(ctx, machine["uuid"]).job_uuid is None
     assert jobs_of(ctx, machine["uuid"]) == ["provision"]
-    with pytest.raises(InvalidArgument) as bad:
-        svc.resize_machine(ctx, machine["uuid"], "no-such-package", CALLER)
-    assert bad.value.field == "package"
+    for package in ("no-such-package", "uncapped"):  # unknown; capped -> uncapped
+        with pytest.raises(InvalidArgument) as bad:
+            svc.resize_machine(ctx, machine["uuid"], package, CALLER)
+        assert bad.value.field == "package"
+    assert usage(ctx, fleet["server"].uuid) == before
+    assert jobs_of(ctx, machine["uuid"]) == ["provision"]
 
 
 def test_one_job_per_machine(ctx: Any, engine: Engine, transport: RecordingTransport,
