@@ -1,7 +1,8 @@
 """Placement decision latency: fleets of 100, 1,000 and 10,000 servers, 20 machines each.
 
 The snapshot is built in memory the way ``headnode.services.fleet`` builds it from the
-database (one tuple of aggregate columns per server -> ``ServerState``), so what is measured
+database (one row of aggregate columns per server -> ``ServerState``, with the same
+function), so what is measured
 is the decision itself: every hard filter over every server, then the scorers over the
 survivors. Machines are never walked: their sums are on the server rows. Prints, per fleet
 size, p50 and p99 of one decision (with and without an affinity rule), the time to build
@@ -30,9 +31,9 @@ from headnode.placement.state import (  # noqa: E402
     MachineRef,
     PlacementRequest,
     Policy,
-    ServerState,
     Snapshot,
 )
+from headnode.services.fleet import states_from_rows  # noqa: E402
 
 MACHINES_PER_SERVER = 20
 #: DAPI's bin/sim.js fleet shape: 256 GiB servers with 3.3 TB pools
@@ -54,7 +55,7 @@ def server_rows(n: int, rng: random.Random) -> list[tuple[Any, ...]]:
         status = "unknown" if i % 97 == 0 else "running"
         rows.append((
             f"{i:08d}-0000-4000-8000-{rng.getrandbits(48):012x}", f"cn{i}", status,
-            i % 53 != 0, i % 89 == 0, i == 0, "smartos", {} if i % 41 else {"ssd": True},
+            i % 53 != 0, i % 89 == 0, i == 0, "smartos", "{}" if i % 41 else '{"ssd": true}',
             SERVER_RAM_MB, SERVER_CPUS, SERVER_DISK_MB,
             machines * MACHINE_RAM_MB + rng.randrange(0, 8) * MACHINE_RAM_MB,
             machines * MACHINE_DISK_MB, machines * MACHINE_CPU_CAP, 2048, machines,
@@ -97,7 +98,7 @@ def bench(n: int, decisions: int) -> dict[str, float]:
                                  "affinity": parse_rules(["instance!=web*", "role!=~db"])})
 
     start = time.perf_counter()
-    snapshot = Snapshot([ServerState(*row) for row in rows], machines)
+    snapshot = Snapshot(states_from_rows(rows), machines)
     build_ms = (time.perf_counter() - start) * 1000
 
     time_decisions(snapshot, plain, policy, 5, rng)  # warm up
@@ -108,7 +109,7 @@ def bench(n: int, decisions: int) -> dict[str, float]:
     del snapshot
     gc.collect()
     tracemalloc.start()
-    snapshot = Snapshot([ServerState(*row) for row in rows], machines)
+    snapshot = Snapshot(states_from_rows(rows), machines)
     DEFAULT_PIPELINE.decide(snapshot, spread, policy, rng)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()

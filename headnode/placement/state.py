@@ -15,9 +15,11 @@ from typing import Any
 from headnode.placement.affinity import AffinityRule
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ServerState:
-    """One server as placement sees it."""
+    """One server as placement sees it. Treated as immutable (``with_machine`` makes a new
+    one); not declared frozen because a frozen dataclass is several times slower to build,
+    and a decision builds one per server."""
 
     uuid: str
     hostname: str = ""
