@@ -274,6 +274,19 @@ def test_destroy_leaves_nothing_behind(cloud: LinuxCloud, web: dict[str, Any]) -
     assert (server["ram_committed_mb"], server["disk_committed_mb"]) == (0, 0)
 
 
+def test_two_machines_from_one_image_share_its_blocks(cloud: LinuxCloud) -> None:
+    first, second = cloud.provision("cow0"), cloud.provision("cow1")
+    image = cloud.qgroup(f"images/{first['image_uuid']}@final")
+    assert image is not None and image.referenced > MIB  # busybox alone is ~2 MiB
+    for machine in (first, second):
+        group = cloud.qgroup(f"zones/{machine['uuid']}")
+        assert group is not None
+        assert group.referenced >= image.referenced - 64 * 1024  # each sees the image...
+        assert group.exclusive < 256 * 1024  # ...and owns almost none of it
+    for machine in (first, second):
+        cloud.succeed(cloud.api.delete(f"/ops/machines/{machine['uuid']}"))
+
+
 def test_a_corrupt_image_file_fails_its_job_and_leaves_nothing(cloud: LinuxCloud) -> None:
     # A good image whose stored file later rots: the node's own check must catch it.
     built = build_busybox_image(cloud.workdir / "rotten", name="rotten")
