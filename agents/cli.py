@@ -7,6 +7,7 @@ Celery and the backends are imported when a command runs.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +64,27 @@ def _fail_cleanly(action: Callable[[], Any]) -> Any:
         raise
 
 
+def _serve(start: Callable[[], None], check: Callable[[], Any], settings: Any,
+           child_args: list[str]) -> None:
+    """Run the worker in a supervised child (see agents/supervise.py), or be that child.
+    ``check`` runs first in the parent, so a node that cannot be served is refused here with
+    one clear line instead of in a child."""
+    from agents import supervise
+
+    if supervise.is_child():
+        try:
+            _fail_cleanly(start)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(supervise.EXIT_CONFIG)
+        return
+    _fail_cleanly(check)
+    from schemas.settings import to_environ
+
+    argv = [sys.executable, "-m", "agents.cli", *child_args]
+    sys.exit(supervise.supervise(argv, to_environ(settings)))
+
+
 @click.group()
 def agent() -> None:
     """The compute-node agent."""
@@ -83,7 +105,12 @@ def run(**options: Any) -> None:
         backend = make_backend(settings)
         run_worker([backend], settings, node_name=f"agent-{backend.server_uuid}")
 
-    _fail_cleanly(start)
+    def check() -> None:
+        from agents.runner import make_backend
+
+        make_backend(settings)
+
+    _serve(start, check, settings, ["run"])
 
 
 @agent.command()
@@ -169,8 +196,13 @@ def mockcloud(count: int, prefix: str, **options: Any) -> None:
 
         run_mockcloud(settings, count, prefix)
 
-    _fail_cleanly(start)
+    _serve(start, lambda: None, settings,
+           ["mockcloud", "--servers", str(count), "--prefix", prefix])
 
 
 if __name__ == "__main__":
-    agent()
+    # ``python -m agents.cli mockcloud ...`` is how a supervised mock cloud starts its worker.
+    if sys.argv[1:2] == ["mockcloud"]:
+        mockcloud(sys.argv[2:])
+    else:
+        agent()

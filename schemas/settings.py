@@ -86,6 +86,18 @@ def load(cls: type[T], environ: Mapping[str, str] | None = None, **overrides: An
     return cls(**values)
 
 
+def to_environ(settings: Any) -> dict[str, str]:
+    """The ``SDC_*`` variables that make :func:`load` in another process give ``settings``."""
+    env: dict[str, str] = {}
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if isinstance(value, bool):
+            env[env_name(field.name)] = "true" if value else "false"
+        elif value is not None:
+            env[env_name(field.name)] = str(value)
+    return env
+
+
 def describe(cls: type) -> list[tuple[str, str, str]]:
     """(variable, default, help) for every setting, for ``sdc config`` and the README."""
     return [

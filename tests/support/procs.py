@@ -200,20 +200,7 @@ class ProcessGroup:
 
 
 def settings_env(settings: object) -> dict[str, str]:
-    """The ``SDC_*`` environment that makes a child process load the same settings.
+    """The ``SDC_*`` environment that makes a child process load the same settings."""
+    from schemas.settings import to_environ
 
-    Works for any settings dataclass (head node or agent); values are rendered the way
-    ``schemas.settings.load`` parses them back.
-    """
-    import dataclasses
-
-    from schemas.settings import env_name
-
-    env: dict[str, str] = {}
-    for f in dataclasses.fields(settings):  # type: ignore[arg-type]
-        value = getattr(settings, f.name)
-        if isinstance(value, bool):
-            env[env_name(f.name)] = "true" if value else "false"
-        elif value is not None:
-            env[env_name(f.name)] = str(value)
-    return env
+    return to_environ(settings)
