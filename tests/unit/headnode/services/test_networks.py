@@ -124,6 +124,31 @@ def test_addresses_are_taken_lowest_first_skipping_the_gateway(ctx: Any,
     assert ips_in_use(ctx, n) == got
 
 
+@pytest.mark.parametrize(("gateway", "expected"), [
+    ("10.88.0.10", ["10.88.0.11", "10.88.0.12"]),  # the range's first address
+    ("10.88.0.12", ["10.88.0.10", "10.88.0.11"]),  # its last
+    ("10.88.0.1", ["10.88.0.10", "10.88.0.11", "10.88.0.12"]),  # outside it
+])
+def test_the_gateway_is_never_handed_out(ctx: Any, fleet: dict[str, Any], gateway: str,
+                                         expected: list[str]) -> None:
+    net(ctx, gateway=gateway, provision_start_ip="10.88.0.10", provision_end_ip="10.88.0.12")
+    got = [allocate(ctx, machine_row(ctx, fleet, f"m{i}"))[0] for i in range(len(expected))]
+    assert got == expected
+    with pytest.raises(Conflict):
+        allocate(ctx, machine_row(ctx, fleet, "one-too-many"))
+
+
+def test_a_hole_in_the_middle_is_filled_first(ctx: Any, fleet: dict[str, Any]) -> None:
+    net(ctx, provision_start_ip="10.88.0.10", provision_end_ip="10.88.0.20")
+    rows = [machine_row(ctx, fleet, f"m{i}") for i in range(5)]
+    for m in rows:
+        allocate(ctx, m)
+    with ctx.transaction() as session:
+        svc.release_nics(session, rows[2].uuid)  # 10.88.0.12
+    assert allocate(ctx, machine_row(ctx, fleet, "next")) == ["10.88.0.12"]
+    assert allocate(ctx, machine_row(ctx, fleet, "after")) == ["10.88.0.15"]
+
+
 def test_range_edges_and_exhaustion_is_subnet_full(ctx: Any, fleet: dict[str, Any]) -> None:
     n = net(ctx, provision_start_ip="10.88.0.253", provision_end_ip="10.88.0.254")
     assert allocate(ctx, machine_row(ctx, fleet, "a")) == ["10.88.0.253"]
