@@ -4,6 +4,8 @@ machine is destroyed or its provision fails."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import ipaddress
 import os
 import subprocess
 from pathlib import Path
@@ -142,3 +144,22 @@ def test_a_failed_provision_returns_its_addresses(cloud: Any, seeded: dict[str, 
     failed = cloud.api.get(f"/ops/machines/{machine['uuid']}")
     assert failed["state"] == "failed" and failed["ips"] == []
     assert in_use(cloud, "front") == [] and in_use(cloud, "back") == []
+
+
+def test_concurrent_provisions_through_the_api_get_distinct_addresses(
+        cloud: Any, seeded: dict[str, Any]) -> None:
+    body = {"owner": "alice", "package": "small", "image": "base-64", "networks": ["front"]}
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        made = list(pool.map(lambda _: cloud.api.post("/ops/machines", body), range(12)))
+    ips = [m["ips"][0] for m in made]
+    assert len(set(ips)) == 12
+    # together they took the bottom of the range, lowest first
+    assert sorted(ips, key=ipaddress.IPv4Address) == [f"10.88.0.{n}" for n in range(10, 22)]
+    assert sorted(in_use(cloud, "front"), key=ipaddress.IPv4Address) == \
+        sorted(ips, key=ipaddress.IPv4Address)
+    for m in made:
+        cloud.wait_job(m["job_uuid"])
+    deletes = [cloud.api.delete(f"/ops/machines/{m['uuid']}") for m in made]
+    for d in deletes:
+        assert cloud.wait_job(d["job_uuid"])["execution"] == "succeeded"
+    assert in_use(cloud, "front") == []
