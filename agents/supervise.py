@@ -1,8 +1,9 @@
-"""Keep an agent's worker running.
+"""Keep a Celery worker running.
 
 Celery's consumer gives up for good on some broker failures (seen when Redis restarts while
-messages are unacknowledged: "Unrecoverable error"), and a node whose worker is gone is lost
-until someone restarts it. So ``sdc agent run`` and ``sdc mockcloud`` run the worker in a child
+messages are unacknowledged: kombu fails while restoring them, "Unrecoverable error"), and a
+node or head node whose worker is gone stays gone until someone restarts it. So
+``sdc agent run``, ``sdc mockcloud`` and ``sdc headnode worker`` run their worker in a child
 process and start a new one when it dies of an error, as systemd's ``Restart=`` would; SIGTERM
 and SIGINT stop both. A child that cannot even start (bad settings, a missing pool) exits with
 :data:`EXIT_CONFIG` and is not restarted: its one-line error is the answer.
@@ -21,7 +22,7 @@ from types import FrameType
 
 log = logging.getLogger(__name__)
 
-CHILD_ENV = "SDC_AGENT_WORKER_CHILD"
+CHILD_ENV = "SDC_SUPERVISED_CHILD"
 #: sysexits' EX_CONFIG: the child's settings or host cannot work, restarting will not help
 EXIT_CONFIG = 78
 #: a child that lived less than this died "at once"; a few such deaths in a row end it
@@ -58,10 +59,10 @@ def supervise(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         lived = time.monotonic() - started
         quick = quick + 1 if lived < MIN_UPTIME else 0
         if quick >= QUICK_DEATHS:
-            log.error("the agent worker died %d times in a row at start; giving up", quick)
+            log.error("the worker died %d times in a row at start; giving up", quick)
             return code
         delay = min(delay * 2, MAX_DELAY) if quick else 1.0
-        log.warning("the agent worker exited with %s after %.0f s; starting it again in %.0f s",
+        log.warning("the worker exited with %s after %.0f s; starting it again in %.0f s",
                     code, lived, delay)
         if stop.wait(delay):
             return code

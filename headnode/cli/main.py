@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -243,6 +244,13 @@ def run_gunicorn(bind: str, workers: int) -> None:
 @click.pass_context
 def worker(ctx: click.Context, loglevel: str) -> None:
     """Run the workflow worker (Celery, queue `headnode`)."""
+    from agents import supervise
+
+    if not supervise.is_child():
+        # The worker itself runs in a child that is started again if Celery gives up.
+        argv = [sys.executable, "-m", "headnode.cli.main", "headnode", "worker",
+                "--loglevel", loglevel]
+        sys.exit(supervise.supervise(argv, {}))
     settings = state_of(ctx).settings()
     app = import_or_fail("workflows.celery_app", "the workflow engine").app
     app.worker_main([
