@@ -14,8 +14,8 @@ from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InvalidArgument, NotFound
 from headnode.store.models import Account, Key
 
-# A key's name appears in paths (/:login/keys/:name): no slashes, nothing invisible.
-KEY_NAME = re.compile(r"^[A-Za-z0-9_.@:+ -]{1,128}$")
+# A key's name appears in paths (/:login/keys/:name): no slash, no control character.
+KEY_NAME = re.compile(r"^[^/\\\x00-\x1f\x7f]{1,128}$")
 
 
 def key_to_dict(key: Key) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def create_key(ctx: ServiceContext, account_uuid: str, name: str | None,
         raise InvalidArgument("key", str(exc)) from exc
     name = parsed.fingerprint_md5 if name is None or name == "" else name
     if not isinstance(name, str) or not KEY_NAME.match(name):
-        raise InvalidArgument("name", "1 to 128 letters, digits, spaces or _.@:+-")
+        raise InvalidArgument("name", "1 to 128 characters, no slash or control character")
     try:
         with ctx.transaction() as session:
             _check_account(session, account_uuid)

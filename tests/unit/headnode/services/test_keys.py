@@ -33,6 +33,12 @@ def test_create_then_find_by_name_or_either_fingerprint(ctx: Any,
     assert [k.name for k in svc.list_keys(ctx, alice)] == ["laptop"]
 
 
+def test_names_may_hold_spaces_quotes_and_non_ascii(ctx: Any, accounts: dict[str, Any]) -> None:
+    key = svc.create_key(ctx, accounts["alice"].uuid, "Jöhn's key #2",
+                         public_line(private_key("ed25519")))
+    assert svc.get_key(ctx, accounts["alice"].uuid, "Jöhn's key #2").uuid == key.uuid
+
+
 def test_the_name_defaults_to_the_md5_fingerprint(ctx: Any, accounts: dict[str, Any]) -> None:
     key = svc.create_key(ctx, accounts["alice"].uuid, None, public_line(private_key("rsa")))
     assert key.name == key.fingerprint_md5
@@ -47,7 +53,7 @@ def test_a_bad_key_is_invalid_argument_key(ctx: Any, accounts: dict[str, Any],
     assert count(ctx, Key) == 0
 
 
-@pytest.mark.parametrize("name", ["a/b", "x" * 129, "tab\there"])
+@pytest.mark.parametrize("name", ["a/b", "x" * 129, "tab\there", "back\\slash"])
 def test_a_bad_name_is_invalid_argument_name(ctx: Any, accounts: dict[str, Any],
                                              name: str) -> None:
     with pytest.raises(InvalidArgument) as err:
