@@ -16,6 +16,7 @@ from agents import tasks
 from agents.backends.base import NodeBackend
 from agents.config import AgentSettings, resolve_server_uuid
 from agents.heartbeat import Heartbeater, StatusReporter, redis_client
+from agents.supervise import ConsumerWatchdog
 from schemas.agent import agent_queue
 from schemas.settings import SettingsError
 
@@ -80,6 +81,9 @@ def run_worker(backends: Sequence[NodeBackend], settings: AgentSettings, node_na
     heartbeater.start()
     reporter.start()
     queues = [agent_queue(b.server_uuid) for b in backends]
+    watchdog = ConsumerWatchdog(settings.redis_url, queues)
+    watchdog.connect()
+    watchdog.start()
     log.info("serving %d node(s) on %s", len(backends), settings.redis_url)
     try:
         tasks.app.worker_main(worker_argv(queues, settings.concurrency, node_name))

@@ -66,3 +66,73 @@ def supervise(argv: Sequence[str], environ: Mapping[str, str]) -> int:
                     code, lived, delay)
         if stop.wait(delay):
             return code
+
+
+#: a worker that has taken no message for this long while its queues hold some is stuck
+STALL_AFTER = 30.0
+#: sysexits' EX_TEMPFAIL: the watchdog ended a stuck worker; the supervisor starts a new one
+EXIT_STALLED = 75
+
+
+class ConsumerWatchdog:
+    """Ends this worker process when its consumer has stopped taking messages.
+
+    After some broker failures Celery's consumer neither recovers nor exits (it hangs after
+    an "Unrecoverable error", or keeps counting lost acks against its prefetch). The signal
+    we can trust is the queue: messages are waiting, nothing has been received for
+    ``stall_after`` seconds, and no task is running. Then the process exits with
+    :data:`EXIT_STALLED` and its supervisor starts a fresh worker; the head node's sweep
+    re-sends whatever was lost.
+    """
+
+    def __init__(self, redis_url: str, queues: Sequence[str],
+                 stall_after: float = STALL_AFTER) -> None:
+        self.redis_url = redis_url
+        self.queues = list(queues)
+        self.stall_after = stall_after
+        self.last_activity = time.monotonic()
+        self.running = 0
+        self._lock = threading.Lock()
+
+    def connect(self) -> None:
+        """Follow the worker's own signals; call before the worker starts."""
+        from celery import signals
+
+        signals.task_received.connect(self._touch, weak=False)
+        signals.task_prerun.connect(self._started, weak=False)
+        signals.task_postrun.connect(self._finished, weak=False)
+
+    def _touch(self, **_: object) -> None:
+        self.last_activity = time.monotonic()
+
+    def _started(self, **_: object) -> None:
+        with self._lock:
+            self.running += 1
+        self._touch()
+
+    def _finished(self, **_: object) -> None:
+        with self._lock:
+            self.running -= 1
+        self._touch()
+
+    def stalled(self, waiting: int, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        return waiting > 0 and self.running <= 0 and now - self.last_activity > self.stall_after
+
+    def start(self) -> None:
+        threading.Thread(target=self._watch, name="consumer-watchdog", daemon=True).start()
+
+    def _watch(self) -> None:
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=5)
+        while True:
+            time.sleep(self.stall_after / 3)
+            try:
+                waiting = sum(int(client.llen(q)) for q in self.queues)
+            except redis.RedisError:
+                continue  # the broker is away: nothing to judge the consumer by
+            if self.stalled(waiting):
+                log.error("the worker has taken no message for %.0f s while %d wait; "
+                          "ending it so a fresh one starts", self.stall_after, waiting)
+                os._exit(EXIT_STALLED)

@@ -34,11 +34,6 @@ def make_app(settings: HeadnodeSettings | None = None) -> Celery:
             "unacked_restore_throttle": 1,
         },
         broker_connection_retry_on_startup=True,
-        # When Redis goes away mid-task the task's ack is lost with the connection; without
-        # this the worker keeps counting such tasks against its prefetch and stops taking new
-        # messages. Our steps are short and idempotent, so cancelling them is harmless: they
-        # come back through redelivery or the sweep.
-        worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_hijack_root_logger=False,
         beat_schedule={
             "reconcile": {"task": "workflows.reconcile", "schedule": settings.reconcile_interval,

@@ -253,6 +253,9 @@ def worker(ctx: click.Context, loglevel: str) -> None:
         sys.exit(supervise.supervise(argv, {}))
     settings = state_of(ctx).settings()
     app = import_or_fail("workflows.celery_app", "the workflow engine").app
+    watchdog = supervise.ConsumerWatchdog(settings.redis_url, ["headnode"])
+    watchdog.connect()
+    watchdog.start()
     app.worker_main([
         "worker", "--queues", "headnode", "--concurrency", str(settings.worker_concurrency),
         "--pool", settings.worker_pool, "--hostname", "headnode@%h", "--loglevel", loglevel,
