@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import ipaddress
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -44,9 +45,11 @@ def in_use(cloud: Any, network: str) -> list[str]:
 
 
 def test_network_commands(cloud: Any, seeded: dict[str, Any]) -> None:
-    listed = sdc(cloud, "network", "list")
-    assert listed.returncode == 0
-    assert "front" in listed.stdout and "10.77.0.0/24" in listed.stdout
+    table = sdc(cloud, "network", "list")
+    assert table.returncode == 0 and "front" in table.stdout
+    listed = json.loads(sdc(cloud, "--json", "network", "list").stdout)
+    assert {(n["name"], n["subnet"], n["public"]) for n in listed} == {
+        ("front", "10.88.0.0/24", True), ("back", "10.77.0.0/24", False)}
     got = sdc(cloud, "--json", "network", "get", "back")
     assert got.returncode == 0 and '"vlan_id": 77' in got.stdout and '"public": false' in got.stdout
     bad = sdc(cloud, "network", "create", "x", "--subnet", "10.88.0.0/25")  # overlaps front
@@ -63,8 +66,11 @@ def test_key_commands(cloud: Any, seeded: dict[str, Any], tmp_path: Path) -> Non
     added = sdc(cloud, "--json", "key", "add", "alice", str(path), "--name", "laptop")
     assert added.returncode == 0, added.stderr
     fingerprint = cloud.api.get("/ops/accounts/alice/keys")[0]["fingerprint"]
-    listed = sdc(cloud, "key", "list", "alice")
-    assert listed.returncode == 0 and "laptop" in listed.stdout and fingerprint in listed.stdout
+    table = sdc(cloud, "key", "list", "alice")
+    assert table.returncode == 0 and "laptop" in table.stdout
+    listed = sdc(cloud, "--json", "key", "list", "alice")
+    assert [(k["name"], k["fingerprint"]) for k in json.loads(listed.stdout)] == [
+        ("laptop", fingerprint)]
     again = sdc(cloud, "key", "add", "alice", str(path))
     assert again.returncode == 1 and "already" in again.stderr
     junk = tmp_path / "junk.pub"
