@@ -51,6 +51,12 @@ class NetworkIp(Schema):
     owner_uuid = fields.String()
 
 
+class DefaultNetwork(RequestSchema):
+    network = fields.String(required=True, allow_none=True,
+                            metadata={"description": "network uuid or name; null: the first "
+                                      "public network"})
+
+
 class KeyCreate(RequestSchema):
     name = fields.String(validate=validate.Length(min=1, max=128),
                          metadata={"description": "default: the key's MD5 fingerprint"})

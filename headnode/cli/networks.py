@@ -119,6 +119,20 @@ def render_ips(ips: list[dict[str, Any]]) -> None:
     console().print(table)
 
 
+@network.command("default")
+@click.argument("login")
+@click.argument("ref", metavar="NAME|UUID", required=False)
+@click.option("--reset", is_flag=True, help="Back to the first public network.")
+@json_option
+def network_default(login: str, ref: str | None, reset: bool) -> None:
+    """Show, or set, the network LOGIN's machines get when a create names none."""
+    path = f"/ops/accounts/{quote(login, safe='')}/default-network"
+    if ref is None and not reset:
+        emit(client().get(path), render_object)
+    else:
+        emit(client().put(path, {"network": None if reset else ref}), render_object)
+
+
 @network.command("delete")
 @click.argument("ref", metavar="NAME|UUID")
 def network_delete(ref: str) -> None:

@@ -307,6 +307,35 @@ def default_network(session: Session, owner_uuid: str) -> Network | None:
                           .order_by(Network.created_at, Network.name).limit(1))
 
 
+def get_default_network(ctx: ServiceContext, account_uuid: str) -> Network | None:
+    """The network an account's machines get when they name none (CloudAPI's
+    ``default_network`` in ``/:login/config``)."""
+    with ctx.read() as session:
+        if session.get(Account, account_uuid) is None:
+            raise NotFound("account", account_uuid)
+        return default_network(session, account_uuid)
+
+
+def set_default_network(ctx: ServiceContext, account_uuid: str,
+                        ident: str | None) -> Network | None:
+    """Make a network the account can see its default (uuid or name); None goes back to
+    the first public network. Another account's private network is InvalidArgument, as an
+    unknown one is."""
+    with ctx.transaction() as session:
+        account = session.get(Account, account_uuid)
+        if account is None:
+            raise NotFound("account", account_uuid)
+        if ident is None:
+            account.default_network_uuid = None
+            return default_network(session, account_uuid)
+        try:
+            network = _find(session, ident, account_uuid)
+        except NotFound as exc:
+            raise InvalidArgument("default_network", f"no network {ident!r}") from exc
+        account.default_network_uuid = network.uuid
+        return network
+
+
 def _requested_networks(session: Session, owner_uuid: str,
                         requested: list[str] | None) -> list[Network]:
     if not requested:

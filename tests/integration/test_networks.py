@@ -60,6 +60,19 @@ def test_network_commands(cloud: Any, seeded: dict[str, Any]) -> None:
     assert {n["name"] for n in cloud.api.get("/ops/networks")} == {"front", "back"}
 
 
+def test_default_network_command(cloud: Any, seeded: dict[str, Any]) -> None:
+    def default(*args: str) -> str:
+        result = sdc(cloud, "--json", "network", "default", "alice", *args)
+        assert result.returncode == 0, result.stderr
+        return str(json.loads(result.stdout)["name"])
+
+    assert default() == "front"  # the first public network
+    assert default("back") == "back" and default() == "back"
+    refused = sdc(cloud, "network", "default", "alice", "nope")
+    assert refused.returncode == 1 and "default_network" in refused.stderr
+    assert default("--reset") == "front" and default() == "front"
+
+
 def test_key_commands(cloud: Any, seeded: dict[str, Any], tmp_path: Path) -> None:
     path = tmp_path / "id_ed25519.pub"
     path.write_text(public_line(private_key("ed25519"), "alice@laptop") + "\n")

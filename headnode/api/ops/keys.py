@@ -1,5 +1,6 @@
 """``/ops/accounts/<login>/keys``: operators seed the SSH keys accounts sign CloudAPI
-requests with."""
+requests with; ``/ops/accounts/<login>/default-network``: where their machines' NIC goes
+when a create names no network."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from headnode.api.ops import service_context
-from headnode.services import accounts, keys
-from schemas.networks import Key, KeyCreate
+from headnode.services import accounts, keys, networks
+from headnode.services.errors import NotFound
+from schemas.networks import DefaultNetwork, Key, KeyCreate, Network
 
 blp = Blueprint("account_keys", __name__, url_prefix="/ops/accounts",
                 description="SSH keys of accounts")
@@ -47,3 +49,24 @@ class AccountKey(MethodView):
     def delete(self, ident: str, key: str) -> None:
         ctx = service_context()
         keys.delete_key(ctx, accounts.get_account(ctx, ident).uuid, key)
+
+
+@blp.route("/<ident>/default-network")
+class AccountDefaultNetwork(MethodView):
+    @blp.response(200, Network)
+    def get(self, ident: str) -> Any:
+        ctx = service_context()
+        network = networks.get_default_network(ctx, accounts.get_account(ctx, ident).uuid)
+        if network is None:
+            raise NotFound("default network of account", ident)
+        return networks.network_to_dict(network)
+
+    @blp.arguments(DefaultNetwork)
+    @blp.response(200, Network)
+    def put(self, attrs: dict[str, Any], ident: str) -> Any:
+        ctx = service_context()
+        account = accounts.get_account(ctx, ident)
+        network = networks.set_default_network(ctx, account.uuid, attrs["network"])
+        if network is None:
+            raise NotFound("default network of account", ident)
+        return networks.network_to_dict(network)

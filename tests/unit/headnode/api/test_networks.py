@@ -138,3 +138,22 @@ def test_keys_need_the_operator_token(client: Any, sdc: Any) -> None:
     make_account(sdc, login="alice")
     assert client.get("/ops/accounts/alice/keys").status_code == 401
     assert client.get("/ops/networks").status_code == 401
+
+
+def test_an_accounts_default_network(api: Any, sdc: Any) -> None:
+    make_account(sdc, login="alice")
+    path = "/ops/accounts/alice/default-network"
+    assert api("get", path).status_code == 404  # no network at all yet
+    public = api("post", "/ops/networks", json=BODY).get_json()
+    assert api("get", path).get_json()["uuid"] == public["uuid"]
+    own = api("post", "/ops/networks", json={"name": "own", "subnet": "10.9.0.0/16",
+                                             "owner": "alice"}).get_json()
+    answer = api("put", path, json={"network": "own"})
+    assert answer.status_code == 200 and answer.get_json()["uuid"] == own["uuid"]
+    assert api("get", path).get_json()["uuid"] == own["uuid"]
+    bad = api("put", path, json={"network": "nope"})
+    assert bad.status_code == 422 and set(bad.get_json()["errors"]) == {"default_network"}
+    assert api("put", path, json={}).status_code == 422
+    assert api("put", path, json={"network": None}).get_json()["uuid"] == public["uuid"]
+    assert api("put", "/ops/accounts/nobody/default-network",
+               json={"network": None}).status_code == 404

@@ -291,3 +291,25 @@ def test_delete_network_only_when_unused(ctx: Any, fleet: dict[str, Any]) -> Non
         svc.release_nics(session, m.uuid)
     svc.delete_network(ctx, "external")
     assert count(ctx, Network) == 0
+
+
+def test_set_and_reset_the_default_network(ctx: Any, fleet: dict[str, Any]) -> None:
+    alice = fleet["owner"].uuid
+    bob = make_account(ctx, login="bob")
+    first = net(ctx, "first", "10.88.0.0/24", provision_start_ip="10.88.0.10")
+    own = net(ctx, "own", "10.90.0.0/24", provision_start_ip="10.90.0.10", owner="alice")
+    net(ctx, "bobnet", "10.91.0.0/24", owner="bob")
+    assert svc.get_default_network(ctx, alice).uuid == first.uuid
+    assert svc.set_default_network(ctx, alice, "own").uuid == own.uuid
+    assert svc.get_default_network(ctx, alice).uuid == own.uuid
+    assert allocate(ctx, machine_row(ctx, fleet, "a")) == ["10.90.0.10"]
+    with pytest.raises(InvalidArgument) as err:  # another account's private network
+        svc.set_default_network(ctx, alice, "bobnet")
+    assert err.value.field == "default_network"
+    with pytest.raises(InvalidArgument):
+        svc.set_default_network(ctx, alice, "nope")
+    assert svc.get_default_network(ctx, alice).uuid == own.uuid  # unchanged
+    assert svc.set_default_network(ctx, alice, None).uuid == first.uuid
+    assert svc.get_default_network(ctx, bob.uuid).uuid == first.uuid
+    with pytest.raises(NotFound):
+        svc.get_default_network(ctx, "00000000-0000-0000-0000-000000000000")
