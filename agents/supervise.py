@@ -5,8 +5,8 @@ messages are unacknowledged: kombu fails while restoring them, "Unrecoverable er
 node or head node whose worker is gone stays gone until someone restarts it. So
 ``sdc agent run``, ``sdc mockcloud`` and ``sdc headnode worker`` run their worker in a child
 process and start a new one when it dies of an error, as systemd's ``Restart=`` would; SIGTERM
-and SIGINT stop both. A child that cannot even start (bad settings, a missing pool) exits with
-:data:`EXIT_CONFIG` and is not restarted: its one-line error is the answer.
+and SIGINT stop both. A child that cannot even start (bad settings, a missing pool) exits at
+once with :data:`EXIT_CONFIG` and is not restarted: its one-line error is the answer.
 """
 
 from __future__ import annotations
@@ -54,9 +54,11 @@ def supervise(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         child = subprocess.Popen(list(argv), env={**os.environ, **environ, CHILD_ENV: "1"})
         current[:] = [child]
         code = child.wait()
-        if stop.is_set() or code in (0, EXIT_CONFIG):
-            return 1 if code == EXIT_CONFIG else code
         lived = time.monotonic() - started
+        if stop.is_set() or code == 0:
+            return code
+        if code == EXIT_CONFIG and lived < MIN_UPTIME:
+            return 1  # it could not start; it said why
         quick = quick + 1 if lived < MIN_UPTIME else 0
         if quick >= QUICK_DEATHS:
             log.error("the worker died %d times in a row at start; giving up", quick)

@@ -47,6 +47,15 @@ def test_a_worker_that_cannot_start_is_not_restarted(tmp_path: Path) -> None:
     assert code == 1 and runs(tmp_path) == 1
 
 
+def test_a_late_config_exit_is_a_death_like_any_other(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # e.g. a connection reset that the CLI's error wrapper reports like a bad setting
+    monkeypatch.setattr(supervise, "MIN_UPTIME", 0.0)
+    monkeypatch.setattr(supervise, "MAX_DELAY", 0.01)
+    assert supervise.supervise(counting_child(tmp_path, [supervise.EXIT_CONFIG, 0]), {}) == 0
+    assert runs(tmp_path) == 2
+
+
 def test_repeated_deaths_at_start_give_up(tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(supervise, "QUICK_DEATHS", 3)
