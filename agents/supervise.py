@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from types import FrameType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -138,3 +139,25 @@ class ConsumerWatchdog:
                 log.error("the worker has taken no message for %.0f s while %d wait; "
                           "ending it so a fresh one starts", self.stall_after, waiting)
                 os._exit(EXIT_STALLED)
+
+
+#: seconds a worker stopping because of an error may take before it is made to exit
+STOP_GRACE = 15.0
+
+
+def exit_if_stop_hangs(app: Any, grace: float = STOP_GRACE) -> None:
+    """Make ``app``'s worker exit when it stops because of an error, even if its shutdown
+    hangs: with the broker gone, Celery's warm shutdown can wait forever after an
+    "Unrecoverable error", and a hung worker is never restarted by its supervisor."""
+    base = app.Worker
+
+    class Worker(base):  # type: ignore[misc, valid-type]
+        def stop(self, in_sighandler: bool = False, exitcode: Any = None) -> None:
+            if exitcode not in (None, 0):
+                code = exitcode if isinstance(exitcode, int) else 1
+                timer = threading.Timer(grace, os._exit, args=(code,))
+                timer.daemon = True
+                timer.start()
+            super().stop(in_sighandler=in_sighandler, exitcode=exitcode)
+
+    app.Worker = Worker

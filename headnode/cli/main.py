@@ -253,6 +253,7 @@ def worker(ctx: click.Context, loglevel: str) -> None:
         sys.exit(supervise.supervise(argv, {}))
     settings = state_of(ctx).settings()
     app = import_or_fail("workflows.celery_app", "the workflow engine").app
+    supervise.exit_if_stop_hangs(app)
     watchdog = supervise.ConsumerWatchdog(settings.redis_url, ["headnode"])
     watchdog.connect()
     watchdog.start()
