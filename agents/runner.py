@@ -16,7 +16,7 @@ from agents import tasks
 from agents.backends.base import NodeBackend
 from agents.config import AgentSettings, resolve_server_uuid
 from agents.heartbeat import Heartbeater, StatusReporter, redis_client
-from agents.supervise import ConsumerWatchdog, exit_if_stop_hangs
+from agents.supervise import ConsumerWatchdog, exit_on_unrecoverable
 from schemas.agent import agent_queue
 from schemas.settings import SettingsError
 
@@ -81,7 +81,7 @@ def run_worker(backends: Sequence[NodeBackend], settings: AgentSettings, node_na
     heartbeater.start()
     reporter.start()
     queues = [agent_queue(b.server_uuid) for b in backends]
-    exit_if_stop_hangs(tasks.app)
+    exit_on_unrecoverable()
     watchdog = ConsumerWatchdog(settings.redis_url, queues)
     watchdog.connect()
     watchdog.start()

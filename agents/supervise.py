@@ -15,11 +15,11 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from types import FrameType
-from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -141,23 +141,18 @@ class ConsumerWatchdog:
                 os._exit(EXIT_STALLED)
 
 
-#: seconds a worker stopping because of an error may take before it is made to exit
-STOP_GRACE = 15.0
+class _ExitOnUnrecoverable(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.CRITICAL and "Unrecoverable error" in record.getMessage():
+            sys.stderr.write("the worker's consumer gave up; exiting so a fresh one starts\n")
+            sys.stderr.flush()
+            os._exit(EXIT_STALLED)
 
 
-def exit_if_stop_hangs(app: Any, grace: float = STOP_GRACE) -> None:
-    """Make ``app``'s worker exit when it stops because of an error, even if its shutdown
-    hangs: with the broker gone, Celery's warm shutdown can wait forever after an
-    "Unrecoverable error", and a hung worker is never restarted by its supervisor."""
-    base = app.Worker
-
-    class Worker(base):  # type: ignore[misc, valid-type]
-        def stop(self, in_sighandler: bool = False, exitcode: Any = None) -> None:
-            if exitcode not in (None, 0):
-                code = exitcode if isinstance(exitcode, int) else 1
-                timer = threading.Timer(grace, os._exit, args=(code,))
-                timer.daemon = True
-                timer.start()
-            super().stop(in_sighandler=in_sighandler, exitcode=exitcode)
-
-    app.Worker = Worker
+def exit_on_unrecoverable() -> None:
+    """End the worker the moment Celery declares an "Unrecoverable error". Its own shutdown
+    after that can hang for good when the broker went away (seen with Redis restarts: kombu
+    fails while restoring unacknowledged messages), and a hung worker is never restarted by
+    its supervisor. The unacknowledged messages stay in Redis and come back after the
+    visibility timeout; the head node's sweep re-sends anything else."""
+    logging.getLogger("celery.worker.worker").addHandler(_ExitOnUnrecoverable())

@@ -253,7 +253,7 @@ def worker(ctx: click.Context, loglevel: str) -> None:
         sys.exit(supervise.supervise(argv, {}))
     settings = state_of(ctx).settings()
     app = import_or_fail("workflows.celery_app", "the workflow engine").app
-    supervise.exit_if_stop_hangs(app)
+    supervise.exit_on_unrecoverable()
     watchdog = supervise.ConsumerWatchdog(settings.redis_url, ["headnode"])
     watchdog.connect()
     watchdog.start()

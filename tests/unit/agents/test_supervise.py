@@ -95,3 +95,12 @@ def test_watchdog_calls_a_silent_consumer_with_waiting_messages_stalled() -> Non
     assert not dog.stalled(waiting=5, now=dog.last_activity + 100)
     dog._finished()
     assert dog.stalled(waiting=5, now=dog.last_activity + 100)
+
+
+def test_unrecoverable_error_ends_the_worker_at_once() -> None:
+    code = ("import logging; from agents import supervise; supervise.exit_on_unrecoverable(); "
+            "logging.getLogger('celery.worker.worker').critical('Unrecoverable error: %r', "
+            "AttributeError('x')); print('still here')")
+    done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == supervise.EXIT_STALLED
+    assert "still here" not in done.stdout
