@@ -155,4 +155,14 @@ def exit_on_unrecoverable() -> None:
     fails while restoring unacknowledged messages), and a hung worker is never restarted by
     its supervisor. The unacknowledged messages stay in Redis and come back after the
     visibility timeout; the head node's sweep re-sends anything else."""
-    logging.getLogger("celery.worker.worker").addHandler(_ExitOnUnrecoverable())
+    from celery import signals
+
+    handler = _ExitOnUnrecoverable()
+    logging.getLogger().addHandler(handler)
+
+    # Celery may replace the root logger's handlers when it sets up logging: add it again.
+    def again(logger: logging.Logger, **_: object) -> None:
+        if handler not in logger.handlers:
+            logger.addHandler(handler)
+
+    signals.after_setup_logger.connect(again, weak=False)
