@@ -62,8 +62,11 @@ lint: venv ## ruff, mypy and the import-layering contracts
 demo: deps venv ## Bring up a small cloud (API, worker, beat, 3 simulated nodes); Ctrl-C stops it
 	$(BIN)/sdc up --servers 3 --demo
 
-bench: deps venv ## Print provisioning throughput and run the slow (scale) tests
+bench: deps venv ## Print every benchmark's figures and run the slow (scale) tests
 	$(BIN)/python bench/provision_throughput.py
+	$(BIN)/python bench/placement.py
+	$(BIN)/python bench/linux_provision.py
+	$(BIN)/python bench/auth_and_ips.py
 	@scripts/run-pytest.sh $(BIN)/pytest -q -m slow $(PYTEST_ARGS)
 
 clean: ## Remove caches, build output and the demo's data (keeps .venv)
