@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -10,27 +10,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from headnode.api.app import create_app
 from headnode.store.models import Account, Image, Package, Server, new_uuid
-from tests.support.jobqueue import RecordingJobQueue
 
 AUTH = {"Authorization": "Bearer test-token"}
-
-
-@pytest.fixture
-def jobqueue() -> RecordingJobQueue:
-    return RecordingJobQueue()
-
-
-@pytest.fixture
-def app(settings: Any, jobqueue: RecordingJobQueue) -> Flask:
-    return create_app(settings, jobs=jobqueue)
-
-
-@pytest.fixture
-def client(app: Flask) -> Iterator[FlaskClient]:
-    with app.test_client() as test_client:
-        yield test_client
 
 
 @pytest.fixture

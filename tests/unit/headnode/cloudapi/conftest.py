@@ -5,7 +5,6 @@ Jobs are recorded, not run: ``finish`` plays the worker's part where a test need
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -15,11 +14,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import update
 
-from headnode.api.app import create_app
 from headnode.services import keys, networks
 from headnode.store.models import Job, Machine
 from tests.support.httpsig_client import Signer, signed_call
-from tests.support.jobqueue import RecordingJobQueue
 from tests.unit.headnode.api.conftest import (
     make_account,
     make_image,
@@ -45,22 +42,6 @@ class World:
     package: Any
     public_image_uuid: str
     public_network_uuid: str
-
-
-@pytest.fixture
-def jobqueue() -> RecordingJobQueue:
-    return RecordingJobQueue()
-
-
-@pytest.fixture
-def app(settings: Any, jobqueue: RecordingJobQueue) -> Flask:
-    return create_app(settings, jobs=jobqueue)
-
-
-@pytest.fixture
-def client(app: Flask) -> Iterator[FlaskClient]:
-    with app.test_client() as test_client:
-        yield test_client
 
 
 @pytest.fixture
