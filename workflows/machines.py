@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
+
 from headnode.imagestore import ImageStore
 from headnode.services import capacity
 from headnode.services.networks import release_nics as free_nics
@@ -286,6 +288,20 @@ def record_snapshot_deleted(ctx: StepContext, result: dict[str, Any]) -> dict[st
     return _set_snapshot_state(ctx, "deleted")
 
 
+def record_rollback(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
+    """Rolling back destroys every newer snapshot on the node (as vmadm rollback-snapshot
+    does), so they are gone here too."""
+    target = _snapshot(ctx)
+    newer = ctx.session.scalars(
+        select(MachineSnapshot).where(MachineSnapshot.machine_uuid == target.machine_uuid,
+                                      MachineSnapshot.state == "created",
+                                      MachineSnapshot.created_at > target.created_at)
+    ).all()
+    for snapshot in newer:
+        snapshot.state = "deleted"
+    return {**record_state(ctx, result), "deleted_snapshots": [s.name for s in newer]}
+
+
 SNAPSHOT_CREATE = register(Workflow(
     name="snapshot_create",
     chain=(Step("create_snapshot", ACTION_TIMEOUT, agent_op="snapshot_create",
@@ -297,7 +313,7 @@ SNAPSHOT_CREATE = register(Workflow(
 SNAPSHOT_ROLLBACK = register(Workflow(
     name="snapshot_rollback",
     chain=(Step("rollback_snapshot", ACTION_TIMEOUT, agent_op="snapshot_rollback",
-                params=snapshot_ref, on_result=record_state),),
+                params=snapshot_ref, on_result=record_rollback),),
     timeout=600,
 ))
 SNAPSHOT_DELETE = register(Workflow(

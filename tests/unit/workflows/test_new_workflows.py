@@ -292,6 +292,19 @@ def test_snapshot_create_rollback_delete(ctx: Any, engine: Engine,
     assert again["snapshot"]["state"] == "queued"
 
 
+def test_rollback_forgets_the_newer_snapshots_the_node_destroyed(
+        ctx: Any, engine: Engine, transport: RecordingTransport, fleet: dict[str, Any]) -> None:
+    machine = provision(ctx, engine, transport)
+    for name in ("old", "new"):
+        made = snap_svc.create_snapshot(ctx, machine["uuid"], name, CALLER)
+        start(engine, transport, made["job_uuid"])
+        answer(engine, transport, ok(snapshot_result(name)))
+    rolled = snap_svc.rollback_snapshot(ctx, machine["uuid"], "old", CALLER)
+    start(engine, transport, rolled["job_uuid"])
+    answer(engine, transport, ok(status(machine["uuid"], "running")))
+    assert [s["name"] for s in snap_svc.list_snapshots(ctx, machine["uuid"])] == ["old"]
+
+
 def test_failed_snapshot_is_marked_and_its_name_reusable(ctx: Any, engine: Engine,
                                                          transport: RecordingTransport,
                                                          fleet: dict[str, Any]) -> None:
