@@ -111,7 +111,7 @@ class Pipeline:
 
     def decide(self, snapshot: Snapshot, request: PlacementRequest,
                policy: Policy = Policy(), rng: random.Random | None = None) -> Decision:
-        context = Context.build(request, snapshot.owner_machines)
+        context = Context.build(request, snapshot.owner_machines, snapshot.owner_counts)
         kept, steps = self.passing(snapshot.servers, request, policy, context)
         decision = Decision(server=None, considered=len(snapshot.servers), steps=steps)
         if not kept:

@@ -89,6 +89,9 @@ class Snapshot:
 
     servers: Sequence[ServerState]
     owner_machines: Sequence[MachineRef] = ()
+    #: the owner's machines per server, when the machines themselves are not needed (no
+    #: affinity rules): reading counts is much cheaper than reading every machine
+    owner_counts: Mapping[str, int] | None = None
 
 
 def merged_traits(package_traits: Mapping[str, Any] | None,
@@ -139,8 +142,9 @@ class Context:
     soft_rules: tuple[tuple[AffinityRule, frozenset[str]], ...]
 
     @classmethod
-    def build(cls, request: PlacementRequest, owner_machines: Sequence[MachineRef]) -> Context:
-        counts: dict[str, int] = {}
+    def build(cls, request: PlacementRequest, owner_machines: Sequence[MachineRef],
+              owner_counts: Mapping[str, int] | None = None) -> Context:
+        counts: dict[str, int] = dict(owner_counts or {})
         for m in owner_machines:
             counts[m.server_uuid] = counts.get(m.server_uuid, 0) + 1
         resolved = tuple((rule, rule.servers_with_matches(owner_machines))

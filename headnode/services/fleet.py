@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Text, cast, select
+from sqlalchemy import Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from headnode.placement.state import MachineRef, ServerState, Snapshot
@@ -63,9 +63,26 @@ def load_owner_machines(session: Session, owner_uuid: str | None) -> list[Machin
             for server_uuid, alias, uuid, tags in rows]
 
 
+def load_owner_counts(session: Session, owner_uuid: str | None) -> dict[str, int]:
+    if not owner_uuid:
+        return {}
+    rows = session.execute(
+        select(Machine.server_uuid, func.count())
+        .where(Machine.owner_uuid == owner_uuid, Machine.state.in_(ALIAS_HOLDING_STATES),
+               Machine.server_uuid.is_not(None))
+        .group_by(Machine.server_uuid)
+    )
+    return {str(server_uuid): int(n) for server_uuid, n in rows}
+
+
 def load_snapshot(session: Session, owner_uuid: str | None = None,
-                  only: str | None = None) -> Snapshot:
-    return Snapshot(load_servers(session, only), load_owner_machines(session, owner_uuid))
+                  only: str | None = None, with_machines: bool = True) -> Snapshot:
+    """``with_machines=False`` when no affinity rule will look at the owner's machines:
+    spreading needs only how many the owner has on each server."""
+    servers = load_servers(session, only)
+    if with_machines:
+        return Snapshot(servers, load_owner_machines(session, owner_uuid))
+    return Snapshot(servers, owner_counts=load_owner_counts(session, owner_uuid))
 
 
 def state_of(server: Server) -> ServerState:

@@ -111,8 +111,9 @@ def _resolve_image(session: Session, ident: str) -> Image:
     return image
 
 
-def _fleet(session: Session, owner_uuid: str, only: str | None) -> Snapshot:
-    return fleet.load_snapshot(session, owner_uuid, only)
+def _fleet(session: Session, request: PlacementRequest, only: str | None) -> Snapshot:
+    return fleet.load_snapshot(session, request.owner_uuid, only,
+                               with_machines=bool(request.affinity))
 
 
 def _check_alias_free(session: Session, owner_uuid: str, alias: str) -> None:
@@ -132,7 +133,7 @@ def _place(session: Session, ctx: ServiceContext, request: PlacementRequest,
     attempt = request
     lost: set[str] = set()
     for _ in range(PLACEMENT_ATTEMPTS):
-        decision = DEFAULT_PIPELINE.decide(_fleet(session, request.owner_uuid, only),
+        decision = DEFAULT_PIPELINE.decide(_fleet(session, request, only),
                                            attempt, policy)
         if decision.server is None:
             raise InsufficientCapacity(decision.explain(attempt), decision.reasons)
