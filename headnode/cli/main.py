@@ -224,6 +224,10 @@ def run_gunicorn(bind: str, workers: int) -> None:
             # Short graceful timeout so `sdc up` stops within its 10 s budget.
             options = {"bind": bind, "workers": workers, "graceful_timeout": 5,
                        "errorlog": "-", "proc_name": "sdc-api",
+                       # Threads: a request waiting on the database does not hold a whole
+                       # worker, and an image upload or download longer than the worker
+                       # timeout is not killed (a sync worker is, at 30 s).
+                       "worker_class": "gthread", "threads": 4,
                        # Newer gunicorns open a control socket in $HOME by default: two
                        # head nodes on one machine (two `sdc up`) would fight over it.
                        "control_socket_disable": True}
