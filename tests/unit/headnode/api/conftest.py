@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from headnode.store.models import Account, Image, Package, Server, new_uuid
+from headnode.store.models import Account, Image, Machine, Package, Server, new_uuid
 
 AUTH = {"Authorization": "Bearer test-token"}
 
@@ -50,6 +50,17 @@ def make_package(ctx: Any, **overrides: Any) -> Package:
     attrs: dict[str, Any] = {"name": "small", "memory": 1024, "disk": 10240}
     attrs.update(overrides)
     return add(ctx, Package(**attrs))
+
+
+def make_machine(ctx: Any, fleet: dict[str, Any], **overrides: Any) -> Machine:
+    attrs: dict[str, Any] = {
+        "alias": "web", "owner_uuid": fleet["owner"].uuid,
+        "package_uuid": fleet["package"].uuid, "image_uuid": fleet["image"].uuid,
+        "server_uuid": fleet["server"].uuid, "state": "running", "ram_mb": 1024,
+        "disk_mb": 10240,
+    }
+    attrs.update(overrides)
+    return add(ctx, Machine(**attrs))
 
 
 def make_image(ctx: Any, **overrides: Any) -> Image:

@@ -8,10 +8,10 @@ import pytest
 
 from headnode.store.models import Job, Machine, Reservation, new_uuid
 from tests.unit.headnode.api.conftest import (
-    add,
     count,
     make_account,
     make_image,
+    make_machine,
     make_package,
     make_server,
 )
@@ -37,17 +37,6 @@ def fleet(sdc: Any) -> dict[str, Any]:
 
 def written(sdc: Any) -> tuple[int, int, int]:
     return count(sdc, Machine), count(sdc, Job), count(sdc, Reservation)
-
-
-def make_machine(sdc: Any, fleet: dict[str, Any], **overrides: Any) -> Machine:
-    attrs: dict[str, Any] = {
-        "alias": "web", "owner_uuid": fleet["owner"].uuid,
-        "package_uuid": fleet["package"].uuid, "image_uuid": fleet["image"].uuid,
-        "server_uuid": fleet["server"].uuid, "state": "running", "ram_mb": 1024,
-        "disk_mb": 10240,
-    }
-    attrs.update(overrides)
-    return add(sdc, Machine(**attrs))
 
 
 def test_create_by_names(api: Any, sdc: Any, fleet: dict[str, Any], jobqueue: Any) -> None:

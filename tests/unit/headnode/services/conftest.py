@@ -13,23 +13,13 @@ from tests.unit.headnode.api.conftest import (
     count,
     make_account,
     make_image,
+    make_machine,
     make_package,
     make_server,
 )
 
 __all__ = ["add", "count", "make_account", "make_image", "make_package", "make_server",
            "make_machine", "server_row", "written"]
-
-
-def make_machine(ctx: Any, fleet: dict[str, Any], **overrides: Any) -> Machine:
-    attrs: dict[str, Any] = {
-        "alias": "web", "owner_uuid": fleet["owner"].uuid,
-        "package_uuid": fleet["package"].uuid, "image_uuid": fleet["image"].uuid,
-        "server_uuid": fleet["server"].uuid, "state": "running", "ram_mb": 1024,
-        "disk_mb": 10240,
-    }
-    attrs.update(overrides)
-    return add(ctx, Machine(**attrs))
 
 
 def server_row(ctx: Any, uuid: str) -> Server:
