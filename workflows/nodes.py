@@ -57,9 +57,14 @@ def apply_status(session: Session, raw_status: dict[str, Any]) -> int:
         select(Machine).where(Machine.server_uuid == server.uuid,
                               Machine.state.in_(("running", "stopped", "unknown", "failed")))
     ).all()
+    taken_at = datetime.fromtimestamp(status["timestamp"], UTC)
     for machine in ours:
         if machine.job_uuid is not None:
             continue  # a job is changing it; the job records the result
+        if machine.updated_at is not None and machine.updated_at > taken_at:
+            # The report was taken before our last news of this machine (a job that has
+            # just finished, a report delayed in the queue): it cannot contradict it.
+            continue
         node = reported.get(machine.uuid)
         if node is None:
             if machine.state == "failed":

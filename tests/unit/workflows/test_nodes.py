@@ -26,12 +26,16 @@ def sysinfo(uuid: str, **overrides: Any) -> dict[str, Any]:
     return info
 
 
+#: when the test's reports are taken: after every row the test writes
+REPORT_TIME = 4_000_000_000.0
+
+
 def status(server_uuid: str, machines: list[tuple[str, str]], **overrides: Any) -> dict[str, Any]:
     report: dict[str, Any] = {
         "server_uuid": server_uuid,
         "machines": [{"uuid": uuid, "state": state} for uuid, state in machines],
         "pool_size_mb": 500_000, "pool_used_mb": 1234, "ram_mb": 32768,
-        "ram_free_mb": 20000, "timestamp": 1_700_000_000.0,
+        "ram_free_mb": 20000, "timestamp": REPORT_TIME,
     }
     report.update(overrides)
     return report
@@ -123,7 +127,7 @@ def test_node_state_wins_for_unlocked_machines(ctx: Any, fleet: dict[str, Any]) 
     server = server_row(ctx, server_uuid)
     assert server.pool_used_mb == 1234
     assert server.last_status_at is not None
-    assert server.last_status_at.timestamp() == 1_700_000_000.0
+    assert server.last_status_at.timestamp() == REPORT_TIME
     assert apply(ctx, report) == 0  # nothing left to change
 
 
@@ -160,6 +164,13 @@ def test_machine_missing_from_the_report_is_destroyed(ctx: Any, fleet: dict[str,
     # the next report changes nothing and releases nothing twice
     assert apply(ctx, status(server_uuid, [(kept.uuid, "running")])) == 0
     assert server_row(ctx, server_uuid).machine_count == 1
+
+
+def test_a_report_older_than_our_news_changes_nothing(ctx: Any, fleet: dict[str, Any]) -> None:
+    # taken before the provision that made this machine finished, processed after it
+    machine = make_machine(ctx, fleet, alias="new", state="running")
+    assert apply(ctx, status(fleet["server"].uuid, [], timestamp=time.time() - 5)) == 0
+    assert get_machine(ctx, machine.uuid).state == "running"
 
 
 def test_report_of_an_unknown_server_is_ignored(ctx: Any, fleet: dict[str, Any]) -> None:
