@@ -24,6 +24,8 @@ class AgentSettings:
     status_interval: float = setting(60.0, "send a status report at least this often (seconds)")
     status_check_interval: float = setting(0.5, "seconds between checks for a changed status")
     concurrency: int = setting(4, "agent tasks run at the same time (worker threads)")
+    log_level: str = setting("INFO", "agent log level: INFO logs every operation, WARNING "
+                             "only failures (a mock cloud of hundreds of nodes)")
     sim_ram_mb: int = setting(65536, "sim backend: physical memory of a node in MiB")
     sim_cpus: int = setting(16, "sim backend: CPU cores of a node")
     sim_disk_gb: int = setting(1024, "sim backend: size of a node's pool in GiB")

@@ -43,7 +43,8 @@ def make_backend(settings: AgentSettings, server_uuid: str | None = None) -> Nod
     return backend
 
 
-def worker_argv(queues: Sequence[str], concurrency: int, node_name: str) -> list[str]:
+def worker_argv(queues: Sequence[str], concurrency: int, node_name: str,
+                log_level: str = "INFO") -> list[str]:
     return [
         "worker",
         "-Q", ",".join(queues),
@@ -55,7 +56,7 @@ def worker_argv(queues: Sequence[str], concurrency: int, node_name: str) -> list
         "--without-mingle",
         "--without-heartbeat",
         "-n", f"{node_name}@%h",
-        "--loglevel", "INFO",
+        "--loglevel", log_level,
     ]
 
 
@@ -87,7 +88,8 @@ def run_worker(backends: Sequence[NodeBackend], settings: AgentSettings, node_na
     watchdog.start()
     log.info("serving %d node(s) on %s", len(backends), settings.redis_url)
     try:
-        tasks.app.worker_main(worker_argv(queues, settings.concurrency, node_name))
+        tasks.app.worker_main(worker_argv(queues, settings.concurrency, node_name,
+                                            settings.log_level))
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise

@@ -142,6 +142,18 @@ def _image_create_from_machine(backend: NodeBackend, params: dict[str, Any]) -> 
                                                        params["upload"])}
 
 
+def _batch(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+    outcomes = []
+    for item in params["ops"]:
+        if item["op"] == "batch":
+            raise BackendError("InvalidParams", "batch: a batch cannot hold another batch")
+        outcome = run_op(item["op"], backend.server_uuid, item["params"])
+        outcomes.append(outcome)
+        if not outcome["ok"]:
+            break  # the later operations depend on this one having worked
+    return {"outcomes": outcomes}
+
+
 OPERATIONS: dict[str, Callable[[NodeBackend, dict[str, Any]], dict[str, Any]]] = {
     "image_ensure_present": _image_ensure_present,
     "machine_create": _machine_create,
@@ -158,6 +170,7 @@ OPERATIONS: dict[str, Callable[[NodeBackend, dict[str, Any]], dict[str, Any]]] =
     "snapshot_rollback": _snapshot_rollback,
     "snapshot_delete": _snapshot_delete,
     "image_create_from_machine": _image_create_from_machine,
+    "batch": _batch,
 }
 assert set(OPERATIONS) == set(AGENT_TASKS), "every op of the wire contract needs a handler"
 
@@ -169,6 +182,8 @@ def run_op(op: str, server_uuid: str, params: Mapping[str, Any] | None) -> dict[
         backend = registry.get(server_uuid)
         if backend is None:
             raise BackendError("UnknownServer", f"server {server_uuid} is not hosted by this agent")
+        if op not in AGENT_TASKS:
+            raise BackendError("UnknownOperation", f"this agent has no operation {op!r}")
         # Unknown fields are dropped, not refused: a newer head node may send more than we know.
         loaded = AGENT_TASKS[op]().load(params or {}, unknown=EXCLUDE)
         result = OPERATIONS[op](backend, loaded)

@@ -76,6 +76,7 @@ def start_cloud(args: argparse.Namespace, workdir: Path) -> tuple[ProcessGroup, 
         "SDC_DATA_DIR": str(workdir / "headnode"), "SDC_OPERATOR_TOKEN": TOKEN,
         "SDC_API_BIND": f"127.0.0.1:{port}", "SDC_API_WORKERS": str(args.api_workers),
         "SDC_WORKER_CONCURRENCY": str(args.worker_concurrency),
+        **dict(pair.split("=", 1) for pair in args.env),
     }
     api = OpsClient(f"http://127.0.0.1:{port}", TOKEN, timeout=60)
     procs = ProcessGroup(workdir / "logs")
@@ -176,6 +177,8 @@ def main() -> int:
     parser.add_argument("--api-workers", type=int, default=2)
     parser.add_argument("--worker-concurrency", type=int, default=2)
     parser.add_argument("--worker-loglevel", default="WARNING")
+    parser.add_argument("--env", action="append", default=[], metavar="SDC_X=VALUE",
+                        help="a setting for every process of the cloud (repeatable)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     args = parser.parse_args()
 

@@ -39,6 +39,8 @@ class ReplyToSchema(Schema):
     job_uuid = fields.String(required=True)
     step = fields.Integer(required=True)
     attempt = fields.Integer(required=True)
+    #: set when the task is ``agent.batch``: how many of the job's steps it carries
+    batch = fields.Integer(load_default=None)
 
 
 class TaskErrorSchema(Schema):
@@ -142,6 +144,21 @@ class SimFaultsSchema(Schema):
     latency_ms = fields.Dict(keys=fields.String(), values=fields.Integer(), load_default=dict)
 
 
+class BatchItemSchema(Schema):
+    op = fields.String(required=True)
+    params = fields.Dict(load_default=dict)
+
+
+class BatchSchema(Schema):
+    """Several operations in one message, run in order until one fails. The result is
+    ``{"outcomes": [TaskOutcome, ...]}``, one per operation that ran: a workflow whose
+    consecutive agent steps do not need each other's results sends them together and
+    saves a round trip through both queues per step (see workflows.engine)."""
+
+    ops = fields.List(fields.Nested(BatchItemSchema), required=True,
+                      validate=validate.Length(min=1))
+
+
 class EmptySchema(Schema):
     pass
 
@@ -167,6 +184,8 @@ AGENT_TASKS: dict[str, type[Schema]] = {
     "image_create_from_machine": CreateImageSchema,
     "report_status": EmptySchema,
     "sim_faults": SimFaultsSchema,
+    # result {"outcomes": [TaskOutcome of each op that ran]}
+    "batch": BatchSchema,
 }
 
 

@@ -25,8 +25,10 @@ class CeleryTransport(Transport):
 
     def send_agent(self, server_uuid: str, op: str, params: dict[str, Any],
                    reply: dict[str, Any] | None) -> None:
+        # The reply carries the outcome to the engine: storing it in the result backend too
+        # would only cost the node a Redis write per task.
         self.app.send_task(agent_task(op), args=[server_uuid, params, reply],
-                           queue=agent_queue(server_uuid))
+                           queue=agent_queue(server_uuid), ignore_result=reply is not None)
 
     def send_raw(self, queue: str, task: str, args: list[Any]) -> None:
         self.app.send_task(task, args=args, queue=queue)

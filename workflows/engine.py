@@ -5,7 +5,9 @@ time a step is scheduled; every message names the attempt it is for, so a late, 
 redelivered message (a retried step, an agent reply after a timeout) is recognised as stale and
 ignored. Each step runs in its own database transaction with the job row locked; a step that
 raises is rolled back to a savepoint and its error recorded. A step that calls an agent sends
-the agent task after the commit and finishes when ``events.task_reply`` arrives.
+the agent task after the commit and finishes when ``events.task_reply`` arrives. Consecutive
+agent steps marked ``joins_previous`` travel in one ``agent.batch`` message and come back in
+one reply, whose outcomes the engine then applies step by step as if each had its own reply.
 
 Steps have a deadline. The periodic sweep (``workflows.reconcile``) treats a step past its
 deadline as failed (an agent that never answered) or lost (a message dropped by a Redis
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +27,7 @@ from functools import partial
 from typing import Any
 
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 from sqlalchemy.orm.attributes import flag_modified
 
 from headnode.config import HeadnodeSettings
@@ -54,7 +57,9 @@ class StepContext:
     outbox: list[tuple[str, str, list[Any]]] = field(default_factory=list)
 
     def machine(self) -> Machine:
-        machine = self.session.get(Machine, self.job.machine_uuid)
+        # Steps rarely look at NICs: load them only if one does, not with every machine.
+        machine = self.session.get(Machine, self.job.machine_uuid,
+                                   options=[lazyload(Machine.nics)])
         if machine is None:
             raise StepFailed("MachineNotFound", f"machine {self.job.machine_uuid} not found")
         return machine
@@ -77,6 +82,9 @@ class Step:
     params: ParamsFn | None = None
     on_result: ResultFn | None = None
     retries: int = 0
+    #: an agent step sent in the same message as the agent step before it (its params must
+    #: not need that step's result): one round trip through the queues instead of two
+    joins_previous: bool = False
 
     @property
     def is_agent(self) -> bool:
@@ -199,22 +207,33 @@ class Engine:
         step = self._step(job)
         if not step.is_agent or job.step_index != reply["step"]:
             return
-        entry = self._entry(job)
+        ready: deque[dict[str, Any]] = deque()
+        if reply.get("batch") and outcome.get("ok"):
+            # One outcome per step the batch carried, up to the first that failed.
+            ready.extend((outcome.get("result") or {}).get("outcomes") or [])
+        first = ready.popleft() if ready else outcome
+        self._apply_outcome(session, job, step, self._entry(job), first, after, ready)
+
+    def _apply_outcome(self, session: Session, job: Job, step: Step, entry: dict[str, Any],
+                       outcome: dict[str, Any], after: list[Callable[[], None]],
+                       ready: deque[dict[str, Any]]) -> None:
+        """Finish an agent step with what the node answered."""
         if not outcome.get("ok"):
             error = outcome.get("error") or {}
             self._fail_step(session, job, step, entry,
                             error.get("code", "AgentError"), error.get("message", ""), after)
             return
         ctx = StepContext(session, job, self.settings)
-        try:
-            with session.begin_nested():
-                result = (step.on_result(ctx, outcome.get("result") or {})
-                          if step.on_result else outcome.get("result"))
-        except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
-            code, message = _describe(exc)
-            self._fail_step(session, job, step, entry, code, message, after)
-            return
-        self._succeed_step(session, job, entry, result, ctx, after)
+        result = outcome.get("result")
+        if step.on_result is not None:
+            try:
+                with session.begin_nested():
+                    result = step.on_result(ctx, result or {})
+            except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
+                code, message = _describe(exc)
+                self._fail_step(session, job, step, entry, code, message, after)
+                return
+        self._succeed_step(session, job, entry, result, ctx, after, ready)
 
     def sweep(self, now: float | None = None) -> int:
         """Handle steps past their deadline and jobs past their workflow's timeout."""
@@ -293,7 +312,8 @@ class Engine:
         self._touch(job)
         job.step_deadline = time.time() + step.timeout
         if step.is_agent:
-            entry["deadline"] = job.step_deadline
+            # A batch runs its steps one after the other: wait as long as all may take.
+            entry["deadline"] = time.time() + sum(s.timeout for s in self._batch(job))
         return entry
 
     def _touch(self, job: Job) -> None:
@@ -301,20 +321,40 @@ class Engine:
         flag_modified(job, "chain_results")
         flag_modified(job, "onerror_results")
 
-    def _start(self, session: Session, job: Job, after: list[Callable[[], None]]) -> None:
+    def _start(self, session: Session, job: Job, after: list[Callable[[], None]],
+               ready: deque[dict[str, Any]] | None = None) -> None:
         step = self._step(job)
         entry = self._start_entry(job, step)
-        if step.is_agent:
+        if step.is_agent and step.joins_previous and ready:
+            # The node already ran this step, in the message of the step before it.
+            outcome = ready.popleft()
+            if outcome.get("started_at"):
+                entry["started_at"] = datetime.fromtimestamp(outcome["started_at"],
+                                                              UTC).isoformat()
+            self._apply_outcome(session, job, step, entry, outcome, after, ready)
+        elif step.is_agent:
             self._dispatch_agent(session, job, step, after)
         else:
             self._run_local(session, job, step, entry, after)
 
+    def _batch(self, job: Job) -> list[Step]:
+        """The agent steps one message carries, starting at the job's current step."""
+        steps = REGISTRY[job.name].steps(job.phase)
+        batch = [steps[job.step_index]]
+        for step in steps[job.step_index + 1:]:
+            if not (step.is_agent and step.joins_previous):
+                break
+            batch.append(step)
+        return batch
+
     def _dispatch_agent(self, session: Session, job: Job, step: Step,
                         after: list[Callable[[], None]]) -> None:
         ctx = StepContext(session, job, self.settings)
+        batch = self._batch(job)
         try:
             # No savepoint: building a payload only reads.
-            params = step.params(ctx) if step.params else {}
+            ops: list[tuple[str, dict[str, Any]]] = [
+                (s.agent_op or "", s.params(ctx) if s.params else {}) for s in batch]
         except Exception as exc:  # noqa: BLE001
             code, message = _describe(exc)
             self._fail_step(session, job, step, self._entry(job), code, message, after)
@@ -324,9 +364,12 @@ class Engine:
             self._fail_step(session, job, step, self._entry(job), "NoServer",
                             "the job has no server to send the step to", after)
             return
-        reply = {"job_uuid": job.uuid, "step": job.step_index, "attempt": job.attempt}
-        op = step.agent_op
-        assert op is not None
+        reply: dict[str, Any] = {"job_uuid": job.uuid, "step": job.step_index,
+                                 "attempt": job.attempt}
+        op, params = ops[0]
+        if len(ops) > 1:
+            op, params = "batch", {"ops": [{"op": o, "params": p} for o, p in ops]}
+            reply["batch"] = len(ops)
         # Wake the sweep before the real deadline, to ask again if no answer came by then.
         job.step_deadline = min(self._entry(job)["deadline"],
                                 time.time() + self.settings.resend_interval)
@@ -347,13 +390,14 @@ class Engine:
 
     def _succeed_step(self, session: Session, job: Job, entry: dict[str, Any],
                       result: dict[str, Any] | None, ctx: StepContext,
-                      after: list[Callable[[], None]]) -> None:
+                      after: list[Callable[[], None]],
+                      ready: deque[dict[str, Any]] | None = None) -> None:
         entry["finished_at"] = _now_iso()
         entry["result"] = result if result is not None else "OK"
         self._touch(job)
         after.extend(partial(self.transport.send_raw, queue, task, args)
                      for queue, task, args in ctx.outbox)
-        self._advance(session, job, after)
+        self._advance(session, job, after, ready)
 
     def _fail_step(self, session: Session, job: Job, step: Step, entry: dict[str, Any],
                    code: str, message: str, after: list[Callable[[], None]],
@@ -378,15 +422,17 @@ class Engine:
         # An onerror step failing must not stop the rest of the clean-up.
         self._advance(session, job, after)
 
-    def _advance(self, session: Session, job: Job, after: list[Callable[[], None]]) -> None:
+    def _advance(self, session: Session, job: Job, after: list[Callable[[], None]],
+                 ready: deque[dict[str, Any]] | None = None) -> None:
         steps = REGISTRY[job.name].steps(job.phase)
         if job.step_index + 1 < len(steps):
-            self._schedule(session, job, job.step_index + 1, after)
+            self._schedule(session, job, job.step_index + 1, after, ready=ready)
             return
         self._finish(session, job, "succeeded" if job.phase == "chain" else "failed")
 
     def _schedule(self, session: Session, job: Job, index: int,
-                  after: list[Callable[[], None]], inline: bool = True) -> None:
+                  after: list[Callable[[], None]], inline: bool = True,
+                  ready: deque[dict[str, Any]] | None = None) -> None:
         """Move the job to step ``index``. The next step starts at once in this transaction
         (a step that waits for an agent ends the turn), which saves a message and a
         transaction per step; a retry goes back through the queue so it runs afresh."""
@@ -395,7 +441,7 @@ class Engine:
         step = REGISTRY[job.name].steps(job.phase)[index]
         job.step_deadline = time.time() + step.timeout
         if inline:
-            self._start(session, job, after)
+            self._start(session, job, after, ready)
             return
         job_uuid, attempt = job.uuid, job.attempt
         after.append(lambda: self.transport.send_step(job_uuid, attempt))

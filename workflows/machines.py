@@ -115,8 +115,9 @@ PROVISION = register(Workflow(
         Step("validate", VALIDATE_TIMEOUT, run=validate_provision),
         Step("ensure_image", ENSURE_IMAGE_TIMEOUT, agent_op="image_ensure_present",
              params=ensure_image_params, retries=1),
+        # Sent with ensure_image in one message: the node imports the image, then creates.
         Step("create_machine", CREATE_TIMEOUT, agent_op="machine_create",
-             params=create_params, on_result=record_created, retries=1),
+             params=create_params, on_result=record_created, retries=1, joins_previous=True),
         Step("commit_usage", RECORD_TIMEOUT, run=commit_usage, retries=2),
     ),
     onerror=(

@@ -62,6 +62,47 @@ def test_create_replies_with_the_machine(
     assert the_reply(sent) == outcome
 
 
+def test_a_batch_runs_its_operations_in_order_and_replies_once(
+    hosted: NodeBackend, sent: SentTasks, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    spec = machine_spec()
+    outcome = call("batch", hosted.server_uuid, {"ops": [
+        {"op": "image_ensure_present", "params": {"image": image_spec}},
+        {"op": "machine_create", "params": spec}]})
+    ensured, created = outcome["result"]["outcomes"]
+    assert ensured["ok"] and ensured["result"]["image"]["uuid"] == image_spec["uuid"]
+    assert created["ok"] and created["result"]["machine"]["state"] == "running"
+    assert ensured["finished_at"] <= created["started_at"]
+    assert the_reply(sent) == outcome  # one reply for the whole batch
+    assert hosted.machine_load(spec["uuid"])["state"] == "running"
+
+
+def test_a_batch_stops_at_the_first_failure(
+    hosted: NodeBackend, sent: SentTasks, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    spec = machine_spec()
+    outcome = call("batch", hosted.server_uuid, {"ops": [
+        {"op": "machine_create", "params": {"uuid": "x", "ram_mb": 0}},
+        {"op": "image_ensure_present", "params": {"image": image_spec}}]})
+    (refused,) = outcome["result"]["outcomes"]
+    assert refused["error"]["code"] == "InvalidParams"
+    assert image_spec["uuid"] not in hosted.status()["images"]  # never reached
+    assert spec["uuid"] not in {m["uuid"] for m in hosted.status()["machines"]}
+
+
+@pytest.mark.parametrize("ops, message", [
+    ([], "ops"),
+    ([{"op": "no_such_op", "params": {}}], "no_such_op"),
+    ([{"op": "batch", "params": {"ops": []}}], "another batch"),
+])
+def test_a_bad_batch_is_an_error(hosted: NodeBackend, sent: SentTasks,
+                                 ops: list[Any], message: str) -> None:
+    outcome = call("batch", hosted.server_uuid, {"ops": ops}, None)
+    errors = [outcome["error"]] if outcome["error"] else [
+        o["error"] for o in outcome["result"]["outcomes"]]
+    assert errors and message in errors[0]["message"]
+
+
 def test_image_result_and_no_reply_without_address(
     hosted: NodeBackend, sent: SentTasks, image_spec: dict
 ) -> None:

@@ -81,6 +81,11 @@ def ok(result: dict[str, Any] | None = None, server_uuid: str = "") -> dict[str,
             "started_at": 0, "finished_at": 0}
 
 
+def batch(*outcomes: dict[str, Any]) -> dict[str, Any]:
+    """What an agent answers to ``agent.batch``: the outcome of each operation that ran."""
+    return ok({"outcomes": list(outcomes)})
+
+
 def failed(code: str = "AgentError", message: str = "it broke") -> dict[str, Any]:
     return {"ok": False, "result": None, "error": {"code": code, "message": message},
             "server_uuid": "", "started_at": 0, "finished_at": 0}

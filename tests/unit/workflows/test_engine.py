@@ -12,6 +12,7 @@ from headnode.store.models import Job, Machine
 from tests.unit.workflows.conftest import (
     RecordingTransport,
     add,
+    batch,
     failed,
     get_job,
     get_machine,
@@ -100,6 +101,12 @@ register(Workflow("t-patient", chain=(
 register(Workflow("t-slowjob", chain=(
     Step("remote", 10_000, agent_op="probe", params=probe_params),
 ), timeout=60))
+register(Workflow("t-batch", chain=(
+    Step("first", 20, agent_op="probe", params=probe_params, retries=1),
+    Step("second", 30, agent_op="probe2", params=probe_params, on_result=probe_result,
+         retries=1, joins_previous=True),
+    Step("after", 10, run=local("after")),
+)))
 register(Workflow("t-badparams", chain=(
     Step("remote", 5, agent_op="probe", params=broken_params),
 )))
@@ -509,3 +516,73 @@ def test_sweep_fails_a_job_past_its_workflow_timeout(ctx: Any, engine: Engine,
     engine.sweep(now=time.time() + 600)
     pump(engine, transport)
     assert get_job(ctx, job_uuid).execution == "failed"
+
+
+def test_joined_agent_steps_travel_in_one_message_and_reply(
+        ctx: Any, engine: Engine, transport: RecordingTransport) -> None:
+    job_uuid = start(ctx, "t-batch")
+    before = time.time()
+    engine.run_step(job_uuid, 1)
+    server, op, params, reply = transport.agent.popleft()
+    assert (server, op, reply["batch"], reply["step"]) == (SERVER, "batch", 2, 0)
+    assert params == {"ops": [{"op": "probe", "params": {"job": job_uuid}},
+                              {"op": "probe2", "params": {"job": job_uuid}}]}
+    job = get_job(ctx, job_uuid)
+    # the message may take as long as both steps together
+    assert job.chain_results[0]["deadline"] >= before + 50
+    second = ok({"value": 2})
+    second["started_at"] = before
+    engine.on_agent_reply(reply, batch(ok({"value": 1}), second))
+    engine.on_agent_reply(reply, batch(ok({"value": 1}), second))  # a duplicate: stale
+    pump(engine, transport)
+    assert not transport.agent
+    job = get_job(ctx, job_uuid)
+    assert job.execution == "succeeded", job.chain_results
+    assert [e["name"] for e in job.chain_results] == ["first", "second", "after"]
+    assert job.chain_results[0]["result"] == {"value": 1}
+    assert job.chain_results[1]["result"] == {"got": 2}
+    assert job.chain_results[1]["started_at"] < job.chain_results[0]["finished_at"]
+    assert calls(job_uuid) == ["on_result", "after"]
+
+
+def test_a_failure_inside_a_batch_retries_from_the_step_that_failed(
+        ctx: Any, engine: Engine, transport: RecordingTransport) -> None:
+    job_uuid = start(ctx, "t-batch")
+    engine.run_step(job_uuid, 1)
+    *_, reply = transport.agent.popleft()
+    engine.on_agent_reply(reply, batch(ok({"value": 1}), failed("Disk", "pool full")))
+    pump(engine, transport)
+    _, op, params, reply = transport.agent.popleft()  # only the failed step, alone
+    assert (op, params, reply.get("batch")) == ("probe2", {"job": job_uuid}, None)
+    engine.on_agent_reply(reply, ok({"value": 3}))
+    pump(engine, transport)
+    job = get_job(ctx, job_uuid)
+    assert job.execution == "succeeded"
+    assert [(e["name"], e["error"]) for e in job.chain_results] == [
+        ("first", None), ("second", {"code": "Disk", "message": "pool full"}),
+        ("second", None), ("after", None)]
+
+
+def test_a_batch_refused_as_a_whole_fails_its_first_step(
+        ctx: Any, engine: Engine, transport: RecordingTransport) -> None:
+    job_uuid = start(ctx, "t-batch")
+    engine.run_step(job_uuid, 1)
+    for _ in range(2):  # retries=1: the whole batch again
+        _, op, _, reply = transport.agent.popleft()
+        assert op == "batch"
+        engine.on_agent_reply(reply, failed("InvalidParams", "batch: bad"))
+        pump(engine, transport)
+    job = get_job(ctx, job_uuid)
+    assert job.execution == "failed"
+    assert job.error == {"step": "first", "code": "InvalidParams", "message": "batch: bad"}
+
+
+def test_a_resent_batch_keeps_its_deadline(ctx: Any, engine: Engine,
+                                           transport: RecordingTransport) -> None:
+    job_uuid = start(ctx, "t-batch")
+    engine.run_step(job_uuid, 1)
+    first = transport.agent.popleft()
+    deadline = get_job(ctx, job_uuid).chain_results[0]["deadline"]
+    assert engine.sweep(now=time.time() + ctx.settings.resend_interval + 1) == 1
+    assert transport.agent.popleft() == first
+    assert get_job(ctx, job_uuid).chain_results[0]["deadline"] == deadline

@@ -11,6 +11,7 @@ from headnode.store.models import Reservation
 from tests.unit.headnode.services.conftest import server_row
 from tests.unit.workflows.conftest import (
     RecordingTransport,
+    batch,
     failed,
     get_job,
     get_machine,
@@ -46,16 +47,18 @@ def provision(ctx: Any, engine: Engine, transport: RecordingTransport,
                                        "image": "base-64", **body}, CALLER)
     engine.run_step(machine["job_uuid"], 1)
     server, op, params, reply = next_agent_call(engine, transport)
-    assert (server, op) == (machine["server_uuid"], "image_ensure_present")
-    assert params["image"]["uuid"] == fleet["image"].uuid
-    assert params["image"]["name"] == "base-64"
-    engine.on_agent_reply(reply, ok({"image": params["image"]["uuid"]}, server))
-    server, op, params, reply = next_agent_call(engine, transport)
-    assert op == "machine_create"
-    assert params["uuid"] == machine["uuid"] and params["ram_mb"] == 1024
-    assert params["disk_mb"] == 10240 and params["image_uuid"] == fleet["image"].uuid
-    engine.on_agent_reply(reply, ok(machine_result(machine["uuid"], "running"), server))
+    # ensure_image and create_machine travel together, in one message
+    assert (server, op, reply["batch"]) == (machine["server_uuid"], "batch", 2)
+    (ensure_op, image), (create_op, spec) = ((o["op"], o["params"]) for o in params["ops"])
+    assert ensure_op == "image_ensure_present" and image["image"]["name"] == "base-64"
+    assert image["image"]["uuid"] == fleet["image"].uuid
+    assert create_op == "machine_create"
+    assert spec["uuid"] == machine["uuid"] and spec["ram_mb"] == 1024
+    assert spec["disk_mb"] == 10240 and spec["image_uuid"] == fleet["image"].uuid
+    engine.on_agent_reply(reply, batch(ok({"image": image["image"]["uuid"]}, server),
+                                       ok(machine_result(machine["uuid"], "running"), server)))
     pump(engine, transport)
+    assert not transport.agent
     return machine
 
 
@@ -99,11 +102,12 @@ def test_provision_fails_at_create_and_cleans_up(ctx: Any, engine: Engine,
     server_uuid = created["server_uuid"]
     engine.run_step(created["job_uuid"], 1)
     *_, reply = next_agent_call(engine, transport)
-    engine.on_agent_reply(reply, ok({}, server_uuid))
-    for message in ("no room in the pool", "still no room"):  # retries=1: two tries
-        _, op, _, reply = next_agent_call(engine, transport)
-        assert op == "machine_create"
-        engine.on_agent_reply(reply, failed("CreateFailed", message))
+    engine.on_agent_reply(reply, batch(ok({}, server_uuid),
+                                       failed("CreateFailed", "no room in the pool")))
+    # retries=1: the second try sends create_machine alone (the image is there)
+    _, op, _, reply = next_agent_call(engine, transport)
+    assert op == "machine_create"
+    engine.on_agent_reply(reply, failed("CreateFailed", "still no room"))
     pump(engine, transport)
     assert not transport.agent
 
@@ -133,11 +137,11 @@ def test_provision_when_the_node_reports_failed(ctx: Any, engine: Engine,
     created = svc.create_machine(ctx, {"owner": "alice", "package": "small",
                                        "image": "base-64"}, CALLER)
     engine.run_step(created["job_uuid"], 1)
+    reported_failed = ok(machine_result(created["uuid"], "failed"))
     *_, reply = next_agent_call(engine, transport)
-    engine.on_agent_reply(reply, ok({}))
-    for _ in range(2):
-        *_, reply = next_agent_call(engine, transport)
-        engine.on_agent_reply(reply, ok(machine_result(created["uuid"], "failed")))
+    engine.on_agent_reply(reply, batch(ok({}), reported_failed))
+    *_, reply = next_agent_call(engine, transport)  # create_machine's retry
+    engine.on_agent_reply(reply, reported_failed)
     pump(engine, transport)
     job = get_job(ctx, created["job_uuid"])
     assert job.execution == "failed" and job.error is not None
@@ -215,9 +219,10 @@ def test_destroy_of_a_failed_machine_releases_nothing_twice(
     created = svc.create_machine(ctx, {"owner": "alice", "package": "small",
                                        "image": "base-64"}, CALLER)
     engine.run_step(created["job_uuid"], 1)
-    for _ in range(2):  # ensure_image fails twice
-        *_, reply = next_agent_call(engine, transport)
-        engine.on_agent_reply(reply, failed("ImportFailed", "no image"))
+    for _ in range(2):  # ensure_image fails twice; the node stops each batch there
+        _, op, _, reply = next_agent_call(engine, transport)
+        assert op == "batch"
+        engine.on_agent_reply(reply, batch(failed("ImportFailed", "no image")))
     pump(engine, transport)
     assert get_machine(ctx, created["uuid"]).state == "failed"
     job_uuid = run_action(ctx, engine, transport, created["uuid"], "destroy", "destroyed")

@@ -49,6 +49,14 @@ def status(uuid: str, state: str = "running") -> dict[str, Any]:
     return {"machine": {"uuid": uuid, "state": state}}
 
 
+def result_of(machine_uuid: str, op: str, params: dict[str, Any]) -> dict[str, Any]:
+    """What a node that does everything it is asked answers."""
+    if op == "batch":
+        return {"outcomes": [ok(result_of(machine_uuid, o["op"], o["params"]))
+                             for o in params["ops"]]}
+    return status(machine_uuid) if op == "machine_create" else {}
+
+
 def provision(ctx: Any, engine: Engine, transport: RecordingTransport,
               alias: str = "web") -> dict[str, Any]:
     machine = svc.create_machine(ctx, {"owner": "alice", "package": "small",
@@ -56,8 +64,7 @@ def provision(ctx: Any, engine: Engine, transport: RecordingTransport,
     engine.run_step(machine["job_uuid"], 1)
     while get_job(ctx, machine["job_uuid"]).execution not in ("succeeded", "failed"):
         _, op, params, reply = next_agent_call(engine, transport)
-        result = status(machine["uuid"]) if op == "machine_create" else {}
-        engine.on_agent_reply(reply, ok(result))
+        engine.on_agent_reply(reply, ok(result_of(machine["uuid"], op, params)))
         pump(engine, transport)
     assert get_job(ctx, machine["job_uuid"]).execution == "succeeded"
     return machine
@@ -357,8 +364,8 @@ def test_provision_of_an_image_with_a_file_sends_a_signed_source(
     created = svc.create_machine(ctx, {"owner": "alice", "package": "small",
                                        "image": "base-64"}, CALLER)
     server, op, params, _ = start(engine, transport, created["job_uuid"])
-    assert op == "image_ensure_present"
-    spec = params["image"]
+    assert op == "batch" and params["ops"][0]["op"] == "image_ensure_present"
+    spec = params["ops"][0]["params"]["image"]
     assert spec["files"] == files
     assert urlsplit(spec["source"]["url"]).path == f"/images/{fleet['image'].uuid}/file"
     store = ImageStore(ctx.settings)
@@ -371,7 +378,7 @@ def test_provision_of_an_image_without_a_file_sends_no_source(
     created = svc.create_machine(ctx, {"owner": "alice", "package": "small",
                                        "image": "base-64"}, CALLER)
     _, _, params, _ = start(engine, transport, created["job_uuid"])
-    assert params["image"]["source"] is None
+    assert params["ops"][0]["params"]["image"]["source"] is None
 
 
 def begin_image(ctx: Any, engine: Engine, transport: RecordingTransport
