@@ -75,7 +75,8 @@ def start_cloud(args: argparse.Namespace, workdir: Path) -> tuple[ProcessGroup, 
         "SDC_DATABASE_URL": database_url, "SDC_REDIS_URL": redis.url,
         "SDC_DATA_DIR": str(workdir / "headnode"), "SDC_OPERATOR_TOKEN": TOKEN,
         "SDC_API_BIND": f"127.0.0.1:{port}", "SDC_API_WORKERS": str(args.api_workers),
-        "SDC_WORKER_CONCURRENCY": str(args.worker_concurrency),
+        **({"SDC_WORKER_CONCURRENCY": str(args.worker_concurrency)}
+           if args.worker_concurrency else {}),
         **dict(pair.split("=", 1) for pair in args.env),
     }
     api = OpsClient(f"http://127.0.0.1:{port}", TOKEN, timeout=60)
@@ -175,7 +176,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=40.0,
                         help="offered load (provisions/s) of the second round; 0 skips it")
     parser.add_argument("--api-workers", type=int, default=2)
-    parser.add_argument("--worker-concurrency", type=int, default=2)
+    parser.add_argument("--worker-concurrency", type=int, default=0,
+                        help="0: the setting's default")
     parser.add_argument("--worker-loglevel", default="WARNING")
     parser.add_argument("--env", action="append", default=[], metavar="SDC_X=VALUE",
                         help="a setting for every process of the cloud (repeatable)")
@@ -193,7 +195,7 @@ def main() -> int:
                          "postgresql": pg.postmaster_pid()})
         print(f"fleet: {args.servers} sim servers (latency 0); {args.clients} API clients; "
               f"API workers {args.api_workers}; workflow worker concurrency "
-              f"{args.worker_concurrency}; {psutil.cpu_count()} CPUs")
+              f"{args.worker_concurrency or 'default'}; {psutil.cpu_count()} CPUs")
         print(f"baseline: authenticated GET /ops/servers/<uuid>: {base:.0f} requests/s")
         ok = run_round("as fast as the API takes them", api, engine, args, 0, None, cpu_pids)
         if args.rate:

@@ -27,9 +27,12 @@ class HeadnodeSettings:
                                   "at; empty means http://<SDC_API_BIND>.")
     operator_token: str = setting("", "Bearer token of the operator API; empty means the one "
                                   "stored in SDC_DATA_DIR/operator-token (made on first use).")
-    worker_concurrency: int = setting(2, "Processes (or threads) of the workflow worker.")
-    worker_pool: str = setting("prefork", "Celery pool of the workflow worker: prefork "
-                               "(processes), threads or solo.")
+    worker_concurrency: int = setting(4, "Threads (or processes) of the workflow worker.")
+    # Threads by default: a step is mostly waiting on PostgreSQL or Redis, and a prefork
+    # pool costs every message a trip through a pipe to a child (measured: ~3 ms of a
+    # provision's worker CPU on 2 cores, bench/provision_throughput.py).
+    worker_pool: str = setting("threads", "Celery pool of the workflow worker: threads, "
+                               "prefork (processes) or solo.")
     heartbeat_lifetime: float = setting(11.0, "Seconds without a heartbeat before a server "
                                         "is unknown (CNAPI: 5 s interval + a miss + 1 s).")
     reconcile_interval: float = setting(5.0, "Seconds between heartbeat reconciliations and "
