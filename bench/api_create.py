@@ -1,0 +1,144 @@
+"""What one machine create costs the API process: ``POST /ops/machines`` in process.
+
+A private PostgreSQL and redis-server, 100 servers with room, one account, package and image;
+then ``--creates`` creates one after another through the Flask test client of the real app
+(its real Celery job queue sends each job to the private Redis). Two rounds: first with no
+network (no NIC to allocate, as bench/provision_throughput.py runs), then with a public /16
+(one NIC each). Per round: CPU ms per create (this process only: PostgreSQL and Redis are
+other processes), wall-clock p50/p99, and SQL statements per create.
+
+    .venv/bin/python bench/api_create.py [--servers 100] [--creates 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from headnode.api.app import create_app  # noqa: E402
+from headnode.config import get_settings  # noqa: E402
+from headnode.services.context import ServiceContext  # noqa: E402
+from headnode.store.db import engine_for  # noqa: E402
+from headnode.store.migrate import upgrade  # noqa: E402
+from headnode.store.models import Account, Image, Package, Server, new_uuid  # noqa: E402
+from tests.support.net import free_port  # noqa: E402
+from tests.support.services import PostgresServer, RedisServer, postgres_bin_dir  # noqa: E402
+
+TOKEN = "bench-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+#: creates before each measured round: imports, caches and pooled connections warm up
+WARMUP = 20
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def populate(ctx: ServiceContext, servers: int) -> None:
+    with ctx.transaction() as session:
+        session.add_all(Server(uuid=new_uuid(), hostname=f"cn{i}", backend="sim", setup=True,
+                               status="running", ram_mb=262144, cpus=48, disk_mb=4_000_000,
+                               last_heartbeat=time.time()) for i in range(servers))
+        session.add_all([Account(login="bench", email="bench@example.com"),
+                         Package(name="g1-512m", memory=512, disk=5120),
+                         Image(name="base-64", version="24.4.1", os="smartos", size_mb=300)])
+
+
+class StatementCounter:
+    def __init__(self, engine: Any) -> None:
+        self.count = 0
+        self.last: list[str] = []
+        event.listen(engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        self.count += 1
+        self.last.append(statement)
+
+
+def run_round(label: str, client: Any, counter: StatementCounter, first: int,
+              creates: int, show_sql: bool) -> None:
+    def create(i: int) -> None:
+        answer = client.post("/ops/machines", headers=AUTH, json={
+            "owner": "bench", "package": "g1-512m", "image": "base-64",
+            "alias": f"bench-{i}"})
+        if answer.status_code != 202:
+            raise SystemExit(f"create {i}: {answer.status_code} {answer.get_json()}")
+
+    for i in range(first, first + WARMUP):
+        create(i)
+    walls: list[float] = []
+    statements_before = counter.count
+    cpu_before = time.process_time()
+    for i in range(first + WARMUP, first + WARMUP + creates):
+        started = time.perf_counter()
+        create(i)
+        walls.append(time.perf_counter() - started)
+    cpu = time.process_time() - cpu_before
+    statements = counter.count - statements_before
+    print(f"{label}: {creates} creates")
+    print(f"  CPU per create: {cpu / creates * 1e3:.2f} ms (this process)")
+    print(f"  wall per create: p50 {statistics.median(walls) * 1e3:.2f} ms, "
+          f"p99 {percentile(walls, 0.99) * 1e3:.2f} ms")
+    print(f"  SQL statements per create: {statements / creates:.1f}")
+    if show_sql:
+        counter.last.clear()
+        create(first + WARMUP + creates)
+        print("  the statements of one more create:")
+        for statement in counter.last:
+            print("    " + " ".join(statement.split())[:160])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--servers", type=int, default=100)
+    parser.add_argument("--creates", type=int, default=500, help="per round")
+    parser.add_argument("--show-sql", action="store_true",
+                        help="print the statements of one create per round")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="sdc-bench-create-"))
+    (workdir / "redis").mkdir()
+    redis = RedisServer(shutil.which("redis-server") or "/usr/bin/redis-server",
+                        workdir / "redis", free_port())
+    pg_dir = Path(tempfile.mkdtemp(prefix="sdc-bench-pg-"))
+    pg = PostgresServer(postgres_bin_dir(), pg_dir, free_port())
+    redis.start()
+    try:
+        pg.start()
+        url = pg.create_database("sdc_bench")
+        upgrade(url)
+        settings = get_settings(database_url=url, redis_url=redis.url,
+                                data_dir=workdir / "data", operator_token=TOKEN)
+        app = create_app(settings)  # the real Celery job queue, on the private Redis
+        ctx: ServiceContext = app.extensions["sdc"]
+        populate(ctx, args.servers)
+        counter = StatementCounter(engine_for(settings.resolved_database_url))
+        print(f"{args.servers} servers, in-process Flask test client, Celery to a private "
+              "Redis")
+        with app.test_client() as client:
+            run_round("no network", client, counter, 0, args.creates, args.show_sql)
+            answer = client.post("/ops/networks", headers=AUTH, json={
+                "name": "public", "subnet": "10.64.0.0/16"})
+            assert answer.status_code in (200, 201), answer.get_json()
+            run_round("one public network (one NIC each)", client, counter,
+                      args.creates + WARMUP + 1, args.creates, args.show_sql)
+    finally:
+        pg.stop()
+        redis.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(pg_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
