@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -38,24 +38,17 @@ def reserve(
     machine count), evaluated on the locked row. An image new to the server also takes its
     size from the pool, once per server (``server_images``' primary key decides who is
     first)."""
-    try:
-        # A savepoint, so a refusal also takes back the image claim.
-        with session.begin_nested():
-            _hold(session, server_uuid, ram_mb, disk_mb, cpu, policy, image_uuid, image_mb)
-    except _NoRoom:
+    if not _hold(session, server_uuid, ram_mb, disk_mb, cpu, policy, image_uuid, image_mb):
         return False
     session.add(Reservation(machine_uuid=machine_uuid, server_uuid=server_uuid,
                             job_uuid=job_uuid, ram_mb=ram_mb, disk_mb=disk_mb, cpu=cpu))
     return True
 
 
-class _NoRoom(Exception):
-    pass
-
-
 def _hold(session: Session, server_uuid: str, ram_mb: int, disk_mb: int, cpu: int,
-          policy: Policy, image_uuid: str | None, image_mb: int) -> None:
-    image_add = _claim_image(session, server_uuid, image_uuid, image_mb)
+          policy: Policy, image_uuid: str | None, image_mb: int) -> bool:
+    claimed = _claim_image(session, server_uuid, image_uuid, image_mb)
+    image_add = image_mb if claimed else 0
     result = session.execute(
         update(Server)
         .where(_room(server_uuid, ram_mb, disk_mb + image_add, cpu, policy))
@@ -70,8 +63,19 @@ def _hold(session: Session, server_uuid: str, ram_mb: int, disk_mb: int, cpu: in
         )
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise _NoRoom
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        return True
+    if claimed:
+        # A refusal takes back the claim it made (this transaction's own uncommitted row;
+        # a claim another provision made is never touched). Cheaper than a savepoint
+        # around every reservation, for the rare refusal.
+        session.execute(
+            delete(ServerImage)
+            .where(ServerImage.server_uuid == server_uuid,
+                   ServerImage.image_uuid == image_uuid)
+            .execution_options(synchronize_session=False)
+        )
+    return False
 
 
 def _room(server_uuid: str, ram_mb: int, disk_mb: int, cpu: int, policy: Policy) -> Any:
@@ -96,10 +100,10 @@ def _room(server_uuid: str, ram_mb: int, disk_mb: int, cpu: int, policy: Policy)
 
 
 def _claim_image(session: Session, server_uuid: str, image_uuid: str | None,
-                 image_mb: int) -> int:
-    """Record that the image lands on the server; its size if this is the first time."""
+                 image_mb: int) -> bool:
+    """Record that the image lands on the server; True if this is the first time."""
     if not image_uuid:
-        return 0
+        return False
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     added = session.execute(
@@ -109,7 +113,7 @@ def _claim_image(session: Session, server_uuid: str, image_uuid: str | None,
         .on_conflict_do_nothing()
         .returning(ServerImage.image_uuid)
     ).first()
-    return image_mb if added is not None else 0
+    return added is not None
 
 
 def _move(

@@ -9,9 +9,10 @@ from sqlalchemy import select
 
 from headnode.placement.state import Policy
 from headnode.services import capacity
-from headnode.store.models import Job, Reservation, new_uuid
+from headnode.store.models import Job, Reservation, ServerImage, new_uuid
 from tests.unit.headnode.services.conftest import (
     add,
+    count,
     make_server,
     reservation_states,
     server_row,
@@ -222,6 +223,26 @@ def test_image_room_is_claimed_once_and_given_back_on_refusal(ctx: Any) -> None:
     assert reserve_image(ctx, server.uuid, image, disk=900, image_mb=500)  # image is there
     row = server_row(ctx, server.uuid)
     assert (row.images_mb, row.disk_inflight_mb) == (500, 8900)
+    # a refusal leaves a claim an earlier provision made alone
+    assert not reserve_image(ctx, server.uuid, image, disk=9000, image_mb=500)
+    assert count(ctx, ServerImage) == 1
+    assert server_row(ctx, server.uuid).images_mb == 500
+
+
+def test_a_refused_first_claim_is_free_for_the_next_provision(ctx: Any) -> None:
+    small, roomy = make_server(ctx, disk_mb=1000), make_server(ctx, hostname="cn2")
+    image = new_uuid()
+    with ctx.transaction() as session:
+        # one transaction, as a create that lost one server and placed on another
+        assert not capacity.reserve(session, small.uuid, new_uuid(), new_uuid(), 100, 100, 100,
+                                    POLICY, image, 5000)
+        assert capacity.reserve(session, roomy.uuid, new_uuid(), new_uuid(), 100, 100, 100,
+                                POLICY, image, 5000)
+    with ctx.read() as session:
+        claims = session.scalars(select(ServerImage.server_uuid)).all()
+    assert claims == [roomy.uuid]
+    assert reserve_image(ctx, small.uuid, image, disk=100, image_mb=400)
+    assert server_row(ctx, small.uuid).images_mb == 400
 
 
 def reserve_image(ctx: Any, server_uuid: str, image_uuid: str, disk: int,
