@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InvalidArgument, NotFound
@@ -430,13 +431,26 @@ def allocate_nics(session: Session, machine: Machine, owner_uuid: str,
     name, visible to the owner) or on its default network. The first NIC is primary. No
     network at all (none requested, no public one) means no NIC. Raises InvalidArgument
     ("networks") or Conflict ("SubnetFull"); the caller's transaction then rolls back."""
+    created_here = machine in session.new  # before a query's autoflush inserts it
     networks = _requested_networks(session, owner_uuid, requested)
     session.flush()  # the machine row must exist before NICs reference it
     nics = [_allocate_one(session, machine.uuid, network, primary=(i == 0))
             for i, network in enumerate(networks)]
-    # the collection is view-only: load it now so the machine object carries its addresses
-    session.refresh(machine, attribute_names=["nics"])
+    _carry_nics(session, machine, nics, created_here)
     return nics
+
+
+def _carry_nics(session: Session, machine: Machine, added: list[Nic],
+                created_here: bool) -> None:
+    """Make the machine object carry its addresses (the collection is view-only, so adding
+    NICs does not change it). What it held before plus what was just added is all of it,
+    without reading it back; a machine whose NICs were never loaded reads them."""
+    known = machine.__dict__.get("nics")
+    if known is None and not created_here:
+        session.refresh(machine, attribute_names=["nics"])
+        return
+    nics = sorted([*(known or []), *added], key=lambda nic: nic.created_at)
+    set_committed_value(machine, "nics", nics)
 
 
 def release_nics(session: Session, machine_uuid: str) -> int:

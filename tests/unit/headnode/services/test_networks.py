@@ -271,6 +271,21 @@ def test_created_machine_carries_its_addresses_and_release_frees_them(
     assert [(i["ip"], i["belongs_to_uuid"]) for i in ips] == [("10.88.0.10", answer["uuid"])]
 
 
+def test_the_machine_object_carries_every_nic_without_reading_them_back(
+        ctx: Any, fleet: dict[str, Any]) -> None:
+    net(ctx, "a", "10.88.0.0/24", provision_start_ip="10.88.0.10")
+    net(ctx, "b", "10.89.0.0/24", provision_start_ip="10.89.0.10")
+    m = machine_row(ctx, fleet, "m")
+    allocate(ctx, m, ["a"])
+    with ctx.transaction() as session:
+        loaded = session.get(Machine, m.uuid)  # its NIC on "a" comes with it
+        assert loaded is not None
+        svc.allocate_nics(session, loaded, fleet["owner"].uuid, ["b"])
+        in_hand = svc.machine_network_fields(loaded)
+    assert in_hand["ips"] == ["10.88.0.10", "10.89.0.10"]
+    assert machine_svc.get_machine(ctx, m.uuid)["ips"] == in_hand["ips"]
+
+
 def test_a_refused_create_leaves_no_address_taken(ctx: Any, fleet: dict[str, Any]) -> None:
     n = net(ctx, provision_start_ip="10.88.0.10", provision_end_ip="10.88.0.20")
     with pytest.raises(InvalidArgument):
