@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 import uuid as uuidlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, literal, select, true, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from headnode.placement.allocator import (
     NOT_ENOUGH_DISK,
@@ -111,6 +112,65 @@ def _resolve_image(session: Session, ident: str) -> Image:
     return image
 
 
+@dataclass(frozen=True)
+class _Lookup:
+    """What a create names, read in one statement: each row or None, and whether the alias
+    (the one asked for or the one made up) is taken and the named server exists."""
+
+    owner: Account | None
+    package: Package | None
+    image: Image | None
+    alias_taken: bool
+    server_exists: bool
+
+
+def _lookup(session: Session, body: dict[str, Any], made_alias_suffix: str) -> _Lookup:
+    """The owner, package and image of a create and the checks on its alias and server in
+    one round trip: each is a subquery of at most one row, outer-joined to a single row."""
+    owner_ident, package_ident, image_ident = body["owner"], body["package"], body["image"]
+    owner = aliased(Account, select(Account).where(
+        (Account.uuid if _is_uuid(owner_ident) else Account.login) == owner_ident
+    ).subquery("owner"))
+    package = aliased(Package, select(Package).where(
+        (Package.uuid if _is_uuid(package_ident) else Package.name) == package_ident
+    ).subquery("package"))
+    if _is_uuid(image_ident):
+        images = select(Image).where(Image.uuid == image_ident)
+    else:  # a name means its newest active version
+        images = (select(Image).where(Image.name == image_ident, Image.state == "active")
+                  .order_by(Image.created_at.desc()).limit(1))
+    image = aliased(Image, images.subquery("image"))
+    alias = (literal(body["alias"]) if body.get("alias")
+             else package.name + literal(made_alias_suffix))
+    alias_taken = exists().where(Machine.owner_uuid == owner.uuid, Machine.alias == alias,
+                                 Machine.state.in_(ALIAS_HOLDING_STATES))
+    only = body.get("server_uuid")
+    server_exists = (exists().where(Server.uuid == only) if only else literal(True))
+    one = select(literal(1).label("one")).subquery("one")
+    row = session.execute(
+        select(owner, package, image, alias_taken, server_exists).select_from(one)
+        .outerjoin(owner, true()).outerjoin(package, true()).outerjoin(image, true())
+    ).one()
+    return _Lookup(*row)
+
+
+def _checked(found: _Lookup, body: dict[str, Any]) -> tuple[Account, Package, Image]:
+    """The lookup's refusals, in the order the single-purpose resolvers give them."""
+    if found.owner is None:
+        raise InvalidArgument("owner", f"no account {body['owner']!r}")
+    package = found.package
+    if package is None:
+        raise InvalidArgument("package", f"no package {body['package']!r}")
+    if not package.active:
+        raise InvalidArgument("package", f"package {package.name} is not active")
+    image = found.image
+    if image is None:
+        raise InvalidArgument("image", f"no image {body['image']!r}")
+    if image.state != "active":
+        raise InvalidArgument("image", f"image {image.name} is {image.state}, not active")
+    return found.owner, package, image
+
+
 def _fleet(session: Session, request: PlacementRequest, only: str | None) -> Snapshot:
     return fleet.load_snapshot(session, request.owner_uuid, only,
                                with_machines=bool(request.affinity))
@@ -170,14 +230,15 @@ def _create_records(ctx: ServiceContext, body: dict[str, Any],
                     caller: dict[str, Any]) -> tuple[Machine, str]:
     """Allocate and write machine, reservation and job in one transaction."""
     machine_uuid, job_uuid = new_uuid(), new_uuid()
+    made_alias_suffix = f"-{machine_uuid[:8]}"
     with ctx.transaction() as session:
-        owner = _resolve_owner(session, body["owner"])
-        package = _resolve_package(session, body["package"])
-        image = _resolve_image(session, body["image"])
-        alias = body.get("alias") or f"{package.name}-{machine_uuid[:8]}"
-        _check_alias_free(session, owner.uuid, alias)
+        found = _lookup(session, body, made_alias_suffix)
+        owner, package, image = _checked(found, body)
+        alias = body.get("alias") or package.name + made_alias_suffix
+        if found.alias_taken:
+            raise Conflict(f"a machine named {alias!r} already exists", code="DuplicateName")
         only = body.get("server_uuid")
-        if only and session.get(Server, only) is None:
+        if not found.server_exists:
             raise InvalidArgument("server_uuid", f"no server {only}")
         request = placement.build_request(package, image, owner.uuid, body.get("affinity"))
         server_uuid = _place(session, ctx, request, machine_uuid, job_uuid, only)

@@ -172,6 +172,25 @@ def test_duplicate_alias(ctx: Any, fleet: dict[str, Any]) -> None:
     assert create(ctx, owner="bob", alias="web")["alias"] == "web"
 
 
+def test_duplicate_alias_is_named_before_capacity(ctx: Any, fleet: dict[str, Any]) -> None:
+    make_machine(ctx, fleet, alias="web")
+    make_package(ctx, name="huge", memory=600000, disk=10240)  # fits nowhere
+    with pytest.raises(Conflict) as err:
+        create(ctx, package="huge", alias="web")
+    assert err.value.code == "DuplicateName"
+
+
+def test_a_made_up_alias_that_is_taken_is_refused(ctx: Any, fleet: dict[str, Any],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    make_machine(ctx, fleet, alias="small-aaaaaaaa")
+    uuids = iter(["aaaaaaaa-0000-4000-8000-000000000000", new_uuid()])
+    monkeypatch.setattr(svc, "new_uuid", lambda: next(uuids))
+    with pytest.raises(Conflict) as err:
+        create(ctx)
+    assert err.value.code == "DuplicateName"
+    assert "small-aaaaaaaa" in err.value.message
+
+
 @pytest.mark.parametrize("ended", ["destroyed", "failed"])
 def test_alias_free_again_once_the_machine_ended(ctx: Any, fleet: dict[str, Any],
                                                  ended: str) -> None:
