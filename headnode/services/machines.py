@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exists, func, literal, select, true, update
+from sqlalchemy import Select, exists, func, literal, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -79,17 +79,31 @@ def _is_uuid(value: str) -> bool:
     return True
 
 
-def _resolve_owner(session: Session, ident: str) -> Account:
+def _owner_query(ident: str) -> Select[Account]:
     column = Account.uuid if _is_uuid(ident) else Account.login
-    account = session.scalars(select(Account).where(column == ident)).one_or_none()
+    return select(Account).where(column == ident)
+
+
+def _package_query(ident: str) -> Select[Package]:
+    column = Package.uuid if _is_uuid(ident) else Package.name
+    return select(Package).where(column == ident)
+
+
+def _image_query(ident: str) -> Select[Image]:
+    if _is_uuid(ident):
+        return select(Image).where(Image.uuid == ident)
+    # a name means its newest active version
+    return (select(Image).where(Image.name == ident, Image.state == "active")
+            .order_by(Image.created_at.desc()).limit(1))
+
+
+def _usable_owner(account: Account | None, ident: str) -> Account:
     if account is None:
         raise InvalidArgument("owner", f"no account {ident!r}")
     return account
 
 
-def _resolve_package(session: Session, ident: str) -> Package:
-    column = Package.uuid if _is_uuid(ident) else Package.name
-    package = session.scalars(select(Package).where(column == ident)).one_or_none()
+def _usable_package(package: Package | None, ident: str) -> Package:
     if package is None:
         raise InvalidArgument("package", f"no package {ident!r}")
     if not package.active:
@@ -97,19 +111,24 @@ def _resolve_package(session: Session, ident: str) -> Package:
     return package
 
 
-def _resolve_image(session: Session, ident: str) -> Image:
-    if _is_uuid(ident):
-        image = session.get(Image, ident)
-    else:  # a name means its newest active version
-        image = session.scalars(
-            select(Image).where(Image.name == ident, Image.state == "active")
-            .order_by(Image.created_at.desc())
-        ).first()
+def _usable_image(image: Image | None, ident: str) -> Image:
     if image is None:
         raise InvalidArgument("image", f"no image {ident!r}")
     if image.state != "active":
         raise InvalidArgument("image", f"image {image.name} is {image.state}, not active")
     return image
+
+
+def _resolve_owner(session: Session, ident: str) -> Account:
+    return _usable_owner(session.scalars(_owner_query(ident)).one_or_none(), ident)
+
+
+def _resolve_package(session: Session, ident: str) -> Package:
+    return _usable_package(session.scalars(_package_query(ident)).one_or_none(), ident)
+
+
+def _resolve_image(session: Session, ident: str) -> Image:
+    return _usable_image(session.scalars(_image_query(ident)).first(), ident)
 
 
 @dataclass(frozen=True)
@@ -127,25 +146,15 @@ class _Lookup:
 def _lookup(session: Session, body: dict[str, Any], made_alias_suffix: str) -> _Lookup:
     """The owner, package and image of a create and the checks on its alias and server in
     one round trip: each is a subquery of at most one row, outer-joined to a single row."""
-    owner_ident, package_ident, image_ident = body["owner"], body["package"], body["image"]
-    owner = aliased(Account, select(Account).where(
-        (Account.uuid if _is_uuid(owner_ident) else Account.login) == owner_ident
-    ).subquery("owner"))
-    package = aliased(Package, select(Package).where(
-        (Package.uuid if _is_uuid(package_ident) else Package.name) == package_ident
-    ).subquery("package"))
-    if _is_uuid(image_ident):
-        images = select(Image).where(Image.uuid == image_ident)
-    else:  # a name means its newest active version
-        images = (select(Image).where(Image.name == image_ident, Image.state == "active")
-                  .order_by(Image.created_at.desc()).limit(1))
-    image = aliased(Image, images.subquery("image"))
+    owner = aliased(Account, _owner_query(body["owner"]).subquery("owner"))
+    package = aliased(Package, _package_query(body["package"]).subquery("package"))
+    image = aliased(Image, _image_query(body["image"]).subquery("image"))
     alias = (literal(body["alias"]) if body.get("alias")
              else package.name + literal(made_alias_suffix))
     alias_taken = exists().where(Machine.owner_uuid == owner.uuid, Machine.alias == alias,
                                  Machine.state.in_(ALIAS_HOLDING_STATES))
     only = body.get("server_uuid")
-    server_exists = (exists().where(Server.uuid == only) if only else literal(True))
+    server_exists = exists().where(Server.uuid == only) if only else literal(True)
     one = select(literal(1).label("one")).subquery("one")
     row = session.execute(
         select(owner, package, image, alias_taken, server_exists).select_from(one)
@@ -154,21 +163,11 @@ def _lookup(session: Session, body: dict[str, Any], made_alias_suffix: str) -> _
     return _Lookup(*row)
 
 
-def _checked(found: _Lookup, body: dict[str, Any]) -> tuple[Account, Package, Image]:
+def _usable(found: _Lookup, body: dict[str, Any]) -> tuple[Account, Package, Image]:
     """The lookup's refusals, in the order the single-purpose resolvers give them."""
-    if found.owner is None:
-        raise InvalidArgument("owner", f"no account {body['owner']!r}")
-    package = found.package
-    if package is None:
-        raise InvalidArgument("package", f"no package {body['package']!r}")
-    if not package.active:
-        raise InvalidArgument("package", f"package {package.name} is not active")
-    image = found.image
-    if image is None:
-        raise InvalidArgument("image", f"no image {body['image']!r}")
-    if image.state != "active":
-        raise InvalidArgument("image", f"image {image.name} is {image.state}, not active")
-    return found.owner, package, image
+    return (_usable_owner(found.owner, body["owner"]),
+            _usable_package(found.package, body["package"]),
+            _usable_image(found.image, body["image"]))
 
 
 def _fleet(session: Session, request: PlacementRequest, only: str | None) -> Snapshot:
@@ -233,7 +232,7 @@ def _create_records(ctx: ServiceContext, body: dict[str, Any],
     made_alias_suffix = f"-{machine_uuid[:8]}"
     with ctx.transaction() as session:
         found = _lookup(session, body, made_alias_suffix)
-        owner, package, image = _checked(found, body)
+        owner, package, image = _usable(found, body)
         alias = body.get("alias") or package.name + made_alias_suffix
         if found.alias_taken:
             raise Conflict(f"a machine named {alias!r} already exists", code="DuplicateName")
