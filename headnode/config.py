@@ -27,6 +27,9 @@ class HeadnodeSettings:
                                   "at; empty means http://<SDC_API_BIND>.")
     operator_token: str = setting("", "Bearer token of the operator API; empty means the one "
                                   "stored in SDC_DATA_DIR/operator-token (made on first use).")
+    provision_backlog_limit: int = setting(
+        100, "Refuse new provisions with 429 RequestThrottled (and Retry-After) while this "
+        "many messages wait for the workflow worker; 0 never refuses.")
     worker_concurrency: int = setting(4, "Threads (or processes) of the workflow worker.")
     # Threads by default: a step is mostly waiting on PostgreSQL or Redis, and a prefork
     # pool costs every message a trip through a pipe to a child (measured: ~3 ms of a

@@ -53,6 +53,15 @@ class CeleryJobQueue:
         same = default_app.conf.broker_url == settings.redis_url
         return cls(default_app if same else make_app(settings))
 
+    def backlog(self) -> int:
+        # Kombu keeps a Redis queue as a list named after it (no priorities are configured).
+        try:
+            with self.transport.app.pool.acquire(block=True) as conn:
+                return int(conn.default_channel.client.llen(HEADNODE_QUEUE))
+        except Exception as exc:  # noqa: BLE001 - an unknown backlog must not refuse work
+            log.warning("cannot measure the workflow backlog now (%s)", exc)
+            return 0
+
     def enqueue(self, job_uuid: str) -> None:
         # Attempt 1 is the first step of every new job (engine.new_job). The job is already
         # committed: if Redis cannot take the message now, the reconciler's sweep sends it

@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 
 from headnode.api import nodes
 from headnode.api.cloudapi import blueprints as cloudapi
+from headnode.api.errors import retry_headers
 from headnode.api.files import is_file_upload
 from headnode.api.ops import accounts, images, machines, packages, ping, servers
 from headnode.api.ops import jobs as job_views
@@ -126,12 +127,12 @@ class OpsApi(Api):
         return {"code": code, "message": message}, status, headers
 
 
-def service_error(error: ServiceError) -> tuple[dict[str, Any], int]:
+def service_error(error: ServiceError) -> tuple[dict[str, Any], int, dict[str, str]]:
     body: dict[str, Any] = {"code": error.code, "message": error.message}
     for key in ("errors", "reasons"):
         if key in error.details:
             body[key] = error.details[key]
-    return body, error.status
+    return body, error.status, retry_headers(error)
 
 
 def internal_error(error: BaseException) -> tuple[dict[str, Any], int]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import requests
 
 DEFAULT_TIMEOUT = 30.0
+DEFAULT_THROTTLED_WAIT = 60.0
 
 
 class ApiError(Exception):
@@ -19,6 +21,7 @@ class ApiError(Exception):
         message: str,
         errors: dict[str, Any] | None = None,
         body: dict[str, Any] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(f"{code}: {message}")
         self.status = status
@@ -27,6 +30,8 @@ class ApiError(Exception):
         self.errors = errors or {}
         # The whole body, for extra fields such as the "reasons" of InsufficientCapacity.
         self.body = body or {}
+        #: seconds the API asked us to wait before sending the request again (429)
+        self.retry_after = retry_after
 
 
 class ApiUnreachable(Exception):
@@ -42,10 +47,13 @@ class OpsClient:
     """JSON in, JSON out; every non-2xx answer becomes an :class:`ApiError`."""
 
     def __init__(self, base_url: str, token: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_TIMEOUT,
+                 throttled_wait: float = DEFAULT_THROTTLED_WAIT) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        #: seconds one request may spend waiting out 429 answers before the error is raised
+        self.throttled_wait = throttled_wait
         self.session = requests.Session()
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
@@ -64,6 +72,21 @@ class OpsClient:
 
     def request(self, method: str, path: str, body: Any = None,
                 params: dict[str, Any] | None = None) -> Any:
+        """One call; a throttled one (429: nothing was done) is sent again after the wait
+        the API asks for, within ``throttled_wait`` seconds in all."""
+        waited = 0.0
+        while True:
+            try:
+                return self._request_once(method, path, body, params)
+            except ApiError as exc:
+                delay = exc.retry_after
+                if exc.status != 429 or delay is None or waited + delay > self.throttled_wait:
+                    raise
+            time.sleep(delay)
+            waited += delay
+
+    def _request_once(self, method: str, path: str, body: Any,
+                      params: dict[str, Any] | None) -> Any:
         url = self.url(path)
         # Drop unset filters so "?state=" never reaches the API as an empty filter.
         params = {k: v for k, v in (params or {}).items() if v is not None} or None
@@ -100,13 +123,15 @@ class OpsClient:
 
 
 def error_from_response(resp: requests.Response) -> ApiError:
+    retry_after = _seconds(resp.headers.get("Retry-After"))
     try:
         body = resp.json()
     except ValueError:
         body = None
     if not isinstance(body, dict):
         reason = resp.reason or "error"
-        return ApiError(resp.status_code, f"HTTP{resp.status_code}", reason)
+        return ApiError(resp.status_code, f"HTTP{resp.status_code}", reason,
+                        retry_after=retry_after)
     errors = body.get("errors")
     return ApiError(
         resp.status_code,
@@ -114,4 +139,13 @@ def error_from_response(resp: requests.Response) -> ApiError:
         str(body.get("message") or resp.reason or ""),
         errors if isinstance(errors, dict) else None,
         body,
+        retry_after,
     )
+
+
+def _seconds(header: str | None) -> float | None:
+    """Retry-After in its delay-seconds form (the only one our API sends)."""
+    try:
+        return max(0.0, float(header)) if header else None
+    except ValueError:
+        return None

@@ -21,6 +21,9 @@ class JobQueue(Protocol):
     def enqueue(self, job_uuid: str) -> None:
         """Start a committed job (send its first step to the workflow worker)."""
 
+    def backlog(self) -> int:
+        """How many messages wait for the workflow worker (0 when that cannot be known)."""
+
 
 @dataclass
 class ServiceContext:

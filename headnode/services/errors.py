@@ -9,6 +9,8 @@ from typing import Any
 class ServiceError(Exception):
     status = 500
     code = "InternalError"
+    #: seconds after which the same request may succeed (sent as Retry-After), if known
+    retry_after: int | None = None
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -53,3 +55,14 @@ class InsufficientCapacity(Conflict):
     def __init__(self, message: str, reasons: dict[str, int]) -> None:
         super().__init__(message, reasons=reasons)
         self.reasons = reasons
+
+
+class Throttled(ServiceError):
+    """The head node is behind: the caller should send the same request again later."""
+
+    status = 429
+    code = "RequestThrottled"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -21,7 +21,7 @@ from headnode.placement.allocator import (
     Snapshot,
 )
 from headnode.placement.pipeline import DEFAULT_PIPELINE
-from headnode.services import capacity, fleet, placement
+from headnode.services import admission, capacity, fleet, placement
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InsufficientCapacity, InvalidArgument, NotFound
 from headnode.services.networks import allocate_nics, machine_network_fields
@@ -213,6 +213,7 @@ def _place(session: Session, ctx: ServiceContext, request: PlacementRequest,
 
 def create_machine(ctx: ServiceContext, body: dict[str, Any],
                    caller: dict[str, Any]) -> dict[str, Any]:
+    admission.admit_provision(ctx)  # before any work: refusing is the point when busy
     try:
         machine, job_uuid = _create_records(ctx, body, caller)
     except IntegrityError as exc:

@@ -10,9 +10,14 @@ class RecordingJobQueue:
     """Satisfies ``headnode.services.context.JobQueue``; ``enqueued`` lists job uuids in order."""
 
     enqueued: list[str] = field(default_factory=list)
+    #: what backlog() answers: set it to play a worker that is behind
+    waiting: int = 0
 
     def enqueue(self, job_uuid: str) -> None:
         self.enqueued.append(job_uuid)
+
+    def backlog(self) -> int:
+        return self.waiting
 
     def clear(self) -> None:
         self.enqueued.clear()

@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Response, current_app, g, jsonify, request
 
+from headnode.api.errors import retry_headers
 from headnode.auth.httpsig import AuthError, authenticate, request_target
 from headnode.services import accounts
 from headnode.services.context import ServiceContext
@@ -165,13 +166,13 @@ def on_input_error(exc: CloudApiInputError) -> tuple[Response, int]:
     return error(INPUT_ERROR_STATUS, exc.code, message)
 
 
-def on_service_error(exc: ServiceError) -> tuple[Response, int]:
+def on_service_error(exc: ServiceError) -> tuple[Response, int, dict[str, str]]:
     code = SERVICE_CODES.get(exc.code, exc.code)
     status = STATUS_OVERRIDES.get(code, exc.status)
     body: dict[str, Any] = {"code": code, "message": exc.message}
     if "reasons" in exc.details:
         body["reasons"] = exc.details["reasons"]
-    return jsonify(body), status
+    return jsonify(body), status, retry_headers(exc)
 
 
 def body_or_query() -> dict[str, Any]:

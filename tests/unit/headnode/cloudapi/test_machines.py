@@ -237,3 +237,15 @@ def test_audit_lists_finished_jobs_newest_first_with_the_caller(
     assert stop["caller"]["operator"] == "admin"
     assert stop["caller"]["account"] == "alice"
     assert stop["caller"]["keyId"] == f"/admin/keys/{world.operator.signer.fingerprint}"
+
+
+def test_create_is_throttled_while_the_worker_is_behind(call: Any, sdc: Any, world: World,
+                                                        jobqueue: Any) -> None:
+    jobqueue.waiting = sdc.settings.provision_backlog_limit + 5
+    answer = call(world.alice, "post", "/my/machines",
+                  json={"name": "later", "package": "small", "image": "base-64"})
+    assert answer.status_code == 429, answer.get_json()
+    assert answer.get_json()["code"] == "RequestThrottled"
+    assert answer.headers["Retry-After"] == "1"
+    assert jobqueue.enqueued == []
+    assert call(world.alice, "get", "/my/machines").get_json() == []

@@ -74,6 +74,9 @@ def test_create_enqueues_only_after_commit(ctx: Any, fleet: dict[str, Any]) -> N
     seen: list[tuple[str, str | None, str | None]] = []
 
     class CheckingQueue:
+        def backlog(self) -> int:
+            return 0
+
         def enqueue(self, job_uuid: str) -> None:
             # a new session sees the job and its machine: they were committed before this
             with ctx.sessions() as session:
