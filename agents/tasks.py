@@ -40,7 +40,10 @@ app.conf.update(
     task_serializer="json",
     result_serializer="json",
     accept_content=["json"],
-    broker_transport_options={"visibility_timeout": 3600},
+    # One list per queue, not kombu's four priority lists: the head node never sends an
+    # agent a priority, and a mock cloud's every poll names each list of its hundreds of
+    # queues (BRPOP over 4 x N keys).
+    broker_transport_options={"visibility_timeout": 3600, "priority_steps": [0]},
     broker_connection_retry_on_startup=True,
     # Celery 6's default: an unacknowledged task in flight when the broker connection drops
     # is redelivered anyway, and our tasks are idempotent, so stop tracking the old run

@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,32 @@ def finished_jobs(engine: Any) -> dict[str, tuple[str, float]]:
     return {r[0]: (r[1], float(r[2])) for r in rows}
 
 
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def phases(engine: Any, job_uuids: set[str]) -> dict[str, list[float]]:
+    """Where each provision spent its time, from its job record: waiting for the workflow
+    worker, for the node to take the batch, and for the worker to take the node's reply."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT uuid, extract(epoch from created_at), chain_results FROM jobs "
+            "WHERE name = 'provision'")).all()
+    out: dict[str, list[float]] = {"worker queue": [], "node queue": [], "reply queue": []}
+    for job_uuid, created, steps in rows:
+        if job_uuid not in job_uuids or len(steps) < 3:
+            continue
+        by_name = {s["name"]: s for s in steps}
+        picked = _epoch(by_name["validate"]["started_at"])
+        sent = _epoch(by_name["ensure_image"]["started_at"])
+        node_done = _epoch(by_name["create_machine"]["started_at"])
+        replied = _epoch(by_name["ensure_image"]["finished_at"])
+        out["worker queue"].append(picked - float(created))
+        out["node queue"].append(node_done - sent)
+        out["reply queue"].append(replied - node_done)
+    return out
+
+
 def run_round(label: str, api: OpsClient, engine: Any, args: argparse.Namespace,
               first: int, rate: float | None, cpu_pids: dict[str, int]) -> bool:
     cpu_before = {name: cpu_seconds(pid) for name, pid in cpu_pids.items()}
@@ -180,6 +207,9 @@ def run_round(label: str, api: OpsClient, engine: Any, args: argparse.Namespace,
     print(f"  latency first POST->running (with waits at the door): p50 "
           f"{statistics.median(waits) * 1000:.0f} ms, p99 {percentile(waits, 0.99) * 1000:.0f}"
           f" ms")
+    print("  where the time went (p50 / p99 ms): " + "; ".join(
+        f"{name} {statistics.median(v) * 1000:.0f} / {percentile(v, 0.99) * 1000:.0f}"
+        for name, v in phases(engine, set(posted)).items() if v))
     print(f"  head-node CPU per provision: {head:.1f} ms ("
           + ", ".join(f"{k} {per[k]:.1f} ms" for k in HEADNODE_PROCS) + ")")
     print("  other CPU per provision: "

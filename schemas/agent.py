@@ -5,7 +5,8 @@ Head node -> agent: Celery task ``agent.<op>`` on queue ``cn.<server_uuid>``, ca
 :data:`AGENT_TASKS`; ``reply`` is ``None`` or a :class:`ReplyToSchema` dict. When ``reply`` is
 given the agent answers by sending ``events.task_reply(reply, outcome)`` to the head node's
 queue, where ``outcome`` is a :class:`TaskOutcomeSchema` dict. Agent tasks are idempotent and
-acknowledged late: a redelivered task must be harmless.
+acknowledged late: a redelivered task must be harmless. They carry no message priority (an
+agent reads only its queue's base list).
 
 Agent -> head node (queue :data:`HEADNODE_QUEUE`):
 ``events.server_sysinfo(sysinfo)`` once at start (registration), ``events.server_status(status)``

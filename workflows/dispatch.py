@@ -6,12 +6,18 @@ import logging
 from typing import Any
 
 from celery import Celery
+from kombu.exceptions import ChannelError
 
 from headnode.config import HeadnodeSettings
 from schemas.agent import HEADNODE_QUEUE, agent_queue, agent_task
 from workflows.engine import Transport
 
 RUN_STEP = "workflows.run_step"
+#: A new job's first message waits behind every other message of the workflow worker (agent
+#: replies, retries, events): on Redis, kombu keeps one list per priority and the worker pops
+#: priority 0 first. Work in progress finishes before new work starts, so a busy head node
+#: keeps each provision's time short instead of making every job wait twice in one queue.
+NEW_JOB_PRIORITY = 9
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +48,7 @@ class CeleryJobQueue:
             from workflows.celery_app import app as default_app
 
             app = default_app
-        self.transport = CeleryTransport(app)
+        self.app = app
 
     @classmethod
     def for_settings(cls, settings: HeadnodeSettings) -> CeleryJobQueue:
@@ -54,10 +60,12 @@ class CeleryJobQueue:
         return cls(default_app if same else make_app(settings))
 
     def backlog(self) -> int:
-        # Kombu keeps a Redis queue as a list named after it (no priorities are configured).
         try:
-            with self.transport.app.pool.acquire(block=True) as conn:
-                return int(conn.default_channel.client.llen(HEADNODE_QUEUE))
+            with self.app.pool.acquire(block=True) as conn:
+                declared = conn.default_channel.queue_declare(HEADNODE_QUEUE, passive=True)
+                return int(declared.message_count)
+        except ChannelError:
+            return 0  # Redis drops an empty list: no queue is an empty queue
         except Exception as exc:  # noqa: BLE001 - an unknown backlog must not refuse work
             log.warning("cannot measure the workflow backlog now (%s)", exc)
             return 0
@@ -67,6 +75,7 @@ class CeleryJobQueue:
         # committed: if Redis cannot take the message now, the reconciler's sweep sends it
         # again once the job's grace deadline passes, so the request still succeeds.
         try:
-            self.transport.send_step(job_uuid, 1)
+            self.app.send_task(RUN_STEP, args=[job_uuid, 1], queue=HEADNODE_QUEUE,
+                               priority=NEW_JOB_PRIORITY)
         except Exception as exc:  # noqa: BLE001 - kombu raises many kinds of connection errors
             log.warning("could not enqueue job %s now (%s); the sweep will", job_uuid, exc)

@@ -46,7 +46,7 @@ def test_every_op_of_the_contract_is_a_task() -> None:
     conf = tasks.app.conf
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
-    assert conf.broker_transport_options == {"visibility_timeout": 3600}
+    assert conf.broker_transport_options == {"visibility_timeout": 3600, "priority_steps": [0]}
 
 
 def test_create_replies_with_the_machine(

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from schemas.agent import HEADNODE_QUEUE
 from tests.support.net import free_port
 from workflows.celery_app import make_app
-from workflows.dispatch import CeleryJobQueue
+from workflows.dispatch import CeleryJobQueue, CeleryTransport
 
 
 def test_backlog_counts_the_messages_waiting_for_the_worker(settings: Any) -> None:
@@ -21,6 +22,20 @@ def test_backlog_counts_the_messages_waiting_for_the_worker(settings: Any) -> No
 def test_an_unreachable_broker_is_an_unknown_backlog(settings: Any) -> None:
     away = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     queue = CeleryJobQueue(make_app(away))
-    queue.transport.app.conf.broker_connection_timeout = 1
-    queue.transport.app.conf.broker_transport_options = {"max_retries": 0}
+    queue.app.conf.broker_connection_timeout = 1
+    queue.app.conf.broker_transport_options = {"max_retries": 0}
+    assert queue.backlog() == 0
+
+
+def test_work_in_progress_is_taken_before_a_new_job(settings: Any) -> None:
+    app = make_app(settings)
+    queue = CeleryJobQueue(app)
+    queue.enqueue("new-job")  # the API starting a job
+    CeleryTransport(app).send_step("running-job", 3)  # a retry of a job under way
+    CeleryTransport(app).send_agent("server-1", "machine_load", {}, None)  # not ours to count
+    assert queue.backlog() == 2
+    with app.connection_for_read() as conn:
+        taken = [conn.default_channel.basic_get(HEADNODE_QUEUE, no_ack=True).decode()[0]
+                 for _ in range(2)]
+    assert taken == [["running-job", 3], ["new-job", 1]]
     assert queue.backlog() == 0
