@@ -9,9 +9,21 @@ guarded state change makes every call idempotent.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import (
+    Float,
+    Integer,
+    String,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    delete,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -49,20 +61,15 @@ def _hold(session: Session, server_uuid: str, ram_mb: int, disk_mb: int, cpu: in
           policy: Policy, image_uuid: str | None, image_mb: int) -> bool:
     claimed = _claim_image(session, server_uuid, image_uuid, image_mb)
     image_add = image_mb if claimed else 0
-    result = session.execute(
-        update(Server)
-        .where(_room(server_uuid, ram_mb, disk_mb + image_add, cpu, policy))
-        .values(
-            ram_inflight_mb=Server.ram_inflight_mb + ram_mb,
-            disk_inflight_mb=Server.disk_inflight_mb + disk_mb,
-            cpu_inflight=Server.cpu_inflight + cpu,
-            machine_count=Server.machine_count + 1,
-            capped_count=Server.capped_count + (1 if cpu > 0 else 0),
-            uncapped_count=Server.uncapped_count + (0 if cpu > 0 else 1),
-            images_mb=Server.images_mb + image_add,
-        )
-        .execution_options(synchronize_session=False)
-    )
+    result = session.execute(_hold_statement(cpu > 0), {
+        "b_server_uuid": server_uuid, "b_ram_mb": ram_mb, "b_disk_mb": disk_mb, "b_cpu": cpu,
+        "b_image_add": image_add, "b_room_disk_mb": disk_mb + image_add,
+        "b_max_machines": policy.max_machines, "b_ram_share": 1 - policy.reservation_ratio,
+        "b_ram_overprovision": policy.ram_overprovision,
+        "b_pool_usable_ratio": policy.pool_usable_ratio,
+        "b_disk_overprovision": policy.disk_overprovision,
+        "b_cpu_overprovision": policy.cpu_overprovision,
+    })
     if result.rowcount == 1:  # type: ignore[attr-defined]
         return True
     if claimed:
@@ -70,33 +77,70 @@ def _hold(session: Session, server_uuid: str, ram_mb: int, disk_mb: int, cpu: in
         # a claim another provision made is never touched). Cheaper than a savepoint
         # around every reservation, for the rare refusal.
         session.execute(
-            delete(ServerImage)
-            .where(ServerImage.server_uuid == server_uuid,
-                   ServerImage.image_uuid == image_uuid)
-            .execution_options(synchronize_session=False)
+            delete(SERVER_IMAGES)
+            .where(SERVER_IMAGES.c.server_uuid == server_uuid,
+                   SERVER_IMAGES.c.image_uuid == image_uuid)
         )
     return False
 
 
-def _room(server_uuid: str, ram_mb: int, disk_mb: int, cpu: int, policy: Policy) -> Any:
-    capness = (and_(Server.uncapped_count == 0,
-                    Server.cpus * 100 * policy.cpu_overprovision
-                    - Server.cpu_inflight - Server.cpu_committed >= cpu)
-               if cpu > 0 else Server.capped_count == 0)
-    return and_(
-        Server.uuid == server_uuid,
-        Server.status == "running",
-        Server.setup.is_(True),
-        Server.reserved.is_(False),
-        Server.machine_count < policy.max_machines,
-        capness,
-        Server.ram_mb * (1 - policy.reservation_ratio)
-        - (Server.ram_inflight_mb + Server.ram_committed_mb) / policy.ram_overprovision
-        >= ram_mb,
-        Server.disk_mb * policy.pool_usable_ratio - Server.images_mb
-        - (Server.disk_inflight_mb + Server.disk_committed_mb) / policy.disk_overprovision
-        >= disk_mb,
+SERVERS: Table = Server.__table__  # type: ignore[assignment]
+SERVER_IMAGES: Table = ServerImage.__table__  # type: ignore[assignment]
+
+
+@lru_cache(maxsize=2)
+def _hold_statement(capped: bool) -> Update:
+    """The guarded UPDATE, built once per kind of machine (capped CPU or not): on every
+    provision, building it anew cost more than running it. Core, on the table: its
+    parameters (``b_`` + a name: the plain names are the columns') are bound at execution."""
+    s = SERVERS.c
+    return (
+        update(SERVERS)
+        .where(_room(capped))
+        .values(
+            ram_inflight_mb=s.ram_inflight_mb + bindparam("b_ram_mb", type_=Integer),
+            disk_inflight_mb=s.disk_inflight_mb + bindparam("b_disk_mb", type_=Integer),
+            cpu_inflight=s.cpu_inflight + bindparam("b_cpu", type_=Integer),
+            machine_count=s.machine_count + 1,
+            capped_count=s.capped_count + (1 if capped else 0),
+            uncapped_count=s.uncapped_count + (0 if capped else 1),
+            images_mb=s.images_mb + bindparam("b_image_add", type_=Integer),
+        )
     )
+
+
+def _room(capped: bool) -> Any:
+    """The placement filters that concern room, on the locked row (parameters: see _hold)."""
+    s = SERVERS.c
+
+    def number(name: str) -> Any:
+        return bindparam(name, type_=Float)
+
+    capness = (and_(s.uncapped_count == 0,
+                    s.cpus * 100 * number("b_cpu_overprovision")
+                    - s.cpu_inflight - s.cpu_committed >= bindparam("b_cpu", type_=Integer))
+               if capped else s.capped_count == 0)
+    return and_(
+        s.uuid == bindparam("b_server_uuid", type_=String),
+        s.status == "running",
+        s.setup.is_(True),
+        s.reserved.is_(False),
+        s.machine_count < bindparam("b_max_machines", type_=Integer),
+        capness,
+        s.ram_mb * number("b_ram_share")
+        - (s.ram_inflight_mb + s.ram_committed_mb) / number("b_ram_overprovision")
+        >= bindparam("b_ram_mb", type_=Integer),
+        s.disk_mb * number("b_pool_usable_ratio") - s.images_mb
+        - (s.disk_inflight_mb + s.disk_committed_mb) / number("b_disk_overprovision")
+        >= bindparam("b_room_disk_mb", type_=Integer),
+    )
+
+
+@lru_cache(maxsize=4)
+def _claim_statement(dialect: str) -> Any:
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return (insert(SERVER_IMAGES).on_conflict_do_nothing()
+            .returning(SERVER_IMAGES.c.image_uuid))
 
 
 def _claim_image(session: Session, server_uuid: str, image_uuid: str | None,
@@ -104,15 +148,9 @@ def _claim_image(session: Session, server_uuid: str, image_uuid: str | None,
     """Record that the image lands on the server; True if this is the first time."""
     if not image_uuid:
         return False
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    added = session.execute(
-        insert(ServerImage)
-        .values(server_uuid=server_uuid, image_uuid=image_uuid, size_mb=image_mb,
-                created_at=utcnow())
-        .on_conflict_do_nothing()
-        .returning(ServerImage.image_uuid)
-    ).first()
+    added = session.execute(_claim_statement(session.get_bind().dialect.name), {
+        "server_uuid": server_uuid, "image_uuid": image_uuid, "size_mb": image_mb,
+        "created_at": utcnow()}).first()
     return added is not None
 
 
