@@ -7,9 +7,10 @@ import re
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Select, exists, func, literal, select, true, update
+from sqlalchemy import Select, String, bindparam, exists, func, literal, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -79,18 +80,18 @@ def _is_uuid(value: str) -> bool:
     return True
 
 
-def _owner_query(ident: str) -> Select[Account]:
-    column = Account.uuid if _is_uuid(ident) else Account.login
-    return select(Account).where(column == ident)
+# The queries take the identifier as a value or, for the cached lookup, as a bound parameter.
+
+def _owner_query(ident: Any, by_uuid: bool) -> Select[Account]:
+    return select(Account).where((Account.uuid if by_uuid else Account.login) == ident)
 
 
-def _package_query(ident: str) -> Select[Package]:
-    column = Package.uuid if _is_uuid(ident) else Package.name
-    return select(Package).where(column == ident)
+def _package_query(ident: Any, by_uuid: bool) -> Select[Package]:
+    return select(Package).where((Package.uuid if by_uuid else Package.name) == ident)
 
 
-def _image_query(ident: str) -> Select[Image]:
-    if _is_uuid(ident):
+def _image_query(ident: Any, by_uuid: bool) -> Select[Image]:
+    if by_uuid:
         return select(Image).where(Image.uuid == ident)
     # a name means its newest active version
     return (select(Image).where(Image.name == ident, Image.state == "active")
@@ -120,15 +121,17 @@ def _usable_image(image: Image | None, ident: str) -> Image:
 
 
 def _resolve_owner(session: Session, ident: str) -> Account:
-    return _usable_owner(session.scalars(_owner_query(ident)).one_or_none(), ident)
+    query = _owner_query(ident, _is_uuid(ident))
+    return _usable_owner(session.scalars(query).one_or_none(), ident)
 
 
 def _resolve_package(session: Session, ident: str) -> Package:
-    return _usable_package(session.scalars(_package_query(ident)).one_or_none(), ident)
+    query = _package_query(ident, _is_uuid(ident))
+    return _usable_package(session.scalars(query).one_or_none(), ident)
 
 
 def _resolve_image(session: Session, ident: str) -> Image:
-    return _usable_image(session.scalars(_image_query(ident)).first(), ident)
+    return _usable_image(session.scalars(_image_query(ident, _is_uuid(ident))).first(), ident)
 
 
 @dataclass(frozen=True)
@@ -145,22 +148,39 @@ class _Lookup:
 
 def _lookup(session: Session, body: dict[str, Any], made_alias_suffix: str) -> _Lookup:
     """The owner, package and image of a create and the checks on its alias and server in
-    one round trip: each is a subquery of at most one row, outer-joined to a single row."""
-    owner = aliased(Account, _owner_query(body["owner"]).subquery("owner"))
-    package = aliased(Package, _package_query(body["package"]).subquery("package"))
-    image = aliased(Image, _image_query(body["image"]).subquery("image"))
-    alias = (literal(body["alias"]) if body.get("alias")
-             else package.name + literal(made_alias_suffix))
+    one round trip."""
+    owner, package, image = body["owner"], body["package"], body["image"]
+    alias, only = body.get("alias"), body.get("server_uuid")
+    query = _lookup_query(_is_uuid(owner), _is_uuid(package), _is_uuid(image), bool(alias),
+                          bool(only))
+    row = session.execute(query, {
+        "b_owner": owner, "b_package": package, "b_image": image,
+        "b_alias": alias or made_alias_suffix, "b_server": only}).one()
+    return _Lookup(*row)
+
+
+@lru_cache(maxsize=64)
+def _lookup_query(owner_by_uuid: bool, package_by_uuid: bool, image_by_uuid: bool,
+                  alias_given: bool, pinned: bool) -> Select[Account, Package, Image, bool, bool]:
+    """Built once per shape of request (building it on every create cost as much as
+    running it). Each of owner, package and image is a subquery of at most one row,
+    outer-joined to a single row; a made-up alias is the package's name and
+    ``b_alias``."""
+    owner = aliased(Account, _owner_query(bindparam("b_owner"), owner_by_uuid)
+                    .subquery("owner"))
+    package = aliased(Package, _package_query(bindparam("b_package"), package_by_uuid)
+                      .subquery("package"))
+    image = aliased(Image, _image_query(bindparam("b_image"), image_by_uuid)
+                    .subquery("image"))
+    given = bindparam("b_alias", type_=String)
+    alias = given if alias_given else package.name + given
     alias_taken = exists().where(Machine.owner_uuid == owner.uuid, Machine.alias == alias,
                                  Machine.state.in_(ALIAS_HOLDING_STATES))
-    only = body.get("server_uuid")
-    server_exists = exists().where(Server.uuid == only) if only else literal(True)
+    server_exists = (exists().where(Server.uuid == bindparam("b_server")) if pinned
+                     else literal(True))
     one = select(literal(1).label("one")).subquery("one")
-    row = session.execute(
-        select(owner, package, image, alias_taken, server_exists).select_from(one)
-        .outerjoin(owner, true()).outerjoin(package, true()).outerjoin(image, true())
-    ).one()
-    return _Lookup(*row)
+    return (select(owner, package, image, alias_taken, server_exists).select_from(one)
+            .outerjoin(owner, true()).outerjoin(package, true()).outerjoin(image, true()))
 
 
 def _usable(found: _Lookup, body: dict[str, Any]) -> tuple[Account, Package, Image]:
