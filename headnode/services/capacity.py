@@ -24,11 +24,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from headnode.placement.state import Policy
+from headnode.services.conflicts import insert_unless_taken
 from headnode.store.models import Job, Reservation, Server, ServerImage, utcnow
 
 
@@ -136,22 +135,14 @@ def _room(capped: bool) -> Any:
     )
 
 
-@lru_cache(maxsize=4)
-def _claim_statement(dialect: str) -> Any:
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    return (insert(SERVER_IMAGES).on_conflict_do_nothing()
-            .returning(SERVER_IMAGES.c.image_uuid))
-
-
 def _claim_image(session: Session, server_uuid: str, image_uuid: str | None,
                  image_mb: int) -> bool:
     """Record that the image lands on the server; True if this is the first time."""
     if not image_uuid:
         return False
-    added = session.execute(_claim_statement(session.get_bind().dialect.name), {
+    return insert_unless_taken(session, SERVER_IMAGES, {
         "server_uuid": server_uuid, "image_uuid": image_uuid, "size_mb": image_mb,
-        "created_at": utcnow()}).first()
-    return added is not None
+        "created_at": utcnow()}, returning="image_uuid")
 
 
 def _move(

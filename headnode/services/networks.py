@@ -5,7 +5,8 @@ every account, the others only by their owner. A machine gets one NIC per networ
 for (by default its owner's default network, else the first public one); the NIC row is the
 address's lease. The lowest free address in the range is taken; the unique
 (network, address) pair makes two concurrent provisions that picked the same address fail
-one insert, which is retried inside a savepoint, so no address is ever handed out twice.
+one insert (it inserts nothing: ON CONFLICT DO NOTHING), which looks again, so no address is
+ever handed out twice.
 NICs are deleted, and their addresses free again, when the machine is destroyed or its
 provision fails.
 """
@@ -18,17 +19,19 @@ import secrets
 import uuid as uuidlib
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, text, update
+from sqlalchemy import Table, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from headnode.services.conflicts import insert_unless_taken
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InvalidArgument, NotFound
-from headnode.store.models import Account, Machine, Network, Nic
+from headnode.store.models import Account, Machine, Network, Nic, utcnow
 
 #: Joyent's OUI, which NAPI gives the MACs it makes
 MAC_PREFIX = "90:b8:d0"
+NICS: Table = Nic.__table__  # type: ignore[assignment]
 #: a lost race for an address (or a MAC collision) is retried this often
 ALLOCATION_ATTEMPTS = 64
 NIC_TAG = re.compile(r"^[A-Za-z0-9_]{1,31}$")
@@ -413,13 +416,15 @@ def _allocate_one(session: Session, machine_uuid: str, network: Network,
                            network=network.uuid)
         ip_num = _claim_candidate(session, network, lowest)
         nic = Nic(mac=random_mac(), machine_uuid=machine_uuid, network_uuid=network.uuid,
-                  ip=str(ipaddress.IPv4Address(ip_num)), ip_num=ip_num, primary=primary)
-        try:
-            with session.begin_nested():
-                session.add(nic)
-        except IntegrityError:
-            continue  # a concurrent provision took this address first: look again
-        return nic
+                  ip=str(ipaddress.IPv4Address(ip_num)), ip_num=ip_num, primary=primary,
+                  created_at=utcnow())
+        # Written directly (the object is only the answer): a concurrent provision that took
+        # this address first (or a MAC collision) means no row, and another look.
+        if insert_unless_taken(session, NICS, {
+                "mac": nic.mac, "machine_uuid": machine_uuid, "network_uuid": network.uuid,
+                "ip": nic.ip, "ip_num": ip_num, "primary": primary,
+                "created_at": nic.created_at}, returning="mac"):
+            return nic
     raise Conflict(f"could not take an address on network {network.name}: too many "
                    "concurrent provisions, try again", code="SubnetFull",
                    network=network.uuid)

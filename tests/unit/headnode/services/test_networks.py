@@ -256,6 +256,34 @@ def test_concurrent_allocations_never_share_an_address(ctx: Any, fleet: dict[str
     assert ips_in_use(ctx, n) == expected
 
 
+def test_an_address_taken_by_an_uncommitted_insert_is_lost_and_the_next_one_taken(
+        ctx: Any, fleet: dict[str, Any]) -> None:
+    n = net(ctx, provision_start_ip="10.88.0.10", provision_end_ip="10.88.0.20")
+    first, second = machine_row(ctx, fleet, "a"), machine_row(ctx, fleet, "b")
+    outcome: list[Any] = []
+
+    def allocate_second() -> None:
+        try:
+            outcome.append(allocate(ctx, second))
+        except Exception as exc:  # noqa: BLE001 - checked below
+            outcome.append(exc)
+
+    # Another transaction holds the lowest address, uncommitted and without the advisory
+    # lock: the second allocation sees it free, its insert waits, then finds it taken.
+    with ctx.transaction() as session:
+        session.add(Nic(mac="90:b8:d0:00:00:01", machine_uuid=first.uuid,
+                        network_uuid=n.uuid, ip="10.88.0.10", ip_num=0x0A58000A,
+                        primary=True))
+        session.flush()
+        thread = threading.Thread(target=allocate_second)
+        thread.start()
+        thread.join(timeout=1)
+        assert thread.is_alive()  # waiting for this transaction
+    thread.join(timeout=30)
+    assert outcome == [["10.88.0.11"]]
+    assert ips_in_use(ctx, n) == ["10.88.0.10", "10.88.0.11"]
+
+
 # -- machines -------------------------------------------------------------------------------
 
 
