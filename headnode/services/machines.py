@@ -10,7 +10,18 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Select, String, bindparam, exists, func, literal, select, true, update
+from sqlalchemy import (
+    Executable,
+    Select,
+    String,
+    bindparam,
+    exists,
+    func,
+    literal,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -25,12 +36,18 @@ from headnode.placement.pipeline import DEFAULT_PIPELINE
 from headnode.services import admission, capacity, fleet, placement
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InsufficientCapacity, InvalidArgument, NotFound
-from headnode.services.networks import allocate_nics, machine_network_fields
+from headnode.services.networks import (
+    attach_nics,
+    default_network_uuid,
+    machine_network_fields,
+    requested_networks,
+)
 from headnode.store.models import (
     ALIAS_HOLDING_STATES,
     Account,
     Image,
     Machine,
+    Network,
     Package,
     Server,
     new_uuid,
@@ -136,14 +153,16 @@ def _resolve_image(session: Session, ident: str) -> Image:
 
 @dataclass(frozen=True)
 class _Lookup:
-    """What a create names, read in one statement: each row or None, and whether the alias
-    (the one asked for or the one made up) is taken and the named server exists."""
+    """What a create names, read in one statement: each row or None, whether the alias
+    (the one asked for or the one made up) is taken and the named server exists, and the
+    owner's default network (read only when the create names no network)."""
 
     owner: Account | None
     package: Package | None
     image: Image | None
     alias_taken: bool
     server_exists: bool
+    default_network: Network | None = None
 
 
 def _lookup(session: Session, body: dict[str, Any], made_alias_suffix: str) -> _Lookup:
@@ -152,7 +171,7 @@ def _lookup(session: Session, body: dict[str, Any], made_alias_suffix: str) -> _
     owner, package, image = body["owner"], body["package"], body["image"]
     alias, only = body.get("alias"), body.get("server_uuid")
     query = _lookup_query(_is_uuid(owner), _is_uuid(package), _is_uuid(image), bool(alias),
-                          bool(only))
+                          bool(only), not body.get("networks"))
     row = session.execute(query, {
         "b_owner": owner, "b_package": package, "b_image": image,
         "b_alias": alias or made_alias_suffix, "b_server": only}).one()
@@ -161,7 +180,7 @@ def _lookup(session: Session, body: dict[str, Any], made_alias_suffix: str) -> _
 
 @lru_cache(maxsize=64)
 def _lookup_query(owner_by_uuid: bool, package_by_uuid: bool, image_by_uuid: bool,
-                  alias_given: bool, pinned: bool) -> Select[Account, Package, Image, bool, bool]:
+                  alias_given: bool, pinned: bool, default_network: bool) -> Executable:
     """Built once per shape of request (building it on every create cost as much as
     running it). Each of owner, package and image is a subquery of at most one row,
     outer-joined to a single row; a made-up alias is the package's name and
@@ -179,8 +198,13 @@ def _lookup_query(owner_by_uuid: bool, package_by_uuid: bool, image_by_uuid: boo
     server_exists = (exists().where(Server.uuid == bindparam("b_server")) if pinned
                      else literal(True))
     one = select(literal(1).label("one")).subquery("one")
-    return (select(owner, package, image, alias_taken, server_exists).select_from(one)
-            .outerjoin(owner, true()).outerjoin(package, true()).outerjoin(image, true()))
+    query = (select(owner, package, image, alias_taken, server_exists).select_from(one)
+             .outerjoin(owner, true()).outerjoin(package, true()).outerjoin(image, true()))
+    if not default_network:
+        return query
+    network = aliased(Network, name="default_network")
+    return (query.add_columns(network)
+            .outerjoin(network, network.uuid == default_network_uuid(owner)))
 
 
 def _usable(found: _Lookup, body: dict[str, Any]) -> tuple[Account, Package, Image]:
@@ -271,7 +295,10 @@ def _create_records(ctx: ServiceContext, body: dict[str, Any],
             job_uuid=job_uuid,
         )
         session.add(machine)
-        allocate_nics(session, machine, owner.uuid, body.get("networks"))
+        requested = body.get("networks")
+        attach_nics(session, machine,
+                    requested_networks(session, owner.uuid, requested) if requested
+                    else [found.default_network] if found.default_network else [])
         new_job(session, "provision", resend_after=ctx.settings.resend_interval,
                 machine_uuid=machine_uuid, server_uuid=server_uuid,
                 owner_uuid=owner.uuid, caller=caller, job_uuid=job_uuid,

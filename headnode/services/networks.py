@@ -19,9 +19,9 @@ import secrets
 import uuid as uuidlib
 from typing import Any
 
-from sqlalchemy import Table, delete, func, or_, select, text, update
+from sqlalchemy import Table, and_, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import set_committed_value
 
 from headnode.services.conflicts import insert_unless_taken
@@ -299,16 +299,25 @@ def random_mac() -> str:
     return MAC_PREFIX + "".join(f":{b:02x}" for b in secrets.token_bytes(3))
 
 
+def default_network_uuid(owner: Any) -> Any:
+    """The uuid of the network an account's machines get when they name none, as a scalar
+    subquery on ``owner`` (``Account`` or an alias of it): its default network if still
+    visible to it, else the first public one. A create reads it with its other lookups."""
+    candidate = aliased(Network)
+    is_default = candidate.uuid == owner.default_network_uuid
+    return (select(candidate.uuid)
+            .where(or_(and_(is_default, or_(candidate.public.is_(True),
+                                            candidate.owner_uuid == owner.uuid)),
+                       candidate.public.is_(True)))
+            .order_by(func.coalesce(is_default, False).desc(), candidate.created_at,
+                      candidate.name)
+            .limit(1).scalar_subquery())
+
+
 def default_network(session: Session, owner_uuid: str) -> Network | None:
     """The owner's default network if it is still visible to them, else the first public."""
-    account = session.get(Account, owner_uuid)
-    if account is not None and account.default_network_uuid:
-        chosen = session.scalar(select(Network).where(
-            Network.uuid == account.default_network_uuid, _visible(owner_uuid)))
-        if chosen is not None:
-            return chosen
-    return session.scalar(select(Network).where(Network.public.is_(True))
-                          .order_by(Network.created_at, Network.name).limit(1))
+    owner = select(Account).where(Account.uuid == owner_uuid).subquery("owner")
+    return session.scalar(select(Network).where(Network.uuid == default_network_uuid(owner.c)))
 
 
 def get_default_network(ctx: ServiceContext, account_uuid: str) -> Network | None:
@@ -340,8 +349,9 @@ def set_default_network(ctx: ServiceContext, account_uuid: str,
         return network
 
 
-def _requested_networks(session: Session, owner_uuid: str,
-                        requested: list[str] | None) -> list[Network]:
+def requested_networks(session: Session, owner_uuid: str,
+                       requested: list[str] | None) -> list[Network]:
+    """The networks a create names (uuids or names the owner can see), else its default."""
     if not requested:
         network = default_network(session, owner_uuid)
         return [network] if network is not None else []
@@ -437,7 +447,14 @@ def allocate_nics(session: Session, machine: Machine, owner_uuid: str,
     network at all (none requested, no public one) means no NIC. Raises InvalidArgument
     ("networks") or Conflict ("SubnetFull"); the caller's transaction then rolls back."""
     created_here = machine in session.new  # before a query's autoflush inserts it
-    networks = _requested_networks(session, owner_uuid, requested)
+    networks = requested_networks(session, owner_uuid, requested)
+    return attach_nics(session, machine, networks, created_here)
+
+
+def attach_nics(session: Session, machine: Machine, networks: list[Network],
+                created_here: bool = True) -> list[Nic]:
+    """One NIC on each of ``networks`` (the first is primary) for ``machine``, which this
+    transaction created unless ``created_here`` is False."""
     session.flush()  # the machine row must exist before NICs reference it
     nics = [_allocate_one(session, machine.uuid, network, primary=(i == 0))
             for i, network in enumerate(networks)]

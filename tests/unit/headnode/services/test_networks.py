@@ -314,6 +314,31 @@ def test_the_machine_object_carries_every_nic_without_reading_them_back(
     assert machine_svc.get_machine(ctx, m.uuid)["ips"] == in_hand["ips"]
 
 
+def test_a_create_naming_no_network_gets_the_default(ctx: Any, fleet: dict[str, Any]) -> None:
+    def created_on() -> list[str]:
+        body = {"owner": "alice", "package": "small", "image": "base-64"}
+        return machine_svc.create_machine(ctx, body, CALLER)["networks"]
+
+    def set_default(network: Network | None) -> None:
+        with ctx.transaction() as session:
+            account = session.get(Account, fleet["owner"].uuid)
+            assert account is not None
+            account.default_network_uuid = network.uuid if network else None
+
+    assert created_on() == []  # no network at all
+    first = net(ctx, "first", "10.88.0.0/24")
+    net(ctx, "second", "10.89.0.0/24")
+    assert created_on() == [first.uuid]
+    own = net(ctx, "own", "10.90.0.0/24", owner="alice")
+    assert created_on() == [first.uuid]  # a private network is not the default by itself
+    set_default(own)
+    assert created_on() == [own.uuid]
+    make_account(ctx, login="bob")
+    set_default(net(ctx, "bobnet", "10.91.0.0/24", owner="bob"))  # not visible to alice
+    assert created_on() == [first.uuid]
+    assert svc.get_default_network(ctx, fleet["owner"].uuid).uuid == first.uuid
+
+
 def test_a_refused_create_leaves_no_address_taken(ctx: Any, fleet: dict[str, Any]) -> None:
     n = net(ctx, provision_start_ip="10.88.0.10", provision_end_ip="10.88.0.20")
     with pytest.raises(InvalidArgument):
