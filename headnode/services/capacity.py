@@ -21,6 +21,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    insert,
     select,
     update,
 )
@@ -29,6 +30,10 @@ from sqlalchemy.orm import Session
 from headnode.placement.state import Policy
 from headnode.services.conflicts import insert_unless_taken
 from headnode.store.models import Job, Reservation, Server, ServerImage, utcnow
+
+SERVERS: Table = Server.__table__  # type: ignore[assignment]
+SERVER_IMAGES: Table = ServerImage.__table__  # type: ignore[assignment]
+RESERVATIONS: Table = Reservation.__table__  # type: ignore[assignment]
 
 
 def reserve(
@@ -51,8 +56,11 @@ def reserve(
     first)."""
     if not _hold(session, server_uuid, ram_mb, disk_mb, cpu, policy, image_uuid, image_mb):
         return False
-    session.add(Reservation(machine_uuid=machine_uuid, server_uuid=server_uuid,
-                            job_uuid=job_uuid, ram_mb=ram_mb, disk_mb=disk_mb, cpu=cpu))
+    # Core, not an ORM object: nothing reads it back here, and the unit of work costs more
+    # than the statement (the model's defaults apply all the same).
+    session.execute(insert(RESERVATIONS), {
+        "machine_uuid": machine_uuid, "server_uuid": server_uuid, "job_uuid": job_uuid,
+        "ram_mb": ram_mb, "disk_mb": disk_mb, "cpu": cpu})
     return True
 
 
@@ -81,10 +89,6 @@ def _hold(session: Session, server_uuid: str, ram_mb: int, disk_mb: int, cpu: in
                    SERVER_IMAGES.c.image_uuid == image_uuid)
         )
     return False
-
-
-SERVERS: Table = Server.__table__  # type: ignore[assignment]
-SERVER_IMAGES: Table = ServerImage.__table__  # type: ignore[assignment]
 
 
 @lru_cache(maxsize=2)
