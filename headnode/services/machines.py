@@ -23,7 +23,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, load_only
 
 from headnode.placement.allocator import (
     NOT_ENOUGH_DISK,
@@ -199,12 +199,23 @@ def _lookup_query(owner_by_uuid: bool, package_by_uuid: bool, image_by_uuid: boo
                      else literal(True))
     one = select(literal(1).label("one")).subquery("one")
     query = (select(owner, package, image, alias_taken, server_exists).select_from(one)
-             .outerjoin(owner, true()).outerjoin(package, true()).outerjoin(image, true()))
+             .outerjoin(owner, true()).outerjoin(package, true()).outerjoin(image, true())
+             # Only what a create uses (fewer columns to describe and load); anything else
+             # raises rather than quietly costing a query of its own.
+             .options(load_only(owner.uuid, raiseload=True),
+                      load_only(package.uuid, package.name, package.memory, package.disk,
+                                package.vcpus, package.cpu_cap, package.max_lwps,
+                                package.active, package.traits, raiseload=True),
+                      load_only(image.uuid, image.name, image.state, image.os, image.type,
+                                image.size_mb, image.traits, raiseload=True)))
     if not default_network:
         return query
     network = aliased(Network, name="default_network")
     return (query.add_columns(network)
-            .outerjoin(network, network.uuid == default_network_uuid(owner)))
+            .outerjoin(network, network.uuid == default_network_uuid(owner))
+            .options(load_only(network.uuid, network.name, network.subnet, network.gateway,
+                               network.provision_start_ip, network.provision_end_ip,
+                               raiseload=True)))
 
 
 def _usable(found: _Lookup, body: dict[str, Any]) -> tuple[Account, Package, Image]:
