@@ -184,9 +184,13 @@ def _lookup_query(owner_by_uuid: bool, package_by_uuid: bool, image_by_uuid: boo
     """Built once per shape of request (building it on every create cost as much as
     running it). Each of owner, package and image is a subquery of at most one row,
     outer-joined to a single row; a made-up alias is the package's name and
-    ``b_alias``."""
-    owner = aliased(Account, _owner_query(bindparam("b_owner"), owner_by_uuid)
-                    .subquery("owner"))
+    ``b_alias``. The default network's uuid is a column of the owner's subquery (SQLite
+    cannot correlate a join's condition with an earlier join), then joined to its row."""
+    owners = _owner_query(bindparam("b_owner"), owner_by_uuid)
+    if default_network:
+        owners = owners.add_columns(default_network_uuid(Account).label("network"))
+    owner_row = owners.subquery("owner")
+    owner = aliased(Account, owner_row)
     package = aliased(Package, _package_query(bindparam("b_package"), package_by_uuid)
                       .subquery("package"))
     image = aliased(Image, _image_query(bindparam("b_image"), image_by_uuid)
@@ -212,7 +216,7 @@ def _lookup_query(owner_by_uuid: bool, package_by_uuid: bool, image_by_uuid: boo
         return query
     network = aliased(Network, name="default_network")
     return (query.add_columns(network)
-            .outerjoin(network, network.uuid == default_network_uuid(owner))
+            .outerjoin(network, network.uuid == owner_row.c.network)
             .options(load_only(network.uuid, network.name, network.subnet, network.gateway,
                                network.provision_start_ip, network.provision_end_ip,
                                raiseload=True)))

@@ -19,7 +19,7 @@ import secrets
 import uuid as uuidlib
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, func, or_, select, text, update
+from sqlalchemy import Table, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import set_committed_value
@@ -303,15 +303,15 @@ def default_network_uuid(owner: Any) -> Any:
     """The uuid of the network an account's machines get when they name none, as a scalar
     subquery on ``owner`` (``Account`` or an alias of it): its default network if still
     visible to it, else the first public one. A create reads it with its other lookups."""
-    candidate = aliased(Network)
-    is_default = candidate.uuid == owner.default_network_uuid
-    return (select(candidate.uuid)
-            .where(or_(and_(is_default, or_(candidate.public.is_(True),
-                                            candidate.owner_uuid == owner.uuid)),
-                       candidate.public.is_(True)))
-            .order_by(func.coalesce(is_default, False).desc(), candidate.created_at,
-                      candidate.name)
-            .limit(1).scalar_subquery())
+    chosen = aliased(Network)
+    own_default = (select(chosen.uuid)
+                   .where(chosen.uuid == owner.default_network_uuid,
+                          or_(chosen.public.is_(True), chosen.owner_uuid == owner.uuid))
+                   .scalar_subquery())
+    public = aliased(Network)
+    first_public = (select(public.uuid).where(public.public.is_(True))
+                    .order_by(public.created_at, public.name).limit(1).scalar_subquery())
+    return func.coalesce(own_default, first_public)
 
 
 def default_network(session: Session, owner_uuid: str) -> Network | None:
