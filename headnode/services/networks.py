@@ -39,12 +39,16 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 #: the smallest useful subnet: network, gateway, one address, broadcast
 MAX_PREFIX = 30
 
-# The lowest free address is the first gap in the sorted leases, with a sentinel just below
-# the range (so the range's first address is a gap when free) and the gateway counted as
-# taken. One ordered pass over the network's leases: its cost does not hang on the planner's
-# statistics (an anti-join did, quadratically, on a freshly filled table).
-_LOWEST_FREE = text("""
-SELECT MIN(t.ip_num + 1) FROM (
+# The free addresses are the gaps in the sorted leases, with a sentinel just below the range
+# (so the range's first address is a gap when free) and the gateway counted as taken: each
+# row is a gap's first and last address, lowest first. One ordered pass over the network's
+# leases: its cost does not hang on the planner's statistics (an anti-join did,
+# quadratically, on a freshly filled table).
+_FREE_GAPS = text("""
+SELECT t.ip_num + 1,
+       CASE WHEN t.nxt IS NULL OR t.nxt - 1 > CAST(:end AS BIGINT) THEN CAST(:end AS BIGINT)
+            ELSE t.nxt - 1 END
+FROM (
     SELECT taken.ip_num, LEAD(taken.ip_num) OVER (ORDER BY taken.ip_num) AS nxt FROM (
         SELECT n.ip_num FROM nics n
             WHERE n.network_uuid = :net AND n.ip_num >= :start AND n.ip_num <= :end
@@ -53,6 +57,7 @@ SELECT MIN(t.ip_num + 1) FROM (
     ) AS taken
 ) AS t
 WHERE (t.nxt IS NULL OR t.nxt > t.ip_num + 1) AND t.ip_num + 1 <= :end
+ORDER BY t.ip_num LIMIT :gaps
 """)
 
 _TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(CAST(:k1 AS INTEGER), CAST(:k2 AS INTEGER))")
@@ -369,29 +374,26 @@ def requested_networks(session: Session, owner_uuid: str,
     return networks
 
 
-def lowest_free_ip(session: Session, network: Network) -> int | None:
-    """The lowest address of the provision range that no NIC holds (and not the gateway)."""
+def free_addresses(session: Session, network: Network, limit: int = CANDIDATES,
+                   window: int = CANDIDATE_WINDOW) -> list[int]:
+    """The lowest address of the provision range that no NIC holds (and not the gateway),
+    then the free ones after it within ``window`` of it: at most ``limit``, lowest first;
+    empty when the range is full. One statement."""
     start = int(ipaddress.IPv4Address(network.provision_start_ip))
     end = int(ipaddress.IPv4Address(network.provision_end_ip))
     gateway = int(ipaddress.IPv4Address(network.gateway)) if network.gateway else -1
     sentinel = start - 1
-    found = session.execute(_LOWEST_FREE, {
+    gaps = session.execute(_FREE_GAPS, {
         "net": network.uuid, "start": start, "end": end, "sentinel": sentinel,
-        "gateway": gateway if start <= gateway <= end else sentinel,
-    }).scalar()
-    return int(found) if found is not None else None
-
-
-def _next_free_ips(session: Session, network: Network, lowest: int) -> list[int]:
-    """``lowest`` and the free addresses after it within CANDIDATE_WINDOW, at most
-    CANDIDATES of them: one short index range scan, the gaps found here."""
-    end = min(int(ipaddress.IPv4Address(network.provision_end_ip)), lowest + CANDIDATE_WINDOW)
-    taken = set(session.scalars(select(Nic.ip_num).where(
-        Nic.network_uuid == network.uuid, Nic.ip_num >= lowest, Nic.ip_num <= end)))
-    if network.gateway:
-        taken.add(int(ipaddress.IPv4Address(network.gateway)))
-    free = [n for n in range(lowest + 1, end + 1) if n not in taken]
-    return [lowest, *free[:CANDIDATES - 1]]
+        "gateway": gateway if start <= gateway <= end else sentinel, "gaps": limit,
+    }).all()
+    if not gaps:
+        return []
+    bound = int(gaps[0][0]) + window
+    free: list[int] = []
+    for first, last in gaps:  # each gap holds at least one address: enough gaps for limit
+        free.extend(range(int(first), min(int(last), bound) + 1))
+    return free[:limit]
 
 
 def _lock_key(network: Network, ip_num: int) -> tuple[int, int]:
@@ -401,30 +403,30 @@ def _lock_key(network: Network, ip_num: int) -> tuple[int, int]:
             (ip_num & 0xFFFFFFFF) - 2**31)
 
 
-def _claim_candidate(session: Session, network: Network, lowest: int) -> int:
-    """On PostgreSQL, the first free address no concurrent provision is inserting right now
-    (each holds a transaction-level advisory lock on the address it takes), so concurrent
-    provisions take neighbouring addresses instead of queueing behind one another's
-    transactions for the same one. Elsewhere (SQLite takes one writer at a time) or when
-    every candidate is busy: ``lowest``, and the unique constraint decides."""
+def _claim_candidate(session: Session, network: Network, free: list[int]) -> int:
+    """On PostgreSQL, the first of the ``free`` addresses no concurrent provision is
+    inserting right now (each holds a transaction-level advisory lock on the address it
+    takes), so concurrent provisions take neighbouring addresses instead of queueing behind
+    one another's transactions for the same one. Elsewhere (SQLite takes one writer at a
+    time) or when every candidate is busy: the lowest, and the unique constraint decides."""
     if session.get_bind().dialect.name != "postgresql":
-        return lowest
-    for ip_num in _next_free_ips(session, network, lowest):
+        return free[0]
+    for ip_num in free:
         key = _lock_key(network, ip_num)
         if session.execute(_TRY_LOCK, {"k1": key[0], "k2": key[1]}).scalar():
             return ip_num
-    return lowest
+    return free[0]
 
 
 def _allocate_one(session: Session, machine_uuid: str, network: Network,
                   primary: bool) -> Nic:
     for _ in range(ALLOCATION_ATTEMPTS):
-        lowest = lowest_free_ip(session, network)
-        if lowest is None:
+        free = free_addresses(session, network)
+        if not free:
             raise Conflict(f"network {network.name} ({network.subnet}) has no free address "
                            "left in its provision range", code="SubnetFull",
                            network=network.uuid)
-        ip_num = _claim_candidate(session, network, lowest)
+        ip_num = _claim_candidate(session, network, free)
         nic = Nic(mac=random_mac(), machine_uuid=machine_uuid, network_uuid=network.uuid,
                   ip=str(ipaddress.IPv4Address(ip_num)), ip_num=ip_num, primary=primary,
                   created_at=utcnow())

@@ -138,6 +138,33 @@ def test_the_gateway_is_never_handed_out(ctx: Any, fleet: dict[str, Any], gatewa
         allocate(ctx, machine_row(ctx, fleet, "one-too-many"))
 
 
+def test_free_addresses_are_the_gaps_lowest_first_within_the_window(
+        ctx: Any, fleet: dict[str, Any]) -> None:
+    n = net(ctx, gateway="10.88.0.12", provision_start_ip="10.88.0.10",
+            provision_end_ip="10.88.0.20")
+    holder = machine_row(ctx, fleet, "holder")
+    base = int(ipaddress.IPv4Address("10.88.0.0"))
+    with ctx.transaction() as session:
+        for i, last_octet in enumerate([10, 14, 15, 19]):
+            session.add(Nic(mac=f"90:b8:d0:00:00:{i:02x}", machine_uuid=holder.uuid,
+                            network_uuid=n.uuid, ip=f"10.88.0.{last_octet}",
+                            ip_num=base + last_octet))
+
+    def free(**kwargs: int) -> list[int]:
+        with ctx.read() as session:
+            network = session.get(Network, n.uuid)
+            assert network is not None
+            return [ip - base for ip in svc.free_addresses(session, network, **kwargs)]
+
+    assert free() == [11, 13, 16, 17, 18, 20]
+    assert free(limit=4) == [11, 13, 16, 17]
+    assert free(window=5) == [11, 13, 16]  # up to 11 + 5
+    assert free(limit=1) == [11]
+    for octet in [11, 13, 16, 17, 18, 20]:
+        allocate(ctx, machine_row(ctx, fleet, f"m{octet}"))
+    assert free() == []
+
+
 def test_a_hole_in_the_middle_is_filled_first(ctx: Any, fleet: dict[str, Any]) -> None:
     net(ctx, provision_start_ip="10.88.0.10", provision_end_ip="10.88.0.20")
     rows = [machine_row(ctx, fleet, f"m{i}") for i in range(5)]
