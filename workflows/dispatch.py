@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import Celery
@@ -18,6 +19,8 @@ RUN_STEP = "workflows.run_step"
 #: priority 0 first. Work in progress finishes before new work starts, so a busy head node
 #: keeps each provision's time short instead of making every job wait twice in one queue.
 NEW_JOB_PRIORITY = 9
+#: seconds one measure of the workflow backlog is used for
+BACKLOG_TTL = 0.1
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +46,14 @@ class CeleryTransport(Transport):
 class CeleryJobQueue:
     """What the API uses to start a committed job."""
 
-    def __init__(self, app: Celery | None = None) -> None:
+    def __init__(self, app: Celery | None = None, backlog_ttl: float = BACKLOG_TTL) -> None:
         if app is None:
             from workflows.celery_app import app as default_app
 
             app = default_app
         self.app = app
+        self.backlog_ttl = backlog_ttl
+        self._backlog, self._backlog_at = 0, -backlog_ttl
 
     @classmethod
     def for_settings(cls, settings: HeadnodeSettings) -> CeleryJobQueue:
@@ -60,6 +65,14 @@ class CeleryJobQueue:
         return cls(default_app if same else make_app(settings))
 
     def backlog(self) -> int:
+        # Measured at most every ``backlog_ttl`` seconds per process: every create asks,
+        # and an answer a tenth of a second old is as good for admission control.
+        now = time.monotonic()
+        if now - self._backlog_at >= self.backlog_ttl:
+            self._backlog, self._backlog_at = self._measure_backlog(), now
+        return self._backlog
+
+    def _measure_backlog(self) -> int:
         try:
             with self.app.pool.acquire(block=True) as conn:
                 declared = conn.default_channel.queue_declare(HEADNODE_QUEUE, passive=True)

@@ -21,6 +21,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -57,12 +58,28 @@ class StepContext:
     outbox: list[tuple[str, str, list[Any]]] = field(default_factory=list)
 
     def machine(self) -> Machine:
-        # Steps rarely look at NICs: load them only if one does, not with every machine.
-        machine = self.session.get(Machine, self.job.machine_uuid,
-                                   options=[lazyload(Machine.nics)])
+        machine = job_machine(self.session, self.job)
         if machine is None:
             raise StepFailed("MachineNotFound", f"machine {self.job.machine_uuid} not found")
         return machine
+
+
+#: where a turn keeps its job's machine (Session.info lives as long as the session)
+_HELD_MACHINE = "sdc.job_machine"
+
+
+def job_machine(session: Session, job: Job) -> Machine | None:
+    """The job's machine, read once per turn. The session's identity map holds unchanged
+    objects only weakly, so without this each step would read the row again."""
+    held = session.info.get(_HELD_MACHINE)
+    if held is not None and held.uuid == job.machine_uuid:
+        return held  # type: ignore[no-any-return]
+    # Steps rarely look at NICs: load them only if one does, not with every machine. A read
+    # by primary key needs no flush of the job's pending bookkeeping first.
+    with session.no_autoflush:
+        machine = session.get(Machine, job.machine_uuid, options=[lazyload(Machine.nics)])
+    session.info[_HELD_MACHINE] = machine
+    return machine
 
 
 LocalFn = Callable[[StepContext], dict[str, Any] | None]
@@ -85,6 +102,10 @@ class Step:
     #: an agent step sent in the same message as the agent step before it (its params must
     #: not need that step's result): one round trip through the queues instead of two
     joins_previous: bool = False
+    #: False when a failure of the step's function (``run`` or ``on_result``) cannot leave
+    #: anything half-written -- it only reads, or raises before it writes, or writes in one
+    #: statement: it then runs without a savepoint, which costs a flush and two round trips
+    savepoint: bool = True
 
     @property
     def is_agent(self) -> bool:
@@ -227,7 +248,7 @@ class Engine:
         result = outcome.get("result")
         if step.on_result is not None:
             try:
-                with session.begin_nested():
+                with _savepoint(session, step):
                     result = step.on_result(ctx, result or {})
             except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
                 code, message = _describe(exc)
@@ -378,9 +399,9 @@ class Engine:
     def _run_local(self, session: Session, job: Job, step: Step, entry: dict[str, Any],
                    after: list[Callable[[], None]]) -> None:
         ctx = StepContext(session, job, self.settings)
+        assert step.run is not None
         try:
-            with session.begin_nested():
-                assert step.run is not None
+            with _savepoint(session, step):
                 result = step.run(ctx)
         except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
             code, message = _describe(exc)
@@ -451,9 +472,14 @@ class Engine:
         job.finished_at = utcnow()
         job.step_deadline = None
         if job.machine_uuid:
-            machine = session.get(Machine, job.machine_uuid)
+            machine = job_machine(session, job)
             if machine is not None and machine.job_uuid == job.uuid:
                 machine.job_uuid = None
+
+
+def _savepoint(session: Session, step: Step) -> AbstractContextManager[Any]:
+    """Where a failing step's writes are rolled back to, unless it needs none."""
+    return session.begin_nested() if step.savepoint else nullcontext()
 
 
 def _describe(exc: Exception) -> tuple[str, str]:

@@ -51,7 +51,8 @@ def validate_provision(ctx: StepContext) -> dict[str, Any]:
 
 def ensure_image_params(ctx: StepContext) -> dict[str, Any]:
     machine = ctx.machine()
-    image = ctx.session.get(Image, machine.image_uuid)
+    with ctx.session.no_autoflush:  # a read by primary key: no need to flush the job first
+        image = ctx.session.get(Image, machine.image_uuid)
     if image is None:
         raise StepFailed("ImageNotFound", f"image {machine.image_uuid} not found")
     # An image with a file is fetched from the image store, over a URL signed for this node.
@@ -71,6 +72,7 @@ def create_params(ctx: StepContext) -> dict[str, Any]:
 
 
 def record_created(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
+    # Checks everything before its one write: its step needs no savepoint.
     node = _node_machine(result)
     if node["state"] not in ("running", "stopped"):
         raise StepFailed("ProvisionFailed", f"the node reports the machine {node['state']}")
@@ -112,12 +114,13 @@ def mark_failed(ctx: StepContext) -> dict[str, Any]:
 PROVISION = register(Workflow(
     name="provision",
     chain=(
-        Step("validate", VALIDATE_TIMEOUT, run=validate_provision),
+        Step("validate", VALIDATE_TIMEOUT, run=validate_provision, savepoint=False),
         Step("ensure_image", ENSURE_IMAGE_TIMEOUT, agent_op="image_ensure_present",
              params=ensure_image_params, retries=1),
         # Sent with ensure_image in one message: the node imports the image, then creates.
         Step("create_machine", CREATE_TIMEOUT, agent_op="machine_create",
-             params=create_params, on_result=record_created, retries=1, joins_previous=True),
+             params=create_params, on_result=record_created, retries=1, joins_previous=True,
+             savepoint=False),
         Step("commit_usage", RECORD_TIMEOUT, run=commit_usage, retries=2),
     ),
     onerror=(

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     Float,
     Integer,
+    Row,
     String,
     Table,
     Update,
@@ -151,22 +152,20 @@ def _claim_image(session: Session, server_uuid: str, image_uuid: str | None,
 
 def _move(
     session: Session, machine_uuid: str, from_state: str, to_state: str
-) -> Reservation | None:
-    """Change a reservation's state if it is in ``from_state``; return it if it moved."""
+) -> Row[str, int, int, int] | None:
+    """Change a reservation's state if it is in ``from_state``; if it moved, return what it
+    holds (server_uuid, ram_mb, disk_mb, cpu)."""
     values: dict[str, object] = {"state": to_state}
     if to_state == "released":
         values["ended_at"] = utcnow()
-    moved = session.execute(
+    return session.execute(
         update(Reservation)
         .where(Reservation.machine_uuid == machine_uuid, Reservation.state == from_state)
         .values(**values)
+        .returning(Reservation.server_uuid, Reservation.ram_mb, Reservation.disk_mb,
+                   Reservation.cpu)
         .execution_options(synchronize_session=False)
-    )
-    if moved.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    return session.scalars(
-        select(Reservation).where(Reservation.machine_uuid == machine_uuid)
-    ).one()
+    ).first()
 
 
 def commit(session: Session, machine_uuid: str) -> bool:

@@ -12,7 +12,7 @@ from workflows.dispatch import CeleryJobQueue, CeleryTransport
 
 
 def test_backlog_counts_the_messages_waiting_for_the_worker(settings: Any) -> None:
-    queue = CeleryJobQueue(make_app(settings))
+    queue = CeleryJobQueue(make_app(settings), backlog_ttl=0)
     assert queue.backlog() == 0
     for n in range(3):  # no worker runs here: they stay queued
         queue.enqueue(f"job-{n}")
@@ -21,7 +21,7 @@ def test_backlog_counts_the_messages_waiting_for_the_worker(settings: Any) -> No
 
 def test_an_unreachable_broker_is_an_unknown_backlog(settings: Any) -> None:
     away = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    queue = CeleryJobQueue(make_app(away))
+    queue = CeleryJobQueue(make_app(away), backlog_ttl=0)
     queue.app.conf.broker_connection_timeout = 1
     queue.app.conf.broker_transport_options = {"max_retries": 0}
     assert queue.backlog() == 0
@@ -29,7 +29,7 @@ def test_an_unreachable_broker_is_an_unknown_backlog(settings: Any) -> None:
 
 def test_work_in_progress_is_taken_before_a_new_job(settings: Any) -> None:
     app = make_app(settings)
-    queue = CeleryJobQueue(app)
+    queue = CeleryJobQueue(app, backlog_ttl=0)
     queue.enqueue("new-job")  # the API starting a job
     CeleryTransport(app).send_step("running-job", 3)  # a retry of a job under way
     CeleryTransport(app).send_agent("server-1", "machine_load", {}, None)  # not ours to count
@@ -39,3 +39,12 @@ def test_work_in_progress_is_taken_before_a_new_job(settings: Any) -> None:
                  for _ in range(2)]
     assert taken == [["running-job", 3], ["new-job", 1]]
     assert queue.backlog() == 0
+
+
+def test_the_backlog_is_measured_at_most_once_per_ttl(settings: Any) -> None:
+    queue = CeleryJobQueue(make_app(settings), backlog_ttl=60)
+    assert queue.backlog() == 0
+    queue.enqueue("job-1")
+    assert queue.backlog() == 0  # the measure of a moment ago
+    queue.backlog_ttl = 0
+    assert queue.backlog() == 1

@@ -89,6 +89,11 @@ register(Workflow("t-retry", chain=(
 register(Workflow("t-retry-ok", chain=(
     Step("flaky-once", 10, run=fails_first_time, retries=1),
 )))
+register(Workflow("t-readonly", chain=(
+    Step("look", 10, run=local("look", {"seen": True}), savepoint=False),
+    Step("refuse", 10, run=local("refuse", raises=StepFailed("No", "not today")),
+         savepoint=False),
+)))
 register(Workflow("t-rollback", chain=(Step("rename", 10, run=rename_then_fail),)))
 register(Workflow("t-agent", chain=(
     Step("remote", 5, agent_op="probe", params=probe_params, on_result=probe_result,
@@ -586,3 +591,14 @@ def test_a_resent_batch_keeps_its_deadline(ctx: Any, engine: Engine,
     assert engine.sweep(now=time.time() + ctx.settings.resend_interval + 1) == 1
     assert transport.agent.popleft() == first
     assert get_job(ctx, job_uuid).chain_results[0]["deadline"] == deadline
+
+
+def test_steps_that_only_read_run_and_fail_without_a_savepoint(
+        ctx: Any, engine: Engine, transport: RecordingTransport) -> None:
+    job_uuid = start(ctx, "t-readonly")
+    engine.run_step(job_uuid, 1)
+    job = get_job(ctx, job_uuid)
+    assert job.execution == "failed"
+    assert [(e["name"], e["result"]) for e in job.chain_results] == [
+        ("look", {"seen": True}), ("refuse", None)]
+    assert job.error == {"step": "refuse", "code": "No", "message": "not today"}
