@@ -13,7 +13,8 @@ from __future__ import annotations
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Throttled
 
-#: what a refused caller is told to wait: the worker drains ~100 messages a second
+#: what a refused caller is told to wait: HTTP's shortest, about the time the worker takes
+#: to drain a backlog at the default limit (bench/provision_throughput.py)
 RETRY_AFTER_SECONDS = 1
 
 
