@@ -121,7 +121,9 @@ PROVISION = register(Workflow(
         Step("create_machine", CREATE_TIMEOUT, agent_op="machine_create",
              params=create_params, on_result=record_created, retries=1, joins_previous=True,
              savepoint=False),
-        Step("commit_usage", RECORD_TIMEOUT, run=commit_usage, retries=2),
+        # Its two statements cannot be half-done: a database error aborts the whole turn,
+        # which rolls back and is asked again by the sweep.
+        Step("commit_usage", RECORD_TIMEOUT, run=commit_usage, retries=2, savepoint=False),
     ),
     onerror=(
         Step("remove_from_node", RECORD_TIMEOUT, run=remove_from_node),

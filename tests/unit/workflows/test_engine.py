@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from headnode.store.models import Job, Machine
 from tests.unit.workflows.conftest import (
@@ -93,6 +95,14 @@ register(Workflow("t-readonly", chain=(
     Step("look", 10, run=local("look", {"seen": True}), savepoint=False),
     Step("refuse", 10, run=local("refuse", raises=StepFailed("No", "not today")),
          savepoint=False),
+)))
+def broken_sql(ctx: StepContext) -> None:
+    CALLS.append((ctx.job.uuid, "broken-sql"))
+    ctx.session.execute(text("UPDATE jobs SET no_such_column = 1"))
+
+
+register(Workflow("t-dberror", chain=(
+    Step("broken-sql", 10, run=broken_sql, savepoint=False, retries=2),
 )))
 register(Workflow("t-rollback", chain=(Step("rename", 10, run=rename_then_fail),)))
 register(Workflow("t-agent", chain=(
@@ -602,3 +612,15 @@ def test_steps_that_only_read_run_and_fail_without_a_savepoint(
     assert [(e["name"], e["result"]) for e in job.chain_results] == [
         ("look", {"seen": True}), ("refuse", None)]
     assert job.error == {"step": "refuse", "code": "No", "message": "not today"}
+
+
+def test_a_database_error_in_a_step_without_savepoint_rolls_the_whole_turn_back(
+        ctx: Any, engine: Engine, transport: RecordingTransport) -> None:
+    job_uuid = start(ctx, "t-dberror")
+    before = snapshot(ctx, job_uuid)
+    with pytest.raises(DBAPIError):
+        engine.run_step(job_uuid, 1)
+    assert snapshot(ctx, job_uuid) == before  # nothing of the turn was kept
+    assert transport.sent == []
+    assert engine.sweep(now=time.time() + 1000) == 1  # ... and the sweep asks again
+    assert transport.sent == [("step", job_uuid, 1)]
