@@ -4,7 +4,7 @@ A job row holds where it is (phase, step index) and a counter, ``attempt``, that
 time a step is scheduled; every message names the attempt it is for, so a late, duplicated or
 redelivered message (a retried step, an agent reply after a timeout) is recognised as stale and
 ignored. Each step runs in its own database transaction with the job row locked; a step that
-raises is rolled back to a savepoint and its error recorded. A step that calls an agent sends
+raises is rolled back to a savepoint (unless it cannot half-write) and its error recorded. A step that calls an agent sends
 the agent task after the commit and finishes when ``events.task_reply`` arrives. Consecutive
 agent steps marked ``joins_previous`` travel in one ``agent.batch`` message and come back in
 one reply, whose outcomes the engine then applies step by step as if each had its own reply.
@@ -103,8 +103,9 @@ class Step:
     #: not need that step's result): one round trip through the queues instead of two
     joins_previous: bool = False
     #: False when a failure of the step's function (``run`` or ``on_result``) cannot leave
-    #: anything half-written -- it only reads, or raises before it writes, or writes in one
-    #: statement: it then runs without a savepoint, which costs a flush and two round trips
+    #: anything half-written: it only reads or raises before it writes (a database error
+    #: aborts the whole turn anyway, which rolls back and is asked again by the sweep). It
+    #: then runs without a savepoint, which saves a flush and two round trips.
     savepoint: bool = True
 
     @property
