@@ -4,10 +4,11 @@ A job row holds where it is (phase, step index) and a counter, ``attempt``, that
 time a step is scheduled; every message names the attempt it is for, so a late, duplicated or
 redelivered message (a retried step, an agent reply after a timeout) is recognised as stale and
 ignored. Each step runs in its own database transaction with the job row locked; a step that
-raises is rolled back to a savepoint (unless it cannot half-write) and its error recorded. A step that calls an agent sends
-the agent task after the commit and finishes when ``events.task_reply`` arrives. Consecutive
-agent steps marked ``joins_previous`` travel in one ``agent.batch`` message and come back in
-one reply, whose outcomes the engine then applies step by step as if each had its own reply.
+raises is rolled back to a savepoint (unless it cannot half-write) and its error recorded. A
+step that calls an agent sends the agent task after the commit and finishes when
+``events.task_reply`` arrives. Consecutive agent steps marked ``joins_previous`` travel in one
+``agent.batch`` message and come back in one reply, whose outcomes the engine then applies
+step by step as if each had its own reply.
 
 Steps have a deadline. The periodic sweep (``workflows.reconcile``) treats a step past its
 deadline as failed (an agent that never answered) or lost (a message dropped by a Redis
@@ -255,7 +256,12 @@ class Engine:
                 code, message = _describe(exc)
                 self._fail_step(session, job, step, entry, code, message, after)
                 return
+        # A step whose outcome came in a batch with later steps ended when the node says,
+        # not when the reply for the whole batch arrived.
+        ended = _iso(outcome["finished_at"]) if ready and outcome.get("finished_at") else None
         self._succeed_step(session, job, entry, result, ctx, after, ready)
+        if ended:
+            entry["finished_at"] = ended
 
     def sweep(self, now: float | None = None) -> int:
         """Handle steps past their deadline and jobs past their workflow's timeout."""
@@ -351,8 +357,7 @@ class Engine:
             # The node already ran this step, in the message of the step before it.
             outcome = ready.popleft()
             if outcome.get("started_at"):
-                entry["started_at"] = datetime.fromtimestamp(outcome["started_at"],
-                                                              UTC).isoformat()
+                entry["started_at"] = _iso(outcome["started_at"])
             self._apply_outcome(session, job, step, entry, outcome, after, ready)
         elif step.is_agent:
             self._dispatch_agent(session, job, step, after)
@@ -488,6 +493,10 @@ def _describe(exc: Exception) -> tuple[str, str]:
         return exc.code, exc.message
     log.error("step raised an unexpected error:\n%s", traceback.format_exc())
     return "InternalError", f"{type(exc).__name__}: {exc}"
+
+
+def _iso(unix_time: float) -> str:
+    return datetime.fromtimestamp(unix_time, UTC).isoformat()
 
 
 def _now_iso() -> str:

@@ -545,10 +545,12 @@ def test_joined_agent_steps_travel_in_one_message_and_reply(
     job = get_job(ctx, job_uuid)
     # the message may take as long as both steps together
     assert job.chain_results[0]["deadline"] >= before + 50
+    first = ok({"value": 1})
+    first["finished_at"] = before - 2  # node time: the first step ended before the second
     second = ok({"value": 2})
-    second["started_at"] = before
-    engine.on_agent_reply(reply, batch(ok({"value": 1}), second))
-    engine.on_agent_reply(reply, batch(ok({"value": 1}), second))  # a duplicate: stale
+    second["started_at"] = before - 1
+    engine.on_agent_reply(reply, batch(first, second))
+    engine.on_agent_reply(reply, batch(first, second))  # a duplicate: stale
     pump(engine, transport)
     assert not transport.agent
     job = get_job(ctx, job_uuid)
@@ -556,7 +558,8 @@ def test_joined_agent_steps_travel_in_one_message_and_reply(
     assert [e["name"] for e in job.chain_results] == ["first", "second", "after"]
     assert job.chain_results[0]["result"] == {"value": 1}
     assert job.chain_results[1]["result"] == {"got": 2}
-    assert job.chain_results[1]["started_at"] < job.chain_results[0]["finished_at"]
+    one, two = job.chain_results[:2]
+    assert one["finished_at"] < two["started_at"] < two["finished_at"]
     assert calls(job_uuid) == ["on_result", "after"]
 
 
