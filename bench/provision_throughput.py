@@ -21,6 +21,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -106,10 +107,18 @@ def prepare(api: OpsClient, servers: int) -> list[str]:
     return uuids
 
 
+class PerThread(threading.local):
+    """One API client (one requests.Session, which is not for sharing) per client thread."""
+
+    def __init__(self, api: OpsClient) -> None:
+        self.api = OpsClient(api.base_url, api.token, api.timeout, api.throttled_wait)
+
+
 def baseline_rate(api: OpsClient, server_uuid: str, clients: int, requests: int) -> float:
+    mine = PerThread(api)
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        list(pool.map(lambda _: api.get(f"/ops/servers/{server_uuid}"), range(requests)))
+        list(pool.map(lambda _: mine.api.get(f"/ops/servers/{server_uuid}"), range(requests)))
     return requests / (time.perf_counter() - start)
 
 
@@ -121,6 +130,7 @@ def provision_all(api: OpsClient, first: int, count: int, clients: int,
     and how many POSTs were throttled."""
     begin = time.time()
     throttled: list[int] = []
+    mine = PerThread(api)
 
     def one(i: int) -> tuple[str, tuple[float, float]]:
         if rate:
@@ -129,9 +139,9 @@ def provision_all(api: OpsClient, first: int, count: int, clients: int,
         while True:
             started = time.time()
             try:
-                machine = api.post("/ops/machines", {"owner": "bench", "package": "g1-512m",
-                                                     "image": "base-64",
-                                                     "alias": f"bench-{first + i}"})
+                machine = mine.api.post("/ops/machines", {
+                    "owner": "bench", "package": "g1-512m", "image": "base-64",
+                    "alias": f"bench-{first + i}"})
                 return machine["job_uuid"], (first_try, started)
             except ApiError as exc:
                 if exc.status != 429:

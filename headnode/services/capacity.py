@@ -9,7 +9,6 @@ guarded state change makes every call idempotent.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -30,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from headnode.placement.state import Policy
 from headnode.services.conflicts import insert_unless_taken
+from headnode.services.statements import per_thread_cache
 from headnode.store.models import Job, Reservation, Server, ServerImage, utcnow
 
 SERVERS: Table = Server.__table__  # type: ignore[assignment]
@@ -92,7 +92,7 @@ def _hold(session: Session, server_uuid: str, ram_mb: int, disk_mb: int, cpu: in
     return False
 
 
-@lru_cache(maxsize=2)
+@per_thread_cache
 def _hold_statement(capped: bool) -> Update:
     """The guarded UPDATE, built once per kind of machine (capped CPU or not): on every
     provision, building it anew cost more than running it. Core, on the table: its

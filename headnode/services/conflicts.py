@@ -4,7 +4,6 @@ takes no savepoint, which the error would need to keep the transaction usable.""
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Table
@@ -12,8 +11,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from headnode.services.statements import per_thread_cache
 
-@lru_cache(maxsize=16)
+
+@per_thread_cache
 def _statement(table: Table, returning: str, dialect: str) -> Any:
     # Built once per table and dialect; the values are bound per call.
     insert = pg_insert if dialect == "postgresql" else sqlite_insert

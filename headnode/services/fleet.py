@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Executable, Text, bindparam, cast, func, select
 from sqlalchemy.orm import Session
 
 from headnode.placement.state import MachineRef, ServerState, Snapshot
+from headnode.services.statements import per_thread_cache
 from headnode.store.models import ALIAS_HOLDING_STATES, Machine, Server
 
 #: traits come as text: most servers have none, and decoding 10,000 "{}" costs more than
@@ -64,7 +64,7 @@ def load_owner_machines(session: Session, owner_uuid: str | None) -> list[Machin
             for server_uuid, alias, uuid, tags in rows]
 
 
-@lru_cache(maxsize=2)
+@per_thread_cache
 def _servers_and_counts(pinned: bool) -> Executable:
     """Built once (building it on every provision cost more than the rest of the read):
     parameters ``b_owner`` and, when ``pinned``, ``b_server``."""

@@ -7,7 +7,6 @@ import re
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -42,6 +41,7 @@ from headnode.services.networks import (
     machine_network_fields,
     requested_networks,
 )
+from headnode.services.statements import per_thread_cache
 from headnode.store.models import (
     ALIAS_HOLDING_STATES,
     Account,
@@ -178,7 +178,7 @@ def _lookup(session: Session, body: dict[str, Any], made_alias_suffix: str) -> _
     return _Lookup(*row)
 
 
-@lru_cache(maxsize=64)
+@per_thread_cache
 def _lookup_query(owner_by_uuid: bool, package_by_uuid: bool, image_by_uuid: bool,
                   alias_given: bool, pinned: bool, default_network: bool) -> Executable:
     """Built once per shape of request (building it on every create cost as much as
