@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from types import FrameType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,17 @@ class ConsumerWatchdog:
     def start(self) -> None:
         threading.Thread(target=self._watch, name="consumer-watchdog", daemon=True).start()
 
+    def waiting(self, client: Any) -> int:
+        """Messages waiting in the queues: kombu keeps a queue as one Redis list per message
+        priority (the head node's new jobs wait in the lowest)."""
+        from kombu.transport.redis import PRIORITY_STEPS, Channel
+
+        with client.pipeline(transaction=False) as pipe:
+            for queue in self.queues:
+                for priority in PRIORITY_STEPS:
+                    pipe.llen(f"{queue}{Channel.sep}{priority}" if priority else queue)
+            return sum(int(n) for n in pipe.execute())
+
     def _watch(self) -> None:
         import redis
 
@@ -132,7 +144,7 @@ class ConsumerWatchdog:
         while True:
             time.sleep(self.stall_after / 3)
             try:
-                waiting = sum(int(client.llen(q)) for q in self.queues)
+                waiting = self.waiting(client)
             except redis.RedisError:
                 continue  # the broker is away: nothing to judge the consumer by
             if self.stalled(waiting):

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import redis
+
+from agents.supervise import ConsumerWatchdog
 from schemas.agent import HEADNODE_QUEUE
 from tests.support.net import free_port
 from workflows.celery_app import make_app
@@ -48,3 +51,13 @@ def test_the_backlog_is_measured_at_most_once_per_ttl(settings: Any) -> None:
     assert queue.backlog() == 0  # the measure of a moment ago
     queue.backlog_ttl = 0
     assert queue.backlog() == 1
+
+
+def test_the_workers_watchdog_sees_new_jobs_waiting(settings: Any) -> None:
+    """A stalled workflow worker is found even when only new jobs (the lowest priority
+    list) wait for it."""
+    app = make_app(settings)
+    CeleryJobQueue(app).enqueue("new-job")
+    CeleryTransport(app).send_step("running-job", 3)
+    dog = ConsumerWatchdog(settings.redis_url, [HEADNODE_QUEUE])
+    assert dog.waiting(redis.Redis.from_url(settings.redis_url)) == 2
