@@ -15,28 +15,21 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import StatementCounter, percentile, populate, private_stack  # noqa: E402
 from headnode.api.app import create_app  # noqa: E402
 from headnode.config import get_settings  # noqa: E402
 from headnode.services.context import ServiceContext  # noqa: E402
 from headnode.store.db import engine_for  # noqa: E402
-from headnode.store.migrate import upgrade  # noqa: E402
-from headnode.store.models import Account, Image, Package, Server, new_uuid  # noqa: E402
 from schemas.agent import HEADNODE_QUEUE  # noqa: E402
-from tests.support.net import free_port  # noqa: E402
-from tests.support.services import PostgresServer, RedisServer, postgres_bin_dir  # noqa: E402
 
 TOKEN = "bench-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -45,32 +38,6 @@ WARMUP = 20
 #: no workflow worker takes the jobs: the bench empties their queue this often, so that the
 #: API's admission control (which refuses provisions while the queue is long) never refuses
 DRAIN_EVERY = 20
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def populate(ctx: ServiceContext, servers: int) -> None:
-    with ctx.transaction() as session:
-        session.add_all(Server(uuid=new_uuid(), hostname=f"cn{i}", backend="sim", setup=True,
-                               status="running", ram_mb=262144, cpus=48, disk_mb=4_000_000,
-                               last_heartbeat=time.time()) for i in range(servers))
-        session.add_all([Account(login="bench", email="bench@example.com"),
-                         Package(name="g1-512m", memory=512, disk=5120),
-                         Image(name="base-64", version="24.4.1", os="smartos", size_mb=300)])
-
-
-class StatementCounter:
-    def __init__(self, engine: Any) -> None:
-        self.count = 0
-        self.last: list[str] = []
-        event.listen(engine, "before_cursor_execute", self._seen)
-
-    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        self.count += 1
-        self.last.append(statement)
 
 
 def run_round(label: str, client: Any, counter: StatementCounter, first: int,
@@ -131,26 +98,17 @@ def main() -> int:
                         help="then profile N more creates (cProfile) and print the top "
                              "functions by cumulative time")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="sdc-bench-create-"))
-    (workdir / "redis").mkdir()
-    redis = RedisServer(shutil.which("redis-server") or "/usr/bin/redis-server",
-                        workdir / "redis", free_port())
-    pg_dir = Path(tempfile.mkdtemp(prefix="sdc-bench-pg-"))
-    pg = PostgresServer(postgres_bin_dir(), pg_dir, free_port())
-    redis.start()
-    try:
-        pg.start()
-        url = pg.create_database("sdc_bench")
-        upgrade(url)
-        settings = get_settings(database_url=url, redis_url=redis.url,
-                                data_dir=workdir / "data", operator_token=TOKEN)
+    with private_stack("create") as stack:
+        assert stack.redis is not None
+        settings = get_settings(database_url=stack.database_url, redis_url=stack.redis.url,
+                                data_dir=stack.workdir / "data", operator_token=TOKEN)
         app = create_app(settings)  # the real Celery job queue, on the private Redis
         ctx: ServiceContext = app.extensions["sdc"]
         populate(ctx, args.servers)
         counter = StatementCounter(engine_for(settings.resolved_database_url))
         print(f"{args.servers} servers, in-process Flask test client, Celery to a private "
               "Redis")
-        queue = redis.client()
+        queue = stack.redis.client()
 
         def drain() -> None:
             # kombu keeps a queue as one list per message priority, each named after it
@@ -166,11 +124,6 @@ def main() -> int:
                       args.creates + WARMUP + 1, args.creates, args.show_sql, drain)
             if args.profile:
                 profile(client, 2 * (args.creates + WARMUP + 1), args.profile, drain)
-    finally:
-        pg.stop()
-        redis.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-        shutil.rmtree(pg_dir, ignore_errors=True)
     return 0
 
 

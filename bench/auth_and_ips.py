@@ -14,9 +14,7 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from email.utils import formatdate
@@ -27,24 +25,17 @@ from sqlalchemy import event
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import percentile, private_stack  # noqa: E402
 from headnode.auth import httpsig  # noqa: E402
 from headnode.auth.sshkeys import parse_public_key  # noqa: E402
 from headnode.config import get_settings  # noqa: E402
 from headnode.services import accounts, keys, networks  # noqa: E402
 from headnode.services.context import ServiceContext  # noqa: E402
 from headnode.store.db import engine_for  # noqa: E402
-from headnode.store.migrate import upgrade  # noqa: E402
 from headnode.store.models import Image, Machine, Package  # noqa: E402
-from tests.support.net import free_port  # noqa: E402
-from tests.support.services import PostgresServer, RedisServer, postgres_bin_dir  # noqa: E402
 from tests.unit.headnode.auth.conftest import private_key, public_line, signed_headers  # noqa: E402
 
 KINDS = ("rsa", "ecdsa-p256", "ed25519")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def bench_auth(ctx: ServiceContext, requests: int) -> None:
@@ -69,9 +60,9 @@ def bench_auth(ctx: ServiceContext, requests: int) -> None:
             start = time.perf_counter()
             httpsig.verify_signature(parsed, params.algorithm, text, params.signature)
             verify_only.append(time.perf_counter() - start)
-        print(f"  {kind:11} full p50 {pct(full, .5) * 1e3:6.2f} ms  p99 "
-              f"{pct(full, .99) * 1e3:6.2f} ms   signature check alone p50 "
-              f"{pct(verify_only, .5) * 1e3:6.2f} ms")
+        print(f"  {kind:11} full p50 {percentile(full, .5) * 1e3:6.2f} ms  p99 "
+              f"{percentile(full, .99) * 1e3:6.2f} ms   signature check alone p50 "
+              f"{percentile(verify_only, .5) * 1e3:6.2f} ms")
 
 
 def machines(ctx: ServiceContext, owner_uuid: str, count: int) -> list[str]:
@@ -140,26 +131,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--leases", type=int, default=2000)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="sdc-bench-auth-"))
-    (workdir / "redis").mkdir()
-    redis = RedisServer(shutil.which("redis-server") or "/usr/bin/redis-server",
-                        workdir / "redis", free_port())
-    pg_dir = Path(tempfile.mkdtemp(prefix="sdc-bench-pg-"))
-    pg = PostgresServer(postgres_bin_dir(), pg_dir, free_port())
-    redis.start()
-    try:
-        pg.start()
-        url = pg.create_database("sdc_bench")
-        upgrade(url)
-        ctx = ServiceContext(get_settings(database_url=url, redis_url=redis.url,
-                                          data_dir=workdir / "data"))
+    with private_stack("auth") as stack:
+        assert stack.redis is not None
+        ctx = ServiceContext(get_settings(database_url=stack.database_url,
+                                          redis_url=stack.redis.url,
+                                          data_dir=stack.workdir / "data"))
         bench_auth(ctx, args.requests)
         bench_ips(ctx, args.threads, args.leases)
-    finally:
-        pg.stop()
-        redis.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-        shutil.rmtree(pg_dir, ignore_errors=True)
     return 0
 
 

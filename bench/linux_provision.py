@@ -32,8 +32,8 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import percentile  # noqa: E402
 from bench.linux_floor import image_final_path, measure_floor  # noqa: E402
-from bench.provision_throughput import percentile  # noqa: E402
 from headnode.cli.client import OpsClient  # noqa: E402
 from headnode.imagebuild import build_busybox_image  # noqa: E402
 from headnode.store.migrate import upgrade  # noqa: E402

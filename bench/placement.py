@@ -25,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import percentile  # noqa: E402
 from headnode.placement.affinity import parse_rules  # noqa: E402
 from headnode.placement.pipeline import DEFAULT_PIPELINE  # noqa: E402
 from headnode.placement.state import (  # noqa: E402
@@ -68,11 +69,6 @@ def owner_machines(rows: list[tuple[Any, ...]], rng: random.Random) -> list[Mach
     """The requesting owner's 40 machines somewhere in the fleet (spread and affinity)."""
     return [MachineRef(rng.choice(rows)[0], f"web{i}", f"m{i}", {"role": "web"})
             for i in range(40)]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def time_decisions(snapshot: Snapshot, request: PlacementRequest, policy: Policy,

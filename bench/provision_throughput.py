@@ -32,6 +32,7 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import percentile  # noqa: E402
 from headnode.cli.client import ApiError, OpsClient  # noqa: E402
 from headnode.store.migrate import upgrade  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
@@ -42,11 +43,6 @@ from tests.support.wait import wait_until  # noqa: E402
 SDC = str(Path(sys.executable).parent / "sdc")
 TOKEN = "bench-token"
 HEADNODE_PROCS = ("api", "worker", "beat")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def cpu_seconds(pid: int, tree: bool = True) -> float:

@@ -15,24 +15,19 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.api_create import StatementCounter, populate  # noqa: E402
+from bench.common import StatementCounter, populate, private_stack  # noqa: E402
 from headnode.config import get_settings  # noqa: E402
 from headnode.services import machines  # noqa: E402
 from headnode.services.context import ServiceContext  # noqa: E402
 from headnode.store.db import engine_for  # noqa: E402
-from headnode.store.migrate import upgrade  # noqa: E402
 from tests.support.jobqueue import RecordingJobQueue  # noqa: E402
-from tests.support.net import free_port  # noqa: E402
-from tests.support.services import PostgresServer, postgres_bin_dir  # noqa: E402
 from workflows.engine import Engine, Transport  # noqa: E402
 
 CALLER = {"type": "operator"}
@@ -99,16 +94,9 @@ def main() -> int:
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="then profile N more provisions and print the top functions")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="sdc-bench-worker-"))
-    # its own temporary directory: PostgreSQL runs as postgres, who cannot enter workdir
-    pg_dir = Path(tempfile.mkdtemp(prefix="sdc-bench-pg-"))
-    pg = PostgresServer(postgres_bin_dir(), pg_dir, free_port())
-    try:
-        pg.start()
-        url = pg.create_database("sdc_bench")
-        upgrade(url)
-        settings = get_settings(database_url=url, data_dir=workdir / "data",
-                                provision_backlog_limit=0)
+    with private_stack("worker", redis=False) as stack:
+        settings = get_settings(database_url=stack.database_url,
+                                data_dir=stack.workdir / "data", provision_backlog_limit=0)
         ctx = ServiceContext(settings, jobs=RecordingJobQueue())
         populate(ctx, args.servers)
         calls = AgentCalls()
@@ -140,10 +128,6 @@ def main() -> int:
             for job_uuid in jobs[20 + args.provisions:-1]:
                 drive(engine, calls, job_uuid, cpu, profiler)
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(45)
-    finally:
-        pg.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-        shutil.rmtree(pg_dir, ignore_errors=True)
     return 0
 
 
