@@ -216,6 +216,13 @@ def serve(ctx: click.Context, bind: str | None, workers: int | None) -> None:
     run_gunicorn(bind or settings.api_bind, workers or settings.api_workers)
 
 
+#: Seconds an idle kept-alive connection stays open. gunicorn's default (2 s) equals the
+#: poll interval of CloudAPI clients, so a client reused its connection just as the server
+#: closed it (ECONNRESET); Node's own clients drop idle sockets after 5 s, so the server must
+#: wait longer than that (CloudAPI, on Node, keeps them at least 5 s).
+KEEPALIVE_SECONDS = 30
+
+
 def run_gunicorn(bind: str, workers: int) -> None:
     from gunicorn.app.base import BaseApplication
 
@@ -224,6 +231,7 @@ def run_gunicorn(bind: str, workers: int) -> None:
             # Short graceful timeout so `sdc up` stops within its 10 s budget.
             options = {"bind": bind, "workers": workers, "graceful_timeout": 5,
                        "errorlog": "-", "proc_name": "sdc-api",
+                       "keepalive": KEEPALIVE_SECONDS,
                        # Threads: a request waiting on the database does not hold a whole
                        # worker, and an image upload or download longer than the worker
                        # timeout is not killed (a sync worker is, at 30 s).
