@@ -124,6 +124,10 @@ def _machine_update(backend: NodeBackend, params: dict[str, Any]) -> dict[str, A
     return {"machine": backend.machine_update(params)}
 
 
+def _machine_update_metadata(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+    return backend.machine_update_metadata(params)
+
+
 def _snapshot_create(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
     return {"snapshot": backend.snapshot_create(params["uuid"], params["name"])}
 
@@ -168,6 +172,7 @@ OPERATIONS: dict[str, Callable[[NodeBackend, dict[str, Any]], dict[str, Any]]] =
     "report_status": _report_status,
     "sim_faults": _sim_faults,
     "machine_update": _machine_update,
+    "machine_update_metadata": _machine_update_metadata,
     "snapshot_create": _snapshot_create,
     "snapshot_list": _snapshot_list,
     "snapshot_rollback": _snapshot_rollback,

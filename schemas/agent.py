@@ -18,6 +18,8 @@ each and the database nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import Schema, fields, validate
 
 HEADNODE_QUEUE = "headnode"
@@ -124,6 +126,28 @@ class MachineUpdateSchema(Schema):
     max_lwps = fields.Integer(load_default=None, allow_none=True)
 
 
+class MachineMetadataUpdateSchema(Schema):
+    """Change a machine's tags and customer metadata (vmadm update's names): the keys in
+    ``remove_*`` go first, then the ``set_*`` pairs are written. The result is
+    ``{"tags": {...}, "customer_metadata": {...}}``, both as the node holds them after."""
+
+    uuid = fields.String(required=True)
+    set_customer_metadata = fields.Dict(keys=fields.String(), values=fields.String(),
+                                        load_default=dict)
+    remove_customer_metadata = fields.List(fields.String(), load_default=list)
+    set_tags = fields.Dict(keys=fields.String(), load_default=dict)
+    remove_tags = fields.List(fields.String(), load_default=list)
+
+
+def apply_metadata_change(values: dict[str, Any], remove: list[str],
+                          set_: dict[str, Any]) -> dict[str, Any]:
+    """What a MachineMetadataUpdateSchema change makes of ``values``: without the keys in
+    ``remove``, then with the pairs of ``set_`` (the head node never names one key in both).
+    Nodes and the head node both apply a change with this."""
+    gone = set(remove)
+    return {**{k: v for k, v in values.items() if k not in gone}, **set_}
+
+
 class SnapshotRefSchema(Schema):
     uuid = fields.String(required=True)  # the machine
     name = fields.String(required=True,
@@ -175,6 +199,8 @@ AGENT_TASKS: dict[str, type[Schema]] = {
     "machine_load": MachineRefSchema,
     # result {"machine": MachineStatus}
     "machine_update": MachineUpdateSchema,
+    # result {"tags": {...}, "customer_metadata": {...}}
+    "machine_update_metadata": MachineMetadataUpdateSchema,
     # results: create {"snapshot": SnapshotSchema}; list {"snapshots": [SnapshotSchema]};
     # rollback {"machine": MachineStatus}; delete {"deleted": name}
     "snapshot_create": SnapshotRefSchema,

@@ -79,6 +79,12 @@ class NodeBackend(Protocol):
         """Resize and/or rename (a MachineUpdateSchema dict; None fields stay as they are)."""
         ...
 
+    def machine_update_metadata(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Change tags and customer metadata (a MachineMetadataUpdateSchema dict: the
+        ``remove_*`` keys go, then the ``set_*`` pairs are written); returns ``{"tags",
+        "customer_metadata"}`` as the machine has them after. An empty change reads them."""
+        ...
+
     def snapshot_create(self, uuid: str, name: str) -> dict[str, Any]:
         """Returns a SnapshotSchema dict; creating one that exists returns it."""
         ...

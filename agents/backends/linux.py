@@ -4,8 +4,8 @@ Storage is a :class:`agents.backends.storage.Storage` driver (btrfs by default, 
 the node has it; see that module for the pool layout). Each machine also has a directory
 ``<state_dir>/machines/<uuid>/`` with its runc bundle (``config.json``, rebuilt before every
 start so a rename or resize applies at the next boot), ``machine.json`` (its record: alias,
-limits, image) and ``console.log`` (the container's stdout and stderr). Image manifests are
-``<state_dir>/images/<uuid>.json``.
+limits, image), ``metadata.json`` (its tags and customer metadata) and ``console.log`` (the
+container's stdout and stderr). Image manifests are ``<state_dir>/images/<uuid>.json``.
 
 The truth about a machine's state is runc's (``runc state``/``runc list`` under
 ``runc_root``): a machine is running while its container runs, else stopped. A new backend on
@@ -40,12 +40,15 @@ from agents.backends.host import runc, tar
 from agents.backends.host.cmd import HostCommandError
 from agents.backends.storage import BtrfsStorage, Snapshot, Storage, ZfsStorage
 from agents.config import AgentSettings, parse_traits, resolve_hostname
+from schemas.agent import apply_metadata_change
 from schemas.settings import SettingsError
 
 AGENT_VERSION = "sdc-agent-linux/0.1"
 MIB = 1024 * 1024
 #: limits of a machine, as stored in machine.json and changed by machine_update
 LIMIT_FIELDS = ("ram_mb", "disk_mb", "cpu_cap", "vcpus", "max_lwps")
+#: a machine's tags and customer metadata, beside its bundle (what its metadata service serves)
+METADATA_FILE = "metadata.json"
 RUNNING_STATUSES = ("running", "paused", "pausing", "created", "creating")
 
 
@@ -186,14 +189,15 @@ class LinuxBackend:
                 "uuid": uuid, "alias": spec["alias"], "owner_uuid": spec["owner_uuid"],
                 "image_uuid": spec["image_uuid"], "ram_mb": spec["ram_mb"],
                 "disk_mb": spec["disk_mb"], "cpu_cap": spec["cpu_cap"], "vcpus": spec["vcpus"],
-                "max_lwps": spec["max_lwps"], "tags": spec.get("tags", {}),
-                "metadata": spec.get("metadata", {}), "created_at": time.time(),
-                "complete": False,
+                "max_lwps": spec["max_lwps"], "created_at": time.time(), "complete": False,
             }
             with self._lock:
                 self._provisioning.add(uuid)
             try:
                 self._save_record(record)
+                self._save_metadata(uuid, {
+                    "tags": dict(spec.get("tags") or {}),
+                    "customer_metadata": dict(spec.get("metadata") or {})})
                 self.storage.machine_clone(spec["image_uuid"], uuid, spec["disk_mb"] * MIB)
                 self._boot(record)
                 record["complete"] = True
@@ -263,6 +267,17 @@ class LinuxBackend:
             self._save_record(record)
             self._invalidate_usage()
             return self._load(uuid)
+
+    def machine_update_metadata(self, params: dict[str, Any]) -> dict[str, Any]:
+        uuid = params["uuid"]
+        with self._machine(uuid):
+            meta = self._read_metadata(self._get(uuid))
+            for kind in ("tags", "customer_metadata"):
+                meta[kind] = apply_metadata_change(meta[kind],
+                                                   params.get(f"remove_{kind}") or [],
+                                                   params.get(f"set_{kind}") or {})
+            self._save_metadata(uuid, meta)
+            return meta
 
     # -- snapshots ----------------------------------------------------------------------------
 
@@ -426,6 +441,17 @@ class LinuxBackend:
         _write_json(self.machines_dir / record["uuid"] / "machine.json", record)
         with self._lock:
             self._records[record["uuid"]] = dict(record)
+
+    def _save_metadata(self, uuid: str, meta: dict[str, Any]) -> None:
+        _write_json(self.machines_dir / uuid / METADATA_FILE, meta)
+
+    def _read_metadata(self, record: dict[str, Any]) -> dict[str, Any]:
+        path = self.machines_dir / record["uuid"] / METADATA_FILE
+        if path.exists():
+            return dict(json.loads(path.read_text()))
+        # made by an agent that kept them in machine.json
+        return {"tags": dict(record.get("tags") or {}),
+                "customer_metadata": dict(record.get("metadata") or {})}
 
     def _load_records(self) -> dict[str, dict[str, Any]]:
         records = {}

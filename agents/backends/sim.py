@@ -31,6 +31,7 @@ from agents.backends.base import (
     MachineNotFound,
 )
 from agents.config import AgentSettings, parse_traits, resolve_hostname
+from schemas.agent import apply_metadata_change
 
 #: an image whose manifest does not say how big it is still takes room in a real pool
 DEFAULT_IMAGE_SIZE_MB = 100
@@ -45,6 +46,7 @@ SIM_OPS = (
     "machine_destroy",
     "machine_load",
     "machine_update",
+    "machine_update_metadata",
     "snapshot_create",
     "snapshot_list",
     "snapshot_rollback",
@@ -81,6 +83,8 @@ class SimBackend:
         self._machines: dict[str, dict[str, Any]] = {}
         #: machine uuid -> its snapshots, oldest first
         self._snapshots: dict[str, list[dict[str, Any]]] = {}
+        #: machine uuid -> {"tags": {...}, "customer_metadata": {...}}
+        self._meta: dict[str, dict[str, dict[str, Any]]] = {}
         self._global_latency_ms = latency_ms
         self._fail: dict[str, str] = {}
         self._latency_ms: dict[str, int] = {}
@@ -183,6 +187,8 @@ class SimBackend:
                 "disk_used_mb": 0,
                 "boot_time": None,
             }
+            self._meta[spec["uuid"]] = {"tags": dict(spec.get("tags") or {}),
+                                        "customer_metadata": dict(spec.get("metadata") or {})}
             self._save_state()
         # The machine is visibly provisioning while the simulated work takes its time, and the
         # lock is not held so the node's other operations and status reports go on meanwhile.
@@ -233,6 +239,7 @@ class SimBackend:
         with self._lock:
             machine = self._machines.pop(uuid, None)
             self._snapshots.pop(uuid, None)
+            self._meta.pop(uuid, None)
             if machine is None:
                 return _destroyed({"uuid": uuid})
             self._save_state()
@@ -266,6 +273,18 @@ class SimBackend:
                     machine[key] = params[key]
             self._save_state()
             return dict(machine)
+
+    def machine_update_metadata(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._begin("machine_update_metadata")
+        with self._lock:
+            self._get(params["uuid"])
+            meta = self._meta.setdefault(params["uuid"], {"tags": {}, "customer_metadata": {}})
+            for kind in ("tags", "customer_metadata"):
+                meta[kind] = apply_metadata_change(meta[kind],
+                                                   params.get(f"remove_{kind}") or [],
+                                                   params.get(f"set_{kind}") or {})
+            self._save_state()
+            return {kind: dict(values) for kind, values in meta.items()}
 
     # -- snapshots ----------------------------------------------------------------------------
 
@@ -403,6 +422,7 @@ class SimBackend:
         self._images = saved.get("images", {})
         self._machines = saved.get("machines", {})
         self._snapshots = saved.get("snapshots", {})
+        self._meta = saved.get("meta", {})
         for machine in self._machines.values():
             # The process died while creating it; the resources were already taken, so the
             # simulated create is complete (a redelivered machine_create then sees it running).
@@ -413,7 +433,7 @@ class SimBackend:
         if self._state_path is None:
             return
         data = json.dumps({"images": self._images, "machines": self._machines,
-                           "snapshots": self._snapshots}, indent=1)
+                           "snapshots": self._snapshots, "meta": self._meta}, indent=1)
         self._state_path.parent.mkdir(parents=True, exist_ok=True)
         # temp file in the same directory + os.replace: a crash leaves the old or the new file,
         # never half of one

@@ -203,6 +203,20 @@ class SmartOSBackend:
         self._forget("usage")
         return self.machine_load(params["uuid"])
 
+    def machine_update_metadata(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One ``vmadm update`` with the change as its payload, then the zone's values."""
+        uuid = params["uuid"]
+        if vmadm.get(uuid) is None:
+            raise MachineNotFound(f"machine {uuid} does not exist on server {self.server_uuid}")
+        payload = metadata_payload(params)
+        if payload:
+            vmadm.update(uuid, payload)
+        vm = vmadm.get(uuid)
+        if vm is None:
+            raise MachineNotFound(f"machine {uuid} is gone from server {self.server_uuid}")
+        return {"tags": dict(vm.get("tags") or {}),
+                "customer_metadata": dict(vm.get("customer_metadata") or {})}
+
     # -- snapshots ----------------------------------------------------------------------------
 
     def snapshot_create(self, uuid: str, name: str) -> dict[str, Any]:
@@ -357,6 +371,20 @@ def update_payload(params: dict[str, Any]) -> dict[str, Any]:
         if params.get(key) is not None:
             payload[key] = params[key]
     return payload
+
+
+def metadata_payload(params: dict[str, Any]) -> dict[str, Any]:
+    """vmadm update's payload for a MachineMetadataUpdateSchema change: only the non-empty
+    ones of set_customer_metadata (values are strings), remove_customer_metadata, set_tags and
+    remove_tags."""
+    payload: dict[str, Any] = {
+        "set_customer_metadata": {k: str(v) for k, v in
+                                  (params.get("set_customer_metadata") or {}).items()},
+        "remove_customer_metadata": list(params.get("remove_customer_metadata") or []),
+        "set_tags": dict(params.get("set_tags") or {}),
+        "remove_tags": list(params.get("remove_tags") or []),
+    }
+    return {key: value for key, value in payload.items() if value}
 
 
 def imgapi_manifest(image: dict[str, Any], file: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -122,7 +122,7 @@ class FakeSmartOS:
         elif command == "delete":
             del self.vms[vm["uuid"]]
         elif command == "update":
-            vm.update(json.loads(stdin or b"{}"))
+            self._update(vm, json.loads(stdin or b"{}"))
         elif command == "create-snapshot":
             vm["snapshots"].append({"name": args[2], "created_at": _iso(time.time())})
         elif command == "rollback-snapshot":
@@ -137,6 +137,17 @@ class FakeSmartOS:
         else:
             raise LookupError(f"vmadm: unknown command {command}")
         return ""
+
+    @staticmethod
+    def _update(vm: dict[str, Any], payload: dict[str, Any]) -> None:
+        """vmadm(8) update: set_X / remove_X change the X map, other keys replace values."""
+        for kind in ("customer_metadata", "tags"):
+            values = dict(vm.get(kind) or {})
+            for key in payload.pop(f"remove_{kind}", []):
+                values.pop(key, None)
+            values.update(payload.pop(f"set_{kind}", {}))
+            vm[kind] = values
+        vm.update(payload)
 
     # -- zfs ---------------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import pytest
 from agents.backends.base import BackendError, ImageNotFound, MachineNotFound, NodeBackend
 from schemas.agent import (
     NODE_MACHINE_STATES,
+    MachineMetadataUpdateSchema,
     MachineStatusSchema,
     MachineUpdateSchema,
     ServerStatusSchema,
@@ -212,6 +213,37 @@ def test_update_resizes_and_renames(
     assert backend.machine_load(machine["uuid"]) == {**backend.machine_load(machine["uuid"]),
                                                       "alias": "web1", "ram_mb": 512,
                                                       "disk_mb": 2048}
+
+
+def update_metadata(backend: NodeBackend, **change: Any) -> dict[str, Any]:
+    return backend.machine_update_metadata(MachineMetadataUpdateSchema().load(change))
+
+
+def test_metadata_update_sets_removes_and_repeats(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    machine = create_running(backend, image_spec, machine_spec, tags={"role": "web"},
+                             metadata={"motd": "hi"})
+    uuid_ = machine["uuid"]
+    assert update_metadata(backend, uuid=uuid_) == {"tags": {"role": "web"},
+                                                    "customer_metadata": {"motd": "hi"}}
+    change = {"uuid": uuid_, "set_tags": {"env": "prod", "tier": 2, "on": True},
+              "remove_tags": ["role"], "set_customer_metadata": {"user-script": "#!/bin/sh"},
+              "remove_customer_metadata": ["motd"]}
+    wanted = {"tags": {"env": "prod", "tier": 2, "on": True},
+              "customer_metadata": {"user-script": "#!/bin/sh"}}
+    assert update_metadata(backend, **change) == wanted
+    assert update_metadata(backend, **change) == wanted  # a redelivered task is harmless
+    assert update_metadata(backend, uuid=uuid_) == wanted
+    # removing what is not there is no error; the machine itself is untouched
+    assert update_metadata(backend, uuid=uuid_, remove_tags=["nope", "env"])["tags"] == \
+        {"tier": 2, "on": True}
+    assert backend.machine_load(uuid_)["state"] == "running"
+
+
+def test_metadata_update_of_an_unknown_machine_is_not_found(backend: NodeBackend) -> None:
+    with pytest.raises(MachineNotFound):
+        update_metadata(backend, uuid=str(uuid.uuid4()), set_tags={"a": "b"})
 
 
 def test_update_of_an_unknown_machine_is_not_found(backend: NodeBackend) -> None:

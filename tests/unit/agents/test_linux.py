@@ -6,6 +6,7 @@ process, btrfs qgroups), not from the backend's own records.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -25,7 +26,7 @@ from agents.backends.linux import LinuxBackend
 from agents.backends.storage import BtrfsStorage
 from agents.config import load_settings
 from agents.runner import make_backend
-from schemas.agent import ImageSpecSchema, MachineUpdateSchema
+from schemas.agent import ImageSpecSchema, MachineMetadataUpdateSchema, MachineUpdateSchema
 from tests.support.agent_images import FileServer, busybox_tarball, file_entry
 from tests.support.btrfs import LoopPool, missing_host
 from tests.unit.agents.conftest import IMAGE_TOKEN, make_linux
@@ -148,6 +149,24 @@ def test_rename_applies_at_the_next_boot(node: LinuxBackend, spec: SpecFactory) 
     assert node.machine_load(machine["uuid"])["alias"] == "new"
     node.machine_reboot(machine["uuid"])
     assert inside(node, machine["uuid"], "hostname").strip() == "new"
+
+
+def test_tags_and_metadata_live_in_a_file_beside_the_bundle(node: LinuxBackend,
+                                                          spec: SpecFactory) -> None:
+    machine = node.machine_create(spec(tags={"role": "web"}, metadata={"motd": "hi"}))
+    beside = node.machines_dir / machine["uuid"]
+    assert (beside / "config.json").exists()
+    assert json.loads((beside / "metadata.json").read_text()) == {
+        "tags": {"role": "web"}, "customer_metadata": {"motd": "hi"}}
+    node.machine_update_metadata(MachineMetadataUpdateSchema().load(
+        {"uuid": machine["uuid"], "set_customer_metadata": {"user-script": "true"},
+         "remove_tags": ["role"]}))
+    assert json.loads((beside / "metadata.json").read_text()) == {
+        "tags": {}, "customer_metadata": {"motd": "hi", "user-script": "true"}}
+    # a restarted agent reads it back
+    again = LinuxBackend(node.server_uuid, "again", node.storage, runc_root=node.runc_root)
+    assert again.machine_update_metadata(MachineMetadataUpdateSchema().load(
+        {"uuid": machine["uuid"]}))["customer_metadata"] == {"motd": "hi", "user-script": "true"}
 
 
 def test_destroy_leaves_nothing_behind(node: LinuxBackend, spec: SpecFactory,

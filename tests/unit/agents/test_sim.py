@@ -148,9 +148,10 @@ def test_machine_is_provisioning_while_create_takes_time(
 
 def test_state_survives_a_new_instance(tmp_path: Path, node: SimBackend,
                                        image_spec: dict, machine_spec: SpecFactory) -> None:
-    running = node.machine_create(machine_spec(alias="a"))
+    running = node.machine_create(machine_spec(alias="a", tags={"role": "web"}))
     stopped = node.machine_create(machine_spec(alias="b"))
     node.machine_stop(stopped["uuid"])
+    node.machine_update_metadata({"uuid": running["uuid"], "set_customer_metadata": {"a": "1"}})
     before = node.status()
 
     again = small_node(tmp_path)
@@ -160,6 +161,8 @@ def test_state_survives_a_new_instance(tmp_path: Path, node: SimBackend,
     assert {m["uuid"]: m["state"] for m in after["machines"]} == {
         running["uuid"]: "running", stopped["uuid"]: "stopped"
     }
+    assert again.machine_update_metadata({"uuid": running["uuid"]}) == {
+        "tags": {"role": "web"}, "customer_metadata": {"a": "1"}}
     assert list(tmp_path.glob("*.tmp")) == []
 
 

@@ -16,7 +16,12 @@ from agents.backends.base import BackendError, ImageNotFound
 from agents.backends.host import vmadm
 from agents.backends.host.cmd import use_runner
 from agents.backends.smartos import LIST_FIELDS, SmartOSBackend
-from schemas.agent import MachineStatusSchema, MachineUpdateSchema, SysinfoSchema
+from schemas.agent import (
+    MachineMetadataUpdateSchema,
+    MachineStatusSchema,
+    MachineUpdateSchema,
+    SysinfoSchema,
+)
 from tests.unit.agents.recorded import RecordedHost
 from tests.unit.agents.smartos_host import FakeSmartOS, recorded
 
@@ -165,6 +170,35 @@ def test_update_stop_start_reboot_and_snapshot_commands(
     assert json.loads(update_stdin or b"") == {
         "alias": "web1", "max_physical_memory": 2048, "max_locked_memory": 2048,
         "max_swap": 2048, "quota": 20, "cpu_cap": 400}
+
+
+def test_metadata_update_is_one_vmadm_update_with_the_change(
+    node: SmartOSBackend, smartos_host: FakeSmartOS
+) -> None:
+    smartos_host.images[IMAGE] = json.loads(recorded("imgadm-get.json"))["manifest"]
+    vm = node.machine_create(spec(metadata={"a": "1", "old": "x"}))["uuid"]
+    smartos_host.calls.clear()
+    after = node.machine_update_metadata(MachineMetadataUpdateSchema().load({
+        "uuid": vm, "set_customer_metadata": {"motd": "hello"},
+        "remove_customer_metadata": ["old"], "set_tags": {"env": "prod", "tier": 2},
+        "remove_tags": ["role"]}))
+    assert smartos_host.argvs("vmadm") == [("vmadm", "get", vm), ("vmadm", "update", vm),
+                                           ("vmadm", "get", vm)]
+    update_stdin = next(data for argv, data in smartos_host.calls if argv[1] == "update")
+    assert json.loads(update_stdin or b"") == {
+        "set_customer_metadata": {"motd": "hello"}, "remove_customer_metadata": ["old"],
+        "set_tags": {"env": "prod", "tier": 2}, "remove_tags": ["role"]}
+    assert after == {"tags": {"env": "prod", "tier": 2},
+                     "customer_metadata": {"a": "1", "motd": "hello"}}
+    # only what changes is sent; nothing to change sends no update at all
+    smartos_host.calls.clear()
+    node.machine_update_metadata(MachineMetadataUpdateSchema().load(
+        {"uuid": vm, "remove_tags": ["env"]}))
+    update_stdin = next(data for argv, data in smartos_host.calls if argv[1] == "update")
+    assert json.loads(update_stdin or b"") == {"remove_tags": ["env"]}
+    smartos_host.calls.clear()
+    node.machine_update_metadata(MachineMetadataUpdateSchema().load({"uuid": vm}))
+    assert smartos_host.argvs("vmadm") == [("vmadm", "get", vm), ("vmadm", "get", vm)]
 
 
 def test_image_install_checks_the_file_before_imgadm(

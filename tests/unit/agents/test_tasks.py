@@ -126,6 +126,23 @@ def test_machine_actions(
     assert states == ["stopped", "running", "running", "running", "destroyed", "destroyed"]
 
 
+def test_metadata_update_replies_with_what_the_node_holds(
+    hosted: NodeBackend, sent: SentTasks, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    hosted.image_ensure_present(image_spec)
+    spec = machine_spec(tags={"role": "web"})
+    hosted.machine_create(spec)
+    call("machine_update_metadata", hosted.server_uuid,
+         {"uuid": spec["uuid"], "set_tags": {"env": "prod"}, "remove_tags": ["role"],
+          "set_customer_metadata": {"motd": "hi"}})
+    outcome = the_reply(sent)
+    assert outcome["ok"], outcome
+    assert outcome["result"] == {"tags": {"env": "prod"}, "customer_metadata": {"motd": "hi"}}
+    bad = call("machine_update_metadata", hosted.server_uuid,
+               {"uuid": spec["uuid"], "set_customer_metadata": {"n": 3}}, None)
+    assert (bad["ok"], bad["error"]["code"]) == (False, "InvalidParams")
+
+
 def test_invalid_params_are_an_error_reply(hosted: NodeBackend, sent: SentTasks) -> None:
     outcome = call("machine_create", hosted.server_uuid, {"uuid": "x", "ram_mb": 0})
     assert not outcome["ok"] and outcome["result"] is None
