@@ -23,8 +23,9 @@ from marshmallow import (
 
 from schemas.ops import ALIAS_PATTERN, TagValue
 
-#: CloudAPI's API versions this server speaks, newest last.
-API_VERSIONS = ("8.0.0", "9.0.0")
+#: CloudAPI's API versions this server speaks, newest last (CloudAPI 7 bumped the API
+#: version at each minor release, 8 and 9 only at the major one).
+API_VERSIONS = ("7.0.0", "7.1.0", "7.2.0", "7.3.0", "8.0.0", "9.0.0")
 MACHINE_ACTIONS = ("start", "stop", "reboot", "resize", "rename")
 #: CloudAPI's machine states, as shown to tenants
 CLOUDAPI_STATES = ("provisioning", "running", "stopped", "failed", "deleted", "offline")

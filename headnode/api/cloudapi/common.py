@@ -4,12 +4,12 @@ headers, and CloudAPI's error bodies ``{"code", "message"}``."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Response, current_app, g, jsonify, request
+from flask import Response, current_app, g, has_request_context, jsonify, request
 
+from headnode.api.cloudapi import versions
 from headnode.api.errors import retry_headers
 from headnode.auth.httpsig import AuthError, authenticate, request_target
 from headnode.services import accounts
@@ -63,38 +63,21 @@ def error(status: int, code: str, message: str) -> tuple[Response, int]:
 
 # --------------------------------------------------------------------------- versions
 
-_TERM = re.compile(r"^(?:(?P<any>\*|x)|(?P<op>~|\^|>=|=)?v?(?P<major>\d+)"
-                   r"(?:\.(?P<minor>\d+|x|\*))?(?:\.(?P<patch>\d+|x|\*))?)$")
-
-
-def _parts(version: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in version.split("."))
-
-
-def _satisfies(version: str, term: str) -> bool:
-    match = _TERM.match(term.strip())
-    if match is None:
-        return False
-    if match["any"]:
-        return True
-    have = _parts(version)
-    want = [int(p) for p in (match["major"], match["minor"], match["patch"])
-            if p is not None and p.isdigit()]
-    if match["op"] == ">=":
-        return have >= tuple(want + [0] * (3 - len(want)))
-    if match["op"] in ("~", "^") or len(want) < 3:
-        return have[:len(want)] == tuple(want) if match["op"] != "^" else have[0] == want[0]
-    return have == tuple(want)
-
 
 def negotiate_version(offered: str | None) -> str | None:
-    """The newest of our API versions within the client's semver range (``~9||~8``)."""
+    """The newest of our API versions in the client's semver range (``~9||~8``, ``~7.2``,
+    ``*``); no header means the newest. None when the range holds none of ours; raises
+    ``versions.InvalidRange`` when the header is not a range."""
     if not offered or not offered.strip():
         return API_VERSIONS[-1]
-    for version in reversed(API_VERSIONS):
-        if any(_satisfies(version, term) for term in offered.split("||")):
-            return version
-    return None
+    return versions.newest_satisfying(API_VERSIONS, offered)
+
+
+def requested_version() -> str:
+    """The API version the current request was answered with (the newest outside one)."""
+    if has_request_context():
+        return str(g.get("api_version") or API_VERSIONS[-1])
+    return API_VERSIONS[-1]
 
 
 # --------------------------------------------------------------------------- hooks
@@ -102,12 +85,19 @@ def negotiate_version(offered: str | None) -> str | None:
 
 def check_version() -> tuple[Response, int] | None:
     offered = request.headers.get("Accept-Version") or request.headers.get("Api-Version")
-    g.api_version = negotiate_version(offered)
+    supported = ", ".join(API_VERSIONS)
+    try:
+        g.api_version = negotiate_version(offered)
+    except versions.InvalidRange:
+        g.api_version = API_VERSIONS[-1]
+        return error(400, "InvalidVersion",
+                     f"Accept-Version {offered!r} is not a semver range (such as ~9, 8.x, "
+                     f">=7 or 7.2.0); supported versions: {supported}")
     if g.api_version is None:
         g.api_version = API_VERSIONS[-1]
         return error(400, "InvalidVersion",
-                     f"{offered} is not one of the supported versions "
-                     f"{', '.join(API_VERSIONS)}")
+                     f"Accept-Version {offered!r} matches none of the supported versions "
+                     f"{supported}")
     return None
 
 

@@ -1,14 +1,39 @@
-"""Our objects as CloudAPI shows them (its field names and vocabularies)."""
+"""Our objects as CloudAPI shows them (its field names and vocabularies), in the API version
+the request was answered with: 7.x differs where CloudAPI's docs say so (8.0.0 added a
+machine's ``brand`` and ``docker`` and shows an image's own ``type``; 7.1.0 added a machine's
+``networks`` and an image's ``files``, ``owner``, ``public``, ``state`` and ``tags``)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
+from headnode.api.cloudapi.common import requested_version
+from headnode.api.cloudapi.versions import version_tuple
+
 #: our machine states -> CloudAPI's
 STATES = {"destroyed": "deleted", "unknown": "offline"}
 #: CloudAPI's state filter -> ours
 STATE_FILTERS = {v: k for k, v in STATES.items()}
+#: brands of hardware virtual machines (CloudAPI's deprecated type "virtualmachine")
+HVM_BRANDS = ("kvm", "bhyve")
+#: fields a version before the one named does not show
+MACHINE_FIELDS_SINCE = {"brand": "8.0.0", "docker": "8.0.0", "networks": "7.1.0"}
+IMAGE_FIELDS_SINCE = {name: "7.1.0" for name in ("files", "owner", "public", "state", "tags")}
+
+
+def before(version: str | None, since: str) -> bool:
+    return version_tuple(version or requested_version()) < version_tuple(since)
+
+
+def for_version(shown: dict[str, Any], since: dict[str, str],
+                version: str | None) -> dict[str, Any]:
+    """``shown`` without the fields ``version`` (else the request's) does not have yet."""
+    return {k: v for k, v in shown.items() if k not in since or not before(version, since[k])}
+
+
+def machine_type(brand: str) -> str:
+    return "virtualmachine" if brand in HVM_BRANDS else "smartmachine"
 
 
 def field(obj: Any, name: str, default: Any = None) -> Any:
@@ -32,14 +57,16 @@ def iso(value: Any) -> str | None:
     return str(value)
 
 
-def machine(m: dict[str, Any], package_names: dict[str, str]) -> dict[str, Any]:
+def machine(m: dict[str, Any], package_names: dict[str, str],
+            version: str | None = None) -> dict[str, Any]:
     ips = list(m.get("ips") or [])
     networks = list(m.get("networks") or [])
-    return {
+    brand = m.get("brand") or "joyent"
+    return for_version({
         "id": m["uuid"],
         "name": m["alias"],
-        "type": "smartmachine",
-        "brand": m.get("brand") or "joyent",
+        "type": machine_type(brand),
+        "brand": brand,
         "state": STATES.get(m["state"], m["state"]),
         "image": m["image_uuid"],
         "ips": ips,
@@ -57,16 +84,23 @@ def machine(m: dict[str, Any], package_names: dict[str, str]) -> dict[str, Any]:
         "compute_node": m.get("server_uuid"),
         "package": package_names.get(m["package_uuid"], m["package_uuid"]),
         "dns_names": [],
-    }
+    }, MACHINE_FIELDS_SINCE, version)
 
 
-def image(i: Any) -> dict[str, Any]:
-    return {
+def image_type(image_type: str | None, version: str | None) -> str | None:
+    """API 7 showed "virtualmachine" for a zvol image and "smartmachine" for any other."""
+    if before(version, "8.0.0"):
+        return "virtualmachine" if image_type == "zvol" else "smartmachine"
+    return image_type
+
+
+def image(i: Any, version: str | None = None) -> dict[str, Any]:
+    return for_version({
         "id": field(i, "uuid"),
         "name": field(i, "name"),
         "version": field(i, "version"),
         "os": field(i, "os"),
-        "type": field(i, "type"),
+        "type": image_type(field(i, "type"), version),
         "description": field(i, "description", ""),
         "requirements": dict(field(i, "requirements") or {}),
         "files": list(field(i, "files") or []),
@@ -75,7 +109,7 @@ def image(i: Any) -> dict[str, Any]:
         "public": bool(field(i, "public")),
         "state": field(i, "state"),
         "published_at": iso(field(i, "created_at")),
-    }
+    }, IMAGE_FIELDS_SINCE, version)
 
 
 def package(p: Any) -> dict[str, Any]:
