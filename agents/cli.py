@@ -7,6 +7,7 @@ Celery and the backends are imported when a command runs.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -64,25 +65,46 @@ def _fail_cleanly(action: Callable[[], Any]) -> Any:
         raise
 
 
-def _serve(start: Callable[[], None], check: Callable[[], Any], settings: Any,
-           child_args: list[str]) -> None:
+def _serve(start: Callable[[], None], server_uuids: Callable[[], list[str]],
+           check: Callable[[], Any], settings: Any, child_args: list[str]) -> None:
     """Run the worker in a supervised child (see agents/supervise.py), or be that child.
-    ``check`` runs first in the parent, so a node that cannot be served is refused here with
-    one clear line instead of in a child."""
+
+    The parent first locks every server it will serve (agents/nodelock.py: one agent per
+    server) and hands the locks to its children; then ``check`` runs, so a node that cannot
+    be served is refused here with one clear line instead of in a child."""
     from agents import supervise
 
     if supervise.is_child():
         try:
+            _fail_cleanly(lambda: _hold_locks_as_child(settings, server_uuids))
             _fail_cleanly(start)
         except click.ClickException as exc:
             exc.show()
             sys.exit(supervise.EXIT_CONFIG)
         return
-    _fail_cleanly(check)
+    from agents import nodelock
     from schemas.settings import to_environ
 
+    locks = _fail_cleanly(lambda: nodelock.acquire(settings.data_dir, server_uuids()))
+    _fail_cleanly(check)
+    fds = [lock.fd for lock in locks]
+    environ = {**to_environ(settings), nodelock.LOCK_FDS_ENV: ",".join(map(str, fds))}
+    agent_pid = os.getpid()
+
+    def name_holders(worker_pid: int) -> None:
+        nodelock.record_holders(locks, {"agent": agent_pid, "worker": worker_pid})
+
     argv = [sys.executable, "-m", "agents.cli", *child_args]
-    sys.exit(supervise.supervise(argv, to_environ(settings)))
+    sys.exit(supervise.supervise(argv, environ, pass_fds=fds, on_start=name_holders))
+
+
+def _hold_locks_as_child(settings: Any, server_uuids: Callable[[], list[str]]) -> None:
+    """A worker started by its supervisor holds the supervisor's locks already; one started
+    on its own (SDC_SUPERVISED_CHILD=1 by hand) takes them itself, for as long as it lives."""
+    from agents import nodelock
+
+    if nodelock.inherited_fds() is None:
+        nodelock.acquire(settings.data_dir, server_uuids())
 
 
 @click.group()
@@ -105,12 +127,17 @@ def run(**options: Any) -> None:
         backend = make_backend(settings)
         run_worker([backend], settings, node_name=f"agent-{backend.server_uuid}")
 
+    def server_uuids() -> list[str]:
+        from agents.config import resolve_server_uuid
+
+        return [resolve_server_uuid(settings)]
+
     def check() -> None:
         from agents.runner import make_backend
 
         make_backend(settings)
 
-    _serve(start, check, settings, ["run"])
+    _serve(start, server_uuids, check, settings, ["run"])
 
 
 @agent.command()
@@ -196,7 +223,12 @@ def mockcloud(count: int, prefix: str, **options: Any) -> None:
 
         run_mockcloud(settings, count, prefix)
 
-    _serve(start, lambda: None, settings,
+    def server_uuids() -> list[str]:
+        from agents.mockcloud import node_uuid
+
+        return [node_uuid(prefix, i) for i in range(count)]
+
+    _serve(start, server_uuids, lambda: None, settings,
            ["mockcloud", "--servers", str(count), "--prefix", prefix])
 
 

@@ -12,7 +12,7 @@ import importlib
 import logging
 from collections.abc import Sequence
 
-from agents import tasks
+from agents import tasklog, tasks
 from agents.backends.base import NodeBackend
 from agents.config import AgentSettings, resolve_server_uuid
 from agents.heartbeat import Heartbeater, StatusReporter, redis_client
@@ -83,6 +83,7 @@ def run_worker(backends: Sequence[NodeBackend], settings: AgentSettings, node_na
     reporter.start()
     queues = [agent_queue(b.server_uuid) for b in backends]
     exit_on_unrecoverable()
+    tasklog.connect(lambda task: "server" if task.startswith("agent.") else None)
     watchdog = ConsumerWatchdog(settings.redis_url, queues)
     watchdog.connect()
     watchdog.start()

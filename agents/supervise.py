@@ -7,10 +7,22 @@ node or head node whose worker is gone stays gone until someone restarts it. So
 process and start a new one when it dies of an error, as systemd's ``Restart=`` would; SIGTERM
 and SIGINT stop both. A child that cannot even start (bad settings, a missing pool) exits at
 once with :data:`EXIT_CONFIG` and is not restarted: its one-line error is the answer.
+
+The child dies with its supervisor, however the supervisor dies: a supervisor killed with
+SIGKILL (or by the OOM killer) cannot forward a signal, and an orphaned worker would go on
+serving its node next to the one a restarted supervisor starts (two agents for one server,
+each with its own view of the node). The kernel sends the child SIGKILL when its parent dies
+(``PR_SET_PDEATHSIG``), set between fork and exec, where the child also checks that its
+parent is still the supervisor that forked it (the supervisor may die before the setting is
+made). SIGKILL, not a warm shutdown: such a worker's shutdown can hang for good on a broken
+broker connection, and its tasks are acknowledged late and idempotent, so the running ones
+are delivered again.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
@@ -18,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import Any
 
@@ -37,8 +49,33 @@ def is_child() -> bool:
     return os.environ.get(CHILD_ENV) == "1"
 
 
-def supervise(argv: Sequence[str], environ: Mapping[str, str]) -> int:
-    """Run ``argv`` until it exits cleanly or we are told to stop; returns its exit code."""
+#: linux/prctl.h
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """What a child runs between fork and exec so that it dies with this process (None
+    where the kernel has no ``prctl``). Built before the fork: the child only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    prctl = libc.prctl
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the supervisor died before the setting was made
+            os._exit(1)
+
+    return arm
+
+
+def supervise(argv: Sequence[str], environ: Mapping[str, str], pass_fds: Sequence[int] = (),
+              on_start: Callable[[int], None] | None = None) -> int:
+    """Run ``argv`` until it exits cleanly or we are told to stop; returns its exit code.
+
+    ``pass_fds`` stay open in every child (the node locks); ``on_start`` gets each new
+    child's pid."""
     stop = threading.Event()
     current: list[subprocess.Popen[bytes]] = []
 
@@ -51,10 +88,16 @@ def supervise(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, forward)
     quick, delay = 0, 1.0
+    arm = _die_with_parent()
     while True:
         started = time.monotonic()
-        child = subprocess.Popen(list(argv), env={**os.environ, **environ, CHILD_ENV: "1"})
+        # The death signal goes with the thread that forked the child: this loop runs in
+        # the main thread, which lives as long as the process.
+        child = subprocess.Popen(list(argv), env={**os.environ, **environ, CHILD_ENV: "1"},
+                                 pass_fds=tuple(pass_fds), preexec_fn=arm)
         current[:] = [child]
+        if on_start is not None:
+            on_start(child.pid)
         code = child.wait()
         lived = time.monotonic() - started
         if stop.is_set() or code == 0:
@@ -156,7 +199,10 @@ class ConsumerWatchdog:
 class _ExitOnUnrecoverable(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.levelno >= logging.CRITICAL and "Unrecoverable error" in record.getMessage():
-            sys.stderr.write("the worker's consumer gave up; exiting so a fresh one starts\n")
+            # This handler runs before the root logger's: say what the error was, since
+            # nothing else will once we exit.
+            sys.stderr.write(f"{logging.Formatter().format(record)}\n"
+                             "the worker's consumer gave up; exiting so a fresh one starts\n")
             sys.stderr.flush()
             os._exit(EXIT_STALLED)
 
@@ -166,15 +212,12 @@ def exit_on_unrecoverable() -> None:
     after that can hang for good when the broker went away (seen with Redis restarts: kombu
     fails while restoring unacknowledged messages), and a hung worker is never restarted by
     its supervisor. The unacknowledged messages stay in Redis and come back after the
-    visibility timeout; the head node's sweep re-sends anything else."""
-    from celery import signals
+    visibility timeout; the head node's sweep re-sends anything else.
 
-    handler = _ExitOnUnrecoverable()
-    logging.getLogger().addHandler(handler)
-
-    # Celery may replace the root logger's handlers when it sets up logging: add it again.
-    def again(logger: logging.Logger, **_: object) -> None:
-        if handler not in logger.handlers:
-            logger.addHandler(handler)
-
-    signals.after_setup_logger.connect(again, weak=False)
+    The handler sits on the logger of Celery's worker, not on the root logger: Celery gives
+    the root logger its console handler only when the root has none, and one there made the
+    workflow worker silent (no "ready", no task errors). Celery clears the handlers of the
+    root and ``celery`` loggers when it sets up logging, never those of ``celery.worker``."""
+    worker_logger = logging.getLogger("celery.worker")
+    if not any(isinstance(h, _ExitOnUnrecoverable) for h in worker_logger.handlers):
+        worker_logger.addHandler(_ExitOnUnrecoverable())

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from celery import Celery
 
+from agents import tasklog
 from headnode.config import HeadnodeSettings, get_settings
 from schemas.agent import HEADNODE_QUEUE
+
+
+def first_arg(task: str) -> str | None:
+    """What the first argument of a head-node task names (events carry theirs in a dict)."""
+    return "job" if task.startswith("workflows.") and task != "workflows.reconcile" else None
 
 
 def make_app(settings: HeadnodeSettings | None = None) -> Celery:
@@ -47,3 +53,5 @@ def make_app(settings: HeadnodeSettings | None = None) -> Celery:
 
 
 app = make_app()
+# Every failed task and rejected message is logged with the job and server it names.
+tasklog.connect(first_arg)

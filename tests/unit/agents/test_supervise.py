@@ -104,3 +104,63 @@ def test_unrecoverable_error_ends_the_worker_at_once() -> None:
     done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == supervise.EXIT_STALLED
     assert "still here" not in done.stdout
+
+
+def test_the_child_dies_with_a_killed_supervisor(tmp_path: Path) -> None:
+    """SIGKILL leaves a supervisor no chance to forward anything: the kernel ends the child."""
+    marker = tmp_path / "child-pid"
+    code = (f"import os, pathlib, time; pathlib.Path({str(marker)!r}).write_text("
+            "str(os.getpid())); time.sleep(60)")
+    run_supervised = ("import sys; from agents import supervise; "
+                      f"sys.exit(supervise.supervise([sys.executable, '-c', {code!r}], {{}}))")
+    outer = subprocess.Popen([PYTHON, "-c", run_supervised])
+    deadline = time.monotonic() + 20
+    while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child_pid = int(marker.read_text())
+    outer.kill()
+    outer.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while process_lives(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not process_lives(child_pid)
+
+
+def test_a_child_whose_supervisor_is_gone_before_it_runs_exits_at_once() -> None:
+    """Between fork and exec the child checks that its parent is still the supervisor."""
+    arm = supervise._die_with_parent()
+    assert arm is not None
+    # Run the check in a grandchild: its parent is not the process that built ``arm``.
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the forked child
+        grandchild = os.fork()
+        if grandchild == 0:
+            arm()
+            os._exit(0)
+        _, status = os.waitpid(grandchild, 0)
+        os._exit(os.waitstatus_to_exitcode(status))
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 1
+
+
+def test_on_start_hears_each_child_and_pass_fds_reach_it(tmp_path: Path) -> None:
+    read_end, write_end = os.pipe()
+    started: list[int] = []
+    code = f"import os; os.write({write_end}, b'x')"
+    try:
+        assert supervise.supervise([PYTHON, "-c", code], {}, pass_fds=[write_end],
+                                   on_start=started.append) == 0
+        assert os.read(read_end, 1) == b"x"
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert len(started) == 1 and started[0] > 0
+
+
+def process_lives(pid: int) -> bool:
+    """A zombie (dead, not yet reaped by init) counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
