@@ -32,7 +32,9 @@ MACHINE_ACTIONS = ("start", "stop", "reboot", "resize", "rename")
 #: the query parameter each action needs besides ``action``
 ACTION_PARAMS = {"resize": "package", "rename": "alias"}
 SNAPSHOT_STATES = ("queued", "created", "failed", "deleted")
-JOB_EXECUTIONS = ("queued", "running", "succeeded", "failed")
+JOB_EXECUTIONS = ("queued", "running", "succeeded", "failed", "canceled")
+#: a job in one of these has ended: nothing more runs, and it cannot be canceled
+JOB_FINISHED = ("succeeded", "failed", "canceled")
 SERVER_STATUSES = ("running", "unknown")
 # IMGAPI's vocabularies for manifests
 IMAGE_STATES = ("active", "unactivated", "disabled", "creating", "failed")
@@ -328,6 +330,9 @@ class Job(Schema):
     created_at = fields.DateTime()
     started_at = fields.DateTime(allow_none=True)
     finished_at = fields.DateTime(allow_none=True)
+    cancel_requested_at = fields.DateTime(
+        allow_none=True, metadata={"description": "when a cancel was asked for, if one was"})
+    canceled_by = fields.Dict(allow_none=True, metadata={"description": "who asked for it"})
     params = fields.Dict()
 
 

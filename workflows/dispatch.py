@@ -14,6 +14,7 @@ from schemas.agent import HEADNODE_QUEUE, agent_queue, agent_task
 from workflows.engine import Transport
 
 RUN_STEP = "workflows.run_step"
+CANCEL_JOB = "workflows.cancel_job"
 #: A new job's first message waits behind every other message of the workflow worker (agent
 #: replies, retries, events): on Redis, kombu keeps one list per priority and the worker pops
 #: priority 0 first. Work in progress finishes before new work starts, so a busy head node
@@ -92,3 +93,12 @@ class CeleryJobQueue:
                                priority=NEW_JOB_PRIORITY)
         except Exception as exc:  # noqa: BLE001 - kombu raises many kinds of connection errors
             log.warning("could not enqueue job %s now (%s); the sweep will", job_uuid, exc)
+
+    def cancel(self, job_uuid: str) -> None:
+        # The cancel is committed on the job: if this message is lost, the sweep acts on it.
+        # It has the default (highest) priority, ahead of new jobs.
+        try:
+            self.app.send_task(CANCEL_JOB, args=[job_uuid], queue=HEADNODE_QUEUE)
+        except Exception as exc:  # noqa: BLE001 - kombu raises many kinds of connection errors
+            log.warning("could not send the cancel of job %s now (%s); the sweep will",
+                        job_uuid, exc)

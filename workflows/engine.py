@@ -13,6 +13,13 @@ step by step as if each had its own reply.
 Steps have a deadline. The periodic sweep (``workflows.reconcile``) treats a step past its
 deadline as failed (an agent that never answered) or lost (a message dropped by a Redis
 restart) and retries or fails it, so no job is ever stuck and nothing it holds is leaked.
+
+A cancel (``Job.cancel_requested_at``, written by the API) stops the chain at its next step
+boundary: the step that would run next does not, an agent step still waiting for its reply is
+abandoned (the attempt moves on, so the reply is stale when it comes), and the onerror chain
+runs; the job then ends ``canceled``. The node may still do what an abandoned step asked after
+the clean-up ran, so its late reply makes the onerror steps marked ``repeat_on_late_reply``
+(those that undo it on the node) run once more.
 """
 
 from __future__ import annotations
@@ -39,6 +46,11 @@ log = logging.getLogger(__name__)
 
 #: a queued job whose first message was lost is picked up again after this long
 QUEUED_GRACE_SECONDS = 30.0
+#: executions of a job that has not ended
+ACTIVE = ("queued", "running")
+#: the error code of a chain stopped by a cancel, and the execution such a job ends with
+CANCELED_CODE = "Canceled"
+CANCELED = "canceled"
 
 
 class StepFailed(Exception):
@@ -108,6 +120,10 @@ class Step:
     #: aborts the whole turn anyway, which rolls back and is asked again by the sweep). It
     #: then runs without a savepoint, which saves a flush and two round trips.
     savepoint: bool = True
+    #: an onerror step that undoes on the node what the chain's agent steps did there: it
+    #: runs again when the late reply of an agent step a cancel abandoned arrives (the node
+    #: may have done that step's work after this clean-up ran)
+    repeat_on_late_reply: bool = False
 
     @property
     def is_agent(self) -> bool:
@@ -199,20 +215,36 @@ class Engine:
         after: list[Callable[[], None]] = []
         with self.sessions() as session, session.begin():
             job = self._lock(session, job_uuid)
-            if job is None or job.attempt != attempt or job.execution in ("succeeded", "failed"):
+            if job is None or job.attempt != attempt or job.execution not in ACTIVE:
                 return  # stale or duplicate message: nothing was queued in ``after``
             entries = job.chain_results if job.phase == "chain" else job.onerror_results
             if entries and entries[-1].get("attempt") == attempt:
                 # This attempt has started already (an agent step waiting for its reply):
                 # a redelivered or re-sent message must not call the agent again.
                 return
-            if job.execution == "queued":
-                job.execution = "running"
-                job.started_at = utcnow()
-            self._start(session, job, after)
+            _set_running(job)
+            if _cancel_due(job):
+                self._cancel(session, job, after)
+            else:
+                self._start(session, job, after)
         # Only after the commit: a message must never name state that might roll back.
         for fn in after:
             fn()
+
+    def cancel(self, job_uuid: str) -> bool:
+        """Act on a cancel the API recorded, at once: the job is between two turns (its row
+        lock says so), so this is a step boundary. False if there is nothing to do (the job
+        ended, or its onerror chain runs already)."""
+        after: list[Callable[[], None]] = []
+        with self.sessions() as session, session.begin():
+            job = self._lock(session, job_uuid)
+            if job is None or not _cancel_due(job):
+                return False
+            _set_running(job)
+            self._cancel(session, job, after)
+        for fn in after:
+            fn()
+        return True
 
     def on_agent_reply(self, reply: dict[str, Any], outcome: dict[str, Any]) -> None:
         after: list[Callable[[], None]] = []
@@ -226,6 +258,8 @@ class Engine:
         job = self._lock(session, reply["job_uuid"])
         if job is None or job.attempt != reply["attempt"] or job.execution != "running":
             log.info("ignoring stale agent reply for job %s", reply.get("job_uuid"))
+            if job is not None:
+                self._after_abandoned_reply(session, job, reply, outcome, after)
             return
         step = self._step(job)
         if not step.is_agent or job.step_index != reply["step"]:
@@ -269,14 +303,17 @@ class Engine:
         # Only jobs old enough for the shortest workflow timeout can be past theirs.
         oldest = datetime.fromtimestamp(now - min(w.timeout for w in REGISTRY.values()), UTC)
         with self.sessions() as session:
-            due = session.scalars(
-                select(Job.uuid).where(
-                    Job.execution.in_(("queued", "running")),
+            due = session.execute(
+                select(Job.uuid, Job.cancel_requested_at.is_not(None)).where(
+                    Job.execution.in_(ACTIVE),
                     or_(Job.step_deadline < now, Job.step_deadline.is_(None),
-                        (Job.phase == "chain") & (Job.created_at < oldest)),
+                        (Job.phase == "chain") & (Job.created_at < oldest),
+                        # a cancel whose message was lost
+                        (Job.phase == "chain") & Job.cancel_requested_at.is_not(None)),
                 )
             ).all()
-        return sum(1 for job_uuid in due if self._expire(job_uuid, now))
+        return sum(1 for job_uuid, canceled in due
+                   if (canceled and self.cancel(job_uuid)) or self._expire(job_uuid, now))
 
     # -- internals -------------------------------------------------------------------------
 
@@ -285,7 +322,7 @@ class Engine:
         after: list[Callable[[], None]] = []
         with self.sessions() as session, session.begin():
             job = self._lock(session, job_uuid)
-            if job is None or job.execution not in ("queued", "running"):
+            if job is None or job.execution not in ACTIVE:
                 return False
             step = self._step(job)
             entries = job.chain_results if job.phase == "chain" else job.onerror_results
@@ -462,8 +499,12 @@ class Engine:
                   ready: deque[dict[str, Any]] | None = None) -> None:
         """Move the job to step ``index``. The next step starts at once in this transaction
         (a step that waits for an agent ends the turn), which saves a message and a
-        transaction per step; a retry goes back through the queue so it runs afresh."""
+        transaction per step; a retry goes back through the queue so it runs afresh. A
+        cancel stops the chain here, unless the node already ran this step in a batch."""
         job.step_index = index
+        if _cancel_due(job) and not ready:
+            self._cancel(session, job, after)
+            return
         job.attempt += 1
         step = REGISTRY[job.name].steps(job.phase)[index]
         job.step_deadline = time.time() + step.timeout
@@ -473,7 +514,65 @@ class Engine:
         job_uuid, attempt = job.uuid, job.attempt
         after.append(lambda: self.transport.send_step(job_uuid, attempt))
 
+    def _cancel(self, session: Session, job: Job, after: list[Callable[[], None]]) -> None:
+        """Stop the chain before its current step (abandoning it if it waits for an agent)
+        and run the onerror chain; the job ends ``canceled``."""
+        step = self._step(job)
+        entries = job.chain_results
+        waiting = (bool(entries) and entries[-1].get("attempt") == job.attempt
+                   and entries[-1].get("finished_at") is None)
+        if waiting:
+            entries[-1]["finished_at"] = _now_iso()
+            entries[-1]["error"] = {"code": CANCELED_CODE,
+                                    "message": "canceled while waiting for the node; "
+                                               "its reply will be ignored"}
+            self._touch(job)
+            where = f"while step {step.name} waited for the node"
+        else:
+            where = f"before step {step.name}"
+        asked = job.cancel_requested_at.isoformat() if job.cancel_requested_at else "?"
+        job.error = {"step": step.name, "code": CANCELED_CODE,
+                     "message": f"canceled {where} (asked by {_who(job.canceled_by)} at "
+                                f"{asked})"}
+        if REGISTRY[job.name].onerror:
+            job.phase = "onerror"
+            self._schedule(session, job, 0, after)
+        else:
+            self._finish(session, job, CANCELED)
+
+    def _after_abandoned_reply(self, session: Session, job: Job, reply: dict[str, Any],
+                               outcome: dict[str, Any],
+                               after: list[Callable[[], None]]) -> None:
+        """The late reply of an agent step a cancel abandoned: whatever the node did for it
+        may have happened after the clean-up, so the clean-up on the node runs again. The
+        reply changes nothing else."""
+        abandoned = next((e for e in job.chain_results
+                          if e.get("attempt") == reply.get("attempt")
+                          and (e.get("error") or {}).get("code") == CANCELED_CODE), None)
+        repeat = [s for s in REGISTRY[job.name].onerror if s.repeat_on_late_reply and s.run]
+        if abandoned is None or not repeat:
+            return
+        ctx = StepContext(session, job, self.settings)
+        for step in repeat:
+            assert step.run is not None
+            try:
+                with _savepoint(session, step):
+                    step.run(ctx)
+            except Exception as exc:  # noqa: BLE001 - best effort, recorded below
+                log.warning("job %s: %s after a late reply failed: %s", job.uuid, step.name,
+                            _describe(exc)[1])
+        abandoned.setdefault("late_replies", []).append(
+            {"at": _now_iso(), "ok": bool(outcome.get("ok")),
+             "repeated": [s.name for s in repeat]})
+        self._touch(job)
+        after.extend(partial(self.transport.send_raw, queue, task, args)
+                     for queue, task, args in ctx.outbox)
+        log.info("job %s: late reply to a canceled step; repeated %s", job.uuid,
+                 ", ".join(s.name for s in repeat))
+
     def _finish(self, session: Session, job: Job, execution: str) -> None:
+        if execution == "failed" and (job.error or {}).get("code") == CANCELED_CODE:
+            execution = CANCELED  # the onerror chain ran because of the cancel
         job.execution = execution
         job.finished_at = utcnow()
         job.step_deadline = None
@@ -481,6 +580,24 @@ class Engine:
             machine = job_machine(session, job)
             if machine is not None and machine.job_uuid == job.uuid:
                 machine.job_uuid = None
+
+
+def _cancel_due(job: Job) -> bool:
+    """A cancel was asked for and the chain still runs (a cancel never stops a clean-up)."""
+    return (job.cancel_requested_at is not None and job.phase == "chain"
+            and job.execution in ACTIVE)
+
+
+def _set_running(job: Job) -> None:
+    if job.execution == "queued":
+        job.execution = "running"
+        job.started_at = utcnow()
+
+
+def _who(caller: dict[str, Any] | None) -> str:
+    caller = caller or {}
+    return str(caller.get("login") or caller.get("account") or caller.get("type")
+               or "an operator")
 
 
 def _savepoint(session: Session, step: Step) -> AbstractContextManager[Any]:

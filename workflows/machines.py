@@ -126,7 +126,9 @@ PROVISION = register(Workflow(
         Step("commit_usage", RECORD_TIMEOUT, run=commit_usage, retries=2, savepoint=False),
     ),
     onerror=(
-        Step("remove_from_node", RECORD_TIMEOUT, run=remove_from_node),
+        # Again if a canceled create's late reply comes: the node may create after this.
+        Step("remove_from_node", RECORD_TIMEOUT, run=remove_from_node,
+             repeat_on_late_reply=True),
         Step("release_reservation", RECORD_TIMEOUT, run=release_reservation, retries=2),
         Step("release_nics", RECORD_TIMEOUT, run=release_nics, retries=2),
         Step("mark_failed", RECORD_TIMEOUT, run=mark_failed, retries=2),

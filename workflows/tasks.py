@@ -54,6 +54,11 @@ def run_step(job_uuid: str, attempt: int) -> None:
     _engine().run_step(job_uuid, attempt)
 
 
+@app.task(name="workflows.cancel_job")
+def cancel_job(job_uuid: str) -> None:
+    _engine().cancel(job_uuid)
+
+
 @app.task(name="events.task_reply")
 def task_reply(reply: dict[str, Any], outcome: dict[str, Any]) -> None:
     _engine().on_agent_reply(reply, outcome)

@@ -25,7 +25,7 @@ PIPE_WIDTH = 200
 POLL_INTERVAL = 0.2
 # Step results can be whole manifests; the table shows their start, `--json` all of them.
 RESULT_WIDTH = 80
-FINAL_EXECUTIONS = ("succeeded", "failed")
+FINAL_EXECUTIONS = ("succeeded", "failed", "canceled")
 
 # Commands that live in other packages: imported only when used or listed, so that
 # `sdc vm list` does not pay for Celery, and `sdc --help` works while one is missing.
@@ -829,6 +829,10 @@ def render_job(row: dict[str, Any]) -> None:
               f"{row.get('execution', '')} (machine {row.get('machine_uuid') or '-'}, "
               f"server {row.get('server_uuid') or '-'}, "
               f"took {fmt_duration(job_duration(row))})", highlight=False)
+    if row.get("cancel_requested_at"):
+        by = row.get("canceled_by") or {}
+        con.print(f"[yellow]cancel asked[/] at {fmt_time(row['cancel_requested_at'])} by "
+                  f"{by.get('login') or by.get('type') or '-'}", highlight=False)
     con.print(job_steps_table(row))
     if row.get("error"):
         con.print(f"[red]error:[/] {fmt_job_error(row['error'])}", highlight=False)
@@ -935,8 +939,9 @@ def follow_job(job_uuid: str, machine_uuid: str | None) -> None:
     elif machine is not None:
         click.echo(f"machine {machine.get('uuid')} ({machine.get('alias') or '-'}) is "
                    f"{machine.get('state')}")
-    if row.get("execution") == "failed":
-        click.echo(f"job {job_uuid} failed: {fmt_job_error(row.get('error'))}", err=True)
+    if row.get("execution") in ("failed", "canceled"):
+        click.echo(f"job {job_uuid} {row['execution']}: {fmt_job_error(row.get('error'))}",
+                   err=True)
         raise click.exceptions.Exit(1)
 
 
@@ -951,6 +956,7 @@ def fetch_machine(machine_uuid: str) -> dict[str, Any] | None:
 
 # Commands kept in modules of their own add themselves to the groups above.
 from headnode.cli import images as _images  # noqa: E402, F401
+from headnode.cli import jobs as _jobs  # noqa: E402, F401
 from headnode.cli import networks as _networks  # noqa: E402, F401
 from headnode.cli import placement as _placement  # noqa: E402, F401
 

@@ -499,7 +499,7 @@ def wait_for_jobs(ops: OpsClient, job_uuids: list[str], supervisor: Supervisor,
                 if job_uuid in done:
                     continue
                 row = ops.get(f"/ops/jobs/{job_uuid}")
-                if row.get("execution") in ("succeeded", "failed"):
+                if row.get("execution") in ("succeeded", "failed", "canceled"):
                     done[job_uuid] = row
             status.update(f"jobs finished: {len(done)}/{len(job_uuids)}")
             if time.monotonic() > deadline:

@@ -220,7 +220,7 @@ def release_orphans(session: Session) -> int:
         select(Reservation.machine_uuid)
         .outerjoin(Job, Job.uuid == Reservation.job_uuid)
         .where(Reservation.state == "held",
-               (Job.uuid.is_(None)) | (Job.execution.in_(("succeeded", "failed"))))
+               (Job.uuid.is_(None)) | (Job.execution.in_(("succeeded", "failed", "canceled"))))
     ).all()
     return sum(1 for machine_uuid in orphans if release(session, machine_uuid))
 

@@ -24,6 +24,9 @@ class JobQueue(Protocol):
     def backlog(self) -> int:
         """How many messages wait for the workflow worker (0 when that cannot be known)."""
 
+    def cancel(self, job_uuid: str) -> None:
+        """Have the workflow worker act on a committed cancel of the job now."""
+
 
 @dataclass
 class ServiceContext:

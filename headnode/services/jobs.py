@@ -7,8 +7,9 @@ from typing import Any
 from sqlalchemy import select
 
 from headnode.services.context import ServiceContext
-from headnode.services.errors import NotFound
-from headnode.store.models import Job
+from headnode.services.errors import Conflict, NotFound
+from headnode.store.models import Job, utcnow
+from schemas.ops import JOB_FINISHED
 
 MAX_PAGE = 1000
 
@@ -33,6 +34,8 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
+        "cancel_requested_at": job.cancel_requested_at,
+        "canceled_by": job.canceled_by,
         "params": params,
     }
 
@@ -64,3 +67,25 @@ def get_job(ctx: ServiceContext, uuid: str) -> dict[str, Any]:
         if job is None:
             raise NotFound("job", uuid)
         return job_to_dict(job)
+
+
+def cancel_job(ctx: ServiceContext, uuid: str, caller: dict[str, Any]) -> dict[str, Any]:
+    """Ask a queued or running job to stop at its next step boundary and run its onerror
+    chain (the workflow worker does that, told after the commit). Asking again changes
+    nothing: the first request's time and caller stay. A job that has ended is a Conflict."""
+    with ctx.transaction() as session:
+        # The lock waits for a workflow turn under way: the job is then between two steps.
+        job = session.get(Job, uuid, with_for_update=True)
+        if job is None:
+            raise NotFound("job", uuid)
+        if job.execution in JOB_FINISHED:
+            raise Conflict(f"job {uuid} has already ended ({job.execution}); only a queued "
+                           f"or running job can be canceled", code="JobFinished",
+                           execution=job.execution)
+        if job.cancel_requested_at is None:
+            job.cancel_requested_at = utcnow()
+            job.canceled_by = dict(caller)
+        answer = job_to_dict(job)
+    if ctx.jobs is not None:
+        ctx.jobs.cancel(uuid)
+    return answer

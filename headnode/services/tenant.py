@@ -17,7 +17,7 @@ from headnode.services.errors import NotFound
 from headnode.store.models import Account, Image, Job, Machine
 
 #: job executions that are over, and how CloudAPI's audit spells their outcome
-AUDIT_SUCCESS = {"succeeded": "yes", "failed": "no"}
+AUDIT_SUCCESS = {"succeeded": "yes", "failed": "no", "canceled": "no"}
 AUDIT_LIMIT = 1000
 
 

@@ -251,7 +251,7 @@ class Job(Base):
     server_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
     owner_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    # queued -> running -> succeeded | failed
+    # queued -> running -> succeeded | failed | canceled
     execution: Mapped[str] = mapped_column(String(16), default="queued")
     phase: Mapped[str] = mapped_column(String(16), default="chain")  # chain | onerror
     step_index: Mapped[int] = mapped_column(Integer, default=0)
@@ -264,6 +264,11 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # A cancel asked for (POST /ops/jobs/<uuid>/cancel): the engine stops the chain at its
+    # next step boundary and runs the onerror chain.
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                                 nullable=True)
+    canceled_by: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (
         Index("ix_jobs_machine", "machine_uuid"),
