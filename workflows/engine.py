@@ -216,6 +216,7 @@ class Engine:
         with self.sessions() as session, session.begin():
             job = self._lock(session, job_uuid)
             if job is None or job.attempt != attempt or job.execution not in ACTIVE:
+                _log_ignored_step(job_uuid, attempt, job)
                 return  # stale or duplicate message: nothing was queued in ``after``
             entries = job.chain_results if job.phase == "chain" else job.onerror_results
             if entries and entries[-1].get("attempt") == attempt:
@@ -257,7 +258,8 @@ class Engine:
                      after: list[Callable[[], None]]) -> None:
         job = self._lock(session, reply["job_uuid"])
         if job is None or job.attempt != reply["attempt"] or job.execution != "running":
-            log.info("ignoring stale agent reply for job %s", reply.get("job_uuid"))
+            log.info("ignoring a stale agent reply for job %s from server %s",
+                     reply.get("job_uuid"), outcome.get("server_uuid"))
             if job is not None:
                 self._after_abandoned_reply(session, job, reply, outcome, after)
             return
@@ -466,6 +468,8 @@ class Engine:
     def _fail_step(self, session: Session, job: Job, step: Step, entry: dict[str, Any],
                    code: str, message: str, after: list[Callable[[], None]],
                    final: bool = False) -> None:
+        log.warning("job %s (%s) server %s: step %s failed (attempt %s): %s: %s", job.uuid,
+                    job.name, job.server_uuid, step.name, job.attempt, code, message)
         entry["finished_at"] = _now_iso()
         entry["error"] = {"code": code, "message": message}
         self._touch(job)
@@ -598,6 +602,15 @@ def _who(caller: dict[str, Any] | None) -> str:
     caller = caller or {}
     return str(caller.get("login") or caller.get("account") or caller.get("type")
                or "an operator")
+
+
+def _log_ignored_step(job_uuid: str, attempt: int, job: Job | None) -> None:
+    if job is None:
+        log.warning("ignoring a step message for job %s: no such job", job_uuid)
+    else:
+        log.info("ignoring a stale or duplicate step message for job %s (attempt %s, now %s, "
+                 "%s) server %s", job_uuid, attempt, job.attempt, job.execution,
+                 job.server_uuid)
 
 
 def _savepoint(session: Session, step: Step) -> AbstractContextManager[Any]:
