@@ -27,6 +27,8 @@ from schemas.ops import ALIAS_PATTERN, TagValue
 #: version at each minor release, 8 and 9 only at the major one).
 API_VERSIONS = ("7.0.0", "7.1.0", "7.2.0", "7.3.0", "8.0.0", "9.0.0")
 MACHINE_ACTIONS = ("start", "stop", "reboot", "resize", "rename")
+#: CloudAPI's (deprecated) machine types
+MACHINE_TYPES = ("smartmachine", "virtualmachine")
 #: CloudAPI's machine states, as shown to tenants
 CLOUDAPI_STATES = ("provisioning", "running", "stopped", "failed", "deleted", "offline")
 MAX_LIMIT = 1000
@@ -115,14 +117,26 @@ class MachineAction(Schema):
 
 
 class MachineListQuery(Schema):
+    """ListMachines' filters (``tag.NAME`` are taken out before); ``credentials`` is
+    accepted and has nothing to add (no machine here has generated credentials)."""
+
     class Meta:
-        unknown = EXCLUDE  # tag.* are taken out before; other CloudAPI filters are ignored
+        unknown = EXCLUDE
 
     name = fields.String()
     state = fields.String(validate=validate.OneOf(CLOUDAPI_STATES))
     image = fields.String()
     package = fields.String()
-    memory = fields.Integer()
+    memory = fields.Integer(validate=validate.Range(min=0))
+    type = fields.String(validate=validate.OneOf(MACHINE_TYPES))
+    brand = fields.String(validate=validate.Length(min=1, max=16))
+    #: include destroyed machines: true, or those destroyed in the last N minutes
+    tombstone = fields.String(validate=validate.Regexp(r"^(true|false|[0-9]{1,7})$",
+                                                       error="true, false or minutes"))
+    docker = fields.Boolean()
+    #: ``tags=*``: every machine with a tag (CloudAPI then ignores every other filter)
+    tags = fields.String(validate=validate.Equal("*"))
+    credentials = fields.Boolean()
     limit = fields.Integer(load_default=MAX_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
 

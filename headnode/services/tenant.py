@@ -7,9 +7,12 @@ so a tenant cannot even learn that it exists.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, Text, case, cast, exists, func, literal, or_, select, true
+from sqlalchemy.dialects.postgresql import JSONB
 
 from headnode.services import machines
 from headnode.services.context import ServiceContext
@@ -27,6 +30,93 @@ def owned_machine(ctx: ServiceContext, machine_uuid: str, owner_uuid: str) -> di
     if machine["owner_uuid"] != owner_uuid:
         raise NotFound("machine", machine_uuid)
     return machine
+
+
+@dataclass(frozen=True)
+class MachineFilter:
+    """What ListMachines may ask for, in our terms; None (or empty) asks nothing."""
+
+    alias: str | None = None
+    image_uuid: str | None = None
+    package_uuid: str | None = None
+    state: str | None = None
+    ram_mb: int | None = None
+    brand: str | None = None
+    #: only hardware virtual machines (True), only the others (False)
+    hvm: bool | None = None
+    hvm_brands: tuple[str, ...] = ("kvm", "bhyve")
+    #: every tag named, with its value as text (a boolean as true/false)
+    tags: dict[str, str] = field(default_factory=dict)
+    #: only machines with at least one tag
+    any_tag: bool = False
+    #: destroyed machines too: all (True) or those destroyed at or after a time
+    destroyed_since: datetime | bool = False
+
+
+def list_machines(ctx: ServiceContext, owner_uuid: str, wanted: MachineFilter, *, limit: int,
+                  offset: int) -> tuple[list[dict[str, Any]], int]:
+    """The owner's machines that match, oldest first: one page and the count of all that
+    match. Every filter is part of the SQL, so pages are full and the count is right."""
+    with ctx.read() as session:
+        conditions = machine_conditions(session.get_bind().dialect.name, owner_uuid, wanted)
+        total = session.scalar(select(func.count()).select_from(Machine).where(*conditions))
+        rows = session.scalars(
+            select(Machine).where(*conditions).order_by(Machine.created_at, Machine.uuid)
+            .limit(limit).offset(offset)
+        ).all()
+        return [machines.machine_to_dict(m) for m in rows], int(total or 0)
+
+
+def machine_conditions(dialect: str, owner_uuid: str,
+                       wanted: MachineFilter) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [Machine.owner_uuid == owner_uuid]
+    equal = {Machine.alias: wanted.alias, Machine.image_uuid: wanted.image_uuid,
+             Machine.package_uuid: wanted.package_uuid, Machine.state: wanted.state,
+             Machine.ram_mb: wanted.ram_mb, Machine.brand: wanted.brand}
+    conditions += [column == value for column, value in equal.items() if value is not None]
+    if wanted.hvm is not None:
+        hvm = Machine.brand.in_(wanted.hvm_brands)
+        conditions.append(hvm if wanted.hvm else ~hvm)
+    if wanted.state is None:
+        conditions.append(_live_or_tombstone(wanted.destroyed_since))
+    conditions += [tag_equals(dialect, name, value) for name, value in wanted.tags.items()]
+    if wanted.any_tag:
+        conditions.append(has_tags(dialect))
+    return conditions
+
+
+def _live_or_tombstone(destroyed_since: datetime | bool) -> ColumnElement[bool]:
+    if destroyed_since is True:
+        return true()
+    live = Machine.state != "destroyed"
+    if isinstance(destroyed_since, datetime):
+        return or_(live, Machine.destroyed_at >= destroyed_since)
+    return live
+
+
+def tombstone_since(minutes: int, now: datetime | None = None) -> datetime:
+    return (now or datetime.now(UTC)) - timedelta(minutes=minutes)
+
+
+def tag_equals(dialect: str, name: str, value: str) -> ColumnElement[bool]:
+    """The machine has tag ``name`` whose value, as text, is ``value`` (a number as it was
+    written, a boolean as true or false). Names and values are bound parameters."""
+    if dialect == "postgresql":
+        return Machine.tags.op("->>")(literal(name, Text)) == value
+    # SQLite: json_each gives each key with its JSON type, so no JSON path is built from
+    # the name (a name may hold quotes or dots).
+    entry = func.json_each(Machine.tags).table_valued("key", "value", "type")
+    as_text = case((entry.c.type == "true", "true"), (entry.c.type == "false", "false"),
+                   else_=cast(entry.c.value, Text))
+    return exists(select(1).select_from(entry).where(entry.c.key == name, as_text == value))
+
+
+def has_tags(dialect: str) -> ColumnElement[bool]:
+    if dialect == "postgresql":
+        tags = cast(Machine.tags, JSONB)
+        return (func.jsonb_typeof(tags) == "object") & (tags != cast(literal("{}"), JSONB))
+    entry = func.json_each(Machine.tags).table_valued("key")
+    return (func.json_type(Machine.tags) == "object") & exists(select(1).select_from(entry))
 
 
 def destroyed_machine(ctx: ServiceContext, machine_uuid: str,

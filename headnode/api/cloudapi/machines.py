@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -11,6 +12,7 @@ from headnode.api.cloudapi.common import body_or_query, ctx, job_caller, json_bo
 from headnode.services import machines, packages
 from headnode.services import tenant as tenant_service
 from headnode.services.errors import InvalidArgument, NotFound
+from headnode.services.tenant import MachineFilter
 from schemas.cloudapi import (
     MAX_LIMIT,
     CloudApiInputError,
@@ -23,10 +25,6 @@ from schemas.cloudapi import (
 
 blp = Blueprint("cloudapi_machines", __name__)
 
-#: every row, when tags must be filtered after the query
-ALL_ROWS = 1_000_000
-
-
 def package_names() -> dict[str, str]:
     return {p.uuid: p.name for p in packages.list_packages(ctx())}
 
@@ -35,25 +33,36 @@ def shown(machine: dict[str, Any], names: dict[str, str] | None = None) -> dict[
     return shapes.machine(machine, names if names is not None else package_names())
 
 
-def tag_matches(tags: dict[str, Any], wanted: dict[str, str]) -> bool:
-    def text(value: Any) -> str:
-        return str(value).lower() if isinstance(value, bool) else str(value)
+def _tombstone(value: str | None) -> datetime | bool:
+    if value is None or value == "false":
+        return False
+    if value == "true":
+        return True
+    return tenant_service.tombstone_since(int(value))
 
-    return all(name in tags and text(tags[name]) == value for name, value in wanted.items())
 
-
-def _list_filters(query: dict[str, Any]) -> dict[str, Any] | None:
-    """CloudAPI's filters as the machines service's; None when nothing can match."""
-    filters: dict[str, Any] = {"owner_uuid": tenant().uuid, "alias": query.get("name"),
-                               "image_uuid": query.get("image")}
-    if "state" in query:
-        filters["state"] = shapes.STATE_FILTERS.get(query["state"], query["state"])
+def _list_filter(query: dict[str, Any], tags: dict[str, str]) -> MachineFilter | None:
+    """CloudAPI's filters in our terms; None when nothing can match."""
+    if query.get("tags") == "*":  # CloudAPI: every tagged machine, whatever else is asked
+        return MachineFilter(any_tag=True)
+    if query.get("docker") is True:  # no machine here is a Docker container
+        return None
+    package_uuid = None
     if "package" in query:
         try:
-            filters["package_uuid"] = packages.get_package(ctx(), query["package"]).uuid
+            package_uuid = packages.get_package(ctx(), query["package"]).uuid
         except NotFound:
             return None
-    return filters
+    state = query.get("state")
+    return MachineFilter(
+        alias=query.get("name"), image_uuid=query.get("image"), package_uuid=package_uuid,
+        state=shapes.STATE_FILTERS.get(state, state) if state else None,
+        ram_mb=query.get("memory"),
+        # brand is a filter since API 8.0.0
+        brand=None if shapes.before(None, "8.0.0") else query.get("brand"),
+        hvm={"virtualmachine": True, "smartmachine": False}.get(query.get("type", "")),
+        hvm_brands=shapes.HVM_BRANDS, tags={k: str(v) for k, v in tags.items()},
+        destroyed_since=_tombstone(query.get("tombstone")))
 
 
 @blp.route("/machines", methods=["GET", "HEAD"])
@@ -62,17 +71,12 @@ def list_machines() -> Any:
     wanted_tags = gather_prefixed(args, "tag.")
     query = load(MachineListQuery(), args)
     limit, offset = query["limit"], query["offset"]
-    filters = _list_filters(query)
-    if filters is None:
-        rows, total = [], 0
-    elif wanted_tags:
-        everything, _ = machines.list_machines(ctx(), limit=ALL_ROWS, offset=0, **filters)
-        matching = [m for m in everything if tag_matches(m["tags"] or {}, wanted_tags)]
-        rows, total = matching[offset:offset + limit], len(matching)
-    else:
-        rows, total = machines.list_machines(ctx(), limit=limit, offset=offset, **filters)
-    if query.get("memory") is not None:
-        rows = [m for m in rows if m["ram_mb"] == query["memory"]]
+    wanted = _list_filter(query, wanted_tags)
+    rows: list[dict[str, Any]] = []
+    total = 0
+    if wanted is not None:
+        rows, total = tenant_service.list_machines(ctx(), tenant().uuid, wanted, limit=limit,
+                                                   offset=offset)
     names = package_names()
     response = jsonify([shown(m, names) for m in rows])
     response.headers["x-resource-count"] = str(total)
