@@ -27,7 +27,9 @@ HEARTBEAT_WRITE_INTERVAL = 30.0
 
 def register_server(session: Session, raw_sysinfo: dict[str, Any]) -> Server:
     info = SysinfoSchema().load(raw_sysinfo, unknown="exclude")
-    server = session.get(Server, info["uuid"], with_for_update=True)
+    # FOR NO KEY UPDATE: no key changes, so a provision's foreign-key (key-share) lock on
+    # this row does not hold a registration up, nor does the registration hold it up.
+    server = session.get(Server, info["uuid"], with_for_update={"key_share": True})
     if server is None:
         # A new node waits for an operator to set it up (CNAPI: setup=false).
         server = Server(uuid=info["uuid"], setup=False, reserved=False, headnode=False,
@@ -89,28 +91,62 @@ def reconcile_heartbeats(session: Session, heartbeats: dict[str, float], lifetim
 
     ``table_since`` is when the heartbeat table was first seen (it starts empty after a Redis
     restart): a server missing from a table younger than ``lifetime`` keeps its status, so
-    losing Redis does not flap the whole fleet to unknown."""
+    losing Redis does not flap the whole fleet to unknown.
+
+    Nothing is locked to read: every 5 s, and under any load, most servers do not change.
+    A provision holds its servers' rows until it commits (the key-share locks of its foreign
+    keys, the row lock of every guarded UPDATE it tried, even a refused one), so locking
+    every server here closed lock cycles with provisions (deadlocks). A changing server is
+    written by a guarded UPDATE, in uuid order; the heartbeat kept for display skips a row
+    another transaction holds (it is written on a later round)."""
     now = time.time() if now is None else now
     young_table = table_since is not None and now - table_since <= lifetime
-    gone, back = [], []
-    for server in session.scalars(select(Server).with_for_update()).all():
-        beat = heartbeats.get(server.uuid)
+    gone, back, shown = [], [], {}
+    servers = session.execute(
+        select(Server.uuid, Server.status, Server.last_heartbeat).order_by(Server.uuid)).all()
+    for uuid, status, last_heartbeat in servers:
+        beat = heartbeats.get(uuid)
         if beat is None and young_table:
             continue
         fresh = beat is not None and now - beat <= lifetime
-        if beat is not None and (server.last_heartbeat is None
-                                 or beat - server.last_heartbeat >= HEARTBEAT_WRITE_INTERVAL):
-            server.last_heartbeat = beat
-        if fresh and server.status != "running":
-            server.status = "running"
-            server.last_heartbeat = beat
-            _restore_machines(session, server.uuid)
-            back.append(server.uuid)
-        elif not fresh and server.status == "running":
-            server.status = "unknown"
-            _machines_unknown(session, server.uuid)
-            gone.append(server.uuid)
+        if fresh and status != "running":
+            if _change_status(session, uuid, status, "running", beat):
+                _restore_machines(session, uuid)
+                back.append(uuid)
+        elif not fresh and status == "running":
+            if _change_status(session, uuid, status, "unknown", beat):
+                _machines_unknown(session, uuid)
+                gone.append(uuid)
+        elif beat is not None and (last_heartbeat is None
+                                   or beat - last_heartbeat >= HEARTBEAT_WRITE_INTERVAL):
+            shown[uuid] = beat
+    _show_heartbeats(session, shown)
     return gone, back
+
+
+def _change_status(session: Session, uuid: str, was: str, status: str,
+                   beat: float | None) -> bool:
+    """Set a server's status if it still is ``was`` (a registration or an operator may have
+    written it since we read it); True if it changed."""
+    values: dict[str, Any] = {"status": status}
+    if beat is not None:
+        values["last_heartbeat"] = beat
+    changed = session.execute(
+        update(Server).where(Server.uuid == uuid, Server.status == was).values(values)
+        .execution_options(synchronize_session=False))
+    return bool(changed.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _show_heartbeats(session: Session, beats: dict[str, float]) -> None:
+    """Write the displayed heartbeat of the servers no other transaction holds now."""
+    if not beats:
+        return
+    free = session.scalars(
+        select(Server.uuid).where(Server.uuid.in_(sorted(beats))).order_by(Server.uuid)
+        .with_for_update(key_share=True, skip_locked=True)).all()
+    if free:
+        session.execute(update(Server), [{"uuid": uuid, "last_heartbeat": beats[uuid]}
+                                         for uuid in free])
 
 
 def _machines_unknown(session: Session, server_uuid: str) -> None:

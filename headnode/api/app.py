@@ -17,11 +17,13 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from flask_smorest import Api
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from headnode.api import nodes
 from headnode.api.cloudapi import blueprints as cloudapi
-from headnode.api.errors import retry_headers
+from headnode.api.errors import database_unavailable, retry_headers
 from headnode.api.files import is_file_upload
 from headnode.api.ops import accounts, images, machines, packages, ping, servers
 from headnode.api.ops import jobs as job_views
@@ -146,6 +148,19 @@ def internal_error(error: BaseException) -> tuple[dict[str, Any], int]:
     }, 500
 
 
+def database_error(
+    error: Exception,
+) -> tuple[dict[str, Any], int] | tuple[dict[str, Any], int, dict[str, str]]:
+    """503 with Retry-After while the database cannot be used (a restart, an outage): the
+    client may send the same request again. Any other database error is a bug (500)."""
+    unavailable = database_unavailable(error)
+    if unavailable is None:
+        return internal_error(error)
+    log.warning("request %s %s %s: database unavailable: %s", g.get("request_id", "-"),
+                request.method, request.path, error.__class__.__name__)
+    return service_error(unavailable)
+
+
 def token_id(token: str) -> str:
     """A name for the token that is safe to store on jobs: never the token itself."""
     return hashlib.sha256(token.encode()).hexdigest()[:12]
@@ -225,6 +240,8 @@ def create_app(
 
     app.register_error_handler(ServiceError, service_error)
     app.register_error_handler(Exception, internal_error)
+    app.register_error_handler(DBAPIError, database_error)
+    app.register_error_handler(PoolTimeout, database_error)
 
     @app.get("/metrics")
     def _metrics() -> Response:

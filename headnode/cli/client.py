@@ -9,6 +9,9 @@ import requests
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_THROTTLED_WAIT = 60.0
+#: answers that mean "nothing was done, send it again after Retry-After": throttled (429),
+#: the head node's database unavailable for now (503: restarting, unreachable)
+RETRIED_STATUSES = frozenset({429, 503})
 
 
 class ApiError(Exception):
@@ -30,7 +33,7 @@ class ApiError(Exception):
         self.errors = errors or {}
         # The whole body, for extra fields such as the "reasons" of InsufficientCapacity.
         self.body = body or {}
-        #: seconds the API asked us to wait before sending the request again (429)
+        #: seconds the API asked us to wait before sending the request again (429, 503)
         self.retry_after = retry_after
 
 
@@ -52,7 +55,8 @@ class OpsClient:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
-        #: seconds one request may spend waiting out 429 answers before the error is raised
+        #: seconds one request may spend waiting out 429 and 503 answers before the error is
+        #: raised
         self.throttled_wait = throttled_wait
         self.session = requests.Session()
         if token:
@@ -72,15 +76,17 @@ class OpsClient:
 
     def request(self, method: str, path: str, body: Any = None,
                 params: dict[str, Any] | None = None) -> Any:
-        """One call; a throttled one (429: nothing was done) is sent again after the wait
-        the API asks for, within ``throttled_wait`` seconds in all."""
+        """One call; a throttled one (429) or one the head node could not serve for now
+        (503) is sent again after the wait the API asks for (Retry-After), within
+        ``throttled_wait`` seconds in all."""
         waited = 0.0
         while True:
             try:
                 return self._request_once(method, path, body, params)
             except ApiError as exc:
                 delay = exc.retry_after
-                if exc.status != 429 or delay is None or waited + delay > self.throttled_wait:
+                if (exc.status not in RETRIED_STATUSES or delay is None
+                        or waited + delay > self.throttled_wait):
                     raise
             time.sleep(delay)
             waited += delay

@@ -32,7 +32,7 @@ from headnode.placement.allocator import (
     Snapshot,
 )
 from headnode.placement.pipeline import DEFAULT_PIPELINE
-from headnode.services import admission, capacity, fleet, placement
+from headnode.services import admission, capacity, fleet, placement, retry
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InsufficientCapacity, InvalidArgument, NotFound
 from headnode.services.networks import (
@@ -274,7 +274,10 @@ def create_machine(ctx: ServiceContext, body: dict[str, Any],
                    caller: dict[str, Any]) -> dict[str, Any]:
     admission.admit_provision(ctx)  # before any work: refusing is the point when busy
     try:
-        machine, job_uuid = _create_records(ctx, body, caller)
+        # The whole transaction again if the database aborts it to break a lock cycle: the
+        # client must never see a deadlock.
+        machine, job_uuid = retry.in_transaction(
+            lambda: _create_records(ctx, body, caller), "create machine")
     except IntegrityError as exc:
         # Two creates with one name raced past the check; the unique index stopped the second.
         if ALIAS_INDEX in str(exc.orig):
@@ -349,20 +352,24 @@ def start_machine_job(ctx: ServiceContext, machine_uuid: str, workflow: str,
     """Take the machine's lock and write its job in one transaction; enqueue after the
     commit. Every change to one machine starts here (one job per machine at a time)."""
     job_uuid = new_uuid()
-    with ctx.transaction() as session:
-        machine = load_machine(session, machine_uuid)
-        if machine.job_uuid is not None:
-            raise Conflict(f"machine {machine.uuid} is busy with job {machine.job_uuid}",
-                           code="MachineBusy")
-        if machine.state not in allowed:
-            raise Conflict(f"cannot {workflow} a machine that is {machine.state}",
-                           code="InvalidState")
-        _lock_for_job(session, machine, job_uuid)
-        params = prepare(session, machine, job_uuid) if prepare else None
-        new_job(session, workflow, resend_after=ctx.settings.resend_interval,
-                machine_uuid=machine.uuid, server_uuid=machine.server_uuid,
-                owner_uuid=machine.owner_uuid, caller=caller, job_uuid=job_uuid,
-                params=params)
+
+    def write() -> None:
+        with ctx.transaction() as session:
+            machine = load_machine(session, machine_uuid)
+            if machine.job_uuid is not None:
+                raise Conflict(f"machine {machine.uuid} is busy with job {machine.job_uuid}",
+                               code="MachineBusy")
+            if machine.state not in allowed:
+                raise Conflict(f"cannot {workflow} a machine that is {machine.state}",
+                               code="InvalidState")
+            _lock_for_job(session, machine, job_uuid)
+            params = prepare(session, machine, job_uuid) if prepare else None
+            new_job(session, workflow, resend_after=ctx.settings.resend_interval,
+                    machine_uuid=machine.uuid, server_uuid=machine.server_uuid,
+                    owner_uuid=machine.owner_uuid, caller=caller, job_uuid=job_uuid,
+                    params=params)
+
+    retry.in_transaction(write, f"{workflow} machine")
     _enqueue(ctx, job_uuid)
     return {"machine_uuid": machine_uuid, "job_uuid": job_uuid}
 
