@@ -340,3 +340,45 @@ class JobListQuery(Page):
     machine_uuid = fields.String()
     execution = fields.String(validate=validate.OneOf(JOB_EXECUTIONS))
     name = fields.String()
+
+
+# ---------------------------------------------------------------------------- doctor
+
+DOCTOR_KINDS = ("orphan", "missing", "drift", "leaked_reservation", "leaked_ip", "stuck_job")
+
+
+class DoctorQuery(RequestSchema):
+    stuck_after = fields.Float(load_default=60.0, validate=validate.Range(min=0), metadata={
+        "description": "seconds past its deadline before a job counts as stuck"})
+
+
+class DoctorFinding(Schema):
+    kind = fields.String(metadata={"enum": list(DOCTOR_KINDS)})
+    detail = fields.String()
+    server_uuid = fields.String(allow_none=True)
+    machine_uuid = fields.String(allow_none=True)
+    job_uuid = fields.String(allow_none=True)
+    repair = fields.String(allow_none=True,
+                           metadata={"description": "what a repair does about it, if anything"})
+    operator = fields.String(allow_none=True,
+                             metadata={"description": "what an operator would run, if needed"})
+    repaired = fields.Boolean()
+
+
+class DoctorReport(Schema):
+    checked_at = fields.String()
+    servers = fields.Integer()
+    skipped = fields.List(fields.Dict(), metadata={
+        "description": "servers not compared: {server_uuid, reason}"})
+    findings = fields.List(fields.Nested(DoctorFinding))
+
+
+class OrphanPurge(RequestSchema):
+    server_uuid = fields.UUID(required=True)
+    machine_uuid = fields.UUID(required=True)
+
+
+class OrphanPurgeJob(Schema):
+    server_uuid = fields.String()
+    machine_uuid = fields.String()
+    job_uuid = fields.String()

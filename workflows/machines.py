@@ -1,5 +1,5 @@
 """Workflows that change one machine: provision, start, stop, reboot, destroy, resize,
-rename, snapshots (create, roll back, delete) and making an image from it.
+rename, snapshots (create, roll back, delete), tags and metadata, and making an image from it.
 
 Each follows DESIGN's shape: the request took the machine's lock (``machines.job_uuid``) and,
 for a provision, its capacity reservation; the chain calls the agent and records the result;
@@ -14,9 +14,10 @@ from sqlalchemy import select
 
 from headnode.imagestore import ImageStore
 from headnode.services import capacity
+from headnode.services.networks import release_machine_holdings
 from headnode.services.networks import release_nics as free_nics
 from headnode.store.models import Image, Machine, MachineSnapshot, utcnow
-from schemas.agent import MachineStatusSchema
+from schemas.agent import MachineStatusSchema, apply_metadata_change
 from workflows.engine import Step, StepContext, StepFailed, Workflow, register
 
 # Per-step timeouts (seconds) after VMAPI's provision workflow, shortened where our steps do
@@ -177,8 +178,9 @@ def record_destroyed(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]
     return {"state": "destroyed"}
 
 
-def release_usage(ctx: StepContext) -> dict[str, Any]:
-    return {"released": capacity.release(ctx.session, ctx.job.machine_uuid or "")}
+def release_holdings(ctx: StepContext) -> dict[str, Any]:
+    # the same release as a node's confirmation that the machine is gone (workflows.nodes)
+    return release_machine_holdings(ctx.session, ctx.job.machine_uuid or "")
 
 
 def mark_destroyed(ctx: StepContext) -> dict[str, Any]:
@@ -192,8 +194,7 @@ DESTROY = register(Workflow(
     chain=(
         Step("destroy_machine", ACTION_TIMEOUT, agent_op="machine_destroy",
              params=destroy_on_node, on_result=record_destroyed, retries=1),
-        Step("release_usage", RECORD_TIMEOUT, run=release_usage, retries=2),
-        Step("release_nics", RECORD_TIMEOUT, run=release_nics, retries=2),
+        Step("release_holdings", RECORD_TIMEOUT, run=release_holdings, retries=2),
         Step("mark_destroyed", RECORD_TIMEOUT, run=mark_destroyed, retries=2),
     ),
     timeout=600,
@@ -321,7 +322,11 @@ SNAPSHOT_CREATE = register(Workflow(
 SNAPSHOT_ROLLBACK = register(Workflow(
     name="snapshot_rollback",
     chain=(Step("rollback_snapshot", ACTION_TIMEOUT, agent_op="snapshot_rollback",
-                params=snapshot_ref, on_result=record_rollback),),
+                params=snapshot_ref, on_result=record_rollback),
+           # CloudAPI's StartMachineFromSnapshot: the machine ends running, also when it
+           # was stopped (in the same message: the node starts it right after the rollback)
+           Step("start_machine", ACTION_TIMEOUT, agent_op="machine_start", params=machine_ref,
+                on_result=record_state, joins_previous=True)),
     timeout=600,
 ))
 SNAPSHOT_DELETE = register(Workflow(
@@ -330,6 +335,52 @@ SNAPSHOT_DELETE = register(Workflow(
                 params=snapshot_ref, on_result=record_snapshot_deleted),),
     timeout=600,
 ))
+
+
+# -- tags and customer metadata ---------------------------------------------------------------
+# The request took the machine's lock and named the change (keys to set, keys to remove); the
+# node applies it, and only then the row takes it and the job ends, so the audit entry (the
+# job) is newer than the request's answer, as CloudAPI's is (``triton ... -w`` waits for it).
+
+#: each workflow is named after CloudAPI's audit action, the machine column it changes
+METADATA_WORKFLOWS = {
+    "set_tags": "tags", "replace_tags": "tags", "remove_tags": "tags",
+    "set_metadata": "customer_metadata", "replace_metadata": "customer_metadata",
+    "remove_metadata": "customer_metadata",
+}
+#: VMAPI's update workflow's whole-job timeout
+METADATA_TIMEOUT = 300
+
+
+def metadata_change_params(ctx: StepContext) -> dict[str, Any]:
+    column = METADATA_WORKFLOWS[ctx.job.name]
+    params = ctx.job.params
+    return {"uuid": ctx.job.machine_uuid, f"set_{column}": params.get(f"set_{column}") or {},
+            f"remove_{column}": params.get(f"remove_{column}") or []}
+
+
+def record_metadata_change(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
+    column = METADATA_WORKFLOWS[ctx.job.name]
+    machine = ctx.machine()
+    changed = apply_metadata_change(getattr(machine, column) or {},
+                                    ctx.job.params.get(f"remove_{column}") or [],
+                                    ctx.job.params.get(f"set_{column}") or {})
+    setattr(machine, column, changed)  # a new dict: the JSON column sees the change
+    return {column: sorted(changed)}
+
+
+def _metadata_workflow(name: str) -> Workflow:
+    return register(Workflow(
+        name=name,
+        chain=(Step("update_metadata", ACTION_TIMEOUT, agent_op="machine_update_metadata",
+                    params=metadata_change_params, on_result=record_metadata_change,
+                    retries=1),),
+        timeout=METADATA_TIMEOUT,
+    ))
+
+
+for _name in METADATA_WORKFLOWS:
+    _metadata_workflow(_name)
 
 
 # -- an image from a machine ----------------------------------------------------------------

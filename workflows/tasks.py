@@ -61,6 +61,10 @@ def cancel_job(job_uuid: str) -> None:
 
 @app.task(name="events.task_reply")
 def task_reply(reply: dict[str, Any], outcome: dict[str, Any]) -> None:
+    if reply.get("query") == nodes.MISSING_QUERY:
+        with _engine().sessions() as session, session.begin():
+            nodes.apply_answer(session, reply, outcome)
+        return
     _engine().on_agent_reply(reply, outcome)
 
 
@@ -75,6 +79,18 @@ def server_sysinfo(sysinfo: dict[str, Any]) -> None:
 def server_status(status: dict[str, Any]) -> None:
     with _engine().sessions() as session, session.begin():
         nodes.apply_status(session, status)
+        questions = nodes.due_questions(session, _settings().resend_interval,
+                                        server_uuid=status.get("server_uuid"))
+    _ask(questions)
+
+
+def _ask(questions: list[nodes.Question]) -> None:
+    """Ask nodes about machines a report left out; the answers come as events.task_reply."""
+    for question in questions:
+        app.send_task(agent_task("machine_load"),
+                      args=[question.server_uuid, {"uuid": question.machine_uuid},
+                            question.reply()],
+                      queue=agent_queue(question.server_uuid), ignore_result=True)
 
 
 def _heartbeat_table() -> tuple[dict[str, float], float]:
@@ -103,6 +119,8 @@ def reconcile() -> dict[str, Any]:
     expired = engine.sweep()
     with engine.sessions() as session, session.begin():
         orphans = capacity.release_orphans(session)
+        questions = nodes.due_questions(session, settings.resend_interval)
+    _ask(questions)  # questions (or answers) lost, or left unsettled by an error: ask again
     if gone or back or expired or orphans:
         log.info("reconcile: unknown=%s running=%s expired_steps=%d orphans=%d",
                  gone, back, expired, orphans)

@@ -955,6 +955,7 @@ def fetch_machine(machine_uuid: str) -> dict[str, Any] | None:
 
 
 # Commands kept in modules of their own add themselves to the groups above.
+from headnode.cli import doctor as _doctor  # noqa: E402, F401
 from headnode.cli import images as _images  # noqa: E402, F401
 from headnode.cli import jobs as _jobs  # noqa: E402, F401
 from headnode.cli import networks as _networks  # noqa: E402, F401

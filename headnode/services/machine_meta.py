@@ -1,11 +1,12 @@
-"""A machine's tags and customer metadata: kept on its row, changed in the database only.
+"""A machine's tags and customer metadata: read from its row, changed by a job.
 
-A change takes the row lock and is refused while a job holds the machine (``job_uuid``), so
-it never interleaves with a workflow that rewrites the row; the owner is checked in the same
-transaction, and another account's machine is ``NotFound``. With a ``caller``, the change is
-also written as an already finished job, so the machine's audit shows who did it (CloudAPI
-names these actions ``set_metadata``, ``remove_metadata``..., and ``triton ... -w`` waits for
-them there).
+A change is a job, as in CloudAPI (where it is a VMAPI update job): the request takes the
+machine's lock (one job per machine at a time, 409 while another runs), names the change
+(keys to set, keys to remove) and answers what the set will be; the job applies it on the
+node, then on the row, and its end is the audit entry (CloudAPI's actions ``set_metadata``,
+``remove_metadata``, ...), newer than the answer, which ``triton ... -w`` waits for. Reads
+show the row, so a change shows once its job has ended. Another account's machine is
+``NotFound``.
 """
 
 from __future__ import annotations
@@ -14,14 +15,19 @@ import uuid as uuidlib
 from collections.abc import Callable
 from typing import Any, Literal
 
+from sqlalchemy.orm import Session
+
 from headnode.services.context import ServiceContext
-from headnode.services.errors import Conflict, NotFound
-from headnode.store.models import Job, Machine, utcnow
+from headnode.services.errors import NotFound
+from headnode.services.machines import CHANGEABLE, start_machine_job
+from headnode.store.models import Machine
+from schemas.agent import apply_metadata_change
+from workflows.machines import METADATA_WORKFLOWS
 
 Kind = Literal["tags", "metadata"]
-#: model attribute of each kind
+#: model attribute of each kind (also the name in the agent's change: set_<column>, ...)
 COLUMNS: dict[str, str] = {"tags": "tags", "metadata": "customer_metadata"}
-#: (kind, change) -> CloudAPI's audit action
+#: (kind, change) -> CloudAPI's audit action, which is the job's workflow
 AUDIT_ACTIONS = {
     ("tags", "add"): "set_tags", ("tags", "replace"): "replace_tags",
     ("tags", "delete_one"): "remove_tags", ("tags", "delete_all"): "remove_tags",
@@ -29,6 +35,10 @@ AUDIT_ACTIONS = {
     ("metadata", "delete_one"): "remove_metadata",
     ("metadata", "delete_all"): "replace_metadata",
 }
+assert set(AUDIT_ACTIONS.values()) == set(METADATA_WORKFLOWS)
+
+#: the current values -> (pairs to set, keys to remove)
+Change = Callable[[dict[str, Any]], tuple[dict[str, Any], list[str]]]
 
 
 def _is_uuid(value: str) -> bool:
@@ -45,6 +55,10 @@ def _owned(machine: Machine | None, machine_uuid: str, owner_uuid: str) -> Machi
     return machine
 
 
+def _missing(kind: Kind, key: str) -> NotFound:
+    return NotFound("tag" if kind == "tags" else "metadata key", key)
+
+
 def read(ctx: ServiceContext, machine_uuid: str, owner_uuid: str, kind: Kind) -> dict[str, Any]:
     with ctx.read() as session:
         row = session.get(Machine, machine_uuid) if _is_uuid(machine_uuid) else None
@@ -55,56 +69,57 @@ def read_one(ctx: ServiceContext, machine_uuid: str, owner_uuid: str, kind: Kind
              key: str) -> Any:
     values = read(ctx, machine_uuid, owner_uuid, kind)
     if key not in values:
-        raise NotFound("tag" if kind == "tags" else "metadata key", key)
+        raise _missing(kind, key)
     return values[key]
 
 
 def _change(ctx: ServiceContext, machine_uuid: str, owner_uuid: str, kind: Kind,
-            change: Callable[[dict[str, Any]], dict[str, Any]], action: str,
-            caller: dict[str, Any] | None, params: dict[str, Any]) -> dict[str, Any]:
-    with ctx.transaction() as session:
-        row = (session.get(Machine, machine_uuid, with_for_update=True)
-               if _is_uuid(machine_uuid) else None)
-        machine = _owned(row, machine_uuid, owner_uuid)
-        if machine.job_uuid is not None:
-            raise Conflict(f"machine {machine.uuid} is busy with job {machine.job_uuid}",
-                           code="MachineBusy")
-        # A new dict, so the JSON column is seen as changed.
-        values = change(dict(getattr(machine, COLUMNS[kind]) or {}))
-        setattr(machine, COLUMNS[kind], values)
-        if caller is not None:
-            now = utcnow()
-            session.add(Job(name=AUDIT_ACTIONS[(kind, action)], machine_uuid=machine.uuid,
-                            server_uuid=machine.server_uuid, owner_uuid=machine.owner_uuid,
-                            params=params, caller=caller, execution="succeeded",
-                            created_at=now, started_at=now, finished_at=now))
-        return dict(values)
+            change: Change, action: str, caller: dict[str, Any] | None) -> dict[str, Any]:
+    """Start the job that makes ``change``; returns the values it will leave."""
+    # Another account's machine is not found before anything is taken (not "busy").
+    read(ctx, machine_uuid, owner_uuid, kind)
+    column = COLUMNS[kind]
+    after: dict[str, Any] = {}
+
+    def prepare(session: Session, machine: Machine, _job_uuid: str) -> dict[str, Any]:
+        # Read again now that the lock is ours: a job may have ended since the first read.
+        session.refresh(machine)
+        _owned(machine, machine_uuid, owner_uuid)
+        current = dict(getattr(machine, column) or {})
+        set_, remove = change(current)
+        after.update(apply_metadata_change(current, remove, set_))
+        return {f"set_{column}": set_, f"remove_{column}": remove}
+
+    start_machine_job(ctx, machine_uuid, AUDIT_ACTIONS[(kind, action)], CHANGEABLE,
+                      caller or {}, prepare)
+    return after
 
 
 def add(ctx: ServiceContext, machine_uuid: str, owner_uuid: str, kind: Kind,
         values: dict[str, Any], caller: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Set the given keys (others are kept); returns the whole set."""
-    return _change(ctx, machine_uuid, owner_uuid, kind, lambda old: {**old, **values},
-                   "add", caller, {kind: sorted(values)})
+    """Set the given keys (others are kept); returns the whole set as it will be."""
+    return _change(ctx, machine_uuid, owner_uuid, kind, lambda _old: (dict(values), []),
+                   "add", caller)
 
 
 def replace(ctx: ServiceContext, machine_uuid: str, owner_uuid: str, kind: Kind,
             values: dict[str, Any], caller: dict[str, Any] | None = None) -> dict[str, Any]:
-    return _change(ctx, machine_uuid, owner_uuid, kind, lambda _old: dict(values),
-                   "replace", caller, {kind: sorted(values)})
+    return _change(ctx, machine_uuid, owner_uuid, kind,
+                   lambda old: (dict(values), sorted(old.keys() - values.keys())),
+                   "replace", caller)
 
 
 def delete_one(ctx: ServiceContext, machine_uuid: str, owner_uuid: str, kind: Kind,
                key: str, caller: dict[str, Any] | None = None) -> None:
-    def without(old: dict[str, Any]) -> dict[str, Any]:
+    def without(old: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         if key not in old:
-            raise NotFound("tag" if kind == "tags" else "metadata key", key)
-        return {k: v for k, v in old.items() if k != key}
+            raise _missing(kind, key)
+        return {}, [key]
 
-    _change(ctx, machine_uuid, owner_uuid, kind, without, "delete_one", caller, {kind: [key]})
+    _change(ctx, machine_uuid, owner_uuid, kind, without, "delete_one", caller)
 
 
 def delete_all(ctx: ServiceContext, machine_uuid: str, owner_uuid: str, kind: Kind,
                caller: dict[str, Any] | None = None) -> None:
-    _change(ctx, machine_uuid, owner_uuid, kind, lambda _old: {}, "delete_all", caller,
-            {kind: []})
+    _change(ctx, machine_uuid, owner_uuid, kind, lambda old: ({}, sorted(old)), "delete_all",
+            caller)

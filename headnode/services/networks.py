@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import set_committed_value
 
+from headnode.services import capacity
 from headnode.services.conflicts import insert_unless_taken
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InvalidArgument, NotFound
@@ -482,3 +483,11 @@ def release_nics(session: Session, machine_uuid: str) -> int:
     result = session.execute(delete(Nic).where(Nic.machine_uuid == machine_uuid)
                              .execution_options(synchronize_session=False))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def release_machine_holdings(session: Session, machine_uuid: str) -> dict[str, Any]:
+    """Give back everything a machine that no longer exists holds: its room on its server
+    (reservation) and its addresses (NICs). The destroy workflow and a node's confirmation
+    that a machine is gone both call this, so neither can forget one of them. Idempotent."""
+    return {"reservation": capacity.release(session, machine_uuid),
+            "nics": release_nics(session, machine_uuid)}

@@ -128,6 +128,8 @@ class Server(Timestamps, Base):
     pool_used_mb: Mapped[int] = mapped_column(Integer, default=0)  # as last reported
     last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
     last_status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # {machine uuid: state} as the last status report (taken at last_status_at) listed them
+    reported_machines: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 #: machine states that hold their alias (a failed or destroyed machine frees it)
@@ -159,6 +161,10 @@ class Machine(Timestamps, Base):
     customer_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
     job_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
     destroyed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # a status report left it out (that report's time); the node is asked before we believe it
+    missing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                           nullable=True)
+    missing_asked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     nics: Mapped[list[Nic]] = relationship(lazy="selectin", order_by="Nic.created_at",
                                            viewonly=True)
 

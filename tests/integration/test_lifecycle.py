@@ -62,8 +62,8 @@ def test_provision_stop_start_reboot_destroy(cloud: Any, seeded: dict[str, Any])
     deleted = cloud.api.delete(f"/ops/machines/{machine['uuid']}")
     job = cloud.wait_job(deleted["job_uuid"])
     assert job["execution"] == "succeeded", job
-    assert step_names(job["chain_results"]) == ["destroy_machine", "release_usage",
-                                                "release_nics", "mark_destroyed"]
+    assert step_names(job["chain_results"]) == ["destroy_machine", "release_holdings",
+                                                "mark_destroyed"]
     with pytest.raises(ApiError) as err:
         cloud.api.get(f"/ops/machines/{machine['uuid']}")
     assert err.value.status == 404

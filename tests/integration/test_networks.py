@@ -115,7 +115,7 @@ def test_two_networks_then_destroy_returns_the_addresses(cloud: Any,
     deleted = cloud.api.delete(f"/ops/machines/{machine['uuid']}")
     job = cloud.wait_job(deleted["job_uuid"])
     assert job["execution"] == "succeeded", job
-    assert "release_nics" in [r["name"] for r in job["chain_results"]]
+    assert "release_holdings" in [r["name"] for r in job["chain_results"]]
     assert in_use(cloud, "back") == [] and in_use(cloud, "front") == ["10.88.0.11"]
     # the freed lowest address is handed out again
     third = cloud.api.post("/ops/machines", {"owner": "alice", "package": "small",

@@ -200,8 +200,8 @@ def test_destroy_releases_committed_usage(ctx: Any, engine: Engine,
     job = get_job(ctx, job_uuid)
     assert job.execution == "succeeded"
     assert [e["name"] for e in job.chain_results] == [
-        "destroy_machine", "release_usage", "release_nics", "mark_destroyed"]
-    assert job.chain_results[1]["result"] == {"released": True}
+        "destroy_machine", "release_holdings", "mark_destroyed"]
+    assert job.chain_results[1]["result"] == {"reservation": True, "nics": 0}
     machine = get_machine(ctx, created["uuid"])
     assert machine.state == "destroyed" and machine.destroyed_at is not None
     assert machine.job_uuid is None
@@ -228,7 +228,7 @@ def test_destroy_of_a_failed_machine_releases_nothing_twice(
     job_uuid = run_action(ctx, engine, transport, created["uuid"], "destroy", "destroyed")
     job = get_job(ctx, job_uuid)
     assert job.execution == "succeeded" and job.chain_results[1]["result"] == {
-        "released": False}
+        "reservation": False, "nics": 0}
     assert get_machine(ctx, created["uuid"]).state == "destroyed"
     server = server_row(ctx, fleet["server"].uuid)
     assert (server.machine_count, server.ram_inflight_mb, server.ram_committed_mb) == (0, 0, 0)

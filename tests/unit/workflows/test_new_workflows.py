@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from headnode.imagestore import ImageStore
 from headnode.placement.allocator import NOT_ENOUGH_RAM
 from headnode.services import images as image_svc
+from headnode.services import machine_meta as meta_svc
 from headnode.services import machines as svc
 from headnode.services import snapshots as snap_svc
 from headnode.services.errors import Conflict, InsufficientCapacity, InvalidArgument, NotFound
@@ -280,10 +281,15 @@ def test_snapshot_create_rollback_delete(ctx: Any, engine: Engine,
 
     rolled = snap_svc.rollback_snapshot(ctx, machine["uuid"], "before-upgrade", CALLER)
     _, op, params, _ = start(engine, transport, rolled["job_uuid"])
-    assert (op, params) == ("snapshot_rollback", {"uuid": machine["uuid"],
-                                                  "name": "before-upgrade"})
-    answer(engine, transport, ok(status(machine["uuid"], "running")))
+    # then the machine starts (CloudAPI's start from a snapshot), in the same message
+    assert (op, params) == ("batch", {"ops": [
+        {"op": "snapshot_rollback", "params": {"uuid": machine["uuid"],
+                                               "name": "before-upgrade"}},
+        {"op": "machine_start", "params": {"uuid": machine["uuid"]}}]})
+    answer(engine, transport, ok({"outcomes": [ok(status(machine["uuid"], "stopped")),
+                                               ok(status(machine["uuid"], "running"))]}))
     assert get_job(ctx, rolled["job_uuid"]).execution == "succeeded"
+    assert get_machine(ctx, machine["uuid"]).state == "running"
 
     deleted = snap_svc.delete_snapshot(ctx, machine["uuid"], "before-upgrade", CALLER)
     _, op, _, _ = start(engine, transport, deleted["job_uuid"])
@@ -297,6 +303,41 @@ def test_snapshot_create_rollback_delete(ctx: Any, engine: Engine,
     # a deleted name may be used again
     again = snap_svc.create_snapshot(ctx, machine["uuid"], "before-upgrade", CALLER)
     assert again["snapshot"]["state"] == "queued"
+
+
+def test_metadata_changes_are_jobs_that_the_node_applies_first(
+        ctx: Any, engine: Engine, transport: RecordingTransport, fleet: dict[str, Any]) -> None:
+    machine = provision(ctx, engine, transport)
+    owner = fleet["owner"].uuid
+    answer_now = meta_svc.add(ctx, machine["uuid"], owner, "metadata",
+                              {"motd": "hi", "user-script": "true"}, CALLER)
+    assert answer_now == {"motd": "hi", "user-script": "true"}
+    job_uuid = get_machine(ctx, machine["uuid"]).job_uuid
+    assert job_uuid is not None and get_job(ctx, job_uuid).name == "set_metadata"
+    with pytest.raises(Conflict):  # one job per machine
+        meta_svc.add(ctx, machine["uuid"], owner, "tags", {"a": "b"}, CALLER)
+    _, op, params, _ = start(engine, transport, job_uuid)
+    assert (op, params) == ("machine_update_metadata", {
+        "uuid": machine["uuid"], "set_customer_metadata": {"motd": "hi", "user-script": "true"},
+        "remove_customer_metadata": []})
+    assert get_machine(ctx, machine["uuid"]).customer_metadata == {}  # not before the node
+    answer(engine, transport, ok({"tags": {}, "customer_metadata": params[
+        "set_customer_metadata"]}))
+    done = get_job(ctx, job_uuid)
+    assert done.execution == "succeeded" and done.finished_at is not None
+    assert get_machine(ctx, machine["uuid"]).customer_metadata == answer_now
+    assert get_machine(ctx, machine["uuid"]).job_uuid is None
+
+    meta_svc.replace(ctx, machine["uuid"], owner, "metadata", {"motd": "bye"}, CALLER)
+    job_uuid = get_machine(ctx, machine["uuid"]).job_uuid
+    _, op, params, _ = start(engine, transport, job_uuid)
+    assert (params["set_customer_metadata"], params["remove_customer_metadata"]) == \
+        ({"motd": "bye"}, ["user-script"])
+    answer(engine, transport, ok({}))
+    assert get_machine(ctx, machine["uuid"]).customer_metadata == {"motd": "bye"}
+    with pytest.raises(NotFound):  # another account's machine
+        meta_svc.delete_all(ctx, machine["uuid"], "00000000-0000-0000-0000-000000000000",
+                            "tags", CALLER)
 
 
 def test_rollback_forgets_the_newer_snapshots_the_node_destroyed(

@@ -1,0 +1,31 @@
+"""node truth: each server's last reported machines; machines a report left out
+
+Revision ID: 0007
+Revises: 0006
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # {machine uuid: state} as the server's last status report listed them (its time is
+    # servers.last_status_at); NULL until the first report after this migration
+    op.add_column("servers", sa.Column("reported_machines", sa.JSON(), nullable=True))
+    # a report left the machine out: when (the report's time), and when the node was last
+    # asked about it; both NULL when nothing is suspected
+    op.add_column("machines", sa.Column("missing_since", sa.DateTime(timezone=True),
+                                        nullable=True))
+    op.add_column("machines", sa.Column("missing_asked_at", sa.Float(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("machines") as batch:
+        batch.drop_column("missing_asked_at")
+        batch.drop_column("missing_since")
+    with op.batch_alter_table("servers") as batch:
+        batch.drop_column("reported_machines")
