@@ -26,6 +26,7 @@ from headnode.api.cloudapi import blueprints as cloudapi
 from headnode.api.errors import database_unavailable, retry_headers
 from headnode.api.files import is_file_upload
 from headnode.api.ops import accounts, images, machines, packages, ping, servers
+from headnode.api.ops import doctor as doctor_views
 from headnode.api.ops import jobs as job_views
 from headnode.api.ops import keys as account_keys
 from headnode.api.ops import networks as network_views
@@ -48,7 +49,7 @@ CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 BLUEPRINT_MODULES = (ping, servers, machines, job_views, packages, images, accounts, nodes,
                      placement_views,
-                     network_views, account_keys)
+                     network_views, account_keys, doctor_views)
 
 # CloudAPI's names for the HTTP errors werkzeug raises on its own.
 HTTP_CODES = {
