@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from headnode.services import capacity
+from headnode.services.networks import release_machine_holdings
 from headnode.store.models import Machine, Server, utcnow
-from schemas.agent import ServerStatusSchema, SysinfoSchema
+from schemas.agent import MachineStatusSchema, ServerStatusSchema, SysinfoSchema
+from workflows.engine import Step, StepContext, StepFailed, Workflow, register
 
 log = logging.getLogger(__name__)
 
@@ -46,41 +48,149 @@ def register_server(session: Session, raw_sysinfo: dict[str, Any]) -> Server:
 
 
 def apply_status(session: Session, raw_status: dict[str, Any]) -> int:
-    """Record a node's status report; returns how many machines changed state."""
+    """Record a node's status report; returns how many machines changed state.
+
+    The report is kept on the server row (the doctor compares it with the records). A
+    machine the report leaves out is not destroyed on its word: one report may come from a
+    confused or second agent. It becomes suspected (``missing_since``), the node is asked
+    about it (:func:`due_questions`), and only the node's answer that it does not have it
+    (:func:`apply_answer`) makes it destroyed. A later report that lists it again clears
+    the suspicion. A ``failed`` machine is never flipped to running by a report: it holds
+    no reservation and no address (the doctor lists it as drift)."""
     status = ServerStatusSchema().load(raw_status, unknown="exclude")
-    server = session.get(Server, status["server_uuid"])
+    # Reports of one server apply one at a time, and lock the server before its machines
+    # (as an answer does). FOR NO KEY UPDATE: a provision's foreign-key locks do not wait.
+    server = session.get(Server, status["server_uuid"], with_for_update={"key_share": True})
     if server is None:
         return 0  # not registered yet; its registration message is on its way
+    taken_at = datetime.fromtimestamp(status["timestamp"], UTC)
+    if server.last_status_at is not None and taken_at < server.last_status_at:
+        return 0  # older than the report we already applied: it says nothing newer
     server.pool_used_mb = status["pool_used_mb"]
-    server.last_status_at = datetime.fromtimestamp(status["timestamp"], UTC)
+    server.last_status_at = taken_at
     reported = {m["uuid"]: m for m in status["machines"]}
+    server.reported_machines = {uuid: m["state"] for uuid, m in reported.items()}
     changed = 0
     ours = session.scalars(
-        select(Machine).where(Machine.server_uuid == server.uuid,
-                              Machine.state.in_(("running", "stopped", "unknown", "failed")))
+        select(Machine).where(Machine.server_uuid == server.uuid, Machine.state.in_(WATCHED))
     ).all()
-    taken_at = datetime.fromtimestamp(status["timestamp"], UTC)
     for machine in ours:
+        node = reported.get(machine.uuid)
+        if (node is not None and machine.missing_since is not None
+                and taken_at >= machine.missing_since):
+            # listed again by a report taken after the one that left it out
+            _clear_suspicion(machine)
         if machine.job_uuid is not None:
             continue  # a job is changing it; the job records the result
         if machine.updated_at is not None and machine.updated_at > taken_at:
             # The report was taken before our last news of this machine (a job that has
             # just finished, a report delayed in the queue): it cannot contradict it.
             continue
-        node = reported.get(machine.uuid)
         if node is None:
-            if machine.state == "failed":
-                continue  # never made it onto the node
-            # Gone from its node (as vm-agent reports it): destroyed, and its room is free.
-            machine.state = "destroyed"
-            machine.destroyed_at = utcnow()
-            capacity.release(session, machine.uuid)
-            changed += 1
-        elif node["state"] != machine.state and node["state"] in ("running", "stopped"):
-            machine.state = node["state"]
-            machine.last_known_state = None
+            if machine.state != "failed" and machine.missing_since is None:
+                machine.missing_since = taken_at  # the node is asked before we believe it
+                machine.missing_asked_at = None
+        elif _follow_node(machine, node["state"]):
             changed += 1
     return changed
+
+
+#: machine states a status report speaks about
+WATCHED = ("running", "stopped", "unknown", "failed")
+#: states of a machine its node should have: a report without it raises a question
+ON_NODE = ("running", "stopped", "unknown")
+#: the reply address of a question (agent.machine_load) about a machine a report left out
+MISSING_QUERY = "machine_missing"
+#: the agent's error that settles a question: the node does not have the machine
+NOT_ON_NODE = "MachineNotFound"
+
+
+@dataclass(frozen=True)
+class Question:
+    """Ask ``server_uuid`` whether it has ``machine_uuid`` (sent after the commit)."""
+
+    server_uuid: str
+    machine_uuid: str
+    asked_at: float
+
+    def reply(self) -> dict[str, Any]:
+        return {"query": MISSING_QUERY, "machine_uuid": self.machine_uuid,
+                "asked_at": self.asked_at}
+
+
+def _follow_node(machine: Machine, node_state: str) -> bool:
+    """The node's running/stopped wins over ours; never over ``failed``."""
+    if node_state == machine.state or node_state not in ("running", "stopped"):
+        return False
+    if machine.state == "failed":
+        return False  # no reservation, no NIC: drift for the doctor, not a running machine
+    machine.state = node_state
+    machine.last_known_state = None
+    return True
+
+
+def _clear_suspicion(machine: Machine) -> None:
+    machine.missing_since = None
+    machine.missing_asked_at = None
+
+
+def due_questions(session: Session, resend_after: float, server_uuid: str | None = None,
+                  now: float | None = None) -> list[Question]:
+    """Suspected machines of running servers not asked about in the last ``resend_after``
+    seconds (never asked, or the question or its answer was lost); marks them asked now."""
+    now = time.time() if now is None else now
+    query = (
+        select(Machine).join(Server, Server.uuid == Machine.server_uuid)
+        .where(Machine.missing_since.is_not(None), Machine.state.in_(ON_NODE),
+               Machine.job_uuid.is_(None), Server.status == "running",
+               (Machine.missing_asked_at.is_(None))
+               | (Machine.missing_asked_at < now - resend_after))
+        .with_for_update(of=Machine, skip_locked=True)
+    )
+    if server_uuid is not None:
+        query = query.where(Machine.server_uuid == server_uuid)
+    questions = []
+    for machine in session.scalars(query).all():
+        machine.missing_asked_at = now
+        questions.append(Question(machine.server_uuid or "", machine.uuid, now))
+    return questions
+
+
+def apply_answer(session: Session, reply: dict[str, Any], outcome: dict[str, Any]) -> str:
+    """A node's answer to a :class:`Question`: ``gone`` (it confirmed the machine is not
+    there: destroyed, reservation and addresses released), ``present`` (suspicion cleared),
+    ``unsettled`` (any other error: asked again later) or ``stale`` (nothing to settle)."""
+    machine = session.get(Machine, reply.get("machine_uuid"))
+    if machine is not None and machine.server_uuid:
+        # the server before the machine, as a status report locks them: no lock cycle
+        session.get(Server, machine.server_uuid, with_for_update={"key_share": True})
+        session.refresh(machine, with_for_update=True)
+    if (machine is None or machine.missing_since is None or machine.job_uuid is not None
+            or machine.state not in ON_NODE
+            or machine.server_uuid != outcome.get("server_uuid")
+            or float(reply.get("asked_at") or 0) < machine.missing_since.timestamp()):
+        return "stale"
+    if outcome.get("ok"):
+        _clear_suspicion(machine)
+        node = (outcome.get("result") or {}).get("machine") or {}
+        _follow_node(machine, str(node.get("state", "")))
+        return "present"
+    if (outcome.get("error") or {}).get("code") != NOT_ON_NODE:
+        return "unsettled"
+    mark_gone(session, machine)
+    log.info("machine %s: server %s confirms it is gone; destroyed and released",
+             machine.uuid, machine.server_uuid)
+    return "gone"
+
+
+def mark_gone(session: Session, machine: Machine) -> None:
+    """Record a machine its node no longer has: destroyed, with everything it held released
+    (the same release as the destroy workflow's)."""
+    machine.state = "destroyed"
+    machine.last_known_state = None
+    machine.destroyed_at = utcnow()
+    _clear_suspicion(machine)
+    release_machine_holdings(session, machine.uuid)
 
 
 def reconcile_heartbeats(session: Session, heartbeats: dict[str, float], lifetime: float,
@@ -167,3 +277,34 @@ def _restore_machines(session: Session, server_uuid: str) -> None:
         .values(state=Machine.last_known_state, last_known_state=None)
         .execution_options(synchronize_session=False)
     )
+
+
+# -- purge_orphan: an operator removes a machine the records do not have from its node ------
+
+PURGE_TIMEOUT = 120
+
+
+def orphan_ref(ctx: StepContext) -> dict[str, Any]:
+    return {"uuid": ctx.job.params["machine"]}
+
+
+def record_purged(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
+    node = MachineStatusSchema().load(result.get("machine") or {}, unknown="exclude")
+    if node["state"] != "destroyed":
+        raise StepFailed("PurgeFailed", f"the node reports the machine {node['state']}")
+    uuid = ctx.job.params["machine"]
+    server = ctx.session.get(Server, ctx.job.server_uuid, with_for_update={"key_share": True})
+    if server is not None and uuid in (server.reported_machines or {}):
+        # The node's answer is newer than its last report, and the agent counts the answer
+        # as that news: no report about this change may come for a while.
+        server.reported_machines = {k: v for k, v in (server.reported_machines or {}).items()
+                                    if k != uuid}
+    return {"state": "destroyed", **release_machine_holdings(ctx.session, uuid)}
+
+
+PURGE_ORPHAN = register(Workflow(
+    name="purge_orphan",
+    chain=(Step("destroy_on_node", PURGE_TIMEOUT, agent_op="machine_destroy",
+                params=orphan_ref, on_result=record_purged, retries=1),),
+    timeout=600,
+))
