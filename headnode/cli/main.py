@@ -213,7 +213,32 @@ def serve(ctx: click.Context, bind: str | None, workers: int | None) -> None:
     """Serve the API with gunicorn (headnode.api.app:create_app())."""
     settings = state_of(ctx).settings()
     import_or_fail("headnode.api.app", "the API")
+    require_migrated(settings.resolved_database_url)
     run_gunicorn(bind or settings.api_bind, workers or settings.api_workers)
+
+
+def require_migrated(url: str) -> None:
+    """Refuse to serve a database whose schema is missing or behind: every request would
+    fail with 500 (no such table, no such column)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from headnode.store import migrate
+
+    where = redact_url(url)
+    try:
+        missing = migrate.pending(url)
+    except migrate.UnknownRevision as exc:
+        raise click.ClickException(
+            f"the database at {where} is at revision {exc}, which this sdc does not know "
+            "(migrated by a newer version?): upgrade sdc, or serve from the one that "
+            "migrated it") from exc
+    except SQLAlchemyError as exc:
+        raise click.ClickException(f"cannot check the database at {where}: "
+                                   f"{getattr(exc, 'orig', None) or exc}") from exc
+    if missing:
+        raise click.ClickException(
+            f"the database at {where} is not migrated ({len(missing)} migration(s) to apply: "
+            f"{', '.join(missing)}); run `sdc headnode db upgrade` first")
 
 
 #: Seconds an idle kept-alive connection stays open. gunicorn's default (2 s) equals the
@@ -297,15 +322,25 @@ def db() -> None:
 @db.command()
 @click.pass_context
 def upgrade(ctx: click.Context) -> None:
-    """Migrate the database to the newest schema."""
-    from headnode.store.migrate import upgrade as migrate_upgrade
+    """Create the schema, or migrate the database to the newest one."""
+    from headnode.store import migrate
 
     settings = state_of(ctx).settings()
     url = settings.resolved_database_url
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    migrate_upgrade(url)
-    click.echo(f"database at {redact_url(url)} is up to date")
+    before = migrate.applied_heads(url)
+    missing = migrate.unapplied(before)
+    migrate.upgrade(url)
+    after = ", ".join(migrate.applied_heads(url))
+    where = redact_url(url)
+    if not before:
+        click.echo(f"created the schema in the database at {where} (revision {after})")
+    elif missing:
+        click.echo(f"migrated the database at {where}: applied {', '.join(missing)} "
+                   f"(revision {', '.join(before)} -> {after})")
+    else:
+        click.echo(f"the database at {where} is already up to date (revision {after})")
 
 
 def redact_url(url: str) -> str:
