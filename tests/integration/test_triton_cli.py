@@ -182,21 +182,23 @@ def test_stop_start_reboot_wait(triton: Any, instance: dict[str, Any]) -> None:
 
 
 def test_tags(triton: Any, instance: dict[str, Any]) -> None:
-    out = triton("inst", "tag", "set", "web1", "env=prod", "tier=2")
+    # a tag change is a job on the node; -w polls the tags until they show it
+    out = triton("inst", "tag", "set", "-w", "web1", "env=prod", "tier=2")
     assert json.loads(out) == {"role": "web", "env": "prod", "tier": 2}
     assert json.loads(triton("inst", "tag", "list", "web1"))["env"] == "prod"
-    assert "Deleted tag env on instance web1" in triton("inst", "tag", "delete", "web1", "env")
+    out = triton("inst", "tag", "delete", "-w", "web1", "env")
+    assert "Deleted tag env on instance web1" in out
     assert "env" not in json.loads(triton("inst", "tag", "list", "web1"))
 
 
 def test_metadata(triton: Any, instance: dict[str, Any]) -> None:
-    # (no -w: the CLI waits for an audit record newer than its own clock after the answer,
-    # and here the change is done, and recorded, before the answer)
-    out = triton("inst", "metadata", "set", "web1", "motd=hello")
+    # -w waits for the action's audit entry newer than the CLI's clock after the answer:
+    # the entry is the end of the job that changed the node, so both commands end
+    out = triton("inst", "metadata", "set", "-w", "web1", "motd=hello")
     assert json.loads(out)["motd"] == "hello"
     assert triton("inst", "metadata", "get", "web1", "motd").strip() == "hello"
     assert json.loads(triton("inst", "metadata", "list", "web1")) == {"motd": "hello"}
-    out = triton("inst", "metadata", "delete", "-f", "web1", "motd")  # -f: no tty to ask on
+    out = triton("inst", "metadata", "delete", "-w", "-f", "web1", "motd")  # -f: no tty
     assert f'Deleted metadata motd of instance "{instance["id"]}"' in out
     assert json.loads(triton("inst", "metadata", "list", "web1")) == {}
     audit = [json.loads(line)["action"] for line in
@@ -213,11 +215,22 @@ def test_snapshots(triton: Any, instance: dict[str, Any]) -> None:
     assert "created" in line
 
 
+def test_start_from_a_snapshot_ends_running(triton: Any, instance: dict[str, Any]) -> None:
+    triton("inst", "stop", "-w", "web1")
+    # -w polls until the instance is running: it must end so
+    out = triton("inst", "start", "-w", "--snapshot=snap1", "web1")
+    assert "Start instance web1" in out
+    assert json.loads(triton("inst", "get", "-j", "web1"))["state"] == "running"
+    audit = [json.loads(line)["action"] for line in
+             triton("inst", "audit", "-j", "web1").splitlines() if line.strip()]
+    assert audit[:2] == ["rollback_snapshot", "stop"]
+
+
 def test_operator_acts_as_alice_and_is_recorded(operator_triton: Any, triton: Any,
                                                 instance: dict[str, Any]) -> None:
     listed = operator_triton("--act-as", "alice", "inst", "list")
     assert "web1" in listed
-    out = operator_triton("--act-as", "alice", "inst", "tag", "set", "web1", "by=ops")
+    out = operator_triton("--act-as", "alice", "inst", "tag", "set", "-w", "web1", "by=ops")
     assert json.loads(out)["by"] == "ops"
     operator_triton("--act-as", "alice", "inst", "stop", "-w", "web1")
     audit = [json.loads(line) for line in triton("inst", "audit", "-j", "web1").splitlines()
