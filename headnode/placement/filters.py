@@ -4,6 +4,10 @@ Every filter has one signature, ``(server, request, policy, context) -> bool`` (
 server passes), and one reason constant, phrased so that "12 lack RAM" reads as the summary
 of a refusal. The pipeline runs them in the order of ``DEFAULT_FILTERS``: cheapest and most
 restrictive first, as DAPI's production chain.
+
+The filters about room and about taking machines at all (setup, running, reserved, vm-count,
+capness, min-ram, min-cpu, min-disk) only ask fit.py's rules, the ones the reservation's SQL
+guard is built from: a server passes them exactly when a reservation on it succeeds.
 """
 
 from __future__ import annotations
@@ -12,14 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from headnode.placement import fit
 from headnode.placement.state import (
     Context,
     PlacementRequest,
     Policy,
     ServerState,
-    unreserved_cpu,
-    unreserved_disk,
-    unreserved_ram,
 )
 
 EXCLUDED = "were taken by concurrent provisions"
@@ -54,15 +56,15 @@ def excluded(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool
 
 
 def setup(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
-    return s.setup
+    return fit.is_set_up(s)
 
 
 def running(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
-    return s.status == "running"
+    return fit.is_running(s)
 
 
 def not_reserved(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
-    return not s.reserved
+    return fit.is_unreserved(s, fit.PYTHON)
 
 
 def not_headnode(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
@@ -114,24 +116,26 @@ def backend(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
 
 
 def machine_count(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
-    return s.machine_count < p.max_machines
+    return fit.below_machine_limit(s, p)
 
 
 def capness(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
-    return s.uncapped_count == 0 if r.cpu_cap > 0 else s.capped_count == 0
+    return fit.keeps_capness(s, r.cpu_cap > 0)
 
 
 def min_ram(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
-    return unreserved_ram(s, p) >= r.ram_mb
+    return fit.ram_fits(s, p, r.ram_mb)
 
 
 def min_cpu(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
     # An uncapped machine claims no share; capness keeps it away from capped ones.
-    return r.cpu_cap <= 0 or unreserved_cpu(s, p) >= r.cpu_cap
+    return r.cpu_cap <= 0 or fit.cpu_fits(s, p, r.cpu_cap)
 
 
 def min_disk(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
-    return unreserved_disk(s, p) >= r.disk_mb
+    # The image too, if this server must still import it (as the guard counts it).
+    return fit.disk_fits(s, p, r.disk_mb,
+                         fit.image_to_import(s.images, r.image_uuid, r.image_mb))
 
 
 def affinity(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:

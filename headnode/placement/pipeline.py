@@ -8,12 +8,12 @@ always has an answer. Applying a decision (an atomic reservation) is the caller'
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from headnode.placement import fit
 from headnode.placement.filters import DEFAULT_FILTERS, HardFilter
 from headnode.placement.scorers import DEFAULT_SCORERS, Scorer
 from headnode.placement.state import (
@@ -22,9 +22,6 @@ from headnode.placement.state import (
     Policy,
     ServerState,
     Snapshot,
-    unreserved_cpu,
-    unreserved_disk,
-    unreserved_ram,
 )
 
 
@@ -137,32 +134,14 @@ class Pipeline:
     def room_for(self, server: ServerState, request: PlacementRequest,
                  policy: Policy) -> int:
         """How many more machines of ``request`` fit on ``server`` alone: zero unless every
-        hard filter passes, else the tightest of RAM, disk, CPU and machine count."""
+        hard filter passes, else the tightest of RAM, disk, CPU and machine count (fit.py's
+        rules, applied one machine after another)."""
         context = Context.build(request, ())
         if not all(f.passes(server, request, policy, context) for f in self.filters):
             return 0
-        limits = [policy.max_machines - server.machine_count,
-                  _count(unreserved_ram(server, policy), request.ram_mb,
-                         request.ram_mb / policy.ram_overprovision),
-                  _count(unreserved_disk(server, policy), request.disk_mb,
-                         request.disk_mb / policy.disk_overprovision)]
-        if request.cpu_cap > 0:
-            limits.append(_count(unreserved_cpu(server, policy), request.cpu_cap,
-                                 request.cpu_cap))
-        return max(0, min(limits))
-
-
-def _count(room: float, need: int, step: float) -> int:
-    """Machines that fit when each needs ``need`` free and then takes ``step`` of it."""
-    if room < need:
-        return 0
-    if step <= 0:
-        return UNBOUNDED
-    return 1 + math.floor((room - need) / step)
-
-
-#: "no limit from this resource" (a zero-sized request)
-UNBOUNDED = 1 << 30
+        image_mb = fit.image_to_import(server.images, request.image_uuid, request.image_mb)
+        return fit.machines_that_fit(server, policy, request.cpu_cap > 0, request.ram_mb,
+                                     request.disk_mb, request.cpu_cap, image_mb)
 
 
 DEFAULT_PIPELINE = Pipeline()

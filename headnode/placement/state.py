@@ -14,6 +14,16 @@ from typing import Any
 
 from headnode.placement.affinity import AffinityRule
 
+# Room left on a server is defined once, in fit.py, which also serves the guard's SQL; named
+# here too for the scorers, capacity reports and simulation.
+from headnode.placement.fit import cpu_total as cpu_total
+from headnode.placement.fit import image_to_import
+from headnode.placement.fit import unreserved_cpu as unreserved_cpu
+from headnode.placement.fit import unreserved_disk as unreserved_disk
+from headnode.placement.fit import unreserved_ram as unreserved_ram
+
+NO_IMAGES: frozenset[str] = frozenset()
+
 
 @dataclass(slots=True)
 class ServerState:
@@ -39,6 +49,9 @@ class ServerState:
     machine_count: int = 0
     capped_count: int = 0
     uncapped_count: int = 0
+    #: of the images a decision asks about, those the server holds already (a snapshot
+    #: reads only the request's image: the rest never matters to it)
+    images: frozenset[str] = NO_IMAGES
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,30 +112,15 @@ def merged_traits(package_traits: Mapping[str, Any] | None,
     return {**(package_traits or {}), **(image_traits or {})}
 
 
-# -- room left on a server: the filters, the scorers, capacity and simulation all use these --
-
-def unreserved_ram(s: ServerState, p: Policy) -> float:
-    return s.ram_mb * (1 - p.reservation_ratio) - s.ram_used_mb / p.ram_overprovision
-
-
-def unreserved_disk(s: ServerState, p: Policy) -> float:
-    return s.disk_mb * p.pool_usable_ratio - s.images_mb - s.disk_used_mb / p.disk_overprovision
-
-
-def cpu_total(s: ServerState, p: Policy) -> float:
-    """Percent-of-a-CPU shares a server offers to capped machines, after overprovisioning."""
-    return s.cpus * 100 * p.cpu_overprovision
-
-
-def unreserved_cpu(s: ServerState, p: Policy) -> float:
-    return cpu_total(s, p) - s.cpu_used
-
-
 def with_machine(s: ServerState, r: PlacementRequest) -> ServerState:
-    """The server once it holds one more machine of the request (simulation, packing)."""
+    """The server once it holds one more machine of the request (simulation, packing),
+    and the request's image."""
     capped = r.cpu_cap > 0
+    imported = image_to_import(s.images, r.image_uuid, r.image_mb)
     return dataclasses.replace(
         s,
+        images_mb=s.images_mb + imported,
+        images=s.images | {r.image_uuid} if imported else s.images,
         ram_used_mb=s.ram_used_mb + r.ram_mb,
         disk_used_mb=s.disk_used_mb + r.disk_mb,
         cpu_used=s.cpu_used + r.cpu_cap,

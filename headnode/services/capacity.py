@@ -9,6 +9,7 @@ guarded state change makes every call idempotent.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
@@ -22,11 +23,13 @@ from sqlalchemy import (
     bindparam,
     delete,
     insert,
+    not_,
     select,
     update,
 )
 from sqlalchemy.orm import Session
 
+from headnode.placement import fit
 from headnode.placement.state import Policy
 from headnode.services.conflicts import insert_unless_taken
 from headnode.services.statements import per_thread_cache
@@ -51,8 +54,9 @@ def reserve(
 ) -> bool:
     """Hold room on one server for one machine; False if it no longer fits.
 
-    The WHERE clause is the placement filters that concern room (RAM, disk, CPU, capness,
-    machine count), evaluated on the locked row. An image new to the server also takes its
+    The WHERE clause is fit.py's rules (whether the server takes machines; RAM, disk, CPU,
+    capness, machine count), the ones the placement filters ask, evaluated on the locked
+    row. An image new to the server also takes its
     size from the pool, once per server (``server_images``' primary key decides who is
     first)."""
     if not _hold(session, server_uuid, ram_mb, disk_mb, cpu, policy, image_uuid, image_mb):
@@ -71,13 +75,7 @@ def _hold(session: Session, server_uuid: str, ram_mb: int, disk_mb: int, cpu: in
     image_add = image_mb if claimed else 0
     result = session.execute(_hold_statement(cpu > 0), {
         "b_server_uuid": server_uuid, "b_ram_mb": ram_mb, "b_disk_mb": disk_mb, "b_cpu": cpu,
-        "b_image_add": image_add, "b_room_disk_mb": disk_mb + image_add,
-        "b_max_machines": policy.max_machines, "b_ram_share": 1 - policy.reservation_ratio,
-        "b_ram_overprovision": policy.ram_overprovision,
-        "b_pool_usable_ratio": policy.pool_usable_ratio,
-        "b_disk_overprovision": policy.disk_overprovision,
-        "b_cpu_overprovision": policy.cpu_overprovision,
-    })
+        "b_image_add": image_add, **_policy_params(policy)})
     if result.rowcount == 1:  # type: ignore[attr-defined]
         return True
     if claimed:
@@ -114,30 +112,56 @@ def _hold_statement(capped: bool) -> Update:
 
 
 def _room(capped: bool) -> Any:
-    """The placement filters that concern room, on the locked row (parameters: see _hold)."""
+    """fit.py's rules, on the locked row: the same expressions the placement filters
+    evaluate in Python, here over the row's columns and the statement's parameters."""
+    return and_(SERVERS.c.uuid == bindparam("b_server_uuid", type_=String),
+                fit.fits(_row(), _policy_binds(), _SQL, capped,
+                         ram_mb=bindparam("b_ram_mb", type_=Integer),
+                         disk_mb=bindparam("b_disk_mb", type_=Integer),
+                         cpu_cap=bindparam("b_cpu", type_=Integer),
+                         image_mb=bindparam("b_image_add", type_=Integer)))
+
+
+class _SQLLogic:
+    @staticmethod
+    def all(*conditions: Any) -> Any:
+        return and_(*conditions)
+
+    @staticmethod
+    def not_(condition: Any) -> Any:
+        return not_(condition)
+
+
+_SQL = _SQLLogic()
+
+
+# Built anew for each statement, never shared between the per-thread statements (see
+# services/statements.py: compiling memoizes parts of the expression objects).
+
+def _row() -> SimpleNamespace:
+    """The server as fit.py's rules read it (names as ServerState's), in the row's columns."""
     s = SERVERS.c
+    return SimpleNamespace(
+        status=s.status, setup=s.setup, reserved=s.reserved,
+        ram_mb=s.ram_mb, cpus=s.cpus, disk_mb=s.disk_mb,
+        ram_used_mb=s.ram_inflight_mb + s.ram_committed_mb,
+        disk_used_mb=s.disk_inflight_mb + s.disk_committed_mb,
+        cpu_used=s.cpu_inflight + s.cpu_committed,
+        images_mb=s.images_mb, machine_count=s.machine_count,
+        capped_count=s.capped_count, uncapped_count=s.uncapped_count)
 
-    def number(name: str) -> Any:
-        return bindparam(name, type_=Float)
 
-    capness = (and_(s.uncapped_count == 0,
-                    s.cpus * 100 * number("b_cpu_overprovision")
-                    - s.cpu_inflight - s.cpu_committed >= bindparam("b_cpu", type_=Integer))
-               if capped else s.capped_count == 0)
-    return and_(
-        s.uuid == bindparam("b_server_uuid", type_=String),
-        s.status == "running",
-        s.setup.is_(True),
-        s.reserved.is_(False),
-        s.machine_count < bindparam("b_max_machines", type_=Integer),
-        capness,
-        s.ram_mb * number("b_ram_share")
-        - (s.ram_inflight_mb + s.ram_committed_mb) / number("b_ram_overprovision")
-        >= bindparam("b_ram_mb", type_=Integer),
-        s.disk_mb * number("b_pool_usable_ratio") - s.images_mb
-        - (s.disk_inflight_mb + s.disk_committed_mb) / number("b_disk_overprovision")
-        >= bindparam("b_room_disk_mb", type_=Integer),
-    )
+def _policy_binds() -> SimpleNamespace:
+    """The policy as the rules read it: one parameter ``b_<name>`` per knob."""
+    return SimpleNamespace(**{
+        name: bindparam(f"b_{name}", type_=Integer if name == "max_machines" else Float)
+        for name in fit.POLICY_KNOBS})
+
+
+def _policy_params(policy: Policy) -> dict[str, Any]:
+    # Ratios always go as floats: the database then does the float arithmetic Python does.
+    return {f"b_{name}": int(value) if name == "max_machines" else float(value)
+            for name in fit.POLICY_KNOBS for value in (getattr(policy, name),)}
 
 
 def _claim_image(session: Session, server_uuid: str, image_uuid: str | None,

@@ -11,12 +11,12 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Executable, Text, bindparam, cast, func, select
+from sqlalchemy import Executable, Text, bindparam, cast, exists, func, select
 from sqlalchemy.orm import Session
 
 from headnode.placement.state import MachineRef, ServerState, Snapshot
 from headnode.services.statements import per_thread_cache
-from headnode.store.models import ALIAS_HOLDING_STATES, Machine, Server
+from headnode.store.models import ALIAS_HOLDING_STATES, Machine, Server, ServerImage
 
 #: traits come as text: most servers have none, and decoding 10,000 "{}" costs more than
 #: reading the rest of their rows
@@ -38,18 +38,40 @@ def _traits(text: str | None) -> dict[str, Any]:
     return {} if text is None or text in NO_TRAITS else dict(json.loads(text))
 
 
-def states_from_rows(rows: Iterable[Any]) -> list[ServerState]:
-    """Rows of SERVER_COLUMNS -> placement's view of each server."""
-    return [ServerState(u, h, st, su, rs, hn, be, _traits(tr), *rest)
-            for u, h, st, su, rs, hn, be, tr, *rest in rows]
+def states_from_rows(rows: Iterable[Any], image_uuid: str = "") -> list[ServerState]:
+    """Rows of SERVER_COLUMNS -> placement's view of each server. With ``image_uuid``, each
+    row ends with one more column: whether the server holds that image (_holds_image)."""
+    if not image_uuid:
+        return [ServerState(u, h, st, su, rs, hn, be, _traits(tr), *rest)
+                for u, h, st, su, rs, hn, be, tr, *rest in rows]
+    held = frozenset((image_uuid,))
+    states = []
+    for u, h, st, su, rs, hn, be, tr, *rest, holds in rows:
+        state = ServerState(u, h, st, su, rs, hn, be, _traits(tr), *rest)
+        if holds:
+            state.images = held  # still being built: nothing else has seen it
+        states.append(state)
+    return states
 
 
-def load_servers(session: Session, only: str | None = None) -> list[ServerState]:
+def _holds_image() -> Any:
+    """Whether the server holds image ``b_image`` already: the disk rule counts an image
+    only where it must still be imported, as the reservation's claim does."""
+    return (exists().where(ServerImage.server_uuid == Server.uuid,
+                           ServerImage.image_uuid == bindparam("b_image"))
+            .label("holds_image"))
+
+
+def load_servers(session: Session, only: str | None = None,
+                 image_uuid: str = "") -> list[ServerState]:
     query = select(*SERVER_COLUMNS)
+    if image_uuid:
+        query = query.add_columns(_holds_image())
     if only:
         query = query.where(Server.uuid == only)
     # Core, not the ORM: these are plain columns and this runs on every provision.
-    return states_from_rows(session.connection().execute(query))
+    return states_from_rows(session.connection().execute(query, {"b_image": image_uuid}),
+                            image_uuid)
 
 
 def load_owner_machines(session: Session, owner_uuid: str | None) -> list[MachineRef]:
@@ -65,38 +87,43 @@ def load_owner_machines(session: Session, owner_uuid: str | None) -> list[Machin
 
 
 @per_thread_cache
-def _servers_and_counts(pinned: bool) -> Executable:
+def _servers_and_counts(pinned: bool, with_image: bool = False) -> Executable:
     """Built once (building it on every provision cost more than the rest of the read):
-    parameters ``b_owner`` and, when ``pinned``, ``b_server``."""
+    parameters ``b_owner``, when ``pinned`` ``b_server``, when ``with_image`` ``b_image``."""
     counts = (select(Machine.server_uuid, func.count().label("n"))
               .where(Machine.owner_uuid == bindparam("b_owner"),
                      Machine.state.in_(ALIAS_HOLDING_STATES),
                      Machine.server_uuid.is_not(None))
               .group_by(Machine.server_uuid)
               .subquery())
-    query = (select(*SERVER_COLUMNS, counts.c.n)
+    columns = (*SERVER_COLUMNS, _holds_image()) if with_image else SERVER_COLUMNS
+    query = (select(*columns, counts.c.n)
              .outerjoin(counts, counts.c.server_uuid == Server.uuid))
     return query.where(Server.uuid == bindparam("b_server")) if pinned else query
 
 
-def load_servers_and_counts(session: Session, owner_uuid: str,
-                            only: str | None = None) -> tuple[list[ServerState], dict[str, int]]:
+def load_servers_and_counts(session: Session, owner_uuid: str, only: str | None = None,
+                            image_uuid: str = "") -> tuple[list[ServerState], dict[str, int]]:
     """The servers and the owner's machines on each, in one statement (one round trip)."""
-    rows = session.connection().execute(_servers_and_counts(bool(only)),
-                                        {"b_owner": owner_uuid, "b_server": only}).all()
+    rows = session.connection().execute(
+        _servers_and_counts(bool(only), bool(image_uuid)),
+        {"b_owner": owner_uuid, "b_server": only, "b_image": image_uuid}).all()
     owned = {row[0]: int(row[-1]) for row in rows if row[-1]}
-    return states_from_rows(row[:-1] for row in rows), owned
+    return states_from_rows((row[:-1] for row in rows), image_uuid), owned
 
 
 def load_snapshot(session: Session, owner_uuid: str | None = None,
-                  only: str | None = None, with_machines: bool = True) -> Snapshot:
+                  only: str | None = None, with_machines: bool = True,
+                  image_uuid: str = "") -> Snapshot:
     """``with_machines=False`` when no affinity rule will look at the owner's machines:
-    spreading needs only how many the owner has on each server."""
+    spreading needs only how many the owner has on each server. ``image_uuid``: the image
+    a create asks for, so that each server says whether it holds it."""
     if with_machines:
-        return Snapshot(load_servers(session, only), load_owner_machines(session, owner_uuid))
+        return Snapshot(load_servers(session, only, image_uuid),
+                        load_owner_machines(session, owner_uuid))
     if not owner_uuid:
-        return Snapshot(load_servers(session, only), owner_counts={})
-    servers, counts = load_servers_and_counts(session, owner_uuid, only)
+        return Snapshot(load_servers(session, only, image_uuid), owner_counts={})
+    servers, counts = load_servers_and_counts(session, owner_uuid, only, image_uuid)
     return Snapshot(servers, owner_counts=counts)
 
 

@@ -231,7 +231,8 @@ def _usable(found: _Lookup, body: dict[str, Any]) -> tuple[Account, Package, Ima
 
 def _fleet(session: Session, request: PlacementRequest, only: str | None) -> Snapshot:
     return fleet.load_snapshot(session, request.owner_uuid, only,
-                               with_machines=bool(request.affinity))
+                               with_machines=bool(request.affinity),
+                               image_uuid=request.image_uuid)
 
 
 def _check_alias_free(session: Session, owner_uuid: str, alias: str) -> None:

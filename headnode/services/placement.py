@@ -51,7 +51,8 @@ def dry_run(ctx: ServiceContext, body: dict[str, Any]) -> dict[str, Any]:
         image = _resolve_image(session, body["image"])
         request = build_request(package, image, owner.uuid if owner else "",
                                 body.get("affinity"))
-        snapshot = fleet.load_snapshot(session, request.owner_uuid)
+        snapshot = fleet.load_snapshot(session, request.owner_uuid,
+                                       image_uuid=request.image_uuid)
     decision = DEFAULT_PIPELINE.decide(snapshot, request, policy_for(ctx))
     answer = decision.to_dict(request)
     answer.update({"dry_run": True, "package": package.name, "image": image.uuid,

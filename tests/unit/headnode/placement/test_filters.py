@@ -123,6 +123,17 @@ def test_min_disk_keeps_the_margin_images_and_quotas() -> None:
     assert not f.min_disk(full, REQ, POLICY, CTX)
 
 
+def test_min_disk_counts_an_image_the_server_must_still_import() -> None:
+    # 10000 MiB * 0.94 = 9400 usable: a 9000 MiB quota fits, not with a new 500 MiB image
+    with_image = dataclasses.replace(REQ, disk_mb=9000, image_uuid="img", image_mb=500)
+    assert f.min_disk(server(disk_mb=10_000), dataclasses.replace(with_image, image_mb=400),
+                      POLICY, CTX)
+    assert not f.min_disk(server(disk_mb=10_000), with_image, POLICY, CTX)
+    # a server that holds the image already needs room for the quota only
+    assert f.min_disk(server(disk_mb=10_000, images=frozenset({"img"})), with_image, POLICY,
+                      CTX)
+
+
 def test_affinity_hard_rules() -> None:
     machines = (MachineRef("a", "db1", tags={"role": "database"}),
                 MachineRef("b", "web1"), MachineRef("b", "web2"))

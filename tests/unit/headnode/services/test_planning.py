@@ -83,6 +83,29 @@ def test_an_image_takes_pool_room_once_per_server(ctx: Any, fleet: dict[str, Any
         assert session.scalars(select(ServerImage.image_uuid)).all() == [fleet["image"].uuid]
 
 
+def test_a_new_image_that_does_not_fit_is_refused_as_lack_of_disk(
+        ctx: Any, fleet: dict[str, Any]) -> None:
+    # 10600 MiB pool * 0.94 = 9964 usable, 500 of them taken by the image "held": a 9000 MiB
+    # quota fits from "held", not from a new 500 MiB image. The filter says so; before, it
+    # chose the server, the guard refused, and the user read "taken by concurrent
+    # provisions".
+    tight = make_server(ctx, hostname="tight", disk_mb=10600, ram_mb=8192, images_mb=500)
+    held = make_image(ctx, name="held", size_mb=500)
+    add(ctx, ServerImage(server_uuid=tight.uuid, image_uuid=held.uuid, size_mb=500))
+    make_image(ctx, name="new", size_mb=500)
+    make_package(ctx, name="nine", memory=512, disk=9000, cpu_cap=100)
+    with pytest.raises(InsufficientCapacity) as err:
+        create(ctx, package="nine", image="new", server_uuid=tight.uuid)
+    assert err.value.reasons == {"lack disk": 1}
+    assert written(ctx) == (0, 0, 0)
+    dry = placement.dry_run(ctx, {"package": "nine", "image": "new"})
+    assert dry["server_uuid"] == fleet["server"].uuid  # the roomy one
+    assert dry["reasons"] == {"lack disk": 1}
+    assert create(ctx, package="nine", image="held",
+                  server_uuid=tight.uuid)["server_uuid"] == tight.uuid
+    assert server_row(ctx, tight.uuid).images_mb == 500  # nothing new to import
+
+
 def test_image_room_is_part_of_the_guard(ctx: Any, fleet: dict[str, Any]) -> None:
     # 20000 MiB pool * 0.94 = 18800: one 10240 quota fits with a 300 MiB image, and a
     # 9000 MiB image next to it does not
