@@ -75,6 +75,7 @@ def _serve(start: Callable[[], None], server_uuids: Callable[[], list[str]],
     from agents import supervise
 
     if supervise.is_child():
+        supervise.watch_supervisor()
         try:
             _fail_cleanly(lambda: _hold_locks_as_child(settings, server_uuids))
             _fail_cleanly(start)

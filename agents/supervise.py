@@ -37,6 +37,12 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 CHILD_ENV = "SDC_SUPERVISED_CHILD"
+#: the pid of the supervisor, in its child's environment (see :func:`watch_supervisor`)
+SUPERVISOR_ENV = "SDC_SUPERVISOR_PID"
+#: seconds between a child's checks that its supervisor still lives
+ORPHAN_CHECK_INTERVAL = 1.0
+#: sysexits' EX_SOFTWARE: a child found itself orphaned and ended itself
+EXIT_ORPHANED = 70
 #: sysexits' EX_CONFIG: the child's settings or host cannot work, restarting will not help
 EXIT_CONFIG = 78
 #: a child that lived less than this died "at once"; a few such deaths in a row end it
@@ -93,7 +99,8 @@ def supervise(argv: Sequence[str], environ: Mapping[str, str], pass_fds: Sequenc
         started = time.monotonic()
         # The death signal goes with the thread that forked the child: this loop runs in
         # the main thread, which lives as long as the process.
-        child = subprocess.Popen(list(argv), env={**os.environ, **environ, CHILD_ENV: "1"},
+        child = subprocess.Popen(list(argv), env={**os.environ, **environ, CHILD_ENV: "1",
+                                                  SUPERVISOR_ENV: str(os.getpid())},
                                  pass_fds=tuple(pass_fds), preexec_fn=arm)
         current[:] = [child]
         if on_start is not None:
@@ -113,6 +120,24 @@ def supervise(argv: Sequence[str], environ: Mapping[str, str], pass_fds: Sequenc
                     code, lived, delay)
         if stop.wait(delay):
             return code
+
+
+def watch_supervisor(interval: float = ORPHAN_CHECK_INTERVAL) -> None:
+    """In a supervised child: end this process once its parent is no longer the supervisor
+    that started it. The kernel's death signal does this at once on Linux; this check is
+    for kernels without ``prctl`` (a SmartOS node's agent), a second later."""
+    expected = os.environ.get(SUPERVISOR_ENV, "")
+    if not expected.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(expected):
+            time.sleep(interval)
+        sys.stderr.write(f"the supervisor (pid {expected}) is gone; this worker ends too\n")
+        sys.stderr.flush()
+        os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
 
 
 #: a worker that has taken no message for this long while its queues hold some is stuck

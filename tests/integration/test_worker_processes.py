@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import redis
 from celery import Celery
 
 from agents import nodelock
@@ -153,6 +154,14 @@ def test_the_workflow_worker_logs_failed_steps_and_rejected_messages(
                timeout=30, message="the unknown task in the log")
     wait_until(lambda: logged("workflows.run_step", "failed", stranger, "TypeError"),
                timeout=30, message="the step message without its attempt in the log")
+
+    # Not even a message: kombu cannot read it and Celery's consumer gives up. The worker says
+    # so and a fresh one takes over.
+    redis.Redis.from_url(settings.redis_url).lpush(HEADNODE_QUEUE, b"this is not json")
+    wait_until(lambda: logged("Unrecoverable error", "JSONDecodeError"), timeout=30,
+               message="the unreadable message in the log")
+    wait_until(lambda: procs.log("worker").count(" ready.") == 2, timeout=60,
+               message="a fresh worker")
     assert procs.procs["worker"].alive()
 
 

@@ -164,3 +164,26 @@ def process_lives(pid: int) -> bool:
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_an_orphaned_child_ends_itself_where_the_kernel_would_not(tmp_path: Path) -> None:
+    """The check for kernels without PR_SET_PDEATHSIG (SmartOS): a parent started without the
+    death signal, killed with SIGKILL, still takes its child with it."""
+    marker = tmp_path / "child-pid"
+    child = (f"import os, pathlib, time; from agents import supervise; "
+             f"supervise.watch_supervisor(0.05); "
+             f"pathlib.Path({str(marker)!r}).write_text(str(os.getpid())); time.sleep(60)")
+    parent = ("import os, subprocess, sys, time; "
+              f"subprocess.Popen([sys.executable, '-c', {child!r}], env={{**os.environ, "
+              f"{supervise.SUPERVISOR_ENV!r}: str(os.getpid())}}); time.sleep(60)")
+    outer = subprocess.Popen([PYTHON, "-c", parent])
+    deadline = time.monotonic() + 20
+    while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child_pid = int(marker.read_text())
+    outer.kill()
+    outer.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while process_lives(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not process_lives(child_pid)
