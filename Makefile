@@ -22,6 +22,13 @@ APT_PACKAGES := \
 	mkfs.btrfs:btrfs-progs \
 	runc:runc \
 	/bin/busybox:busybox-static
+# What scripts/ensure-triton.sh needs to install Triton's CLI (npm). Debian 12 packages npm
+# apart from nodejs; a nodejs that brings its own npm (NodeSource's) is left as it is.
+TRITON_APT_PACKAGES := \
+	node:nodejs \
+	npm:npm
+# `make demo`'s data (SQLite database, logs, sim nodes): kept across runs, removed by clean.
+DEMO_DATA := .sdc-data
 
 PYTEST_ARGS ?=
 LINT_TYPED := headnode workflows agents schemas
@@ -32,7 +39,7 @@ help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
-deps: ## Install missing host packages (PostgreSQL, Redis) with apt
+deps: ## Install missing host packages (PostgreSQL, Redis, btrfs-progs, runc, busybox) with apt
 	@scripts/ensure-apt.sh $(foreach pair,$(APT_PACKAGES),'$(pair)')
 
 venv: $(VENV_STAMP) ## Create .venv and install the project with its dev tools
@@ -48,7 +55,8 @@ $(VENV_STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
-triton: ## Install Triton's own CLI (npm triton@7) into .cache/triton for the CloudAPI tests
+triton: ## Install node and npm (apt) if missing, then Triton's CLI (npm triton@7) into .cache/triton
+	@scripts/ensure-apt.sh $(foreach pair,$(TRITON_APT_PACKAGES),'$(pair)')
 	@scripts/ensure-triton.sh >/dev/null
 
 test: deps venv triton lint ## Install what is missing, lint, run the whole suite on real PostgreSQL and Redis
@@ -59,8 +67,8 @@ lint: venv ## ruff, mypy and the import-layering contracts
 	$(BIN)/mypy $(LINT_TYPED)
 	$(BIN)/lint-imports
 
-demo: deps venv ## Bring up a small cloud (API, worker, beat, 3 simulated nodes); Ctrl-C stops it
-	$(BIN)/sdc up --servers 3 --demo
+demo: deps venv ## Bring up a small cloud (API, worker, beat, 3 simulated nodes) in .sdc-data; Ctrl-C stops it
+	$(BIN)/sdc up --servers 3 --demo --data-dir $(DEMO_DATA)
 
 bench: deps venv ## Print every benchmark's figures and run the slow (scale) tests
 	$(BIN)/python bench/provision_throughput.py
@@ -71,9 +79,11 @@ bench: deps venv ## Print every benchmark's figures and run the slow (scale) tes
 	$(BIN)/python bench/worker_turns.py
 	@scripts/run-pytest.sh $(BIN)/pytest -q -m slow $(PYTEST_ARGS)
 
-clean: ## Remove caches, build output and the demo's data (keeps .venv)
-	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
-	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info .sdc-data
+clean: ## Remove caches, build output and make demo's data (.sdc-data); keeps .venv and .cache (the triton CLI)
+	find . -path ./$(VENV) -prune -o -path ./.cache -prune -o -type d -name __pycache__ \
+		-exec rm -rf {} +
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache \
+		build dist *.egg-info $(DEMO_DATA)
 
 distclean: clean ## Also remove .venv
 	rm -rf $(VENV)

@@ -14,7 +14,10 @@ if [[ -x "$bin" ]] && "$bin" --version >/dev/null 2>&1; then
     exit 0
 fi
 for tool in node npm; do
-    command -v "$tool" >/dev/null || { echo "ensure-triton: $tool is not installed" >&2; exit 1; }
+    command -v "$tool" >/dev/null || {
+        echo "ensure-triton: $tool is not installed (\`make triton\` installs it with apt)" >&2
+        exit 1
+    }
 done
 mkdir -p "$dir"
 # A lock, so parallel test runs do not install into one directory at the same time.

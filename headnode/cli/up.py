@@ -418,6 +418,8 @@ DEMO_LOGIN = "demo"
 DEMO_PACKAGES = {"small": (1024, 10 * 1024), "large": (4096, 40 * 1024)}
 DEMO_IMAGE = ("base-64-lts", "24.4.1")
 DEMO_MACHINES = 6
+#: states in which a demo machine is kept for the next run (it holds its name)
+LIVE_STATES = ("provisioning", "running", "stopped", "unknown")
 #: the public network demo machines get their addresses on
 DEMO_NETWORK = {"name": "external", "subnet": "10.88.0.0/24", "gateway": "10.88.0.1",
                 "provision_start_ip": "10.88.0.10", "provision_end_ip": "10.88.0.250",
@@ -425,21 +427,46 @@ DEMO_NETWORK = {"name": "external", "subnet": "10.88.0.0/24", "gateway": "10.88.
 
 
 def run_demo(cloud: Cloud) -> None:
+    """Make sure the demo account has DEMO_MACHINES live machines and show where they are.
+
+    A data dir keeps its cloud across `sdc up` runs, so a second `sdc up --demo` reuses the
+    machines the first made and provisions only what is missing (one that failed or was
+    deleted): running the demo again never piles machines up."""
     ops = cloud.client()
-    ensure_demo_catalog(ops)
+    owner_uuid = ensure_demo_catalog(ops)
     image_uuid = ensure_demo_image(ops)
-    aliases = next_aliases(ops, DEMO_MACHINES)
+    kept = live_demo_machines(ops, owner_uuid)
+    if kept:
+        cloud.say(f"reusing {len(kept)} machine(s) of an earlier demo on this data dir")
+    aliases = next_aliases(ops, DEMO_MACHINES - len(kept))
     sizes = list(DEMO_PACKAGES)
     created = []
-    for n, alias in enumerate(aliases):
+    for n, alias in enumerate(aliases, start=len(kept)):
         pkg = sizes[n % len(sizes)]
         machine = ops.post("/ops/machines", {"owner": DEMO_LOGIN, "package": pkg,
                                              "image": image_uuid, "alias": alias,
                                              "tags": {"demo": True}})
         created.append((alias, pkg, machine))
+    package_names = {p["uuid"]: p.get("name") for p in ops.get("/ops/packages")}
+    shown = [(m["alias"], str(package_names.get(m["package_uuid"], "")), m) for m in kept]
+    if not created:
+        show_placement(ops, shown)
+        return
     cloud.say(f"provisioned {len(created)} machines; waiting for their jobs")
     jobs = wait_for_jobs(ops, [m["job_uuid"] for _, _, m in created], cloud.supervisor)
-    show_placement(ops, created)
+    show_placement(ops, shown + created)
+    show_first_job(created, jobs)
+
+
+def live_demo_machines(ops: OpsClient, owner_uuid: str) -> list[dict[str, Any]]:
+    """The demo account's machines made by a demo that still hold their name."""
+    rows = ops.get("/ops/machines", {"owner_uuid": owner_uuid})
+    return [m for m in rows if str(m.get("alias", "")).startswith("demo-")
+            and m.get("state") in LIVE_STATES]
+
+
+def show_first_job(created: list[tuple[str, str, dict[str, Any]]],
+                   jobs: dict[str, dict[str, Any]]) -> None:
     first_job = jobs[created[0][2]["job_uuid"]]
     took = seconds_between(first_job.get("started_at"), first_job.get("finished_at"))
     out = console()
@@ -452,10 +479,11 @@ def run_demo(cloud: Cloud) -> None:
                   highlight=False)
 
 
-def ensure_demo_catalog(ops: OpsClient) -> None:
-    logins = {a.get("login") for a in ops.get("/ops/accounts")}
-    if DEMO_LOGIN not in logins:
-        ops.post("/ops/accounts", {"login": DEMO_LOGIN, "email": "demo@example.com"})
+def ensure_demo_catalog(ops: OpsClient) -> str:
+    """The demo account (its uuid), packages and network, made if missing."""
+    account = next((a for a in ops.get("/ops/accounts") if a.get("login") == DEMO_LOGIN), None)
+    if account is None:
+        account = ops.post("/ops/accounts", {"login": DEMO_LOGIN, "email": "demo@example.com"})
     names = {p.get("name") for p in ops.get("/ops/packages")}
     for name, (memory, disk) in DEMO_PACKAGES.items():
         if name not in names:
@@ -463,6 +491,7 @@ def ensure_demo_catalog(ops: OpsClient) -> None:
                                        "description": f"demo package ({name})"})
     if not ops.get("/ops/networks"):
         ops.post("/ops/networks", DEMO_NETWORK)
+    return str(account["uuid"])
 
 
 def ensure_demo_image(ops: OpsClient) -> str:
