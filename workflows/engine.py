@@ -15,11 +15,13 @@ deadline as failed (an agent that never answered) or lost (a message dropped by 
 restart) and retries or fails it, so no job is ever stuck and nothing it holds is leaked.
 
 A cancel (``Job.cancel_requested_at``, written by the API) stops the chain at its next step
-boundary: the step that would run next does not, an agent step still waiting for its reply is
-abandoned (the attempt moves on, so the reply is stale when it comes), and the onerror chain
-runs; the job then ends ``canceled``. The node may still do what an abandoned step asked after
-the clean-up ran, so its late reply makes the onerror steps marked ``repeat_on_late_reply``
-(those that undo it on the node) run once more.
+boundary: the step that would run next does not, and the onerror chain runs; the job then ends
+``canceled``. An agent step still waiting for its reply is abandoned (the attempt moves on, so
+the reply is stale when it comes) if the onerror chain has steps marked
+``repeat_on_late_reply``, which undo on the node whatever it did: the node may still do the
+abandoned work after the clean-up ran, so its late reply makes those steps run once more.
+Otherwise the reply is the boundary. A chain without an onerror chain can be canceled only
+before its first step (``cancel_refusal``).
 """
 
 from __future__ import annotations
@@ -224,7 +226,7 @@ class Engine:
                 # a redelivered or re-sent message must not call the agent again.
                 return
             _set_running(job)
-            if _cancel_due(job):
+            if _cancel_now(job):
                 self._cancel(session, job, after)
             else:
                 self._start(session, job, after)
@@ -234,12 +236,13 @@ class Engine:
 
     def cancel(self, job_uuid: str) -> bool:
         """Act on a cancel the API recorded, at once: the job is between two turns (its row
-        lock says so), so this is a step boundary. False if there is nothing to do (the job
-        ended, or its onerror chain runs already)."""
+        lock says so), so this is a step boundary. False if there is nothing to do now (the
+        job ended, its onerror chain runs already, or the node's reply to the step it waits
+        for will be the boundary)."""
         after: list[Callable[[], None]] = []
         with self.sessions() as session, session.begin():
             job = self._lock(session, job_uuid)
-            if job is None or not _cancel_due(job):
+            if job is None or not _cancel_now(job):
                 return False
             _set_running(job)
             self._cancel(session, job, after)
@@ -506,7 +509,7 @@ class Engine:
         transaction per step; a retry goes back through the queue so it runs afresh. A
         cancel stops the chain here, unless the node already ran this step in a batch."""
         job.step_index = index
-        if _cancel_due(job) and not ready:
+        if _cancel_due(job) and not ready:  # the step before ended: not waiting
             self._cancel(session, job, after)
             return
         job.attempt += 1
@@ -523,9 +526,7 @@ class Engine:
         and run the onerror chain; the job ends ``canceled``."""
         step = self._step(job)
         entries = job.chain_results
-        waiting = (bool(entries) and entries[-1].get("attempt") == job.attempt
-                   and entries[-1].get("finished_at") is None)
-        if waiting:
+        if _waiting(job):
             entries[-1]["finished_at"] = _now_iso()
             entries[-1]["error"] = {"code": CANCELED_CODE,
                                     "message": "canceled while waiting for the node; "
@@ -586,10 +587,38 @@ class Engine:
                 machine.job_uuid = None
 
 
+def cancel_refusal(job: Job) -> str | None:
+    """Why the job cannot be canceled, or None if it can. A chain may stop between two steps
+    only if an onerror chain undoes what the steps before did; without one, it may stop only
+    before its first step (a destroy stopped after the node's part would leave the records
+    saying the machine is there)."""
+    workflow = REGISTRY.get(job.name)
+    if workflow is None or workflow.onerror or not job.chain_results:
+        return None
+    return (f"the {job.name} job has started and has no onerror chain to undo what its steps "
+            "did: it runs to its end")
+
+
 def _cancel_due(job: Job) -> bool:
     """A cancel was asked for and the chain still runs (a cancel never stops a clean-up)."""
     return (job.cancel_requested_at is not None and job.phase == "chain"
-            and job.execution in ACTIVE)
+            and job.execution in ACTIVE and cancel_refusal(job) is None)
+
+
+def _waiting(job: Job) -> bool:
+    """The job's current step is an agent step waiting for its reply."""
+    entries = job.chain_results if job.phase == "chain" else job.onerror_results
+    return (bool(entries) and entries[-1].get("attempt") == job.attempt
+            and entries[-1].get("finished_at") is None)
+
+
+def _cancel_now(job: Job) -> bool:
+    """A cancel stops the job at this point. An agent step waiting for its reply is abandoned
+    only if the onerror chain undoes the node's work however late it comes
+    (``repeat_on_late_reply``); otherwise that reply is the step boundary the job stops at."""
+    if not _cancel_due(job):
+        return False
+    return not _waiting(job) or any(s.repeat_on_late_reply for s in REGISTRY[job.name].onerror)
 
 
 def _set_running(job: Job) -> None:

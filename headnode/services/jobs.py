@@ -10,6 +10,9 @@ from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, NotFound
 from headnode.store.models import Job, utcnow
 from schemas.ops import JOB_FINISHED
+from workflows import machines as _machines  # noqa: F401 - registers the workflows
+from workflows import nodes as _nodes  # noqa: F401 - registers the workflows
+from workflows.engine import cancel_refusal
 
 MAX_PAGE = 1000
 
@@ -72,7 +75,8 @@ def get_job(ctx: ServiceContext, uuid: str) -> dict[str, Any]:
 def cancel_job(ctx: ServiceContext, uuid: str, caller: dict[str, Any]) -> dict[str, Any]:
     """Ask a queued or running job to stop at its next step boundary and run its onerror
     chain (the workflow worker does that, told after the commit). Asking again changes
-    nothing: the first request's time and caller stay. A job that has ended is a Conflict."""
+    nothing: the first request's time and caller stay. A job that has ended, or has started
+    and has no onerror chain (``cancel_refusal``), is a Conflict."""
     with ctx.transaction() as session:
         # The lock waits for a workflow turn under way: the job is then between two steps.
         job = session.get(Job, uuid, with_for_update=True)
@@ -82,6 +86,9 @@ def cancel_job(ctx: ServiceContext, uuid: str, caller: dict[str, Any]) -> dict[s
             raise Conflict(f"job {uuid} has already ended ({job.execution}); only a queued "
                            f"or running job can be canceled", code="JobFinished",
                            execution=job.execution)
+        refusal = cancel_refusal(job)
+        if refusal is not None:
+            raise Conflict(f"job {uuid} cannot be canceled: {refusal}", code="JobNotCancelable")
         if job.cancel_requested_at is None:
             job.cancel_requested_at = utcnow()
             job.canceled_by = dict(caller)

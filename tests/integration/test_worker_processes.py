@@ -31,6 +31,9 @@ FAST = {"SDC_HEARTBEAT_INTERVAL": "0.2", "SDC_STATUS_CHECK_INTERVAL": "0.1",
         "SDC_SIM_STATE": "false"}
 #: how long an orphaned worker may outlive its killed supervisor
 ORPHAN_DEADLINE = 3.0
+#: the cloud of the restart test: agents send a full status report every 2 s, so two agents
+#: for one server would contradict each other within seconds
+CLOUD_ENV = {"SDC_STATUS_INTERVAL": "2"}
 
 
 def agent_argv(server_uuid: str, redis_url: str, data_dir: Path) -> list[str]:
@@ -182,3 +185,37 @@ def test_an_agent_logs_the_messages_it_rejects(
     wait_until(lambda: any("rejected" in line and job_uuid in line and server_uuid in line
                            for line in procs.log("agent").splitlines()),
                timeout=30, message="the rejected message in the agent's log")
+
+
+def test_an_agent_restarted_after_kill_9_is_the_only_one_and_loses_no_machine(
+    cloud: Any
+) -> None:
+    """The incident: the agent's supervisor is killed with SIGKILL and started again at once
+    (systemd's Restart=always). Machines made before and after the restart stay running."""
+    cloud.seed()
+    server_uuid = cloud.agents["agent0"]
+    data_dir = cloud.workdir / "agent0"
+
+    def provision(count: int) -> list[str]:
+        machines = [cloud.api.post("/ops/machines", {
+            "owner": "alice", "package": "small", "image": "base-64",
+            "server_uuid": server_uuid}) for _ in range(count)]
+        for machine in machines:
+            assert cloud.wait_job(machine["job_uuid"])["execution"] == "succeeded"
+        return [m["uuid"] for m in machines]
+
+    before = provision(3)
+    old_worker = worker_pid(data_dir, server_uuid)
+    cloud.procs.kill("agent0", group=False)  # the supervisor only
+    cloud.procs.procs["agent0"].popen.wait(timeout=10)
+    cloud.start_agent(0, server_uuid)
+    wait_until(lambda: not process_lives(old_worker), timeout=ORPHAN_DEADLINE,
+               message="the old worker to die")
+    wait_until(lambda: worker_pid(data_dir, server_uuid) != old_worker, timeout=30,
+               message="the restarted agent's worker")
+    after = provision(3)
+
+    time.sleep(3 * 2)  # three full status reports
+    states = {uuid: cloud.api.get(f"/ops/machines/{uuid}")["state"] for uuid in before + after}
+    assert set(states.values()) == {"running"}, states
+    assert cloud.procs.procs["agent0"].alive()

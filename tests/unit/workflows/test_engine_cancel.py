@@ -62,7 +62,13 @@ register(Workflow("c-agent", chain=(
 )))
 register(Workflow("c-plain", chain=(
     Step("remote", 60, agent_op="probe", params=probe_params, on_result=probe_result),
+    Step("after", 10, run=local("after")),
 )))
+# an onerror chain that cannot undo what the node does late: its agent step is not abandoned
+register(Workflow("c-wait", chain=(
+    Step("remote", 60, agent_op="probe", params=probe_params, on_result=probe_result),
+    Step("after", 10, run=local("after")),
+), onerror=(Step("forget", 10, run=local("forget")),)))
 register(Workflow("c-retry", chain=(
     Step("flaky", 10, run=fails_once("flaky"), retries=1),
     Step("after", 10, run=local("after")),
@@ -194,17 +200,47 @@ def test_a_reply_before_the_cancel_message_ends_its_step_then_the_chain_stops(
     assert engine.cancel(job_uuid) is False
 
 
-def test_a_job_without_onerror_chain_ends_canceled_at_once(
+def test_a_queued_job_without_onerror_chain_ends_canceled_at_once(
         ctx: Any, engine: Engine, transport: RecordingTransport) -> None:
-    job_uuid, reply = waiting_for_agent(ctx, engine, transport, "c-plain")
+    job_uuid = start(ctx, "c-plain")
     cancel(ctx, job_uuid)
-    engine.cancel(job_uuid)
+    assert engine.cancel(job_uuid) is True
     job = get_job(ctx, job_uuid)
-    assert (job.execution, job.phase, job.onerror_results) == ("canceled", "chain", [])
-    assert job.attempt == reply["attempt"]
-    engine.on_agent_reply(reply, ok({"value": 1}))  # same attempt, but the job has ended
-    assert calls(job_uuid) == []
-    assert get_job(ctx, job_uuid).chain_results == job.chain_results
+    assert (job.execution, job.phase, job.chain_results, job.onerror_results) == (
+        "canceled", "chain", [], [])
+    engine.run_step(job_uuid, 1)  # its first message, still in the queue
+    assert calls(job_uuid) == [] and transport.sent == []
+    assert get_job(ctx, job_uuid).execution == "canceled"
+
+
+def test_a_started_job_without_onerror_chain_cannot_be_canceled(
+        ctx: Any, engine: Engine, transport: RecordingTransport) -> None:
+    # stopping it between steps would leave what its first steps did without the rest
+    # (a destroy's records would still show the machine the node destroyed)
+    job_uuid, reply = waiting_for_agent(ctx, engine, transport, "c-plain")
+    with pytest.raises(Conflict) as err:
+        cancel(ctx, job_uuid)
+    assert err.value.code == "JobNotCancelable" and "no onerror chain" in err.value.message
+    assert get_job(ctx, job_uuid).cancel_requested_at is None
+    assert ctx.jobs.canceled == []
+    engine.on_agent_reply(reply, ok({"value": 1}))
+    assert get_job(ctx, job_uuid).execution == "succeeded"
+
+
+def test_an_agent_step_the_onerror_chain_cannot_undo_ends_at_its_reply(
+        ctx: Any, engine: Engine, transport: RecordingTransport) -> None:
+    job_uuid, reply = waiting_for_agent(ctx, engine, transport, "c-wait")
+    cancel(ctx, job_uuid)
+    assert engine.cancel(job_uuid) is False  # not now: the reply is the boundary
+    assert engine.sweep() == 0
+    waiting = get_job(ctx, job_uuid)
+    assert waiting.execution == "running" and waiting.chain_results[-1]["error"] is None
+    engine.on_agent_reply(reply, ok({"value": 3}))
+    job = get_job(ctx, job_uuid)
+    assert job.execution == "canceled"
+    assert job.chain_results[-1]["result"] == {"got": 3}
+    assert calls(job_uuid) == ["on_result", "forget"]
+    assert job.error is not None and job.error["step"] == "after"
 
 
 def test_a_pending_retry_is_not_run(ctx: Any, engine: Engine,
@@ -262,10 +298,10 @@ def test_cancelling_twice_keeps_the_first_request(ctx: Any, engine: Engine,
 @pytest.mark.parametrize("ending", ["succeeded", "failed", "canceled"])
 def test_an_ended_job_cannot_be_canceled(ctx: Any, engine: Engine,
                                          transport: RecordingTransport, ending: str) -> None:
-    job_uuid, reply = waiting_for_agent(ctx, engine, transport, "c-plain")
+    job_uuid, reply = waiting_for_agent(ctx, engine, transport, "c-wait")
     if ending == "canceled":
         cancel(ctx, job_uuid)
-        engine.cancel(job_uuid)
+        engine.on_agent_reply(reply, ok({"value": 1}))
     else:
         engine.on_agent_reply(reply, ok({"value": 1}) if ending == "succeeded" else
                               {**ok(), "ok": False, "error": {"code": "X", "message": "no"}})

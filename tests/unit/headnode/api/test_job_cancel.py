@@ -54,3 +54,18 @@ def test_list_by_canceled(api: Any, sdc: Any) -> None:
     add(sdc, Job(name="start", execution="failed"))
     rows = api("get", "/ops/jobs?execution=canceled").get_json()
     assert [r["uuid"] for r in rows] == [job.uuid]
+
+
+def test_cancel_a_started_job_without_onerror_chain(api: Any, sdc: Any,
+                                                    jobqueue: RecordingJobQueue) -> None:
+    started = {"name": "destroy_machine", "attempt": 1, "started_at": "2026-01-01T00:00:00",
+               "finished_at": None, "result": None, "error": None}
+    job = add(sdc, Job(name="destroy", execution="running", chain_results=[started]))
+    answer = api("post", f"/ops/jobs/{job.uuid}/cancel")
+    assert answer.status_code == 409
+    body = answer.get_json()
+    assert body["code"] == "JobNotCancelable" and "no onerror chain" in body["message"]
+    assert jobqueue.canceled == []
+    # queued, it has done nothing yet: it can be
+    queued = add(sdc, Job(name="destroy", execution="queued"))
+    assert api("post", f"/ops/jobs/{queued.uuid}/cancel").status_code == 202
