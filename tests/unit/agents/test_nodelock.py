@@ -68,3 +68,17 @@ def test_dead_pids_in_the_file_are_not_named(tmp_path: Path) -> None:
 def test_inherited_fds_come_from_the_environment() -> None:
     assert nodelock.inherited_fds({}) is None
     assert nodelock.inherited_fds({nodelock.LOCK_FDS_ENV: "3,4"}) == [3, 4]
+
+
+def test_a_big_mock_cloud_gets_room_for_its_locks(tmp_path: Path) -> None:
+    """Hundreds of simulated servers mean hundreds of open lock files: a low soft limit of
+    open files is raised (within the hard one) rather than failing with EMFILE."""
+    code = ("import resource, sys, uuid; from pathlib import Path; from agents import nodelock; "
+            "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]; "
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard)); "
+            "uuids = [str(uuid.uuid4()) for _ in range(300)]; "
+            f"locks = nodelock.acquire(Path({str(tmp_path)!r}), uuids); print(len(locks))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "300"
