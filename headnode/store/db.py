@@ -10,6 +10,9 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+#: seconds to wait for a PostgreSQL connection to open (libpq's connect_timeout)
+CONNECT_TIMEOUT = 5
+
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
     # Several processes (API, worker, beat) write one file: WAL lets readers run beside the
@@ -40,7 +43,11 @@ def make_engine(url: str) -> Engine:
             dbapi_conn.isolation_level = None
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # pre-ping: a connection the server dropped (a restart) is replaced at checkout, not
+    # found broken in the middle of a request. The connect timeout bounds how long a request
+    # waits for a database host that does not answer at all before it gets its 503.
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True,
+                         connect_args={"connect_timeout": CONNECT_TIMEOUT})
 
 
 @lru_cache(maxsize=8)
