@@ -145,7 +145,7 @@ def _listed_finding(server_uuid: str, uuid: str, node_state: str,
     if record.state == "failed":
         return Finding("drift", f"failed in the records (no reservation, no address), "
                        f"{node_state} on the node", server_uuid, uuid,
-                       operator=f"sdc machine delete {uuid}")
+                       operator=f"sdc vm delete {uuid}")
     if record.state in ("running", "stopped") and node_state in ("running", "stopped") \
             and node_state != record.state:
         return Finding("drift", f"{record.state} in the records, {node_state} on the node",
@@ -192,7 +192,7 @@ def _leaks(session: Session) -> Iterable[Finding]:
     for uuid, server_uuid, state in unreserved:
         yield Finding("leaked_reservation", f"{state} but holds no reservation: its room on "
                       "the server is counted free", server_uuid, uuid,
-                      operator=f"sdc machine delete {uuid} (or provision it again)")
+                      operator=f"sdc vm delete {uuid} (or provision it again)")
     nics = session.execute(
         select(Nic.machine_uuid, Nic.ip, machines.c.state, machines.c.server_uuid)
         .outerjoin(machines, machines.c.uuid == Nic.machine_uuid)

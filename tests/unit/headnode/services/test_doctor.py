@@ -124,7 +124,7 @@ def test_a_failed_machine_the_node_runs_is_drift_for_an_operator(ctx: Any,
     [finding] = findings(ctx, repair=True)
     assert (finding["kind"], finding["machine_uuid"], finding["repaired"]) == (
         "drift", failed.uuid, False)
-    assert finding["operator"] == f"sdc machine delete {failed.uuid}"
+    assert finding["operator"] == f"sdc vm delete {failed.uuid}"
     with ctx.read() as session:
         row = session.get(Machine, failed.uuid)
         assert row is not None and row.state == "failed"
