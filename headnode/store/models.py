@@ -135,6 +135,7 @@ class Server(Timestamps, Base):
 #: machine states that hold their alias (a failed or destroyed machine frees it)
 ALIAS_HOLDING_STATES = ("provisioning", "running", "stopped", "unknown")
 ALIAS_HOLDING_SQL = "state IN ({})".format(", ".join(f"'{s}'" for s in ALIAS_HOLDING_STATES))
+MISSING_SQL = "missing_since IS NOT NULL"
 
 
 class Machine(Timestamps, Base):
@@ -171,6 +172,9 @@ class Machine(Timestamps, Base):
     __table_args__ = (
         Index("ix_machines_owner_state", "owner_uuid", "state"),
         Index("ix_machines_server", "server_uuid"),
+        # the reconciler looks for suspected machines every few seconds: only they are indexed
+        Index("ix_machines_missing", "missing_since", postgresql_where=text(MISSING_SQL),
+              sqlite_where=text(MISSING_SQL)),
         # CloudAPI: a name is unique per account among machines that still hold it. Only a
         # constraint closes the race between two concurrent creates with the same name.
         Index("uq_machines_owner_alias_live", "owner_uuid", "alias", unique=True,

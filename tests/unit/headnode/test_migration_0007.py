@@ -14,11 +14,14 @@ from headnode.store.models import Base
 
 COLUMNS = {("servers", "reported_machines"), ("machines", "missing_since"),
            ("machines", "missing_asked_at")}
+INDEX = "ix_machines_missing"
 
 
 def _touches_ours(diff: Any) -> bool:
     items = diff if isinstance(diff, list) else [diff]
     for item in items:
+        if getattr(item[1], "name", None) == INDEX:  # ("add_index" | "remove_index", Index)
+            return True
         # ("add_column", schema, table, Column) or ("modify_*", schema, table, column, ...)
         if len(item) > 3 and (item[2], getattr(item[3], "name", item[3])) in COLUMNS:
             return True
@@ -30,7 +33,9 @@ def test_models_and_migration_agree(database_url: str) -> None:
         diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         columns = {(table, c["name"]) for table in ("servers", "machines")
                    for c in inspect(conn).get_columns(table)}
+        indexes = {i["name"] for i in inspect(conn).get_indexes("machines")}
     assert [d for d in diffs if _touches_ours(d)] == []
+    assert INDEX in indexes
     assert columns >= COLUMNS
 
 

@@ -11,6 +11,8 @@ down_revision = "0006"
 branch_labels = None
 depends_on = None
 
+MISSING = "missing_since IS NOT NULL"
+
 
 def upgrade() -> None:
     # {machine uuid: state} as the server's last status report listed them (its time is
@@ -21,9 +23,12 @@ def upgrade() -> None:
     op.add_column("machines", sa.Column("missing_since", sa.DateTime(timezone=True),
                                         nullable=True))
     op.add_column("machines", sa.Column("missing_asked_at", sa.Float(), nullable=True))
+    op.create_index("ix_machines_missing", "machines", ["missing_since"],
+                    postgresql_where=sa.text(MISSING), sqlite_where=sa.text(MISSING))
 
 
 def downgrade() -> None:
+    op.drop_index("ix_machines_missing", table_name="machines")
     with op.batch_alter_table("machines") as batch:
         batch.drop_column("missing_asked_at")
         batch.drop_column("missing_since")
