@@ -319,12 +319,19 @@ SNAPSHOT_CREATE = register(Workflow(
                   retries=2),),
     timeout=600,
 ))
+ROLLBACK_STEP = Step("rollback_snapshot", ACTION_TIMEOUT, agent_op="snapshot_rollback",
+                     params=snapshot_ref, on_result=record_rollback)
+#: an operator's rollback: the machine keeps its state (as vmadm rollback-snapshot)
 SNAPSHOT_ROLLBACK = register(Workflow(
     name="snapshot_rollback",
-    chain=(Step("rollback_snapshot", ACTION_TIMEOUT, agent_op="snapshot_rollback",
-                params=snapshot_ref, on_result=record_rollback),
-           # CloudAPI's StartMachineFromSnapshot: the machine ends running, also when it
-           # was stopped (in the same message: the node starts it right after the rollback)
+    chain=(ROLLBACK_STEP,),
+    timeout=600,
+))
+#: CloudAPI's StartMachineFromSnapshot: the machine ends running, also when it was stopped
+#: (one message: the node starts it right after the rollback)
+SNAPSHOT_START = register(Workflow(
+    name="snapshot_start",
+    chain=(ROLLBACK_STEP,
            Step("start_machine", ACTION_TIMEOUT, agent_op="machine_start", params=machine_ref,
                 on_result=record_state, joins_previous=True)),
     timeout=600,

@@ -98,9 +98,16 @@ def _job_on_snapshot(ctx: ServiceContext, machine_uuid: str, name: str, workflow
 
 def rollback_snapshot(ctx: ServiceContext, machine_uuid: str, name: str,
                       caller: dict[str, Any]) -> dict[str, Any]:
-    """Restore the machine's dataset to the snapshot (CloudAPI's start from snapshot)."""
+    """Restore the machine's dataset to the snapshot; the machine keeps its state."""
     return _job_on_snapshot(ctx, machine_uuid, name, "snapshot_rollback", ("created",),
                             caller)
+
+
+def start_from_snapshot(ctx: ServiceContext, machine_uuid: str, name: str,
+                        caller: dict[str, Any]) -> dict[str, Any]:
+    """CloudAPI's StartMachineFromSnapshot: restore the dataset, then the machine runs
+    (also one that was stopped)."""
+    return _job_on_snapshot(ctx, machine_uuid, name, "snapshot_start", ("created",), caller)
 
 
 def delete_snapshot(ctx: ServiceContext, machine_uuid: str, name: str,

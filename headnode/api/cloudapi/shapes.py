@@ -158,7 +158,8 @@ def snapshot(s: Any) -> dict[str, Any]:
 
 #: our workflow names -> CloudAPI's audit action names (the triton CLI waits on these)
 AUDIT_ACTIONS = {"snapshot_create": "create_snapshot", "snapshot_delete": "delete_snapshot",
-                 "snapshot_rollback": "rollback_snapshot"}
+                 "snapshot_rollback": "rollback_snapshot",
+                 "snapshot_start": "rollback_snapshot"}
 
 
 def audit(entry: dict[str, Any]) -> dict[str, Any]:

@@ -59,5 +59,5 @@ def delete_snapshot(uuid: str, name: str) -> Any:
 @blp.post("/machines/<uuid>/snapshots/<name>")
 def start_from_snapshot(uuid: str, name: str) -> Any:
     _owned(uuid)
-    snapshots.rollback_snapshot(ctx(), uuid, name, job_caller())
+    snapshots.start_from_snapshot(ctx(), uuid, name, job_caller())
     return Response(status=202)

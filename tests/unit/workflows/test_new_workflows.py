@@ -281,14 +281,22 @@ def test_snapshot_create_rollback_delete(ctx: Any, engine: Engine,
 
     rolled = snap_svc.rollback_snapshot(ctx, machine["uuid"], "before-upgrade", CALLER)
     _, op, params, _ = start(engine, transport, rolled["job_uuid"])
-    # then the machine starts (CloudAPI's start from a snapshot), in the same message
+    assert (op, params) == ("snapshot_rollback", {"uuid": machine["uuid"],
+                                                  "name": "before-upgrade"})
+    answer(engine, transport, ok(status(machine["uuid"], "stopped")))
+    assert get_job(ctx, rolled["job_uuid"]).execution == "succeeded"
+    assert get_machine(ctx, machine["uuid"]).state == "stopped"  # an operator's rollback
+
+    # CloudAPI's start from a snapshot: then the machine starts, in the same message
+    started = snap_svc.start_from_snapshot(ctx, machine["uuid"], "before-upgrade", CALLER)
+    _, op, params, _ = start(engine, transport, started["job_uuid"])
     assert (op, params) == ("batch", {"ops": [
         {"op": "snapshot_rollback", "params": {"uuid": machine["uuid"],
                                                "name": "before-upgrade"}},
         {"op": "machine_start", "params": {"uuid": machine["uuid"]}}]})
     answer(engine, transport, ok({"outcomes": [ok(status(machine["uuid"], "stopped")),
                                                ok(status(machine["uuid"], "running"))]}))
-    assert get_job(ctx, rolled["job_uuid"]).execution == "succeeded"
+    assert get_job(ctx, started["job_uuid"]).execution == "succeeded"
     assert get_machine(ctx, machine["uuid"]).state == "running"
 
     deleted = snap_svc.delete_snapshot(ctx, machine["uuid"], "before-upgrade", CALLER)

@@ -227,7 +227,7 @@ def test_start_from_snapshot_and_delete_start_jobs(call: Any, sdc: Any, world: W
     with sdc.transaction() as session:  # the node made it (the worker's part)
         session.get(MachineSnapshot, (web, "s1")).state = "created"
     assert call(world.alice, "post", f"{base}/s1").status_code == 202
-    assert jobs.get_job(sdc, jobqueue.enqueued[-1])["name"] == "snapshot_rollback"
+    assert jobs.get_job(sdc, jobqueue.enqueued[-1])["name"] == "snapshot_start"
     finish(sdc, web)
     assert call(world.alice, "delete", f"{base}/s1").status_code == 204
     assert jobs.get_job(sdc, jobqueue.enqueued[-1])["name"] == "snapshot_delete"
