@@ -255,16 +255,14 @@ def release_orphans(session: Session) -> int:
 def reserve_growth(session: Session, server_uuid: str, ram_mb: int, disk_mb: int, cpu: int,
                    policy: Policy) -> bool:
     """Hold the extra room a growing machine needs on its own server (in flight until its
-    resize job commits it); False if it does not fit. Zero growth always fits."""
+    resize job commits it); False if it does not fit. Zero growth always fits. The growth
+    must fit by fit.py's RAM and disk rules, as a new machine's size would (CPU shares are
+    not checked for growth)."""
     if ram_mb <= 0 and disk_mb <= 0 and cpu <= 0:
         return True
-    room = and_(
-        Server.uuid == server_uuid,
-        Server.ram_mb * (1 - policy.reservation_ratio)
-        - Server.ram_inflight_mb - Server.ram_committed_mb >= ram_mb,
-        Server.disk_mb * policy.pool_usable_ratio
-        - Server.disk_inflight_mb - Server.disk_committed_mb >= disk_mb,
-    )
+    row = _row()
+    room = and_(SERVERS.c.uuid == server_uuid, fit.ram_fits(row, policy, ram_mb),
+                fit.disk_fits(row, policy, disk_mb, 0))
     result = session.execute(
         update(Server).where(room)
         .values(ram_inflight_mb=Server.ram_inflight_mb + ram_mb,

@@ -250,3 +250,16 @@ def reserve_image(ctx: Any, server_uuid: str, image_uuid: str, disk: int,
     with ctx.transaction() as session:
         return capacity.reserve(session, server_uuid, new_uuid(), new_uuid(), 100, disk, 100,
                                 POLICY, image_uuid, image_mb)
+
+
+def test_growth_fits_by_the_same_rule_as_a_new_machine(ctx: Any) -> None:
+    # 10000 MiB pool * 0.94 = 9400, 500 of them images: growing by 9000 no longer fits
+    server = make_server(ctx, ram_mb=10000, disk_mb=10000, images_mb=500)
+    with ctx.transaction() as session:
+        assert not capacity.reserve_growth(session, server.uuid, 0, 9000, 0, POLICY)
+        assert capacity.reserve_growth(session, server.uuid, 0, 8900, 0, POLICY)
+        # RAM: 10000 * 0.85 = 8500
+        assert not capacity.reserve_growth(session, server.uuid, 8501, 0, 0, POLICY)
+        assert capacity.reserve_growth(session, server.uuid, 8500, 0, 0, POLICY)
+    row = server_row(ctx, server.uuid)
+    assert (row.ram_inflight_mb, row.disk_inflight_mb) == (8500, 8900)
