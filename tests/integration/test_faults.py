@@ -35,6 +35,9 @@ def assert_nothing_leaked(cloud: Any) -> None:
                  and m["state"] in ("running", "stopped")]
         assert server["ram_committed_mb"] == sum(m["ram_mb"] for m in on_it), server
         assert server["machine_count"] == len(on_it), server
+    # and the doctor's checker agrees: no orphan, missing record, drift, leak or stuck job
+    wait_until(lambda: cloud.api.get("/ops/doctor")["findings"] == [], timeout=30,
+               message=lambda: f"sdc doctor to find nothing: {cloud.api.get('/ops/doctor')}")
 
 
 def test_killed_worker_loses_no_job(cloud: Any, seeded: dict[str, Any]) -> None:
