@@ -168,6 +168,27 @@ def test_the_workflow_worker_logs_failed_steps_and_rejected_messages(
     assert procs.procs["worker"].alive()
 
 
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text() if (task / "children").exists() else ""
+        found.extend(int(child) for child in text.split())
+    return found
+
+
+def test_kill_9_of_the_workflow_worker_takes_its_celery_child_with_it(
+    procs: ProcessGroup, settings: Any
+) -> None:
+    env = {"SDC_DATABASE_URL": settings.database_url, "SDC_REDIS_URL": settings.redis_url,
+           "SDC_DATA_DIR": str(settings.data_dir)}
+    worker = procs.spawn("worker", [SDC, "headnode", "worker"], env=env, timeout=60,
+                         ready=lambda: " ready." in procs.log("worker"))
+    (child,) = children(worker.pid)
+    procs.kill("worker", group=False)
+    wait_until(lambda: not process_lives(child), timeout=ORPHAN_DEADLINE, interval=0.01,
+               message=f"the orphaned Celery worker {child} to die")
+
+
 def test_an_agent_logs_the_messages_it_rejects(
     procs: ProcessGroup, clean_redis: str, redis_server: Any, tmp_path: Path
 ) -> None:
