@@ -237,3 +237,23 @@ def test_room_for_matches_placing_one_by_one(srv: ServerState, request: Placemen
         current = with_machine(current, request)
         placed += 1
     assert FIXED.room_for(srv, request, policy) == placed
+
+
+@settings(max_examples=150, deadline=None)
+@given(srv=empty_servers_st, request=small_requests_st, image_mb=st.integers(0, 50_000),
+       holds=st.booleans(), used=st.integers(0, 30_000))
+def test_room_for_counts_a_new_image_once(srv: ServerState, request: PlacementRequest,
+                                          image_mb: int, holds: bool, used: int) -> None:
+    """A request that brings an image: the first machine also takes the image's size (unless
+    the server holds it), the later ones do not; room_for agrees with placing one by one."""
+    srv = dataclasses.replace(srv, disk_used_mb=used,
+                              images=frozenset({"img"}) if holds else frozenset())
+    request = dataclasses.replace(request, image_uuid="img", image_mb=image_mb)
+    policy = Policy(max_machines=40)
+    ctx = Context.build(request, ())
+    placed, current = 0, srv
+    while all(h.passes(current, request, policy, ctx) for h in f.DEFAULT_FILTERS):
+        current = with_machine(current, request)
+        placed += 1
+    assert FIXED.room_for(srv, request, policy) == placed
+    assert current.images_mb == srv.images_mb + (image_mb if placed and not holds else 0)
