@@ -64,3 +64,36 @@ def test_canceled_provision_releases_everything(ctx: Any, engine: Engine,
     assert get_machine(ctx, created["uuid"]).state == "failed"
     assert get_job(ctx, created["job_uuid"]).execution == "canceled"
     assert room(ctx, server_uuid) == before
+
+
+def test_canceled_queued_rename_gives_the_old_name_back(ctx: Any, engine: Engine,
+                                                        transport: RecordingTransport,
+                                                        fleet: dict[str, Any]) -> None:
+    created = svc.create_machine(ctx, {"owner": "alice", "package": "small",
+                                       "image": "base-64", "alias": "web"}, CALLER)
+    engine.run_step(created["job_uuid"], 1)
+    pump(engine, transport)
+    server, _, _, reply = transport.agent.popleft()
+    engine.on_agent_reply(reply, batch(ok({}, server), ok(
+        {"machine": {"uuid": created["uuid"], "state": "running"}}, server)))
+    assert get_job(ctx, created["job_uuid"]).execution == "succeeded"
+
+    renamed = svc.rename_machine(ctx, created["uuid"], "db", CALLER)
+    assert get_machine(ctx, created["uuid"]).alias == "db"  # the request holds the name
+    job_service.cancel_job(ctx, renamed["job_uuid"], CALLER)
+    engine.run_step(renamed["job_uuid"], 1)  # the job's first message stops it
+    job = get_job(ctx, renamed["job_uuid"])
+    assert job.execution == "canceled" and job.chain_results == []
+    assert [e["name"] for e in job.onerror_results] == ["restore_alias"]
+    machine = get_machine(ctx, created["uuid"])
+    assert machine.alias == "web" and machine.state == "running" and machine.job_uuid is None
+    assert not transport.agent  # the node was never asked
+
+    # a queued destroy stops before the node is asked; the machine stays as it was
+    destroy = svc.destroy_machine(ctx, created["uuid"], CALLER)
+    job_service.cancel_job(ctx, destroy["job_uuid"], CALLER)
+    assert engine.cancel(destroy["job_uuid"]) is True
+    assert get_job(ctx, destroy["job_uuid"]).execution == "canceled"
+    machine = get_machine(ctx, created["uuid"])
+    assert machine.state == "running" and machine.job_uuid is None
+    assert not transport.agent

@@ -69,3 +69,11 @@ def test_cancel_a_started_job_without_onerror_chain(api: Any, sdc: Any,
     # queued, it has done nothing yet: it can be
     queued = add(sdc, Job(name="destroy", execution="queued"))
     assert api("post", f"/ops/jobs/{queued.uuid}/cancel").status_code == 202
+
+
+def test_cancel_is_in_the_openapi_document(api: Any) -> None:
+    doc = api("get", "/ops/openapi.json").get_json()
+    operation = doc["paths"]["/ops/jobs/{uuid}/cancel"]["post"]
+    assert {"202", "404", "409"} <= set(operation["responses"])
+    job = doc["components"]["schemas"]["Job"]["properties"]
+    assert "canceled" in job["execution"]["enum"] and "cancel_requested_at" in job
