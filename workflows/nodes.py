@@ -64,7 +64,7 @@ def apply_status(session: Session, raw_status: dict[str, Any]) -> int:
     if server is None:
         return 0  # not registered yet; its registration message is on its way
     taken_at = datetime.fromtimestamp(status["timestamp"], UTC)
-    if server.last_status_at is not None and taken_at < server.last_status_at:
+    if server.last_status_at is not None and taken_at < utc(server.last_status_at):
         return 0  # older than the report we already applied: it says nothing newer
     server.pool_used_mb = status["pool_used_mb"]
     server.last_status_at = taken_at
@@ -77,12 +77,12 @@ def apply_status(session: Session, raw_status: dict[str, Any]) -> int:
     for machine in ours:
         node = reported.get(machine.uuid)
         if (node is not None and machine.missing_since is not None
-                and taken_at >= machine.missing_since):
+                and taken_at >= utc(machine.missing_since)):
             # listed again by a report taken after the one that left it out
             _clear_suspicion(machine)
         if machine.job_uuid is not None:
             continue  # a job is changing it; the job records the result
-        if machine.updated_at is not None and machine.updated_at > taken_at:
+        if machine.updated_at is not None and utc(machine.updated_at) > taken_at:
             # The report was taken before our last news of this machine (a job that has
             # just finished, a report delayed in the queue): it cannot contradict it.
             continue
@@ -107,15 +107,23 @@ NOT_ON_NODE = "MachineNotFound"
 
 @dataclass(frozen=True)
 class Question:
-    """Ask ``server_uuid`` whether it has ``machine_uuid`` (sent after the commit)."""
+    """Ask ``server_uuid`` whether it has ``machine_uuid`` (sent after the commit).
+    ``suspected_since`` names the suspicion asked about: an answer to a question about an
+    earlier one (cleared since) settles nothing, whatever the node's and our clocks say."""
 
     server_uuid: str
     machine_uuid: str
     asked_at: float
+    suspected_since: str
 
     def reply(self) -> dict[str, Any]:
         return {"query": MISSING_QUERY, "machine_uuid": self.machine_uuid,
-                "asked_at": self.asked_at}
+                "asked_at": self.asked_at, "suspected_since": self.suspected_since}
+
+
+def utc(moment: datetime) -> datetime:
+    """A stored time as an aware UTC one: SQLite (``sdc up``) gives naive ones back."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _follow_node(machine: Machine, node_state: str) -> bool:
@@ -127,6 +135,10 @@ def _follow_node(machine: Machine, node_state: str) -> bool:
     machine.state = node_state
     machine.last_known_state = None
     return True
+
+
+def _suspicion(machine: Machine) -> str:
+    return utc(machine.missing_since).isoformat() if machine.missing_since else ""
 
 
 def _clear_suspicion(machine: Machine) -> None:
@@ -152,7 +164,8 @@ def due_questions(session: Session, resend_after: float, server_uuid: str | None
     questions = []
     for machine in session.scalars(query).all():
         machine.missing_asked_at = now
-        questions.append(Question(machine.server_uuid or "", machine.uuid, now))
+        questions.append(Question(machine.server_uuid or "", machine.uuid, now,
+                                  _suspicion(machine)))
     return questions
 
 
@@ -168,7 +181,7 @@ def apply_answer(session: Session, reply: dict[str, Any], outcome: dict[str, Any
     if (machine is None or machine.missing_since is None or machine.job_uuid is not None
             or machine.state not in ON_NODE
             or machine.server_uuid != outcome.get("server_uuid")
-            or float(reply.get("asked_at") or 0) < machine.missing_since.timestamp()):
+            or reply.get("suspected_since") != _suspicion(machine)):
         return "stale"
     if outcome.get("ok"):
         _clear_suspicion(machine)

@@ -35,8 +35,8 @@ from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, NotFound
 from headnode.services.networks import release_nics
 from headnode.store.models import Job, Machine, Nic, Reservation, Server
-from workflows import nodes as _node_workflows  # noqa: F401 - registers purge_orphan
 from workflows.engine import REGISTRY, new_job
+from workflows.nodes import utc  # and registers the purge_orphan workflow
 
 #: states in which a machine is on its node
 ON_NODE = ("running", "stopped", "unknown")
@@ -88,7 +88,8 @@ def _reports(session: Session) -> tuple[list[_Report], list[dict[str, Any]]]:
         elif server.reported_machines is None or server.last_status_at is None:
             skipped.append({"server_uuid": server.uuid, "reason": "no status report yet"})
         else:
-            reports.append(_Report(server, server.last_status_at, dict(server.reported_machines)))
+            reports.append(_Report(server, utc(server.last_status_at),
+                                   dict(server.reported_machines)))
     return reports, skipped
 
 
@@ -122,9 +123,9 @@ def _compare(report: _Report, records: dict[str, Machine]) -> Iterable[Finding]:
 
 
 def _changed_after(record: Machine, taken_at: datetime) -> bool:
-    changed = max(t for t in (record.updated_at, record.destroyed_at) if t is not None)
+    changed = max(utc(t) for t in (record.updated_at, record.destroyed_at) if t is not None)
     # a suspicion noted on the record does not make the report that raised it older
-    if record.missing_since is not None and record.missing_since <= taken_at:
+    if record.missing_since is not None and utc(record.missing_since) <= taken_at:
         return False
     return changed > taken_at
 
@@ -160,7 +161,7 @@ def _missing(record: Machine, report: _Report) -> Finding:
     else:
         asked = (f", asked {_iso(record.missing_asked_at)}" if record.missing_asked_at
                  else ", not asked yet")
-        since = record.missing_since.isoformat()
+        since = utc(record.missing_since).isoformat()
         detail, repair = f"left out of reports since {since}{asked}", None
     return Finding("missing", f"{record.state} in the records, {detail}", report.server.uuid,
                    record.uuid, repair=repair)

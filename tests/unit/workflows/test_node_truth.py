@@ -73,7 +73,8 @@ def test_confirmed_gone_releases_reservation_nic_and_address(ctx: Any,
     [question] = ask(ctx, REPORT_TIME + 1)
     assert (question.server_uuid, question.machine_uuid) == (server_uuid, machine.uuid)
     assert question.reply() == {"query": nodes.MISSING_QUERY, "machine_uuid": machine.uuid,
-                                "asked_at": REPORT_TIME + 1}
+                                "asked_at": REPORT_TIME + 1,
+                                "suspected_since": "2096-10-02T07:06:40+00:00"}
     assert ask(ctx, REPORT_TIME + 2) == []  # asked already, not due again yet
 
     # another agent's error settles nothing; only the node's "not there" does
@@ -127,6 +128,16 @@ def test_a_present_answer_clears_and_an_old_question_cannot_confirm_a_new_suspic
     assert answer(ctx, second, not_found(server_uuid)) == "gone"
 
 
+def test_a_node_clock_ahead_of_ours_still_settles(ctx: Any, fleet: dict[str, Any]) -> None:
+    # the report is stamped by the node's clock, the question by ours: decades apart here
+    server_uuid = fleet["server"].uuid
+    machine = committed_machine(ctx, fleet, alias="skewed")
+    apply(ctx, status(server_uuid, []))  # taken at REPORT_TIME, in 2096
+    [question] = ask(ctx, 1_800_000_000.0)
+    assert answer(ctx, question, not_found(server_uuid)) == "gone"
+    assert get_machine(ctx, machine.uuid).state == "destroyed"
+
+
 def test_unanswered_questions_are_asked_again_and_unknown_servers_are_not_asked(
         ctx: Any, fleet: dict[str, Any]) -> None:
     server_uuid = fleet["server"].uuid
@@ -175,3 +186,39 @@ def test_the_last_report_is_kept_and_an_older_one_is_ignored(ctx: Any,
     assert server_row(ctx, server_uuid).reported_machines == {machine.uuid: "running",
                                                               "stray": "stopped"}
     assert get_machine(ctx, machine.uuid).missing_since is None
+
+
+def test_on_sqlite_too(tmp_path: Any) -> None:
+    """``sdc up`` keeps its records in SQLite, which gives stored times back naive."""
+    import time
+
+    from headnode.config import HeadnodeSettings
+    from headnode.services import doctor
+    from headnode.services.context import ServiceContext
+    from headnode.store.db import session_factory
+    from headnode.store.migrate import upgrade
+    from headnode.store.models import Account, Image, Package
+
+    url = f"sqlite:///{tmp_path / 'sdc.db'}"
+    upgrade(url)
+    lite = ServiceContext(HeadnodeSettings(database_url=url), None, session_factory(url))
+    with lite.transaction() as session:
+        session.add(Server(uuid="s1", hostname="cn1", backend="sim", ram_mb=1, cpus=1,
+                           disk_mb=1, status="running"))
+        owner, package, image = Account(login="alice", email="a@b.c"), Package(
+            name="small", memory=1, disk=1), Image(name="base")
+        session.add_all([owner, package, image])
+        session.flush()
+        session.add(Machine(uuid="m1", alias="m1", owner_uuid=owner.uuid,
+                            package_uuid=package.uuid, image_uuid=image.uuid,
+                            server_uuid="s1", state="running", ram_mb=1, disk_mb=1))
+    with lite.transaction() as session:
+        nodes.apply_status(session, status("s1", [("stray", "running")],
+                                           timestamp=time.time() + 1))
+        [question] = nodes.due_questions(session, RESEND)
+    assert question.machine_uuid == "m1"
+    assert [(f["kind"], f["machine_uuid"]) for f in doctor.doctor(lite)["findings"]] == [
+        ("orphan", "stray"), ("missing", "m1"), ("leaked_reservation", "m1")]  # never reserved
+    with lite.transaction() as session:
+        assert nodes.apply_answer(session, question.reply(), not_found("s1")) == "gone"
+    assert [f["kind"] for f in doctor.doctor(lite)["findings"]] == ["orphan"]
