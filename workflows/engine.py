@@ -539,6 +539,8 @@ class Engine:
         job.error = {"step": step.name, "code": CANCELED_CODE,
                      "message": f"canceled {where} (asked by {_who(job.canceled_by)} at "
                                 f"{asked})"}
+        log.info("job %s (%s) server %s: %s", job.uuid, job.name, job.server_uuid,
+                 job.error["message"])
         if REGISTRY[job.name].onerror:
             job.phase = "onerror"
             self._schedule(session, job, 0, after)
