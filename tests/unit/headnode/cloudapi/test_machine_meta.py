@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from headnode.services import jobs
+from headnode.store.models import Job, Machine
 from tests.unit.headnode.cloudapi.conftest import World, finish
 from tests.unit.workflows.conftest import RecordingTransport, failed, ok, pump
 from workflows.engine import Engine
@@ -44,8 +46,12 @@ def run_job(sdc: Any, job_uuid: str) -> str:
     return str(jobs.get_job(sdc, job_uuid)["execution"])
 
 
-def last_job(sdc: Any, jobqueue: Any) -> dict[str, Any]:
-    return dict(jobs.get_job(sdc, jobqueue.enqueued[-1]))
+def last_job(sdc: Any, machine_uuid: str) -> dict[str, Any]:
+    """The job that holds the machine (the one its last change started)."""
+    with sdc.read() as session:
+        job_uuid = session.get(Machine, machine_uuid).job_uuid
+    assert job_uuid is not None, "no job holds the machine"
+    return dict(jobs.get_job(sdc, job_uuid))
 
 
 def test_tags_change_by_a_job(call: Any, sdc: Any, world: World, web: str,
@@ -56,8 +62,12 @@ def test_tags_change_by_a_job(call: Any, sdc: Any, world: World, web: str,
     assert added.status_code == 200
     # CloudAPI answers the resultant set at once; the machine has it when the job has run
     assert added.get_json() == {"role": "web", "env": "prod", "n": 3, "on": True}
-    job = last_job(sdc, jobqueue)
+    job = last_job(sdc, web)
     assert job["name"] == "set_tags" and job["machine_uuid"] == web
+    # the job is sent to the worker only once the answer has been written (and closed)
+    assert job["uuid"] not in jobqueue.enqueued
+    added.close()
+    assert jobqueue.enqueued[-1] == job["uuid"]
     assert call(world.alice, "get", base).get_json() == {"role": "web"}
     assert run_job(sdc, job["uuid"]) == "succeeded"
     assert call(world.alice, "get", base).get_json() == added.get_json()
@@ -67,22 +77,27 @@ def test_tags_change_by_a_job(call: Any, sdc: Any, world: World, web: str,
     assert text.get_data(as_text=True) == "prod"
 
     assert call(world.alice, "delete", f"{base}/env").status_code == 204
-    assert run_job(sdc, last_job(sdc, jobqueue)["uuid"]) == "succeeded"
+    assert run_job(sdc, last_job(sdc, web)["uuid"]) == "succeeded"
     assert call(world.alice, "get", f"{base}/env").status_code == 404
-    enqueued = len(jobqueue.enqueued)
-    assert call(world.alice, "delete", f"{base}/nope").status_code == 404
-    assert len(jobqueue.enqueued) == enqueued  # nothing to do, no job, no lock taken
+    with sdc.read() as session:
+        jobs_before = session.scalar(select(func.count()).select_from(Job))
+    missing = call(world.alice, "delete", f"{base}/nope")
+    missing.close()
+    assert missing.status_code == 404
+    with sdc.read() as session:  # nothing to do: no job, no lock taken
+        assert session.scalar(select(func.count()).select_from(Job)) == jobs_before
+        assert session.get(Machine, web).job_uuid is None
 
     replaced = call(world.alice, "put", base, json={"only": "this"})
     assert replaced.get_json() == {"only": "this"}
-    job = last_job(sdc, jobqueue)
+    job = last_job(sdc, web)
     assert (job["name"], job["params"]["set_tags"], job["params"]["remove_tags"]) == \
         ("replace_tags", {"only": "this"}, ["n", "on", "role"])
     run_job(sdc, job["uuid"])
     assert call(world.alice, "get", f"/my/machines/{web}").get_json()["tags"] == \
         {"only": "this"}
     assert call(world.alice, "delete", base).status_code == 204
-    run_job(sdc, last_job(sdc, jobqueue)["uuid"])
+    run_job(sdc, last_job(sdc, web)["uuid"])
     assert call(world.alice, "get", base).get_json() == {}
 
 
@@ -95,7 +110,7 @@ def test_metadata_audit_entry_is_newer_than_the_answer(call: Any, sdc: Any, worl
     added = call(world.alice, "post", base, json={"motd": "hello", "user-script": "#!/bin/sh"})
     answered = datetime.now(UTC)
     assert added.get_json() == {"motd": "hello", "user-script": "#!/bin/sh"}
-    run_job(sdc, last_job(sdc, jobqueue)["uuid"])
+    run_job(sdc, last_job(sdc, web)["uuid"])
     assert call(world.alice, "get", f"{base}/motd").get_json() == "hello"
     audit = call(world.alice, "get", f"/my/machines/{web}/audit").get_json()
     assert audit[0]["action"] == "set_metadata" and audit[0]["success"] == "yes"
@@ -106,16 +121,16 @@ def test_metadata_audit_entry_is_newer_than_the_answer(call: Any, sdc: Any, worl
 
     assert call(world.alice, "delete", f"{base}/motd").status_code == 204
     answered = datetime.now(UTC)
-    run_job(sdc, last_job(sdc, jobqueue)["uuid"])
+    run_job(sdc, last_job(sdc, web)["uuid"])
     audit = call(world.alice, "get", f"/my/machines/{web}/audit").get_json()
     assert audit[0]["action"] == "remove_metadata"
     assert datetime.fromisoformat(audit[0]["time"].replace("Z", "+00:00")) > answered
     assert call(world.alice, "put", base, json={"a": "b"}).get_json() == {"a": "b"}
-    run_job(sdc, last_job(sdc, jobqueue)["uuid"])
+    run_job(sdc, last_job(sdc, web)["uuid"])
     assert call(world.alice, "get", f"/my/machines/{web}").get_json()["metadata"] == \
         {"a": "b"}
     assert call(world.alice, "delete", base).status_code == 204
-    run_job(sdc, last_job(sdc, jobqueue)["uuid"])
+    run_job(sdc, last_job(sdc, web)["uuid"])
     assert call(world.alice, "get", base).get_json() == {}
     audit = call(world.alice, "get", f"/my/machines/{web}/audit").get_json()
     assert [e["action"] for e in audit][:4] == ["replace_metadata", "replace_metadata",
@@ -126,7 +141,7 @@ def test_a_change_holds_the_machine_until_its_job_ends(call: Any, sdc: Any, worl
                                                        web: str, jobqueue: Any) -> None:
     assert call(world.alice, "post", f"/my/machines/{web}/tags",
                 json={"a": "b"}).status_code == 200
-    job = last_job(sdc, jobqueue)
+    job = last_job(sdc, web)
     for method, path, body in (("post", "metadata", {"x": "y"}), ("delete", "tags/role", None),
                                ("put", "tags", {"c": "d"})):
         busy = call(world.alice, method, f"/my/machines/{web}/{path}", json=body)
@@ -136,7 +151,7 @@ def test_a_change_holds_the_machine_until_its_job_ends(call: Any, sdc: Any, worl
     # another account's machine is not found, busy or not
     assert call(world.bob, "post", f"/my/machines/{web}/tags", json={"a": "c"}) \
         .status_code == 404
-    assert len(jobqueue.enqueued) and last_job(sdc, jobqueue)["uuid"] == job["uuid"]
+    assert last_job(sdc, web)["uuid"] == job["uuid"]
     run_job(sdc, job["uuid"])
     assert call(world.alice, "get", f"/my/machines/{web}/tags").get_json() == \
         {"role": "web", "a": "b"}
@@ -147,7 +162,7 @@ def test_a_change_holds_the_machine_until_its_job_ends(call: Any, sdc: Any, worl
 def test_a_change_the_node_refuses_changes_nothing(call: Any, sdc: Any, world: World,
                                                    web: str, jobqueue: Any) -> None:
     call(world.alice, "post", f"/my/machines/{web}/tags", json={"a": "b"})
-    job_uuid = last_job(sdc, jobqueue)["uuid"]
+    job_uuid = last_job(sdc, web)["uuid"]
     transport = RecordingTransport(sdc.sessions)
     engine = Engine(sdc.settings, sdc.sessions, transport)
     engine.run_step(job_uuid, 1)
@@ -243,12 +258,12 @@ def test_start_from_snapshot_ends_with_a_stopped_machine_running(
     for ``running``): the rollback and a start travel to the node in one message."""
     base = f"/my/machines/{web}/snapshots"
     call(world.alice, "post", base, json={"name": "s1"})
-    run_job(sdc, last_job(sdc, jobqueue)["uuid"])
+    run_job(sdc, last_job(sdc, web)["uuid"])
     assert call(world.alice, "get", f"{base}/s1").get_json()["state"] == "created"
     call(world.alice, "post", f"/my/machines/{web}", json={"action": "stop"})
     finish(sdc, web, state="stopped")
     assert call(world.alice, "post", f"{base}/s1").status_code == 202
-    job = last_job(sdc, jobqueue)
+    job = last_job(sdc, web)
     transport = RecordingTransport(sdc.sessions)
     engine = Engine(sdc.settings, sdc.sessions, transport)
     engine.run_step(job["uuid"], 1)
