@@ -206,8 +206,7 @@ class SmartOSBackend:
     def machine_update_metadata(self, params: dict[str, Any]) -> dict[str, Any]:
         """One ``vmadm update`` with the change as its payload, then the zone's values."""
         uuid = params["uuid"]
-        if vmadm.get(uuid) is None:
-            raise MachineNotFound(f"machine {uuid} does not exist on server {self.server_uuid}")
+        self._state(uuid)  # MachineNotFound (vmadm update would only say it failed)
         payload = metadata_payload(params)
         if payload:
             vmadm.update(uuid, payload)

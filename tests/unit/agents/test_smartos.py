@@ -182,7 +182,7 @@ def test_metadata_update_is_one_vmadm_update_with_the_change(
         "uuid": vm, "set_customer_metadata": {"motd": "hello"},
         "remove_customer_metadata": ["old"], "set_tags": {"env": "prod", "tier": 2},
         "remove_tags": ["role"]}))
-    assert smartos_host.argvs("vmadm") == [("vmadm", "get", vm), ("vmadm", "update", vm),
+    assert smartos_host.argvs("vmadm") == [(*LIST_ARGV, f"uuid={vm}"), ("vmadm", "update", vm),
                                            ("vmadm", "get", vm)]
     update_stdin = next(data for argv, data in smartos_host.calls if argv[1] == "update")
     assert json.loads(update_stdin or b"") == {
@@ -198,7 +198,7 @@ def test_metadata_update_is_one_vmadm_update_with_the_change(
     assert json.loads(update_stdin or b"") == {"remove_tags": ["env"]}
     smartos_host.calls.clear()
     node.machine_update_metadata(MachineMetadataUpdateSchema().load({"uuid": vm}))
-    assert smartos_host.argvs("vmadm") == [("vmadm", "get", vm), ("vmadm", "get", vm)]
+    assert smartos_host.argvs("vmadm") == [(*LIST_ARGV, f"uuid={vm}"), ("vmadm", "get", vm)]
 
 
 def test_image_install_checks_the_file_before_imgadm(
