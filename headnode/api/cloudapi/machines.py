@@ -25,6 +25,7 @@ from schemas.cloudapi import (
 
 blp = Blueprint("cloudapi_machines", __name__)
 
+
 def package_names() -> dict[str, str]:
     return {p.uuid: p.name for p in packages.list_packages(ctx())}
 
