@@ -18,6 +18,7 @@ from headnode.services import capacity, fleet
 from headnode.store.models import Server, ServerImage, new_uuid
 
 IMAGE = "0c3a6e2e-5d3f-4a58-9a0b-7e5a3c1d2b40"
+OWNER = "5f1c9a7e-2b4d-4e6f-8a1c-3d5e7f9a1b2c"
 
 policies = st.builds(
     Policy,
@@ -124,17 +125,21 @@ def reserves(session: Any, server_uuid: str, request: PlacementRequest,
         savepoint.rollback()
 
 
-@settings(max_examples=200, deadline=None,
+@settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                  HealthCheck.too_slow])
-@given(rows=st.lists(servers(), min_size=1, max_size=4), policy=policies, data=st.data())
+@given(rows=st.lists(servers(), min_size=1, max_size=4), policy=policies,
+       with_machines=st.booleans(), data=st.data())
 def test_filters_pass_exactly_when_the_reservation_succeeds(
-        ctx: Any, rows: list[dict[str, Any]], policy: Policy, data: st.DataObject) -> None:
+        ctx: Any, rows: list[dict[str, Any]], policy: Policy, with_machines: bool,
+        data: st.DataObject) -> None:
     request = draw_request(data, as_state(rows[0], policy), rows[0]["holds_image"], policy)
     with ctx.read() as session, session.begin():
         try:
             insert_fleet(session, rows)
-            snapshot = fleet.load_snapshot(session, image_uuid=IMAGE)
+            # both ways a create reads the fleet: with the owner's machines, or their counts
+            snapshot = fleet.load_snapshot(session, OWNER, with_machines=with_machines,
+                                           image_uuid=IMAGE)
             context = Context.build(request, ())
             passing, _ = DEFAULT_PIPELINE.passing(snapshot.servers, request, policy, context)
             passed = {s.uuid for s in passing}
@@ -154,3 +159,17 @@ def test_filters_pass_exactly_when_the_reservation_succeeds(
                 assert reserves(session, decision.server.uuid, request, policy)
         finally:
             session.rollback()  # nothing stays: the next example starts on empty tables
+
+
+def test_a_snapshot_knows_which_servers_hold_the_image(ctx: Any) -> None:
+    rows = [{"holds_image": holds, "status": "running", "setup": True, "reserved": False,
+             "ram_mb": 1024, "cpus": 1, "disk_mb": 1024} for holds in (True, False)]
+    with ctx.read() as session, session.begin():
+        insert_fleet(session, rows)
+        for with_machines in (True, False):
+            for image, expected in ((IMAGE, [{IMAGE}, set()]), ("", [set(), set()])):
+                snapshot = fleet.load_snapshot(session, OWNER, with_machines=with_machines,
+                                               image_uuid=image)
+                found = sorted(snapshot.servers, key=lambda s: s.hostname)
+                assert [set(s.images) for s in found] == expected, (with_machines, image)
+        session.rollback()
