@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from headnode.services.networks import release_machine_holdings
 from headnode.store.models import Machine, Server, utcnow
@@ -73,6 +73,7 @@ def apply_status(session: Session, raw_status: dict[str, Any]) -> int:
     changed = 0
     ours = session.scalars(
         select(Machine).where(Machine.server_uuid == server.uuid, Machine.state.in_(WATCHED))
+        .options(lazyload(Machine.nics))  # a report never needs them
     ).all()
     for machine in ours:
         node = reported.get(machine.uuid)

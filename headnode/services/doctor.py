@@ -63,6 +63,12 @@ class Finding:
         return (self.kind, self.server_uuid, self.machine_uuid, self.job_uuid)
 
 
+#: what the comparison reads of a machine record
+RECORD_COLUMNS = (Machine.uuid, Machine.server_uuid, Machine.state, Machine.job_uuid,
+                  Machine.updated_at, Machine.destroyed_at, Machine.missing_since,
+                  Machine.missing_asked_at)
+
+
 @dataclass
 class _Report:
     server: Server
@@ -96,16 +102,25 @@ def _reports(session: Session) -> tuple[list[_Report], list[dict[str, Any]]]:
 def _node_findings(session: Session, reports: Sequence[_Report]) -> Iterable[Finding]:
     if not reports:
         return
-    server_uuids = [r.server.uuid for r in reports]
-    listed = {uuid for r in reports for uuid in r.machines}
-    records = {m.uuid: m for m in session.scalars(
-        select(Machine).where(Machine.server_uuid.in_(server_uuids)
-                              | Machine.uuid.in_(listed)))}
+    # the columns compared, not whole machines (with their NICs): a fleet is many rows
+    live = session.execute(select(*RECORD_COLUMNS).where(
+        Machine.server_uuid.in_([r.server.uuid for r in reports]),
+        Machine.state.in_(ON_NODE))).all()
+    records = {m.uuid: m for m in live}
+    by_server: dict[str, list[Any]] = {}
+    for m in live:
+        by_server.setdefault(m.server_uuid, []).append(m)
+    # listed by a node but not live there: few (orphans, failed), read by uuid
+    others = sorted({uuid for r in reports for uuid in r.machines} - set(records))
+    for chunk in range(0, len(others), 1000):
+        records.update((m.uuid, m) for m in session.execute(
+            select(*RECORD_COLUMNS).where(Machine.uuid.in_(others[chunk:chunk + 1000]))))
     for report in reports:
-        yield from _compare(report, records)
+        yield from _compare(report, records, by_server.get(report.server.uuid, []))
 
 
-def _compare(report: _Report, records: dict[str, Machine]) -> Iterable[Finding]:
+def _compare(report: _Report, records: dict[str, Any],
+             live_here: list[Any]) -> Iterable[Finding]:
     server_uuid = report.server.uuid
     for uuid, node_state in sorted(report.machines.items()):
         record = records.get(uuid)
@@ -115,14 +130,13 @@ def _compare(report: _Report, records: dict[str, Machine]) -> Iterable[Finding]:
         finding = _listed_finding(server_uuid, uuid, node_state, record)
         if finding is not None:
             yield finding
-    for record in records.values():
-        if (record.server_uuid == server_uuid and record.state in ON_NODE
-                and record.uuid not in report.machines and record.job_uuid is None
+    for record in live_here:
+        if (record.uuid not in report.machines and record.job_uuid is None
                 and not _changed_after(record, report.taken_at)):
             yield _missing(record, report)
 
 
-def _changed_after(record: Machine, taken_at: datetime) -> bool:
+def _changed_after(record: Any, taken_at: datetime) -> bool:
     changed = max(utc(t) for t in (record.updated_at, record.destroyed_at) if t is not None)
     # a suspicion noted on the record does not make the report that raised it older
     if record.missing_since is not None and utc(record.missing_since) <= taken_at:
@@ -131,7 +145,7 @@ def _changed_after(record: Machine, taken_at: datetime) -> bool:
 
 
 def _listed_finding(server_uuid: str, uuid: str, node_state: str,
-                    record: Machine | None) -> Finding | None:
+                    record: Any) -> Finding | None:
     purge = f"sdc doctor purge {server_uuid} {uuid}"
     if record is None:
         return Finding("orphan", f"on the node ({node_state}), no record of it", server_uuid,
@@ -154,7 +168,7 @@ def _listed_finding(server_uuid: str, uuid: str, node_state: str,
     return None
 
 
-def _missing(record: Machine, report: _Report) -> Finding:
+def _missing(record: Any, report: _Report) -> Finding:
     if record.missing_since is None:
         detail, repair = ("left out of the node's last report", "ask the node about it "
                           "(destroyed only if the node confirms it is not there)")
