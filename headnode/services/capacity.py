@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from headnode.placement import fit
 from headnode.placement.state import Policy
+from headnode.services import fleet
 from headnode.services.conflicts import insert_unless_taken
 from headnode.services.statements import per_thread_cache
 from headnode.store.models import Job, Reservation, Server, ServerImage, utcnow
@@ -115,7 +116,7 @@ def _room(capped: bool) -> Any:
     """fit.py's rules, on the locked row: the same expressions the placement filters
     evaluate in Python, here over the row's columns and the statement's parameters."""
     return and_(SERVERS.c.uuid == bindparam("b_server_uuid", type_=String),
-                fit.fits(_row(), _policy_binds(), _SQL, capped,
+                fit.fits(fleet.fit_columns(), _policy_binds(), _SQL, capped,
                          ram_mb=bindparam("b_ram_mb", type_=Integer),
                          disk_mb=bindparam("b_disk_mb", type_=Integer),
                          cpu_cap=bindparam("b_cpu", type_=Integer),
@@ -135,24 +136,9 @@ class _SQLLogic:
 _SQL = _SQLLogic()
 
 
-# Built anew for each statement, never shared between the per-thread statements (see
-# services/statements.py: compiling memoizes parts of the expression objects).
-
-def _row() -> SimpleNamespace:
-    """The server as fit.py's rules read it (names as ServerState's), in the row's columns."""
-    s = SERVERS.c
-    return SimpleNamespace(
-        status=s.status, setup=s.setup, reserved=s.reserved,
-        ram_mb=s.ram_mb, cpus=s.cpus, disk_mb=s.disk_mb,
-        ram_used_mb=s.ram_inflight_mb + s.ram_committed_mb,
-        disk_used_mb=s.disk_inflight_mb + s.disk_committed_mb,
-        cpu_used=s.cpu_inflight + s.cpu_committed,
-        images_mb=s.images_mb, machine_count=s.machine_count,
-        capped_count=s.capped_count, uncapped_count=s.uncapped_count)
-
-
 def _policy_binds() -> SimpleNamespace:
-    """The policy as the rules read it: one parameter ``b_<name>`` per knob."""
+    """The policy as the rules read it: one parameter ``b_<name>`` per knob. Built anew for
+    each statement, as fleet.fit_columns (see services/statements.py)."""
     return SimpleNamespace(**{
         name: bindparam(f"b_{name}", type_=Integer if name == "max_machines" else Float)
         for name in fit.POLICY_KNOBS})
@@ -260,7 +246,7 @@ def reserve_growth(session: Session, server_uuid: str, ram_mb: int, disk_mb: int
     not checked for growth)."""
     if ram_mb <= 0 and disk_mb <= 0 and cpu <= 0:
         return True
-    row = _row()
+    row = fleet.fit_columns()
     room = and_(SERVERS.c.uuid == server_uuid, fit.ram_fits(row, policy, ram_mb),
                 fit.disk_fits(row, policy, disk_mb, 0))
     result = session.execute(

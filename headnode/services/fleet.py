@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Executable, Text, bindparam, cast, exists, func, select
@@ -18,17 +19,35 @@ from headnode.placement.state import MachineRef, ServerState, Snapshot
 from headnode.services.statements import per_thread_cache
 from headnode.store.models import ALIAS_HOLDING_STATES, Machine, Server, ServerImage
 
+
+def fit_columns() -> SimpleNamespace:
+    """A server row as placement/fit.py's rules read it (ServerState's names): what it
+    has, and what it uses (in flight + committed). The snapshot selects these; the
+    reservation guard (services/capacity.py) evaluates the rules over them. Built anew on
+    each call, so that statements built per thread share no expression objects."""
+    s = Server.__table__.c
+    return SimpleNamespace(
+        status=s.status, setup=s.setup, reserved=s.reserved,
+        ram_mb=s.ram_mb, cpus=s.cpus, disk_mb=s.disk_mb,
+        ram_used_mb=s.ram_inflight_mb + s.ram_committed_mb,
+        disk_used_mb=s.disk_inflight_mb + s.disk_committed_mb,
+        cpu_used=s.cpu_inflight + s.cpu_committed,
+        images_mb=s.images_mb, machine_count=s.machine_count,
+        capped_count=s.capped_count, uncapped_count=s.uncapped_count)
+
+
+def _server_columns() -> tuple[Any, ...]:
+    """In ServerState's field order."""
+    f = fit_columns()
+    return (Server.uuid, Server.hostname, f.status, f.setup, f.reserved, Server.headnode,
+            Server.backend, cast(Server.traits, Text), f.ram_mb, f.cpus, f.disk_mb,
+            f.ram_used_mb, f.disk_used_mb, f.cpu_used, f.images_mb, f.machine_count,
+            f.capped_count, f.uncapped_count)
+
+
 #: traits come as text: most servers have none, and decoding 10,000 "{}" costs more than
 #: reading the rest of their rows
-SERVER_COLUMNS = (
-    Server.uuid, Server.hostname, Server.status, Server.setup, Server.reserved,
-    Server.headnode, Server.backend, cast(Server.traits, Text), Server.ram_mb, Server.cpus,
-    Server.disk_mb,
-    Server.ram_inflight_mb + Server.ram_committed_mb,
-    Server.disk_inflight_mb + Server.disk_committed_mb,
-    Server.cpu_inflight + Server.cpu_committed,
-    Server.images_mb, Server.machine_count, Server.capped_count, Server.uncapped_count,
-)
+SERVER_COLUMNS = _server_columns()
 
 
 NO_TRAITS = ("", "{}", "null")
