@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from headnode.services.networks import release_machine_holdings
 from headnode.store.models import Machine, Server, utcnow
@@ -52,11 +53,14 @@ def apply_status(session: Session, raw_status: dict[str, Any]) -> int:
 
     The report is kept on the server row (the doctor compares it with the records). A
     machine the report leaves out is not destroyed on its word: one report may come from a
-    confused or second agent. It becomes suspected (``missing_since``), the node is asked
-    about it (:func:`due_questions`), and only the node's answer that it does not have it
-    (:func:`apply_answer`) makes it destroyed. A later report that lists it again clears
-    the suspicion. A ``failed`` machine is never flipped to running by a report: it holds
-    no reservation and no address (the doctor lists it as drift)."""
+    confused or second agent. It becomes suspected (``missing_since``) and the node is
+    asked about it (:func:`due_questions`); once the node has answered that it does not
+    have it (:func:`apply_answer`), the next report that still leaves it out makes it
+    destroyed. A report that lists it again clears the suspicion, confirmed or not: so a
+    second agent for the node, whose empty reports and answers alternate with the real
+    one's, cannot destroy what the real one reports. A ``failed`` machine is never
+    flipped to running by a report: it holds no reservation and no address (the doctor
+    lists it as drift)."""
     status = ServerStatusSchema().load(raw_status, unknown="exclude")
     # Reports of one server apply one at a time, and lock the server before its machines
     # (as an answer does). FOR NO KEY UPDATE: a provision's foreign-key locks do not wait.
@@ -80,7 +84,7 @@ def apply_status(session: Session, raw_status: dict[str, Any]) -> int:
         if (node is not None and machine.missing_since is not None
                 and taken_at >= utc(machine.missing_since)):
             # listed again by a report taken after the one that left it out
-            _clear_suspicion(machine)
+            _note(session, machine, **CLEARED)
         if machine.job_uuid is not None:
             continue  # a job is changing it; the job records the result
         if machine.updated_at is not None and utc(machine.updated_at) > taken_at:
@@ -88,9 +92,13 @@ def apply_status(session: Session, raw_status: dict[str, Any]) -> int:
             # just finished, a report delayed in the queue): it cannot contradict it.
             continue
         if node is None:
-            if machine.state != "failed" and machine.missing_since is None:
-                machine.missing_since = taken_at  # the node is asked before we believe it
-                machine.missing_asked_at = None
+            if machine.state == "failed":
+                continue  # never made it onto the node
+            if machine.missing_confirmed_at is not None:
+                mark_gone(session, machine)  # the node said so, and says so again
+                changed += 1
+            elif machine.missing_since is None:
+                suspect(session, machine, taken_at)  # the node is asked before we believe it
         elif _follow_node(machine, node["state"]):
             changed += 1
     return changed
@@ -142,20 +150,38 @@ def _suspicion(machine: Machine) -> str:
     return utc(machine.missing_since).isoformat() if machine.missing_since else ""
 
 
-def _clear_suspicion(machine: Machine) -> None:
-    machine.missing_since = None
-    machine.missing_asked_at = None
+#: the suspicion columns of a machine nobody suspects
+CLEARED: dict[str, Any] = {"missing_since": None, "missing_asked_at": None,
+                           "missing_confirmed_at": None}
+
+
+def _note(session: Session, machine: Machine, **values: Any) -> None:
+    """Write suspicion bookkeeping without touching ``updated_at``: it is not news of the
+    machine, and a report is compared with ``updated_at`` to know whether it is newer."""
+    session.execute(update(Machine).where(Machine.uuid == machine.uuid)
+                    .values(updated_at=Machine.updated_at, **values)
+                    .execution_options(synchronize_session=False))
+    for key, value in values.items():
+        set_committed_value(machine, key, value)
+
+
+def suspect(session: Session, machine: Machine, since: datetime) -> None:
+    """A report taken at ``since`` left the machine out: ask its node (the reconciler
+    sends the question if the report's handler does not)."""
+    _note(session, machine, **{**CLEARED, "missing_since": since})
 
 
 def due_questions(session: Session, resend_after: float, server_uuid: str | None = None,
                   now: float | None = None) -> list[Question]:
     """Suspected machines of running servers not asked about in the last ``resend_after``
-    seconds (never asked, or the question or its answer was lost); marks them asked now."""
+    seconds (never asked, or the question or its answer was lost, or the answer settled
+    nothing) and not yet confirmed gone; marks them asked now."""
     now = time.time() if now is None else now
     query = (
         select(Machine).join(Server, Server.uuid == Machine.server_uuid)
         .where(Machine.missing_since.is_not(None), Machine.state.in_(ON_NODE),
-               Machine.job_uuid.is_(None), Server.status == "running",
+               Machine.missing_confirmed_at.is_(None), Machine.job_uuid.is_(None),
+               Server.status == "running",
                (Machine.missing_asked_at.is_(None))
                | (Machine.missing_asked_at < now - resend_after))
         .with_for_update(of=Machine, skip_locked=True)
@@ -164,15 +190,15 @@ def due_questions(session: Session, resend_after: float, server_uuid: str | None
         query = query.where(Machine.server_uuid == server_uuid)
     questions = []
     for machine in session.scalars(query).all():
-        machine.missing_asked_at = now
+        _note(session, machine, missing_asked_at=now)
         questions.append(Question(machine.server_uuid or "", machine.uuid, now,
                                   _suspicion(machine)))
     return questions
 
 
 def apply_answer(session: Session, reply: dict[str, Any], outcome: dict[str, Any]) -> str:
-    """A node's answer to a :class:`Question`: ``gone`` (it confirmed the machine is not
-    there: destroyed, reservation and addresses released), ``present`` (suspicion cleared),
+    """A node's answer to a :class:`Question`: ``confirmed`` (it does not have the machine:
+    the next report that leaves it out destroys it), ``present`` (suspicion cleared),
     ``unsettled`` (any other error: asked again later) or ``stale`` (nothing to settle)."""
     machine = session.get(Machine, reply.get("machine_uuid"))
     if machine is not None and machine.server_uuid:
@@ -185,16 +211,17 @@ def apply_answer(session: Session, reply: dict[str, Any], outcome: dict[str, Any
             or reply.get("suspected_since") != _suspicion(machine)):
         return "stale"
     if outcome.get("ok"):
-        _clear_suspicion(machine)
+        _note(session, machine, **CLEARED)
         node = (outcome.get("result") or {}).get("machine") or {}
         _follow_node(machine, str(node.get("state", "")))
         return "present"
     if (outcome.get("error") or {}).get("code") != NOT_ON_NODE:
         return "unsettled"
-    mark_gone(session, machine)
-    log.info("machine %s: server %s confirms it is gone; destroyed and released",
-             machine.uuid, machine.server_uuid)
-    return "gone"
+    if machine.missing_confirmed_at is None:
+        _note(session, machine, missing_confirmed_at=time.time())
+        log.info("machine %s: server %s says it does not have it; destroyed if its next "
+                 "report agrees", machine.uuid, machine.server_uuid)
+    return "confirmed"
 
 
 def mark_gone(session: Session, machine: Machine) -> None:
@@ -203,8 +230,11 @@ def mark_gone(session: Session, machine: Machine) -> None:
     machine.state = "destroyed"
     machine.last_known_state = None
     machine.destroyed_at = utcnow()
-    _clear_suspicion(machine)
+    _note(session, machine, **CLEARED)
     release_machine_holdings(session, machine.uuid)
+    log.info("machine %s: gone from server %s (it said so, and its report agrees); "
+             "destroyed, reservation and addresses released", machine.uuid,
+             machine.server_uuid)
 
 
 def reconcile_heartbeats(session: Session, heartbeats: dict[str, float], lifetime: float,

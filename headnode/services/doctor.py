@@ -36,7 +36,7 @@ from headnode.services.errors import Conflict, NotFound
 from headnode.services.networks import release_nics
 from headnode.store.models import Job, Machine, Nic, Reservation, Server
 from workflows.engine import REGISTRY, new_job
-from workflows.nodes import utc  # and registers the purge_orphan workflow
+from workflows.nodes import suspect, utc  # and registers the purge_orphan workflow
 
 #: states in which a machine is on its node
 ON_NODE = ("running", "stopped", "unknown")
@@ -66,7 +66,7 @@ class Finding:
 #: what the comparison reads of a machine record
 RECORD_COLUMNS = (Machine.uuid, Machine.server_uuid, Machine.state, Machine.job_uuid,
                   Machine.updated_at, Machine.destroyed_at, Machine.missing_since,
-                  Machine.missing_asked_at)
+                  Machine.missing_asked_at, Machine.missing_confirmed_at)
 
 
 @dataclass
@@ -137,11 +137,8 @@ def _compare(report: _Report, records: dict[str, Any],
 
 
 def _changed_after(record: Any, taken_at: datetime) -> bool:
-    changed = max(utc(t) for t in (record.updated_at, record.destroyed_at) if t is not None)
-    # a suspicion noted on the record does not make the report that raised it older
-    if record.missing_since is not None and utc(record.missing_since) <= taken_at:
-        return False
-    return changed > taken_at
+    return max(utc(t) for t in (record.updated_at, record.destroyed_at)
+               if t is not None) > taken_at
 
 
 def _listed_finding(server_uuid: str, uuid: str, node_state: str,
@@ -173,7 +170,9 @@ def _missing(record: Any, report: _Report) -> Finding:
         detail, repair = ("left out of the node's last report", "ask the node about it "
                           "(destroyed only if the node confirms it is not there)")
     else:
-        asked = (f", asked {_iso(record.missing_asked_at)}" if record.missing_asked_at
+        asked = (f", the node said {_iso(record.missing_confirmed_at)} it does not have it "
+                 "(destroyed at its next report that agrees)" if record.missing_confirmed_at
+                 else f", asked {_iso(record.missing_asked_at)}" if record.missing_asked_at
                  else ", not asked yet")
         since = utc(record.missing_since).isoformat()
         detail, repair = f"left out of reports since {since}{asked}", None
@@ -255,9 +254,8 @@ def _suspect(session: Session, machine_uuid: str) -> None:
     machine = session.get(Machine, machine_uuid, with_for_update=True)
     if machine is not None and machine.missing_since is None and machine.server_uuid:
         server = session.get(Server, machine.server_uuid)
-        machine.missing_since = (server.last_status_at if server is not None
-                                 and server.last_status_at else datetime.now(UTC))
-        machine.missing_asked_at = None  # the reconciler asks the node on its next round
+        suspect(session, machine, server.last_status_at if server is not None
+                and server.last_status_at else datetime.now(UTC))
 
 
 def _follow_node(session: Session, finding: Finding) -> None:

@@ -166,6 +166,8 @@ class Machine(Timestamps, Base):
     missing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
                                                            nullable=True)
     missing_asked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # when the node answered that it does not have it (our clock): its next report decides
+    missing_confirmed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     nics: Mapped[list[Nic]] = relationship(lazy="selectin", order_by="Nic.created_at",
                                            viewonly=True)
 

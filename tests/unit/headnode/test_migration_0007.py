@@ -13,7 +13,7 @@ from headnode.store.db import engine_for
 from headnode.store.models import Base
 
 COLUMNS = {("servers", "reported_machines"), ("machines", "missing_since"),
-           ("machines", "missing_asked_at")}
+           ("machines", "missing_asked_at"), ("machines", "missing_confirmed_at")}
 INDEX = "ix_machines_missing"
 
 

@@ -83,7 +83,13 @@ def test_confirmed_gone_releases_reservation_nic_and_address(ctx: Any,
     assert answer(ctx, question, not_found(fleet["server"].uuid[::-1])) == "stale"
     assert get_machine(ctx, machine.uuid).state == "running"
 
-    assert answer(ctx, question, not_found(server_uuid)) == "gone"
+    assert answer(ctx, question, not_found(server_uuid)) == "confirmed"
+    assert get_machine(ctx, machine.uuid).state == "running"
+    assert ask(ctx, REPORT_TIME + 100) == []  # answered: no more questions
+    assert ip in [a["ip"] for a in networks.list_network_ips(ctx, "external", None)]
+
+    # the node's next report agrees: gone
+    assert apply(ctx, status(server_uuid, [], timestamp=REPORT_TIME + 5)) == 1
     row = get_machine(ctx, machine.uuid)
     assert row.state == "destroyed" and row.destroyed_at is not None
     assert row.missing_since is None
@@ -125,7 +131,7 @@ def test_a_present_answer_clears_and_an_old_question_cannot_confirm_a_new_suspic
     assert answer(ctx, first, not_found(server_uuid)) == "stale"
     assert get_machine(ctx, machine.uuid).state == "stopped"
     [second] = ask(ctx, REPORT_TIME + 11)
-    assert answer(ctx, second, not_found(server_uuid)) == "gone"
+    assert answer(ctx, second, not_found(server_uuid)) == "confirmed"
 
 
 def test_a_node_clock_ahead_of_ours_still_settles(ctx: Any, fleet: dict[str, Any]) -> None:
@@ -134,8 +140,29 @@ def test_a_node_clock_ahead_of_ours_still_settles(ctx: Any, fleet: dict[str, Any
     machine = committed_machine(ctx, fleet, alias="skewed")
     apply(ctx, status(server_uuid, []))  # taken at REPORT_TIME, in 2096
     [question] = ask(ctx, 1_800_000_000.0)
-    assert answer(ctx, question, not_found(server_uuid)) == "gone"
+    assert answer(ctx, question, not_found(server_uuid)) == "confirmed"
+    apply(ctx, status(server_uuid, [], timestamp=REPORT_TIME + 5))
     assert get_machine(ctx, machine.uuid).state == "destroyed"
+
+
+def test_a_second_agent_for_the_node_cannot_destroy_what_the_real_one_reports(
+        ctx: Any, fleet: dict[str, Any]) -> None:
+    # Two agents serve one node: the empty one's reports and answers alternate with the
+    # real one's. Even when the empty one answers the question, the real one's next report
+    # lists the machine and clears the suspicion before another empty report can agree.
+    server_uuid = fleet["server"].uuid
+    machine = committed_machine(ctx, fleet, alias="twice")
+    at = REPORT_TIME
+    for _ in range(3):
+        apply(ctx, status(server_uuid, [], timestamp=at))  # the empty agent
+        [question] = ask(ctx, at + 1)
+        assert answer(ctx, question, not_found(server_uuid)) == "confirmed"  # it answers
+        apply(ctx, status(server_uuid, [(machine.uuid, "running")], timestamp=at + 2))
+        row = get_machine(ctx, machine.uuid)
+        assert (row.state, row.missing_since, row.missing_confirmed_at) == ("running", None,
+                                                                            None)
+        at += 10
+    assert reservation_state(ctx, machine.uuid) == "committed"
 
 
 def test_unanswered_questions_are_asked_again_and_unknown_servers_are_not_asked(
@@ -220,5 +247,8 @@ def test_on_sqlite_too(tmp_path: Any) -> None:
     assert [(f["kind"], f["machine_uuid"]) for f in doctor.doctor(lite)["findings"]] == [
         ("orphan", "stray"), ("missing", "m1"), ("leaked_reservation", "m1")]  # never reserved
     with lite.transaction() as session:
-        assert nodes.apply_answer(session, question.reply(), not_found("s1")) == "gone"
+        assert nodes.apply_answer(session, question.reply(), not_found("s1")) == "confirmed"
+    with lite.transaction() as session:
+        nodes.apply_status(session, status("s1", [("stray", "running")],
+                                           timestamp=time.time() + 2))
     assert [f["kind"] for f in doctor.doctor(lite)["findings"]] == ["orphan"]
