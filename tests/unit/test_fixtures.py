@@ -24,7 +24,8 @@ def test_postgres_is_real_and_migrated(clean_db, postgres_server):
     assert clean_db == postgres_server.url("sdc_test")
     with engine_for(clean_db).connect() as conn:
         assert conn.execute(text("select version()")).scalar_one().startswith("PostgreSQL")
-        assert conn.execute(text("select version_num from alembic_version")).scalar_one()
+        # one row per head: features add migrations on branches of their own
+        assert conn.execute(text("select version_num from alembic_version")).scalars().all()
 
     sessions = session_factory(clean_db)
     with sessions() as session, session.begin():
