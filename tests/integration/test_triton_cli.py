@@ -224,6 +224,10 @@ def test_start_from_a_snapshot_ends_running(triton: Any, instance: dict[str, Any
     audit = [json.loads(line)["action"] for line in
              triton("inst", "audit", "-j", "web1").splitlines() if line.strip()]
     assert audit[:2] == ["rollback_snapshot", "stop"]
+    # -w waits for the delete_snapshot audit entry newer than the answer's Date
+    out = triton("inst", "snapshot", "delete", "-w", "-f", "web1", "snap1")
+    assert 'Deleted snapshot "snap1"' in out
+    assert "snap1" not in triton("inst", "snapshot", "list", "web1")
 
 
 def test_operator_acts_as_alice_and_is_recorded(operator_triton: Any, triton: Any,
