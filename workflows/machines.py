@@ -349,7 +349,7 @@ SNAPSHOT_DELETE = register(Workflow(
 # node applies it, and only then the row takes it and the job ends, so the audit entry (the
 # job) is newer than the request's answer, as CloudAPI's is (``triton ... -w`` waits for it).
 
-#: each workflow is named after CloudAPI's audit action, the machine column it changes
+#: workflow name (CloudAPI's audit action) -> the machine column it changes
 METADATA_WORKFLOWS = {
     "set_tags": "tags", "replace_tags": "tags", "remove_tags": "tags",
     "set_metadata": "customer_metadata", "replace_metadata": "customer_metadata",
