@@ -3,8 +3,8 @@ fresh cloud, while two busy processes load both cores: no answer is a 5xx (slow:
 ``make bench``, not in CI).
 
 Requests go out as plain HTTP so a 503 cannot hide behind the ``sdc`` client's retries; only
-a 429 (admission control: nothing was done) is sent again after its Retry-After. Prints one
-``FIGURES`` line (``pytest -s`` shows it).
+a 429 (admission control: nothing was done) is sent again after its Retry-After. Ends with
+one ``FIGURES`` line on the terminal (``make bench`` shows it).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ TOTALS: Counter[str] = Counter()
 
 
 @pytest.fixture(scope="module")
-def load(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def load(tmp_path_factory: pytest.TempPathFactory,
+         request: pytest.FixtureRequest) -> Iterator[None]:
     group = ProcessGroup(Path(tmp_path_factory.mktemp("load")))
     for i in range(LOADERS):
         group.spawn(f"busy{i}", [sys.executable, "-c", BUSY])
@@ -48,12 +49,22 @@ def load(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
     finally:
         group.stop_all()
-        print(f"\nFIGURES concurrency under load: {TOTALS['rounds']} rounds x {PROVISIONS} "
-              f"provisions into room for {AGENT_COUNT * PER_SERVER}, {LOADERS} busy "
-              f"processes: answers 202={TOTALS['202']} 409={TOTALS['409']} "
-              f"5xx={TOTALS['5xx']} other={TOTALS['other']}; transactions retried after a "
-              f"deadlock: {TOTALS['retried']}; {TOTALS['seconds']:.0f} s of provisions and "
-              f"jobs")
+        say(request.config,
+            f"FIGURES concurrency under load: {TOTALS['rounds']} rounds x {PROVISIONS} "
+            f"provisions into room for {AGENT_COUNT * PER_SERVER}, {LOADERS} busy "
+            f"processes: answers 202={TOTALS['202']} 409={TOTALS['409']} "
+            f"5xx={TOTALS['5xx']} other={TOTALS['other']}; transactions retried after a "
+            f"deadlock: {TOTALS['retried']}; {TOTALS['seconds']:.0f} s of provisions and jobs")
+
+
+def say(config: pytest.Config, line: str) -> None:
+    """A line on the terminal even while pytest captures output."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.ensure_newline()
+            reporter.write_line(line)
 
 
 @pytest.mark.parametrize("cloud", range(ROUNDS), indirect=True)  # a fresh cloud per round
