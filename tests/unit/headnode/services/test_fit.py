@@ -27,43 +27,56 @@ policies = st.builds(
     ram_overprovision=st.sampled_from([1.0, 1.5, 2.0, 0.75]),
     disk_overprovision=st.sampled_from([1.0, 1.25, 3.0]),
     cpu_overprovision=st.sampled_from([4.0, 1.0, 2.5, 1 / 3]),
-    max_machines=st.sampled_from([224, 1, 3, 300]),
+    max_machines=st.sampled_from([224, 224, 300, 3, 1]),
 )
 
+
 @st.composite
-def used_of(draw: Any, size: int) -> tuple[int, int]:
-    """In flight and committed use: mostly within the size, sometimes beyond it."""
-    total = draw(st.integers(0, size) | st.integers(0, 2 * size + 10))
+def used_of(draw: Any, size: int, share: float) -> tuple[int, int]:
+    """In flight and committed use: up to ``share`` of the size, sometimes beyond it."""
+    within = st.integers(0, int(size * share))
+    total = draw(st.one_of(within, within, within, st.integers(0, 2 * size + 10)))
     inflight = draw(st.integers(0, total))
     return inflight, total - inflight
 
 
+KINDS = {"none": (0, 0), "capped": (2, 0), "uncapped": (0, 2), "both": (1, 1)}
+
+
 @st.composite
-def servers(draw: Any) -> dict[str, Any]:
-    """Mostly servers that take machines and have room, so that the sizes decide."""
+def servers(draw: Any, healthy: bool = False) -> dict[str, Any]:
+    """Any server; a ``healthy`` one takes machines of either kind and has room left, so
+    that the sizes decide."""
     ram_mb, cpus = draw(st.integers(0, 262_144)), draw(st.integers(0, 64))
     disk_mb = draw(st.integers(0, 4_000_000))
-    ram_inflight, ram_committed = draw(used_of(ram_mb))
-    disk_inflight, disk_committed = draw(used_of(disk_mb // 2))
-    cpu_inflight, cpu_committed = draw(used_of(cpus * 100))
+    share = 0.4 if healthy else 1.0
+    ram_inflight, ram_committed = draw(used_of(ram_mb, share))
+    disk_inflight, disk_committed = draw(used_of(disk_mb // 2, share))
+    cpu_inflight, cpu_committed = draw(used_of(cpus * 100, share))
+
+    def pick(good: Any, bad: Any) -> Any:
+        return good if healthy else draw(st.sampled_from([good] * 9 + [bad]))
+
+    capped_count, uncapped_count = KINDS[pick("none", draw(st.sampled_from(sorted(KINDS))))]
     return {
-        "status": draw(st.sampled_from(["running"] * 9 + ["unknown"])),
-        "setup": draw(st.sampled_from([True] * 9 + [False])),
-        "reserved": draw(st.sampled_from([False] * 9 + [True])),
+        "status": pick("running", "unknown"), "setup": pick(True, False),
+        "reserved": pick(False, True),
         "ram_mb": ram_mb, "cpus": cpus, "disk_mb": disk_mb,
         "ram_inflight_mb": ram_inflight, "ram_committed_mb": ram_committed,
         "disk_inflight_mb": disk_inflight, "disk_committed_mb": disk_committed,
         "cpu_inflight": cpu_inflight, "cpu_committed": cpu_committed,
         "images_mb": draw(st.integers(0, 50_000)),
-        "machine_count": draw(st.integers(0, 2) | st.integers(0, 301)),
-        # one kind only, mostly: mixing would refuse every request
-        "capped_count": draw(st.sampled_from([0] * 6 + [1, 3])),
-        "uncapped_count": draw(st.sampled_from([0] * 6 + [1, 3])),
+        "machine_count": draw(st.integers(0, 2) if healthy else st.integers(0, 301)),
+        "capped_count": capped_count, "uncapped_count": uncapped_count,
         "holds_image": draw(st.booleans()),
     }
 
 
-#: which resource a request is sized at the very edge of (the others mostly fit)
+#: a fleet: mostly a healthy first server (the request is sized against it), then any
+fleets = st.tuples(servers(healthy=True) | servers(),
+                   st.lists(servers(), max_size=3)).map(lambda t: [t[0], *t[1]])
+
+#: which resource a request is sized at the very edge of (the others fit, mostly)
 EDGES = ("ram", "disk", "cpu", "none")
 
 
@@ -73,15 +86,15 @@ def sized(data: st.DataObject, room: float, at_edge: bool, label: str) -> int:
     edge = max(0, math.floor(room))
     if at_edge:
         return data.draw(st.integers(-2, 2).map(lambda d: max(0, edge + d)), label=label)
-    return data.draw(st.integers(0, edge) | st.integers(0, edge) | st.integers(0, 300_000),
-                     label=label)
+    fits = st.integers(0, edge)
+    return data.draw(st.one_of(fits, fits, fits, st.integers(0, 300_000)), label=label)
 
 
 def draw_request(data: st.DataObject, first: ServerState, holds: bool,
                  policy: Policy) -> PlacementRequest:
     """A request sized against the first server of the fleet, so that boundaries come up."""
     edge = data.draw(st.sampled_from(EDGES), label="edge")
-    capped = data.draw(st.booleans(), label="capped")
+    capped = edge == "cpu" or data.draw(st.booleans(), label="capped")
     cpu_room = fit.unreserved_cpu(first, policy)
     cpu_cap = max(1, sized(data, cpu_room, edge == "cpu", "cpu_cap")) if capped else 0
     image_mb = data.draw(st.sampled_from([0, 300, 500, 9000]), label="image_mb")
@@ -128,7 +141,7 @@ def reserves(session: Any, server_uuid: str, request: PlacementRequest,
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                  HealthCheck.too_slow])
-@given(rows=st.lists(servers(), min_size=1, max_size=4), policy=policies,
+@given(rows=fleets, policy=policies,
        with_machines=st.booleans(), data=st.data())
 def test_filters_pass_exactly_when_the_reservation_succeeds(
         ctx: Any, rows: list[dict[str, Any]], policy: Policy, with_machines: bool,
