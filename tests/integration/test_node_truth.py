@@ -236,3 +236,34 @@ def test_a_failed_machine_its_node_runs_is_drift_never_running_again(
     FIGURES["failed machine reported running"] = (
         f"listed as drift ({found:.1f} s after the fault), stays failed through 2 reports; "
         "clean after sdc vm delete", time.monotonic() - started)
+
+
+@pytest.mark.slow  # a minute of two agents; `make bench` runs it
+def test_two_agents_for_one_node_destroy_nothing(cloud: Any, seeded: dict[str, Any]) -> None:
+    """The incident itself: a second, empty agent for a node (another data dir) reports none
+    of its machines and answers every question it takes with "not there". The real agent's
+    reports list them again before the empty one's next report can agree."""
+    from tests.integration.conftest import SIM_DISK_GB, SIM_RAM_MB
+
+    target = cloud.agents["agent0"]
+    machines = provision(cloud, target, 12, "twice")
+    cloud.procs.spawn("rogue", [SDC, "agent", "run", "--backend", "sim", "--server-uuid",
+                                target, "--hostname", "cn0",
+                                "--data-dir", str(cloud.workdir / "rogue"),
+                                "--sim-ram-mb", str(SIM_RAM_MB),
+                                "--sim-disk-gb", str(SIM_DISK_GB)], env=cloud.env)
+    wanted = {m["uuid"] for m in machines}
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            live = {m["uuid"] for m in cloud.api.get("/ops/machines",
+                                                     params={"server_uuid": target})}
+            assert wanted <= live, f"destroyed: {sorted(wanted - live)}"
+            time.sleep(1)
+        rogue_log = (cloud.workdir / "logs" / "rogue.log").read_text(errors="replace")
+        assert "MachineNotFound" in rogue_log  # it did answer questions, and was outvoted
+    finally:
+        cloud.procs.stop("rogue")
+    assert cloud.server(target)["machine_count"] >= len(machines)
+    FIGURES["two agents for one node, 60 s"] = (
+        "none of 12 machines destroyed although the empty agent answered 'not there'", 60.0)
