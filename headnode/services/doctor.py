@@ -206,7 +206,7 @@ def _leaks(session: Session) -> Iterable[Finding]:
     for uuid, server_uuid, state in unreserved:
         yield Finding("leaked_reservation", f"{state} but holds no reservation: its room on "
                       "the server is counted free", server_uuid, uuid,
-                      operator=f"sdc vm delete {uuid} (or provision it again)")
+                      operator=f"sdc vm delete {uuid}")
     nics = session.execute(
         select(Nic.machine_uuid, Nic.ip, machines.c.state, machines.c.server_uuid)
         .outerjoin(machines, machines.c.uuid == Nic.machine_uuid)
