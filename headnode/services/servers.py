@@ -42,7 +42,8 @@ def update_server(ctx: ServiceContext, uuid: str, changes: Mapping[str, Any]) ->
         raise ValueError(f"not operator-settable: {sorted(unexpected)}")
     with ctx.transaction() as session:
         # Lock the row: the allocator reads these flags while reserving capacity on it.
-        server = session.get(Server, uuid, with_for_update=True)
+        # NO KEY UPDATE: a create's foreign-key lock on the row does not hold this up.
+        server = session.get(Server, uuid, with_for_update={"key_share": True})
         if server is None:
             raise NotFound("server", uuid)
         for key, value in changes.items():
