@@ -240,3 +240,6 @@ def test_an_agent_restarted_after_kill_9_is_the_only_one_and_loses_no_machine(
     states = {uuid: cloud.api.get(f"/ops/machines/{uuid}")["state"] for uuid in before + after}
     assert set(states.values()) == {"running"}, states
     assert cloud.procs.procs["agent0"].alive()
+    # and the doctor finds nothing: no orphan, missing record, drift or leak
+    wait_until(lambda: cloud.api.get("/ops/doctor")["findings"] == [], timeout=30,
+               message=lambda: f"sdc doctor to find nothing: {cloud.api.get('/ops/doctor')}")
