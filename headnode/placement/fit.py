@@ -16,8 +16,9 @@ The same expressions are evaluated two ways, so the two cannot disagree (Nomad's
 
 - with Python numbers (``ServerState``, ``Policy``, :data:`PYTHON`): the placement filters,
   the scorers, ``room_for`` (capacity reports) and the what-if simulation;
-- with SQLAlchemy columns and bound parameters (services/capacity.py): the WHERE clause of
-  the guarded UPDATE that reserves room on the locked row.
+- with SQLAlchemy columns (services/fleet.py ``fit_columns``) and bound parameters
+  (services/capacity.py): the WHERE clause of the guarded UPDATE that reserves room on the
+  locked row, and of a resize's growth.
 
 The one input the guard does not read from the row is whether the server holds the image:
 there, the claim on ``server_images`` decides (see :func:`image_to_import`).
