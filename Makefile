@@ -77,6 +77,7 @@ bench: deps venv ## Print every benchmark's figures and run the slow (scale) tes
 	$(BIN)/python bench/auth_and_ips.py
 	$(BIN)/python bench/api_create.py
 	$(BIN)/python bench/worker_turns.py
+	$(BIN)/python bench/doctor.py
 	@scripts/run-pytest.sh $(BIN)/pytest -q -m slow $(PYTEST_ARGS)
 
 clean: ## Remove caches, build output and make demo's data (.sdc-data); keeps .venv and .cache (the triton CLI)
