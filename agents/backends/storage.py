@@ -55,7 +55,6 @@ class Storage(Protocol):
     def image_size(self, image_uuid: str) -> int: ...
     def machine_clone(self, image_uuid: str, uuid: str, quota_bytes: int) -> Path: ...
     def machine_root(self, uuid: str) -> Path: ...
-    def machine_exists(self, uuid: str) -> bool: ...
     def set_quota(self, uuid: str, quota_bytes: int) -> None: ...
     def machine_destroy(self, uuid: str) -> None: ...
     def snapshot_create(self, uuid: str, name: str) -> None: ...
@@ -133,9 +132,6 @@ class BtrfsStorage:
 
     def machine_root(self, uuid: str) -> Path:
         return self.zones / uuid
-
-    def machine_exists(self, uuid: str) -> bool:
-        return self.machine_root(uuid).is_dir()
 
     def machine_clone(self, image_uuid: str, uuid: str, quota_bytes: int) -> Path:
         root = self.machine_root(uuid)
@@ -287,9 +283,6 @@ class ZfsStorage:
 
     def machine_root(self, uuid: str) -> Path:
         return self._mountpoint(self._ds(uuid))
-
-    def machine_exists(self, uuid: str) -> bool:
-        return zfs.exists(self._ds(uuid))
 
     def machine_clone(self, image_uuid: str, uuid: str, quota_bytes: int) -> Path:
         if not zfs.exists(self._ds(uuid)):

@@ -53,10 +53,6 @@ def subvolume_show(path: Path) -> dict[str, str]:
     return fields
 
 
-def property_set_readonly(path: Path, readonly: bool) -> None:
-    run([BTRFS, "property", "set", "-ts", str(path), "ro", "true" if readonly else "false"])
-
-
 def quota_enable(path: Path) -> None:
     run([BTRFS, "quota", "enable", str(path)])
 

@@ -33,7 +33,3 @@ def list_images() -> list[dict[str, Any]]:
 def install(manifest: Path, file: Path) -> None:
     """Install a local image file (its manifest beside it) without contacting any source."""
     run([IMGADM, "install", "-m", str(manifest), "-f", str(file)], timeout=3600)
-
-
-def import_(uuid: str, source: str | None = None) -> None:
-    run([IMGADM, "import", "-q", *(["-S", source] if source else []), uuid], timeout=3600)
