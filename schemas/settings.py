@@ -3,11 +3,15 @@
 Each process type (head node, workflow worker, agent) declares its settings once as a frozen
 dataclass whose fields carry a line of help; :func:`load` fills it. Environment variables win
 over the file named by ``SDC_CONFIG`` so a deployment can keep a file and override one value.
+The file holds the settings of one kind of process: a key that is no setting of the
+process reading it is refused, naming the key and the file (a typo would otherwise
+leave the default in force without a word).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -54,21 +58,40 @@ def _convert(name: str, raw: Any, kind: Any) -> Any:
     return raw
 
 
-def _file_values(environ: Mapping[str, str]) -> dict[str, Any]:
+def _file_values(cls: type, environ: Mapping[str, str]) -> dict[str, Any]:
     path = environ.get(ENV_PREFIX + "CONFIG")
     if not path:
         return {}
     try:
         with open(path, "rb") as fh:
-            return {str(k).lower(): v for k, v in tomllib.load(fh).items()}
+            values = {str(k).lower(): v for k, v in tomllib.load(fh).items()}
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise SettingsError(f"SDC_CONFIG={path}: {exc}") from exc
+    _refuse_unknown(cls, values, path)
+    return values
+
+
+def _refuse_unknown(cls: type, values: Mapping[str, Any], path: str) -> None:
+    """A key that is no setting of ``cls`` is most likely a typo, which would otherwise leave
+    the default in force without a word. So a file serves one kind of process (head node or
+    agent), which knows every key in it."""
+    known = [field.name for field in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        named = ", ".join(_with_hint(key, known) for key in unknown)
+        raise SettingsError(f"SDC_CONFIG={path}: unknown key{'s' if len(unknown) > 1 else ''} "
+                            f"{named}: no setting of {cls.__name__} (`sdc config` lists them)")
+
+
+def _with_hint(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return repr(key) + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
 def load(cls: type[T], environ: Mapping[str, str] | None = None, **overrides: Any) -> T:
     """Build ``cls`` from defaults, then the config file, then the environment, then overrides."""
     environ = os.environ if environ is None else environ
-    from_file = _file_values(environ)
+    from_file = _file_values(cls, environ)
     hints = get_type_hints(cls)
     values: dict[str, Any] = {}
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]

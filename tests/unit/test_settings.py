@@ -76,6 +76,27 @@ def test_missing_or_broken_config_file_is_a_settings_error(tmp_path):
         load(Example, environ={"SDC_CONFIG": broken})
 
 
+def test_an_unknown_key_in_the_file_is_refused_naming_the_key_and_the_file(tmp_path):
+    config = write_config(tmp_path, "port = 9000\nratoi = 0.25\n")
+    with pytest.raises(SettingsError) as err:
+        load(Example, environ={"SDC_CONFIG": config})
+    message = str(err.value)
+    assert config in message and "'ratoi'" in message
+    assert "did you mean 'ratio'?" in message
+
+
+def test_every_unknown_key_is_named_at_once(tmp_path):
+    config = write_config(tmp_path, "colour = 1\nNAMES = 'x'\n")
+    with pytest.raises(SettingsError, match="unknown keys 'colour', 'names'"):
+        load(Example, environ={"SDC_CONFIG": config})
+
+
+def test_an_unknown_variable_in_the_environment_is_not_the_files_business():
+    # SDC_API_URL and friends are read by other parts (the sdc client); only the file is
+    # one process's own
+    assert load(Example, environ={"SDC_COLOUR": "blue"}) == Example()
+
+
 @pytest.mark.parametrize("raw", ["1", "true", "TRUE", "yes", "on", " True "])
 def test_bool_true_spellings(raw):
     assert load(Example, environ={"SDC_DEBUG": raw}).debug is True
