@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from headnode.services import servers
 
@@ -124,11 +125,24 @@ def test_every_answer_has_a_request_id(api: Any, client: Any) -> None:
     assert client.get("/ops/servers").headers["x-request-id"]
 
 
-def test_metrics_are_exposed(client: Any, api: Any) -> None:
-    api("get", "/ops/servers")
+def scraped(client: Any, sample: str, labels: dict[str, str]) -> float:
+    """The value of one sample in ``GET /metrics`` (0 when it is not there yet)."""
     answer = client.get("/metrics")
     assert answer.status_code == 200
-    assert b"sdc_api_requests_total" in answer.data
+    return sum(s.value for family in text_string_to_metric_families(answer.get_data(as_text=True))
+               for s in family.samples if s.name == sample and s.labels == labels)
+
+
+def test_metrics_count_each_request(client: Any, api: Any) -> None:
+    # The counters live as long as the process (other tests count too): compare before/after.
+    answered = {"method": "GET", "endpoint": "/ops/servers", "status": "200"}
+    timed = {"method": "GET", "endpoint": "/ops/servers"}
+    before = (scraped(client, "sdc_api_requests_total", answered),
+              scraped(client, "sdc_api_request_seconds_count", timed))
+    assert api("get", "/ops/servers").status_code == 200
+    after = (scraped(client, "sdc_api_requests_total", answered),
+             scraped(client, "sdc_api_request_seconds_count", timed))
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
 
 
 def test_oversized_body_is_refused(api: Any) -> None:
