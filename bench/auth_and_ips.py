@@ -80,7 +80,8 @@ def allocate_one(ctx: ServiceContext, machine_uuid: str, owner_uuid: str) -> str
     with ctx.transaction() as session:
         machine = session.get(Machine, machine_uuid)
         assert machine is not None
-        return networks.allocate_nics(session, machine, owner_uuid, ["big"])[0].ip
+        big = networks.requested_networks(session, owner_uuid, ["big"])
+        return networks.attach_nics(session, machine, big, created_here=False)[0].ip
 
 
 def bench_ips(ctx: ServiceContext, threads: int, leases: int) -> None:

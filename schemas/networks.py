@@ -1,6 +1,10 @@
 """Wire formats of networks and SSH keys in the operator API (``/ops/networks``,
-``/ops/accounts/<login>/keys``). Types are checked here; addresses, ranges and overlaps by the
-networks service, which names the failing field."""
+``/ops/accounts/<login>/keys``).
+
+A network body is checked in one place, the networks service (``_network_fields``), which
+every caller goes through and which names the failing field: names, tags, ranges, addresses,
+overlaps and defaults. ``NetworkCreate`` only says which fields there are and their JSON types
+(for the OpenAPI document, and so that an unknown field is refused)."""
 
 from __future__ import annotations
 
@@ -10,19 +14,21 @@ from schemas.ops import RequestSchema
 
 
 class NetworkCreate(RequestSchema):
-    name = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    name = fields.String(required=True, metadata={"description": "1 to 128 of [A-Za-z0-9_.-], "
+                                                  "starting with a letter or digit"})
     subnet = fields.String(required=True, metadata={"description": "IPv4 CIDR, e.g. "
                                                     "10.88.0.0/24"})
     gateway = fields.String(allow_none=True)
     provision_start_ip = fields.String(metadata={"description": "default: first host"})
     provision_end_ip = fields.String(metadata={"description": "default: last host"})
-    resolvers = fields.List(fields.String(), load_default=list)
-    vlan_id = fields.Integer(load_default=0, validate=validate.Range(min=0, max=4094))
-    nic_tag = fields.String(load_default="external")
+    resolvers = fields.List(fields.String(), metadata={"description": "IPv4 addresses"})
+    vlan_id = fields.Integer(metadata={"description": "0 to 4094, default 0"})
+    nic_tag = fields.String(metadata={"description": "1 to 31 of [A-Za-z0-9_], default "
+                                      "external"})
     public = fields.Boolean(metadata={"description": "default: true unless owner is given"})
     owner = fields.String(metadata={"description": "account uuid or login (a private "
                                     "network)"})
-    description = fields.String(load_default="", validate=validate.Length(max=512))
+    description = fields.String(metadata={"description": "at most 512 characters"})
 
 
 class Network(Schema):

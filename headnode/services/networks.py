@@ -172,7 +172,9 @@ def _check_overlap(session: Session, subnet: ipaddress.IPv4Network, nic_tag: str
 
 
 def _network_fields(session: Session, body: dict[str, Any]) -> dict[str, Any]:
-    """Check a create body; return the columns of the new network."""
+    """Check a create body; return the columns of the new network. The one place a network
+    body is checked (the API's schema gives only the fields' JSON types): the operator API
+    and every other caller get the same answers, naming the field."""
     name = body.get("name")
     if not isinstance(name, str) or not NAME.match(name):
         raise InvalidArgument("name", "1 to 128 letters, digits or _.- (starting with a "
@@ -443,21 +445,11 @@ def _allocate_one(session: Session, machine_uuid: str, network: Network,
                    network=network.uuid)
 
 
-def allocate_nics(session: Session, machine: Machine, owner_uuid: str,
-                  requested: list[str] | None) -> list[Nic]:
-    """Give ``machine`` (already added to ``session``) one NIC per requested network (uuid or
-    name, visible to the owner) or on its default network. The first NIC is primary. No
-    network at all (none requested, no public one) means no NIC. Raises InvalidArgument
-    ("networks") or Conflict ("SubnetFull"); the caller's transaction then rolls back."""
-    created_here = machine in session.new  # before a query's autoflush inserts it
-    networks = requested_networks(session, owner_uuid, requested)
-    return attach_nics(session, machine, networks, created_here)
-
-
 def attach_nics(session: Session, machine: Machine, networks: list[Network],
                 created_here: bool = True) -> list[Nic]:
-    """One NIC on each of ``networks`` (the first is primary) for ``machine``, which this
-    transaction created unless ``created_here`` is False."""
+    """One NIC on each of ``networks`` (the first is primary; none, no NIC) for ``machine``,
+    which this transaction created unless ``created_here`` is False. Raises Conflict
+    ("SubnetFull"); the caller's transaction then rolls back."""
     session.flush()  # the machine row must exist before NICs reference it
     nics = [_allocate_one(session, machine.uuid, network, primary=(i == 0))
             for i, network in enumerate(networks)]

@@ -26,7 +26,8 @@ def with_nic(ctx: Any, machine: Machine) -> str:
     with ctx.transaction() as session:
         row = session.get(Machine, machine.uuid)
         assert row is not None
-        return networks.allocate_nics(session, row, row.owner_uuid, None)[0].ip
+        default = networks.requested_networks(session, row.owner_uuid, None)
+        return networks.attach_nics(session, row, default, created_here=False)[0].ip
 
 
 def ask(ctx: Any, now: float, server_uuid: str | None = None) -> list[nodes.Question]:

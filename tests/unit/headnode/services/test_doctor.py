@@ -41,7 +41,8 @@ def with_nic(ctx: Any, machine: Machine) -> str:
     with ctx.transaction() as session:
         row = session.get(Machine, machine.uuid)
         assert row is not None
-        return networks.allocate_nics(session, row, row.owner_uuid, None)[0].ip
+        default = networks.requested_networks(session, row.owner_uuid, None)
+        return networks.attach_nics(session, row, default, created_here=False)[0].ip
 
 
 def test_a_fleet_that_agrees_with_its_nodes_has_nothing(ctx: Any, fleet: dict[str, Any]) -> None:

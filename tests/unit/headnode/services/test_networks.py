@@ -34,7 +34,8 @@ def allocate(ctx: Any, machine: Machine, requested: list[str] | None = None,
     with ctx.transaction() as session:
         m = session.get(Machine, machine.uuid)
         assert m is not None
-        nics = svc.allocate_nics(session, m, owner_uuid or m.owner_uuid, requested)
+        networks = svc.requested_networks(session, owner_uuid or m.owner_uuid, requested)
+        nics = svc.attach_nics(session, m, networks, created_here=False)
         return [nic.ip for nic in nics]
 
 
@@ -335,7 +336,9 @@ def test_the_machine_object_carries_every_nic_without_reading_them_back(
     with ctx.transaction() as session:
         loaded = session.get(Machine, m.uuid)  # its NIC on "a" comes with it
         assert loaded is not None
-        svc.allocate_nics(session, loaded, fleet["owner"].uuid, ["b"])
+        svc.attach_nics(session, loaded,
+                        svc.requested_networks(session, fleet["owner"].uuid, ["b"]),
+                        created_here=False)
         in_hand = svc.machine_network_fields(loaded)
     assert in_hand["ips"] == ["10.88.0.10", "10.89.0.10"]
     assert machine_svc.get_machine(ctx, m.uuid)["ips"] == in_hand["ips"]
