@@ -1,5 +1,5 @@
 """``sdc doctor [--repair]`` and ``sdc doctor purge SERVER MACHINE``: the records against
-every node's truth (``/ops/doctor``). Added to :mod:`headnode.cli.main` when it is imported.
+every node's truth (``/ops/doctor``).
 
 ``sdc doctor`` exits 1 while something is found that a repair did not fix, so a script (or
 a fault test) can wait for a clean bill."""
@@ -11,10 +11,11 @@ from typing import Any
 import click
 from rich.table import Table
 
-from headnode.cli.main import SdcGroup, client, console, emit, json_option, main
+from headnode.cli.context import SdcGroup, client, json_option
+from headnode.cli.output import console, emit
 
 
-@main.group(cls=SdcGroup, invoke_without_command=True)
+@click.group(cls=SdcGroup, invoke_without_command=True)
 @click.option("--repair", is_flag=True,
               help="Fix records and release leaked reservations and addresses; never "
                    "destroys a machine on a node (it says what to run).")

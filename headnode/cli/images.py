@@ -1,6 +1,5 @@
-"""``sdc image import|build-busybox|create-from`` and ``sdc vm resize|rename|snapshot``:
-image files and the changes to a machine's definition. Added to the groups of
-:mod:`headnode.cli.main` when it is imported."""
+"""``sdc image create|list|get|import|build-busybox|create-from``: the manifests machines
+are cloned from, and image files (uploaded, built from busybox, or made from a machine)."""
 
 from __future__ import annotations
 
@@ -11,25 +10,64 @@ from typing import Any
 
 import click
 import requests
+from rich.table import Table
 
 from headnode.cli.client import ApiError, ApiUnreachable, error_from_response
-from headnode.cli.main import (
-    SdcGroup,
-    client,
-    console,
-    emit,
-    fmt_time,
-    follow_job,
-    image,
-    json_option,
-    render_object,
-    vm,
-    wait_option,
-)
+from headnode.cli.context import SdcGroup, client, json_option, wait_option
+from headnode.cli.output import console, emit, fmt_mib, follow_job, render_object
 
 #: uploading an image file may take much longer than a JSON request
 UPLOAD_TIMEOUT = 3600.0
 CHUNK = 1 << 20
+
+
+# ---------------------------------------------------------------------------- manifests
+
+
+@click.group(cls=SdcGroup)
+def image() -> None:
+    """Images: the manifests machines are cloned from."""
+
+
+@image.command("create")
+@click.argument("name")
+@click.option("--version", "version", required=True)
+@click.option("--os", "os_name", type=click.Choice(
+    ["smartos", "linux", "windows", "bsd", "illumos", "other"]))
+@click.option("--type", "image_type", type=click.Choice(
+    ["zone-dataset", "lx-dataset", "zvol", "docker", "other"]))
+@click.option("--size-mb", type=click.IntRange(min=0))
+@json_option
+def image_create(name: str, version: str, os_name: str | None, image_type: str | None,
+                 size_mb: int | None) -> None:
+    """Add a placeholder manifest (no image file)."""
+    body: dict[str, Any] = {"name": name, "version": version}
+    for key, value in (("os", os_name), ("type", image_type), ("size_mb", size_mb)):
+        if value is not None:
+            body[key] = value
+    emit(client().post("/ops/images", body), render_object)
+
+
+@image.command("list")
+@json_option
+def image_list() -> None:
+    emit(client().get("/ops/images"), render_images)
+
+
+def render_images(images: list[dict[str, Any]]) -> None:
+    table = Table("uuid", "name", "version", "os", "type", "state", "size")
+    for img in images:
+        table.add_row(img.get("uuid", ""), img.get("name", ""), img.get("version", ""),
+                      img.get("os", ""), img.get("type", ""), img.get("state", ""),
+                      fmt_mib(img.get("size_mb")))
+    console().print(table)
+
+
+@image.command("get")
+@click.argument("image_uuid", metavar="UUID")
+@json_option
+def image_get(image_uuid: str) -> None:
+    emit(client().get(f"/ops/images/{image_uuid}"), render_object)
 
 
 # ---------------------------------------------------------------------------- image files
@@ -135,98 +173,3 @@ def image_create_from(machine_uuid: str, name: str, version: str, description: s
         return
     emit(answer, lambda a: click.echo(f"image {a['image']['uuid']} ({name}@{version}) is "
                                       f"being made: job {a['job_uuid']}"))
-
-
-# ---------------------------------------------------------------------------- machines
-
-
-def start_or_follow(answer: dict[str, Any], machine_uuid: str, what: str, wait: bool) -> None:
-    if wait and answer.get("job_uuid"):
-        follow_job(answer["job_uuid"], machine_uuid)
-        return
-    emit(answer, lambda a: click.echo(f"{what} of {machine_uuid}: job {a.get('job_uuid')}"))
-
-
-@vm.command("resize")
-@click.argument("machine_uuid", metavar="UUID")
-@click.argument("package_ref", metavar="PACKAGE")
-@wait_option
-@json_option
-def vm_resize(machine_uuid: str, package_ref: str, wait: bool) -> None:
-    """Give a machine another package's RAM, disk and CPU."""
-    answer = client().post(f"/ops/machines/{machine_uuid}",
-                           params={"action": "resize", "package": package_ref})
-    start_or_follow(answer, machine_uuid, "resize", wait)
-
-
-@vm.command("rename")
-@click.argument("machine_uuid", metavar="UUID")
-@click.argument("alias")
-@wait_option
-@json_option
-def vm_rename(machine_uuid: str, alias: str, wait: bool) -> None:
-    """Give a machine a new alias (its hostname)."""
-    answer = client().post(f"/ops/machines/{machine_uuid}",
-                           params={"action": "rename", "alias": alias})
-    start_or_follow(answer, machine_uuid, "rename", wait)
-
-
-@vm.group(cls=SdcGroup)
-def snapshot() -> None:
-    """Snapshots of a machine's dataset: create, list, get, rollback, delete."""
-
-
-@snapshot.command("create")
-@click.argument("machine_uuid", metavar="UUID")
-@click.argument("name")
-@wait_option
-@json_option
-def snapshot_create(machine_uuid: str, name: str, wait: bool) -> None:
-    answer = client().post(f"/ops/machines/{machine_uuid}/snapshots", {"name": name})
-    start_or_follow(answer, machine_uuid, f"snapshot {name}", wait)
-
-
-@snapshot.command("list")
-@click.argument("machine_uuid", metavar="UUID")
-@json_option
-def snapshot_list(machine_uuid: str) -> None:
-    emit(client().get(f"/ops/machines/{machine_uuid}/snapshots"), render_snapshots)
-
-
-def render_snapshots(rows: list[dict[str, Any]]) -> None:
-    from rich.table import Table
-
-    table = Table("name", "state", "created", "updated")
-    for row in rows:
-        table.add_row(row.get("name", ""), row.get("state", ""),
-                      fmt_time(row.get("created_at")), fmt_time(row.get("updated_at")))
-    console().print(table)
-
-
-@snapshot.command("get")
-@click.argument("machine_uuid", metavar="UUID")
-@click.argument("name")
-@json_option
-def snapshot_get(machine_uuid: str, name: str) -> None:
-    emit(client().get(f"/ops/machines/{machine_uuid}/snapshots/{name}"), render_object)
-
-
-@snapshot.command("rollback")
-@click.argument("machine_uuid", metavar="UUID")
-@click.argument("name")
-@wait_option
-@json_option
-def snapshot_rollback(machine_uuid: str, name: str, wait: bool) -> None:
-    """Restore the machine's dataset to the snapshot."""
-    answer = client().post(f"/ops/machines/{machine_uuid}/snapshots/{name}")
-    start_or_follow(answer, machine_uuid, f"rollback to {name}", wait)
-
-
-@snapshot.command("delete")
-@click.argument("machine_uuid", metavar="UUID")
-@click.argument("name")
-@wait_option
-@json_option
-def snapshot_delete(machine_uuid: str, name: str, wait: bool) -> None:
-    answer = client().delete(f"/ops/machines/{machine_uuid}/snapshots/{name}")
-    start_or_follow(answer, machine_uuid, f"delete of snapshot {name}", wait)

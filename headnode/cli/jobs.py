@@ -1,11 +1,53 @@
-"""``sdc job cancel``: stop a queued or running job at its next step boundary. Added to the
-``job`` group of :mod:`headnode.cli.main` when it is imported."""
+"""``sdc job list|get|cancel``: the workflow jobs every change to a machine runs as, and
+stopping one at its next step boundary."""
 
 from __future__ import annotations
 
-import click
+from typing import Any
 
-from headnode.cli.main import client, emit, job, json_option, render_job, wait_for_job
+import click
+from rich.table import Table
+
+from headnode.cli.context import SdcGroup, client, json_option
+from headnode.cli.output import (
+    console,
+    emit,
+    fmt_duration,
+    fmt_time,
+    job_duration,
+    render_job,
+    wait_for_job,
+)
+
+
+@click.group(cls=SdcGroup)
+def job() -> None:
+    """Workflow jobs: every change to a machine runs as one."""
+
+
+@job.command("list")
+@click.option("--machine", "machine_uuid", metavar="UUID")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@json_option
+def job_list(machine_uuid: str | None, limit: int) -> None:
+    emit(client().get("/ops/jobs", {"machine_uuid": machine_uuid, "limit": limit}),
+         render_jobs)
+
+
+def render_jobs(jobs: list[dict[str, Any]]) -> None:
+    table = Table("uuid", "name", "execution", "machine", "created", "duration")
+    for row in jobs:
+        table.add_row(row.get("uuid", ""), row.get("name", ""), row.get("execution", ""),
+                      row.get("machine_uuid") or "-", fmt_time(row.get("created_at")),
+                      fmt_duration(job_duration(row)))
+    console().print(table)
+
+
+@job.command("get")
+@click.argument("job_uuid", metavar="UUID")
+@json_option
+def job_get(job_uuid: str) -> None:
+    emit(client().get(f"/ops/jobs/{job_uuid}"), render_job)
 
 
 @job.command("cancel")

@@ -1,6 +1,5 @@
 """``sdc network create|list|get|ips|delete`` and ``sdc key add|list|delete``: the networks
-machines get addresses on, and the SSH keys accounts sign CloudAPI requests with. Added to
-:mod:`headnode.cli.main` when it is imported."""
+machines get addresses on, and the SSH keys accounts sign CloudAPI requests with."""
 
 from __future__ import annotations
 
@@ -12,7 +11,8 @@ from urllib.parse import quote
 import click
 from rich.table import Table
 
-from headnode.cli.main import SdcGroup, client, console, emit, json_option, main, render_object
+from headnode.cli.context import SdcGroup, client, json_option
+from headnode.cli.output import console, emit, render_object
 
 MAX_KEY_FILE = 16384
 
@@ -20,7 +20,7 @@ MAX_KEY_FILE = 16384
 # ---------------------------------------------------------------------------- networks
 
 
-@main.group(cls=SdcGroup)
+@click.group(cls=SdcGroup)
 def network() -> None:
     """Networks: subnets and the provision ranges machines get addresses from."""
 
@@ -144,7 +144,7 @@ def network_delete(ref: str) -> None:
 # ---------------------------------------------------------------------------- keys
 
 
-@main.group(cls=SdcGroup)
+@click.group(cls=SdcGroup)
 def key() -> None:
     """SSH keys of accounts (they sign CloudAPI requests)."""
 

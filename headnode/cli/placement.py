@@ -1,6 +1,5 @@
 """``sdc placement explain`` and ``sdc capacity [simulate|history]``: why a machine would go
-where it goes (or nowhere), and what the fleet still holds. Added to :mod:`headnode.cli.main`
-when it is imported."""
+where it goes (or nowhere), and what the fleet still holds."""
 
 from __future__ import annotations
 
@@ -9,16 +8,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from headnode.cli.main import (
-    SdcGroup,
-    client,
-    console,
-    emit,
-    fmt_mib,
-    fmt_time,
-    json_option,
-    main,
-)
+from headnode.cli.context import SdcGroup, client, json_option
+from headnode.cli.output import console, emit, fmt_mib, fmt_time
 
 affinity_option = click.option(
     "--affinity", "affinity", multiple=True, metavar="RULE",
@@ -28,7 +19,7 @@ affinity_option = click.option(
 # ---------------------------------------------------------------------------- explain
 
 
-@main.group(cls=SdcGroup)
+@click.group(cls=SdcGroup)
 def placement() -> None:
     """Placement decisions, explained."""
 
@@ -69,7 +60,7 @@ def render_decision(decision: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------- capacity
 
 
-@main.group(cls=SdcGroup, invoke_without_command=True)
+@click.group(cls=SdcGroup, invoke_without_command=True)
 @json_option
 @click.pass_context
 def capacity(ctx: click.Context) -> None:

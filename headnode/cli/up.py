@@ -26,7 +26,7 @@ import click
 from rich.table import Table
 
 from headnode.cli.client import ApiError, OpsClient
-from headnode.cli.main import (
+from headnode.cli.output import (
     console,
     fmt_duration,
     fmt_job_error,

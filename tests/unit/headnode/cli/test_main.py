@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from headnode.cli import main as cli
+from headnode.cli import output as cli
 from headnode.cli.main import main
 from tests.support.net import free_port
 

@@ -1,0 +1,163 @@
+"""``sdc headnode serve|worker|beat`` and ``sdc headnode db upgrade``: the head node's
+processes (the API under gunicorn, the workflow worker, the reconciler) and its database."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from headnode.cli.context import SdcGroup, state_of
+from headnode.cli.output import redact_url
+
+
+@click.group(cls=SdcGroup)
+def headnode() -> None:
+    """Run the head node's processes (API, workflow worker, beat) and its database."""
+
+
+@headnode.command()
+@click.option("--bind", default=None, help="host:port [default SDC_API_BIND].")
+@click.option("--workers", type=int, default=None, help="[default SDC_API_WORKERS].")
+@click.pass_context
+def serve(ctx: click.Context, bind: str | None, workers: int | None) -> None:
+    """Serve the API with gunicorn (headnode.api.app:create_app())."""
+    settings = state_of(ctx).settings()
+    import_or_fail("headnode.api.app", "the API")
+    require_migrated(settings.resolved_database_url)
+    run_gunicorn(bind or settings.api_bind, workers or settings.api_workers)
+
+
+def require_migrated(url: str) -> None:
+    """Refuse to serve a database whose schema is missing or behind: every request would
+    fail with 500 (no such table, no such column)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from headnode.store import migrate
+
+    where = redact_url(url)
+    try:
+        missing = migrate.pending(url)
+    except migrate.UnknownRevision as exc:
+        raise click.ClickException(
+            f"the database at {where} is at revision {exc}, which this sdc does not know "
+            "(migrated by a newer version?): upgrade sdc, or serve from the one that "
+            "migrated it") from exc
+    except SQLAlchemyError as exc:
+        raise click.ClickException(f"cannot check the database at {where}: "
+                                   f"{getattr(exc, 'orig', None) or exc}") from exc
+    if missing:
+        raise click.ClickException(
+            f"the database at {where} is not migrated ({len(missing)} migration(s) to apply: "
+            f"{', '.join(missing)}); run `sdc headnode db upgrade` first")
+
+
+#: Seconds an idle kept-alive connection stays open. gunicorn's default (2 s) equals the
+#: poll interval of CloudAPI clients, so a client reused its connection just as the server
+#: closed it (ECONNRESET); Node's own clients drop idle sockets after 5 s, so the server must
+#: wait longer than that (CloudAPI, on Node, keeps them at least 5 s).
+KEEPALIVE_SECONDS = 30
+
+
+def run_gunicorn(bind: str, workers: int) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    class HeadnodeApi(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            # Short graceful timeout so `sdc up` stops within its 10 s budget.
+            options = {"bind": bind, "workers": workers, "graceful_timeout": 5,
+                       "errorlog": "-", "proc_name": "sdc-api",
+                       "keepalive": KEEPALIVE_SECONDS,
+                       # Threads: a request waiting on the database does not hold a whole
+                       # worker, and an image upload or download longer than the worker
+                       # timeout is not killed (a sync worker is, at 30 s).
+                       "worker_class": "gthread", "threads": 4,
+                       # Newer gunicorns open a control socket in $HOME by default: two
+                       # head nodes on one machine (two `sdc up`) would fight over it.
+                       "control_socket_disable": True}
+            for key, value in options.items():
+                if key in self.cfg.settings:
+                    self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            from headnode.api.app import create_app
+
+            return create_app()
+
+    HeadnodeApi().run()
+
+
+@headnode.command()
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.pass_context
+def worker(ctx: click.Context, loglevel: str) -> None:
+    """Run the workflow worker (Celery, queue `headnode`)."""
+    from agents import supervise
+
+    if not supervise.is_child():
+        # The worker itself runs in a child that is started again if Celery gives up.
+        argv = [sys.executable, "-m", "headnode.cli.main", "headnode", "worker",
+                "--loglevel", loglevel]
+        sys.exit(supervise.supervise(argv, {}))
+    settings = state_of(ctx).settings()
+    app = import_or_fail("workflows.celery_app", "the workflow engine").app
+    supervise.exit_on_unrecoverable()
+    watchdog = supervise.ConsumerWatchdog(settings.redis_url, ["headnode"])
+    watchdog.connect()
+    watchdog.start()
+    app.worker_main([
+        "worker", "--queues", "headnode", "--concurrency", str(settings.worker_concurrency),
+        "--pool", settings.worker_pool, "--hostname", "headnode@%h", "--loglevel", loglevel,
+        # A lone worker needs no cluster chatter; it only costs Redis traffic and start time.
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ])
+
+
+@headnode.command()
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.pass_context
+def beat(ctx: click.Context, loglevel: str) -> None:
+    """Run the periodic reconciler (Celery beat)."""
+    settings = state_of(ctx).settings()
+    app = import_or_fail("workflows.celery_app", "the workflow engine").app
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    schedule = settings.data_dir / "celerybeat-schedule"
+    app.start(["beat", "--schedule", str(schedule), "--loglevel", loglevel])
+
+
+@headnode.group(cls=SdcGroup)
+def db() -> None:
+    """The head node's database."""
+
+
+@db.command()
+@click.pass_context
+def upgrade(ctx: click.Context) -> None:
+    """Create the schema, or migrate the database to the newest one."""
+    from headnode.store import migrate
+
+    settings = state_of(ctx).settings()
+    url = settings.resolved_database_url
+    if url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    before = migrate.applied_heads(url)
+    missing = migrate.unapplied(before)
+    migrate.upgrade(url)
+    after = ", ".join(migrate.applied_heads(url))
+    where = redact_url(url)
+    if not before:
+        click.echo(f"created the schema in the database at {where} (revision {after})")
+    elif missing:
+        click.echo(f"migrated the database at {where}: applied {', '.join(missing)} "
+                   f"(revision {', '.join(before)} -> {after})")
+    else:
+        click.echo(f"the database at {where} is already up to date (revision {after})")
+
+
+def import_or_fail(module: str, what: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise click.ClickException(f"cannot load {what} ({module}): {exc}") from exc
