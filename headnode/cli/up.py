@@ -12,182 +12,30 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
-from rich.table import Table
 
 from headnode.cli.client import ApiError, OpsClient
-from headnode.cli.output import (
-    console,
-    fmt_duration,
-    fmt_job_error,
-    job_steps_table,
-    seconds_between,
+from headnode.cli.demo import run_demo
+from headnode.cli.output import console
+from headnode.cli.supervisor import (
+    Child,
+    ChildDied,
+    ShutdownRequested,
+    StartupFailed,
+    Supervisor,
+    shutdown_signals,
+    wait_for,
 )
 from headnode.config import get_settings
 
-STOP_TIMEOUT = 10.0
-START_TIMEOUT = 60.0
 SUPERVISE_INTERVAL = 0.5
-LOG_TAIL_LINES = 25
 SDC = [sys.executable, "-m", "headnode.cli.main"]
-
-
-class ShutdownRequested(Exception):
-    """Ctrl-C or SIGTERM: stop everything and exit 0."""
-
-
-class ChildDied(Exception):
-    """A child exited while it should be running: stop everything and exit 1."""
-
-    def __init__(self, child: Child) -> None:
-        super().__init__(f"{child.name} exited with status {child.proc.returncode}")
-        self.child = child
-
-
-class StartupFailed(Exception):
-    """The cloud did not come up (a timeout, a failed migration, a refused request)."""
-
-
-# ---------------------------------------------------------------------------- supervisor
-
-
-@dataclass
-class Child:
-    name: str
-    argv: list[str]
-    log_path: Path
-    proc: subprocess.Popen[bytes]
-
-    @property
-    def pgid(self) -> int:
-        # start_new_session makes the child the leader of its own group: pgid == pid.
-        return self.proc.pid
-
-    def tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        return tail_file(self.log_path, lines)
-
-
-def tail_file(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any process is left in the group (the leader may be gone, its children not)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a process we cannot signal is not one we started
-        return False
-    return True
-
-
-def signal_group(pgid: int, signum: int) -> None:
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
-
-
-@dataclass
-class Supervisor:
-    """Starts children, each in its own session and process group, and stops them all."""
-
-    log_dir: Path
-    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
-    children: list[Child] = field(default_factory=list)
-
-    def start(self, name: str, argv: list[str]) -> Child:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{name}.log"
-        with open(log_path, "ab") as log:
-            # A new session per child: the terminal's Ctrl-C reaches only us, and we stop
-            # the children in order instead of all at once.
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, env=self.env,
-                                    start_new_session=True)
-        child = Child(name, argv, log_path, proc)
-        self.children.append(child)
-        return child
-
-    def run_once(self, name: str, argv: list[str], timeout: float = 120.0) -> None:
-        """Run a one-shot step (the migration) to completion, logging like the others."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{name}.log"
-        with open(log_path, "ab") as log:
-            result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, env=self.env, timeout=timeout,
-                                    check=False)
-        if result.returncode != 0:
-            raise StartupFailed(f"{name} failed (status {result.returncode}):\n"
-                                f"{tail_file(log_path)}")
-
-    def dead_child(self) -> Child | None:
-        return next((c for c in self.children if c.proc.poll() is not None), None)
-
-    def check(self) -> None:
-        dead = self.dead_child()
-        if dead is not None:
-            raise ChildDied(dead)
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> list[str]:
-        """SIGTERM every group in reverse start order, wait, SIGKILL what is left.
-
-        Returns the names of the children that had to be killed.
-        """
-        for child in reversed(self.children):
-            signal_group(child.pgid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self._alive():
-            time.sleep(0.05)
-        # Only groups still alive: a finished group's id may already belong to someone else.
-        stubborn = [c for c in reversed(self.children) if group_alive(c.pgid)]
-        for child in stubborn:
-            signal_group(child.pgid, signal.SIGKILL)
-        killed = [c.name for c in stubborn]
-        for child in self.children:
-            try:
-                child.proc.wait(timeout=2.0)
-            except subprocess.TimeoutExpired:
-                killed.append(child.name)
-        return killed
-
-    def _alive(self) -> bool:
-        alive = False
-        for child in self.children:
-            child.proc.poll()  # reap the leader so it stops counting as a group member
-            alive = group_alive(child.pgid) or alive
-        return alive
-
-
-@contextmanager
-def shutdown_signals() -> Iterator[None]:
-    """Turn SIGINT and SIGTERM into ShutdownRequested while the cloud runs."""
-
-    def request(signum: int, _frame: FrameType | None) -> None:
-        # Only the first signal interrupts; a second Ctrl-C during the shutdown must not
-        # abandon children half-stopped.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise ShutdownRequested(signal.Signals(signum).name)
-
-    previous = {s: signal.signal(s, request) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 # ---------------------------------------------------------------------------- ports, env
@@ -212,20 +60,6 @@ def port_taken(port: int) -> bool:
 def fleet_prefix(data_dir: Path) -> str:
     """Stable per data dir, so a restarted mock fleet comes back as the same servers."""
     return "mc" + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:6]
-
-
-def wait_for(what: str, ready: Callable[[], Any], supervisor: Supervisor,
-             timeout: float = START_TIMEOUT, interval: float = 0.2) -> Any:
-    """Poll ``ready`` until it returns something true, watching the children meanwhile."""
-    deadline = time.monotonic() + timeout
-    while True:
-        supervisor.check()
-        value = ready()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise StartupFailed(f"{what}: not ready after {timeout:g} s")
-        time.sleep(interval)
 
 
 # ---------------------------------------------------------------------------- the cloud
@@ -378,7 +212,7 @@ def run_cloud(cloud: Cloud, demo: bool) -> int:
             cloud.start()
             cloud.print_access()
             if demo:
-                run_demo(cloud)
+                run_demo(cloud.client(), cloud.supervisor, cloud.say)
             console().print(f"the cloud keeps serving at {cloud.api_url} — try `sdc vm list`; "
                             "Ctrl-C stops it", highlight=False)
             cloud.supervise()
@@ -409,140 +243,3 @@ def stop_children(cloud: Cloud) -> None:
     if killed:
         cloud.say(f"had to kill: {', '.join(killed)}")
     cloud.say("stopped")
-
-
-# ---------------------------------------------------------------------------- the demo
-
-
-DEMO_LOGIN = "demo"
-DEMO_PACKAGES = {"small": (1024, 10 * 1024), "large": (4096, 40 * 1024)}
-DEMO_IMAGE = ("base-64-lts", "24.4.1")
-DEMO_MACHINES = 6
-#: states in which a demo machine is kept for the next run (it holds its name)
-LIVE_STATES = ("provisioning", "running", "stopped", "unknown")
-#: the public network demo machines get their addresses on
-DEMO_NETWORK = {"name": "external", "subnet": "10.88.0.0/24", "gateway": "10.88.0.1",
-                "provision_start_ip": "10.88.0.10", "provision_end_ip": "10.88.0.250",
-                "resolvers": ["10.88.0.1"], "description": "made by sdc up --demo"}
-
-
-def run_demo(cloud: Cloud) -> None:
-    """Make sure the demo account has DEMO_MACHINES live machines and show where they are.
-
-    A data dir keeps its cloud across `sdc up` runs, so a second `sdc up --demo` reuses the
-    machines the first made and provisions only what is missing (one that failed or was
-    deleted): running the demo again never piles machines up."""
-    ops = cloud.client()
-    owner_uuid = ensure_demo_catalog(ops)
-    image_uuid = ensure_demo_image(ops)
-    kept = live_demo_machines(ops, owner_uuid)
-    if kept:
-        cloud.say(f"reusing {len(kept)} machine(s) of an earlier demo on this data dir")
-    aliases = next_aliases(ops, DEMO_MACHINES - len(kept))
-    sizes = list(DEMO_PACKAGES)
-    created = []
-    for n, alias in enumerate(aliases, start=len(kept)):
-        pkg = sizes[n % len(sizes)]
-        machine = ops.post("/ops/machines", {"owner": DEMO_LOGIN, "package": pkg,
-                                             "image": image_uuid, "alias": alias,
-                                             "tags": {"demo": True}})
-        created.append((alias, pkg, machine))
-    package_names = {p["uuid"]: p.get("name") for p in ops.get("/ops/packages")}
-    shown = [(m["alias"], str(package_names.get(m["package_uuid"], "")), m) for m in kept]
-    if not created:
-        show_placement(ops, shown)
-        return
-    cloud.say(f"provisioned {len(created)} machines; waiting for their jobs")
-    jobs = wait_for_jobs(ops, [m["job_uuid"] for _, _, m in created], cloud.supervisor)
-    show_placement(ops, shown + created)
-    show_first_job(created, jobs)
-
-
-def live_demo_machines(ops: OpsClient, owner_uuid: str) -> list[dict[str, Any]]:
-    """The demo account's machines made by a demo that still hold their name."""
-    rows = ops.get("/ops/machines", {"owner_uuid": owner_uuid})
-    return [m for m in rows if str(m.get("alias", "")).startswith("demo-")
-            and m.get("state") in LIVE_STATES]
-
-
-def show_first_job(created: list[tuple[str, str, dict[str, Any]]],
-                   jobs: dict[str, dict[str, Any]]) -> None:
-    first_job = jobs[created[0][2]["job_uuid"]]
-    took = seconds_between(first_job.get("started_at"), first_job.get("finished_at"))
-    out = console()
-    out.print(f"\njob {first_job['uuid']} ({first_job.get('name')}) of {created[0][0]}: "
-              f"{first_job.get('execution')}, took {fmt_duration(took)}", highlight=False)
-    out.print(job_steps_table(first_job))
-    failed = [j for j in jobs.values() if j.get("execution") == "failed"]
-    for job in failed:
-        out.print(f"[red]job {job['uuid']} failed:[/] {fmt_job_error(job.get('error'))}",
-                  highlight=False)
-
-
-def ensure_demo_catalog(ops: OpsClient) -> str:
-    """The demo account (its uuid), packages and network, made if missing."""
-    account = next((a for a in ops.get("/ops/accounts") if a.get("login") == DEMO_LOGIN), None)
-    if account is None:
-        account = ops.post("/ops/accounts", {"login": DEMO_LOGIN, "email": "demo@example.com"})
-    names = {p.get("name") for p in ops.get("/ops/packages")}
-    for name, (memory, disk) in DEMO_PACKAGES.items():
-        if name not in names:
-            ops.post("/ops/packages", {"name": name, "memory": memory, "disk": disk,
-                                       "description": f"demo package ({name})"})
-    if not ops.get("/ops/networks"):
-        ops.post("/ops/networks", DEMO_NETWORK)
-    return str(account["uuid"])
-
-
-def ensure_demo_image(ops: OpsClient) -> str:
-    name, version = DEMO_IMAGE
-    for img in ops.get("/ops/images"):
-        if img.get("name") == name and img.get("version") == version:
-            return str(img["uuid"])
-    created = ops.post("/ops/images", {"name": name, "version": version, "os": "smartos",
-                                       "type": "zone-dataset", "size_mb": 512})
-    return str(created["uuid"])
-
-
-def next_aliases(ops: OpsClient, count: int) -> list[str]:
-    """demo-1, demo-2, ... skipping those a previous demo on this data dir already used."""
-    taken = {m.get("alias") for m in ops.get("/ops/machines")}
-    aliases: list[str] = []
-    n = 1
-    while len(aliases) < count:
-        alias = f"demo-{n}"
-        if alias not in taken:
-            aliases.append(alias)
-        n += 1
-    return aliases
-
-
-def wait_for_jobs(ops: OpsClient, job_uuids: list[str], supervisor: Supervisor,
-                  timeout: float = 120.0) -> dict[str, dict[str, Any]]:
-    done: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + timeout
-    with console(stderr=True).status("waiting for jobs") as status:
-        while len(done) < len(job_uuids):
-            supervisor.check()
-            for job_uuid in job_uuids:
-                if job_uuid in done:
-                    continue
-                row = ops.get(f"/ops/jobs/{job_uuid}")
-                if row.get("execution") in ("succeeded", "failed", "canceled"):
-                    done[job_uuid] = row
-            status.update(f"jobs finished: {len(done)}/{len(job_uuids)}")
-            if time.monotonic() > deadline:
-                raise StartupFailed(f"demo: {len(job_uuids) - len(done)} job(s) still "
-                                    f"running after {timeout:g} s")
-            time.sleep(0.2)
-    return done
-
-
-def show_placement(ops: OpsClient, created: list[tuple[str, str, dict[str, Any]]]) -> None:
-    hostnames = {s["uuid"]: s.get("hostname") for s in ops.get("/ops/servers")}
-    table = Table("alias", "package", "server", "state", title="where the machines landed")
-    for alias, pkg, machine in created:
-        now = ops.get(f"/ops/machines/{machine['uuid']}")
-        srv = now.get("server_uuid")
-        table.add_row(alias, pkg, str(hostnames.get(srv, srv) or "-"), now.get("state", ""))
-    console().print(table)

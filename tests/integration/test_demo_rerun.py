@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from headnode.cli.client import OpsClient
-from headnode.cli.up import DEMO_MACHINES, LIVE_STATES
+from headnode.cli.demo import DEMO_MACHINES, LIVE_STATES
 from tests.integration.conftest import SDC
 from tests.support.net import free_port
 from tests.support.wait import wait_until

@@ -14,7 +14,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from headnode.cli.main import main
-from headnode.cli.up import Supervisor, fleet_prefix, group_alive, port_taken
+from headnode.cli.supervisor import Supervisor, group_alive
+from headnode.cli.up import fleet_prefix, port_taken
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 # A child that forks a grandchild into its own group, as gunicorn and Celery workers do.
@@ -78,7 +79,7 @@ def test_a_dead_child_is_noticed_with_its_log(tmp_path: Path) -> None:
 SUPERVISED = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from headnode.cli.up import Supervisor, shutdown_signals, ShutdownRequested
+    from headnode.cli.supervisor import Supervisor, shutdown_signals, ShutdownRequested
     sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
     sup = Supervisor(Path(sys.argv[1]))
     with shutdown_signals():
