@@ -11,7 +11,6 @@ from kombu.exceptions import ChannelError
 
 from headnode.config import HeadnodeSettings
 from schemas.agent import HEADNODE_QUEUE, agent_queue, agent_task
-from workflows.engine import Transport
 
 RUN_STEP = "workflows.run_step"
 CANCEL_JOB = "workflows.cancel_job"
@@ -26,7 +25,9 @@ BACKLOG_TTL = 0.1
 log = logging.getLogger(__name__)
 
 
-class CeleryTransport(Transport):
+class CeleryTransport:
+    """The engine's ``Transport`` over Celery."""
+
     def __init__(self, app: Celery) -> None:
         self.app = app
 
