@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schemas.settings import load, setting
+from schemas.settings import SettingsError, env_name, load, setting
 
 DEFAULT_DATA_DIR = Path("~/.sdc").expanduser()
+
+# The placement policy's vocabulary, which settings name and headnode/placement/ uses.
+SPREAD, PACK = "spread", "pack"
+#: how placement ranks the servers that fit: the emptiest first, or the fullest first
+PLACEMENT_STRATEGIES = (SPREAD, PACK)
+#: the placement filters an operator may leave out; the others (room, server state) always
+#: run, because the reservation's guard applies the same rules
+OPTIONAL_FILTERS = ("headnode", "traits", "backend", "affinity")
 
 
 @dataclass(frozen=True)
@@ -53,9 +63,43 @@ class HeadnodeSettings:
     reservation_ratio: float = setting(0.15, "Share of each server's RAM kept for the system.")
     pool_usable_ratio: float = setting(0.94, "Share of each pool usable for machines.")
     max_machines_per_server: int = setting(224, "Machine count limit per server.")
+    # Placement policy (docs/placement.md): DAPI's ALLOC_* figures, Nova's enabled_filters
+    # and weight multipliers.
+    ram_overprovision: float = setting(1.0, "RAM overprovision ratio: a server's machines "
+                                       "may together be promised this many times its RAM.")
+    cpu_overprovision: float = setting(4.0, "CPU overprovision ratio: capped machines may "
+                                       "together be given this many times a server's CPUs.")
+    disk_overprovision: float = setting(1.0, "Disk overprovision ratio: machine quotas may "
+                                        "together take this many times a server's pool.")
+    placement_strategy: str = setting("spread", "spread (the emptiest server that fits "
+                                      "first) or pack (the fullest first, as Triton's DAPI).")
+    placement_filters: str = setting("headnode,traits,backend,affinity", "Optional placement "
+                                     "filters that run, comma-separated; the filters on room "
+                                     "and server state always run.")
+    weight_unreserved_ram: float = setting(2.0, "Weight of the unreserved-RAM scorer "
+                                           "(0 or more; 0 turns it off).")
+    weight_unreserved_disk: float = setting(1.0, "Weight of the unreserved-disk scorer.")
+    weight_owner_spread: float = setting(1.0, "Weight of spreading one owner's machines over "
+                                         "servers.")
+    weight_soft_affinity: float = setting(5.0, "Weight of soft affinity rules (==~, !=~).")
+    weight_uniform_random: float = setting(0.5, "Weight of the random scorer (it keeps "
+                                           "concurrent creates off one server).")
     capacity_history_interval: float = setting(300.0, "Seconds between capacity history "
                                                "snapshots (fleet utilization).")
     capacity_history_days: float = setting(30.0, "Days a capacity history snapshot is kept.")
+
+    def __post_init__(self) -> None:
+        _check_placement(self)
+
+    @property
+    def placement_filter_names(self) -> tuple[str, ...]:
+        return parse_filter_names(self.placement_filters)
+
+    @property
+    def placement_weights(self) -> dict[str, float]:
+        """Scorer name (``-`` as ``_``) -> weight."""
+        return {f.name.removeprefix(WEIGHT): getattr(self, f.name)
+                for f in dataclasses.fields(self) if f.name.startswith(WEIGHT)}
 
     @property
     def resolved_database_url(self) -> str:
@@ -73,6 +117,38 @@ class HeadnodeSettings:
         path.write_text(token + "\n")
         path.chmod(0o600)
         return token
+
+
+WEIGHT = "weight_"
+OVERPROVISION = ("ram_overprovision", "cpu_overprovision", "disk_overprovision")
+
+
+def parse_filter_names(text: str) -> tuple[str, ...]:
+    """SDC_PLACEMENT_FILTERS' comma-separated names, each an optional filter."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    for name in names:
+        if name not in OPTIONAL_FILTERS:
+            raise SettingsError(
+                f"SDC_PLACEMENT_FILTERS: no optional filter named {name!r}: the optional ones "
+                f"are {', '.join(OPTIONAL_FILTERS)} (the filters on room and server state "
+                "always run)")
+    return names
+
+
+def _check_placement(s: HeadnodeSettings) -> None:
+    """A placement setting that cannot work stops the process at start, naming it."""
+    for name in OVERPROVISION:
+        value = getattr(s, name)
+        if not (math.isfinite(value) and value > 0):
+            raise SettingsError(f"{env_name(name)}: must be a number above 0, got {value}")
+    for name, weight in s.placement_weights.items():
+        if not (math.isfinite(weight) and weight >= 0):
+            raise SettingsError(f"{env_name(WEIGHT + name)}: a weight must be 0 or more, "
+                                f"got {weight}")
+    parse_filter_names(s.placement_filters)
+    if s.placement_strategy not in PLACEMENT_STRATEGIES:
+        raise SettingsError(f"SDC_PLACEMENT_STRATEGY: must be "
+                            f"{' or '.join(PLACEMENT_STRATEGIES)}, got {s.placement_strategy!r}")
 
 
 def get_settings(**overrides: Any) -> HeadnodeSettings:

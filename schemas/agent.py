@@ -250,6 +250,19 @@ class ServerStatusSchema(Schema):
     timestamp = fields.Float(required=True)
 
 
+#: sysinfo key of what a node runs (our own, as "SDC Backend"): {"os": [...], "type": [...]}
+SYSINFO_RUNS = "SDC Runs"
+
+
+class RunsSchema(Schema):
+    """The image OSes and image types (schemas.ops' names) a node runs; a list left out
+    means any. An agent older than this report sends none, and the head node falls back to
+    what the node's backend ran before (headnode/placement/runs.py)."""
+
+    os = fields.List(fields.String(), load_default=None)
+    type = fields.List(fields.String(), load_default=None)
+
+
 class SysinfoSchema(Schema):
     """Registration of a node. Keys on the wire are SmartOS ``sysinfo`` names."""
 
@@ -267,3 +280,4 @@ class SysinfoSchema(Schema):
     traits = fields.Dict(load_default=dict, data_key="Traits")
     kernel = fields.String(load_default="", data_key="Live Image")
     agent_version = fields.String(load_default="", data_key="SDC Version")
+    runs = fields.Nested(RunsSchema, load_default=None, data_key=SYSINFO_RUNS)

@@ -48,6 +48,10 @@ MIB = 1024 * 1024
 LIMIT_FIELDS = ("ram_mb", "disk_mb", "cpu_cap", "vcpus", "max_lwps")
 #: a machine's tags and customer metadata, beside its bundle (what its metadata service serves)
 METADATA_FILE = "metadata.json"
+#: what a Linux node runs (sysinfo "SDC Runs"): containers of Linux userlands; no zones of
+#: illumos images, no hardware VMs
+RUNS_OSES = ("linux", "other")
+RUNS_TYPES = ("lx-dataset", "docker", "zone-dataset", "other")
 RUNNING_STATUSES = ("running", "paused", "pausing", "created", "creating")
 
 
@@ -103,6 +107,7 @@ class LinuxBackend:
             "traits": dict(self.traits),
             "kernel": platform.release(),
             "agent_version": AGENT_VERSION,
+            "runs": {"os": list(RUNS_OSES), "type": list(RUNS_TYPES)},
         }
 
     def status(self) -> dict[str, Any]:

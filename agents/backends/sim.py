@@ -32,6 +32,7 @@ from agents.backends.base import (
 )
 from agents.config import AgentSettings, parse_traits, resolve_hostname
 from schemas.agent import apply_metadata_change
+from schemas.ops import IMAGE_OSES, IMAGE_TYPES
 
 #: an image whose manifest does not say how big it is still takes room in a real pool
 DEFAULT_IMAGE_SIZE_MB = 100
@@ -106,6 +107,8 @@ class SimBackend:
             "traits": dict(self.traits),
             "kernel": "sim",
             "agent_version": AGENT_VERSION,
+            # a simulated node pretends to run every image
+            "runs": {"os": list(IMAGE_OSES), "type": list(IMAGE_TYPES)},
         }
 
     def status(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from agents.backends.base import BackendError, ImageNotFound, MachineNotFound
 from agents.backends.host import imgadm, vmadm, zfs
 from agents.backends.host.cmd import run
 from agents.config import AgentSettings, parse_traits
+from schemas.ops import IMAGE_OSES
 
 AGENT_VERSION = "sdc-agent-smartos/0.1"
 ZPOOL = "zones"
@@ -54,6 +55,9 @@ STATES = {
 #: vmadm create-snapshot names the ZFS snapshot dataset@vmsnap-<name>
 VMSNAP = "vmsnap-"
 GIB_MB = 1024
+#: image types every SmartOS node runs as zones (joyent, lx and docker brands); a zvol
+#: needs hardware virtualization (bhyve or kvm), which sysinfo reports
+ZONE_TYPES = ("zone-dataset", "lx-dataset", "docker", "other")
 #: vmadm's floor for max_swap (MiB)
 MIN_SWAP_MB = 256
 
@@ -104,6 +108,7 @@ class SmartOSBackend:
             "traits": dict(self.traits),
             "kernel": node.get("Live Image", ""),
             "agent_version": AGENT_VERSION,
+            "runs": {"os": list(IMAGE_OSES), "type": runs_types(node)},
         }
 
     def status(self) -> dict[str, Any]:
@@ -331,6 +336,13 @@ class SmartOSBackend:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def runs_types(node: dict[str, Any]) -> list[str]:
+    """The image types this node runs, from its sysinfo (sysinfo(8): "Bhyve Capable",
+    "VM Capable")."""
+    hvm = bool(node.get("Bhyve Capable") or node.get("VM Capable"))
+    return [*ZONE_TYPES, "zvol"] if hvm else list(ZONE_TYPES)
 
 
 def create_payload(spec: dict[str, Any], brand: str) -> dict[str, Any]:

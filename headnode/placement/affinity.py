@@ -15,18 +15,32 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from headnode.placement.state import MachineRef
+from typing import Any, Protocol
 
 INSTANCE_KEYS = frozenset({"instance", "container"})
 # Longest first, so "==~" is not read as "==" followed by a value starting with "~".
 OPERATORS = ("==~", "!=~", "==", "!=")
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]+$")
 MAX_RULE_LENGTH = 512
+
+
+class Placed(Protocol):
+    """What a rule reads of a machine (state.MachineRef has it): declared here, so that
+    rules need nothing of the snapshot's module, which imports them."""
+
+    @property
+    def server_uuid(self) -> str: ...
+
+    @property
+    def alias(self) -> str: ...
+
+    @property
+    def uuid(self) -> str: ...
+
+    @property
+    def tags(self) -> Mapping[str, Any]: ...
 
 
 class AffinityError(ValueError):
@@ -55,7 +69,7 @@ class AffinityRule:
         assert self._regex is not None
         return self._regex.search(candidate) is not None
 
-    def matches(self, machine: MachineRef) -> bool:
+    def matches(self, machine: Placed) -> bool:
         if self.on_instance:
             return any(self.matches_value(c) for c in (machine.alias, machine.uuid) if c)
         if self.key not in machine.tags:
@@ -64,7 +78,7 @@ class AffinityRule:
         text = str(tag).lower() if isinstance(tag, bool) else str(tag)
         return self.matches_value(text)
 
-    def servers_with_matches(self, machines: Iterable[MachineRef]) -> frozenset[str]:
+    def servers_with_matches(self, machines: Iterable[Placed]) -> frozenset[str]:
         return frozenset(m.server_uuid for m in machines if self.matches(m))
 
 

@@ -12,11 +12,13 @@ guard is built from: a server passes them exactly when a reservation on it succe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from headnode.config import OPTIONAL_FILTERS
 from headnode.placement import fit
+from headnode.placement.runs import runs_of
 from headnode.placement.state import (
     Context,
     PlacementRequest,
@@ -91,28 +93,11 @@ def traits(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
     return traits_match(s.traits, r.traits)
 
 
-#: backend -> (image oses, image types) it runs; None means any. SmartOS runs every image
-#: (zones, lx zones for Linux, bhyve/kvm for zvols); the Linux backend runs containers of
-#: Linux userlands only (no zones of illumos images, no hardware VMs); sim runs anything.
-BACKEND_RUNS: dict[str, tuple[frozenset[str] | None, frozenset[str] | None]] = {
-    "sim": (None, None),
-    "smartos": (None, None),
-    "linux": (frozenset({"linux", "other"}),
-              frozenset({"lx-dataset", "docker", "zone-dataset", "other"})),
-}
-
-
-def backend_runs(backend: str, image_os: str, image_type: str) -> bool:
-    if not image_os and not image_type:
-        return True  # no image in the question (capacity counts per package)
-    if backend not in BACKEND_RUNS:
-        return False
-    oses, types = BACKEND_RUNS[backend]
-    return (oses is None or image_os in oses) and (types is None or image_type in types)
-
-
 def backend(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
-    return backend_runs(s.backend, r.image_os, r.image_type)
+    if not r.image_os and not r.image_type:
+        return True  # no image in the question (capacity counts per package)
+    # Its node's sysinfo says what it runs; an older node's backend table (runs.py) else.
+    return runs_of(s.backend, s.runs).image(r.image_os, r.image_type)
 
 
 def machine_count(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
@@ -158,3 +143,11 @@ DEFAULT_FILTERS: tuple[HardFilter, ...] = (
     HardFilter("min-disk", NOT_ENOUGH_DISK, min_disk),
     HardFilter("affinity", AFFINITY, affinity, lambda r, c: bool(c.hard_rules)),
 )
+
+def enabled(names: Iterable[str]) -> tuple[HardFilter, ...]:
+    """The filters that always run (the reservation's guard applies the same rules, or a
+    create relies on them) and the optional ones named (config.OPTIONAL_FILTERS: an
+    operator's SDC_PLACEMENT_FILTERS), in DEFAULT_FILTERS' order whatever the names'."""
+    chosen = set(names)
+    return tuple(f for f in DEFAULT_FILTERS
+                 if f.name not in OPTIONAL_FILTERS or f.name in chosen)

@@ -8,12 +8,13 @@ always has an answer. Applying a decision (an atomic reservation) is the caller'
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from headnode.placement import fit
+from headnode.placement import filters, fit, scorers
 from headnode.placement.filters import DEFAULT_FILTERS, HardFilter
 from headnode.placement.scorers import DEFAULT_SCORERS, Scorer
 from headnode.placement.state import (
@@ -33,12 +34,24 @@ class StepResult:
     remaining: int
 
 
+#: how many next-best servers a decision keeps, best first: a create whose reservation on the
+#: winner loses a race tries these before it reads the fleet again
+NEXT_BEST = 3
+
+
 @dataclass
 class Decision:
     server: ServerState | None
     considered: int
     steps: list[StepResult] = field(default_factory=list)
     scores: dict[str, float] = field(default_factory=dict)  # the winner's, weighted
+    #: the servers that would have won next, best first (at most NEXT_BEST)
+    next_best: list[ServerState] = field(default_factory=list)
+
+    @property
+    def candidates(self) -> list[ServerState]:
+        """The winner, then the next best: what a create tries to reserve, in order."""
+        return [self.server, *self.next_best] if self.server is not None else []
 
     @property
     def reasons(self) -> dict[str, int]:
@@ -68,6 +81,7 @@ class Decision:
             "steps": [dataclasses.asdict(st) for st in self.steps],
             "reasons": self.reasons,
             "scores": self.scores,
+            "next_best": [s.uuid for s in self.next_best],
             "message": self.explain(request),
         }
 
@@ -125,8 +139,10 @@ class Pipeline:
                 totals[i] += scorer.weight * v
         # Highest total wins; the smallest uuid breaks ties, so a decision without the
         # random scorer is the same whatever order the snapshot came in.
-        best = min(range(len(kept)), key=lambda i: (-totals[i], kept[i].uuid))
+        best, *runners_up = heapq.nsmallest(1 + NEXT_BEST, range(len(kept)),
+                                            key=lambda i: (-totals[i], kept[i].uuid))
         decision.server = kept[best]
+        decision.next_best = [kept[i] for i in runners_up]
         decision.scores = {name: round(weight * values[best], 6)
                            for name, weight, values in columns}
         return decision
@@ -145,3 +161,14 @@ class Pipeline:
 
 
 DEFAULT_PIPELINE = Pipeline()
+
+
+def configured(filter_names: Iterable[str], weights: Mapping[str, float],
+               strategy: str) -> Pipeline:
+    """The pipeline an operator's settings ask for: the filters that always run and the
+    optional ones named, the scorers with these weights (by name, ``-`` as ``_``), turned
+    the strategy's way (spread or pack). A bad name is a ValueError that says which."""
+    chosen = filters.enabled(filter_names)
+    weighted = Pipeline(chosen, DEFAULT_SCORERS).with_weights(**weights)
+    return dataclasses.replace(weighted,
+                               scorers=scorers.for_strategy(weighted.scorers, strategy))

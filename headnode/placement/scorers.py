@@ -3,14 +3,25 @@
 Each has one signature, ``(servers, request, policy, context, rng) -> [0..1 per server]``;
 the pipeline sums them with their weights and the highest total wins. Scores are normalized
 over the candidates (a value divided by the largest), so weights compare like with like.
+
+The room scorers (unreserved RAM and disk) go one of two ways, the operator's choice
+(``SDC_PLACEMENT_STRATEGY``): **spread**, the emptiest server first, or **pack**, the
+fullest server that fits first. Triton's DAPI packs: its unreserved-RAM scorer (weight 2)
+ranks the servers with the least unreserved RAM highest. Spread is our default;
+docs/placement.md says why.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+# The strategies' names are settings' vocabulary (SDC_PLACEMENT_STRATEGY); named here too.
+from headnode.config import PACK as PACK
+from headnode.config import PLACEMENT_STRATEGIES as STRATEGIES
+from headnode.config import SPREAD as SPREAD
 from headnode.placement.state import (
     Context,
     PlacementRequest,
@@ -40,13 +51,25 @@ def _normalized(values: list[float]) -> list[float]:
 
 def score_unreserved_ram(servers: Sequence[ServerState], r: PlacementRequest, p: Policy,
                          c: Context, rng: random.Random) -> list[float]:
-    # Emptiest first spreads machines over the fleet, as DAPI's default weights do.
+    # Emptiest first spreads machines over the fleet (DAPI's ranks the other way: packing).
     return _normalized([unreserved_ram(s, p) for s in servers])
 
 
 def score_unreserved_disk(servers: Sequence[ServerState], r: PlacementRequest, p: Policy,
                           c: Context, rng: random.Random) -> list[float]:
     return _normalized([unreserved_disk(s, p) for s in servers])
+
+
+def score_least_unreserved_ram(servers: Sequence[ServerState], r: PlacementRequest,
+                               p: Policy, c: Context, rng: random.Random) -> list[float]:
+    """Packing: the mirror of :func:`score_unreserved_ram` (1 − its score), so the fullest
+    server that fits scores highest on the same scale."""
+    return [1.0 - v for v in score_unreserved_ram(servers, r, p, c, rng)]
+
+
+def score_least_unreserved_disk(servers: Sequence[ServerState], r: PlacementRequest,
+                                p: Policy, c: Context, rng: random.Random) -> list[float]:
+    return [1.0 - v for v in score_unreserved_disk(servers, r, p, c, rng)]
 
 
 def score_owner_spread(servers: Sequence[ServerState], r: PlacementRequest, p: Policy,
@@ -85,3 +108,19 @@ DEFAULT_SCORERS: tuple[Scorer, ...] = (
     Scorer("soft-affinity", 5.0, score_soft_affinity),
     Scorer("uniform-random", 0.5, score_uniform_random),
 )
+
+#: what packing scores instead, per room scorer
+PACKING: dict[str, Score] = {
+    "unreserved-ram": score_least_unreserved_ram,
+    "unreserved-disk": score_least_unreserved_disk,
+}
+
+
+def for_strategy(scorers: tuple[Scorer, ...], strategy: str) -> tuple[Scorer, ...]:
+    """The scorers with their room scorers turned the strategy's way (same names and
+    weights, so the weights' settings mean the same under both)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"no strategy {strategy!r} (spread or pack)")
+    if strategy == SPREAD:
+        return scorers
+    return tuple(dataclasses.replace(s, score=PACKING.get(s.name, s.score)) for s in scorers)

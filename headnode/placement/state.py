@@ -21,6 +21,7 @@ from headnode.placement.fit import image_to_import
 from headnode.placement.fit import unreserved_cpu as unreserved_cpu
 from headnode.placement.fit import unreserved_disk as unreserved_disk
 from headnode.placement.fit import unreserved_ram as unreserved_ram
+from headnode.placement.runs import Runs
 
 NO_IMAGES: frozenset[str] = frozenset()
 
@@ -52,6 +53,9 @@ class ServerState:
     #: of the images a decision asks about, those the server holds already (a snapshot
     #: reads only the request's image: the rest never matters to it)
     images: frozenset[str] = NO_IMAGES
+    #: the image OSes and types its node says it runs; None: the node does not say (an
+    #: older agent), and its backend's table decides (runs.py)
+    runs: Runs | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,9 +15,11 @@ from typing import Any
 from sqlalchemy import Executable, Text, bindparam, cast, exists, func, select
 from sqlalchemy.orm import Session
 
+from headnode.placement.runs import Runs, reported
 from headnode.placement.state import MachineRef, ServerState, Snapshot
 from headnode.services.statements import per_thread_cache
 from headnode.store.models import ALIAS_HOLDING_STATES, Machine, Server, ServerImage
+from schemas.agent import SYSINFO_RUNS
 
 
 def fit_columns() -> SimpleNamespace:
@@ -40,7 +42,8 @@ def _server_columns() -> tuple[Any, ...]:
     """In ServerState's field order."""
     f = fit_columns()
     return (Server.uuid, Server.hostname, f.status, f.setup, f.reserved, Server.headnode,
-            Server.backend, cast(Server.traits, Text), f.ram_mb, f.cpus, f.disk_mb,
+            Server.backend, cast(Server.traits, Text),
+            cast(Server.sysinfo[SYSINFO_RUNS], Text), f.ram_mb, f.cpus, f.disk_mb,
             f.ram_used_mb, f.disk_used_mb, f.cpu_used, f.images_mb, f.machine_count,
             f.capped_count, f.uncapped_count)
 
@@ -57,18 +60,39 @@ def _traits(text: str | None) -> dict[str, Any]:
     return {} if text is None or text in NO_TRAITS else dict(json.loads(text))
 
 
+#: what nodes said they run (sysinfo "SDC Runs", as JSON text) -> its placement view: a fleet
+#: has a few distinct reports, and decoding one per server would cost more than the read
+_RUNS_SEEN: dict[str, Runs | None] = {}
+_RUNS_SEEN_MAX = 256
+
+
+def _runs(text: str | None) -> Runs | None:
+    if text is None or text == "null":
+        return None  # an agent older than the report: the backend's table decides
+    found = _RUNS_SEEN.get(text, False)
+    if found is not False:
+        return found  # type: ignore[return-value]
+    runs = reported(json.loads(text))
+    if len(_RUNS_SEEN) < _RUNS_SEEN_MAX:
+        _RUNS_SEEN[text] = runs
+    return runs
+
+
 def states_from_rows(rows: Iterable[Any], image_uuid: str = "") -> list[ServerState]:
     """Rows of SERVER_COLUMNS -> placement's view of each server. With ``image_uuid``, each
     row ends with one more column: whether the server holds that image (_holds_image)."""
-    if not image_uuid:
-        return [ServerState(u, h, st, su, rs, hn, be, _traits(tr), *rest)
-                for u, h, st, su, rs, hn, be, tr, *rest in rows]
     held = frozenset((image_uuid,))
     states = []
-    for u, h, st, su, rs, hn, be, tr, *rest, holds in rows:
+    for row in rows:
+        u, h, st, su, rs, hn, be, tr, rn, *rest = row
+        if image_uuid:
+            *rest, holds = rest
         state = ServerState(u, h, st, su, rs, hn, be, _traits(tr), *rest)
-        if holds:
-            state.images = held  # still being built: nothing else has seen it
+        # still being built: nothing else has seen it
+        if rn is not None:
+            state.runs = _runs(rn)
+        if image_uuid and holds:
+            state.images = held
         states.append(state)
     return states
 
@@ -154,4 +178,5 @@ def state_of(server: Server) -> ServerState:
         server.disk_mb, server.ram_inflight_mb + server.ram_committed_mb,
         server.disk_inflight_mb + server.disk_committed_mb,
         server.cpu_inflight + server.cpu_committed, server.images_mb, server.machine_count,
-        server.capped_count, server.uncapped_count)
+        server.capped_count, server.uncapped_count,
+        runs=reported((server.sysinfo or {}).get(SYSINFO_RUNS)))
