@@ -31,7 +31,7 @@ TRITON_APT_PACKAGES := \
 DEMO_DATA := .sdc-data
 
 PYTEST_ARGS ?=
-LINT_TYPED := headnode workflows agents schemas
+LINT_TYPED := headnode workflows agents schemas sdccommon
 
 .PHONY: help deps venv triton test lint demo bench clean distclean
 

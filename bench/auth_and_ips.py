@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import percentile, private_stack  # noqa: E402
 from headnode.auth import httpsig  # noqa: E402
-from headnode.auth.sshkeys import parse_public_key  # noqa: E402
 from headnode.config import get_settings  # noqa: E402
 from headnode.services import accounts, keys, networks  # noqa: E402
 from headnode.services.context import ServiceContext  # noqa: E402
 from headnode.store.db import engine_for  # noqa: E402
 from headnode.store.models import Image, Machine, Package  # noqa: E402
+from sdccommon.sshkeys import parse_public_key  # noqa: E402
 from tests.unit.headnode.auth.conftest import private_key, public_line, signed_headers  # noqa: E402
 
 KINDS = ("rsa", "ecdsa-p256", "ed25519")

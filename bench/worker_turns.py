@@ -29,6 +29,7 @@ from headnode.services.context import ServiceContext  # noqa: E402
 from headnode.store.db import engine_for  # noqa: E402
 from tests.support.jobqueue import RecordingJobQueue  # noqa: E402
 from workflows.engine import Engine, Transport  # noqa: E402
+from workflows.registry import load_all  # noqa: E402
 
 CALLER = {"type": "operator"}
 
@@ -94,6 +95,7 @@ def main() -> int:
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="then profile N more provisions and print the top functions")
     args = parser.parse_args()
+    load_all()
     with private_stack("worker", redis=False) as stack:
         settings = get_settings(database_url=stack.database_url,
                                 data_dir=stack.workdir / "data", provision_backlog_limit=0)

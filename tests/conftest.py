@@ -232,7 +232,9 @@ def settings(
 @pytest.fixture
 def ctx(settings: Any) -> Any:
     from headnode.services.context import ServiceContext
+    from workflows.registry import load_all
 
+    load_all()  # as the API app does: services start jobs by workflow name
     return ServiceContext(settings, jobs=RecordingJobQueue())
 
 

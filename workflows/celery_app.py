@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from celery import Celery
 
-from agents import tasklog
 from headnode.config import HeadnodeSettings, get_settings
 from schemas.agent import HEADNODE_QUEUE
+from sdccommon import tasklog
+from workflows.registry import load_all
 
 
 def first_arg(task: str) -> str | None:
@@ -53,5 +54,7 @@ def make_app(settings: HeadnodeSettings | None = None) -> Celery:
 
 
 app = make_app()
+# The worker runs the steps of every workflow, and the API sends the first ones.
+load_all()
 # Every failed task and rejected message is logged with the job and server it names.
 tasklog.connect(first_arg)

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from headnode.imagestore import ImageStore
 from headnode.services import capacity
+from headnode.services.machine_meta import METADATA_WORKFLOWS
 from headnode.services.networks import release_machine_holdings
 from headnode.services.networks import release_nics as free_nics
 from headnode.store.models import Image, Machine, MachineSnapshot, utcnow
@@ -349,12 +350,6 @@ SNAPSHOT_DELETE = register(Workflow(
 # node applies it, and only then the row takes it and the job ends, so the audit entry (the
 # job) is newer than the request's answer, as CloudAPI's is (``triton ... -w`` waits for it).
 
-#: workflow name (CloudAPI's audit action) -> the machine column it changes
-METADATA_WORKFLOWS = {
-    "set_tags": "tags", "replace_tags": "tags", "remove_tags": "tags",
-    "set_metadata": "customer_metadata", "replace_metadata": "customer_metadata",
-    "remove_metadata": "customer_metadata",
-}
 #: VMAPI's update workflow's whole-job timeout
 METADATA_TIMEOUT = 300
 

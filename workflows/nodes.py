@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, lazyload
-from sqlalchemy.orm.attributes import set_committed_value
 
 from headnode.services.networks import release_machine_holdings
+from headnode.services.suspicion import CLEARED, note, suspect, suspected_since, utc
 from headnode.store.models import Machine, Server, utcnow
 from schemas.agent import MachineStatusSchema, ServerStatusSchema, SysinfoSchema
 from workflows.engine import Step, StepContext, StepFailed, Workflow, register
@@ -84,7 +84,7 @@ def apply_status(session: Session, raw_status: dict[str, Any]) -> int:
         if (node is not None and machine.missing_since is not None
                 and taken_at >= utc(machine.missing_since)):
             # listed again by a report taken after the one that left it out
-            _note(session, machine, **CLEARED)
+            note(session, machine, **CLEARED)
         if machine.job_uuid is not None:
             continue  # a job is changing it; the job records the result
         if machine.updated_at is not None and utc(machine.updated_at) > taken_at:
@@ -130,11 +130,6 @@ class Question:
                 "asked_at": self.asked_at, "suspected_since": self.suspected_since}
 
 
-def utc(moment: datetime) -> datetime:
-    """A stored time as an aware UTC one: SQLite (``sdc up``) gives naive ones back."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _follow_node(machine: Machine, node_state: str) -> bool:
     """The node's running/stopped wins over ours; never over ``failed``."""
     if node_state == machine.state or node_state not in ("running", "stopped"):
@@ -144,31 +139,6 @@ def _follow_node(machine: Machine, node_state: str) -> bool:
     machine.state = node_state
     machine.last_known_state = None
     return True
-
-
-def _suspicion(machine: Machine) -> str:
-    return utc(machine.missing_since).isoformat() if machine.missing_since else ""
-
-
-#: the suspicion columns of a machine nobody suspects
-CLEARED: dict[str, Any] = {"missing_since": None, "missing_asked_at": None,
-                           "missing_confirmed_at": None}
-
-
-def _note(session: Session, machine: Machine, **values: Any) -> None:
-    """Write suspicion bookkeeping without touching ``updated_at``: it is not news of the
-    machine, and a report is compared with ``updated_at`` to know whether it is newer."""
-    session.execute(update(Machine).where(Machine.uuid == machine.uuid)
-                    .values(updated_at=Machine.updated_at, **values)
-                    .execution_options(synchronize_session=False))
-    for key, value in values.items():
-        set_committed_value(machine, key, value)
-
-
-def suspect(session: Session, machine: Machine, since: datetime) -> None:
-    """A report taken at ``since`` left the machine out: ask its node (the reconciler
-    sends the question if the report's handler does not)."""
-    _note(session, machine, **{**CLEARED, "missing_since": since})
 
 
 def due_questions(session: Session, resend_after: float, server_uuid: str | None = None,
@@ -190,9 +160,9 @@ def due_questions(session: Session, resend_after: float, server_uuid: str | None
         query = query.where(Machine.server_uuid == server_uuid)
     questions = []
     for machine in session.scalars(query).all():
-        _note(session, machine, missing_asked_at=now)
+        note(session, machine, missing_asked_at=now)
         questions.append(Question(machine.server_uuid or "", machine.uuid, now,
-                                  _suspicion(machine)))
+                                  suspected_since(machine)))
     return questions
 
 
@@ -208,17 +178,17 @@ def apply_answer(session: Session, reply: dict[str, Any], outcome: dict[str, Any
     if (machine is None or machine.missing_since is None or machine.job_uuid is not None
             or machine.state not in ON_NODE
             or machine.server_uuid != outcome.get("server_uuid")
-            or reply.get("suspected_since") != _suspicion(machine)):
+            or reply.get("suspected_since") != suspected_since(machine)):
         return "stale"
     if outcome.get("ok"):
-        _note(session, machine, **CLEARED)
+        note(session, machine, **CLEARED)
         node = (outcome.get("result") or {}).get("machine") or {}
         _follow_node(machine, str(node.get("state", "")))
         return "present"
     if (outcome.get("error") or {}).get("code") != NOT_ON_NODE:
         return "unsettled"
     if machine.missing_confirmed_at is None:
-        _note(session, machine, missing_confirmed_at=time.time())
+        note(session, machine, missing_confirmed_at=time.time())
         log.info("machine %s: server %s says it does not have it; destroyed if its next "
                  "report agrees", machine.uuid, machine.server_uuid)
     return "confirmed"
@@ -230,7 +200,7 @@ def mark_gone(session: Session, machine: Machine) -> None:
     machine.state = "destroyed"
     machine.last_known_state = None
     machine.destroyed_at = utcnow()
-    _note(session, machine, **CLEARED)
+    note(session, machine, **CLEARED)
     release_machine_holdings(session, machine.uuid)
     log.info("machine %s: gone from server %s (it said so, and its report agrees); "
              "destroyed, reservation and addresses released", machine.uuid,

@@ -13,10 +13,7 @@ from headnode.config import HeadnodeSettings, get_settings
 from headnode.services import capacity
 from headnode.store.db import session_factory
 from schemas.agent import HEARTBEAT_KEY, agent_queue, agent_task
-from workflows import (
-    machines,  # noqa: F401 - registers the machine workflows
-    nodes,
-)
+from workflows import nodes
 from workflows.celery_app import app
 from workflows.dispatch import CeleryTransport
 from workflows.engine import Engine

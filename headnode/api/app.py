@@ -35,6 +35,7 @@ from headnode.config import HeadnodeSettings, get_settings
 from headnode.services.context import JobQueue, ServiceContext
 from headnode.services.errors import ServiceError
 from schemas.ops import Error
+from workflows.registry import load_all
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,7 @@ def create_app(
     settings: HeadnodeSettings | None = None, jobs: JobQueue | None = None
 ) -> Flask:
     settings = settings or get_settings()
+    load_all()  # the services start jobs by workflow name
     if jobs is None:
         # Imported here: the Celery side is not needed to build an app around another queue.
         from workflows.dispatch import CeleryJobQueue

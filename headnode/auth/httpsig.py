@@ -40,10 +40,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from sqlalchemy import select
 
-from headnode.auth.sshkeys import BadKey, ParsedKey, parse_public_key
 from headnode.services.context import ServiceContext
 from headnode.services.errors import NotFound, ServiceError
 from headnode.store.models import Account, Key
+from sdccommon.sshkeys import BadKey, ParsedKey, parse_public_key
 
 #: seconds a request's Date may differ from our clock (CloudAPI: 5 minutes)
 CLOCK_SKEW = 300

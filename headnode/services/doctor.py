@@ -34,9 +34,9 @@ from headnode.services import capacity
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, NotFound
 from headnode.services.networks import release_nics
+from headnode.services.suspicion import suspect, utc
 from headnode.store.models import Job, Machine, Nic, Reservation, Server
 from workflows.engine import REGISTRY, new_job
-from workflows.nodes import suspect, utc  # and registers the purge_orphan workflow
 
 #: states in which a machine is on its node
 ON_NODE = ("running", "stopped", "unknown")

@@ -10,8 +10,6 @@ from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, NotFound
 from headnode.store.models import Job, utcnow
 from schemas.ops import JOB_FINISHED
-from workflows import machines as _machines  # noqa: F401 - registers the workflows
-from workflows import nodes as _nodes  # noqa: F401 - registers the workflows
 from workflows.engine import cancel_refusal
 
 MAX_PAGE = 1000

@@ -9,10 +9,10 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from headnode.auth.sshkeys import BadKey, parse_public_key
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InvalidArgument, NotFound
 from headnode.store.models import Account, Key
+from sdccommon.sshkeys import BadKey, parse_public_key
 
 # A key's name appears in paths (/:login/keys/:name): no slash, no control character.
 KEY_NAME = re.compile(r"^[^/\\\x00-\x1f\x7f]{1,128}$")

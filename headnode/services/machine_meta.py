@@ -22,11 +22,16 @@ from headnode.services.errors import NotFound
 from headnode.services.machines import CHANGEABLE, start_machine_job
 from headnode.store.models import Machine
 from schemas.agent import apply_metadata_change
-from workflows.machines import METADATA_WORKFLOWS
 
 Kind = Literal["tags", "metadata"]
 #: model attribute of each kind (also the name in the agent's change: set_<column>, ...)
 COLUMNS: dict[str, str] = {"tags": "tags", "metadata": "customer_metadata"}
+#: workflow name (CloudAPI's audit action) -> the machine column it changes
+METADATA_WORKFLOWS = {
+    "set_tags": "tags", "replace_tags": "tags", "remove_tags": "tags",
+    "set_metadata": "customer_metadata", "replace_metadata": "customer_metadata",
+    "remove_metadata": "customer_metadata",
+}
 #: (kind, change) -> CloudAPI's audit action, which is the job's workflow
 AUDIT_ACTIONS = {
     ("tags", "add"): "set_tags", ("tags", "replace"): "replace_tags",

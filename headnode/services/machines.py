@@ -4,14 +4,12 @@ on them (start, stop, reboot, destroy: one job per machine at a time), list and 
 from __future__ import annotations
 
 import re
-import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
     Executable,
-    Select,
     String,
     bindparam,
     exists,
@@ -28,7 +26,6 @@ from headnode.placement.allocator import (
     NOT_ENOUGH_DISK,
     NOT_ENOUGH_RAM,
     PlacementRequest,
-    Policy,
     Snapshot,
 )
 from headnode.placement.pipeline import DEFAULT_PIPELINE
@@ -40,6 +37,17 @@ from headnode.services.networks import (
     default_network_uuid,
     machine_network_fields,
     requested_networks,
+)
+from headnode.services.placement import policy_for
+from headnode.services.resolve import (
+    image_query,
+    is_uuid,
+    owner_query,
+    package_query,
+    resolve_package,
+    usable_image,
+    usable_owner,
+    usable_package,
 )
 from headnode.services.statements import per_thread_cache
 from headnode.store.models import (
@@ -53,7 +61,6 @@ from headnode.store.models import (
     new_uuid,
 )
 from schemas.ops import ALIAS_PATTERN
-from workflows import machines as _workflows  # noqa: F401 - registers the machine workflows
 from workflows.engine import new_job
 
 ACTIONS = ("start", "stop", "reboot")
@@ -83,74 +90,6 @@ def machine_to_dict(m: Machine) -> dict[str, Any]:
     }
 
 
-def policy_for(ctx: ServiceContext) -> Policy:
-    s = ctx.settings
-    return Policy(reservation_ratio=s.reservation_ratio, pool_usable_ratio=s.pool_usable_ratio,
-                  max_machines=s.max_machines_per_server)
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuidlib.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
-# The queries take the identifier as a value or, for the cached lookup, as a bound parameter.
-
-def _owner_query(ident: Any, by_uuid: bool) -> Select[Account]:
-    return select(Account).where((Account.uuid if by_uuid else Account.login) == ident)
-
-
-def _package_query(ident: Any, by_uuid: bool) -> Select[Package]:
-    return select(Package).where((Package.uuid if by_uuid else Package.name) == ident)
-
-
-def _image_query(ident: Any, by_uuid: bool) -> Select[Image]:
-    if by_uuid:
-        return select(Image).where(Image.uuid == ident)
-    # a name means its newest active version
-    return (select(Image).where(Image.name == ident, Image.state == "active")
-            .order_by(Image.created_at.desc()).limit(1))
-
-
-def _usable_owner(account: Account | None, ident: str) -> Account:
-    if account is None:
-        raise InvalidArgument("owner", f"no account {ident!r}")
-    return account
-
-
-def _usable_package(package: Package | None, ident: str) -> Package:
-    if package is None:
-        raise InvalidArgument("package", f"no package {ident!r}")
-    if not package.active:
-        raise InvalidArgument("package", f"package {package.name} is not active")
-    return package
-
-
-def _usable_image(image: Image | None, ident: str) -> Image:
-    if image is None:
-        raise InvalidArgument("image", f"no image {ident!r}")
-    if image.state != "active":
-        raise InvalidArgument("image", f"image {image.name} is {image.state}, not active")
-    return image
-
-
-def _resolve_owner(session: Session, ident: str) -> Account:
-    query = _owner_query(ident, _is_uuid(ident))
-    return _usable_owner(session.scalars(query).one_or_none(), ident)
-
-
-def _resolve_package(session: Session, ident: str) -> Package:
-    query = _package_query(ident, _is_uuid(ident))
-    return _usable_package(session.scalars(query).one_or_none(), ident)
-
-
-def _resolve_image(session: Session, ident: str) -> Image:
-    return _usable_image(session.scalars(_image_query(ident, _is_uuid(ident))).first(), ident)
-
-
 @dataclass(frozen=True)
 class _Lookup:
     """What a create names, read in one statement: each row or None, whether the alias
@@ -170,7 +109,7 @@ def _lookup(session: Session, body: dict[str, Any], made_alias_suffix: str) -> _
     one round trip."""
     owner, package, image = body["owner"], body["package"], body["image"]
     alias, only = body.get("alias"), body.get("server_uuid")
-    query = _lookup_query(_is_uuid(owner), _is_uuid(package), _is_uuid(image), bool(alias),
+    query = _lookup_query(is_uuid(owner), is_uuid(package), is_uuid(image), bool(alias),
                           bool(only), not body.get("networks"))
     row = session.execute(query, {
         "b_owner": owner, "b_package": package, "b_image": image,
@@ -186,14 +125,14 @@ def _lookup_query(owner_by_uuid: bool, package_by_uuid: bool, image_by_uuid: boo
     outer-joined to a single row; a made-up alias is the package's name and
     ``b_alias``. The default network's uuid is a column of the owner's subquery (SQLite
     cannot correlate a join's condition with an earlier join), then joined to its row."""
-    owners = _owner_query(bindparam("b_owner"), owner_by_uuid)
+    owners = owner_query(bindparam("b_owner"), owner_by_uuid)
     if default_network:
         owners = owners.add_columns(default_network_uuid(Account).label("network"))
     owner_row = owners.subquery("owner")
     owner = aliased(Account, owner_row)
-    package = aliased(Package, _package_query(bindparam("b_package"), package_by_uuid)
+    package = aliased(Package, package_query(bindparam("b_package"), package_by_uuid)
                       .subquery("package"))
-    image = aliased(Image, _image_query(bindparam("b_image"), image_by_uuid)
+    image = aliased(Image, image_query(bindparam("b_image"), image_by_uuid)
                     .subquery("image"))
     given = bindparam("b_alias", type_=String)
     alias = given if alias_given else package.name + given
@@ -224,9 +163,9 @@ def _lookup_query(owner_by_uuid: bool, package_by_uuid: bool, image_by_uuid: boo
 
 def _usable(found: _Lookup, body: dict[str, Any]) -> tuple[Account, Package, Image]:
     """The lookup's refusals, in the order the single-purpose resolvers give them."""
-    return (_usable_owner(found.owner, body["owner"]),
-            _usable_package(found.package, body["package"]),
-            _usable_image(found.image, body["image"]))
+    return (usable_owner(found.owner, body["owner"]),
+            usable_package(found.package, body["package"]),
+            usable_image(found.image, body["image"]))
 
 
 def _fleet(session: Session, request: PlacementRequest, only: str | None) -> Snapshot:
@@ -341,7 +280,7 @@ def _lock_for_job(session: Session, machine: Machine, job_uuid: str) -> None:
 
 
 def load_machine(session: Session, machine_uuid: str) -> Machine:
-    machine = session.get(Machine, machine_uuid) if _is_uuid(machine_uuid) else None
+    machine = session.get(Machine, machine_uuid) if is_uuid(machine_uuid) else None
     if machine is None or machine.state == "destroyed":
         raise NotFound("machine", machine_uuid)
     return machine
@@ -389,7 +328,7 @@ def resize_machine(ctx: ServiceContext, machine_uuid: str, package: str,
     when the job has done it."""
 
     def prepare(session: Session, machine: Machine, _job_uuid: str) -> dict[str, Any]:
-        new = _resolve_package(session, package)
+        new = resolve_package(session, package)
         if (new.cpu_cap > 0) != (machine.cpu_cap > 0):
             # Capped and uncapped machines never share a server (placement keeps them
             # apart, and the server counts each kind), so the kind cannot change in place.

@@ -8,11 +8,18 @@ from typing import Any
 
 from headnode.placement.affinity import AffinityError, parse_rules
 from headnode.placement.pipeline import DEFAULT_PIPELINE
-from headnode.placement.state import PlacementRequest, merged_traits
+from headnode.placement.state import PlacementRequest, Policy, merged_traits
 from headnode.services import fleet
 from headnode.services.context import ServiceContext
 from headnode.services.errors import InvalidArgument
+from headnode.services.resolve import resolve_image, resolve_owner, resolve_package
 from headnode.store.models import Image, Package
+
+
+def policy_for(ctx: ServiceContext) -> Policy:
+    s = ctx.settings
+    return Policy(reservation_ratio=s.reservation_ratio, pool_usable_ratio=s.pool_usable_ratio,
+                  max_machines=s.max_machines_per_server)
 
 
 def parse_affinity(texts: Iterable[str] | None) -> tuple[Any, ...]:
@@ -37,18 +44,10 @@ def build_request(package: Package, image: Image | None, owner_uuid: str = "",
 
 def dry_run(ctx: ServiceContext, body: dict[str, Any]) -> dict[str, Any]:
     """The decision a create would get now, with the funnel; nothing is written."""
-    # Imported here: machines imports this module for its requests.
-    from headnode.services.machines import (
-        _resolve_image,
-        _resolve_owner,
-        _resolve_package,
-        policy_for,
-    )
-
     with ctx.read() as session:
-        owner = _resolve_owner(session, body["owner"]) if body.get("owner") else None
-        package = _resolve_package(session, body["package"])
-        image = _resolve_image(session, body["image"])
+        owner = resolve_owner(session, body["owner"]) if body.get("owner") else None
+        package = resolve_package(session, body["package"])
+        image = resolve_image(session, body["image"])
         request = build_request(package, image, owner.uuid if owner else "",
                                 body.get("affinity"))
         snapshot = fleet.load_snapshot(session, request.owner_uuid,

@@ -36,6 +36,7 @@ from headnode.placement.state import (
 from headnode.services import fleet, placement
 from headnode.services.context import ServiceContext
 from headnode.services.errors import InvalidArgument
+from headnode.services.resolve import resolve_owner, resolve_package
 from headnode.store.models import CapacitySnapshot, Package, Server, utcnow
 
 #: the filters that decide whether a server takes machines at all, whatever their size
@@ -51,9 +52,7 @@ PARTS = ("total", "provisioned", "reserved", "free")
 
 
 def _policy(ctx: ServiceContext) -> Policy:
-    from headnode.services.machines import policy_for
-
-    return policy_for(ctx)
+    return placement.policy_for(ctx)
 
 
 def is_placeable(server: ServerState, policy: Policy) -> bool:
@@ -159,16 +158,13 @@ def simulate(ctx: ServiceContext, body: dict[str, Any]) -> dict[str, Any]:
     as creates would; nothing is written."""
     _check_limits(body)
     policy = _policy(ctx)
-    # Imported here: machines imports this package's services for its own requests.
-    from headnode.services.machines import _resolve_owner, _resolve_package
-
     with ctx.read() as session:
-        owner = _resolve_owner(session, body["owner"]) if body.get("owner") else None
+        owner = resolve_owner(session, body["owner"]) if body.get("owner") else None
         snapshot = fleet.load_snapshot(session, owner.uuid if owner else None)
         items = []
         for i, item in enumerate(body.get("place") or []):
             try:
-                package = _resolve_package(session, item["package"])
+                package = resolve_package(session, item["package"])
             except InvalidArgument as exc:
                 raise InvalidArgument(f"place.{i}.package", exc.message) from exc
             try:

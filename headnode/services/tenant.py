@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from headnode.services import machines
 from headnode.services.context import ServiceContext
 from headnode.services.errors import NotFound
+from headnode.services.resolve import is_uuid
 from headnode.store.models import Account, Image, Job, Machine
 
 #: job executions that are over, and how CloudAPI's audit spells their outcome
@@ -122,7 +123,7 @@ def has_tags(dialect: str) -> ColumnElement[bool]:
 def destroyed_machine(ctx: ServiceContext, machine_uuid: str,
                       owner_uuid: str) -> dict[str, Any] | None:
     """The owner's destroyed machine (CloudAPI still answers for it, with 410), else None."""
-    if not machines._is_uuid(machine_uuid):
+    if not is_uuid(machine_uuid):
         return None
     with ctx.read() as session:
         row = session.get(Machine, machine_uuid)
@@ -151,7 +152,7 @@ def visible_images(ctx: ServiceContext, account_uuid: str,
 
 def visible_image(ctx: ServiceContext, image_uuid: str, account_uuid: str) -> Image:
     with ctx.read() as session:
-        image = session.get(Image, image_uuid) if machines._is_uuid(image_uuid) else None
+        image = session.get(Image, image_uuid) if is_uuid(image_uuid) else None
     if image is None or not (image.public or image.owner_uuid == account_uuid):
         raise NotFound("image", image_uuid)
     return image

@@ -12,6 +12,7 @@ from headnode.api.cloudapi.common import body_or_query, ctx, job_caller, json_bo
 from headnode.services import machines, packages
 from headnode.services import tenant as tenant_service
 from headnode.services.errors import InvalidArgument, NotFound
+from headnode.services.resolve import is_uuid
 from headnode.services.tenant import MachineFilter
 from schemas.cloudapi import (
     MAX_LIMIT,
@@ -90,7 +91,7 @@ def list_machines() -> Any:
 def _visible_image_uuid(ident: str) -> str:
     """The image a tenant may provision from: by id, or by name (newest active version)."""
     try:
-        if machines._is_uuid(ident):
+        if is_uuid(ident):
             return tenant_service.visible_image(ctx(), ident, tenant().uuid).uuid
     except NotFound as exc:
         raise InvalidArgument("image", f"no image {ident!r}") from exc

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from headnode.auth.sshkeys import BadKey, parse_public_key
+from sdccommon.sshkeys import BadKey, parse_public_key
 from tests.unit.headnode.auth.conftest import KEY_KINDS, private_key, public_line
 
 SSH_KEYGEN = shutil.which("ssh-keygen")

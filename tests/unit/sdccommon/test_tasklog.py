@@ -7,7 +7,7 @@ from typing import Any
 
 from kombu import Message
 
-from agents import tasklog
+from sdccommon import tasklog
 from workflows.celery_app import first_arg as headnode_first_arg
 
 
