@@ -103,6 +103,8 @@ def dispatch_agent(turn: Turn, step: Step) -> None:
 
 
 def _run_local(turn: Turn, step: Step, entry: dict[str, Any]) -> None:
+    # A batch's outcomes belong to the agent steps right after it: a local step ends them.
+    turn.ready.clear()
     ctx = turn.context()
     assert step.run is not None
     try:
