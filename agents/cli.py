@@ -67,12 +67,12 @@ def _fail_cleanly(action: Callable[[], Any]) -> Any:
 
 def _serve(start: Callable[[], None], server_uuids: Callable[[], list[str]],
            check: Callable[[], Any], settings: Any, child_args: list[str]) -> None:
-    """Run the worker in a supervised child (see agents/supervise.py), or be that child.
+    """Run the worker in a supervised child (see sdccommon/supervise.py), or be that child.
 
     The parent first locks every server it will serve (agents/nodelock.py: one agent per
     server) and hands the locks to its children; then ``check`` runs, so a node that cannot
     be served is refused here with one clear line instead of in a child."""
-    from agents import supervise
+    from sdccommon import supervise
 
     if supervise.is_child():
         supervise.watch_supervisor()

@@ -16,10 +16,10 @@ from agents import tasks
 from agents.backends.base import NodeBackend
 from agents.config import AgentSettings, resolve_server_uuid
 from agents.heartbeat import Heartbeater, StatusReporter, redis_client
-from agents.supervise import ConsumerWatchdog, exit_on_unrecoverable
 from schemas.agent import agent_queue
 from schemas.settings import SettingsError
 from sdccommon import tasklog
+from sdccommon.supervise import ConsumerWatchdog, exit_on_unrecoverable
 
 log = logging.getLogger(__name__)
 

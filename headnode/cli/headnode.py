@@ -94,7 +94,7 @@ def run_gunicorn(bind: str, workers: int) -> None:
 @click.pass_context
 def worker(ctx: click.Context, loglevel: str) -> None:
     """Run the workflow worker (Celery, queue `headnode`)."""
-    from agents import supervise
+    from sdccommon import supervise
 
     if not supervise.is_child():
         # The worker itself runs in a child that is started again if Celery gives up.

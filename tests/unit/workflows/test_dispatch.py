@@ -7,8 +7,8 @@ from typing import Any
 
 import redis
 
-from agents.supervise import ConsumerWatchdog
 from schemas.agent import HEADNODE_QUEUE
+from sdccommon.supervise import ConsumerWatchdog
 from tests.support.net import free_port
 from workflows.celery_app import make_app
 from workflows.dispatch import CeleryJobQueue, CeleryTransport

@@ -1,4 +1,4 @@
-"""The worker supervisor and the consumer watchdog (agents/supervise.py), with real children."""
+"""The worker supervisor and the consumer watchdog (sdccommon/supervise.py), with real children."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agents import supervise
+from sdccommon import supervise
 
 PYTHON = sys.executable
 
@@ -72,7 +72,7 @@ def test_sigterm_stops_supervisor_and_child(tmp_path: Path) -> None:
         "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
         "time.sleep(60)\n"
     )
-    run_supervised = ("import sys; from agents import supervise; "
+    run_supervised = ("import sys; from sdccommon import supervise; "
                       f"sys.exit(supervise.supervise([sys.executable, '-c', {code!r}], {{}}))")
     outer = subprocess.Popen([PYTHON, "-c", run_supervised])
     deadline = time.monotonic() + 20
@@ -98,7 +98,7 @@ def test_watchdog_calls_a_silent_consumer_with_waiting_messages_stalled() -> Non
 
 
 def test_unrecoverable_error_ends_the_worker_at_once() -> None:
-    code = ("import logging; from agents import supervise; supervise.exit_on_unrecoverable(); "
+    code = ("import logging; from sdccommon import supervise; supervise.exit_on_unrecoverable(); "
             "logging.getLogger('celery.worker.worker').critical('Unrecoverable error: %r', "
             "AttributeError('x')); print('still here')")
     done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60)
@@ -111,7 +111,7 @@ def test_the_child_dies_with_a_killed_supervisor(tmp_path: Path) -> None:
     marker = tmp_path / "child-pid"
     code = (f"import os, pathlib, time; pathlib.Path({str(marker)!r}).write_text("
             "str(os.getpid())); time.sleep(60)")
-    run_supervised = ("import sys; from agents import supervise; "
+    run_supervised = ("import sys; from sdccommon import supervise; "
                       f"sys.exit(supervise.supervise([sys.executable, '-c', {code!r}], {{}}))")
     outer = subprocess.Popen([PYTHON, "-c", run_supervised])
     deadline = time.monotonic() + 20
@@ -170,7 +170,7 @@ def test_an_orphaned_child_ends_itself_where_the_kernel_would_not(tmp_path: Path
     """The check for kernels without PR_SET_PDEATHSIG (SmartOS): a parent started without the
     death signal, killed with SIGKILL, still takes its child with it."""
     marker = tmp_path / "child-pid"
-    child = (f"import os, pathlib, time; from agents import supervise; "
+    child = (f"import os, pathlib, time; from sdccommon import supervise; "
              f"supervise.watch_supervisor(0.05); "
              f"pathlib.Path({str(marker)!r}).write_text(str(os.getpid())); time.sleep(60)")
     parent = ("import os, subprocess, sys, time; "
