@@ -28,7 +28,6 @@ from headnode.placement.allocator import (
     PlacementRequest,
     Snapshot,
 )
-from headnode.placement.pipeline import DEFAULT_PIPELINE
 from headnode.services import admission, capacity, fleet, placement, retry
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InsufficientCapacity, InvalidArgument, NotFound
@@ -38,7 +37,7 @@ from headnode.services.networks import (
     machine_network_fields,
     requested_networks,
 )
-from headnode.services.placement import policy_for
+from headnode.services.placement import pipeline_for, policy_for
 from headnode.services.resolve import (
     image_query,
     is_uuid,
@@ -67,7 +66,8 @@ ACTIONS = ("start", "stop", "reboot")
 #: states from which each action may start
 ACTION_FROM = {"start": ("stopped", "running"), "stop": ("running", "stopped"),
                "reboot": ("running",)}
-#: a lost race for the chosen server's last room is retried on a fresh snapshot this often
+#: a create reads the fleet at most this often; each read's decision is tried on its winner
+#: and its next best (pipeline.NEXT_BEST) before the next read
 PLACEMENT_ATTEMPTS = 5
 #: states in which a machine's definition (size, name, snapshots) may change
 CHANGEABLE = ("running", "stopped")
@@ -187,25 +187,29 @@ def _check_alias_free(session: Session, owner_uuid: str, alias: str) -> None:
 def _place(session: Session, ctx: ServiceContext, request: PlacementRequest,
            machine_uuid: str, job_uuid: str, only: str | None) -> str:
     """Pick a server and hold room on it; refuse with every reason when none fits."""
-    policy = policy_for(ctx)
+    policy, pipeline = policy_for(ctx), pipeline_for(ctx)
     attempt = request
     lost: set[str] = set()
     for _ in range(PLACEMENT_ATTEMPTS):
-        decision = DEFAULT_PIPELINE.decide(_fleet(session, request, only),
-                                           attempt, policy)
+        decision = pipeline.decide(_fleet(session, request, only), attempt, policy)
         if decision.server is None:
             raise InsufficientCapacity(decision.explain(attempt), decision.reasons)
-        chosen = decision.server.uuid
-        if capacity.reserve(session, chosen, machine_uuid, job_uuid, request.ram_mb,
-                            request.disk_mb, request.cpu_cap, policy,
-                            request.image_uuid or None, request.image_mb):
-            return chosen
-        # Another provision won the room. The guard waited for it to commit, so a fresh
-        # snapshot shows why (and a refusal names the real reason); a server lost twice is
-        # left out, so the retries always make progress.
-        if chosen in lost:
-            attempt = attempt.excluding(chosen)
-        lost.add(chosen)
+        # The winner, then the decision's next best (at most NEXT_BEST): another provision
+        # that took the winner's room most likely left the next one free, and trying it
+        # costs one guarded UPDATE where reading the fleet again costs a SELECT as well.
+        for candidate in decision.candidates:
+            chosen = candidate.uuid
+            if capacity.reserve(session, chosen, machine_uuid, job_uuid, request.ram_mb,
+                                request.disk_mb, request.cpu_cap, policy,
+                                request.image_uuid or None, request.image_mb):
+                return chosen
+            # Another provision won the room. The guard waited for it to commit, so when
+            # every candidate is lost a fresh snapshot shows why (and a refusal names the
+            # real reason); a server lost twice is left out, so the retries always make
+            # progress.
+            if chosen in lost:
+                attempt = attempt.excluding(chosen)
+            lost.add(chosen)
     raise InsufficientCapacity("no server could be reserved: the fleet is changing too fast, "
                                "try again", {"lost races": PLACEMENT_ATTEMPTS})
 
