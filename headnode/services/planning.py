@@ -19,7 +19,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from headnode.placement.filters import DEFAULT_FILTERS
-from headnode.placement.pipeline import DEFAULT_PIPELINE
+from headnode.placement.pipeline import Pipeline
 from headnode.placement.state import (
     Context,
     MachineRef,
@@ -41,8 +41,6 @@ from headnode.store.models import CapacitySnapshot, Package, Server, utcnow
 
 #: the filters that decide whether a server takes machines at all, whatever their size
 PLACEABLE_STEPS = ("setup", "running", "reserved", "headnode")
-#: simulations answer the same question every time: no random scorer
-SIMULATION = DEFAULT_PIPELINE.with_weights(uniform_random=0)
 #: at most this many machines placed one by one in one simulation
 MAX_SIMULATED_MACHINES = 20_000
 #: at most this many servers added by one simulation
@@ -53,6 +51,12 @@ PARTS = ("total", "provisioned", "reserved", "free")
 
 def _policy(ctx: ServiceContext) -> Policy:
     return placement.policy_for(ctx)
+
+
+def _simulation(ctx: ServiceContext) -> Pipeline:
+    """The settings' pipeline, as creates use it, without the random scorer: simulations
+    answer the same question every time."""
+    return placement.pipeline_for(ctx).with_weights(uniform_random=0)
 
 
 def is_placeable(server: ServerState, policy: Policy) -> bool:
@@ -98,17 +102,18 @@ def _fleet_totals(servers: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return totals
 
 
-def fits(servers: Iterable[ServerState], request: PlacementRequest, policy: Policy) -> int:
+def fits(servers: Iterable[ServerState], request: PlacementRequest, policy: Policy,
+         pipeline: Pipeline) -> int:
     """How many more machines of ``request`` the servers take: each server packed with what
     its own room allows, after the same hard filters as a create."""
-    return sum(SIMULATION.room_for(s, request, policy) for s in servers)
+    return sum(pipeline.room_for(s, request, policy) for s in servers)
 
 
 def _package_fits(packages: Iterable[Package], servers: Sequence[ServerState],
-                  policy: Policy) -> list[dict[str, Any]]:
+                  policy: Policy, pipeline: Pipeline) -> list[dict[str, Any]]:
     return [{"uuid": p.uuid, "name": p.name, "memory": p.memory, "disk": p.disk,
              "cpu_cap": p.cpu_cap,
-             "fits": fits(servers, placement.build_request(p, None), policy)}
+             "fits": fits(servers, placement.build_request(p, None), policy, pipeline)}
             for p in packages]
 
 
@@ -124,7 +129,7 @@ def report(ctx: ServiceContext) -> dict[str, Any]:
         rows = list(session.scalars(select(Server).order_by(Server.hostname, Server.uuid)))
         states = [fleet.state_of(row) for row in rows]
         servers = [_server_report(row, st, policy) for row, st in zip(rows, states, strict=True)]
-        packages = _package_fits(_active_packages(session), states, policy)
+        packages = _package_fits(_active_packages(session), states, policy, _simulation(ctx))
     return {"servers": servers, "fleet": _fleet_totals(servers), "packages": packages}
 
 
@@ -176,7 +181,9 @@ def simulate(ctx: ServiceContext, body: dict[str, Any]) -> dict[str, Any]:
         packages = _active_packages(session)
         session.expunge_all()
     servers = _apply_server_changes(list(snapshot.servers), body)
-    result = _place_all(Snapshot(servers, list(snapshot.owner_machines)), items, policy)
+    pipeline = _simulation(ctx)
+    result = _place_all(Snapshot(servers, list(snapshot.owner_machines)), items, policy,
+                        pipeline)
     after = result["servers"]
     placed_on: Counter[str] = result["placed_on"]
     added = {s.uuid for s in servers if s.uuid.startswith("simulated-")}
@@ -188,7 +195,7 @@ def simulate(ctx: ServiceContext, body: dict[str, Any]) -> dict[str, Any]:
                     for s in after],
         "fleet_free": {r: sum(free_of(s, policy)[r] for s in after if is_placeable(s, policy))
                        for r in RESOURCES},
-        "packages": _package_fits(packages, after, policy),
+        "packages": _package_fits(packages, after, policy, pipeline),
         "removed": list(body.get("remove_servers") or []),
     }
 
@@ -205,7 +212,7 @@ def _apply_server_changes(servers: list[ServerState], body: dict[str, Any]) -> l
 
 def _place_all(snapshot: Snapshot, items: Sequence[tuple[dict[str, Any], Package,
                                                          PlacementRequest]],
-               policy: Policy) -> dict[str, Any]:
+               policy: Policy, pipeline: Pipeline) -> dict[str, Any]:
     servers = {s.uuid: s for s in snapshot.servers}
     owner_machines = list(snapshot.owner_machines)
     placed_on: Counter[str] = Counter()
@@ -215,8 +222,8 @@ def _place_all(snapshot: Snapshot, items: Sequence[tuple[dict[str, Any], Package
         on: Counter[str] = Counter()
         refusal = None
         for n in range(item["count"]):
-            decision = SIMULATION.decide(Snapshot(list(servers.values()), owner_machines),
-                                         request, policy)
+            decision = pipeline.decide(Snapshot(list(servers.values()), owner_machines),
+                                       request, policy)
             if decision.server is None:
                 # Nothing changed since: every later machine of this item fits nowhere too.
                 refusal = decision.explain(request)

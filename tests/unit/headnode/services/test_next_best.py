@@ -1,6 +1,7 @@
 """A create that loses the race for its winner's room tries the decision's next best before
 it reads the fleet again (real PostgreSQL; the race is a real concurrent transaction that
-takes the winner's RAM between the create's snapshot and its reservation)."""
+takes the winner's RAM between the create's snapshot and its reservation); and the
+operator's placement settings reach creates, dry runs, capacity reports and what-ifs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import event, text, update
 
 from headnode.services import machines as svc
-from headnode.services import placement
+from headnode.services import placement, planning
 from headnode.services.context import ServiceContext
 from headnode.services.errors import InsufficientCapacity
 from headnode.store.models import Server
@@ -156,3 +157,15 @@ def test_the_overprovision_ratio_reaches_the_reservations_guard(
                                                   "image": "base-64"}, CALLER)
     assert answer["server_uuid"] == fleet["full"]
     assert server_row(ctx, fleet["full"]).ram_inflight_mb == 50000 + 20000
+
+
+def test_the_what_if_places_as_the_settings_say(ctx: Any, fleet: dict[str, Any]) -> None:
+    body = {"place": [{"package": "small", "count": 2}]}
+    packing = with_settings(ctx, placement_strategy="pack")
+    assert planning.simulate(packing, body)["placements"][0]["servers"] == {"full": 2}
+    assert planning.simulate(ctx, body)["placements"][0]["servers"] == {"empty": 2}
+    # capacity reports leave out what the settings' filters leave out: the head node
+    make_server(ctx, hostname="hn", headnode=True)
+    default_fits = planning.report(ctx)["packages"][0]["fits"]
+    everywhere = with_settings(ctx, placement_filters="traits,backend,affinity")
+    assert planning.report(everywhere)["packages"][0]["fits"] > default_fits
