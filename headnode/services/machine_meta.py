@@ -11,7 +11,6 @@ show the row, so a change shows once its job has ended. Another account's machin
 
 from __future__ import annotations
 
-import uuid as uuidlib
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -20,6 +19,7 @@ from sqlalchemy.orm import Session
 from headnode.services.context import ServiceContext
 from headnode.services.errors import NotFound
 from headnode.services.machines import CHANGEABLE, start_machine_job
+from headnode.services.resolve import is_uuid
 from headnode.store.models import Machine
 from schemas.agent import apply_metadata_change
 
@@ -46,14 +46,6 @@ assert set(AUDIT_ACTIONS.values()) == set(METADATA_WORKFLOWS)
 Change = Callable[[dict[str, Any]], tuple[dict[str, Any], list[str]]]
 
 
-def _is_uuid(value: str) -> bool:
-    try:
-        uuidlib.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
 def _owned(machine: Machine | None, machine_uuid: str, owner_uuid: str) -> Machine:
     if machine is None or machine.owner_uuid != owner_uuid or machine.state == "destroyed":
         raise NotFound("machine", machine_uuid)
@@ -66,7 +58,7 @@ def _missing(kind: Kind, key: str) -> NotFound:
 
 def read(ctx: ServiceContext, machine_uuid: str, owner_uuid: str, kind: Kind) -> dict[str, Any]:
     with ctx.read() as session:
-        row = session.get(Machine, machine_uuid) if _is_uuid(machine_uuid) else None
+        row = session.get(Machine, machine_uuid) if is_uuid(machine_uuid) else None
         return dict(getattr(_owned(row, machine_uuid, owner_uuid), COLUMNS[kind]) or {})
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
-import uuid as uuidlib
 from typing import Any
 
 from sqlalchemy import Table, delete, func, or_, select, text, update
@@ -28,6 +27,7 @@ from headnode.services import capacity
 from headnode.services.conflicts import insert_unless_taken
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InvalidArgument, NotFound
+from headnode.services.resolve import is_uuid
 from headnode.store.models import Account, Machine, Network, Nic, utcnow
 
 #: Joyent's OUI, which NAPI gives the MACs it makes
@@ -149,19 +149,11 @@ def _resolvers(value: Any) -> list[str]:
 def _owner(session: Session, ident: str | None) -> Account | None:
     if not ident:
         return None
-    column = Account.uuid if _is_uuid(ident) else Account.login
+    column = Account.uuid if is_uuid(ident) else Account.login
     account = session.scalar(select(Account).where(column == ident))
     if account is None:
         raise InvalidArgument("owner", f"no account {ident!r}")
     return account
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuidlib.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _check_overlap(session: Session, subnet: ipaddress.IPv4Network, nic_tag: str) -> None:
@@ -252,7 +244,7 @@ def list_networks(ctx: ServiceContext, account_uuid: str | None = None) -> list[
 
 
 def _find(session: Session, ident: str, account_uuid: str | None) -> Network:
-    column = Network.uuid if _is_uuid(ident) else Network.name
+    column = Network.uuid if is_uuid(ident) else Network.name
     network = session.scalar(select(Network).where(column == ident, _visible(account_uuid)))
     if network is None:
         raise NotFound("network", ident)
