@@ -1,9 +1,10 @@
 """Workflows that change one machine: provision, start, stop, reboot, destroy, resize,
 rename, snapshots (create, roll back, delete), tags and metadata, and making an image from it.
 
-Each follows DESIGN's shape: the request took the machine's lock (``machines.job_uuid``) and,
-for a provision, its capacity reservation; the chain calls the agent and records the result;
-the engine releases the lock when the job ends, whichever way.
+Each has one shape (docs/architecture.md, "The job model"): the request took the machine's
+lock (``machines.job_uuid``) and, for a provision, its capacity reservation; the chain calls
+the agent and records the result; the engine releases the lock when the job ends, whichever
+way.
 """
 
 from __future__ import annotations
