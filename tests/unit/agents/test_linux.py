@@ -29,6 +29,7 @@ from agents.runner import make_backend
 from schemas.agent import ImageSpecSchema, MachineMetadataUpdateSchema, MachineUpdateSchema
 from tests.support.agent_images import FileServer, busybox_tarball, file_entry
 from tests.support.btrfs import LoopPool, missing_host
+from tests.support.wait import wait_until
 from tests.unit.agents.conftest import IMAGE_TOKEN, make_linux
 
 SpecFactory = Callable[..., dict[str, Any]]
@@ -233,6 +234,10 @@ def test_a_restarted_agent_finds_its_machines_and_their_true_states(
     state = runc.state(node.runc_root, died["uuid"])
     assert state is not None
     os.kill(state["pid"], 9)  # the container's init dies behind the agent's back
+    # kill() only queues the signal: on a loaded machine runc can still see the process
+    # alive for a moment. The restart is what is tested, so wait for the death first.
+    wait_until(lambda: runc.state(node.runc_root, died["uuid"])["status"] == "stopped",
+               message="the killed container to stop")
 
     restarted = make_linux(btrfs_pool)
     states = {m["alias"]: m["state"] for m in restarted.list_machines()}
