@@ -46,6 +46,10 @@ class AllocateAnswer(Schema):
     reasons = fields.Dict(keys=fields.String(), values=fields.Integer())
     scores = fields.Dict(keys=fields.String(), values=fields.Float(),
                          metadata={"description": "the chosen server's weighted scores"})
+    next_best = fields.List(fields.String(), metadata={
+        "description": "the servers that would win next, best first: a create that loses "
+                       "the race for the winner's room tries them before it reads the fleet "
+                       "again"})
     message = fields.String()
     package = fields.String()
     image = fields.String()
