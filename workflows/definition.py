@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, lazyload
 from headnode.config import HeadnodeSettings
 from headnode.store.models import Job, Machine
 
+#: every part of the engine logs under one name, the one it had before it was split
 log = logging.getLogger("workflows.engine")
 
 #: a queued job whose first message was lost is picked up again after this long
