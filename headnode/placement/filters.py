@@ -18,7 +18,7 @@ from typing import Any
 
 from headnode.config import OPTIONAL_FILTERS
 from headnode.placement import fit
-from headnode.placement.runs import runs_of
+from headnode.placement.runs import BACKEND_RUNS, NOTHING
 from headnode.placement.state import (
     Context,
     PlacementRequest,
@@ -96,8 +96,10 @@ def traits(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
 def backend(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
     if not r.image_os and not r.image_type:
         return True  # no image in the question (capacity counts per package)
-    # Its node's sysinfo says what it runs; an older node's backend table (runs.py) else.
-    return runs_of(s.backend, s.runs).image(r.image_os, r.image_type)
+    # Its node's report says what it runs; for an older node, its backend's table (runs.py;
+    # an unknown backend runs nothing).
+    runs = s.runs or BACKEND_RUNS.get(s.backend, NOTHING)
+    return runs.image(r.image_os, r.image_type)
 
 
 def machine_count(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:

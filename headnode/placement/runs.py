@@ -47,11 +47,3 @@ def reported(value: Mapping[str, Any] | None) -> Runs | None:
     oses, types = value.get("os"), value.get("type")
     return Runs(None if oses is None else frozenset(oses),
                 None if types is None else frozenset(types))
-
-
-def runs_of(backend: str, report: Runs | None) -> Runs:
-    """What a server runs: its node's report, else its backend's table (an unknown backend
-    runs nothing)."""
-    if report is not None:
-        return report
-    return BACKEND_RUNS.get(backend, NOTHING)

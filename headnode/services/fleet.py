@@ -81,17 +81,20 @@ def _runs(text: str | None) -> Runs | None:
 def states_from_rows(rows: Iterable[Any], image_uuid: str = "") -> list[ServerState]:
     """Rows of SERVER_COLUMNS -> placement's view of each server. With ``image_uuid``, each
     row ends with one more column: whether the server holds that image (_holds_image)."""
-    held = frozenset((image_uuid,))
     states = []
-    for row in rows:
-        u, h, st, su, rs, hn, be, tr, rn, *rest = row
-        if image_uuid:
-            *rest, holds = rest
+    if not image_uuid:
+        for u, h, st, su, rs, hn, be, tr, rn, *rest in rows:
+            state = ServerState(u, h, st, su, rs, hn, be, _traits(tr), *rest)
+            if rn is not None:  # still being built: nothing else has seen it
+                state.runs = _runs(rn)
+            states.append(state)
+        return states
+    held = frozenset((image_uuid,))
+    for u, h, st, su, rs, hn, be, tr, rn, *rest, holds in rows:
         state = ServerState(u, h, st, su, rs, hn, be, _traits(tr), *rest)
-        # still being built: nothing else has seen it
         if rn is not None:
             state.runs = _runs(rn)
-        if image_uuid and holds:
+        if holds:
             state.images = held
         states.append(state)
     return states
