@@ -21,6 +21,13 @@ from headnode.services.networks import release_nics as free_nics
 from headnode.store.models import Image, Machine, MachineSnapshot, utcnow
 from schemas.agent import MachineStatusSchema, apply_metadata_change
 from workflows.engine import Step, StepContext, StepFailed, Workflow, register
+from workflows.params import (
+    CreateImageParams,
+    MetadataParams,
+    RenameParams,
+    ResizeParams,
+    SnapshotParams,
+)
 
 # Per-step timeouts (seconds) after VMAPI's provision workflow, shortened where our steps do
 # less (no NAPI or FWAPI calls).
@@ -210,25 +217,25 @@ RESIZED_FIELDS = ("ram_mb", "disk_mb", "cpu_cap", "vcpus", "max_lwps")
 
 
 def resize_params(ctx: StepContext) -> dict[str, Any]:
-    params = ctx.job.params
-    return {"uuid": ctx.job.machine_uuid, **{k: params[k] for k in RESIZED_FIELDS}}
+    params = ResizeParams.of(ctx.job)
+    return {"uuid": ctx.job.machine_uuid, **{k: getattr(params, k) for k in RESIZED_FIELDS}}
 
 
 def record_resize(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
     node = _node_machine(result)
-    params = ctx.job.params
+    params = ResizeParams.of(ctx.job)
     machine = _set_state(ctx, node["state"])
     for name in RESIZED_FIELDS:
-        setattr(machine, name, params[name])
-    machine.package_uuid = params["package"]
+        setattr(machine, name, getattr(params, name))
+    machine.package_uuid = params.package
     committed = capacity.commit_resize(ctx.session, machine.uuid, machine.server_uuid or "",
-                                       params["held"], params["delta"])
-    return {"package": params["package_name"], "ram_mb": params["ram_mb"],
-            "disk_mb": params["disk_mb"], "usage": "committed" if committed else "unchanged"}
+                                       params.held, params.delta)
+    return {"package": params.package_name, "ram_mb": params.ram_mb,
+            "disk_mb": params.disk_mb, "usage": "committed" if committed else "unchanged"}
 
 
 def release_growth(ctx: StepContext) -> dict[str, Any]:
-    held = ctx.job.params.get("held") or {}
+    held = ResizeParams.of(ctx.job).held
     capacity.release_growth(ctx.session, ctx.job.server_uuid or "", held.get("ram_mb", 0),
                             held.get("disk_mb", 0), held.get("cpu", 0))
     return {"released": held}
@@ -247,13 +254,14 @@ RESIZE = register(Workflow(
 # The request already wrote the new alias (so the name is held); a failure gives it back.
 
 def rename_params(ctx: StepContext) -> dict[str, Any]:
-    return {"uuid": ctx.job.machine_uuid, "alias": ctx.job.params["alias"]}
+    return {"uuid": ctx.job.machine_uuid, "alias": RenameParams.of(ctx.job).alias}
 
 
 def restore_alias(ctx: StepContext) -> dict[str, Any]:
     machine = ctx.machine()
-    if machine.alias == ctx.job.params["alias"]:
-        machine.alias = ctx.job.params["old_alias"]
+    params = RenameParams.of(ctx.job)
+    if machine.alias == params.alias:
+        machine.alias = params.old_alias
     return {"alias": machine.alias}
 
 
@@ -268,25 +276,30 @@ RENAME = register(Workflow(
 
 # -- snapshots ------------------------------------------------------------------------------
 
+def _snapshot_name(ctx: StepContext) -> str:
+    return SnapshotParams.of(ctx.job).snapshot
+
+
 def snapshot_ref(ctx: StepContext) -> dict[str, Any]:
-    return {"uuid": ctx.job.machine_uuid, "name": ctx.job.params["snapshot"]}
+    return {"uuid": ctx.job.machine_uuid, "name": _snapshot_name(ctx)}
 
 
 def _snapshot(ctx: StepContext) -> MachineSnapshot:
-    row = ctx.session.get(MachineSnapshot, (ctx.job.machine_uuid, ctx.job.params["snapshot"]))
+    name = _snapshot_name(ctx)
+    row = ctx.session.get(MachineSnapshot, (ctx.job.machine_uuid, name))
     if row is None:
-        raise StepFailed("SnapshotNotFound", f"snapshot {ctx.job.params['snapshot']} not found")
+        raise StepFailed("SnapshotNotFound", f"snapshot {name} not found")
     return row
 
 
 def _set_snapshot_state(ctx: StepContext, state: str) -> dict[str, Any]:
     _snapshot(ctx).state = state
-    return {"snapshot": ctx.job.params["snapshot"], "state": state}
+    return {"snapshot": _snapshot_name(ctx), "state": state}
 
 
 def record_snapshot_created(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
     reported = (result.get("snapshot") or {}).get("name")
-    if reported != ctx.job.params["snapshot"]:
+    if reported != _snapshot_name(ctx):
         raise StepFailed("SnapshotFailed", f"the node reports snapshot {reported!r}")
     return _set_snapshot_state(ctx, "created")
 
@@ -355,19 +368,19 @@ SNAPSHOT_DELETE = register(Workflow(
 METADATA_TIMEOUT = 300
 
 
+def _metadata_change(ctx: StepContext) -> MetadataParams:
+    return MetadataParams.of(ctx.job, METADATA_WORKFLOWS[ctx.job.name])
+
+
 def metadata_change_params(ctx: StepContext) -> dict[str, Any]:
-    column = METADATA_WORKFLOWS[ctx.job.name]
-    params = ctx.job.params
-    return {"uuid": ctx.job.machine_uuid, f"set_{column}": params.get(f"set_{column}") or {},
-            f"remove_{column}": params.get(f"remove_{column}") or []}
+    return {"uuid": ctx.job.machine_uuid, **_metadata_change(ctx).to_json()}
 
 
 def record_metadata_change(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
-    column = METADATA_WORKFLOWS[ctx.job.name]
+    change = _metadata_change(ctx)
+    column = change.column
     machine = ctx.machine()
-    changed = apply_metadata_change(getattr(machine, column) or {},
-                                    ctx.job.params.get(f"remove_{column}") or [],
-                                    ctx.job.params.get(f"set_{column}") or {})
+    changed = apply_metadata_change(getattr(machine, column) or {}, change.remove, change.set_)
     setattr(machine, column, changed)  # a new dict: the JSON column sees the change
     return {column: sorted(changed)}
 
@@ -395,9 +408,10 @@ CREATE_IMAGE_TIMEOUT = 1800
 
 
 def _new_image(ctx: StepContext) -> Image:
-    image = ctx.session.get(Image, ctx.job.params["image_uuid"])
+    image_uuid = CreateImageParams.of(ctx.job).image_uuid
+    image = ctx.session.get(Image, image_uuid)
     if image is None:
-        raise StepFailed("ImageNotFound", f"image {ctx.job.params['image_uuid']} not found")
+        raise StepFailed("ImageNotFound", f"image {image_uuid} not found")
     return image
 
 

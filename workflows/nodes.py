@@ -21,6 +21,7 @@ from headnode.services.suspicion import CLEARED, note, suspect, suspected_since,
 from headnode.store.models import Machine, Server, utcnow
 from schemas.agent import MachineStatusSchema, ServerStatusSchema, SysinfoSchema
 from workflows.engine import Step, StepContext, StepFailed, Workflow, register
+from workflows.params import PurgeParams
 
 log = logging.getLogger(__name__)
 
@@ -299,14 +300,14 @@ PURGE_TIMEOUT = 120
 
 
 def orphan_ref(ctx: StepContext) -> dict[str, Any]:
-    return {"uuid": ctx.job.params["machine"]}
+    return {"uuid": PurgeParams.of(ctx.job).machine}
 
 
 def record_purged(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
     node = MachineStatusSchema().load(result.get("machine") or {}, unknown="exclude")
     if node["state"] != "destroyed":
         raise StepFailed("PurgeFailed", f"the node reports the machine {node['state']}")
-    uuid = ctx.job.params["machine"]
+    uuid = PurgeParams.of(ctx.job).machine
     server = ctx.session.get(Server, ctx.job.server_uuid, with_for_update={"key_share": True})
     if server is not None and uuid in (server.reported_machines or {}):
         # The node's answer is newer than its last report, and the agent counts the answer

@@ -37,6 +37,7 @@ from headnode.services.networks import release_nics
 from headnode.services.suspicion import suspect, utc
 from headnode.store.models import Job, Machine, Nic, Reservation, Server
 from workflows.engine import REGISTRY, new_job
+from workflows.params import PurgeParams
 
 #: states in which a machine is on its node
 ON_NODE = ("running", "stopped", "unknown")
@@ -295,7 +296,7 @@ def purge_orphan(ctx: ServiceContext, server_uuid: str, machine_uuid: str,
                            "(as its last report and the records say)", code="NotAnOrphan")
         job = new_job(session, "purge_orphan", machine_uuid=machine_uuid,
                       server_uuid=server_uuid, owner_uuid=None,
-                      params={"machine": machine_uuid}, caller=caller)
+                      params=PurgeParams(machine=machine_uuid).to_json(), caller=caller)
         session.flush()
         job_uuid = job.uuid
     if ctx.jobs is not None:

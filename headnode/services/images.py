@@ -15,6 +15,7 @@ from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InvalidArgument, NotFound
 from headnode.services.machines import CHANGEABLE, start_machine_job
 from headnode.store.models import Image, Machine, new_uuid
+from workflows.params import CreateImageParams
 
 
 def list_images(
@@ -152,7 +153,7 @@ def create_image_from_machine(ctx: ServiceContext, machine_uuid: str, name: str,
                       files=[])
         session.add(image)
         made.append(image)
-        return {"image_uuid": image.uuid}
+        return CreateImageParams(image_uuid=image.uuid).to_json()
 
     answer = start_machine_job(ctx, machine_uuid, "create_image", CHANGEABLE, caller, prepare)
     return {"image": image_to_dict(made[0]), "job_uuid": answer["job_uuid"]}

@@ -22,6 +22,7 @@ from headnode.services.machines import CHANGEABLE, start_machine_job
 from headnode.services.resolve import is_uuid
 from headnode.store.models import Machine
 from schemas.agent import apply_metadata_change
+from workflows.params import MetadataParams
 
 Kind = Literal["tags", "metadata"]
 #: model attribute of each kind (also the name in the agent's change: set_<column>, ...)
@@ -85,7 +86,7 @@ def _change(ctx: ServiceContext, machine_uuid: str, owner_uuid: str, kind: Kind,
         current = dict(getattr(machine, column) or {})
         set_, remove = change(current)
         after.update(apply_metadata_change(current, remove, set_))
-        return {f"set_{column}": set_, f"remove_{column}": remove}
+        return MetadataParams(column, set_, remove).to_json()
 
     start_machine_job(ctx, machine_uuid, AUDIT_ACTIONS[(kind, action)], CHANGEABLE,
                       caller or {}, prepare)

@@ -61,6 +61,7 @@ from headnode.store.models import (
 )
 from schemas.ops import ALIAS_PATTERN
 from workflows.engine import new_job
+from workflows.params import ProvisionParams, RenameParams, ResizeParams
 
 ACTIONS = ("start", "stop", "reboot")
 #: states from which each action may start
@@ -264,7 +265,7 @@ def _create_records(ctx: ServiceContext, body: dict[str, Any],
         new_job(session, "provision", resend_after=ctx.settings.resend_interval,
                 machine_uuid=machine_uuid, server_uuid=server_uuid,
                 owner_uuid=owner.uuid, caller=caller, job_uuid=job_uuid,
-                params={"package": package.name, "image": image.uuid})
+                params=ProvisionParams(package=package.name, image=image.uuid).to_json())
     return machine, job_uuid
 
 
@@ -349,9 +350,9 @@ def resize_machine(ctx: ServiceContext, machine_uuid: str, package: str,
             raise InsufficientCapacity(
                 f"server {machine.server_uuid} has no room to grow machine {machine.uuid} "
                 f"to package {new.name}", {reason: 1})
-        return {"package": new.uuid, "package_name": new.name, "ram_mb": new.memory,
-                "disk_mb": new.disk, "cpu_cap": new.cpu_cap, "vcpus": new.vcpus,
-                "max_lwps": new.max_lwps, "delta": delta, "held": held}
+        return ResizeParams(package=new.uuid, package_name=new.name, ram_mb=new.memory,
+                            disk_mb=new.disk, cpu_cap=new.cpu_cap, vcpus=new.vcpus,
+                            max_lwps=new.max_lwps, delta=delta, held=held).to_json()
 
     return start_machine_job(ctx, machine_uuid, "resize", CHANGEABLE, caller, prepare)
 
@@ -371,7 +372,7 @@ def rename_machine(ctx: ServiceContext, machine_uuid: str, alias: str,
             _check_alias_free(session, machine.owner_uuid, alias)
         machine.alias = alias
         session.flush()  # the unique index speaks now, inside this transaction
-        return {"alias": alias, "old_alias": old}
+        return RenameParams(alias=alias, old_alias=old).to_json()
 
     try:
         return start_machine_job(ctx, machine_uuid, "rename", CHANGEABLE, caller, prepare)

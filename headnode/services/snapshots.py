@@ -19,6 +19,7 @@ from headnode.services.errors import Conflict, InvalidArgument, NotFound
 from headnode.services.machines import CHANGEABLE, load_machine, start_machine_job
 from headnode.store.models import Machine, MachineSnapshot, utcnow
 from schemas.agent import SnapshotRefSchema
+from workflows.params import SnapshotParams
 
 LIVE_STATES = ("queued", "created", "failed")
 
@@ -58,7 +59,7 @@ def create_snapshot(ctx: ServiceContext, machine_uuid: str, name: str,
         else:  # a failed or deleted name is free again
             row.state = "queued"
             row.created_at = utcnow()
-        return {"snapshot": name}
+        return SnapshotParams(snapshot=name).to_json()
 
     answer = start_machine_job(ctx, machine_uuid, "snapshot_create", CHANGEABLE, caller,
                                prepare)
@@ -91,7 +92,7 @@ def _job_on_snapshot(ctx: ServiceContext, machine_uuid: str, name: str, workflow
         if row.state not in states:
             raise Conflict(f"snapshot {name!r} is {row.state}, not {' or '.join(states)}",
                            code="InvalidState")
-        return {"snapshot": name}
+        return SnapshotParams(snapshot=name).to_json()
 
     return start_machine_job(ctx, machine_uuid, workflow, CHANGEABLE, caller, prepare)
 
