@@ -12,6 +12,7 @@ from headnode.services import doctor, networks
 from headnode.services.errors import Conflict
 from headnode.store.models import Job, Machine, Reservation, new_uuid, utcnow
 from tests.unit.headnode.services.conftest import add, make_machine, make_server, server_row
+from tests.unit.workflows.test_node_truth import with_nic
 from tests.unit.workflows.test_nodes import apply, committed_machine, status
 
 
@@ -33,16 +34,6 @@ def set_machine(ctx: Any, uuid: str, **values: Any) -> None:
         assert row is not None
         for key, value in values.items():
             setattr(row, key, value)
-
-
-def with_nic(ctx: Any, machine: Machine) -> str:
-    if not networks.list_networks(ctx, None):
-        networks.create_network(ctx, {"name": "external", "subnet": "10.88.0.0/24"})
-    with ctx.transaction() as session:
-        row = session.get(Machine, machine.uuid)
-        assert row is not None
-        default = networks.requested_networks(session, row.owner_uuid, None)
-        return networks.attach_nics(session, row, default, created_here=False)[0].ip
 
 
 def test_a_fleet_that_agrees_with_its_nodes_has_nothing(ctx: Any, fleet: dict[str, Any]) -> None:
