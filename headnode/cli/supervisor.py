@@ -86,14 +86,16 @@ class Supervisor:
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     children: list[Child] = field(default_factory=list)
 
-    def start(self, name: str, argv: list[str]) -> Child:
+    def start(self, name: str, argv: list[str], without: tuple[str, ...] = ()) -> Child:
+        """Start ``argv`` in the background; ``without`` names variables it must not get."""
+        env = {key: value for key, value in self.env.items() if key not in without}
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as log:
             # A new session per child: the terminal's Ctrl-C reaches only us, and we stop
             # the children in order instead of all at once.
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, env=self.env,
+                                    stderr=subprocess.STDOUT, env=env,
                                     start_new_session=True)
         child = Child(name, argv, log_path, proc)
         self.children.append(child)

@@ -131,3 +131,14 @@ def test_up_refuses_a_taken_port(tmp_path: Path) -> None:
 def test_fleet_prefix_is_stable_per_data_dir(tmp_path: Path) -> None:
     assert fleet_prefix(tmp_path / "a") == fleet_prefix(tmp_path / "a")
     assert fleet_prefix(tmp_path / "a") != fleet_prefix(tmp_path / "b")
+
+
+def test_a_child_started_without_a_variable_does_not_get_it(tmp_path: Path) -> None:
+    # sdc up's simulated nodes must not read the operator's head-node config file
+    sup = Supervisor(tmp_path / "logs", {"SDC_CONFIG": "/etc/sdc/headnode.toml", "KEEP": "1"})
+    show = [sys.executable, "-c",
+            "import os; print(os.environ.get('SDC_CONFIG'), os.environ.get('KEEP'))"]
+    child = sup.start("show", show, without=("SDC_CONFIG",))
+    assert child.proc.wait(timeout=10) == 0
+    assert child.tail().strip() == "None 1"
+    sup.stop(timeout=5.0)
