@@ -6,6 +6,8 @@ One cloud per test module (starting it costs seconds); each module gets a fresh 
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -26,6 +28,13 @@ AGENT_COUNT = 3
 #: sim nodes of 16 GiB RAM (13.6 GiB placeable) and 200 GiB pool
 SIM_RAM_MB = 16384
 SIM_DISK_GB = 200
+
+
+def sdc(cloud: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the `sdc` command against ``cloud`` as its operator."""
+    env = {**os.environ, "SDC_API_URL": cloud.api.base_url, "SDC_OPERATOR_TOKEN": TOKEN}
+    return subprocess.run([SDC, *args], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
 
 
 class Cloud:

@@ -12,15 +12,9 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.integration.conftest import SDC, TOKEN
+from tests.integration.conftest import SDC, sdc
 from tests.support.net import free_port
 from tests.support.wait import wait_until
-
-
-def sdc(cloud: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SDC_API_URL": cloud.api.base_url, "SDC_OPERATOR_TOKEN": TOKEN}
-    return subprocess.run([SDC, *args], env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
 
 
 @pytest.fixture(scope="module")

@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from headnode.imagebuild import DEFAULT_BUSYBOX
-from tests.integration.conftest import SDC, TOKEN, Cloud
+from tests.integration.conftest import Cloud, sdc
 
 pytestmark = pytest.mark.skipif(not DEFAULT_BUSYBOX.is_file(),
                                 reason="busybox-static is not installed (make deps)")
 
-
-def sdc(cloud: Cloud, *argv: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SDC_API_URL": cloud.api.base_url, "SDC_OPERATOR_TOKEN": TOKEN}
-    return subprocess.run([SDC, *argv], capture_output=True, text=True, env=env,
-                          timeout=120, check=False)
 
 
 def build(cloud: Cloud, out: Path) -> dict[str, Any]:

@@ -5,8 +5,6 @@ server's reservations are what they were, the address is free, and the node has 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -17,7 +15,7 @@ from celery import Celery
 
 from headnode.cli.client import ApiError
 from schemas.agent import agent_queue, agent_task
-from tests.integration.conftest import SDC, TOKEN
+from tests.integration.conftest import sdc
 from tests.support.wait import wait_until
 
 #: how long the slowed node operation takes: long enough to cancel during it
@@ -25,11 +23,6 @@ SLOW_MS = 4000
 ROOM = ("ram_inflight_mb", "disk_inflight_mb", "ram_committed_mb", "disk_committed_mb",
         "machine_count")
 
-
-def sdc(cloud: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SDC_API_URL": cloud.api.base_url, "SDC_OPERATOR_TOKEN": TOKEN}
-    return subprocess.run([SDC, *args], env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
 
 
 @pytest.fixture(scope="module")

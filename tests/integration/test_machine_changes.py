@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
 from typing import Any
 
 import pytest
 
 from headnode.cli.client import ApiError
-from tests.integration.conftest import SDC, SIM_RAM_MB, TOKEN, Cloud
+from tests.integration.conftest import SIM_RAM_MB, Cloud, sdc
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +33,6 @@ def succeed(cloud: Cloud, answer: dict[str, Any]) -> dict[str, Any]:
     assert job["execution"] == "succeeded", (job["error"], job["chain_results"])
     return job
 
-
-def sdc(cloud: Cloud, *argv: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SDC_API_URL": cloud.api.base_url, "SDC_OPERATOR_TOKEN": TOKEN}
-    return subprocess.run([SDC, *argv], capture_output=True, text=True, env=env,
-                          timeout=120, check=False)
 
 
 def test_resize_up_and_down_moves_the_servers_usage(cloud: Cloud,

@@ -7,8 +7,6 @@ from __future__ import annotations
 import concurrent.futures
 import ipaddress
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +15,8 @@ from celery import Celery
 
 from headnode.cli.client import ApiError
 from schemas.agent import agent_queue, agent_task
-from tests.integration.conftest import SDC, TOKEN
+from tests.integration.conftest import sdc
 from tests.unit.headnode.auth.conftest import private_key, public_line
-
-
-def sdc(cloud: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SDC_API_URL": cloud.api.base_url, "SDC_OPERATOR_TOKEN": TOKEN}
-    return subprocess.run([SDC, *args], env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,6 @@ Each test prints how long the cloud took to converge (run with ``-s`` to see the
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,7 +25,7 @@ from headnode.services import capacity
 from headnode.store.db import session_factory
 from headnode.store.models import Machine, utcnow
 from schemas.agent import HEADNODE_QUEUE, agent_queue, agent_task
-from tests.integration.conftest import SDC, TOKEN
+from tests.integration.conftest import SDC, sdc
 from tests.support.wait import wait_until
 
 # Questions and lost messages are asked again after 3 s; every node reports at least every
@@ -57,11 +55,6 @@ def seeded(cloud: Any) -> Iterator[dict[str, Any]]:
 def broker(cloud: Any) -> Celery:
     return Celery(broker=cloud.env["SDC_REDIS_URL"], backend=cloud.env["SDC_REDIS_URL"])
 
-
-def sdc(cloud: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SDC_API_URL": cloud.api.base_url, "SDC_OPERATOR_TOKEN": TOKEN}
-    return subprocess.run([SDC, *args], env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
 
 
 def doctor(cloud: Any, *args: str) -> tuple[int, list[dict[str, Any]]]:
