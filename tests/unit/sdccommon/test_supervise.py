@@ -33,6 +33,21 @@ def runs(tmp_path: Path) -> int:
     return int((tmp_path / "runs").read_text())
 
 
+def assert_child_dies_with(outer: subprocess.Popen[bytes], marker: Path) -> None:
+    """Wait for the child to write its pid to ``marker``, SIGKILL ``outer``, and expect the
+    child gone within 5 s."""
+    deadline = time.monotonic() + 20
+    while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child_pid = int(marker.read_text())
+    outer.kill()
+    outer.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while process_lives(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not process_lives(child_pid)
+
+
 def test_a_worker_that_dies_is_started_again(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(supervise, "QUICK_DEATHS", 10)
@@ -113,17 +128,7 @@ def test_the_child_dies_with_a_killed_supervisor(tmp_path: Path) -> None:
             "str(os.getpid())); time.sleep(60)")
     run_supervised = ("import sys; from sdccommon import supervise; "
                       f"sys.exit(supervise.supervise([sys.executable, '-c', {code!r}], {{}}))")
-    outer = subprocess.Popen([PYTHON, "-c", run_supervised])
-    deadline = time.monotonic() + 20
-    while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    child_pid = int(marker.read_text())
-    outer.kill()
-    outer.wait(timeout=10)
-    deadline = time.monotonic() + 5
-    while process_lives(child_pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not process_lives(child_pid)
+    assert_child_dies_with(subprocess.Popen([PYTHON, "-c", run_supervised]), marker)
 
 
 def test_a_child_whose_supervisor_is_gone_before_it_runs_exits_at_once() -> None:
@@ -176,14 +181,4 @@ def test_an_orphaned_child_ends_itself_where_the_kernel_would_not(tmp_path: Path
     parent = ("import os, subprocess, sys, time; "
               f"subprocess.Popen([sys.executable, '-c', {child!r}], env={{**os.environ, "
               f"{supervise.SUPERVISOR_ENV!r}: str(os.getpid())}}); time.sleep(60)")
-    outer = subprocess.Popen([PYTHON, "-c", parent])
-    deadline = time.monotonic() + 20
-    while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    child_pid = int(marker.read_text())
-    outer.kill()
-    outer.wait(timeout=10)
-    deadline = time.monotonic() + 5
-    while process_lives(child_pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not process_lives(child_pid)
+    assert_child_dies_with(subprocess.Popen([PYTHON, "-c", parent]), marker)
