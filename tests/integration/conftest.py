@@ -20,6 +20,7 @@ from headnode.cli.client import OpsClient
 from headnode.store.migrate import upgrade
 from tests.support.net import free_port
 from tests.support.procs import ProcessGroup
+from tests.support.triton import triton_bin  # noqa: F401  (a fixture every module here may use)
 from tests.support.wait import wait_until
 
 SDC = str(Path(sys.executable).parent / "sdc")

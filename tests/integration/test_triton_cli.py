@@ -10,8 +10,6 @@ headers -> 401.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,26 +17,12 @@ from typing import Any
 
 import pytest
 import requests
-from cryptography.hazmat.primitives import serialization
 
 from headnode.config import get_settings
 from headnode.services import keys, networks
 from headnode.services.context import ServiceContext
 from tests.support.httpsig_client import Signer, http_date
-
-REPO = Path(__file__).resolve().parents[2]
-ENSURE_TRITON = REPO / "scripts" / "ensure-triton.sh"
-COMMAND_TIMEOUT = 120
-
-
-@pytest.fixture(scope="module")
-def triton_bin() -> str:
-    """The CLI, installed once per machine by scripts/ensure-triton.sh."""
-    done = subprocess.run([str(ENSURE_TRITON)], capture_output=True, text=True, timeout=600,
-                          check=False)
-    if done.returncode != 0:
-        pytest.fail(f"could not install the triton CLI:\n{done.stderr}")
-    return done.stdout.strip().splitlines()[-1]
+from tests.support.triton import home_with_key, triton_runner
 
 
 @pytest.fixture(scope="module")
@@ -48,19 +32,6 @@ def services(cloud: Any) -> ServiceContext:
                             redis_url=cloud.env["SDC_REDIS_URL"],
                             data_dir=Path(cloud.env["SDC_DATA_DIR"]))
     return ServiceContext(settings)
-
-
-def _home_with_key(base: Path, signer: Signer) -> Path:
-    """A HOME whose ~/.ssh holds the signer's key pair (the CLI finds it by fingerprint)."""
-    ssh = base / ".ssh"
-    ssh.mkdir(mode=0o700)
-    private = signer.private.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.TraditionalOpenSSL,
-                                           serialization.NoEncryption())
-    (ssh / "id_rsa").write_bytes(private)
-    (ssh / "id_rsa").chmod(0o600)
-    (ssh / "id_rsa.pub").write_text(signer.public_line + "\n")
-    return base
 
 
 @pytest.fixture(scope="module")
@@ -73,31 +44,13 @@ def tenant(cloud: Any, services: ServiceContext,
                                        "gateway": "10.99.0.1"})
     signer = Signer("alice")
     keys.create_key(services, seeded["account"]["uuid"], "first", signer.public_line)
-    home = _home_with_key(tmp_path_factory.mktemp("home"), signer)
+    home = home_with_key(tmp_path_factory.mktemp("home"), signer)
     return {"home": home, "signer": signer, "seeded": seeded}
 
 
 @pytest.fixture(scope="module")
 def cloudapi_url(cloud: Any) -> str:
     return f"http://{cloud.env['SDC_API_BIND']}"
-
-
-def triton_runner(triton_bin: str, home: Path, account: str, key_id: str,
-                  url: str) -> Any:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SDC_", "TRITON_", "SSH_AUTH_SOCK"))}
-    env.update({"HOME": str(home), "TRITON_URL": url, "TRITON_ACCOUNT": account,
-                "TRITON_KEY_ID": key_id, "NO_COLOR": "1"})
-
-    def run(*args: str, ok: bool = True) -> str:
-        done = subprocess.run([triton_bin, *args], capture_output=True, text=True, env=env,
-                              timeout=COMMAND_TIMEOUT, check=False)
-        output = done.stdout + done.stderr
-        if ok:
-            assert done.returncode == 0, f"triton {' '.join(args)} failed:\n{output}"
-        return output
-
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +67,7 @@ def operator_triton(triton_bin: str, cloud: Any, services: ServiceContext, cloud
                                                "email": "ops@example.com"})
     signer = Signer("operator1")
     keys.create_key(services, account["uuid"], "ops", signer.public_line)
-    home = _home_with_key(tmp_path_factory.mktemp("ops-home"), signer)
+    home = home_with_key(tmp_path_factory.mktemp("ops-home"), signer)
     return triton_runner(triton_bin, home, "operator1", signer.fingerprint, cloudapi_url)
 
 
