@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_BUSYBOX = Path("/bin/busybox")
-APPLETS = ("sh", "sleep", "hostname", "cat", "echo", "dd", "ls", "rm", "sync", "mkdir", "touch")
+APPLETS = ("sh", "sleep", "hostname", "cat", "echo", "dd", "ls", "rm", "sync", "mkdir", "touch",
+           # what a tenant (and a test) looks at its network with
+           "ip", "ping", "arping", "ifconfig", "route", "nc", "nslookup")
 DIRECTORIES = ("bin", "dev", "etc", "proc", "sys", "tmp", "root", "var", "run")
 #: images made here get uuids in their own namespace, from their name and file's sha256
 NAMESPACE = uuidlib.UUID("6f1d3c1e-3b57-4a43-9a0c-1f1b2d8c5e10")
