@@ -21,6 +21,7 @@ APT_PACKAGES := \
 	/usr/lib/postgresql/*/bin/initdb:postgresql \
 	mkfs.btrfs:btrfs-progs \
 	runc:runc \
+	nft:nftables \
 	/bin/busybox:busybox-static
 # What scripts/ensure-triton.sh needs to install Triton's CLI (npm). Debian 12 packages npm
 # apart from nodejs; a nodejs that brings its own npm (NodeSource's) is left as it is.
@@ -39,7 +40,7 @@ help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
-deps: ## Install missing host packages (PostgreSQL, Redis, btrfs-progs, runc, busybox) with apt
+deps: ## Install missing host packages (PostgreSQL, Redis, btrfs-progs, runc, nftables, busybox) with apt
 	@scripts/ensure-apt.sh $(foreach pair,$(APT_PACKAGES),'$(pair)')
 
 venv: $(VENV_STAMP) ## Create .venv and install the project with its dev tools

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import uuid
 from dataclasses import dataclass
@@ -36,6 +37,13 @@ class AgentSettings:
     storage: str = setting("btrfs", "linux backend: storage driver, btrfs or zfs (then POOL "
                                     "is a dataset such as tank/sdc)")
     runc_root: Path = setting(Path("/run/sdc-runc"), "linux backend: runc's state directory")
+    nic_tags: str = setting("admin,external", "nic tags this node provides, as TAG[:LINK],... "
+                            "(e.g. external:eth1,internal:eth2); a tag without a link is "
+                            "host-local (an etherstub)")
+    nic_uplink: str = setting("auto", "linux backend: how a (nic tag, VLAN) bridge reaches "
+                              "other nodes: vlan (802.1Q sub-interface of the tag's link), "
+                              "vxlan (VXLAN, unicast to the tag's peers) or auto (802.1Q "
+                              "where the kernel has it, else VXLAN)")
     stop_timeout: float = setting(10.0, "linux backend: seconds between SIGTERM and SIGKILL "
                                         "when a machine stops")
 
@@ -75,6 +83,30 @@ def parse_traits(settings: AgentSettings) -> dict[str, Any]:
     if not isinstance(traits, dict):
         raise SettingsError("SDC_SIM_TRAITS: must be a JSON object")
     return traits
+
+
+NIC_TAG = re.compile(r"^[A-Za-z0-9_]{1,31}$")
+#: a Linux interface name (IFNAMSIZ - 1 characters, no slash or blank)
+LINK_NAME = re.compile(r"^[^/\s:]{1,15}$")
+
+
+def parse_nic_tags(settings: AgentSettings) -> dict[str, str | None]:
+    """``SDC_NIC_TAGS`` as {tag: link or None}, in the order given."""
+    tags: dict[str, str | None] = {}
+    for item in (settings.nic_tags or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        tag, _, link = item.partition(":")
+        if not NIC_TAG.match(tag):
+            raise SettingsError(f"SDC_NIC_TAGS: {tag!r} is not a nic tag (1 to 31 of "
+                                "letters, digits and _)")
+        if link and not LINK_NAME.match(link):
+            raise SettingsError(f"SDC_NIC_TAGS: {link!r} (of {tag}) is not a link name")
+        if tag in tags:
+            raise SettingsError(f"SDC_NIC_TAGS: {tag} is named twice")
+        tags[tag] = link or None
+    return tags
 
 
 def _checked_uuid(text: str, where: str) -> str:

@@ -149,6 +149,22 @@ def _image_create_from_machine(backend: NodeBackend, params: dict[str, Any]) -> 
                                                        params["upload"])}
 
 
+def _machine_add_nics(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+    return {"machine": backend.machine_add_nics(params["uuid"], params["nics"])}
+
+
+def _machine_remove_nics(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+    return {"machine": backend.machine_remove_nics(params["uuid"], params["macs"])}
+
+
+def _machine_update_nics(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+    return {"machine": backend.machine_update_nics(params["uuid"], params["nics"])}
+
+
+def _node_set_overlay_peers(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+    return {"overlay": backend.set_overlay_peers(params["peers"], params["version"])}
+
+
 def _batch(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
     outcomes = []
     for item in params["ops"]:
@@ -178,6 +194,10 @@ OPERATIONS: dict[str, Callable[[NodeBackend, dict[str, Any]], dict[str, Any]]] =
     "snapshot_rollback": _snapshot_rollback,
     "snapshot_delete": _snapshot_delete,
     "image_create_from_machine": _image_create_from_machine,
+    "machine_add_nics": _machine_add_nics,
+    "machine_remove_nics": _machine_remove_nics,
+    "machine_update_nics": _machine_update_nics,
+    "node_set_overlay_peers": _node_set_overlay_peers,
     "batch": _batch,
 }
 assert set(OPERATIONS) == set(AGENT_TASKS), "every op of the wire contract needs a handler"

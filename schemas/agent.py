@@ -22,6 +22,17 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
+from schemas.nics import (
+    MachineNicsAddSchema,
+    MachineNicsRemoveSchema,
+    MachineNicsUpdateSchema,
+    NicSpecSchema,
+    NicTagUplinkSchema,
+    OverlayPeersSchema,
+    ipv4_address,
+    ipv4_address_or_network,
+)
+
 HEADNODE_QUEUE = "headnode"
 HEARTBEAT_KEY = "sdc:heartbeats"
 
@@ -104,6 +115,12 @@ class MachineSpecSchema(Schema):
     max_lwps = fields.Integer(load_default=4000)
     tags = fields.Dict(load_default=dict)
     metadata = fields.Dict(load_default=dict)
+    nics = fields.List(fields.Nested(NicSpecSchema), load_default=list)
+    #: vmadm's VM-level ``resolvers`` (the machine's /etc/resolv.conf) and ``routes``
+    #: (destination CIDR or address -> gateway address)
+    resolvers = fields.List(fields.String(validate=ipv4_address), load_default=list)
+    routes = fields.Dict(keys=fields.String(validate=ipv4_address_or_network),
+                         values=fields.String(validate=ipv4_address), load_default=dict)
 
 
 class MachineRefSchema(Schema):
@@ -209,6 +226,12 @@ AGENT_TASKS: dict[str, type[Schema]] = {
     "snapshot_delete": SnapshotRefSchema,
     # result {"image": {"uuid", "size", "sha256", "compression"}}
     "image_create_from_machine": CreateImageSchema,
+    # results {"machine": MachineStatus}
+    "machine_add_nics": MachineNicsAddSchema,
+    "machine_remove_nics": MachineNicsRemoveSchema,
+    "machine_update_nics": MachineNicsUpdateSchema,
+    # result {"overlay": {"version": ...}}
+    "node_set_overlay_peers": OverlayPeersSchema,
     "report_status": EmptySchema,
     "sim_faults": SimFaultsSchema,
     # result {"outcomes": [TaskOutcome of each op that ran]}
@@ -235,6 +258,8 @@ class MachineStatusSchema(Schema):
     disk_mb = fields.Integer(load_default=0)
     disk_used_mb = fields.Integer(load_default=0)
     boot_time = fields.Float(load_default=None, allow_none=True)
+    #: the NICs the node has for it: ``{"mac", "interface"}`` each, in interface order
+    nics = fields.List(fields.Dict(), load_default=list)
 
 
 class ServerStatusSchema(Schema):
@@ -248,6 +273,11 @@ class ServerStatusSchema(Schema):
     ram_mb = fields.Integer(required=True)
     ram_free_mb = fields.Integer(required=True)
     timestamp = fields.Float(required=True)
+    #: the OverlayPeersSchema version the node applied last ("" = none yet)
+    overlay_version = fields.String(load_default="")
+    #: what the node made and no machine of its owns any more, as ``kind:name``
+    #: (``veth:v90b8d0...``, ``nft:nic_...``, ``netns:<uuid>``); ``sdc doctor`` lists them
+    leftovers = fields.List(fields.String(), load_default=list)
 
 
 #: sysinfo key of what a node runs (our own, as "SDC Backend"): {"os": [...], "type": [...]}
@@ -261,6 +291,10 @@ class RunsSchema(Schema):
 
     os = fields.List(fields.String(), load_default=None)
     type = fields.List(fields.String(), load_default=None)
+
+
+#: sysinfo key of the nic tags' uplinks (our own): {tag: {"link": ..., "underlay": ...}}
+SYSINFO_NIC_TAGS = "SDC NIC Tags"
 
 
 class SysinfoSchema(Schema):
@@ -281,3 +315,5 @@ class SysinfoSchema(Schema):
     kernel = fields.String(load_default="", data_key="Live Image")
     agent_version = fields.String(load_default="", data_key="SDC Version")
     runs = fields.Nested(RunsSchema, load_default=None, data_key=SYSINFO_RUNS)
+    nic_tag_uplinks = fields.Dict(keys=fields.String(), values=fields.Nested(NicTagUplinkSchema),
+                                  load_default=dict, data_key=SYSINFO_NIC_TAGS)

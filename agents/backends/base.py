@@ -109,3 +109,23 @@ class NodeBackend(Protocol):
         """Archive the machine's dataset, PUT it to ``upload`` (a TransferSchema dict) and
         return ``{uuid, size, sha256, compression}`` of the file sent."""
         ...
+
+    def machine_add_nics(self, uuid: str, nics: list[dict[str, Any]]) -> dict[str, Any]:
+        """Add NICs (NicSpecSchema dicts): live into a running machine, at its next boot into
+        a stopped one; a NIC whose mac the machine has already is left as it is."""
+        ...
+
+    def machine_remove_nics(self, uuid: str, macs: list[str]) -> dict[str, Any]:
+        """Remove NICs by MAC (from a running machine at once); an unknown MAC is no error."""
+        ...
+
+    def machine_update_nics(self, uuid: str, changes: list[dict[str, Any]]) -> dict[str, Any]:
+        """Apply NicFlagsSchema changes (anti-spoofing flags, allowed_ips) to the NICs they
+        name, live; a None field stays as it is. A MAC the machine lacks is MachineNotFound's
+        sibling ``NicNotFound``."""
+        ...
+
+    def set_overlay_peers(self, peers: dict[str, list[str]], version: str) -> dict[str, Any]:
+        """Make the node's uplinks send to exactly ``peers`` (nic tag -> underlay addresses of
+        the other nodes providing it); remembered across restarts. Returns ``{"version"}``."""
+        ...

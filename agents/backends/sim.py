@@ -5,6 +5,11 @@ every workflow without a hypervisor. Capacity is enforced like a real node would
 that does not fit the node's memory or pool is refused), operations can be slowed down or made
 to fail on demand, and the state can be kept in a JSON file so a restarted agent still has its
 machines.
+
+Networking is bookkeeping too: a machine's NICs (their full specs) are kept and checked as a node
+would check them (a nic tag the node lacks, an interface twice), and the overlay peers the head
+node sends are remembered and their version reported, so the head node's NIC and overlay paths
+run against hundreds of sim nodes without a packet moving.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import ipaddress
 import json
 import os
 import tarfile
@@ -30,8 +36,9 @@ from agents.backends.base import (
     InsufficientResources,
     MachineNotFound,
 )
-from agents.config import AgentSettings, parse_traits, resolve_hostname
+from agents.config import AgentSettings, parse_nic_tags, parse_traits, resolve_hostname
 from schemas.agent import apply_metadata_change
+from schemas.nics import SPOOF_FLAGS
 from schemas.ops import IMAGE_OSES, IMAGE_TYPES
 
 #: an image whose manifest does not say how big it is still takes room in a real pool
@@ -53,7 +60,18 @@ SIM_OPS = (
     "snapshot_rollback",
     "snapshot_delete",
     "image_create_from_machine",
+    "machine_add_nics",
+    "machine_remove_nics",
+    "machine_update_nics",
+    "node_set_overlay_peers",
 )
+#: what a node provides without SDC_NIC_TAGS: two host-local tags (etherstubs), no underlay
+DEFAULT_NIC_TAGS: dict[str, str | None] = {"admin": None, "external": None}
+#: where made-up underlay addresses come from: RFC 2544's benchmarking range, which no real
+#: network routes, so a sim's address can never be mistaken for (or reach) a real host
+SIM_UNDERLAY_NET = ipaddress.IPv4Network("198.18.0.0/15")
+#: the NIC fields machine_update_nics may change
+NIC_FLAG_FIELDS = (*SPOOF_FLAGS, "allowed_ips")
 #: states in which a machine holds memory on the node
 _RAM_HOLDING_STATES = ("provisioning", "running")
 
@@ -70,6 +88,7 @@ class SimBackend:
         latency_ms: int = 0,
         traits: Mapping[str, Any] | None = None,
         state_path: Path | None = None,
+        nic_tags: Mapping[str, str | None] | None = None,
     ) -> None:
         self.server_uuid = server_uuid
         self.hostname = hostname
@@ -77,6 +96,8 @@ class SimBackend:
         self.cpus = cpus
         self.pool_size_mb = pool_size_mb
         self.traits = dict(traits or {})
+        #: nic tag -> the (pretend) link that carries it, None for a host-local tag
+        self.nic_tags = dict(DEFAULT_NIC_TAGS if nic_tags is None else nic_tags)
         self.boot_time = time.time()
         self._state_path = state_path
         self._lock = threading.RLock()
@@ -86,6 +107,10 @@ class SimBackend:
         self._snapshots: dict[str, list[dict[str, Any]]] = {}
         #: machine uuid -> {"tags": {...}, "customer_metadata": {...}}
         self._meta: dict[str, dict[str, dict[str, Any]]] = {}
+        #: machine uuid -> its NICs (NicSpecSchema dicts) in interface order
+        self._nics: dict[str, list[dict[str, Any]]] = {}
+        #: the overlay directory last applied: {"version", "peers"}
+        self._overlay: dict[str, Any] = {"version": "", "peers": {}}
         self._global_latency_ms = latency_ms
         self._fail: dict[str, str] = {}
         self._latency_ms: dict[str, int] = {}
@@ -103,7 +128,11 @@ class SimBackend:
             "ram_mb": self.ram_mb,
             "pool_size_mb": self.pool_size_mb,
             "boot_time": self.boot_time,
-            "nic_tags": ["admin", "external"],
+            "nic_tags": list(self.nic_tags),
+            "nic_tag_uplinks": {tag: {"link": link,
+                                      "underlay": sim_underlay(self.server_uuid, link)
+                                      if link else None}
+                                for tag, link in self.nic_tags.items()},
             "traits": dict(self.traits),
             "kernel": "sim",
             "agent_version": AGENT_VERSION,
@@ -122,6 +151,9 @@ class SimBackend:
                 "ram_mb": self.ram_mb,
                 "ram_free_mb": self.ram_mb - self._ram_in_use_mb(),
                 "timestamp": time.time(),
+                "overlay_version": self._overlay["version"],
+                # nothing real is made, so nothing can be left over
+                "leftovers": [],
             }
 
     def list_machines(self) -> list[dict[str, Any]]:
@@ -180,6 +212,7 @@ class SimBackend:
             if existing is not None:
                 return dict(existing)
             self._check_fits(spec)
+            nics = self._checked_nics([], list(spec.get("nics") or []))
             self._machines[spec["uuid"]] = {
                 "uuid": spec["uuid"],
                 "alias": spec.get("alias", ""),
@@ -189,7 +222,9 @@ class SimBackend:
                 "disk_mb": int(spec["disk_mb"]),
                 "disk_used_mb": 0,
                 "boot_time": None,
+                "nics": _nic_summary(nics),
             }
+            self._nics[spec["uuid"]] = nics
             self._meta[spec["uuid"]] = {"tags": dict(spec.get("tags") or {}),
                                         "customer_metadata": dict(spec.get("metadata") or {})}
             self._save_state()
@@ -243,6 +278,7 @@ class SimBackend:
             machine = self._machines.pop(uuid, None)
             self._snapshots.pop(uuid, None)
             self._meta.pop(uuid, None)
+            self._nics.pop(uuid, None)
             if machine is None:
                 return _destroyed({"uuid": uuid})
             self._save_state()
@@ -288,6 +324,84 @@ class SimBackend:
                                                    params.get(f"set_{kind}") or {})
             self._save_state()
             return {kind: dict(values) for kind, values in meta.items()}
+
+    # -- networking ---------------------------------------------------------------------------
+
+    def machine_add_nics(self, uuid: str, nics: list[dict[str, Any]]) -> dict[str, Any]:
+        self._begin("machine_add_nics")
+        with self._lock:
+            machine = self._get(uuid)
+            have = self._nics.get(uuid, [])
+            self._set_nics(machine, self._checked_nics(have, nics))
+            return dict(machine)
+
+    def machine_remove_nics(self, uuid: str, macs: list[str]) -> dict[str, Any]:
+        self._begin("machine_remove_nics")
+        with self._lock:
+            machine = self._get(uuid)
+            gone = set(macs)
+            self._set_nics(machine, [n for n in self._nics.get(uuid, []) if n["mac"] not in gone])
+            return dict(machine)
+
+    def machine_update_nics(self, uuid: str, changes: list[dict[str, Any]]) -> dict[str, Any]:
+        self._begin("machine_update_nics")
+        with self._lock:
+            machine = self._get(uuid)
+            by_mac = {nic["mac"]: dict(nic) for nic in self._nics.get(uuid, [])}
+            # every MAC is checked before anything changes: a bad change list changes nothing
+            for change in changes:
+                if change["mac"] not in by_mac:
+                    raise BackendError("NicNotFound",
+                                       f"machine {uuid} has no NIC {change['mac']}")
+            for change in changes:
+                by_mac[change["mac"]].update({key: change[key] for key in NIC_FLAG_FIELDS
+                                              if change.get(key) is not None})
+            self._set_nics(machine, list(by_mac.values()))
+            return dict(machine)
+
+    def machine_nics(self, uuid: str) -> list[dict[str, Any]]:
+        """The full NIC specs of a machine as the node keeps them (tests look at the flags)."""
+        with self._lock:
+            self._get(uuid)
+            return [dict(nic) for nic in self._nics.get(uuid, [])]
+
+    def set_overlay_peers(self, peers: dict[str, list[str]], version: str) -> dict[str, Any]:
+        self._begin("node_set_overlay_peers")
+        with self._lock:
+            self._overlay = {"version": version,
+                             "peers": {tag: list(addresses) for tag, addresses in peers.items()}}
+            self._save_state()
+            return {"version": version}
+
+    def overlay_peers(self) -> dict[str, list[str]]:
+        with self._lock:
+            return {tag: list(addresses) for tag, addresses in self._overlay["peers"].items()}
+
+    def _checked_nics(self, have: list[dict[str, Any]],
+                      new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``have`` plus the NICs of ``new`` whose MAC is not there yet, in interface order;
+        refused as a node would refuse them: a nic tag the node lacks, an interface twice."""
+        nics = [dict(nic) for nic in have]
+        macs = {nic["mac"] for nic in nics}
+        for nic in new:
+            if nic["mac"] in macs:
+                continue
+            if nic["nic_tag"] not in self.nic_tags:
+                raise BackendError("NicTagNotFound",
+                                   f"server {self.server_uuid} does not provide nic tag "
+                                   f"{nic['nic_tag']} (it has {', '.join(self.nic_tags)})")
+            taken = next((n["mac"] for n in nics if n["interface"] == nic["interface"]), None)
+            if taken is not None:
+                raise BackendError("InvalidNic", f"interface {nic['interface']} of NIC "
+                                                 f"{nic['mac']} is NIC {taken}'s")
+            nics.append(dict(nic))
+            macs.add(nic["mac"])
+        return sorted(nics, key=_interface_index)
+
+    def _set_nics(self, machine: dict[str, Any], nics: list[dict[str, Any]]) -> None:
+        self._nics[machine["uuid"]] = nics
+        machine["nics"] = _nic_summary(nics)
+        self._save_state()
 
     # -- snapshots ----------------------------------------------------------------------------
 
@@ -426,7 +540,11 @@ class SimBackend:
         self._machines = saved.get("machines", {})
         self._snapshots = saved.get("snapshots", {})
         self._meta = saved.get("meta", {})
+        self._nics = saved.get("nics", {})
+        self._overlay = saved.get("overlay", self._overlay)
         for machine in self._machines.values():
+            # a state file from before NICs were kept
+            machine.setdefault("nics", _nic_summary(self._nics.get(machine["uuid"], [])))
             # The process died while creating it; the resources were already taken, so the
             # simulated create is complete (a redelivered machine_create then sees it running).
             if machine["state"] == "provisioning":
@@ -436,7 +554,8 @@ class SimBackend:
         if self._state_path is None:
             return
         data = json.dumps({"images": self._images, "machines": self._machines,
-                           "snapshots": self._snapshots, "meta": self._meta}, indent=1)
+                           "snapshots": self._snapshots, "meta": self._meta,
+                           "nics": self._nics, "overlay": self._overlay}, indent=1)
         self._state_path.parent.mkdir(parents=True, exist_ok=True)
         # temp file in the same directory + os.replace: a crash leaves the old or the new file,
         # never half of one
@@ -472,7 +591,26 @@ def _destroyed(machine: Mapping[str, Any]) -> dict[str, Any]:
         "disk_mb": machine.get("disk_mb", 0),
         "disk_used_mb": 0,
         "boot_time": None,
+        "nics": [],
     }
+
+
+def sim_underlay(server_uuid: str, link: str) -> str:
+    """A made-up underlay address of a sim node's link: the same for the same node and link
+    across restarts (the head node's overlay directory then stays put), spread over
+    SIM_UNDERLAY_NET so a fleet of sims gives the directory distinct peers to keep. Two nodes
+    can draw the same address (one in ~130,000 per pair); the sim never sends to it."""
+    digest = hashlib.sha256(f"{server_uuid}/{link}".encode()).digest()
+    hosts = SIM_UNDERLAY_NET.num_addresses - 2
+    return str(SIM_UNDERLAY_NET.network_address + 1 + int.from_bytes(digest[:8], "big") % hosts)
+
+
+def _interface_index(nic: Mapping[str, Any]) -> int:
+    return int(nic["interface"].removeprefix("net"))
+
+
+def _nic_summary(nics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"mac": nic["mac"], "interface": nic["interface"]} for nic in nics]
 
 
 def from_settings(
@@ -490,4 +628,5 @@ def from_settings(
         latency_ms=settings.sim_latency_ms,
         traits=parse_traits(settings),
         state_path=state_path,
+        nic_tags=parse_nic_tags(settings),
     )
