@@ -32,7 +32,7 @@ from agents.backends import oci  # noqa: E402
 from agents.backends.host import btrfs, runc  # noqa: E402
 from agents.backends.host.cmd import HostCommandError  # noqa: E402
 from agents.backends.linux import LinuxBackend  # noqa: E402
-from agents.backends.storage import BtrfsStorage  # noqa: E402
+from agents.backends.linux.storage import BtrfsStorage  # noqa: E402
 
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "sleep", "hostname", "cat", "echo")

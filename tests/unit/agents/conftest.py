@@ -20,9 +20,9 @@ from agents import tasks
 from agents.backends.base import NodeBackend
 from agents.backends.host.cmd import use_runner
 from agents.backends.linux import LinuxBackend
+from agents.backends.linux.storage import BtrfsStorage
 from agents.backends.sim import SimBackend
 from agents.backends.smartos import SmartOSBackend
-from agents.backends.storage import BtrfsStorage
 from schemas.agent import ImageSpecSchema, MachineSpecSchema
 from tests.support.agent_images import FileServer, busybox_tarball, file_entry
 from tests.support.btrfs import LoopPool, create_pool, destroy_pool, missing_host

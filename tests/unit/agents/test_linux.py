@@ -23,7 +23,7 @@ from agents.backends.base import BackendError
 from agents.backends.host import btrfs, loopdev, runc
 from agents.backends.host.cmd import HostCommandError
 from agents.backends.linux import LinuxBackend
-from agents.backends.storage import BtrfsStorage
+from agents.backends.linux.storage import BtrfsStorage
 from agents.config import load_settings
 from agents.runner import make_backend
 from schemas.agent import ImageSpecSchema, MachineMetadataUpdateSchema, MachineUpdateSchema

@@ -10,7 +10,7 @@ import pytest
 
 from agents.backends.host.cmd import use_runner
 from agents.backends.linux import make_storage
-from agents.backends.storage import Snapshot, ZfsStorage
+from agents.backends.linux.storage import Snapshot, ZfsStorage
 from agents.config import load_settings
 from tests.unit.agents.recorded import RecordedHost
 

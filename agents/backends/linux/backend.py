@@ -1,0 +1,342 @@
+"""A real Linux compute node: machines are runc containers on copy-on-write clones of images.
+
+Storage is a :class:`~agents.backends.linux.storage.Storage` driver (btrfs by default,
+OpenZFS where the node has it; see that module for the pool layout). Each machine also has a
+directory ``<state_dir>/machines/<uuid>/`` with its runc bundle (``config.json``, rebuilt
+before every start so a rename or resize applies at the next boot), its record and metadata
+(:mod:`~agents.backends.linux.records`) and ``console.log`` (the container's stdout and
+stderr). Images: :mod:`~agents.backends.linux.images`; containers and the truth about a
+machine's state: :mod:`~agents.backends.linux.runtime`.
+
+Node memory in status reports is what the machines are promised (``ram_mb`` minus the RAM of
+running machines), as the head node's capacity counts it, not the kernel's free memory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from agents.backends import oci, transfer
+from agents.backends.base import BackendError, ImageNotFound
+from agents.backends.host import runc, tar
+from agents.backends.linux import nodeinfo
+from agents.backends.linux.images import ImageStore
+from agents.backends.linux.records import MachineRecords, describe, destroyed, write_json
+from agents.backends.linux.runtime import Runtime, boot_time, running
+from agents.backends.linux.storage import BtrfsStorage, Snapshot, Storage, ZfsStorage
+from agents.backends.linux.usage import UsageCache
+from agents.config import AgentSettings, parse_traits, resolve_hostname
+from schemas.agent import apply_metadata_change
+from schemas.settings import SettingsError
+
+MIB = 1024 * 1024
+#: limits of a machine, as stored in machine.json and changed by machine_update
+LIMIT_FIELDS = ("ram_mb", "disk_mb", "cpu_cap", "vcpus", "max_lwps")
+
+
+class LinuxBackend:
+    def __init__(
+        self,
+        server_uuid: str,
+        hostname: str,
+        storage: Storage,
+        *,
+        runc_root: Path,
+        stop_timeout: float = 10.0,
+        usage_ttl: float = 5.0,
+        traits: dict[str, Any] | None = None,
+    ) -> None:
+        self.server_uuid = server_uuid
+        self.hostname = hostname
+        self.storage = storage
+        self.runc_root = runc_root
+        self.traits = dict(traits or {})
+        storage.prepare()
+        self.machines_dir = storage.state_dir / "machines"
+        self.tmp_dir = storage.state_dir / "tmp"
+        self.images = ImageStore(storage, storage.state_dir / "images", self.tmp_dir)
+        self.records = MachineRecords(self.machines_dir, server_uuid)
+        self.runtime = Runtime(runc_root, stop_timeout=stop_timeout, ttl=usage_ttl)
+        self.usage = UsageCache(storage, usage_ttl)
+
+    # -- node facts ---------------------------------------------------------------------------
+
+    def sysinfo(self) -> dict[str, Any]:
+        size, _ = self.storage.pool_usage()
+        return {
+            "uuid": self.server_uuid,
+            "hostname": self.hostname,
+            "backend": "linux",
+            "system_type": nodeinfo.system_type(),
+            "cpus": os.cpu_count() or 1,
+            "ram_mb": nodeinfo.meminfo_mb("MemTotal"),
+            "pool_size_mb": size // MIB,
+            "boot_time": nodeinfo.boot_time(),
+            "nic_tags": ["admin"],
+            "traits": dict(self.traits),
+            "kernel": platform.release(),
+            "agent_version": nodeinfo.AGENT_VERSION,
+            "runs": {"os": list(nodeinfo.RUNS_OSES), "type": list(nodeinfo.RUNS_TYPES)},
+        }
+
+    def status(self) -> dict[str, Any]:
+        machines = self.list_machines()
+        size, used = self.usage.pool()
+        ram_mb = nodeinfo.meminfo_mb("MemTotal")
+        promised = sum(m["ram_mb"] for m in machines if m["state"] in ("running", "provisioning"))
+        return {
+            "server_uuid": self.server_uuid,
+            "machines": machines,
+            "images": self.storage.image_ids(),
+            "pool_size_mb": size // MIB,
+            "pool_used_mb": used // MIB,
+            "ram_mb": ram_mb,
+            "ram_free_mb": max(0, ram_mb - promised),
+            "timestamp": time.time(),
+        }
+
+    def list_machines(self) -> list[dict[str, Any]]:
+        containers = self.runtime.containers()
+        usage = self.usage.machines()
+        provisioning = self.records.provisioning()
+        return [self._describe(r, containers.get(r["uuid"]), usage, r["uuid"] in provisioning)
+                for r in self.records.all()]
+
+    # -- images -------------------------------------------------------------------------------
+
+    def image_ensure_present(self, image: dict[str, Any]) -> dict[str, Any]:
+        present = self.storage.image_present(image["uuid"])
+        record = self.images.ensure_present(image)
+        if not present:
+            self.usage.invalidate()
+        return record
+
+    # -- machines -----------------------------------------------------------------------------
+
+    def machine_create(self, spec: dict[str, Any]) -> dict[str, Any]:
+        uuid = spec["uuid"]
+        with self.records.machine(uuid):
+            record = self.records.find(uuid)
+            if record is not None and record.get("complete"):
+                return self._load(uuid)
+            if not self.storage.image_present(spec["image_uuid"]):
+                raise ImageNotFound(f"image {spec['image_uuid']} is not in the pool of this node")
+            record = {
+                "uuid": uuid, "alias": spec["alias"], "owner_uuid": spec["owner_uuid"],
+                "image_uuid": spec["image_uuid"], "ram_mb": spec["ram_mb"],
+                "disk_mb": spec["disk_mb"], "cpu_cap": spec["cpu_cap"], "vcpus": spec["vcpus"],
+                "max_lwps": spec["max_lwps"], "created_at": time.time(), "complete": False,
+            }
+            with self.records.provisioning_of(uuid):
+                self.records.save(record)
+                self.records.save_metadata(uuid, {
+                    "tags": dict(spec.get("tags") or {}),
+                    "customer_metadata": dict(spec.get("metadata") or {})})
+                self.storage.machine_clone(spec["image_uuid"], uuid, spec["disk_mb"] * MIB)
+                self._boot(record)
+                record["complete"] = True
+                self.records.save(record)
+            self._invalidate_usage()
+            return self._load(uuid)
+
+    def machine_start(self, uuid: str) -> dict[str, Any]:
+        with self.records.machine(uuid):
+            record = self.records.get(uuid)
+            if not self.runtime.is_running(uuid):
+                self._boot(record)
+            return self._load(uuid)
+
+    def machine_stop(self, uuid: str) -> dict[str, Any]:
+        with self.records.machine(uuid):
+            self.records.get(uuid)
+            self._halt(uuid)
+            return self._load(uuid)
+
+    def machine_reboot(self, uuid: str) -> dict[str, Any]:
+        with self.records.machine(uuid):
+            record = self.records.get(uuid)
+            self._halt(uuid)
+            self._boot(record)
+            return self._load(uuid)
+
+    def machine_destroy(self, uuid: str) -> dict[str, Any]:
+        with self.records.machine(uuid):
+            record = self.records.find(uuid) or {"uuid": uuid}
+            self.runtime.remove(uuid)
+            self.storage.machine_destroy(uuid)
+            self.records.forget(uuid)
+            self._invalidate_usage()
+            return destroyed(record)
+
+    def machine_load(self, uuid: str) -> dict[str, Any]:
+        self.records.get(uuid)
+        return self._load(uuid)
+
+    def machine_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Resize (any limit given) and/or rename. Memory, CPU and pids apply at once to a
+        running machine (``runc update``), the disk quota at once, the hostname at next boot."""
+        uuid = params["uuid"]
+        with self.records.machine(uuid):
+            record = self.records.get(uuid)
+            changes = {k: params[k] for k in (*LIMIT_FIELDS, "alias") if params.get(k) is not None}
+            record.update(changes)
+            if "disk_mb" in changes:
+                self.storage.set_quota(uuid, record["disk_mb"] * MIB)
+            if self.runtime.is_running(uuid) and changes.keys() & {"ram_mb", "cpu_cap",
+                                                                    "max_lwps"}:
+                runc.update(
+                    self.runc_root, uuid,
+                    memory_bytes=record["ram_mb"] * MIB,
+                    pids_limit=record["max_lwps"],
+                    cpu_period=oci.CPU_PERIOD_US,
+                    cpu_quota=oci.cpu_quota_us(record["cpu_cap"]),
+                    cpu_shares=oci.cpu_shares(record["cpu_cap"]),
+                )
+            self._write_bundle(record)
+            self.records.save(record)
+            self._invalidate_usage()
+            return self._load(uuid)
+
+    def machine_update_metadata(self, params: dict[str, Any]) -> dict[str, Any]:
+        uuid = params["uuid"]
+        with self.records.machine(uuid):
+            meta = self.records.read_metadata(self.records.get(uuid))
+            for kind in ("tags", "customer_metadata"):
+                meta[kind] = apply_metadata_change(meta[kind],
+                                                   params.get(f"remove_{kind}") or [],
+                                                   params.get(f"set_{kind}") or {})
+            self.records.save_metadata(uuid, meta)
+            return meta
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def snapshot_create(self, uuid: str, name: str) -> dict[str, Any]:
+        with self.records.machine(uuid):
+            self.records.get(uuid)
+            if self._find_snapshot(uuid, name) is None:
+                self.storage.snapshot_create(uuid, name)
+            snapshot = self._find_snapshot(uuid, name)
+            assert snapshot is not None
+            return _snapshot_dict(snapshot)
+
+    def snapshot_list(self, uuid: str) -> list[dict[str, Any]]:
+        self.records.get(uuid)
+        return [_snapshot_dict(s) for s in self.storage.snapshot_list(uuid)]
+
+    def snapshot_rollback(self, uuid: str, name: str) -> dict[str, Any]:
+        """Stop the machine if it runs, replace its dataset by the snapshot's content, and
+        start it again if it was running."""
+        with self.records.machine(uuid):
+            record = self.records.get(uuid)
+            if self._find_snapshot(uuid, name) is None:
+                raise BackendError("SnapshotNotFound", f"machine {uuid} has no snapshot {name}")
+            was_running = self.runtime.is_running(uuid)
+            self._halt(uuid)
+            self.storage.snapshot_rollback(uuid, name, record["disk_mb"] * MIB)
+            if was_running:
+                self._boot(record)
+            self._invalidate_usage()
+            return self._load(uuid)
+
+    def snapshot_delete(self, uuid: str, name: str) -> str:
+        with self.records.machine(uuid):
+            self.records.get(uuid)
+            if self._find_snapshot(uuid, name) is not None:
+                self.storage.snapshot_delete(uuid, name)
+            self._invalidate_usage()
+            return name
+
+    def _find_snapshot(self, uuid: str, name: str) -> Snapshot | None:
+        return next((s for s in self.storage.snapshot_list(uuid) if s.name == name), None)
+
+    # -- images from machines -------------------------------------------------------------------
+
+    def image_create_from_machine(
+        self, uuid: str, image: dict[str, Any], upload: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Snapshot the machine, archive the snapshot (tar.gz of its root filesystem), PUT it
+        to ``upload``; the temporary snapshot and archive are removed whatever happens."""
+        snap = f"image-{image['uuid']}"
+        archive = self.tmp_dir / f"{image['uuid']}.tar.gz"
+        with self.records.machine(uuid):
+            self.records.get(uuid)
+            if self._find_snapshot(uuid, snap) is None:
+                self.storage.snapshot_create(uuid, snap)
+        try:
+            tar.create(self.storage.snapshot_path(uuid, snap), archive, "gzip")
+            size, sha256 = transfer.file_digest(archive)
+            transfer.upload(archive, upload)
+        finally:
+            archive.unlink(missing_ok=True)
+            with self.records.machine(uuid):
+                if self._find_snapshot(uuid, snap) is not None:
+                    self.storage.snapshot_delete(uuid, snap)
+        return {"uuid": image["uuid"], "size": size, "sha256": sha256, "compression": "gzip"}
+
+    # -- booting and halting ------------------------------------------------------------------
+
+    def _boot(self, record: dict[str, Any]) -> None:
+        bundle = self._write_bundle(record)
+        try:
+            self.runtime.run(record["uuid"], bundle)
+        finally:
+            self.usage.invalidate()
+
+    def _halt(self, uuid: str) -> None:
+        self.runtime.halt(uuid)
+        self.usage.invalidate()
+
+    def _write_bundle(self, record: dict[str, Any]) -> Path:
+        bundle = self.records.bundle(record["uuid"])
+        config = oci.config(record, self.storage.machine_root(record["uuid"]))
+        write_json(bundle / "config.json", config)
+        return bundle
+
+    # -- status of one machine ----------------------------------------------------------------
+
+    def _load(self, uuid: str) -> dict[str, Any]:
+        record = self.records.get(uuid)
+        usage = self.usage.machines(refresh=False)
+        return self._describe(record, self.runtime.state(uuid), usage,
+                              uuid in self.records.provisioning())
+
+    @staticmethod
+    def _describe(record: dict[str, Any], container: dict[str, Any] | None,
+                  usage: dict[str, int], provisioning: bool) -> dict[str, Any]:
+        return describe(record, running=running(container), boot_time=boot_time(container),
+                        disk_used_bytes=usage.get(record["uuid"], 0), provisioning=provisioning)
+
+    def _invalidate_usage(self) -> None:
+        self.usage.invalidate()
+        self.runtime.invalidate()
+
+
+def _snapshot_dict(snapshot: Snapshot) -> dict[str, Any]:
+    return {"name": snapshot.name, "created_at": snapshot.created_at,
+            "size_mb": math.ceil(snapshot.size_bytes / MIB)}
+
+
+def make_storage(settings: AgentSettings) -> Storage:
+    if not settings.pool:
+        raise SettingsError("SDC_POOL is not set (make one with `sdc agent pool create`)")
+    if settings.storage == "btrfs":
+        return BtrfsStorage(Path(settings.pool))
+    if settings.storage == "zfs":
+        return ZfsStorage(settings.pool, settings.data_dir / "zfs-state")
+    raise SettingsError(f"SDC_STORAGE: unknown storage driver {settings.storage!r} (btrfs or zfs)")
+
+
+def from_settings(settings: AgentSettings, server_uuid: str) -> LinuxBackend:
+    return LinuxBackend(
+        server_uuid,
+        resolve_hostname(settings),
+        make_storage(settings),
+        runc_root=settings.runc_root,
+        stop_timeout=settings.stop_timeout,
+        traits=parse_traits(settings),
+    )

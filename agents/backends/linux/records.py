@@ -1,0 +1,167 @@
+"""What a Linux node remembers of each machine, beside its runc bundle in
+``<state_dir>/machines/<uuid>/``: ``machine.json`` (its record: alias, limits, image, NICs)
+and ``metadata.json`` (its tags and customer metadata, what its metadata service serves).
+
+The records are read once when the agent starts and kept in memory; every change is written
+through (whole file or old file, never half of one). One operation at a time runs on a
+machine (:meth:`MachineRecords.machine`): the agent runs tasks in several threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from agents.backends.base import MachineNotFound
+
+MIB = 1024 * 1024
+RECORD_FILE = "machine.json"
+METADATA_FILE = "metadata.json"
+
+
+class MachineRecords:
+    def __init__(self, machines_dir: Path, server_uuid: str) -> None:
+        self.dir = machines_dir
+        self.server_uuid = server_uuid
+        machines_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._machine_locks: dict[str, threading.Lock] = {}
+        self._records: dict[str, dict[str, Any]] = self._load_all()
+        self._provisioning: set[str] = set()
+
+    def bundle(self, uuid: str) -> Path:
+        return self.dir / uuid
+
+    def find(self, uuid: str) -> dict[str, Any] | None:
+        with self._lock:
+            record = self._records.get(uuid)
+        return dict(record) if record is not None else None
+
+    def get(self, uuid: str) -> dict[str, Any]:
+        record = self.find(uuid)
+        if record is None:
+            raise MachineNotFound(f"machine {uuid} does not exist on server {self.server_uuid}")
+        return record
+
+    def all(self) -> list[dict[str, Any]]:
+        """Every record (copies), oldest first."""
+        with self._lock:
+            records = [dict(r) for r in self._records.values()]
+        return sorted(records, key=lambda r: r["created_at"])
+
+    def provisioning(self) -> set[str]:
+        with self._lock:
+            return set(self._provisioning)
+
+    @contextlib.contextmanager
+    def provisioning_of(self, uuid: str) -> Iterator[None]:
+        with self._lock:
+            self._provisioning.add(uuid)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._provisioning.discard(uuid)
+
+    def save(self, record: dict[str, Any]) -> None:
+        write_json(self.bundle(record["uuid"]) / RECORD_FILE, record)
+        with self._lock:
+            self._records[record["uuid"]] = dict(record)
+
+    def forget(self, uuid: str) -> None:
+        """The record, the metadata and the bundle directory go."""
+        shutil.rmtree(self.bundle(uuid), ignore_errors=True)
+        with self._lock:
+            self._records.pop(uuid, None)
+
+    def save_metadata(self, uuid: str, meta: dict[str, Any]) -> None:
+        write_json(self.bundle(uuid) / METADATA_FILE, meta)
+
+    def read_metadata(self, record: dict[str, Any]) -> dict[str, Any]:
+        path = self.bundle(record["uuid"]) / METADATA_FILE
+        if path.exists():
+            return dict(json.loads(path.read_text()))
+        # made by an agent that kept them in machine.json
+        return {"tags": dict(record.get("tags") or {}),
+                "customer_metadata": dict(record.get("metadata") or {})}
+
+    @contextlib.contextmanager
+    def machine(self, uuid: str) -> Iterator[None]:
+        """One operation at a time on a machine."""
+        with self._lock:
+            lock = self._machine_locks.setdefault(uuid, threading.Lock())
+        with lock:
+            yield
+
+    def _load_all(self) -> dict[str, dict[str, Any]]:
+        records = {}
+        for path in self.dir.glob(f"*/{RECORD_FILE}"):
+            record = json.loads(path.read_text())
+            records[record["uuid"]] = record
+        return records
+
+
+def describe(record: dict[str, Any], *, running: bool, boot_time: float | None,
+             disk_used_bytes: int, provisioning: bool) -> dict[str, Any]:
+    """The MachineStatus of a record and what runc says of its container."""
+    if provisioning:
+        state = "provisioning"
+    elif not record.get("complete"):
+        state = "failed" if not running else "running"
+    else:
+        state = "running" if running else "stopped"
+    return {
+        "uuid": record["uuid"],
+        "alias": record.get("alias", ""),
+        "state": state,
+        "image_uuid": record.get("image_uuid", ""),
+        "ram_mb": record.get("ram_mb", 0),
+        "disk_mb": record.get("disk_mb", 0),
+        "disk_used_mb": math.ceil(disk_used_bytes / MIB),
+        "boot_time": boot_time if running else None,
+        "nics": nic_refs(record),
+    }
+
+
+def destroyed(record: dict[str, Any]) -> dict[str, Any]:
+    return {**describe(record, running=False, boot_time=None, disk_used_bytes=0,
+                       provisioning=False), "state": "destroyed", "nics": []}
+
+
+def nic_refs(record: dict[str, Any]) -> list[dict[str, str]]:
+    """``[{mac, interface}]`` of the record's NICs, in interface order (net2 before net10)."""
+    nics = sorted(record.get("nics") or [], key=lambda n: int(n["interface"][3:]))
+    return [{"mac": n["mac"], "interface": n["interface"]} for n in nics]
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Whole file or old file, never half of one (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    # flock, not a threading lock: two agent processes on one pool import an image once too
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
