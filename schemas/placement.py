@@ -15,6 +15,13 @@ AffinityRules = fields.List(
                              "instance!=~web*, instance==/^db/"})
 
 
+Networks = fields.List(
+    fields.String(validate=validate.Length(min=1, max=256)), validate=validate.Length(max=32),
+    metadata={"description": "networks (uuids or names) the machine would have, as a "
+                             "create's: a server must provide every one's nic tag. Left "
+                             "out: the owner's default network"})
+
+
 # ---------------------------------------------------------------------------- allocate
 
 
@@ -26,6 +33,7 @@ class AllocateRequest(RequestSchema):
     owner = fields.String(validate=validate.Length(min=1),
                           metadata={"description": "account uuid or login (affinity, spread)"})
     affinity = AffinityRules
+    networks = Networks
     dry_run = fields.Boolean(load_default=True, validate=validate.Equal(
         True, error="only dry runs: create a machine to allocate for real"))
 
@@ -54,6 +62,9 @@ class AllocateAnswer(Schema):
     package = fields.String()
     image = fields.String()
     owner_uuid = fields.String(allow_none=True)
+    nic_tags = fields.List(fields.String(), metadata={
+        "description": "the nic tags the networks need (the nic-tags step removes the "
+                       "servers that lack one)"})
 
 
 # ---------------------------------------------------------------------------- capacity
@@ -113,6 +124,10 @@ class ServerTemplate(RequestSchema):
                            validate=validate.Range(min=1, max=MAX_SIMULATED))
     backend = fields.String(validate=validate.Length(min=1, max=16))
     traits = fields.Dict(keys=fields.String())
+    nic_tags = fields.List(fields.String(validate=validate.Length(min=1, max=31)),
+                           validate=validate.Length(max=64), metadata={
+                               "description": "the nic tags the servers provide (left out: "
+                                              "the nic-tags step lets them through)"})
 
 
 class PlaceItem(RequestSchema):
@@ -120,6 +135,7 @@ class PlaceItem(RequestSchema):
     count = fields.Integer(required=True, strict=True,
                            validate=validate.Range(min=1, max=MAX_SIMULATED))
     affinity = AffinityRules
+    networks = Networks
     alias = fields.String(validate=validate.Length(min=1, max=64), metadata={
         "description": "the placed machines are named <alias>1, <alias>2... (for affinity)"})
 

@@ -14,6 +14,10 @@ from headnode.cli.output import console, emit, fmt_mib, fmt_time
 affinity_option = click.option(
     "--affinity", "affinity", multiple=True, metavar="RULE",
     help="Affinity rule, repeatable: instance!=web*, role==database, instance==~db1.")
+network_option = click.option(
+    "--network", "networks", multiple=True, metavar="NETWORK",
+    help="Network uuid or name the machine would have, repeatable (a server must provide "
+         "each one's nic tag); none: the owner's default network.")
 
 
 # ---------------------------------------------------------------------------- explain
@@ -29,21 +33,27 @@ def placement() -> None:
 @click.option("--image", required=True, help="Image uuid or name.")
 @click.option("--owner", help="Account uuid or login (for affinity and owner spread).")
 @affinity_option
+@network_option
 @json_option
-def explain(package: str, image: str, owner: str | None, affinity: tuple[str, ...]) -> None:
+def explain(package: str, image: str, owner: str | None, affinity: tuple[str, ...],
+            networks: tuple[str, ...]) -> None:
     """Dry-run an allocation: the funnel step by step, then the chosen server or why none."""
     body: dict[str, Any] = {"package": package, "image": image, "dry_run": True}
     if owner:
         body["owner"] = owner
     if affinity:
         body["affinity"] = list(affinity)
+    if networks:
+        body["networks"] = list(networks)
     emit(client().post("/ops/allocate", body), render_decision)
 
 
 def render_decision(decision: dict[str, Any]) -> None:
     con = console()
+    tags = decision.get("nic_tags") or []
     table = Table("step", "removed", "left", "reason", title=(
-        f"{decision.get('considered', 0)} servers considered"))
+        f"{decision.get('considered', 0)} servers considered"
+        + (f", nic tags {', '.join(tags)}" if tags else "")))
     for step in decision.get("steps") or []:
         removed = int(step.get("removed") or 0)
         table.add_row(step.get("name", ""), f"[red]{removed}[/]" if removed else "0",
@@ -120,21 +130,30 @@ def parse_place(ctx: click.Context, param: click.Parameter,
               help="Leave this server out (repeatable).")
 @click.option("--place", "place", multiple=True, required=True, callback=parse_place,
               metavar="PACKAGE=COUNT", help="Machines to place, in order (repeatable).")
+@click.option("--nic-tag", "nic_tags", multiple=True, metavar="TAG",
+              help="A nic tag the added servers provide (repeatable; none given: they "
+                   "pass the nic-tags step).")
 @click.option("--owner", help="Account whose machines the affinity rules see.")
 @affinity_option
+@network_option
 @json_option
 def simulate(add_servers: int, ram_mb: int, cpus: int, disk_gb: int, remove: tuple[str, ...],
-             place: list[tuple[str, int]], owner: str | None,
-             affinity: tuple[str, ...]) -> None:
+             place: list[tuple[str, int]], nic_tags: tuple[str, ...], owner: str | None,
+             affinity: tuple[str, ...], networks: tuple[str, ...]) -> None:
     """What if: add or remove servers, then place machines as creates would. Nothing is
-    written. Placed machines are named <package>1, <package>2...; --affinity applies to
-    every --place."""
-    body: dict[str, Any] = {"place": [
-        {"package": name, "count": count, **({"affinity": list(affinity)} if affinity else {})}
-        for name, count in place]}
+    written. Placed machines are named <package>1, <package>2...; --affinity and --network
+    apply to every --place."""
+    shared: dict[str, Any] = {}
+    if affinity:
+        shared["affinity"] = list(affinity)
+    if networks:
+        shared["networks"] = list(networks)
+    body: dict[str, Any] = {"place": [{"package": name, "count": count, **shared}
+                                      for name, count in place]}
     if add_servers:
         body["add_servers"] = [{"ram_mb": ram_mb, "cpus": cpus, "disk_mb": disk_gb * 1024,
-                                "count": add_servers}]
+                                "count": add_servers,
+                                **({"nic_tags": list(nic_tags)} if nic_tags else {})}]
     if remove:
         body["remove_servers"] = list(remove)
     if owner:

@@ -33,6 +33,7 @@ RESERVED = "are reserved"
 HEADNODE = "are the head node"
 TRAITS = "have traits that do not match"
 BACKEND = "cannot run the image's OS"
+NIC_TAGS = "lack a nic tag of the networks"
 TOO_MANY_MACHINES = "have too many machines"
 CAPNESS = "would mix capped and uncapped machines"
 NOT_ENOUGH_RAM = "lack RAM"
@@ -102,6 +103,13 @@ def backend(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
     return runs.image(r.image_os, r.image_type)
 
 
+def nic_tags(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
+    # A machine's NIC is plumbed on its tag's link or bridge: a node without the tag cannot
+    # carry it. A row whose sysinfo says nothing about tags (no agent registered it) passes,
+    # as an older node's silence about what it runs does.
+    return s.nic_tags is None or r.nic_tags <= s.nic_tags
+
+
 def machine_count(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
     return fit.below_machine_limit(s, p)
 
@@ -138,6 +146,7 @@ DEFAULT_FILTERS: tuple[HardFilter, ...] = (
     HardFilter("headnode", HEADNODE, not_headnode),
     HardFilter("traits", TRAITS, traits),
     HardFilter("backend", BACKEND, backend, lambda r, c: bool(r.image_os or r.image_type)),
+    HardFilter("nic-tags", NIC_TAGS, nic_tags, lambda r, c: bool(r.nic_tags)),
     HardFilter("vm-count", TOO_MANY_MACHINES, machine_count),
     HardFilter("capness", CAPNESS, capness),
     HardFilter("min-ram", NOT_ENOUGH_RAM, min_ram),

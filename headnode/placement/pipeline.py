@@ -67,6 +67,8 @@ class Decision:
         wanted = f"{fmt_mib(request.ram_mb)} of RAM and {fmt_mib(request.disk_mb)} of disk"
         if request.cpu_cap:
             wanted += f" and {request.cpu_cap} % of a CPU"
+        if request.nic_tags:
+            wanted += f" on nic tags {', '.join(sorted(request.nic_tags))}"
         if not self.considered:
             return f"no server can fit {wanted}: there are no servers"
         parts = ", ".join(f"{n} {reason}" for reason, n in self.reasons.items())
@@ -82,6 +84,7 @@ class Decision:
             "reasons": self.reasons,
             "scores": self.scores,
             "next_best": [s.uuid for s in self.next_best],
+            "nic_tags": sorted(request.nic_tags),
             "message": self.explain(request),
         }
 

@@ -56,6 +56,9 @@ class ServerState:
     #: the image OSes and types its node says it runs; None: the node does not say (an
     #: older agent), and its backend's table decides (runs.py)
     runs: Runs | None = None
+    #: the nic tags its node provides (sysinfo "NIC Names"); None: its sysinfo has no such
+    #: key (a row no agent registered), and the nic-tags filter lets it through
+    nic_tags: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,9 @@ class PlacementRequest:
     image_mb: int = 0  # taken from the pool of a server that does not have the image yet
     affinity: tuple[AffinityRule, ...] = ()
     exclude: frozenset[str] = frozenset()
+    #: the nic tags of the machine's networks: a server must provide every one (compared
+    #: as given: nic tags are case-sensitive, as in nictagadm)
+    nic_tags: frozenset[str] = frozenset()
 
     def excluding(self, server_uuid: str) -> PlacementRequest:
         return dataclasses.replace(self, exclude=self.exclude | {server_uuid})

@@ -19,7 +19,10 @@ from headnode.placement.runs import Runs, reported
 from headnode.placement.state import MachineRef, ServerState, Snapshot
 from headnode.services.statements import per_thread_cache
 from headnode.store.models import ALIAS_HOLDING_STATES, Machine, Server, ServerImage
-from schemas.agent import SYSINFO_RUNS
+from schemas.agent import SYSINFO_RUNS, SysinfoSchema
+
+#: sysinfo's key of the nic tags a node provides (SysinfoSchema.nic_tags on the wire)
+SYSINFO_NIC_NAMES: str = SysinfoSchema().fields["nic_tags"].data_key or "nic_tags"
 
 
 def fit_columns() -> SimpleNamespace:
@@ -43,7 +46,8 @@ def _server_columns() -> tuple[Any, ...]:
     f = fit_columns()
     return (Server.uuid, Server.hostname, f.status, f.setup, f.reserved, Server.headnode,
             Server.backend, cast(Server.traits, Text),
-            cast(Server.sysinfo[SYSINFO_RUNS], Text), f.ram_mb, f.cpus, f.disk_mb,
+            cast(Server.sysinfo[SYSINFO_RUNS], Text),
+            cast(Server.sysinfo[SYSINFO_NIC_NAMES], Text), f.ram_mb, f.cpus, f.disk_mb,
             f.ram_used_mb, f.disk_used_mb, f.cpu_used, f.images_mb, f.machine_count,
             f.capped_count, f.uncapped_count)
 
@@ -78,22 +82,43 @@ def _runs(text: str | None) -> Runs | None:
     return runs
 
 
+#: a node's nic tags (sysinfo "NIC Names", as JSON text) -> a set: as with "SDC Runs", a
+#: fleet has a few distinct lists
+_TAGS_SEEN: dict[str, frozenset[str] | None] = {}
+
+
+def _nic_tags(text: str | None) -> frozenset[str] | None:
+    if text is None or text == "null":
+        return None  # no agent registered the row: the nic-tags filter lets it through
+    found = _TAGS_SEEN.get(text)
+    if found is not None:
+        return found
+    tags = frozenset(str(tag) for tag in json.loads(text) or ())
+    if len(_TAGS_SEEN) < _RUNS_SEEN_MAX:
+        _TAGS_SEEN[text] = tags
+    return tags
+
+
 def states_from_rows(rows: Iterable[Any], image_uuid: str = "") -> list[ServerState]:
     """Rows of SERVER_COLUMNS -> placement's view of each server. With ``image_uuid``, each
     row ends with one more column: whether the server holds that image (_holds_image)."""
     states = []
     if not image_uuid:
-        for u, h, st, su, rs, hn, be, tr, rn, *rest in rows:
+        for u, h, st, su, rs, hn, be, tr, rn, nt, *rest in rows:
             state = ServerState(u, h, st, su, rs, hn, be, _traits(tr), *rest)
             if rn is not None:  # still being built: nothing else has seen it
                 state.runs = _runs(rn)
+            if nt is not None:
+                state.nic_tags = _nic_tags(nt)
             states.append(state)
         return states
     held = frozenset((image_uuid,))
-    for u, h, st, su, rs, hn, be, tr, rn, *rest, holds in rows:
+    for u, h, st, su, rs, hn, be, tr, rn, nt, *rest, holds in rows:
         state = ServerState(u, h, st, su, rs, hn, be, _traits(tr), *rest)
         if rn is not None:
             state.runs = _runs(rn)
+        if nt is not None:
+            state.nic_tags = _nic_tags(nt)
         if holds:
             state.images = held
         states.append(state)
@@ -182,4 +207,9 @@ def state_of(server: Server) -> ServerState:
         server.disk_inflight_mb + server.disk_committed_mb,
         server.cpu_inflight + server.cpu_committed, server.images_mb, server.machine_count,
         server.capped_count, server.uncapped_count,
-        runs=reported((server.sysinfo or {}).get(SYSINFO_RUNS)))
+        runs=reported((server.sysinfo or {}).get(SYSINFO_RUNS)),
+        nic_tags=_listed_tags((server.sysinfo or {}).get(SYSINFO_NIC_NAMES)))
+
+
+def _listed_tags(value: Any) -> frozenset[str] | None:
+    return None if value is None else frozenset(str(tag) for tag in value)

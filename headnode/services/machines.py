@@ -159,7 +159,7 @@ def _lookup_query(owner_by_uuid: bool, package_by_uuid: bool, image_by_uuid: boo
             .outerjoin(network, network.uuid == owner_row.c.network)
             .options(load_only(network.uuid, network.name, network.subnet, network.gateway,
                                network.provision_start_ip, network.provision_end_ip,
-                               raiseload=True)))
+                               network.nic_tag, raiseload=True)))
 
 
 def _usable(found: _Lookup, body: dict[str, Any]) -> tuple[Account, Package, Image]:
@@ -247,7 +247,12 @@ def _create_records(ctx: ServiceContext, body: dict[str, Any],
         only = body.get("server_uuid")
         if not found.server_exists:
             raise InvalidArgument("server_uuid", f"no server {only}")
-        request = placement.build_request(package, image, owner.uuid, body.get("affinity"))
+        # The networks before the server: placement needs their nic tags.
+        requested = body.get("networks")
+        networks = (requested_networks(session, owner.uuid, requested) if requested
+                    else [found.default_network] if found.default_network else [])
+        request = placement.build_request(package, image, owner.uuid, body.get("affinity"),
+                                          placement.nic_tags_of(networks))
         server_uuid = _place(session, ctx, request, machine_uuid, job_uuid, only)
         machine = Machine(
             uuid=machine_uuid, alias=alias, owner_uuid=owner.uuid, package_uuid=package.uuid,
@@ -258,10 +263,7 @@ def _create_records(ctx: ServiceContext, body: dict[str, Any],
             job_uuid=job_uuid,
         )
         session.add(machine)
-        requested = body.get("networks")
-        attach_nics(session, machine,
-                    requested_networks(session, owner.uuid, requested) if requested
-                    else [found.default_network] if found.default_network else [])
+        attach_nics(session, machine, networks)
         new_job(session, "provision", resend_after=ctx.settings.resend_interval,
                 machine_uuid=machine_uuid, server_uuid=server_uuid,
                 owner_uuid=owner.uuid, caller=caller, job_uuid=job_uuid,

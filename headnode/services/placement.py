@@ -14,8 +14,9 @@ from headnode.placement.state import PlacementRequest, Policy, merged_traits
 from headnode.services import fleet
 from headnode.services.context import ServiceContext
 from headnode.services.errors import InvalidArgument
+from headnode.services.networks import requested_networks
 from headnode.services.resolve import resolve_image, resolve_owner, resolve_package
-from headnode.store.models import Image, Package
+from headnode.store.models import Image, Network, Package
 
 
 def policy_for(ctx: ServiceContext) -> Policy:
@@ -45,27 +46,37 @@ def parse_affinity(texts: Iterable[str] | None) -> tuple[Any, ...]:
         raise InvalidArgument("affinity", str(exc)) from exc
 
 
+def nic_tags_of(networks: Iterable[Network]) -> frozenset[str]:
+    """The nic tags a machine on ``networks`` needs its server to provide."""
+    return frozenset(n.nic_tag for n in networks)
+
+
 def build_request(package: Package, image: Image | None, owner_uuid: str = "",
-                  affinity: Iterable[str] | None = None) -> PlacementRequest:
-    """What a machine of ``package`` from ``image`` asks of a server."""
+                  affinity: Iterable[str] | None = None,
+                  nic_tags: frozenset[str] = frozenset()) -> PlacementRequest:
+    """What a machine of ``package`` from ``image`` (on networks of ``nic_tags``) asks of a
+    server."""
     return PlacementRequest(
         ram_mb=package.memory, disk_mb=package.disk, cpu_cap=package.cpu_cap or 0,
         owner_uuid=owner_uuid,
         traits=merged_traits(package.traits, image.traits if image else None),
         image_os=image.os if image else "", image_type=image.type if image else "",
         image_uuid=image.uuid if image else "", image_mb=image.size_mb if image else 0,
-        affinity=parse_affinity(affinity),
+        affinity=parse_affinity(affinity), nic_tags=nic_tags,
     )
 
 
 def dry_run(ctx: ServiceContext, body: dict[str, Any]) -> dict[str, Any]:
-    """The decision a create would get now, with the funnel; nothing is written."""
+    """The decision a create would get now, with the funnel; nothing is written. The
+    networks are the ones named, else (as a create's) the owner's default network."""
     with ctx.read() as session:
         owner = resolve_owner(session, body["owner"]) if body.get("owner") else None
         package = resolve_package(session, body["package"])
         image = resolve_image(session, body["image"])
+        networks = requested_networks(session, owner.uuid if owner else "",
+                                      body.get("networks"))
         request = build_request(package, image, owner.uuid if owner else "",
-                                body.get("affinity"))
+                                body.get("affinity"), nic_tags_of(networks))
         snapshot = fleet.load_snapshot(session, request.owner_uuid,
                                        image_uuid=request.image_uuid)
     decision = pipeline_for(ctx).decide(snapshot, request, policy_for(ctx))

@@ -36,6 +36,7 @@ from headnode.placement.state import (
 from headnode.services import fleet, placement
 from headnode.services.context import ServiceContext
 from headnode.services.errors import InvalidArgument
+from headnode.services.networks import requested_networks
 from headnode.services.resolve import resolve_owner, resolve_package
 from headnode.store.models import CapacitySnapshot, Package, Server, utcnow
 
@@ -143,7 +144,9 @@ def _template_servers(templates: Sequence[dict[str, Any]]) -> list[ServerState]:
             added.append(ServerState(
                 uuid=f"simulated-{n}", hostname=f"new-{t + 1}-{i + 1}",
                 backend=template.get("backend", "sim"), traits=template.get("traits") or {},
-                ram_mb=template["ram_mb"], cpus=template["cpus"], disk_mb=template["disk_mb"]))
+                ram_mb=template["ram_mb"], cpus=template["cpus"], disk_mb=template["disk_mb"],
+                nic_tags=(None if template.get("nic_tags") is None
+                          else frozenset(template["nic_tags"]))))
     return added
 
 
@@ -173,8 +176,15 @@ def simulate(ctx: ServiceContext, body: dict[str, Any]) -> dict[str, Any]:
             except InvalidArgument as exc:
                 raise InvalidArgument(f"place.{i}.package", exc.message) from exc
             try:
+                # as a create's: the networks named, else the owner's default network
+                networks = requested_networks(session, owner.uuid if owner else "",
+                                              item.get("networks"))
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"place.{i}.networks", exc.message) from exc
+            try:
                 request = placement.build_request(package, None, owner.uuid if owner else "",
-                                                  item.get("affinity"))
+                                                  item.get("affinity"),
+                                                  placement.nic_tags_of(networks))
             except InvalidArgument as exc:
                 raise InvalidArgument(f"place.{i}.affinity", exc.message) from exc
             items.append((item, package, request))
