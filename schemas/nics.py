@@ -11,6 +11,8 @@ from marshmallow import Schema, ValidationError, fields, validate
 #: the NIC flags that lift one anti-spoofing rule each (vmadm's names; all default false)
 SPOOF_FLAGS = ("allow_ip_spoofing", "allow_mac_spoofing", "allow_dhcp_spoofing",
                "allow_restricted_traffic")
+#: what a NIC change (NicFlagsSchema, vmadm's ``update_nics``) may set besides its ``mac``
+NIC_FLAG_FIELDS = (*SPOOF_FLAGS, "allowed_ips")
 MAC_PATTERN = r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$"
 NIC_TAG_PATTERN = r"^[A-Za-z0-9_]{1,31}$"
 #: the largest VLAN id (4095 is reserved by 802.1Q); 0 means untagged

@@ -38,7 +38,7 @@ from agents.backends.base import (
 )
 from agents.config import AgentSettings, parse_nic_tags, parse_traits, resolve_hostname
 from schemas.agent import apply_metadata_change
-from schemas.nics import SPOOF_FLAGS
+from schemas.nics import NIC_FLAG_FIELDS
 from schemas.ops import IMAGE_OSES, IMAGE_TYPES
 
 #: an image whose manifest does not say how big it is still takes room in a real pool
@@ -70,8 +70,6 @@ DEFAULT_NIC_TAGS: dict[str, str | None] = {"admin": None, "external": None}
 #: where made-up underlay addresses come from: RFC 2544's benchmarking range, which no real
 #: network routes, so a sim's address can never be mistaken for (or reach) a real host
 SIM_UNDERLAY_NET = ipaddress.IPv4Network("198.18.0.0/15")
-#: the NIC fields machine_update_nics may change
-NIC_FLAG_FIELDS = (*SPOOF_FLAGS, "allowed_ips")
 #: states in which a machine holds memory on the node
 _RAM_HOLDING_STATES = ("provisioning", "running")
 

@@ -6,6 +6,12 @@ are fetched from the head node by the agent (a signed URL, checked against size 
 and installed with ``imgadm install -m MANIFEST -f FILE``: the head node is not an IMGAPI that
 ``imgadm import`` could use.
 
+Networking is vmadm's: a machine's NICs go into its create payload (``nics``, with the VM-level
+``resolvers`` and ``routes``) and change with ``vmadm update`` (``add_nics``, ``remove_nics``,
+``update_nics``); the VNICs, their VLANs and the link protection (anti-spoofing) are made by
+vmadm. Overlay (VXLAN) destinations are Triton's varpd asking portolan, not this agent: the
+overlay directory the head node sends is only recorded, so its version can be reported.
+
 Tested by contract only (this project's CI cannot boot SmartOS): the tests check the exact
 argument lists and parse recorded outputs in the formats of smartos-live's man pages.
 """
@@ -18,7 +24,10 @@ import gzip
 import hashlib
 import json
 import math
+import os
+import re
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +40,7 @@ from agents.backends.base import BackendError, ImageNotFound, MachineNotFound
 from agents.backends.host import imgadm, vmadm, zfs
 from agents.backends.host.cmd import run
 from agents.config import AgentSettings, parse_traits
+from schemas.nics import NIC_FLAG_FIELDS, SPOOF_FLAGS
 from schemas.ops import IMAGE_OSES
 
 AGENT_VERSION = "sdc-agent-smartos/0.1"
@@ -60,6 +70,9 @@ GIB_MB = 1024
 ZONE_TYPES = ("zone-dataset", "lx-dataset", "docker", "other")
 #: vmadm's floor for max_swap (MiB)
 MIN_SWAP_MB = 256
+#: where the overlay directory last received is kept (in the agent's work directory)
+OVERLAY_FILE = "overlay.json"
+INTERFACE = re.compile(r"^net([0-9]+)$")
 
 
 class SmartOSBackend:
@@ -83,6 +96,7 @@ class SmartOSBackend:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, Any]] = {}
         work_dir.mkdir(parents=True, exist_ok=True)
+        self._overlay_version = _read_overlay(work_dir / OVERLAY_FILE).get("version", "")
 
     # -- node facts ---------------------------------------------------------------------------
 
@@ -93,8 +107,7 @@ class SmartOSBackend:
 
     def sysinfo(self) -> dict[str, Any]:
         node = self._node()
-        nic_tags = sorted({tag for nic in (node.get("Network Interfaces") or {}).values()
-                           for tag in nic.get("NIC Names", [])})
+        uplinks = nic_tag_uplinks(node)
         return {
             "uuid": self.server_uuid,
             "hostname": self._hostname or node["Hostname"],
@@ -104,7 +117,8 @@ class SmartOSBackend:
             "ram_mb": int(node["MiB of Memory"]),
             "pool_size_mb": int(node.get("Zpool Size in GiB", 0)) * GIB_MB,
             "boot_time": float(node["Boot Time"]) if node.get("Boot Time") else None,
-            "nic_tags": nic_tags,
+            "nic_tags": sorted(uplinks),
+            "nic_tag_uplinks": uplinks,
             "traits": dict(self.traits),
             "kernel": node.get("Live Image", ""),
             "agent_version": AGENT_VERSION,
@@ -125,11 +139,15 @@ class SmartOSBackend:
             "ram_mb": ram_mb,
             "ram_free_mb": max(0, ram_mb - promised),
             "timestamp": time.time(),
+            "overlay_version": self._overlay_version,
+            # vmadm makes and deletes every VNIC with its zone: nothing of ours to leave over
+            "leftovers": [],
         }
 
     def list_machines(self) -> list[dict[str, Any]]:
         usage = self._cached("usage", self._zone_usage)
-        return [self._describe(row, usage) for row in vmadm.list_vms(LIST_FIELDS)]
+        nics = self._cached("nics", self._nic_map)
+        return [self._describe(row, usage, nics) for row in vmadm.list_vms(LIST_FIELDS)]
 
     # -- images -------------------------------------------------------------------------------
 
@@ -165,7 +183,7 @@ class SmartOSBackend:
         if imgadm.get(spec["image_uuid"]) is None:
             raise ImageNotFound(f"image {spec['image_uuid']} is not installed on this node")
         vmadm.create(create_payload(spec, self.brand))
-        self._forget("usage", "pool")
+        self._forget("usage", "pool", "nics")
         return self.machine_load(spec["uuid"])
 
     def machine_start(self, uuid: str) -> dict[str, Any]:
@@ -189,16 +207,17 @@ class SmartOSBackend:
         rows = vmadm.list_vms(LIST_FIELDS, {"uuid": uuid})
         if not rows:
             return _destroyed({"uuid": uuid})
-        described = self._describe(rows[0], {})
+        described = self._describe(rows[0], {}, {})
         vmadm.delete(uuid)
-        self._forget("usage", "pool")
+        self._forget("usage", "pool", "nics")
         return {**described, "state": "destroyed", "disk_used_mb": 0, "boot_time": None}
 
     def machine_load(self, uuid: str) -> dict[str, Any]:
         rows = vmadm.list_vms(LIST_FIELDS, {"uuid": uuid})
         if not rows:
             raise MachineNotFound(f"machine {uuid} does not exist on server {self.server_uuid}")
-        return self._describe(rows[0], self._cached("usage", self._zone_usage))
+        return self._describe(rows[0], self._cached("usage", self._zone_usage),
+                              self._cached("nics", self._nic_map))
 
     def machine_update(self, params: dict[str, Any]) -> dict[str, Any]:
         self._state(params["uuid"])
@@ -220,6 +239,71 @@ class SmartOSBackend:
             raise MachineNotFound(f"machine {uuid} is gone from server {self.server_uuid}")
         return {"tags": dict(vm.get("tags") or {}),
                 "customer_metadata": dict(vm.get("customer_metadata") or {})}
+
+    # -- networking ---------------------------------------------------------------------------
+
+    def machine_add_nics(self, uuid: str, nics: list[dict[str, Any]]) -> dict[str, Any]:
+        """``vmadm update`` with ``add_nics`` (only the MACs the zone lacks), then a reboot of
+        a running zone, which sees a new NIC only at boot (CloudAPI's AddNic reboots too)."""
+        vm = self._vm(uuid)
+        have = {nic["mac"] for nic in vm.get("nics") or []}
+        new: list[dict[str, Any]] = []
+        for nic in nics:
+            if nic["mac"] not in have:
+                have.add(nic["mac"])
+                new.append(vmadm_nic(nic))
+        if new:
+            vmadm.update(uuid, {"add_nics": new})
+            self._after_nic_change(vm)
+        return self.machine_load(uuid)
+
+    def machine_remove_nics(self, uuid: str, macs: list[str]) -> dict[str, Any]:
+        """``vmadm update`` with ``remove_nics`` (only the MACs the zone has), then a reboot
+        of a running zone, as for adding."""
+        vm = self._vm(uuid)
+        have = {nic["mac"] for nic in vm.get("nics") or []}
+        gone = [mac for mac in dict.fromkeys(macs) if mac in have]
+        if gone:
+            vmadm.update(uuid, {"remove_nics": gone})
+            self._after_nic_change(vm)
+        return self.machine_load(uuid)
+
+    def machine_update_nics(self, uuid: str, changes: list[dict[str, Any]]) -> dict[str, Any]:
+        """``vmadm update`` with ``update_nics``: vmadm applies the anti-spoofing flags and
+        allowed_ips to a running zone's VNICs at once (link protection), so no reboot."""
+        vm = self._vm(uuid)
+        have = {nic["mac"] for nic in vm.get("nics") or []}
+        for change in changes:
+            if change["mac"] not in have:
+                raise BackendError("NicNotFound", f"machine {uuid} has no NIC {change['mac']}")
+        payload = [nic_change for nic_change in (vmadm_nic_change(c) for c in changes)
+                   if len(nic_change) > 1]
+        if payload:
+            vmadm.update(uuid, {"update_nics": payload})
+        return self.machine_load(uuid)
+
+    def set_overlay_peers(self, peers: dict[str, list[str]], version: str) -> dict[str, Any]:
+        """Recorded, not applied: on SmartOS an overlay device's destinations come from
+        Triton's varpd, which asks portolan per destination, so the node has no peer list to
+        program. Keeping the version stops the head node from resending it."""
+        _write_overlay(self.work_dir / OVERLAY_FILE, {"version": version, "peers": peers})
+        self._overlay_version = version
+        return {"version": version}
+
+    def _vm(self, uuid: str) -> dict[str, Any]:
+        vm = vmadm.get(uuid)
+        if vm is None:
+            raise MachineNotFound(f"machine {uuid} does not exist on server {self.server_uuid}")
+        return vm
+
+    def _after_nic_change(self, vm: dict[str, Any]) -> None:
+        self._forget("nics")
+        if STATES.get(vm.get("state", "")) == "running":
+            vmadm.reboot(vm["uuid"])
+
+    def _nic_map(self) -> dict[str, list[dict[str, Any]]]:
+        return {vm["uuid"]: nic_summary(vm.get("nics") or [])
+                for vm in vmadm.lookup(["uuid", "nics"])}
 
     # -- snapshots ----------------------------------------------------------------------------
 
@@ -286,7 +370,8 @@ class SmartOSBackend:
     def _state(self, uuid: str) -> str:
         return str(self.machine_load(uuid)["state"])
 
-    def _describe(self, row: dict[str, str], usage: dict[str, int]) -> dict[str, Any]:
+    def _describe(self, row: dict[str, str], usage: dict[str, int],
+                  nics: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         state = STATES.get(row["state"], "stopped")
         boot = row.get("boot_timestamp") or ""
         return {
@@ -298,6 +383,7 @@ class SmartOSBackend:
             "disk_mb": int(row["quota"] or 0) * GIB_MB,
             "disk_used_mb": math.ceil(usage.get(row["uuid"], 0) / (1024 * 1024)),
             "boot_time": _iso_time(boot) if boot and state == "running" else None,
+            "nics": nics.get(row["uuid"], []),
         }
 
     def _zone_usage(self) -> dict[str, int]:
@@ -345,8 +431,61 @@ def runs_types(node: dict[str, Any]) -> list[str]:
     return [*ZONE_TYPES, "zvol"] if hvm else list(ZONE_TYPES)
 
 
+def nic_tag_uplinks(node: dict[str, Any]) -> dict[str, dict[str, str | None]]:
+    """Which link provides each nic tag, and the node's address there, from sysinfo(8):
+    physical links and aggregations ("Network Interfaces") list their tags in "NIC Names"
+    and their own address in "ip4addr" ("" for none); Triton's underlay VNIC
+    ("Virtual Network Interfaces", sdc_underlay0) lists the overlay tags it carries in
+    "Overlay Nic Tags". The first link naming a tag wins, in name order."""
+    uplinks: dict[str, dict[str, str | None]] = {}
+    sources = (("Network Interfaces", "NIC Names"),
+               ("Virtual Network Interfaces", "Overlay Nic Tags"))
+    for section, tags_key in sources:
+        for link, info in sorted((node.get(section) or {}).items()):
+            for tag in info.get(tags_key) or []:
+                uplinks.setdefault(tag, {"link": link, "underlay": info.get("ip4addr") or None})
+    return uplinks
+
+
+def vmadm_nic(nic: dict[str, Any]) -> dict[str, Any]:
+    """A NicSpecSchema dict as a vmadm NIC object (vmadm(8) ``nics.*``): ``primary`` only
+    when true (the only value vmadm takes), optional lists and the allow_* flags (all
+    default false) only when set."""
+    out: dict[str, Any] = {"mac": nic["mac"], "interface": nic["interface"],
+                           "nic_tag": nic["nic_tag"], "vlan_id": nic.get("vlan_id", 0),
+                           "ips": list(nic.get("ips") or []), "mtu": nic.get("mtu", 1500)}
+    if nic.get("gateways"):
+        out["gateways"] = list(nic["gateways"])
+    if nic.get("primary"):
+        out["primary"] = True
+    if nic.get("network_uuid"):
+        out["network_uuid"] = nic["network_uuid"]
+    out.update({flag: True for flag in SPOOF_FLAGS if nic.get(flag)})
+    if nic.get("allowed_ips"):
+        out["allowed_ips"] = list(nic["allowed_ips"])
+    return out
+
+
+def vmadm_nic_change(change: dict[str, Any]) -> dict[str, Any]:
+    """One ``update_nics`` entry: the mac and the fields the change sets (None: unchanged)."""
+    return {"mac": change["mac"],
+            **{key: change[key] for key in NIC_FLAG_FIELDS if change.get(key) is not None}}
+
+
+def nic_summary(nics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """MachineStatus ``nics``: mac and interface of each, in interface (netN) order; NICs
+    without one (vmadm names only OS zones' NICs) keep vmadm's order, after the others."""
+    def position(nic: dict[str, Any]) -> int:
+        found = INTERFACE.match(str(nic.get("interface") or ""))
+        return int(found.group(1)) if found else 1 << 16
+
+    return [{"mac": nic["mac"], "interface": nic.get("interface") or ""}
+            for nic in sorted(nics, key=position)]
+
+
 def create_payload(spec: dict[str, Any], brand: str) -> dict[str, Any]:
-    """vmadm's create payload (vmadm(8) PROPERTIES); quota is in GiB, rounded up."""
+    """vmadm's create payload (vmadm(8) PROPERTIES); quota is in GiB, rounded up. NICs,
+    resolvers and routes are in it only when the machine has them."""
     payload: dict[str, Any] = {
         "uuid": spec["uuid"],
         "alias": spec["alias"],
@@ -365,6 +504,12 @@ def create_payload(spec: dict[str, Any], brand: str) -> dict[str, Any]:
     }
     if spec.get("cpu_cap"):
         payload["cpu_cap"] = spec["cpu_cap"]
+    if spec.get("nics"):
+        payload["nics"] = [vmadm_nic(nic) for nic in spec["nics"]]
+    if spec.get("resolvers"):
+        payload["resolvers"] = list(spec["resolvers"])
+    if spec.get("routes"):
+        payload["routes"] = dict(spec["routes"])
     return payload
 
 
@@ -428,7 +573,27 @@ def _image_record(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def _destroyed(record: dict[str, Any]) -> dict[str, Any]:
     return {"uuid": record["uuid"], "alias": "", "state": "destroyed", "image_uuid": "",
-            "ram_mb": 0, "disk_mb": 0, "disk_used_mb": 0, "boot_time": None}
+            "ram_mb": 0, "disk_mb": 0, "disk_used_mb": 0, "boot_time": None, "nics": []}
+
+
+def _read_overlay(path: Path) -> dict[str, Any]:
+    try:
+        saved: dict[str, Any] = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return saved
+
+
+def _write_overlay(path: Path, overlay: dict[str, Any]) -> None:
+    # temp file + rename: a crash leaves the old directory or the new one, never half
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".overlay-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(overlay, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _iso_time(text: str) -> float:

@@ -57,6 +57,15 @@ def list_vms(fields: Sequence[str], filters: dict[str, str] | None = None) -> li
     return parse_list(run(argv), fields)
 
 
+def lookup(fields: Sequence[str], filters: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """``vmadm lookup -j -o FIELDS``: the matching VMs as JSON objects holding only FIELDS
+    (for properties ``list -p`` cannot print whole, such as ``nics``)."""
+    argv = [VMADM, "lookup", "-j", "-o", ",".join(fields)]
+    argv += [f"{key}={value}" for key, value in (filters or {}).items()]
+    vms: list[dict[str, Any]] = json.loads(run(argv) or "[]")
+    return vms
+
+
 def parse_list(out: str, fields: Sequence[str]) -> list[dict[str, str]]:
     rows = []
     for line in out.splitlines():

@@ -4,8 +4,9 @@ data/smartos/ (which follow smartos-live's man pages). Every call is recorded, s
 the exact argument lists the backend sends.
 
 It is the stand-in for a machine this CI cannot boot, nothing more: it holds what vmadm would
-hold (zones, their states and snapshots, installed images) and refuses what vmadm/imgadm
-refuse (an unknown zone, an image file whose sha1 or size differs from its manifest).
+hold (zones, their states, NICs and snapshots, installed images) and refuses what vmadm/imgadm
+refuse (an unknown zone, an image file whose sha1 or size differs from its manifest, a NIC on a
+nic tag the node lacks, adding a MAC the zone has, removing or updating one it lacks).
 """
 
 from __future__ import annotations
@@ -27,6 +28,15 @@ POOL_SIZE = 3752005959680 + 85899345920
 
 def recorded(name: str) -> str:
     return (DATA / name).read_text()
+
+
+def node_nic_tags() -> set[str]:
+    """The nic tags of the recorded node: its links' "NIC Names" and its underlay VNIC's
+    "Overlay Nic Tags"."""
+    node = json.loads(recorded("sysinfo.json"))
+    tags = {tag for link in node["Network Interfaces"].values() for tag in link["NIC Names"]}
+    return tags | {tag for vnic in node["Virtual Network Interfaces"].values()
+                   for tag in vnic.get("Overlay Nic Tags", [])}
 
 
 def _iso(ts: float) -> str:
@@ -95,7 +105,9 @@ class FakeSmartOS:
             payload = json.loads(stdin or b"{}")
             if payload["image_uuid"] not in self.images:
                 raise LookupError(f"vmadm: error: image {payload['image_uuid']} not found")
-            self.vms[payload["uuid"]] = {**payload, "state": "running",
+            self._check_nic_tags(payload.get("nics", []))
+            self.vms[payload["uuid"]] = {**payload, "nics": payload.get("nics", []),
+                                         "state": "running",
                                          "boot_timestamp": _iso(time.time()), "snapshots": []}
             return f"Successfully created VM {payload['uuid']}\n"
         if command == "list":
@@ -105,6 +117,11 @@ class FakeSmartOS:
                     if all(str(vm.get(k)) == v for k, v in filters.items())]
             return "".join(":".join("" if vm.get(f) is None else str(vm.get(f)) for f in fields)
                            + "\n" for vm in rows)
+        if command == "lookup":
+            fields = args[args.index("-o") + 1].split(",")
+            filters = dict(a.split("=", 1) for a in args[args.index("-o") + 2:])
+            return json.dumps([{f: vm[f] for f in fields if f in vm} for vm in self.vms.values()
+                               if all(str(vm.get(k)) == v for k, v in filters.items())])
         vm = self._vm(args[1])
         if command == "get":
             template = json.loads(recorded("vmadm-get.json"))
@@ -139,8 +156,17 @@ class FakeSmartOS:
         return ""
 
     @staticmethod
-    def _update(vm: dict[str, Any], payload: dict[str, Any]) -> None:
-        """vmadm(8) update: set_X / remove_X change the X map, other keys replace values."""
+    def _check_nic_tags(nics: list[dict[str, Any]]) -> None:
+        tags = node_nic_tags()
+        for nic in nics:
+            if nic["nic_tag"] not in tags:
+                raise LookupError(f"vmadm: error: Invalid nic tag \"{nic['nic_tag']}\"")
+
+    def _update(self, vm: dict[str, Any], payload: dict[str, Any]) -> None:
+        """vmadm(8) update: set_X / remove_X change the X map, add_nics / remove_nics /
+        update_nics change the NICs (keyed by mac), other keys replace values."""
+        self._update_nics(vm, payload.pop("add_nics", []), payload.pop("remove_nics", []),
+                          payload.pop("update_nics", []))
         for kind in ("customer_metadata", "tags"):
             values = dict(vm.get(kind) or {})
             for key in payload.pop(f"remove_{kind}", []):
@@ -173,3 +199,17 @@ class FakeSmartOS:
         if args[0] in ("snapshot", "destroy"):
             return ""
         raise LookupError(f"zfs: unknown command {args}")
+
+    def _update_nics(self, vm: dict[str, Any], add: list[dict[str, Any]], remove: list[str],
+                     update: list[dict[str, Any]]) -> None:
+        by_mac = {nic["mac"]: nic for nic in vm["nics"]}
+        for mac in [*remove, *(change["mac"] for change in update)]:
+            if mac not in by_mac:
+                raise LookupError(f"vmadm: error: VM has no NIC with MAC {mac}")
+        for nic in add:
+            if nic["mac"] in by_mac:
+                raise LookupError(f"vmadm: error: VM already has a NIC with MAC {nic['mac']}")
+        self._check_nic_tags(add)
+        for change in update:
+            by_mac[change["mac"]].update(change)
+        vm["nics"] = [nic for nic in vm["nics"] if nic["mac"] not in remove] + list(add)

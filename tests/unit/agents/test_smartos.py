@@ -18,10 +18,13 @@ from agents.backends.host.cmd import use_runner
 from agents.backends.smartos import LIST_FIELDS, SmartOSBackend
 from schemas.agent import (
     MachineMetadataUpdateSchema,
+    MachineSpecSchema,
     MachineStatusSchema,
     MachineUpdateSchema,
+    ServerStatusSchema,
     SysinfoSchema,
 )
+from schemas.nics import NicFlagsSchema, NicSpecSchema
 from tests.unit.agents.recorded import RecordedHost
 from tests.unit.agents.smartos_host import FakeSmartOS, recorded
 
@@ -31,6 +34,7 @@ LIST_ARGV = ("vmadm", "list", "-p", "-o", ",".join(LIST_FIELDS))
 CHILDREN_ARGV = ("zfs", "list", "-Hp", "-t", "filesystem", "-o", "name,used", "-r", "-d", "1",
                  "zones")
 POOL_ARGV = ("zfs", "list", "-Hp", "-t", "filesystem", "-o", "name,used,available", "zones")
+NICS_ARGV = ("vmadm", "lookup", "-j", "-o", "uuid,nics")
 
 
 def backend(tmp_path: Path) -> SmartOSBackend:
@@ -52,19 +56,26 @@ def test_status_from_recorded_outputs(tmp_path: Path) -> None:
         CHILDREN_ARGV: recorded("zfs-list-children.txt"),
         POOL_ARGV: recorded("zfs-list-pool.txt"),
         ("imgadm", "list", "-j"): recorded("imgadm-list-j.json"),
+        NICS_ARGV: recorded("vmadm-lookup-nics.json"),
     })
     with use_runner(host):
         status = backend(tmp_path).status()
+    assert ServerStatusSchema().validate(status) == {}
     machines = {m["alias"]: m for m in status["machines"]}
     assert all(MachineStatusSchema().validate(m) == {} for m in machines.values())
     assert machines["web0"] == {
         "uuid": VM1, "alias": "web0", "state": "running", "image_uuid": IMAGE,
         "ram_mb": 1024, "disk_mb": 25 * 1024, "disk_used_mb": 1300,
         "boot_time": 1732097472.345,
+        "nics": [{"mac": "90:b8:d0:c0:ff:01", "interface": "net0"},
+                 {"mac": "90:b8:d0:c0:ff:02", "interface": "net1"}],
     }
     assert {a: m["state"] for a, m in machines.items()} == {
         "web0": "running", "db0": "stopped", "build": "provisioning", "old": "failed"}
     assert machines["db0"]["boot_time"] is None and machines["db0"]["disk_used_mb"] == 50
+    # a zone without NICs, and one whose lookup object has no nics at all
+    assert machines["build"]["nics"] == machines["old"]["nics"] == []
+    assert (status["overlay_version"], status["leftovers"]) == ("", [])
     assert status["images"] == [IMAGE]
     assert status["pool_size_mb"] == (85899345920 + 3752005959680) // 2**20
     assert status["pool_used_mb"] == 85899345920 // 2**20
@@ -78,8 +89,17 @@ def test_sysinfo_from_the_recorded_sysinfo(tmp_path: Path) -> None:
     assert SysinfoSchema().validate(SysinfoSchema().dump(info)) == {}
     assert info == {**info, "backend": "smartos", "hostname": "cn07", "cpus": 32,
                     "ram_mb": 196514, "pool_size_mb": 3575 * 1024, "boot_time": 1732012345.0,
-                    "nic_tags": ["admin", "external", "internal"], "kernel": "20240919T005514Z",
-                    "system_type": "SunOS"}
+                    "nic_tags": ["admin", "external", "internal", "sdc_overlay", "sdc_underlay"],
+                    "kernel": "20240919T005514Z", "system_type": "SunOS"}
+    # each tag's link; the address is the link's own ("" in sysinfo: none), the overlay tag's
+    # is the underlay VNIC's
+    assert info["nic_tag_uplinks"] == {
+        "admin": {"link": "ixgbe0", "underlay": "10.99.99.37"},
+        "external": {"link": "ixgbe1", "underlay": None},
+        "internal": {"link": "ixgbe1", "underlay": None},
+        "sdc_underlay": {"link": "ixgbe1", "underlay": None},
+        "sdc_overlay": {"link": "sdc_underlay0", "underlay": "172.24.1.37"},
+    }
 
 
 def test_snapshots_from_vmadm_get_and_zfs(tmp_path: Path) -> None:
@@ -238,3 +258,126 @@ def test_image_from_a_zone_is_a_zfs_send_stream(
     assert smartos_host.argvs("zfs")[-3:] == [("zfs", "snapshot", snapshot),
                                              ("zfs", "send", snapshot),
                                              ("zfs", "destroy", snapshot)]
+
+
+# -- NICs --------------------------------------------------------------------------------------
+
+
+def nic(index: int, **fields: Any) -> dict[str, Any]:
+    loaded: dict[str, Any] = NicSpecSchema().load({
+        "mac": f"90:b8:d0:00:00:{index:02x}", "interface": f"net{index}", "nic_tag": "external",
+        "ips": [f"10.88.0.{10 + index}/24"], **fields})
+    return loaded
+
+
+def stdin_of(host: FakeSmartOS, *argv: str) -> Any:
+    return [json.loads(data or b"") for call, data in host.calls if call == argv]
+
+
+def with_image(host: FakeSmartOS) -> None:
+    host.images[IMAGE] = json.loads(recorded("imgadm-get.json"))["manifest"]
+
+
+def test_create_payload_carries_the_nics_resolvers_and_routes(
+    node: SmartOSBackend, smartos_host: FakeSmartOS
+) -> None:
+    with_image(smartos_host)
+    wanted = MachineSpecSchema().load({
+        **spec(), "resolvers": ["10.88.0.2", "8.8.8.8"], "routes": {"10.99.0.0/16": "10.88.0.1"},
+        "nics": [nic(0, primary=True, gateways=["10.88.0.1"], vlan_id=42, mtu=9000,
+                     network_uuid="7d0b0a08-2b8e-4c5a-9f1e-2f6f2a1c0b01"),
+                 nic(1, nic_tag="internal", allow_ip_spoofing=True, allow_dhcp_spoofing=True,
+                     allowed_ips=["10.88.0.200/30"])]})
+    created = node.machine_create(wanted)
+    payload = stdin_of(smartos_host, "vmadm", "create")[0]
+    assert payload["nics"] == [
+        {"mac": "90:b8:d0:00:00:00", "interface": "net0", "nic_tag": "external", "vlan_id": 42,
+         "ips": ["10.88.0.10/24"], "mtu": 9000, "gateways": ["10.88.0.1"], "primary": True,
+         "network_uuid": "7d0b0a08-2b8e-4c5a-9f1e-2f6f2a1c0b01"},
+        {"mac": "90:b8:d0:00:00:01", "interface": "net1", "nic_tag": "internal", "vlan_id": 0,
+         "ips": ["10.88.0.11/24"], "mtu": 1500, "allow_ip_spoofing": True,
+         "allow_dhcp_spoofing": True, "allowed_ips": ["10.88.0.200/30"]},
+    ]
+    assert (payload["resolvers"], payload["routes"]) == (["10.88.0.2", "8.8.8.8"],
+                                                         {"10.99.0.0/16": "10.88.0.1"})
+    assert created["nics"] == [{"mac": "90:b8:d0:00:00:00", "interface": "net0"},
+                               {"mac": "90:b8:d0:00:00:01", "interface": "net1"}]
+    assert NICS_ARGV in smartos_host.argvs("vmadm")
+
+
+def test_adding_nics_to_a_running_zone_updates_then_reboots_it(
+    node: SmartOSBackend, smartos_host: FakeSmartOS
+) -> None:
+    with_image(smartos_host)
+    vm = node.machine_create(MachineSpecSchema().load({**spec(), "nics": [nic(0)]}))["uuid"]
+    smartos_host.calls.clear()
+    added = node.machine_add_nics(vm, [nic(0), nic(1), nic(1)])
+    changes = [a for a in smartos_host.argvs("vmadm") if a[1] not in ("list", "get", "lookup")]
+    assert changes == [("vmadm", "update", vm), ("vmadm", "reboot", vm)]
+    assert stdin_of(smartos_host, "vmadm", "update", vm) == [{"add_nics": [
+        {"mac": "90:b8:d0:00:00:01", "interface": "net1", "nic_tag": "external", "vlan_id": 0,
+         "ips": ["10.88.0.11/24"], "mtu": 1500}]}]
+    assert [n["interface"] for n in added["nics"]] == ["net0", "net1"]
+    # a redelivered add changes nothing and reboots nothing
+    smartos_host.calls.clear()
+    assert node.machine_add_nics(vm, [nic(1)])["nics"] == added["nics"]
+    assert [a[1] for a in smartos_host.argvs("vmadm")] == ["get", "list"]
+
+
+def test_removing_nics_sends_only_the_macs_the_zone_has(
+    node: SmartOSBackend, smartos_host: FakeSmartOS
+) -> None:
+    with_image(smartos_host)
+    vm = node.machine_create(MachineSpecSchema().load({**spec(), "nics": [nic(0), nic(1)]}))
+    node.machine_stop(vm["uuid"])
+    smartos_host.calls.clear()
+    left = node.machine_remove_nics(vm["uuid"], [nic(1)["mac"], "90:b8:d0:ff:ff:ff"])
+    # stopped: the zone gets its NICs at its next boot, no reboot
+    changes = [a for a in smartos_host.argvs("vmadm") if a[1] not in ("list", "get", "lookup")]
+    assert changes == [("vmadm", "update", vm["uuid"])]
+    assert stdin_of(smartos_host, "vmadm", "update", vm["uuid"]) == [
+        {"remove_nics": ["90:b8:d0:00:00:01"]}]
+    assert left["nics"] == [{"mac": "90:b8:d0:00:00:00", "interface": "net0"}]
+    assert left["state"] == "stopped"
+
+
+def test_update_nics_sends_the_changed_fields_live(
+    node: SmartOSBackend, smartos_host: FakeSmartOS
+) -> None:
+    with_image(smartos_host)
+    vm = node.machine_create(MachineSpecSchema().load({**spec(), "nics": [nic(0), nic(1)]}))
+    smartos_host.calls.clear()
+    change = NicFlagsSchema().load({"mac": nic(1)["mac"], "allow_ip_spoofing": True,
+                                    "allowed_ips": []})
+    untouched = NicFlagsSchema().load({"mac": nic(0)["mac"]})
+    node.machine_update_nics(vm["uuid"], [change, untouched])
+    changes = [a for a in smartos_host.argvs("vmadm") if a[1] not in ("list", "get", "lookup")]
+    assert changes == [("vmadm", "update", vm["uuid"])]
+    assert stdin_of(smartos_host, "vmadm", "update", vm["uuid"]) == [{"update_nics": [
+        {"mac": "90:b8:d0:00:00:01", "allow_ip_spoofing": True, "allowed_ips": []}]}]
+    assert smartos_host.vms[vm["uuid"]]["nics"][1]["allow_ip_spoofing"] is True
+
+
+def test_update_of_a_mac_the_zone_lacks_sends_nothing(
+    node: SmartOSBackend, smartos_host: FakeSmartOS
+) -> None:
+    with_image(smartos_host)
+    vm = node.machine_create(MachineSpecSchema().load({**spec(), "nics": [nic(0)]}))["uuid"]
+    smartos_host.calls.clear()
+    with pytest.raises(BackendError) as exc:
+        node.machine_update_nics(vm, [NicFlagsSchema().load(
+            {"mac": "90:b8:d0:ff:ff:ff", "allow_mac_spoofing": True})])
+    assert exc.value.code == "NicNotFound"
+    assert smartos_host.argvs("vmadm") == [("vmadm", "get", vm)]
+
+
+def test_overlay_peers_are_recorded_without_a_host_command(
+    smartos_host: FakeSmartOS, tmp_path: Path
+) -> None:
+    peers = {"sdc_overlay": ["172.24.1.14", "172.24.1.15"]}
+    assert backend(tmp_path).set_overlay_peers(peers, "0123456789abcdef") == {
+        "version": "0123456789abcdef"}
+    assert smartos_host.calls == []
+    # an agent restart still knows which directory it has
+    assert backend(tmp_path).status()["overlay_version"] == "0123456789abcdef"
+    assert json.loads((tmp_path / "overlay.json").read_text())["peers"] == peers
