@@ -18,6 +18,7 @@ from headnode.services import capacity
 from headnode.services.machine_meta import METADATA_WORKFLOWS
 from headnode.services.networks import release_machine_holdings
 from headnode.services.networks import release_nics as free_nics
+from headnode.services.nics import machine_network_spec, set_plugged
 from headnode.store.models import Image, Machine, MachineSnapshot, utcnow
 from schemas.agent import MachineStatusSchema, apply_metadata_change
 from workflows.engine import Step, StepContext, StepFailed, Workflow, register
@@ -78,15 +79,17 @@ def create_params(ctx: StepContext) -> dict[str, Any]:
     return {"uuid": m.uuid, "alias": m.alias, "owner_uuid": m.owner_uuid,
             "image_uuid": m.image_uuid, "ram_mb": m.ram_mb, "disk_mb": m.disk_mb,
             "cpu_cap": m.cpu_cap, "vcpus": m.vcpus, "max_lwps": m.max_lwps,
-            "tags": m.tags, "metadata": m.customer_metadata}
+            "tags": m.tags, "metadata": m.customer_metadata,
+            **machine_network_spec(ctx.session, m)}
 
 
 def record_created(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
-    # Checks everything before its one write: its step needs no savepoint.
+    # Checks everything before it writes: its step needs no savepoint.
     node = _node_machine(result)
     if node["state"] not in ("running", "stopped"):
         raise StepFailed("ProvisionFailed", f"the node reports the machine {node['state']}")
     _set_state(ctx, node["state"])
+    set_plugged(ctx.session, ctx.job.machine_uuid or "", node["state"])
     return {"state": node["state"]}
 
 

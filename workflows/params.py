@@ -102,3 +102,12 @@ class MetadataParams:
     @classmethod
     def of(cls, job: Job, column: str) -> MetadataParams:
         return cls.from_json(job.params or {}, column)
+
+
+@dataclass(frozen=True)
+class NicParams(JobParams):
+    """A NIC job (``add_nic``, ``remove_nic``, ``update_nic``): the NIC's MAC and, for an
+    update, the flags it sets (``allow_*``, ``allowed_ips``)."""
+
+    mac: str
+    changes: dict[str, Any] = field(default_factory=dict)

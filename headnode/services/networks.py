@@ -1,72 +1,45 @@
-"""Networks and IP allocation (NAPI-like).
+"""Networks (NAPI-like): create, list, find, delete; which network a machine gets.
 
-A network is an IPv4 subnet on a nic tag with a provision range. Public networks are seen by
-every account, the others only by their owner. A machine gets one NIC per network it asks
-for (by default its owner's default network, else the first public one); the NIC row is the
-address's lease. The lowest free address in the range is taken; the unique
-(network, address) pair makes two concurrent provisions that picked the same address fail
-one insert (it inserts nothing: ON CONFLICT DO NOTHING), which looks again, so no address is
-ever handed out twice.
-NICs are deleted, and their addresses free again, when the machine is destroyed or its
-provision fails.
+A network is an IPv4 subnet on a nic tag (and VLAN) with a provision range, an MTU, a
+gateway, resolvers and static routes. Public networks are seen by every account, the others
+only by their owner. A machine gets one NIC per network it asks for (by default its owner's
+default network, else the first public one); the NIC row is the address's lease, taken and
+freed by ``headnode.services.addresses`` (its names are re-exported here for the callers
+that have always found them here).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import secrets
 from typing import Any
 
-from sqlalchemy import Table, delete, func, or_, select, text, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
-from sqlalchemy.orm.attributes import set_committed_value
 
-from headnode.services import capacity
-from headnode.services.conflicts import insert_unless_taken
+from headnode.services.addresses import (
+    MAC_PREFIX,
+    attach_nics,
+    free_addresses,
+    release_machine_holdings,
+    release_nics,
+)
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InvalidArgument, NotFound
 from headnode.services.resolve import is_uuid
-from headnode.store.models import Account, Machine, Network, Nic, utcnow
+from headnode.store.models import Account, Machine, Network, Nic
 
-#: Joyent's OUI, which NAPI gives the MACs it makes
-MAC_PREFIX = "90:b8:d0"
-NICS: Table = Nic.__table__  # type: ignore[assignment]
-#: a lost race for an address (or a MAC collision) is retried this often
-ALLOCATION_ATTEMPTS = 64
+#: re-exported: the callers of the allocation have always found it here
+__all__ = ["MAC_PREFIX", "attach_nics", "free_addresses", "release_machine_holdings",
+           "release_nics"]
+
 NIC_TAG = re.compile(r"^[A-Za-z0-9_]{1,31}$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 #: the smallest useful subnet: network, gateway, one address, broadcast
 MAX_PREFIX = 30
-
-# The free addresses are the gaps in the sorted leases, with a sentinel just below the range
-# (so the range's first address is a gap when free) and the gateway counted as taken: each
-# row is a gap's first and last address, lowest first. One ordered pass over the network's
-# leases: its cost does not hang on the planner's statistics (an anti-join did,
-# quadratically, on a freshly filled table).
-_FREE_GAPS = text("""
-SELECT t.ip_num + 1,
-       CASE WHEN t.nxt IS NULL OR t.nxt - 1 > CAST(:end AS BIGINT) THEN CAST(:end AS BIGINT)
-            ELSE t.nxt - 1 END
-FROM (
-    SELECT taken.ip_num, LEAD(taken.ip_num) OVER (ORDER BY taken.ip_num) AS nxt FROM (
-        SELECT n.ip_num FROM nics n
-            WHERE n.network_uuid = :net AND n.ip_num >= :start AND n.ip_num <= :end
-        UNION ALL SELECT CAST(:sentinel AS BIGINT)
-        UNION ALL SELECT CAST(:gateway AS BIGINT)
-    ) AS taken
-) AS t
-WHERE (t.nxt IS NULL OR t.nxt > t.ip_num + 1) AND t.ip_num + 1 <= :end
-ORDER BY t.ip_num LIMIT :gaps
-""")
-
-_TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(CAST(:k1 AS INTEGER), CAST(:k2 AS INTEGER))")
-#: how many free addresses a provision looks at when the lowest is being taken by another
-CANDIDATES = 16
-#: ... among this many addresses from the lowest free one
-CANDIDATE_WINDOW = 64
-
+#: NAPI's MTU bounds and default
+MIN_MTU, MAX_MTU, DEFAULT_MTU = 576, 9000, 1500
 
 # ---------------------------------------------------------------------------- shapes
 
@@ -78,7 +51,8 @@ def network_to_dict(n: Network) -> dict[str, Any]:
             "provision_end_ip": n.provision_end_ip, "resolvers": list(n.resolvers or []),
             "vlan_id": n.vlan_id, "nic_tag": n.nic_tag, "public": n.public,
             "owner_uuid": n.owner_uuid, "description": n.description,
-            "netmask": str(ipaddress.IPv4Network(n.subnet).netmask),
+            "netmask": str(ipaddress.IPv4Network(n.subnet).netmask), "mtu": n.mtu,
+            "routes": dict(n.routes or {}),
             "created_at": n.created_at}
 
 
@@ -146,6 +120,34 @@ def _resolvers(value: Any) -> list[str]:
     return out
 
 
+def _mtu(value: Any) -> int:
+    if value is None:
+        return DEFAULT_MTU
+    if not isinstance(value, int) or isinstance(value, bool) or not MIN_MTU <= value <= MAX_MTU:
+        raise InvalidArgument("mtu", f"must be an integer from {MIN_MTU} to {MAX_MTU}")
+    return value
+
+
+def _routes(value: Any, subnet: ipaddress.IPv4Network) -> dict[str, str]:
+    """{destination: gateway}: a destination is an IPv4 subnet or address, its gateway an
+    address of this network's subnet (the machine reaches it directly)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidArgument("routes", "must be an object {destination: gateway}")
+    routes: dict[str, str] = {}
+    for destination, gateway in value.items():
+        try:
+            target = ipaddress.IPv4Network(str(destination), strict=True)
+        except ValueError as exc:
+            raise InvalidArgument("routes", f"destination {destination!r} is not an IPv4 "
+                                  "address or subnet (host bits zero)") from exc
+        hop = _address("routes", gateway, subnet)
+        key = str(target.network_address) if target.prefixlen == 32 else str(target)
+        routes[key] = str(hop)
+    return routes
+
+
 def _owner(session: Session, ident: str | None) -> Account | None:
     if not ident:
         return None
@@ -199,10 +201,13 @@ def _network_fields(session: Session, body: dict[str, Any]) -> dict[str, Any]:
     description = body.get("description") or ""
     if not isinstance(description, str) or len(description) > 512:
         raise InvalidArgument("description", "at most 512 characters")
+    mtu = _mtu(body.get("mtu"))
+    routes = _routes(body.get("routes"), subnet)
     _check_overlap(session, subnet, nic_tag)
     return {"name": name, "subnet": str(subnet), "gateway": str(gateway) if gateway else None,
             "provision_start_ip": str(start), "provision_end_ip": str(end),
             "resolvers": _resolvers(body.get("resolvers")), "vlan_id": vlan_id,
+            "mtu": mtu, "routes": routes,
             "nic_tag": nic_tag, "public": bool(public),
             "owner_uuid": owner.uuid if owner else None, "description": description}
 
@@ -213,7 +218,8 @@ def _network_fields(session: Session, body: dict[str, Any]) -> dict[str, Any]:
 def create_network(ctx: ServiceContext, body: dict[str, Any]) -> Network:
     """``body``: name, subnet, gateway?, provision_start_ip?, provision_end_ip? (default:
     every host address), resolvers?, vlan_id?, nic_tag? (default external), public?, owner?
-    (uuid or login; a network with an owner is private unless said otherwise), description?
+    (uuid or login; a network with an owner is private unless said otherwise), description?,
+    mtu? (576 to 9000, default 1500), routes? ({destination: gateway in the subnet})
     """
     try:
         with ctx.transaction() as session:
@@ -243,7 +249,8 @@ def list_networks(ctx: ServiceContext, account_uuid: str | None = None) -> list[
                                     .order_by(Network.created_at, Network.name)))
 
 
-def _find(session: Session, ident: str, account_uuid: str | None) -> Network:
+def find_network(session: Session, ident: str, account_uuid: str | None) -> Network:
+    """By uuid or name, among those ``account_uuid`` sees (None: every network)."""
     column = Network.uuid if is_uuid(ident) else Network.name
     network = session.scalar(select(Network).where(column == ident, _visible(account_uuid)))
     if network is None:
@@ -254,13 +261,13 @@ def _find(session: Session, ident: str, account_uuid: str | None) -> Network:
 def get_network(ctx: ServiceContext, uuid: str, account_uuid: str | None = None) -> Network:
     """By uuid (or name). Another account's private network is NotFound."""
     with ctx.read() as session:
-        return _find(session, uuid, account_uuid)
+        return find_network(session, uuid, account_uuid)
 
 
 def delete_network(ctx: ServiceContext, ident: str) -> None:
     """Only a network no machine holds an address on."""
     with ctx.transaction() as session:
-        network = _find(session, ident, None)
+        network = find_network(session, ident, None)
         used = session.scalar(select(func.count()).select_from(Nic)
                               .where(Nic.network_uuid == network.uuid))
         if used:
@@ -278,7 +285,7 @@ def list_network_ips(ctx: ServiceContext, uuid: str,
     account sees only its own machines' addresses; on its own network, all of them and the
     gateway (reserved)."""
     with ctx.read() as session:
-        network = _find(session, uuid, account_uuid)
+        network = find_network(session, uuid, account_uuid)
         query = (select(Nic, Machine.owner_uuid).join(Machine, Machine.uuid == Nic.machine_uuid)
                  .where(Nic.network_uuid == network.uuid).order_by(Nic.ip_num))
         if account_uuid is not None and network.public:
@@ -293,10 +300,6 @@ def list_network_ips(ctx: ServiceContext, uuid: str,
 
 
 # ---------------------------------------------------------------------------- allocation
-
-
-def random_mac() -> str:
-    return MAC_PREFIX + "".join(f":{b:02x}" for b in secrets.token_bytes(3))
 
 
 def default_network_uuid(owner: Any) -> Any:
@@ -342,7 +345,7 @@ def set_default_network(ctx: ServiceContext, account_uuid: str,
             account.default_network_uuid = None
             return default_network(session, account_uuid)
         try:
-            network = _find(session, ident, account_uuid)
+            network = find_network(session, ident, account_uuid)
         except NotFound as exc:
             raise InvalidArgument("default_network", f"no network {ident!r}") from exc
         account.default_network_uuid = network.uuid
@@ -360,118 +363,10 @@ def requested_networks(session: Session, owner_uuid: str,
         if not isinstance(ident, str) or not ident:
             raise InvalidArgument("networks", "each network is a uuid or a name")
         try:
-            network = _find(session, ident, owner_uuid)
+            network = find_network(session, ident, owner_uuid)
         except NotFound as exc:
             raise InvalidArgument("networks", f"no network {ident!r}") from exc
         if any(n.uuid == network.uuid for n in networks):
             raise InvalidArgument("networks", f"network {ident!r} is named twice")
         networks.append(network)
     return networks
-
-
-def free_addresses(session: Session, network: Network, limit: int = CANDIDATES,
-                   window: int = CANDIDATE_WINDOW) -> list[int]:
-    """The lowest address of the provision range that no NIC holds (and not the gateway),
-    then the free ones after it within ``window`` of it: at most ``limit``, lowest first;
-    empty when the range is full. One statement."""
-    start = int(ipaddress.IPv4Address(network.provision_start_ip))
-    end = int(ipaddress.IPv4Address(network.provision_end_ip))
-    gateway = int(ipaddress.IPv4Address(network.gateway)) if network.gateway else -1
-    sentinel = start - 1
-    gaps = session.execute(_FREE_GAPS, {
-        "net": network.uuid, "start": start, "end": end, "sentinel": sentinel,
-        "gateway": gateway if start <= gateway <= end else sentinel, "gaps": limit,
-    }).all()
-    if not gaps:
-        return []
-    bound = int(gaps[0][0]) + window
-    free: list[int] = []
-    for first, last in gaps:  # each gap holds at least one address: enough gaps for limit
-        free.extend(range(int(first), min(int(last), bound) + 1))
-    return free[:limit]
-
-
-def _lock_key(network: Network, ip_num: int) -> tuple[int, int]:
-    # two signed 32-bit keys: the network (a hash; a collision only skips an address) and
-    # the address
-    return (int(network.uuid.replace("-", "")[:8], 16) - 2**31,
-            (ip_num & 0xFFFFFFFF) - 2**31)
-
-
-def _claim_candidate(session: Session, network: Network, free: list[int]) -> int:
-    """On PostgreSQL, the first of the ``free`` addresses no concurrent provision is
-    inserting right now (each holds a transaction-level advisory lock on the address it
-    takes), so concurrent provisions take neighbouring addresses instead of queueing behind
-    one another's transactions for the same one. Elsewhere (SQLite takes one writer at a
-    time) or when every candidate is busy: the lowest, and the unique constraint decides."""
-    if session.get_bind().dialect.name != "postgresql":
-        return free[0]
-    for ip_num in free:
-        key = _lock_key(network, ip_num)
-        if session.execute(_TRY_LOCK, {"k1": key[0], "k2": key[1]}).scalar():
-            return ip_num
-    return free[0]
-
-
-def _allocate_one(session: Session, machine_uuid: str, network: Network,
-                  primary: bool) -> Nic:
-    for _ in range(ALLOCATION_ATTEMPTS):
-        free = free_addresses(session, network)
-        if not free:
-            raise Conflict(f"network {network.name} ({network.subnet}) has no free address "
-                           "left in its provision range", code="SubnetFull",
-                           network=network.uuid)
-        ip_num = _claim_candidate(session, network, free)
-        nic = Nic(mac=random_mac(), machine_uuid=machine_uuid, network_uuid=network.uuid,
-                  ip=str(ipaddress.IPv4Address(ip_num)), ip_num=ip_num, primary=primary,
-                  created_at=utcnow())
-        # Written directly (the object is only the answer): a concurrent provision that took
-        # this address first (or a MAC collision) means no row, and another look.
-        if insert_unless_taken(session, NICS, {
-                "mac": nic.mac, "machine_uuid": machine_uuid, "network_uuid": network.uuid,
-                "ip": nic.ip, "ip_num": ip_num, "primary": primary,
-                "created_at": nic.created_at}, returning="mac"):
-            return nic
-    raise Conflict(f"could not take an address on network {network.name}: too many "
-                   "concurrent provisions, try again", code="SubnetFull",
-                   network=network.uuid)
-
-
-def attach_nics(session: Session, machine: Machine, networks: list[Network],
-                created_here: bool = True) -> list[Nic]:
-    """One NIC on each of ``networks`` (the first is primary; none, no NIC) for ``machine``,
-    which this transaction created unless ``created_here`` is False. Raises Conflict
-    ("SubnetFull"); the caller's transaction then rolls back."""
-    session.flush()  # the machine row must exist before NICs reference it
-    nics = [_allocate_one(session, machine.uuid, network, primary=(i == 0))
-            for i, network in enumerate(networks)]
-    _carry_nics(session, machine, nics, created_here)
-    return nics
-
-
-def _carry_nics(session: Session, machine: Machine, added: list[Nic],
-                created_here: bool) -> None:
-    """Make the machine object carry its addresses (the collection is view-only, so adding
-    NICs does not change it). What it held before plus what was just added is all of it,
-    without reading it back; a machine whose NICs were never loaded reads them."""
-    known = machine.__dict__.get("nics")
-    if known is None and not created_here:
-        session.refresh(machine, attribute_names=["nics"])
-        return
-    nics = sorted([*(known or []), *added], key=lambda nic: nic.created_at)
-    set_committed_value(machine, "nics", nics)
-
-
-def release_nics(session: Session, machine_uuid: str) -> int:
-    """Free a machine's addresses; returns how many. Idempotent."""
-    result = session.execute(delete(Nic).where(Nic.machine_uuid == machine_uuid)
-                             .execution_options(synchronize_session=False))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-def release_machine_holdings(session: Session, machine_uuid: str) -> dict[str, Any]:
-    """Give back everything a machine that no longer exists holds: its room on its server
-    (reservation) and its addresses (NICs). The destroy workflow and a node's confirmation
-    that a machine is gone both call this, so neither can forget one of them. Idempotent."""
-    return {"reservation": capacity.release(session, machine_uuid),
-            "nics": release_nics(session, machine_uuid)}

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -327,6 +328,10 @@ class Network(Base):
     owner_uuid: Mapped[str | None] = mapped_column(ForeignKey("accounts.uuid"), nullable=True)
     description: Mapped[str] = mapped_column(String(512), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # NAPI's: the MTU of every NIC on the network (576 to 9000)
+    mtu: Mapped[int] = mapped_column(Integer, default=1500, server_default="1500")
+    # {destination CIDR or address: gateway in the subnet}, the machines' static routes
+    routes: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))
 
 
 class Nic(Base):
@@ -344,9 +349,31 @@ class Nic(Base):
     ip_num: Mapped[int] = mapped_column(BigInteger)
     primary: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # netN inside the machine: the lowest index free when the NIC was made, kept for its
+    # life. Every NIC the allocation makes has one (NULL: a row written by hand, no NIC)
+    interface: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    # provisioning | running | stopped | removing (CloudAPI's NIC states); the server
+    # default is what the NICs that existed before NICs had states were given
+    state: Mapped[str] = mapped_column(String(16), default="provisioning",
+                                       server_default="running")
+    # vmadm's anti-spoofing flags (operator only); each lifts one of the node's rules
+    allow_ip_spoofing: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                    server_default=false())
+    allow_mac_spoofing: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                     server_default=false())
+    allow_dhcp_spoofing: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                      server_default=false())
+    allow_restricted_traffic: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                           server_default=false())
+    # more addresses or CIDRs the machine may send from on this NIC
+    allowed_ips: Mapped[list[Any]] = mapped_column(default=list, server_default=text("'[]'"))
+    # read-only: what a NIC's API view shows (its subnet, gateway; its machine's state)
+    network: Mapped[Network] = relationship(viewonly=True)
+    machine: Mapped[Machine] = relationship(viewonly=True)
 
     __table_args__ = (
         UniqueConstraint("network_uuid", "ip", name="uq_nics_network_ip"),
         UniqueConstraint("network_uuid", "ip_num", name="uq_nics_network_ip_num"),
+        Index("uq_nics_machine_interface", "machine_uuid", "interface", unique=True),
         Index("ix_nics_machine", "machine_uuid"),
     )

@@ -13,7 +13,8 @@ from workflows.registry import load_all
 #: the workflows the services start by name (besides ACTIONS and METADATA_WORKFLOWS)
 STARTED_BY_SERVICES = {"provision", "destroy", "resize", "rename", "create_image",
                        "snapshot_create", "snapshot_rollback", "snapshot_start",
-                       "snapshot_delete", "purge_orphan"}
+                       "snapshot_delete", "purge_orphan", "add_nic", "remove_nic",
+                       "update_nic"}
 
 
 def test_importing_every_service_registers_no_workflow() -> None:
@@ -29,7 +30,8 @@ def test_importing_every_service_registers_no_workflow() -> None:
 
 def test_load_all_registers_every_workflow_a_service_starts() -> None:
     modules = load_all()
-    assert [m.__name__ for m in modules] == ["workflows.machines", "workflows.nodes"]
+    assert [m.__name__ for m in modules] == ["workflows.machines", "workflows.nics",
+                                                "workflows.nodes"]
     wanted = STARTED_BY_SERVICES | set(ACTIONS) | set(METADATA_WORKFLOWS)
     assert wanted <= set(REGISTRY), sorted(wanted - set(REGISTRY))
     assert load_all() == modules  # a second call changes nothing
