@@ -9,86 +9,46 @@ fetched by the node over its signed URL.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from headnode.cli.client import OpsClient
 from headnode.imagebuild import build_busybox_image
-from headnode.store.migrate import upgrade
-from tests.support.btrfs import LoopPool, create_pool, destroy_pool, missing_host
-from tests.support.net import free_port
-from tests.support.procs import ProcessGroup
-from tests.support.wait import wait_until
+from tests.support.btrfs import LoopPool, missing_host
 
 MISSING = missing_host()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
 # Imported after the skip decision: these drive btrfs and runc on the host.
-from agents.backends.host import btrfs, runc  # noqa: E402
+from agents.backends.host import btrfs  # noqa: E402
 from agents.backends.host.cmd import HostCommandError  # noqa: E402
+from tests.support.linux_cloud import LinuxCloud, LinuxNode, start_cloud  # noqa: E402
 
-SDC = str(Path(sys.executable).parent / "sdc")
-TOKEN = "linux-e2e-token"
 MIB = 1024 * 1024
 SMALL: dict[str, Any] = {"name": "lx-small", "memory": 128, "disk": 48}
 LARGE: dict[str, Any] = {"name": "lx-large", "memory": 192, "disk": 96}
 
 
-class LinuxCloud:
-    def __init__(self, api: OpsClient, env: dict[str, str], pool: LoopPool, server: str,
-                 data_dir: Path, workdir: Path) -> None:
-        self.api, self.env, self.pool, self.server = api, env, pool, server
-        self.data_dir, self.workdir = data_dir, workdir
+class OneNodeCloud(LinuxCloud):
+    """The cloud with its one node, and what that node's kernel and pool say."""
 
-    def wait_job(self, job_uuid: str, timeout: float = 120) -> dict[str, Any]:
-        def finished() -> dict[str, Any] | None:
-            job = dict(self.api.get(f"/ops/jobs/{job_uuid}"))
-            return job if job["execution"] in ("succeeded", "failed") else None
+    @property
+    def node(self) -> LinuxNode:
+        return self.nodes[0]
 
-        job: dict[str, Any] | None = wait_until(finished, timeout=timeout, interval=0.1,
-                                                message=f"job {job_uuid} to finish")
-        assert job is not None
-        return job
+    @property
+    def server(self) -> str:
+        return self.node.server
 
-    def succeed(self, answer: dict[str, Any]) -> dict[str, Any]:
-        job = self.wait_job(answer["job_uuid"])
-        assert job["execution"] == "succeeded", (job["error"], job["chain_results"])
-        return job
+    @property
+    def pool(self) -> LoopPool:
+        return self.node.pool
 
-    def provision(self, alias: str, image: str = "busybox",
-                  package: str = SMALL["name"]) -> dict[str, Any]:
-        machine = self.api.post("/ops/machines", {"owner": "alice", "package": package,
-                                                  "image": image, "alias": alias})
-        self.succeed(machine)
-        return dict(self.api.get(f"/ops/machines/{machine['uuid']}"))
-
-    def act(self, machine_uuid: str, **query: str) -> dict[str, Any]:
-        return self.succeed(self.api.post(f"/ops/machines/{machine_uuid}", params=query))
-
-    def sdc(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([SDC, *argv], capture_output=True, text=True, timeout=120,
-                              env={**self.env_for_cli()}, check=False)
-
-    def env_for_cli(self) -> dict[str, str]:
-        import os
-
-        return {**os.environ, "SDC_API_URL": self.api.base_url,
-                "SDC_OPERATOR_TOKEN": TOKEN}
-
-    # -- what the node's kernel says ------------------------------------------------------
-
-    def inside(self, machine_uuid: str, *argv: str) -> str:
-        return runc.exec_(self.pool.runc_root, machine_uuid, list(argv))
-
-    def runc_state(self, machine_uuid: str) -> dict[str, Any] | None:
-        return runc.state(self.pool.runc_root, machine_uuid)
+    def provision(self, alias: str, package: str = SMALL["name"], image: str = "busybox",
+                  **extra: Any) -> dict[str, Any]:
+        return super().provision(alias, package, image, **extra)
 
     def memory_limit(self, machine_uuid: str) -> int:
         state = self.runc_state(machine_uuid)
@@ -114,70 +74,30 @@ class LinuxCloud:
 
 @pytest.fixture(scope="module")
 def cloud(postgres_server: Any, redis_server: Any,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[LinuxCloud]:
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[OneNodeCloud]:
     workdir = tmp_path_factory.mktemp("linux-cloud")
-    database_url = postgres_server.create_database(f"linux_{uuid.uuid4().hex[:8]}")
-    upgrade(database_url)
-    redis_server.flushall()
-    port = free_port()
-    data_dir = workdir / "headnode"
-    env = {
-        "SDC_DATABASE_URL": database_url, "SDC_REDIS_URL": redis_server.url,
-        "SDC_DATA_DIR": str(data_dir), "SDC_OPERATOR_TOKEN": TOKEN,
-        "SDC_API_BIND": f"127.0.0.1:{port}", "SDC_API_WORKERS": "2",
-        "SDC_RECONCILE_INTERVAL": "2",
-    }
-    api = OpsClient(f"http://127.0.0.1:{port}", TOKEN, timeout=30)
-    procs = ProcessGroup(workdir / "logs")
-    pool = create_pool("e2e-linux")
-    server = str(uuid.uuid4())
+    c = start_cloud(postgres_server, redis_server, workdir, OneNodeCloud)
     try:
-        procs.spawn("api", [SDC, "headnode", "serve"], env=env, ready=api.ping, timeout=60)
-        procs.spawn("worker", [SDC, "headnode", "worker"], env=env)
-        procs.spawn("beat", [SDC, "headnode", "beat"], env=env)
-        procs.spawn("agent", [SDC, "agent", "run", "--backend", "linux", "--server-uuid",
-                              server, "--hostname", "cn-linux",
-                              "--data-dir", str(workdir / "agent")],
-                    env={**env, "SDC_POOL": str(pool.mount),
-                         "SDC_RUNC_ROOT": str(pool.runc_root), "SDC_STOP_TIMEOUT": "3"})
-        wait_until(lambda: any(s["uuid"] == server for s in api.get("/ops/servers")),
-                   timeout=60, message="the linux node to register")
-        api.put(f"/ops/servers/{server}", {"setup": True})
-        c = LinuxCloud(api, env, pool, server, data_dir, workdir)
-        seed(c)
+        c.add_node("linux")
+        c.seed([SMALL, LARGE])
         yield c
     except BaseException:
-        print(procs.tails())
+        print(c.procs.tails())
         raise
     finally:
-        try:
-            procs.stop_all()
-        finally:
-            destroy_pool(pool)
-
-
-def seed(c: LinuxCloud) -> None:
-    c.api.post("/ops/accounts", {"login": "alice", "email": "alice@example.com"})
-    for package in (SMALL, LARGE):
-        c.api.post("/ops/packages", package)
-    built = build_busybox_image(c.workdir / "image")
-    imported = c.sdc("--json", "image", "import", str(built.manifest_path),
-                     str(built.file_path))
-    assert imported.returncode == 0, imported.stderr
-    image = json.loads(imported.stdout)
-    assert image["state"] == "active" and image["uuid"] == built.manifest["uuid"]
+        c.stop()
 
 
 # -- the tests, in the order a machine lives --------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def web(cloud: LinuxCloud) -> dict[str, Any]:
+def web(cloud: OneNodeCloud) -> dict[str, Any]:
     return cloud.provision("web0")
 
 
 def test_provision_gives_a_container_with_its_hostname_and_memory(
-        cloud: LinuxCloud, web: dict[str, Any]) -> None:
+        cloud: OneNodeCloud, web: dict[str, Any]) -> None:
     assert web["state"] == "running" and web["server_uuid"] == cloud.server
     assert cloud.inside(web["uuid"], "hostname").strip() == "web0"
     assert cloud.memory_limit(web["uuid"]) == SMALL["memory"] * MIB
@@ -188,7 +108,7 @@ def test_provision_gives_a_container_with_its_hostname_and_memory(
         SMALL["memory"], SMALL["disk"])
 
 
-def test_writing_past_the_quota_fails(cloud: LinuxCloud, web: dict[str, Any]) -> None:
+def test_writing_past_the_quota_fails(cloud: OneNodeCloud, web: dict[str, Any]) -> None:
     with pytest.raises(HostCommandError) as exc:
         cloud.inside(web["uuid"], "dd", "if=/dev/zero", "of=/root/big", "bs=1M",
                      f"count={SMALL['disk'] * 2}")
@@ -196,7 +116,7 @@ def test_writing_past_the_quota_fails(cloud: LinuxCloud, web: dict[str, Any]) ->
     cloud.inside(web["uuid"], "rm", "-f", "/root/big")
 
 
-def test_stop_start_reboot(cloud: LinuxCloud, web: dict[str, Any]) -> None:
+def test_stop_start_reboot(cloud: OneNodeCloud, web: dict[str, Any]) -> None:
     cloud.act(web["uuid"], action="stop")
     assert cloud.api.get(f"/ops/machines/{web['uuid']}")["state"] == "stopped"
     state = cloud.runc_state(web["uuid"])
@@ -212,7 +132,7 @@ def test_stop_start_reboot(cloud: LinuxCloud, web: dict[str, Any]) -> None:
     assert cloud.inside(web["uuid"], "hostname").strip() == "web0"
 
 
-def test_snapshot_then_rollback_restores_a_file(cloud: LinuxCloud,
+def test_snapshot_then_rollback_restores_a_file(cloud: OneNodeCloud,
                                                 web: dict[str, Any]) -> None:
     base = f"/ops/machines/{web['uuid']}/snapshots"
     cloud.inside(web["uuid"], "sh", "-c", "echo before > /root/note")
@@ -228,7 +148,7 @@ def test_snapshot_then_rollback_restores_a_file(cloud: LinuxCloud,
     assert cloud.api.get(f"/ops/machines/{web['uuid']}")["state"] == "running"
 
 
-def test_resize_changes_both_limits_and_the_servers_usage(cloud: LinuxCloud,
+def test_resize_changes_both_limits_and_the_servers_usage(cloud: OneNodeCloud,
                                                           web: dict[str, Any]) -> None:
     cloud.act(web["uuid"], action="resize", package=LARGE["name"])
     assert cloud.memory_limit(web["uuid"]) == LARGE["memory"] * MIB
@@ -242,14 +162,14 @@ def test_resize_changes_both_limits_and_the_servers_usage(cloud: LinuxCloud,
     assert (server["ram_inflight_mb"], server["disk_inflight_mb"]) == (0, 0)
 
 
-def test_rename_shows_at_the_next_boot(cloud: LinuxCloud, web: dict[str, Any]) -> None:
+def test_rename_shows_at_the_next_boot(cloud: OneNodeCloud, web: dict[str, Any]) -> None:
     cloud.act(web["uuid"], action="rename", alias="web0-renamed")
     cloud.act(web["uuid"], action="reboot")
     assert cloud.inside(web["uuid"], "hostname").strip() == "web0-renamed"
     assert cloud.api.get(f"/ops/machines/{web['uuid']}")["alias"] == "web0-renamed"
 
 
-def test_image_from_the_machine_carries_its_files(cloud: LinuxCloud,
+def test_image_from_the_machine_carries_its_files(cloud: OneNodeCloud,
                                                   web: dict[str, Any]) -> None:
     cloud.inside(web["uuid"], "sh", "-c", "echo golden > /root/marker")
     made = cloud.api.post("/ops/images/from-machine",
@@ -264,7 +184,7 @@ def test_image_from_the_machine_carries_its_files(cloud: LinuxCloud,
     cloud.succeed(cloud.api.delete(f"/ops/machines/{clone['uuid']}"))
 
 
-def test_destroy_leaves_nothing_behind(cloud: LinuxCloud, web: dict[str, Any]) -> None:
+def test_destroy_leaves_nothing_behind(cloud: OneNodeCloud, web: dict[str, Any]) -> None:
     cloud.succeed(cloud.api.delete(f"/ops/machines/{web['uuid']}"))
     assert cloud.pool_entries(web["uuid"]) == []
     paths = [g.path for g in btrfs.qgroup_show(cloud.pool.mount, sync=True)]
@@ -274,7 +194,7 @@ def test_destroy_leaves_nothing_behind(cloud: LinuxCloud, web: dict[str, Any]) -
     assert (server["ram_committed_mb"], server["disk_committed_mb"]) == (0, 0)
 
 
-def test_two_machines_from_one_image_share_its_blocks(cloud: LinuxCloud) -> None:
+def test_two_machines_from_one_image_share_its_blocks(cloud: OneNodeCloud) -> None:
     first, second = cloud.provision("cow0"), cloud.provision("cow1")
     image = cloud.qgroup(f"images/{first['image_uuid']}@final")
     assert image is not None and image.referenced > MIB  # busybox alone is ~2 MiB
@@ -287,7 +207,7 @@ def test_two_machines_from_one_image_share_its_blocks(cloud: LinuxCloud) -> None
         cloud.succeed(cloud.api.delete(f"/ops/machines/{machine['uuid']}"))
 
 
-def test_a_corrupt_image_file_fails_its_job_and_leaves_nothing(cloud: LinuxCloud) -> None:
+def test_a_corrupt_image_file_fails_its_job_and_leaves_nothing(cloud: OneNodeCloud) -> None:
     # A good image whose stored file later rots: the node's own check must catch it.
     built = build_busybox_image(cloud.workdir / "rotten", name="rotten")
     imported = cloud.sdc("--json", "image", "import", str(built.manifest_path),
