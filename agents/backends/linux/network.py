@@ -1,0 +1,477 @@
+"""The network of a Linux node: one bridge per (nic tag, VLAN) its machines use, with that
+VLAN's uplink, and a veth pair per machine NIC between the bridge and the machine's own network
+namespace, filtered by the node's anti-spoofing rules (:mod:`agents.backends.linux.nft`).
+
+Everything node-level (the tags' links, bridges, uplinks, host veth ends, the nft table) lives
+in the node's network namespace: the agent's own, or ``node_netns`` (how tests run two nodes on
+one machine). Names fit IFNAMSIZ and say what they are:
+
+- VNI of a (tag, VLAN) = ``(crc32(tag) & 0xfff) << 12 | vlan``: 4096 tags' worth of
+  blocks of 4096 VLANs. Two tags of one node whose 12-bit hashes collide are refused.
+- bridge ``sdcb<vni 6 hex>``; VXLAN uplink ``sdcx<vni 6 hex>``; 802.1Q uplink
+  ``<link>.<vlan>`` (VLAN 0: the link itself); host veth end ``v<mac 12 hex>``, its peer
+  ``netN`` in the machine's namespace.
+- a machine's namespace: a bind mount at ``<runtime_dir>/<uuid>`` (tmpfs in production, so it
+  goes with a reboot like the namespace itself).
+
+Uplinks: ``vlan`` puts an 802.1Q sub-interface of the tag's link on the bridge; ``vxlan`` a
+VXLAN device (``nolearning``, no multicast) sending to the node's peers on the tag, one
+all-zero-MAC forwarding entry per peer (head-end replication), from the head node's overlay
+directory (:meth:`NodeNetwork.set_peers`, kept in ``<state_dir>/overlay.json``). ``auto`` uses
+802.1Q where the kernel has it and VXLAN elsewhere, asked once. A tag without a link
+(an etherstub) has a bridge and no uplink; so has a tag whose link has no IPv4 address to be a
+VXLAN underlay (logged).
+
+Changes are made in batches (one ``ip -batch``, one ``nft -f`` transaction, one ``bridge
+-batch``) to start few processes: a plug costs about five.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import re
+import threading
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agents.backends.base import BackendError
+from agents.backends.host import ip
+from agents.backends.host import nft as nft_tool
+from agents.backends.host.cmd import HostCommandError
+from agents.backends.linux import nft
+from schemas.settings import SettingsError
+
+log = logging.getLogger(__name__)
+
+UPLINKS = ("auto", "vlan", "vxlan")
+VXLAN_PORT = 4789
+ANY_MAC = "00:00:00:00:00:00"
+IFNAMSIZ = 15
+IPV6_MIN_MTU = 1280
+HOST_VETH = re.compile(r"^v[0-9a-f]{12}$")
+NIC_CHAIN = re.compile(rf"^{nft.CHAIN_PREFIX}[0-9a-f]{{12}}$")
+#: the bridge the 802.1Q probe makes and removes at once
+PROBE = "sdcprobe0"
+
+
+def tag_hash(tag: str) -> int:
+    return zlib.crc32(tag.encode()) & 0xFFF
+
+
+def vni(tag: str, vlan: int) -> int:
+    return tag_hash(tag) << 12 | vlan
+
+
+def bridge_name(segment_vni: int) -> str:
+    return f"sdcb{segment_vni:06x}"
+
+
+def vxlan_name(segment_vni: int) -> str:
+    return f"sdcx{segment_vni:06x}"
+
+
+def vlan_link_name(link: str, vlan: int, segment_vni: int) -> str:
+    """The tag link's 802.1Q sub-interface for ``vlan`` (the link itself for VLAN 0); a
+    link name too long for ``.<vlan>`` gets ``sdcv<vni>`` instead."""
+    if vlan == 0:
+        return link
+    name = f"{link}.{vlan}"
+    return name if len(name) <= IFNAMSIZ else f"sdcv{segment_vni:06x}"
+
+
+def host_veth(mac: str) -> str:
+    return "v" + mac.replace(":", "").lower()
+
+
+def machine_lines(nics: Sequence[Mapping[str, Any]], routes: Mapping[str, str], *,
+                  loopback: bool) -> list[str]:
+    """The ``ip`` batch run inside a machine's namespace: its NICs up with their addresses,
+    the default route via the primary NIC's first gateway, and the ``routes`` whose gateway
+    these NICs reach (the others wait for the NIC that does: :meth:`NodeNetwork.add_nics`).
+    ``replace`` everywhere, so running it twice changes nothing."""
+    lines = ["link set lo up"] if loopback else []
+    lines += [f"link set {nic['interface']} up" for nic in nics]
+    lines += [f"addr replace {addr} dev {nic['interface']}" for nic in nics for addr in nic["ips"]]
+    primary = next((nic for nic in nics if nic.get("primary")), None)
+    if primary is not None and primary["gateways"]:
+        lines.append(f"route replace default via {primary['gateways'][0]} "
+                     f"dev {primary['interface']}")
+    for destination, gateway in routes.items():
+        via = route_via(gateway, nics)
+        if via is not None:
+            lines.append(f"route replace {destination} {via}")
+    return lines
+
+
+LINK_LOCAL_GATEWAY = re.compile(r"^(nics|macs)\[(.+)\]$")
+
+
+def route_via(gateway: str, nics: Sequence[Mapping[str, Any]]) -> str | None:
+    """``via GW`` for a gateway on one of ``nics``' subnets, ``dev netN`` for vmadm's
+    link-local forms ``nics[N]`` and ``macs[MAC]`` of one of them, else None."""
+    interfaces = {nic["interface"] for nic in nics}
+    form = LINK_LOCAL_GATEWAY.match(gateway)
+    if form is not None:
+        kind, key = form.groups()
+        if kind == "nics":
+            name = f"net{key}"
+            return f"dev {name}" if name in interfaces else None
+        owner = next((nic for nic in nics if nic["mac"] == key.lower()), None)
+        return f"dev {owner['interface']}" if owner is not None else None
+    try:
+        address = ipaddress.IPv4Address(gateway)
+    except ValueError:
+        return None
+    for nic in nics:
+        for cidr in nic["ips"]:
+            if address in ipaddress.IPv4Interface(cidr).network:
+                return f"via {gateway} dev {nic['interface']}"
+    return None
+
+
+@dataclass
+class _Made:
+    """What one plug created, to remove again when a later step fails."""
+
+    netns: Path | None = None
+    links: list[str] = field(default_factory=list)
+    chains: list[str] = field(default_factory=list)  # MACs
+
+
+class NodeNetwork:
+    """A node's bridges and uplinks, and its machines' NICs (see the module's docstring)."""
+
+    def __init__(self, nic_tags: dict[str, str | None], uplink: str, state_dir: Path,
+                 runtime_dir: Path, node_netns: Path | None = None) -> None:
+        if uplink not in UPLINKS:
+            raise SettingsError(f"SDC_NIC_UPLINK: {uplink!r} is not one of {', '.join(UPLINKS)}")
+        _refuse_colliding_tags(nic_tags)
+        self.nic_tags = dict(nic_tags)
+        self.uplink = uplink
+        self.state_dir = Path(state_dir)
+        # iproute2 reads a path (not a /run/netns name) only when it has a slash; a batch line
+        # splits on blanks
+        self.runtime_dir = Path(runtime_dir).absolute()
+        if any(c.isspace() for c in str(self.runtime_dir)):
+            raise SettingsError(f"{self.runtime_dir}: a namespace directory without blanks")
+        self.node_netns = node_netns
+        self._mode: str | None = None if uplink == "auto" else uplink
+        self._warned: set[str] = set()
+        self._table_checked = False
+        # one agent per node, several task threads: node-level changes one at a time (two
+        # plugs would both create a missing bridge)
+        self._lock = threading.RLock()
+
+    # --- nic tags and the overlay
+
+    def nic_tag_uplinks(self) -> dict[str, dict[str, str | None]]:
+        """{tag: {link, underlay}}: the underlay (the link's first IPv4 address) only where
+        this node's uplinks are VXLAN, as that is what other nodes send to."""
+        underlays: dict[str, str] = {}
+        if any(self.nic_tags.values()) and self.uplink_mode() == "vxlan":
+            underlays = self._underlays()
+        return {tag: {"link": link, "underlay": underlays.get(tag)}
+                for tag, link in self.nic_tags.items()}
+
+    def uplink_mode(self) -> str:
+        """``vlan`` or ``vxlan``; for ``auto`` the kernel is asked once (the answer stays)."""
+        with self._lock:
+            if self._mode is None:
+                self._mode = "vlan" if self._kernel_has_8021q() else "vxlan"
+                log.info("uplinks: %s (SDC_NIC_UPLINK=auto: the kernel %s 802.1Q)", self._mode,
+                         "has" if self._mode == "vlan" else "lacks")
+            return self._mode
+
+    def _kernel_has_8021q(self) -> bool:
+        # line 1 clears a probe a crash left; line 3 is the question
+        failed = ip.probe_batch([f"link del {PROBE}", f"link add {PROBE} type bridge",
+                                 f"link add {PROBE}.1 link {PROBE} type vlan id 1",
+                                 f"link del {PROBE}"], self.node_netns)
+        return not failed & {2, 3}
+
+    def _underlays(self) -> dict[str, str]:
+        addresses = ip.ipv4_addresses(self.node_netns)
+        return {tag: addresses[link][0] for tag, link in self.nic_tags.items()
+                if link and addresses.get(link)}
+
+    def _overlay_path(self) -> Path:
+        return self.state_dir / "overlay.json"
+
+    def _overlay(self) -> dict[str, Any]:
+        try:
+            stored: dict[str, Any] = json.loads(self._overlay_path().read_text())
+        except FileNotFoundError:
+            return {"version": "", "peers": {}}
+        return stored
+
+    def overlay_version(self) -> str:
+        """The version of the peers last applied ("" for none)."""
+        return str(self._overlay().get("version", ""))
+
+    def set_peers(self, peers: dict[str, list[str]], version: str) -> None:
+        """Make every VXLAN uplink send to exactly its tag's ``peers`` (unicast, one forwarding
+        entry each), and keep them for the uplinks made later. The version is stored only once
+        applied, so a failure is retried when the head node sees the old one reported."""
+        for tag, addresses in peers.items():
+            for address in addresses:
+                try:
+                    ipaddress.IPv4Address(address)
+                except ValueError as exc:
+                    raise BackendError("InvalidOverlayPeers",
+                                       f"peer {address!r} of {tag} is not an IPv4 address") from exc
+        with self._lock:
+            self._apply_peers(peers)
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self._overlay_path().with_suffix(".tmp")
+            tmp.write_text(json.dumps({"version": version, "peers": peers}, sort_keys=True))
+            os.replace(tmp, self._overlay_path())
+
+    def _apply_peers(self, peers: Mapping[str, list[str]]) -> None:
+        by_hash = {tag_hash(tag): tag for tag in self.nic_tags}
+        devices = [link["ifname"] for link in ip.links(self.node_netns)
+                   if link["ifname"].startswith("sdcx")]
+        if not devices:
+            return
+        have: dict[str, set[str]] = {device: set() for device in devices}
+        for entry in ip.fdb(self.node_netns):
+            if entry.get("ifname") in have and entry.get("mac") == ANY_MAC and "dst" in entry:
+                have[entry["ifname"]].add(entry["dst"])
+        lines = []
+        for device in devices:
+            tag = by_hash.get(int(device[4:], 16) >> 12)
+            want = set(peers.get(tag, [])) if tag is not None else set()
+            lines += [_fdb_line("del", device, peer) for peer in sorted(have[device] - want)]
+            lines += [_fdb_line("append", device, peer) for peer in sorted(want - have[device])]
+        ip.bridge_batch(lines, self.node_netns)
+
+    # --- machines
+
+    def machine_netns(self, uuid: str) -> Path:
+        return self.runtime_dir / uuid
+
+    def plug(self, uuid: str, nics: list[dict[str, Any]], routes: dict[str, str]) -> None:
+        """Give a machine its namespace (made if missing) with loopback and every NIC of
+        ``nics`` plugged, the default route and ``routes``. Idempotent; on failure what this
+        call made is removed and BackendError raised with the tool's words."""
+        self._attach(uuid, nics, routes, new_machine=True)
+
+    def add_nics(self, uuid: str, nics: list[dict[str, Any]], routes: dict[str, str]) -> None:
+        """Plug ``nics`` into the existing namespace of a (running) machine."""
+        self._attach(uuid, nics, routes, new_machine=False)
+
+    def remove_nics(self, uuid: str, macs: list[str]) -> None:
+        """Unplug NICs (their veth pair, chain and map element); a missing one is no error."""
+        with self._lock:
+            self._remove(macs)
+
+    def unplug(self, uuid: str, macs: list[str]) -> None:
+        """Remove the machine's NICs (veths, chains) and its namespace; nothing left is fine."""
+        with self._lock:
+            self._remove(macs)
+            ip.netns_delete(self.machine_netns(uuid))
+
+    def update_filters(self, nics: list[dict[str, Any]]) -> None:
+        """Rewrite the chain of each NIC (a full, merged NicSpec) that is plugged, in one
+        transaction; a NIC of a stopped machine has no chain and gets none."""
+        with self._lock:
+            chains = self._nic_chains()
+            lines = [line for nic in nics if nft.chain_name(nic["mac"]) in chains
+                     for line in nft.nic_lines(nic, host_veth(nic["mac"]))]
+            nft_tool.apply(lines, self.node_netns)
+
+    def leftovers(self, machines: dict[str, list[str]]) -> list[str]:
+        """What this library made that none of ``machines`` ({uuid: [mac]}) owns:
+        ``veth:NAME``, ``nft:CHAIN``, ``netns:UUID``."""
+        macs = [mac for owned in machines.values() for mac in owned]
+        veths = {host_veth(mac) for mac in macs}
+        chains = {nft.chain_name(mac) for mac in macs}
+        found = [f"veth:{link['ifname']}" for link in ip.links(self.node_netns)
+                 if HOST_VETH.match(link["ifname"]) and link["ifname"] not in veths]
+        found += [f"nft:{chain}" for chain in sorted(self._nic_chains())
+                  if NIC_CHAIN.match(chain) and chain not in chains]
+        if self.runtime_dir.is_dir():
+            found += [f"netns:{path.name}" for path in sorted(self.runtime_dir.iterdir())
+                      if path.name not in machines]
+        return found
+
+    # --- the steps
+
+    def _attach(self, uuid: str, nics: list[dict[str, Any]], routes: dict[str, str], *,
+                new_machine: bool) -> None:
+        netns = self.machine_netns(uuid)
+        made = _Made()
+        with self._lock:
+            try:
+                if not ip.is_netns(netns):
+                    if not new_machine:
+                        raise BackendError("MachineNetworkMissing",
+                                           f"machine {uuid} has no network namespace "
+                                           "(NICs are added to a stopped machine at its start)")
+                    ip.netns_create(netns)
+                    made.netns = netns
+                if nics:
+                    self._plumb_node(netns, nics, made)
+                ip.batch(machine_lines(nics, routes, loopback=new_machine), netns)
+            except Exception:
+                self._undo(made)
+                raise
+
+    def _plumb_node(self, netns: Path, nics: list[dict[str, Any]], made: _Made) -> None:
+        present = {link["ifname"]: link for link in ip.links(self.node_netns)}
+        lines: list[str] = []
+        new_vxlans: list[tuple[str, str]] = []
+        for nic in nics:
+            bridge = self._segment_lines(nic, present, lines, made, new_vxlans)
+            veth = host_veth(nic["mac"])
+            if veth not in present:
+                lines += _veth_lines(nic, veth, bridge, netns)
+                made.links.append(veth)
+                made.chains.append(nic["mac"])
+                present[veth] = {"ifname": veth}
+        # the filter before the link: a running machine (add_nics) could raise its end at once
+        self._apply_chains([line for nic in nics
+                            for line in nft.nic_lines(nic, host_veth(nic["mac"]))])
+        ip.batch(lines, self.node_netns)
+        if new_vxlans:
+            peers = self._overlay()["peers"]
+            ip.bridge_batch([_fdb_line("append", device, peer) for tag, device in new_vxlans
+                             for peer in peers.get(tag, [])], self.node_netns)
+
+    def _segment_lines(self, nic: Mapping[str, Any], present: dict[str, dict[str, Any]],
+                       lines: list[str], made: _Made, new_vxlans: list[tuple[str, str]]) -> str:
+        """Add to ``lines`` what the NIC's (tag, VLAN) bridge and uplink still need; return the
+        bridge's name."""
+        tag, vlan, mtu = nic["nic_tag"], int(nic.get("vlan_id", 0)), int(nic.get("mtu", 1500))
+        if tag not in self.nic_tags:
+            raise BackendError("NicTagNotFound", f"this node does not provide nic tag {tag!r} "
+                               f"(it has {', '.join(self.nic_tags) or 'none'})")
+        segment = vni(tag, vlan)
+        bridge = bridge_name(segment)
+        if bridge not in present:
+            lines += [f"link add {bridge} type bridge", f"link set {bridge} addrgenmode none",
+                      f"link set {bridge} up"]
+            made.links.append(bridge)
+            present[bridge] = {"ifname": bridge}
+        link = self.nic_tags[tag]
+        if link is None:
+            return bridge
+        if self.uplink_mode() == "vlan":
+            uplink = vlan_link_name(link, vlan, segment)
+            if uplink not in present and vlan != 0:
+                lines.append(f"link add {uplink} link {link} type vlan id {vlan}")
+                made.links.append(uplink)
+            if present.get(uplink, {}).get("master") != bridge:
+                lines.append(f"link set {uplink} master {bridge} up")
+                present[uplink] = {"ifname": uplink, "master": bridge}
+            return bridge
+        uplink = vxlan_name(segment)
+        if uplink in present:
+            if int(present[uplink].get("mtu", mtu)) < mtu:
+                lines.append(f"link set {uplink} mtu {mtu}")
+                present[uplink]["mtu"] = mtu
+            return bridge
+        underlay = self._underlays().get(tag)
+        if underlay is None:
+            if tag not in self._warned:
+                self._warned.add(tag)
+                log.warning("nic tag %s: link %s has no IPv4 address to carry VXLAN: its "
+                            "bridges have no uplink (their machines reach this node's only)",
+                            tag, link)
+            return bridge
+        lines += [f"link add {uplink} mtu {mtu} type vxlan id {segment} local {underlay} "
+                  f"dstport {VXLAN_PORT} nolearning",
+                  *_no_ipv6_address(uplink, mtu),
+                  f"link set {uplink} master {bridge} up"]
+        made.links.append(uplink)
+        new_vxlans.append((tag, uplink))
+        present[uplink] = {"ifname": uplink, "mtu": mtu, "master": bridge}
+        return bridge
+
+    def _apply_chains(self, lines: list[str]) -> None:
+        """Apply NIC chains, with the table's skeleton the first time this process does (and
+        whenever the table is gone): rewriting the base chains costs the kernel a hook
+        re-registration, three times what a NIC's chain costs."""
+        if not self._table_checked:
+            nft_tool.apply(nft.table_lines() + lines, self.node_netns)
+            self._table_checked = True
+            return
+        try:
+            nft_tool.apply(lines, self.node_netns)
+        except HostCommandError as exc:
+            if "No such file or directory" not in exc.stderr:
+                raise
+            nft_tool.apply(nft.table_lines() + lines, self.node_netns)
+
+    def _remove(self, macs: Sequence[str]) -> None:
+        # the link before its filter: never a moment when a plugged NIC is unfiltered
+        self._delete_links([host_veth(mac) for mac in macs])
+        nft_tool.apply([line for mac in macs for line in nft.remove_nic_lines(mac, host_veth(mac))],
+                       self.node_netns)
+
+    def _delete_links(self, names: Sequence[str]) -> None:
+        """Delete links (a veth takes its peer along); missing ones are no error."""
+        try:
+            ip.batch([f"link del {name}" for name in names], self.node_netns)
+        except HostCommandError:
+            present = {link["ifname"] for link in ip.links(self.node_netns)}
+            ip.batch([f"link del {name}" for name in names if name in present], self.node_netns)
+
+    def _nic_chains(self) -> set[str]:
+        objects = nft_tool.list_table(nft.FAMILY, nft.TABLE, self.node_netns) or []
+        return {obj["chain"]["name"] for obj in objects if "chain" in obj}
+
+    def _undo(self, made: _Made) -> None:
+        """Remove what a failed plug made; a failure here is logged, the plug's error wins."""
+        with contextlib.suppress(Exception):
+            if made.links:
+                failed = ip.probe_batch([f"link del {name}" for name in reversed(made.links)],
+                                        self.node_netns)
+                if failed:
+                    log.debug("undo: %d links were gone already", len(failed))
+        try:
+            if made.chains:
+                nft_tool.apply([line for mac in made.chains
+                                for line in nft.remove_nic_lines(mac, host_veth(mac))],
+                               self.node_netns)
+            if made.netns is not None:
+                ip.netns_delete(made.netns)
+        except Exception:
+            log.exception("could not remove what a failed plug made")
+
+
+def _veth_lines(nic: Mapping[str, Any], veth: str, bridge: str, netns: Path) -> list[str]:
+    """The pair made in the node's namespace with its peer put straight into the machine's,
+    named, addressed and sized there; the host end joins the bridge without an IPv6 address
+    of its own (the machine must not reach the node through it)."""
+    mtu = int(nic.get("mtu", 1500))
+    return [f"link add {veth} mtu {mtu} type veth peer name {nic['interface']} "
+            f"address {nic['mac']} mtu {mtu} netns {netns}",
+            *_no_ipv6_address(veth, mtu),
+            f"link set {veth} master {bridge} up"]
+
+
+def _no_ipv6_address(link: str, mtu: int) -> list[str]:
+    # below IPv6's minimum MTU a link has no IPv6 at all, and the kernel refuses the setting
+    return [f"link set {link} addrgenmode none"] if mtu >= IPV6_MIN_MTU else []
+
+
+def _fdb_line(action: str, device: str, peer: str) -> str:
+    tail = " permanent" if action == "append" else ""
+    return f"fdb {action} {ANY_MAC} dev {device} dst {peer} self{tail}"
+
+
+def _refuse_colliding_tags(nic_tags: Mapping[str, str | None]) -> None:
+    seen: dict[int, str] = {}
+    for tag in nic_tags:
+        block = tag_hash(tag)
+        if block in seen:
+            raise SettingsError(f"SDC_NIC_TAGS: nic tags {seen[block]} and {tag} share VXLAN "
+                                f"id block {block:#05x} (crc32 & 0xfff): rename one")
+        seen[block] = tag
