@@ -16,11 +16,13 @@ from marshmallow import (
     Schema,
     ValidationError,
     fields,
+    post_load,
     pre_load,
     validate,
     validates,
 )
 
+from schemas.nics import SPOOF_FLAGS, ipv4_address
 from schemas.ops import ALIAS_PATTERN, TagValue
 
 #: CloudAPI's API versions this server speaks, newest last (CloudAPI 7 bumped the API
@@ -165,6 +167,63 @@ class AccountUpdate(Strict):
 
 class SnapshotCreate(Strict):
     name = fields.String(validate=validate.Regexp(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$"))
+
+
+#: NIC fields only an operator may set (vmadm's anti-spoofing settings): the ops API has them
+OPERATOR_NIC_FIELDS = (*SPOOF_FLAGS, "allowed_ips")
+
+
+class NicCreate(Strict):
+    """AddNic: ``network`` is a network id (or name), or since CloudAPI 8.5 a network
+    object ``{ipv4_uuid, ipv4_ips: [one address]}`` (what ``triton inst nic create INST
+    ipv4_uuid=... ipv4_ips=...`` sends); ``ip`` asks for an address with a plain id. The
+    anti-spoofing settings are refused here, naming the field: operators set them."""
+
+    network = fields.Raw(required=True)
+    ip = fields.String(validate=ipv4_address)
+    primary = fields.Boolean()
+
+    @pre_load
+    def _no_operator_fields(self, data: Any, **_: Any) -> Any:
+        if isinstance(data, dict):
+            for name in OPERATOR_NIC_FIELDS:
+                if name in data:
+                    raise ValidationError("only an operator can set this (sdc vm nic "
+                                          "update)", name)
+        return data
+
+    @validates("network")
+    def _network(self, value: Any, **_: Any) -> None:
+        if isinstance(value, str):
+            if not 1 <= len(value) <= 128:
+                raise ValidationError("a network id or name")
+            return
+        if not isinstance(value, dict) or not isinstance(value.get("ipv4_uuid"), str) \
+                or not value["ipv4_uuid"]:
+            raise ValidationError("a network id, or {ipv4_uuid: id, ipv4_ips: [address]}")
+        if set(value) - {"ipv4_uuid", "ipv4_ips"}:
+            raise ValidationError(f"unknown keys {sorted(set(value) - {'ipv4_uuid', 'ipv4_ips'})}")
+        ips = value.get("ipv4_ips", [])
+        if not isinstance(ips, list) or len(ips) > 1 or not all(isinstance(i, str) for i in ips):
+            raise ValidationError("ipv4_ips holds one address")
+        for ip in ips:
+            ipv4_address(ip)
+
+    @validates("primary")
+    def _primary(self, value: bool, **_: Any) -> None:
+        if value:
+            raise ValidationError("an added NIC cannot be the primary one")
+
+    @post_load
+    def _flatten(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        """-> ``{"network": ident, "ip": address or None}``."""
+        network, ip = data["network"], data.get("ip")
+        if isinstance(network, dict):
+            ips = network.get("ipv4_ips") or []
+            if ip is not None and ips and ips[0] != ip:
+                raise ValidationError("differs from network.ipv4_ips", "ip")
+            network, ip = network["ipv4_uuid"], ip or (ips[0] if ips else None)
+        return {"network": network, "ip": ip}
 
 
 def load(schema: Schema, data: Any) -> dict[str, Any]:

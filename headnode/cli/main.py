@@ -19,6 +19,7 @@ from headnode.cli.images import image
 from headnode.cli.jobs import job
 from headnode.cli.machines import vm
 from headnode.cli.networks import key, network
+from headnode.cli.nics import nic
 from headnode.cli.packages import package
 from headnode.cli.placement import capacity, placement
 from headnode.cli.servers import server
@@ -83,6 +84,7 @@ def main(ctx: click.Context, api_url: str | None, token: str | None, as_json: bo
 for _command in (account, capacity, config, doctor, headnode, image, job, key, network,
                  package, placement, server, vm):
     main.add_command(_command)
+vm.add_command(nic)  # `sdc vm nic ...`
 
 
 if __name__ == "__main__":  # `python -m headnode.cli.main`, as `sdc up` starts its children

@@ -39,11 +39,30 @@ def parse_range(_ctx: click.Context, _param: click.Parameter,
         raise click.BadParameter("expected FIRST-LAST, e.g. 10.88.0.10-10.88.0.250") from exc
 
 
+def parse_routes(_ctx: click.Context, _param: click.Parameter,
+                 values: tuple[str, ...]) -> dict[str, str]:
+    """``10.20.0.0/16=10.88.0.3`` (repeatable) -> {"10.20.0.0/16": "10.88.0.3"}; the
+    addresses themselves are checked by the API, which names what is wrong."""
+    routes: dict[str, str] = {}
+    for value in values:
+        destination, _sep, gateway = (part.strip() for part in value.partition("="))
+        if not destination or not gateway:
+            raise click.BadParameter(f"{value!r}: expected DEST=GATEWAY, e.g. "
+                                     "10.20.0.0/16=10.88.0.3")
+        routes[destination] = gateway
+    return routes
+
+
 def network_body(name: str, subnet: str, gateway: str | None, ip_range: tuple[str, str] | None,
                  public: bool | None, owner: str | None, vlan: int, nic_tag: str,
-                 resolvers: tuple[str, ...], description: str) -> dict[str, Any]:
+                 resolvers: tuple[str, ...], description: str, mtu: int | None = None,
+                 routes: dict[str, str] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"name": name, "subnet": subnet, "vlan_id": vlan, "nic_tag": nic_tag,
                             "resolvers": list(resolvers), "description": description}
+    if mtu is not None:
+        body["mtu"] = mtu
+    if routes:
+        body["routes"] = routes
     if gateway:
         body["gateway"] = gateway
     if ip_range:
@@ -69,12 +88,18 @@ def network_body(name: str, subnet: str, gateway: str | None, ip_range: tuple[st
 @click.option("--resolver", "resolvers", multiple=True, metavar="IP",
               help="DNS resolver (repeat for more).")
 @click.option("--description", default="")
+@click.option("--mtu", type=int, metavar="N",
+              help="MTU of every NIC on the network, 576 to 9000 [default: 1500].")
+@click.option("--route", "routes", multiple=True, callback=parse_routes,
+              metavar="DEST=GATEWAY", help="Static route of the network's machines, "
+              "e.g. 10.20.0.0/16=10.88.0.3 (repeat for more).")
 @json_option
 def network_create(name: str, subnet: str, gateway: str | None,
                    ip_range: tuple[str, str] | None, public: bool | None, owner: str | None,
-                   vlan: int, nic_tag: str, resolvers: tuple[str, ...], description: str) -> None:
+                   vlan: int, nic_tag: str, resolvers: tuple[str, ...], description: str,
+                   mtu: int | None, routes: dict[str, str]) -> None:
     body = network_body(name, subnet, gateway, ip_range, public, owner, vlan, nic_tag,
-                        resolvers, description)
+                        resolvers, description, mtu, routes)
     emit(client().post("/ops/networks", body), render_object)
 
 

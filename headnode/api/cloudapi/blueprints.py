@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from headnode.api.cloudapi import account, catalog, machines, metadata, snapshots
+from headnode.api.cloudapi import account, catalog, machines, metadata, nics, snapshots
 from headnode.api.cloudapi.common import (
     CloudApiError,
     add_headers,
@@ -21,7 +21,8 @@ from headnode.api.cloudapi.common import (
 from headnode.services.errors import ServiceError
 from schemas.cloudapi import API_VERSIONS, CloudApiInputError
 
-CHILDREN = (account.blp, catalog.blp, machines.blp, metadata.blp, snapshots.blp)
+CHILDREN = (account.blp, catalog.blp, machines.blp, metadata.blp, nics.blp,
+            snapshots.blp)
 
 
 def _with_errors(bp: Blueprint) -> Blueprint:
