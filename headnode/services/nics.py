@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session, joinedload
 from headnode.services.addresses import allocate_nic, free_interfaces
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InvalidArgument, NotFound
+from headnode.services.fleet import SYSINFO_NIC_NAMES
 from headnode.services.machines import CHANGEABLE, load_machine, start_machine_job
 from headnode.services.networks import find_network
 from headnode.store.models import Job, Machine, Network, Nic, Server
@@ -51,8 +52,6 @@ from workflows.params import NicParams
 
 #: what ``update_nic`` may change
 NIC_FLAGS = (*SPOOF_FLAGS, "allowed_ips")
-#: sysinfo key of the nic tags a server provides (SmartOS's own name)
-SYSINFO_NIC_NAMES = "NIC Names"
 _MAC = re.compile(r"^[0-9a-f]{2}(:?[0-9a-f]{2}){5}$")
 
 
@@ -183,16 +182,17 @@ def nic_to_ops(nic: Nic) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- changes
 
 
-def provided_nic_tags(server: Server | None) -> list[str]:
-    """The nic tags a server said it provides (sysinfo ``NIC Names``); none if it said
-    nothing."""
+def provided_nic_tags(server: Server | None) -> frozenset[str] | None:
+    """The nic tags a server said it provides (sysinfo ``NIC Names``); None when no agent
+    said (a row made by hand), which placement's nic-tags filter lets through too."""
     tags = ((server.sysinfo or {}) if server is not None else {}).get(SYSINFO_NIC_NAMES)
-    return [str(tag) for tag in tags] if isinstance(tags, list) else []
+    return None if tags is None else frozenset(str(tag) for tag in tags)
 
 
 def _check_nic_tag(session: Session, machine: Machine, network: Network) -> None:
     server = session.get(Server, machine.server_uuid) if machine.server_uuid else None
-    if network.nic_tag not in provided_nic_tags(server):
+    provided = provided_nic_tags(server)
+    if provided is not None and network.nic_tag not in provided:
         name = server.hostname if server is not None else "(none)"
         raise Conflict(f"server {name} ({machine.server_uuid}) does not provide nic tag "
                        f"{network.nic_tag!r}, which network {network.name} needs",

@@ -260,13 +260,23 @@ def test_add_nic_whose_tag_the_server_lacks_names_tag_and_server(
     assert err.details == {"nic_tag": "storage", "server": fleet["server"].uuid}
 
 
-def test_a_server_that_reported_no_nic_tags_provides_none(ctx: Any,
-                                                          fleet: dict[str, Any]) -> None:
+def test_a_server_that_reported_an_empty_list_provides_no_tag(ctx: Any,
+                                                              fleet: dict[str, Any]) -> None:
+    with ctx.transaction() as session:
+        session.get(Server, fleet["server"].uuid).sysinfo = {"NIC Names": []}
     net(ctx)
     machine = make_machine(ctx, fleet)
     err = _refused(ctx, Conflict, lambda: svc.add_nic(ctx, machine.uuid, "external",
                                                       caller=CALLER))
     assert err.code == "NicTagNotProvided"
+
+
+def test_a_server_no_agent_registered_is_let_through_as_placement_does(
+        ctx: Any, fleet: dict[str, Any]) -> None:
+    net(ctx)
+    machine = make_machine(ctx, fleet)  # its server's sysinfo is empty
+    nic, _job = svc.add_nic(ctx, machine.uuid, "external", caller=CALLER)
+    assert nic.interface == "net0"
 
 
 @pytest.mark.parametrize(("overrides", "error", "code"), [
