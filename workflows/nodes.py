@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, lazyload
 
+from headnode.services import overlay
 from headnode.services.networks import release_machine_holdings
 from headnode.services.suspicion import CLEARED, note, suspect, suspected_since, utc
 from headnode.store.models import Machine, Server, utcnow
@@ -29,11 +32,18 @@ log = logging.getLogger(__name__)
 HEARTBEAT_WRITE_INTERVAL = 30.0
 
 
-def register_server(session: Session, raw_sysinfo: dict[str, Any]) -> Server:
+def register_server(session: Session, raw_sysinfo: dict[str, Any],
+                    overlay_out: list[overlay.Message] | None = None) -> Server:
+    """Record a node's sysinfo. With ``overlay_out``, the overlay messages to send once
+    this commits: the node's own peers (it may have restarted and lost nothing, or been
+    rebuilt and lost everything), and, when a set-up node's underlays changed, the new
+    peers of every node sharing a changed tag."""
     info = SysinfoSchema().load(raw_sysinfo, unknown="exclude")
     # FOR NO KEY UPDATE: no key changes, so a provision's foreign-key (key-share) lock on
     # this row does not hold a registration up, nor does the registration hold it up.
     server = session.get(Server, info["uuid"], with_for_update={"key_share": True})
+    # only a set-up server is anyone's peer: a new one is not, until an operator sets it up
+    was = overlay.underlays(server.sysinfo) if server is not None and server.setup else {}
     if server is None:
         # A new node waits for an operator to set it up (CNAPI: setup=false).
         server = Server(uuid=info["uuid"], setup=False, reserved=False, headnode=False,
@@ -46,11 +56,26 @@ def register_server(session: Session, raw_sysinfo: dict[str, Any]) -> Server:
     server.disk_mb = info["pool_size_mb"]
     server.traits = server.traits or info.get("traits") or {}
     server.sysinfo = raw_sysinfo
+    if overlay_out is not None:
+        _overlay_after_registration(session, server, was, overlay_out)
     return server
 
 
-def apply_status(session: Session, raw_status: dict[str, Any]) -> int:
-    """Record a node's status report; returns how many machines changed state.
+def _overlay_after_registration(session: Session, server: Server, was: overlay.Underlays,
+                                out: list[overlay.Message]) -> None:
+    now = overlay.underlays(server.sysinfo)
+    if now:
+        out.append(overlay.message_for(session, server))
+    changed = overlay.changed_tags(was, now if server.setup else {})
+    out.extend(overlay.updates_for(session, changed, exclude=server.uuid))
+
+
+def apply_status(session: Session, raw_status: dict[str, Any],
+                 overlay_out: list[overlay.Message] | None = None) -> int:
+    """Record a node's status report; returns how many machines changed state. With
+    ``overlay_out``: when the overlay version the node reports is not the one it should
+    have, its peers, to send again (lost message, agent restart, node reboot, a peer set up
+    or gone; :func:`send_overlay` sends them at most once per resend interval).
 
     The report is kept on the server row (the doctor compares it with the records). A
     machine the report leaves out is not destroyed on its word: one report may come from a
@@ -75,6 +100,10 @@ def apply_status(session: Session, raw_status: dict[str, Any]) -> int:
     server.last_status_at = taken_at
     reported = {m["uuid"]: m for m in status["machines"]}
     server.reported_machines = {uuid: m["state"] for uuid, m in reported.items()}
+    if overlay_out is not None:
+        due = overlay.message_for(session, server, repair=True)
+        if due.version != status["overlay_version"]:
+            overlay_out.append(due)
     changed = 0
     ours = session.scalars(
         select(Machine).where(Machine.server_uuid == server.uuid, Machine.state.in_(WATCHED))
@@ -103,6 +132,33 @@ def apply_status(session: Session, raw_status: dict[str, Any]) -> int:
         elif _follow_node(machine, node["state"]):
             changed += 1
     return changed
+
+
+#: ``<prefix><server uuid>``: an overlay message went to the node within the resend interval
+OVERLAY_SENT_KEY = "sdc:overlay:sent:"
+
+Send = Callable[[str, str, list[Any]], None]
+
+
+def send_overlay(messages: Iterable[overlay.Message], send: Send, client: redis.Redis,
+                 interval: float) -> list[overlay.Message]:
+    """Send overlay messages after their transaction committed; returns those sent.
+
+    A change is always sent. A repair (the node reported another version) is sent only if
+    nothing went to the node in the last ``interval`` seconds, so a slow node, whose
+    reports keep the old version until it has applied the new one, is not sent the same
+    peers with each report. The time of the last send is a Redis key with that expiry, not
+    the worker's memory: every worker process and host sees it (a report may reach any of
+    them), it survives a worker restart, and SET NX makes two reports at once send once."""
+    sent = []
+    expiry = max(1, int(interval * 1000))
+    for message in messages:
+        key = OVERLAY_SENT_KEY + message.server_uuid
+        if not client.set(key, message.version, px=expiry, nx=message.repair):
+            continue
+        send(*message.task())
+        sent.append(message)
+    return sent
 
 
 #: machine states a status report speaks about

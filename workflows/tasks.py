@@ -10,7 +10,7 @@ from typing import Any
 import redis
 
 from headnode.config import HeadnodeSettings, get_settings
-from headnode.services import capacity
+from headnode.services import capacity, overlay
 from headnode.store.db import session_factory
 from schemas.agent import HEARTBEAT_KEY, agent_queue, agent_task
 from workflows import nodes
@@ -67,18 +67,30 @@ def task_reply(reply: dict[str, Any], outcome: dict[str, Any]) -> None:
 
 @app.task(name="events.server_sysinfo")
 def server_sysinfo(sysinfo: dict[str, Any]) -> None:
+    peers: list[overlay.Message] = []
     with _engine().sessions() as session, session.begin():
-        server = nodes.register_server(session, sysinfo)
+        server = nodes.register_server(session, sysinfo, peers)
         log.info("server %s (%s) registered", server.uuid, server.hostname)
+    _send_overlay(peers)
 
 
 @app.task(name="events.server_status")
 def server_status(status: dict[str, Any]) -> None:
+    peers: list[overlay.Message] = []
     with _engine().sessions() as session, session.begin():
-        nodes.apply_status(session, status)
+        nodes.apply_status(session, status, peers)
         questions = nodes.due_questions(session, _settings().resend_interval,
                                         server_uuid=status.get("server_uuid"))
     _ask(questions)
+    _send_overlay(peers)
+
+
+def _send_overlay(messages: list[overlay.Message]) -> None:
+    """Overlay peers to nodes, fire-and-forget (a lost one is sent again when the node's
+    report shows the old version)."""
+    if messages:
+        nodes.send_overlay(messages, CeleryTransport(app).send_raw, _redis(),
+                           _settings().resend_interval)
 
 
 def _ask(questions: list[nodes.Question]) -> None:
