@@ -344,7 +344,8 @@ class JobListQuery(Page):
 
 # ---------------------------------------------------------------------------- doctor
 
-DOCTOR_KINDS = ("orphan", "missing", "drift", "leaked_reservation", "leaked_ip", "stuck_job")
+DOCTOR_KINDS = ("orphan", "missing", "drift", "leaked_reservation", "leaked_ip", "stuck_job",
+                "node_leftover")
 
 
 class DoctorQuery(RequestSchema):

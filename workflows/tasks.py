@@ -10,7 +10,7 @@ from typing import Any
 import redis
 
 from headnode.config import HeadnodeSettings, get_settings
-from headnode.services import capacity, overlay
+from headnode.services import capacity, doctor, overlay
 from headnode.store.db import session_factory
 from schemas.agent import HEARTBEAT_KEY, agent_queue, agent_task
 from workflows import nodes
@@ -83,6 +83,7 @@ def server_status(status: dict[str, Any]) -> None:
                                         server_uuid=status.get("server_uuid"))
     _ask(questions)
     _send_overlay(peers)
+    doctor.keep_leftovers(_redis(), status)
 
 
 def _send_overlay(messages: list[overlay.Message]) -> None:

@@ -12,7 +12,9 @@ What it finds (``kind``):
   running machine holding none;
 - ``leaked_ip``: an address held by a machine that is destroyed, failed or gone;
 - ``stuck_job``: a job past its step deadline or its workflow's timeout that the reconciler
-  has not moved on.
+  has not moved on;
+- ``node_leftover``: something a node made for a machine's network (a veth, an nft chain, a
+  network namespace) that no machine of the node owns any more, as its last report said.
 
 Machines a job is changing are left to the job, and a report older than the record's last
 change says nothing about it. ``repair`` fixes records and releases leaks; it never
@@ -21,12 +23,15 @@ destroys a dataset or a container: for those a finding says what an operator wou
 
 from __future__ import annotations
 
+import json
+import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -45,6 +50,12 @@ ON_NODE = ("running", "stopped", "unknown")
 ENDED = ("destroyed", "failed")
 #: a job is stuck this long after a deadline the reconciler should have acted on
 STUCK_AFTER = 60.0
+#: Redis hash: server uuid -> {"taken_at", "leftovers"} of its last report that had any
+LEFTOVERS_KEY = "sdc:leftovers"
+#: a report's time and the server row's copy of it agree to within this (seconds)
+SAME_REPORT = 0.001
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -77,14 +88,91 @@ class _Report:
     machines: dict[str, str]
 
 
-def check(session: Session, now: float | None = None,
-          stuck_after: float = STUCK_AFTER) -> tuple[list[Finding], list[dict[str, Any]]]:
-    """Every finding, and the servers whose truth could not be compared (with why)."""
+def check(session: Session, now: float | None = None, stuck_after: float = STUCK_AFTER,
+          leftovers: Mapping[str, Any] | None = None
+          ) -> tuple[list[Finding], list[dict[str, Any]]]:
+    """Every finding, and the servers whose truth could not be compared (with why).
+    ``leftovers``: what :func:`read_leftovers` found (None: not looked at)."""
     now = time.time() if now is None else now
     reports, skipped = _reports(session)
     findings = [*_node_findings(session, reports), *_leaks(session),
-                *_stuck_jobs(session, now, stuck_after)]
+                *_stuck_jobs(session, now, stuck_after),
+                *_leftover_findings(reports, leftovers or {})]
     return findings, skipped
+
+
+# -- what nodes made and no machine owns -------------------------------------------------------
+#
+# A node's leftovers are its word of the moment, renewed with every report, as its heartbeat
+# is: they are kept beside the heartbeats in Redis (not a record of ours, so not a column),
+# and those of a report other than the server's last applied one are not believed.
+
+def keep_leftovers(client: redis.Redis, raw_status: Mapping[str, Any]) -> None:
+    """Keep what a node's status report lists as ``leftovers`` (after the report applied)."""
+    server_uuid, found = raw_status.get("server_uuid"), raw_status.get("leftovers") or []
+    if not isinstance(server_uuid, str):
+        return
+    if not found:
+        client.hdel(LEFTOVERS_KEY, server_uuid)
+        return
+    client.hset(LEFTOVERS_KEY, server_uuid, json.dumps(
+        {"taken_at": raw_status.get("timestamp"), "leftovers": [str(x) for x in found]}))
+
+
+def read_leftovers(redis_url: str) -> dict[str, Any]:
+    """Every node's kept leftovers ({server uuid: {"taken_at", "leftovers"}})."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        return {_text(k): json.loads(v) for k, v in client.hgetall(LEFTOVERS_KEY).items()}
+    finally:
+        client.close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _leftover_findings(reports: Sequence[_Report],
+                       leftovers: Mapping[str, Any]) -> Iterable[Finding]:
+    for report in reports:
+        kept = leftovers.get(report.server.uuid)
+        if not kept or not isinstance(kept.get("taken_at"), (int, float)):
+            continue
+        if abs(kept["taken_at"] - report.taken_at.timestamp()) > SAME_REPORT:
+            continue  # an older report's (or a newer one's not applied yet): not believed
+        for leftover in kept.get("leftovers") or []:
+            detail, command = removal(str(leftover))
+            yield Finding("node_leftover", f"{detail} (on {report.server.hostname})",
+                          report.server.uuid, operator=command)
+
+
+#: the Linux backend's names (agents/backends/linux): a NIC's host veth end is ``v`` and
+#: the MAC's 12 hex digits; its nft chain ``nic_`` and the same, in table ``bridge sdc``,
+#: jumped to from map ``nics`` by the veth's name; a machine's namespace is a file named by
+#: its uuid in the directory beside runc's state (``<SDC_RUNC_ROOT>-netns``)
+NFT_TABLE = "bridge sdc"
+NFT_MAP = "nics"
+NETNS_DIR = "/run/sdc-runc-netns"
+
+
+def removal(leftover: str) -> tuple[str, str]:
+    """What a leftover (``kind:name``) is, and the command that removes it, run on its node
+    (in the node's network namespace when the agent has SDC_NODE_NETNS)."""
+    kind, _, name = leftover.partition(":")
+    if kind == "veth":
+        return (f"veth {name}: the host end of a NIC no machine has",
+                f"ip link delete {name}")
+    if kind == "nft":
+        veth = "v" + name.removeprefix("nic_")
+        return (f"nft chain {name}: the anti-spoofing rules of a NIC no machine has",
+                f'nft delete element {NFT_TABLE} {NFT_MAP} {{ "{veth}" }}; '
+                f"nft delete chain {NFT_TABLE} {name}")
+    if kind == "netns":
+        path = f"{NETNS_DIR}/{name}"
+        return (f"network namespace of machine {name}, which the node does not have "
+                f"({NETNS_DIR} with the default SDC_RUNC_ROOT)",
+                f"umount {path}; rm {path}")
+    return f"{leftover}: made by the node, owned by no machine", f"remove {leftover} by hand"
 
 
 def _reports(session: Session) -> tuple[list[_Report], list[dict[str, Any]]]:
@@ -272,13 +360,25 @@ def _follow_node(session: Session, finding: Finding) -> None:
 def doctor(ctx: ServiceContext, repair_too: bool = False,
            stuck_after: float = STUCK_AFTER) -> dict[str, Any]:
     """``GET /ops/doctor`` and ``sdc doctor [--repair]``."""
+    leftovers, unread = _leftovers_or_why(ctx)
     with ctx.transaction() as session:
-        findings, skipped = check(session, stuck_after=stuck_after)
+        findings, skipped = check(session, stuck_after=stuck_after, leftovers=leftovers)
+        skipped.extend(unread)
         if repair_too:
             repair(session, findings)
         servers = len(session.scalars(select(Server.uuid)).all())
     return {"checked_at": datetime.now(UTC).isoformat(), "servers": servers,
             "skipped": skipped, "findings": [asdict(f) for f in findings]}
+
+
+def _leftovers_or_why(ctx: ServiceContext) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The nodes' leftovers; while Redis cannot be read, none, and a line that says so (the
+    records are still compared)."""
+    try:
+        return read_leftovers(ctx.settings.redis_url), []
+    except (redis.RedisError, OSError, ValueError) as exc:
+        log.warning("doctor: node leftovers not read (%s)", exc)
+        return {}, [{"server_uuid": None, "reason": f"node leftovers not read: {exc}"}]
 
 
 def purge_orphan(ctx: ServiceContext, server_uuid: str, machine_uuid: str,
