@@ -78,20 +78,19 @@ def machine_network_spec(session: Session, machine: Machine) -> dict[str, Any]:
     """The ``nics`` (interface order; not those being removed), ``resolvers`` (the primary
     network's first, then the others', each once) and ``routes`` (every network's; the
     primary's first when two name one destination) of a machine's create spec."""
-    nics = sorted(session.scalars(select(Nic).where(Nic.machine_uuid == machine.uuid,
-                                                    Nic.state != "removing")),
-                  key=_interface_order)
-    uuids = {nic.network_uuid for nic in nics}
-    networks = {n.uuid: n for n in session.scalars(select(Network)
-                                                   .where(Network.uuid.in_(uuids)))}
+    # one statement: it runs in every provision
+    pairs = sorted(session.execute(select(Nic, Network)
+                                   .join(Network, Network.uuid == Nic.network_uuid)
+                                   .where(Nic.machine_uuid == machine.uuid,
+                                          Nic.state != "removing")).all(),
+                   key=lambda pair: _interface_order(pair[0]))
     resolvers: list[str] = []
     routes: dict[str, str] = {}
-    for nic in sorted(nics, key=lambda nic: not nic.primary):  # stable: primary first
-        network = networks[nic.network_uuid]
+    for _nic, network in sorted(pairs, key=lambda pair: not pair[0].primary):  # stable
         resolvers.extend(r for r in network.resolvers or [] if r not in resolvers)
         for destination, gateway in (network.routes or {}).items():
             routes.setdefault(destination, gateway)
-    return {"nics": [nic_spec(nic, networks[nic.network_uuid]) for nic in nics],
+    return {"nics": [nic_spec(nic, network) for nic, network in pairs],
             "resolvers": resolvers, "routes": routes}
 
 

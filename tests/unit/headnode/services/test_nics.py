@@ -3,6 +3,7 @@ the requests that start add/remove/update jobs, with every refusal changing noth
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -367,3 +368,36 @@ def test_a_bad_flag_change_names_the_field(ctx: Any, fleet: dict[str, Any],
     err = _refused(ctx, InvalidArgument, lambda: svc.update_nic(ctx, machine.uuid, nic.mac,
                                                                 flags, caller=CALLER))
     assert err.field == field
+
+
+def test_two_adds_racing_for_one_ip_give_it_to_one(ctx: Any, fleet: dict[str, Any],
+                                                   node: Server) -> None:
+    ext = net(ctx)
+    machines = [make_machine(ctx, fleet, alias=f"m{i}") for i in range(2)]
+    start = threading.Barrier(2)
+    outcomes: list[Any] = []
+
+    def add(machine: Machine) -> None:
+        start.wait()
+        try:
+            outcomes.append(svc.add_nic(ctx, machine.uuid, ext.uuid, ip="10.88.0.77",
+                                        caller=CALLER)[0].machine_uuid)
+        except Exception as exc:  # noqa: BLE001 - checked below
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=add, args=(m,)) for m in machines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    won = [o for o in outcomes if isinstance(o, str)]
+    lost = [o for o in outcomes if not isinstance(o, str)]
+    assert len(won) == 1 and len(lost) == 1, outcomes
+    assert isinstance(lost[0], Conflict) and lost[0].code == "InUse"
+    with ctx.read() as session:
+        held = list(session.scalars(select(Nic.machine_uuid).where(Nic.ip == "10.88.0.77")))
+        locks = {m.uuid: session.get(Machine, m.uuid).job_uuid for m in machines}
+    assert held == won
+    loser = next(m.uuid for m in machines if m.uuid != won[0])
+    assert locks[loser] is None  # the refused request took nothing
+    assert count(ctx, Job) == 1
