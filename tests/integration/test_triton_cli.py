@@ -202,6 +202,41 @@ def test_operator_acts_as_alice_and_is_recorded(operator_triton: Any, triton: An
     triton("inst", "start", "-w", "web1")
 
 
+@pytest.fixture(scope="module")
+def backnet(services: ServiceContext) -> str:
+    """A second public network (on a VLAN of the nic tag the sim nodes provide)."""
+    return networks.create_network(services, {"name": "backnet", "subnet": "10.98.0.0/24",
+                                              "vlan_id": 98}).uuid
+
+
+def nics_of(triton: Any, inst: str) -> list[dict[str, Any]]:
+    out = triton("inst", "nic", "list", "-j", inst)
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_nics(triton: Any, instance: dict[str, Any], backnet: str) -> None:
+    # create -w polls GetNic until the NIC is running (the add_nic job has plugged it)
+    created = triton("inst", "nic", "create", "-w", "web1", "backnet")
+    mac = created.split("Created NIC ")[1].split()[0]
+    assert f"Creating NIC {mac}" in created
+    got = json.loads(triton("inst", "nic", "get", "web1", mac))
+    assert (got["state"], got["network"], got["primary"]) == ("running", backnet, False)
+    assert got["ip"].startswith("10.98.0.") and got["netmask"] == "255.255.255.0"
+    table = triton("inst", "nic", "list", "web1")
+    line = next(row for row in table.splitlines() if mac in row)
+    assert f"{got['ip']}/24" in line and "running" in line and backnet[:8] in line
+    assert [n["primary"] for n in nics_of(triton, "web1")] == [True, False]
+    again = triton("inst", "nic", "create", "web1", backnet, ok=False)
+    assert "already has a NIC on that network" in again  # CloudAPI's 302
+    refused = triton("inst", "nic", "get", "web1", "nonsense", ok=False)
+    assert "InvalidArgument" in refused and "mac" in refused
+    assert f"Deleted NIC {mac}" in triton("inst", "nic", "delete", "-f", "web1", mac)
+    deadline = time.monotonic() + 60
+    while len(nics_of(triton, "web1")) != 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert [n["ip"] for n in nics_of(triton, "web1")] == [instance["primaryIp"]]
+
+
 def test_rename_then_delete(triton: Any, instance: dict[str, Any]) -> None:
     out = triton("inst", "rename", "-w", "web1", "web2")
     assert 'Renamed instance web1 to "web2"' in out
