@@ -44,6 +44,9 @@ class AgentSettings:
                               "other nodes: vlan (802.1Q sub-interface of the tag's link), "
                               "vxlan (VXLAN, unicast to the tag's peers) or auto (802.1Q "
                               "where the kernel has it, else VXLAN)")
+    node_netns: str = setting("", "linux backend: the network namespace (a path such as "
+                              "/run/netns/node1) that holds the node's links, bridges and "
+                              "filters when the agent runs outside it; empty = the agent's own")
     stop_timeout: float = setting(10.0, "linux backend: seconds between SIGTERM and SIGKILL "
                                         "when a machine stops")
 

@@ -3,7 +3,11 @@
 The machine's limits map onto cgroups: memory limit = RAM, CPU quota from ``cpu_cap``
 (percent of one CPU, as on SmartOS: 0 = no cap, 300 = three CPUs) over a 100 ms period,
 CPU shares in proportion to the cap, pids limit = ``max_lwps``. The container gets its own
-pid, mount, uts, ipc and network namespaces (the network one is empty: a loopback only).
+pid, mount, uts and ipc namespaces, and joins the network namespace the node made for the
+machine (its NICs already in it) or, without one, gets an empty one of runc's. It holds
+CAP_NET_ADMIN over its own namespace only: it may change its addresses, which the node's
+filters then drop. ``/etc/resolv.conf`` is the bundle's ``resolv.conf``, mounted read-only
+(never written through the machine's root, which could hold a symlink).
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ DEFAULT_SHARES = 1024
 DEFAULT_INIT = ["/bin/sh", "-c", "trap 'exit 0' TERM; sleep infinity & wait"]
 _CAPABILITIES = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_CHOWN",
                  "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_SETGID", "CAP_SETUID",
-                 "CAP_SETPCAP", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD"]
+                 "CAP_SETPCAP", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD",
+                 "CAP_NET_ADMIN"]
+#: the file in the bundle that the machine sees as /etc/resolv.conf
+RESOLV_CONF = "resolv.conf"
 
 
 def cpu_quota_us(cpu_cap: int) -> int:
@@ -42,8 +49,24 @@ def resources(machine: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def config(machine: dict[str, Any], rootfs: Path) -> dict[str, Any]:
-    """``machine``: the stored machine record (alias, ram_mb, cpu_cap, max_lwps, ...)."""
+def resolv_conf(resolvers: list[str]) -> str:
+    """The machine's /etc/resolv.conf: one nameserver line per resolver, in order."""
+    return "".join(f"nameserver {address}\n" for address in resolvers)
+
+
+def namespaces(netns: Path | None) -> list[dict[str, str]]:
+    network = {"type": "network", **({"path": str(netns)} if netns is not None else {})}
+    return [{"type": "pid"}, network, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]
+
+
+def config(machine: dict[str, Any], rootfs: Path, *, netns: Path | None = None,
+           resolv: Path | None = None) -> dict[str, Any]:
+    """``machine``: the stored machine record (alias, ram_mb, cpu_cap, max_lwps, ...);
+    ``netns``: the machine's network namespace (a bind-mounted nsfs file) to join;
+    ``resolv``: the file to mount read-only at /etc/resolv.conf."""
+    resolv_mount = ([{"destination": "/etc/resolv.conf", "type": "bind", "source": str(resolv),
+                      "options": ["bind", "ro", "nosuid", "nodev", "noexec"]}]
+                    if resolv is not None else [])
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -74,10 +97,11 @@ def config(machine: dict[str, Any], rootfs: Path) -> dict[str, Any]:
              "options": ["nosuid", "noexec", "nodev", "ro"]},
             {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
              "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+            *resolv_mount,
         ],
         "linux": {
             "resources": resources(machine),
-            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
+            "namespaces": namespaces(netns),
             "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
                             "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
                             "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],

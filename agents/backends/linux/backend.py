@@ -8,6 +8,14 @@ before every start so a rename or resize applies at the next boot), its record a
 stderr). Images: :mod:`~agents.backends.linux.images`; containers and the truth about a
 machine's state: :mod:`~agents.backends.linux.runtime`.
 
+Networking is :class:`~agents.backends.linux.network.NodeNetwork`'s: every machine has a
+network namespace of its own, made (with its NICs, from ``machine.json``'s ``nics`` and
+``routes``) before ``runc run`` and deleted with its NICs' veths and filter chains when the
+machine stops, is destroyed or fails to boot. A machine with no NIC gets an empty namespace
+(loopback only). An agent restart changes nothing (the namespaces of running machines are
+still there); after a node reboot the namespaces are gone with the containers, and a start
+makes them afresh.
+
 Node memory in status reports is what the machines are promised (``ram_mb`` minus the RAM of
 running machines), as the head node's capacity counts it, not the kernel's free memory.
 """
@@ -23,20 +31,27 @@ from typing import Any
 
 from agents.backends import oci, transfer
 from agents.backends.base import BackendError, ImageNotFound
-from agents.backends.host import runc, tar
+from agents.backends.host import ip, runc, tar
 from agents.backends.linux import nodeinfo
 from agents.backends.linux.images import ImageStore
+from agents.backends.linux.network import NodeNetwork
 from agents.backends.linux.records import MachineRecords, describe, destroyed, write_json
 from agents.backends.linux.runtime import Runtime, boot_time, running
 from agents.backends.linux.storage import BtrfsStorage, Snapshot, Storage, ZfsStorage
-from agents.backends.linux.usage import UsageCache
-from agents.config import AgentSettings, parse_traits, resolve_hostname
+from agents.backends.linux.usage import CachedList, UsageCache
+from agents.config import AgentSettings, parse_nic_tags, parse_traits, resolve_hostname
 from schemas.agent import apply_metadata_change
 from schemas.settings import SettingsError
 
 MIB = 1024 * 1024
 #: limits of a machine, as stored in machine.json and changed by machine_update
 LIMIT_FIELDS = ("ram_mb", "disk_mb", "cpu_cap", "vcpus", "max_lwps")
+#: the NIC fields machine_update_nics may change (NicFlagsSchema)
+NIC_FLAG_FIELDS = ("allow_ip_spoofing", "allow_mac_spoofing", "allow_dhcp_spoofing",
+                   "allow_restricted_traffic", "allowed_ips")
+#: the nic tags of a node built without a NodeNetwork (tests): host-local, no machine on them
+#: unless a test asks for it
+DEFAULT_NIC_TAGS: dict[str, str | None] = {"admin": None}
 
 
 class LinuxBackend:
@@ -50,6 +65,7 @@ class LinuxBackend:
         stop_timeout: float = 10.0,
         usage_ttl: float = 5.0,
         traits: dict[str, Any] | None = None,
+        network: NodeNetwork | None = None,
     ) -> None:
         self.server_uuid = server_uuid
         self.hostname = hostname
@@ -63,11 +79,15 @@ class LinuxBackend:
         self.records = MachineRecords(self.machines_dir, server_uuid)
         self.runtime = Runtime(runc_root, stop_timeout=stop_timeout, ttl=usage_ttl)
         self.usage = UsageCache(storage, usage_ttl)
+        self.network = network or NodeNetwork(DEFAULT_NIC_TAGS, "auto", storage.state_dir,
+                                              netns_dir(runc_root))
+        self._leftovers = CachedList(usage_ttl)
 
     # -- node facts ---------------------------------------------------------------------------
 
     def sysinfo(self) -> dict[str, Any]:
         size, _ = self.storage.pool_usage()
+        uplinks = self.network.nic_tag_uplinks()
         return {
             "uuid": self.server_uuid,
             "hostname": self.hostname,
@@ -77,7 +97,8 @@ class LinuxBackend:
             "ram_mb": nodeinfo.meminfo_mb("MemTotal"),
             "pool_size_mb": size // MIB,
             "boot_time": nodeinfo.boot_time(),
-            "nic_tags": ["admin"],
+            "nic_tags": list(uplinks),
+            "nic_tag_uplinks": uplinks,
             "traits": dict(self.traits),
             "kernel": platform.release(),
             "agent_version": nodeinfo.AGENT_VERSION,
@@ -98,6 +119,8 @@ class LinuxBackend:
             "ram_mb": ram_mb,
             "ram_free_mb": max(0, ram_mb - promised),
             "timestamp": time.time(),
+            "overlay_version": self.network.overlay_version(),
+            "leftovers": self._leftovers.get(self._find_leftovers),
         }
 
     def list_machines(self) -> list[dict[str, Any]]:
@@ -106,6 +129,10 @@ class LinuxBackend:
         provisioning = self.records.provisioning()
         return [self._describe(r, containers.get(r["uuid"]), usage, r["uuid"] in provisioning)
                 for r in self.records.all()]
+
+    def _find_leftovers(self) -> list[str]:
+        return self.network.leftovers({r["uuid"]: [n["mac"] for n in r.get("nics") or []]
+                                       for r in self.records.all()})
 
     # -- images -------------------------------------------------------------------------------
 
@@ -131,6 +158,9 @@ class LinuxBackend:
                 "image_uuid": spec["image_uuid"], "ram_mb": spec["ram_mb"],
                 "disk_mb": spec["disk_mb"], "cpu_cap": spec["cpu_cap"], "vcpus": spec["vcpus"],
                 "max_lwps": spec["max_lwps"], "created_at": time.time(), "complete": False,
+                "nics": [dict(n) for n in spec.get("nics") or []],
+                "resolvers": list(spec.get("resolvers") or []),
+                "routes": dict(spec.get("routes") or {}),
             }
             with self.records.provisioning_of(uuid):
                 self.records.save(record)
@@ -153,14 +183,13 @@ class LinuxBackend:
 
     def machine_stop(self, uuid: str) -> dict[str, Any]:
         with self.records.machine(uuid):
-            self.records.get(uuid)
-            self._halt(uuid)
+            self._halt(self.records.get(uuid))
             return self._load(uuid)
 
     def machine_reboot(self, uuid: str) -> dict[str, Any]:
         with self.records.machine(uuid):
             record = self.records.get(uuid)
-            self._halt(uuid)
+            self._halt(record)
             self._boot(record)
             return self._load(uuid)
 
@@ -168,6 +197,7 @@ class LinuxBackend:
         with self.records.machine(uuid):
             record = self.records.find(uuid) or {"uuid": uuid}
             self.runtime.remove(uuid)
+            self.network.unplug(uuid, _macs(record))
             self.storage.machine_destroy(uuid)
             self.records.forget(uuid)
             self._invalidate_usage()
@@ -213,6 +243,60 @@ class LinuxBackend:
             self.records.save_metadata(uuid, meta)
             return meta
 
+    # -- NICs ---------------------------------------------------------------------------------
+
+    def machine_add_nics(self, uuid: str, nics: list[dict[str, Any]]) -> dict[str, Any]:
+        with self.records.machine(uuid):
+            record = self.records.get(uuid)
+            known = set(_macs(record))
+            new = [dict(n) for n in nics if n["mac"] not in known]
+            if not new:
+                return self._load(uuid)
+            # the record first: a status report in between must not call the new veths
+            # leftovers
+            self.records.save({**record, "nics": [*record.get("nics", []), *new]})
+            if self.runtime.is_running(uuid):
+                try:  # a failed add removes what it made itself
+                    self.network.add_nics(uuid, new, record.get("routes") or {})
+                except BaseException:
+                    self.records.save(record)
+                    raise
+            self._leftovers.invalidate()
+            return self._load(uuid)
+
+    def machine_remove_nics(self, uuid: str, macs: list[str]) -> dict[str, Any]:
+        with self.records.machine(uuid):
+            record = self.records.get(uuid)
+            gone = [mac for mac in _macs(record) if mac in macs]
+            if not gone:
+                return self._load(uuid)
+            if ip.is_netns(self.network.machine_netns(uuid)):  # running, or died behind us
+                self.network.remove_nics(uuid, gone)
+            self.records.save({**record, "nics": [n for n in record["nics"]
+                                                  if n["mac"] not in gone]})
+            self._leftovers.invalidate()
+            return self._load(uuid)
+
+    def machine_update_nics(self, uuid: str, changes: list[dict[str, Any]]) -> dict[str, Any]:
+        with self.records.machine(uuid):
+            record = self.records.get(uuid)
+            nics = {n["mac"]: dict(n) for n in record.get("nics") or []}
+            missing = [c["mac"] for c in changes if c["mac"] not in nics]
+            if missing:
+                raise BackendError("NicNotFound",
+                                   f"machine {uuid} has no NIC {', '.join(missing)}")
+            for change in changes:
+                nics[change["mac"]].update({k: change[k] for k in NIC_FLAG_FIELDS
+                                            if change.get(k) is not None})
+            # the chains of plugged NICs only (a stopped machine's NICs have none)
+            self.network.update_filters([nics[c["mac"]] for c in changes])
+            self.records.save({**record, "nics": [nics[n["mac"]] for n in record["nics"]]})
+            return self._load(uuid)
+
+    def set_overlay_peers(self, peers: dict[str, list[str]], version: str) -> dict[str, Any]:
+        self.network.set_peers(peers, version)
+        return {"version": self.network.overlay_version()}
+
     # -- snapshots ----------------------------------------------------------------------------
 
     def snapshot_create(self, uuid: str, name: str) -> dict[str, Any]:
@@ -236,7 +320,7 @@ class LinuxBackend:
             if self._find_snapshot(uuid, name) is None:
                 raise BackendError("SnapshotNotFound", f"machine {uuid} has no snapshot {name}")
             was_running = self.runtime.is_running(uuid)
-            self._halt(uuid)
+            self._halt(record)
             self.storage.snapshot_rollback(uuid, name, record["disk_mb"] * MIB)
             if was_running:
                 self._boot(record)
@@ -281,19 +365,35 @@ class LinuxBackend:
     # -- booting and halting ------------------------------------------------------------------
 
     def _boot(self, record: dict[str, Any]) -> None:
+        """Plug the machine's NICs into a namespace of its own, then run its container in it;
+        a boot that fails leaves neither behind."""
+        uuid = record["uuid"]
         bundle = self._write_bundle(record)
         try:
-            self.runtime.run(record["uuid"], bundle)
+            self.network.plug(uuid, record.get("nics") or [], record.get("routes") or {})
+            self.runtime.run(uuid, bundle)
+        except BaseException:
+            self.network.unplug(uuid, _macs(record))
+            raise
         finally:
-            self.usage.invalidate()
+            self._invalidate_usage()
 
-    def _halt(self, uuid: str) -> None:
+    def _halt(self, record: dict[str, Any]) -> None:
+        uuid = record["uuid"]
         self.runtime.halt(uuid)
-        self.usage.invalidate()
+        # no namespace, no veth either (a pair dies with its namespace): a stopped machine's
+        # stop costs no network command
+        if ip.is_netns(self.network.machine_netns(uuid)):
+            self.network.unplug(uuid, _macs(record))
+        self._invalidate_usage()
 
     def _write_bundle(self, record: dict[str, Any]) -> Path:
-        bundle = self.records.bundle(record["uuid"])
-        config = oci.config(record, self.storage.machine_root(record["uuid"]))
+        uuid = record["uuid"]
+        bundle = self.records.bundle(uuid)
+        (bundle / oci.RESOLV_CONF).write_text(oci.resolv_conf(record.get("resolvers") or []))
+        config = oci.config(record, self.storage.machine_root(uuid),
+                            netns=self.network.machine_netns(uuid),
+                            resolv=bundle / oci.RESOLV_CONF)
         write_json(bundle / "config.json", config)
         return bundle
 
@@ -314,6 +414,17 @@ class LinuxBackend:
     def _invalidate_usage(self) -> None:
         self.usage.invalidate()
         self.runtime.invalidate()
+        self._leftovers.invalidate()
+
+
+def _macs(record: dict[str, Any]) -> list[str]:
+    return [n["mac"] for n in record.get("nics") or []]
+
+
+def netns_dir(runc_root: Path) -> Path:
+    """Where the machines' network namespaces are kept: beside runc's state, on the same
+    tmpfs in production (gone after a node reboot, as the namespaces are)."""
+    return runc_root.with_name(f"{runc_root.name}-netns")
 
 
 def _snapshot_dict(snapshot: Snapshot) -> dict[str, Any]:
@@ -332,11 +443,16 @@ def make_storage(settings: AgentSettings) -> Storage:
 
 
 def from_settings(settings: AgentSettings, server_uuid: str) -> LinuxBackend:
+    storage = make_storage(settings)
+    network = NodeNetwork(parse_nic_tags(settings), settings.nic_uplink, storage.state_dir,
+                          netns_dir(settings.runc_root),
+                          node_netns=Path(settings.node_netns) if settings.node_netns else None)
     return LinuxBackend(
         server_uuid,
         resolve_hostname(settings),
-        make_storage(settings),
+        storage,
         runc_root=settings.runc_root,
         stop_timeout=settings.stop_timeout,
         traits=parse_traits(settings),
+        network=network,
     )

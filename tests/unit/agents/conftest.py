@@ -2,8 +2,10 @@
 
 ``backend`` is parametrized over :data:`BACKENDS`: ``sim``; ``linux``, a real LinuxBackend on
 the session's btrfs pool (loop device) running real runc containers of a busybox image that a
-local HTTP server hands out (skipped, with the reason, only where the host lacks root, loop
-devices, btrfs or runc); and ``smartos``, driven through recorded vmadm/imgadm/zfs outputs.
+local HTTP server hands out, its node network (bridges, veths, nft table) in a namespace of
+the session's (skipped, with the reason, only where the host lacks root, loop devices, btrfs,
+runc or the network tools); and ``smartos``, driven through recorded vmadm/imgadm/zfs
+outputs.
 ``image_spec`` is an image the parametrized backend can import.
 """
 
@@ -20,10 +22,13 @@ from agents import tasks
 from agents.backends.base import NodeBackend
 from agents.backends.host.cmd import use_runner
 from agents.backends.linux import LinuxBackend
+from agents.backends.linux.backend import netns_dir
+from agents.backends.linux.network import NodeNetwork
 from agents.backends.linux.storage import BtrfsStorage
 from agents.backends.sim import SimBackend
 from agents.backends.smartos import SmartOSBackend
 from schemas.agent import ImageSpecSchema, MachineSpecSchema
+from tests.support import netns
 from tests.support.agent_images import FileServer, busybox_tarball, file_entry
 from tests.support.btrfs import LoopPool, create_pool, destroy_pool, missing_host
 from tests.unit.agents.smartos_host import FakeSmartOS
@@ -111,15 +116,46 @@ def busybox_image(image_server: FileServer) -> dict[str, Any]:
     return loaded
 
 
-def make_linux(pool: LoopPool) -> LinuxBackend:
-    return LinuxBackend(str(uuid.uuid4()), "linux-test", BtrfsStorage(pool.mount),
-                        runc_root=pool.runc_root, stop_timeout=5.0)
+#: the nic tags of the test node: host-local (etherstubs), as the conformance test's NICs use
+TEST_NIC_TAGS: dict[str, str | None] = {"admin": None, "external": None}
+
+
+@pytest.fixture(scope="session")
+def node_netns() -> Iterator[Path]:
+    """The test node's network namespace (what SDC_NODE_NETNS names): its bridges, host veth
+    ends and nft table live there, never in the host's own namespace."""
+    reason = netns.missing_host()
+    if reason is not None:
+        pytest.skip(reason)
+    where = netns.workdir("agents-node")
+    try:
+        yield netns.create(where / "node")
+    finally:
+        netns.remove_workdir(where)
+
+
+def make_network(pool: LoopPool, node_netns: Path, state_dir: Path) -> NodeNetwork:
+    """The node network of a test node; ``state_dir`` (overlay.json) is the test's own, so no
+    test sees the peers another one set."""
+    return NodeNetwork(TEST_NIC_TAGS, "vxlan", state_dir, netns_dir(pool.runc_root),
+                       node_netns=node_netns)
+
+
+def make_linux(pool: LoopPool, network: NodeNetwork | None = None,
+               server_uuid: str | None = None) -> LinuxBackend:
+    """A LinuxBackend on ``pool``; without ``network``, one whose node network is the host's
+    (for tests of machines without NICs only)."""
+    return LinuxBackend(server_uuid or str(uuid.uuid4()), "linux-test",
+                        BtrfsStorage(pool.mount), runc_root=pool.runc_root, stop_timeout=5.0,
+                        network=network)
 
 
 @pytest.fixture
-def linux_backend(btrfs_pool: LoopPool) -> Iterator[LinuxBackend]:
-    """A LinuxBackend on the session pool; its machines are destroyed after the test."""
-    backend = make_linux(btrfs_pool)
+def linux_backend(btrfs_pool: LoopPool, node_netns: Path,
+                  tmp_path: Path) -> Iterator[LinuxBackend]:
+    """A LinuxBackend on the session pool and node namespace; its machines are destroyed
+    after the test."""
+    backend = make_linux(btrfs_pool, make_network(btrfs_pool, node_netns, tmp_path / "network"))
     try:
         yield backend
     finally:
