@@ -25,6 +25,7 @@ from schemas.agent import (
     SnapshotSchema,
     SysinfoSchema,
 )
+from schemas.nics import NicFlagsSchema, NicSpecSchema
 from tests.support.agent_images import FileServer
 
 SpecFactory = Callable[..., dict[str, Any]]
@@ -64,6 +65,8 @@ def test_sysinfo_has_the_wire_shape(backend: NodeBackend) -> None:
     assert SysinfoSchema().validate(wire) == {}
     assert wire["UUID"] == backend.server_uuid
     assert wire["CPU Total Cores"] >= 1 and wire["MiB of Memory"] >= 1
+    # every nic tag the node provides says which link carries it (None: host-local)
+    assert wire["NIC Names"] and set(wire["SDC NIC Tags"]) == set(wire["NIC Names"])
 
 
 def test_status_of_an_empty_node(backend: NodeBackend) -> None:
@@ -319,3 +322,109 @@ def test_image_from_a_machine_is_uploaded(
                       "sha256": hashlib.sha256(sent).hexdigest(), "compression": "gzip"}
     assert gzip.decompress(sent)  # a real gzip stream
     assert [s["name"] for s in backend.snapshot_list(machine["uuid"])] == []
+
+
+# -- NICs and the overlay directory ----------------------------------------------------------
+
+#: a nic tag every backend's test node provides
+NIC_TAG = "admin"
+
+
+def nic(index: int, **fields: Any) -> dict[str, Any]:
+    """netINDEX on NIC_TAG with 10.88.0.(10 + INDEX)/24; the first one is the primary."""
+    loaded: dict[str, Any] = NicSpecSchema().load({
+        "mac": f"90:b8:d0:00:00:{index:02x}", "interface": f"net{index}", "nic_tag": NIC_TAG,
+        "ips": [f"10.88.0.{10 + index}/24"], "primary": index == 0,
+        "gateways": ["10.88.0.1"] if index == 0 else [], **fields})
+    return loaded
+
+
+def nics_of(machine: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(n["mac"], n["interface"]) for n in valid_machine(machine)["nics"]]
+
+
+def test_a_machine_has_the_nics_it_was_created_with(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    machine = create_running(backend, image_spec, machine_spec, nics=[nic(0), nic(1)])
+    wanted = [(nic(0)["mac"], "net0"), (nic(1)["mac"], "net1")]
+    assert nics_of(backend.machine_load(machine["uuid"])) == wanted
+    assert [nics_of(m) for m in backend.status()["machines"]] == [wanted]
+
+
+def test_nics_are_added_and_removed_and_repeats_are_harmless(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    machine = create_running(backend, image_spec, machine_spec, nics=[nic(0)])
+    uuid_ = machine["uuid"]
+    both = [(nic(0)["mac"], "net0"), (nic(1)["mac"], "net1")]
+    assert nics_of(backend.machine_add_nics(uuid_, [nic(1)])) == both
+    assert nics_of(backend.machine_add_nics(uuid_, [nic(0), nic(1)])) == both  # redelivered
+    assert backend.machine_load(uuid_)["state"] == "running"
+    absent = "90:b8:d0:ff:ff:ff"
+    assert nics_of(backend.machine_remove_nics(uuid_, [nic(1)["mac"], absent])) == both[:1]
+    assert nics_of(backend.machine_remove_nics(uuid_, [nic(1)["mac"]])) == both[:1]
+    assert backend.machine_load(uuid_)["state"] == "running"
+
+
+def test_nics_of_a_stopped_machine_change_too(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    machine = create_running(backend, image_spec, machine_spec, nics=[nic(0)])
+    backend.machine_stop(machine["uuid"])
+    added = backend.machine_add_nics(machine["uuid"], [nic(1)])
+    assert added["state"] == "stopped" and len(added["nics"]) == 2
+    assert nics_of(backend.machine_start(machine["uuid"]))[1] == (nic(1)["mac"], "net1")
+
+
+def test_nic_flags_change_on_a_running_machine(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    machine = create_running(backend, image_spec, machine_spec, nics=[nic(0)])
+    change = NicFlagsSchema().load({"mac": nic(0)["mac"], "allow_ip_spoofing": True,
+                                    "allowed_ips": ["10.88.0.200/30"]})
+    updated = valid_machine(backend.machine_update_nics(machine["uuid"], [change]))
+    assert updated["state"] == "running" and nics_of(updated) == [(nic(0)["mac"], "net0")]
+    again = valid_machine(backend.machine_update_nics(machine["uuid"], [change]))
+    assert again["nics"] == updated["nics"]
+
+
+def test_nic_update_of_a_mac_the_machine_lacks_is_nic_not_found(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    machine = create_running(backend, image_spec, machine_spec, nics=[nic(0)])
+    with pytest.raises(BackendError) as exc:
+        backend.machine_update_nics(machine["uuid"], [NicFlagsSchema().load(
+            {"mac": "90:b8:d0:ff:ff:ff", "allow_ip_spoofing": True})])
+    assert exc.value.code == "NicNotFound"
+
+
+@pytest.mark.parametrize("op", ["machine_add_nics", "machine_remove_nics",
+                                "machine_update_nics"])
+def test_nic_ops_on_an_unknown_machine_are_not_found(backend: NodeBackend, op: str) -> None:
+    argument = {"machine_add_nics": [nic(0)], "machine_remove_nics": [nic(0)["mac"]],
+                "machine_update_nics": [NicFlagsSchema().load({"mac": nic(0)["mac"]})]}[op]
+    with pytest.raises(MachineNotFound):
+        getattr(backend, op)(str(uuid.uuid4()), argument)
+
+
+def test_overlay_peers_version_is_reported_and_repeats_are_harmless(
+    backend: NodeBackend,
+) -> None:
+    assert backend.status()["overlay_version"] == ""
+    peers = {NIC_TAG: ["198.18.0.7", "198.18.3.9"]}
+    assert backend.set_overlay_peers(peers, "0123456789abcdef") == {"version": "0123456789abcdef"}
+    assert backend.set_overlay_peers(peers, "0123456789abcdef") == {"version": "0123456789abcdef"}
+    status = backend.status()
+    assert ServerStatusSchema().validate(status) == {}
+    assert status["overlay_version"] == "0123456789abcdef"
+    assert backend.set_overlay_peers({}, "fedcba9876543210") == {"version": "fedcba9876543210"}
+    assert backend.status()["overlay_version"] == "fedcba9876543210"
+
+
+def test_destroy_leaves_nothing_of_its_nics(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    machine = create_running(backend, image_spec, machine_spec, nics=[nic(0), nic(1)])
+    backend.machine_destroy(machine["uuid"])
+    assert backend.status()["leftovers"] == []
