@@ -93,11 +93,17 @@ def fdb(netns: Path | None = None) -> list[dict[str, Any]]:
     return parsed
 
 
-def netns_create(path: Path) -> None:
-    """A new network namespace kept alive by a bind mount on ``path`` (no process needed)."""
+def netns_create(path: Path, lines: Sequence[str] = ()) -> None:
+    """A new network namespace kept alive by a bind mount on ``path`` (no process needed),
+    with the ``ip`` commands of ``lines`` run inside it in the same process start (unshare
+    mounts the namespace before it runs them: it is there even when they fail)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(exist_ok=True)
-    run([UNSHARE, f"--net={path}", "true"])
+    if lines:
+        run([UNSHARE, f"--net={path}", IP, "-batch", "-"],
+            input="".join(f"{line}\n" for line in lines))
+    else:
+        run([UNSHARE, f"--net={path}", "true"])
 
 
 def netns_delete(path: Path) -> None:

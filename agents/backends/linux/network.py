@@ -55,6 +55,8 @@ VXLAN_PORT = 4789
 ANY_MAC = "00:00:00:00:00:00"
 IFNAMSIZ = 15
 IPV6_MIN_MTU = 1280
+#: what a bridge without a VXLAN uplink carries as far as the node knows (no encapsulation)
+ANY_MTU = 1 << 16
 HOST_VETH = re.compile(r"^v[0-9a-f]{12}$")
 NIC_CHAIN = re.compile(rf"^{nft.CHAIN_PREFIX}[0-9a-f]{{12}}$")
 #: the bridge the 802.1Q probe makes and removes at once
@@ -145,6 +147,15 @@ class _Made:
     chains: list[str] = field(default_factory=list)  # MACs
 
 
+@dataclass
+class _Segments:
+    """Bridges a batch makes whole ({name: MTU its uplink carries}) and VXLAN uplinks it
+    creates ([(tag, device)])."""
+
+    whole: dict[str, int] = field(default_factory=dict)
+    vxlans: list[tuple[str, str]] = field(default_factory=list)
+
+
 class NodeNetwork:
     """A node's bridges and uplinks, and its machines' NICs (see the module's docstring)."""
 
@@ -165,6 +176,8 @@ class NodeNetwork:
         self._mode: str | None = None if uplink == "auto" else uplink
         self._warned: set[str] = set()
         self._table_checked = False
+        #: bridges this process made or saw with their uplink: {name: MTU the uplink carries}
+        self._ready: dict[str, int] = {}
         # one agent per node, several task threads: node-level changes one at a time (two
         # plugs would both create a missing bridge)
         self._lock = threading.RLock()
@@ -309,49 +322,126 @@ class NodeNetwork:
         made = _Made()
         with self._lock:
             try:
-                if not ip.is_netns(netns):
-                    if not new_machine:
-                        raise BackendError("MachineNetworkMissing",
-                                           f"machine {uuid} has no network namespace "
-                                           "(NICs are added to a stopped machine at its start)")
-                    ip.netns_create(netns)
-                    made.netns = netns
-                if nics:
-                    self._plumb_node(netns, nics, made)
-                ip.batch(machine_lines(nics, routes, loopback=new_machine), netns)
+                self._check_tags(nics)
+                if ip.is_netns(netns):
+                    self._plug_into(netns, nics, routes, made, loopback=new_machine)
+                elif new_machine:
+                    self._plug_fresh(netns, nics, routes, made)
+                else:
+                    raise BackendError("MachineNetworkMissing",
+                                       f"machine {uuid} has no network namespace "
+                                       "(NICs are added to a stopped machine at its start)")
             except Exception:
                 self._undo(made)
                 raise
 
-    def _plumb_node(self, netns: Path, nics: list[dict[str, Any]], made: _Made) -> None:
-        present = {link["ifname"]: link for link in ip.links(self.node_netns)}
-        lines: list[str] = []
-        new_vxlans: list[tuple[str, str]] = []
+    def _check_tags(self, nics: Sequence[Mapping[str, Any]]) -> None:
         for nic in nics:
-            bridge = self._segment_lines(nic, present, lines, made, new_vxlans)
-            veth = host_veth(nic["mac"])
-            if veth not in present:
-                lines += _veth_lines(nic, veth, bridge, netns)
-                made.links.append(veth)
-                made.chains.append(nic["mac"])
-                present[veth] = {"ifname": veth}
-        # the filter before the link: a running machine (add_nics) could raise its end at once
-        self._apply_chains([line for nic in nics
-                            for line in nft.nic_lines(nic, host_veth(nic["mac"]))])
+            if nic["nic_tag"] not in self.nic_tags:
+                raise BackendError("NicTagNotFound",
+                                   f"this node does not provide nic tag {nic['nic_tag']!r} "
+                                   f"(it has {', '.join(self.nic_tags) or 'none'})")
+
+    def _plug_fresh(self, netns: Path, nics: list[dict[str, Any]], routes: dict[str, str],
+                    made: _Made) -> None:
+        """A machine's first plug (its namespace is new): the chains; the bridges and uplinks
+        unless this process has seen them whole (no need to look at the node's links, the
+        usual case); then one process makes the namespace and, inside it, the veths (host
+        ends straight into the node's namespace), addresses and routes; one more puts the
+        host ends on their bridges. Should the bridges have changed behind the agent's back,
+        that last step fails and the node's links are looked at."""
+        made.chains += [nic["mac"] for nic in nics]
+        self._apply_chains(nics)
+        if not all(self._ready.get(_bridge_of(nic), 0) >= int(nic["mtu"]) for nic in nics):
+            self._make_segments(nics, made)
+        self._make_machine_netns(netns, nics, routes, made)
+        host_ends = [line for nic in nics for line in _host_end_lines(nic, _bridge_of(nic))]
+        try:
+            ip.batch(host_ends, self.node_netns)
+        except HostCommandError as exc:
+            log.info("node links changed behind the agent (%s): looking at them", exc)
+            self._ready.clear()
+            self._make_segments(nics, made)
+            ip.batch(host_ends, self.node_netns)
+
+    def _plug_into(self, netns: Path, nics: list[dict[str, Any]], routes: dict[str, str],
+                   made: _Made, *, loopback: bool) -> None:
+        """Plug into an existing namespace (a second plug, add_nics) what it lacks."""
+        if nics:
+            present = self._links()
+            made.chains += [nic["mac"] for nic in nics if host_veth(nic["mac"]) not in present]
+            # the filter before the link: a running machine could raise its end at once
+            self._apply_chains(nics)
+            lines, made_segments = self._segment_lines_of(nics, present, made)
+            for nic in nics:
+                bridge, veth = _bridge_of(nic), host_veth(nic["mac"])
+                if veth not in present:
+                    lines += _veth_lines(nic, veth, bridge, netns)
+                    made.links.append(veth)
+                elif present[veth].get("master") != bridge:  # a plug cut short
+                    lines.append(f"link set {veth} master {bridge} up")
+            ip.batch(lines, self.node_netns)
+            self._segments_made(made_segments)
+        ip.batch(machine_lines(nics, routes, loopback=loopback), netns)
+
+    def _make_machine_netns(self, netns: Path, nics: list[dict[str, Any]],
+                            routes: dict[str, str], made: _Made) -> None:
+        node = self.node_netns or Path(f"/proc/{os.getpid()}/ns/net")
+        lines = [_machine_veth_line(nic, node) for nic in nics]
+        lines += machine_lines(nics, routes, loopback=True)
+        veths = [host_veth(nic["mac"]) for nic in nics]
+        made.netns = netns  # unshare mounts it before ip runs
+        made.links += veths
+        try:
+            ip.netns_create(netns, lines)
+        except HostCommandError as exc:
+            if "File exists" not in exc.stderr:
+                raise
+            # a host end left by an earlier life of these NICs (a stop cut short): the
+            # namespace is new, so no machine can be using it
+            log.warning("machine %s: removing stale host veths before plugging", netns.name)
+            ip.netns_delete(netns)
+            self._delete_links(veths)
+            ip.netns_create(netns, lines)
+
+    def _make_segments(self, nics: Sequence[Mapping[str, Any]], made: _Made) -> None:
+        """Create what the NICs' bridges and uplinks lack (before any veth: a veth that
+        is the first link of an empty namespace has its peer's ifindex there, and the kernel
+        then delays its carrier events by up to a second)."""
+        lines, made_segments = self._segment_lines_of(nics, self._links(), made)
         ip.batch(lines, self.node_netns)
-        if new_vxlans:
+        self._segments_made(made_segments)
+
+    def _segment_lines_of(self, nics: Sequence[Mapping[str, Any]],
+                          present: dict[str, dict[str, Any]], made: _Made
+                          ) -> tuple[list[str], _Segments]:
+        lines: list[str] = []
+        segments = _Segments()
+        for nic in nics:
+            bridge, carried = self._segment_lines(nic, present, lines, made, segments.vxlans)
+            if carried:
+                segments.whole[bridge] = max(segments.whole.get(bridge, 0), carried)
+        return lines, segments
+
+    def _segments_made(self, segments: _Segments) -> None:
+        """Remember the bridges now whole; give new VXLAN uplinks their peers."""
+        for bridge, mtu in segments.whole.items():
+            self._ready[bridge] = max(self._ready.get(bridge, 0), mtu)
+        if segments.vxlans:
             peers = self._overlay()["peers"]
-            ip.bridge_batch([_fdb_line("append", device, peer) for tag, device in new_vxlans
+            ip.bridge_batch([_fdb_line("append", device, peer)
+                             for tag, device in segments.vxlans
                              for peer in peers.get(tag, [])], self.node_netns)
 
+    def _links(self) -> dict[str, dict[str, Any]]:
+        return {link["ifname"]: link for link in ip.links(self.node_netns)}
+
     def _segment_lines(self, nic: Mapping[str, Any], present: dict[str, dict[str, Any]],
-                       lines: list[str], made: _Made, new_vxlans: list[tuple[str, str]]) -> str:
+                       lines: list[str], made: _Made,
+                       new_vxlans: list[tuple[str, str]]) -> tuple[str, int]:
         """Add to ``lines`` what the NIC's (tag, VLAN) bridge and uplink still need; return the
-        bridge's name."""
+        bridge's name and the MTU its uplink then carries (0: it lacks its uplink)."""
         tag, vlan, mtu = nic["nic_tag"], int(nic.get("vlan_id", 0)), int(nic.get("mtu", 1500))
-        if tag not in self.nic_tags:
-            raise BackendError("NicTagNotFound", f"this node does not provide nic tag {tag!r} "
-                               f"(it has {', '.join(self.nic_tags) or 'none'})")
         segment = vni(tag, vlan)
         bridge = bridge_name(segment)
         if bridge not in present:
@@ -361,7 +451,7 @@ class NodeNetwork:
             present[bridge] = {"ifname": bridge}
         link = self.nic_tags[tag]
         if link is None:
-            return bridge
+            return bridge, ANY_MTU
         if self.uplink_mode() == "vlan":
             uplink = vlan_link_name(link, vlan, segment)
             if uplink not in present and vlan != 0:
@@ -370,13 +460,13 @@ class NodeNetwork:
             if present.get(uplink, {}).get("master") != bridge:
                 lines.append(f"link set {uplink} master {bridge} up")
                 present[uplink] = {"ifname": uplink, "master": bridge}
-            return bridge
+            return bridge, ANY_MTU
         uplink = vxlan_name(segment)
         if uplink in present:
             if int(present[uplink].get("mtu", mtu)) < mtu:
                 lines.append(f"link set {uplink} mtu {mtu}")
                 present[uplink]["mtu"] = mtu
-            return bridge
+            return bridge, int(present[uplink].get("mtu", mtu))
         underlay = self._underlays().get(tag)
         if underlay is None:
             if tag not in self._warned:
@@ -384,7 +474,7 @@ class NodeNetwork:
                 log.warning("nic tag %s: link %s has no IPv4 address to carry VXLAN: its "
                             "bridges have no uplink (their machines reach this node's only)",
                             tag, link)
-            return bridge
+            return bridge, 0
         lines += [f"link add {uplink} mtu {mtu} type vxlan id {segment} local {underlay} "
                   f"dstport {VXLAN_PORT} nolearning",
                   *_no_ipv6_address(uplink, mtu),
@@ -392,12 +482,15 @@ class NodeNetwork:
         made.links.append(uplink)
         new_vxlans.append((tag, uplink))
         present[uplink] = {"ifname": uplink, "mtu": mtu, "master": bridge}
-        return bridge
+        return bridge, mtu
 
-    def _apply_chains(self, lines: list[str]) -> None:
-        """Apply NIC chains, with the table's skeleton the first time this process does (and
+    def _apply_chains(self, nics: Sequence[Mapping[str, Any]]) -> None:
+        """Apply the NICs' chains, with the table's skeleton the first time this process does (and
         whenever the table is gone): rewriting the base chains costs the kernel a hook
         re-registration, three times what a NIC's chain costs."""
+        lines = [line for nic in nics for line in nft.nic_lines(nic, host_veth(nic["mac"]))]
+        if not lines:
+            return
         if not self._table_checked:
             nft_tool.apply(nft.table_lines() + lines, self.node_netns)
             self._table_checked = True
@@ -444,6 +537,22 @@ class NodeNetwork:
                 ip.netns_delete(made.netns)
         except Exception:
             log.exception("could not remove what a failed plug made")
+
+
+def _bridge_of(nic: Mapping[str, Any]) -> str:
+    return bridge_name(vni(nic["nic_tag"], int(nic["vlan_id"])))
+
+
+def _machine_veth_line(nic: Mapping[str, Any], node: Path) -> str:
+    """Made inside the machine's namespace, the host end straight into the node's."""
+    mtu = int(nic["mtu"])
+    return (f"link add {nic['interface']} address {nic['mac']} mtu {mtu} type veth "
+            f"peer name {host_veth(nic['mac'])} mtu {mtu} netns {node}")
+
+
+def _host_end_lines(nic: Mapping[str, Any], bridge: str) -> list[str]:
+    veth = host_veth(nic["mac"])
+    return [*_no_ipv6_address(veth, int(nic["mtu"])), f"link set {veth} master {bridge} up"]
 
 
 def _veth_lines(nic: Mapping[str, Any], veth: str, bridge: str, netns: Path) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -134,28 +135,33 @@ def test_vlan_uplink_argument_lists(tmp_path: Path) -> None:
         return Completed(tuple(argv), 0, out, "")
 
     network = NodeNetwork({"external": "eth1"}, "vlan", tmp_path / "state", tmp_path / "run")
+    nics = [make_nic(1, "10.88.0.11/24", vlan=42),
+            make_nic(2, "10.88.1.11/24", vlan=0, interface="net1", primary=False)]
     with use_runner(runner):
-        network._plumb_node(tmp_path / "run" / "m1",
-                            [make_nic(1, "10.88.0.11/24", vlan=42),
-                             make_nic(2, "10.88.1.11/24", vlan=0, interface="net1")],
-                            net._Made())
+        network.plug("m1", nics, {})
         uplinks = network.nic_tag_uplinks()
     assert uplinks == {"external": {"link": "eth1", "underlay": None}}
-    batches = [data.splitlines() for argv, data in calls if argv[:2] == ("ip", "-batch")]
     b42, b0 = net.bridge_name(net.vni("external", 42)), net.bridge_name(net.vni("external", 0))
-    assert batches == [[
-        f"link add {b42} type bridge", f"link set {b42} addrgenmode none", f"link set {b42} up",
-        "link add eth1.42 link eth1 type vlan id 42", f"link set eth1.42 master {b42} up",
-        "link add v020820000001 mtu 1500 type veth peer name net0 address 02:08:20:00:00:01 "
-        f"mtu 1500 netns {tmp_path}/run/m1",
-        "link set v020820000001 addrgenmode none", f"link set v020820000001 master {b42} up",
-        f"link add {b0} type bridge", f"link set {b0} addrgenmode none", f"link set {b0} up",
-        f"link set eth1 master {b0} up",
-        "link add v020820000002 mtu 1500 type veth peer name net1 address 02:08:20:00:00:02 "
-        f"mtu 1500 netns {tmp_path}/run/m1",
-        "link set v020820000002 addrgenmode none", f"link set v020820000002 master {b0} up",
-    ]]
-    assert not [argv for argv, _ in calls if argv[0] == "bridge"]
+    node = f"/proc/{os.getpid()}/ns/net"
+    assert [(argv, data.splitlines()) for argv, data in calls if argv[0] != "nft"] == [
+        (("ip", "-j", "link", "show"), []),
+        (("ip", "-batch", "-"), [
+            f"link add {b42} type bridge", f"link set {b42} addrgenmode none",
+            f"link set {b42} up",
+            "link add eth1.42 link eth1 type vlan id 42", f"link set eth1.42 master {b42} up",
+            f"link add {b0} type bridge", f"link set {b0} addrgenmode none", f"link set {b0} up",
+            f"link set eth1 master {b0} up"]),
+        (("unshare", f"--net={tmp_path}/run/m1", "ip", "-batch", "-"), [
+            "link add net0 address 02:08:20:00:00:01 mtu 1500 type veth peer name v020820000001 "
+            f"mtu 1500 netns {node}",
+            "link add net1 address 02:08:20:00:00:02 mtu 1500 type veth peer name v020820000002 "
+            f"mtu 1500 netns {node}",
+            "link set lo up", "link set net0 up", "link set net1 up",
+            "addr replace 10.88.0.11/24 dev net0", "addr replace 10.88.1.11/24 dev net1"]),
+        (("ip", "-batch", "-"), [
+            "link set v020820000001 addrgenmode none", f"link set v020820000001 master {b42} up",
+            "link set v020820000002 addrgenmode none", f"link set v020820000002 master {b0} up"]),
+    ]
     nft_scripts = [data for argv, data in calls if argv[0] == "nft"]
     assert len(nft_scripts) == 1 and "jump nic_020820000002" in nft_scripts[0]
 
@@ -334,6 +340,51 @@ def test_other_ether_types_pass_only_with_restricted_traffic_allowed(lab: Path) 
     assert frame_arrives(a, b)
 
 
+#: binds UDP port 67 (a DHCP server's) and sends one datagram to argv[1]:9967
+SEND_FROM_67 = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("", 67))
+s.sendto(b"offer", (sys.argv[1], 9967))
+"""
+#: prints what arrives on UDP port 9967 within a second, else "none"
+RECEIVE_ON_9967 = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("", 9967))
+s.settimeout(1.0)
+print("ready", flush=True)
+try:
+    print(s.recv(100).decode())
+except socket.timeout:
+    print("none")
+"""
+
+
+def dhcp_reply_arrives(sender: Path, receiver: Path, address: str) -> bool:
+    listen = subprocess.Popen(["nsenter", f"--net={receiver}", sys.executable, "-c",
+                               RECEIVE_ON_9967], stdout=subprocess.PIPE, text=True)
+    try:
+        assert listen.stdout is not None and listen.stdout.readline().strip() == "ready"
+        netns.run_in(sender, [sys.executable, "-c", SEND_FROM_67, address])
+        said = listen.stdout.readline().strip()
+    finally:
+        listen.wait(timeout=5)
+    return said == "offer"
+
+
+@pytestmark_host
+def test_dhcp_server_replies_pass_only_with_dhcp_spoofing_allowed(lab: Path) -> None:
+    node = make_node(lab, "n1", "192.0.2.1", "u1")
+    spec = make_nic(1, "10.99.0.11/24", tag="admin")
+    a = plug(node, spec)
+    b = plug(node, make_nic(2, "10.99.0.12/24", tag="admin"))
+    assert netns.pings(a, "10.99.0.12")
+    assert not dhcp_reply_arrives(a, b, "10.99.0.12")
+    node.network.update_filters([{**spec, "allow_dhcp_spoofing": True}])
+    assert dhcp_reply_arrives(a, b, "10.99.0.12")
+
+
 @pytestmark_host
 def test_plug_twice_changes_nothing(nodes: tuple[Node, Node]) -> None:
     one, _ = nodes
@@ -507,6 +558,24 @@ def test_a_failed_plug_removes_what_it_made(nodes: tuple[Node, Node]) -> None:
         one.network.plug(machine, [make_nic(1, "10.88.0.11/24", tag="nope")], {})
     assert unknown.value.code == "NicTagNotFound"
     assert not one.network.machine_netns(machine).exists()
+
+
+@pytestmark_host
+def test_plug_repairs_what_changed_behind_its_back(nodes: tuple[Node, Node]) -> None:
+    """A host veth end left by a stop cut short is replaced; a bridge deleted by hand after
+    the agent made it is made again (with its uplink and peers)."""
+    one, two = nodes
+    b = plug(two, make_nic(2, "10.88.0.12/24"))
+    plug(one, make_nic(3, "10.88.0.13/24"))
+    one.run("ip", "link", "add", "v020820000001", "type", "veth", "peer", "name", "old0")
+    bridge = net.bridge_name(net.vni("external", 0))
+    one.run("ip", "link", "del", bridge)
+    one.run("ip", "link", "del", net.vxlan_name(net.vni("external", 0)))
+    a = plug(one, make_nic(1, "10.88.0.11/24"))
+    assert one.links()["v020820000001"]["master"] == bridge
+    assert "old0" not in one.links()
+    assert fdb_peers(one, net.vxlan_name(net.vni("external", 0))) == ["192.0.2.2"]
+    assert netns.pings(a, "10.88.0.12", tries=3) and netns.pings(b, "10.88.0.11")
 
 
 @pytestmark_host
