@@ -100,6 +100,8 @@ def test_tenant_adds_gets_and_removes_a_nic(cloud: Cloud, seeded: dict[str, Any]
     assert first == {"ip": machine["primary_ip"], "mac": machine["nics"][0]["mac"],
                      "primary": True, "netmask": "255.255.255.0", "gateway": "10.88.0.1",
                      "state": "running", "network": nets["front"]["uuid"]}
+    head = alice.call("head", base)
+    assert (head.status_code, head.content, head.headers["x-resource-count"]) == (200, b"", "1")
 
     added = alice.call("post", base, {"network": nets["back"]["uuid"]})
     assert added.status_code == 201, added.text
