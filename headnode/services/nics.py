@@ -23,8 +23,14 @@ machine is 404 ``ResourceNotFound``, as an unknown one is):
 - ``update_nic(ctx, machine_uuid, mac, flags, *, owner_uuid=None, caller=None) -> Job``:
   ``flags`` any of the four ``allow_*`` booleans and ``allowed_ips``; that only operators
   may is the API's to enforce.
-- ``nic_to_cloudapi(nic) -> dict`` and ``nic_to_ops(nic) -> dict``: the Nic must come from
-  ``list_nics``/``get_nic``/``add_nic`` (they load its network and machine with it).
+- ``nic_to_cloudapi(nic) -> dict`` (ip, mac, primary, netmask, gateway if any, state,
+  network) and ``nic_to_ops(nic) -> dict`` (that plus machine_uuid, interface, nic_tag,
+  vlan_id, mtu, the flags, allowed_ips, created_at): the Nic must come from
+  ``list_nics``/``get_nic``/``add_nic``, which load its network and machine with it. A
+  plugged NIC shows its machine's state (``nic_state``).
+- ``provided_nic_tags(server) -> frozenset | None`` (sysinfo ``NIC Names``; None: no agent
+  said, let through as placement does), ``normal_mac(mac)``, ``set_plugged(session,
+  machine_uuid, machine_state)`` (the provision's ``record_created``).
 
 The three changes take a ``ServiceContext`` (one transaction, retried on a deadlock, the job
 enqueued after the commit) as ``headnode.services.machine_meta`` does; the reads take the
