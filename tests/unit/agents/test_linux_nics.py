@@ -220,6 +220,20 @@ def test_a_machine_that_cannot_boot_leaves_no_network(
     assert not node.network.machine_netns(broken["uuid"]).exists()
 
 
+def test_a_nic_on_a_tag_the_node_lacks_fails_the_create_and_leaves_nothing(
+    node: LinuxBackend, spec: SpecFactory, node_netns: Path
+) -> None:
+    stray = nic(16, "10.88.0.17/24", nic_tag="internal", primary=True)
+    machine = spec(nics=[stray])
+    with pytest.raises(BackendError) as exc:
+        node.machine_create(machine)
+    assert exc.value.code == "NicTagNotFound"
+    assert node.machine_load(machine["uuid"])["state"] == "failed"
+    assert not node.network.machine_netns(machine["uuid"]).exists()
+    assert host_end(stray["mac"]) not in node_links(node_netns)
+    assert node.status()["leftovers"] == []
+
+
 def test_nics_come_and_go_on_a_running_machine(node: LinuxBackend, spec: SpecFactory,
                                                node_netns: Path) -> None:
     net0 = nic(6, "10.88.0.15/24", gateways=["10.88.0.1"], primary=True)
