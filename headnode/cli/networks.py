@@ -110,13 +110,13 @@ def network_list() -> None:
 
 
 def render_networks(networks: list[dict[str, Any]]) -> None:
-    table = Table("uuid", "name", "subnet", "gateway", "range", "vlan", "nic tag", "public",
-                  "owner")
+    table = Table("uuid", "name", "subnet", "gateway", "range", "vlan", "nic tag", "mtu",
+                  "public", "owner")
     for n in networks:
         table.add_row(n.get("uuid", ""), n.get("name", ""), n.get("subnet", ""),
                       n.get("gateway") or "-",
                       f"{n.get('provision_start_ip')}-{n.get('provision_end_ip')}",
-                      str(n.get("vlan_id", 0)), n.get("nic_tag", ""),
+                      str(n.get("vlan_id", 0)), n.get("nic_tag", ""), str(n.get("mtu", "-")),
                       "yes" if n.get("public") else "no", n.get("owner_uuid") or "-")
     console().print(table)
 
