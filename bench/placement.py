@@ -46,6 +46,7 @@ MACHINE_DISK_MB = 40_960
 MACHINE_CPU_CAP = 200
 TARGETS_MS = {1_000: 5.0, 10_000: 50.0}
 RUNS_ZONES = '{"os": ["smartos", "linux"], "type": ["zone-dataset", "lx-dataset", "docker"]}'
+NIC_TAGS = '["admin", "external"]'
 RUNS_HVM = ('{"os": ["smartos", "linux", "windows"], '
             '"type": ["zone-dataset", "lx-dataset", "docker", "zvol"]}')
 
@@ -62,6 +63,7 @@ def server_rows(n: int, rng: random.Random) -> list[tuple[Any, ...]]:
             i % 53 != 0, i % 89 == 0, i == 0, "smartos", "{}" if i % 41 else '{"ssd": true}',
             # what the node runs (sysinfo "SDC Runs"); every third from an older agent
             None if i % 3 == 0 else RUNS_HVM if i % 3 == 1 else RUNS_ZONES,
+            NIC_TAGS,  # sysinfo "NIC Names"
             SERVER_RAM_MB, SERVER_CPUS, SERVER_DISK_MB,
             machines * MACHINE_RAM_MB + rng.randrange(0, 8) * MACHINE_RAM_MB,
             machines * MACHINE_DISK_MB, machines * MACHINE_CPU_CAP, 2048, machines,
