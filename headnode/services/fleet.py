@@ -8,7 +8,7 @@ read are the requesting owner's (for affinity rules and spread), through their i
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import SimpleNamespace
 from typing import Any
 
@@ -208,8 +208,11 @@ def state_of(server: Server) -> ServerState:
         server.cpu_inflight + server.cpu_committed, server.images_mb, server.machine_count,
         server.capped_count, server.uncapped_count,
         runs=reported((server.sysinfo or {}).get(SYSINFO_RUNS)),
-        nic_tags=_listed_tags((server.sysinfo or {}).get(SYSINFO_NIC_NAMES)))
+        nic_tags=listed_nic_tags(server.sysinfo))
 
 
-def _listed_tags(value: Any) -> frozenset[str] | None:
+def listed_nic_tags(sysinfo: Mapping[str, Any] | None) -> frozenset[str] | None:
+    """The nic tags a node's sysinfo says it provides (``NIC Names``); None when it says
+    nothing (no agent registered the row): the nic-tags filter lets such a server through."""
+    value = (sysinfo or {}).get(SYSINFO_NIC_NAMES)
     return None if value is None else frozenset(str(tag) for tag in value)

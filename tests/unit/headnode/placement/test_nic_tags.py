@@ -11,10 +11,10 @@ import pytest
 from headnode.placement import filters as f
 from headnode.placement.pipeline import Pipeline
 from headnode.placement.state import Snapshot
-from headnode.services import machines, placement, planning
+from headnode.services import fleet, machines, placement, planning
 from headnode.services import networks as network_svc
 from headnode.services.errors import InsufficientCapacity
-from headnode.store.models import Machine
+from headnode.store.models import Machine, Server
 from tests.unit.headnode.placement.conftest import POLICY, REQ, context, server
 from tests.unit.headnode.services.conftest import (
     make_account,
@@ -160,3 +160,13 @@ def test_the_simulation_places_by_tag_too(ctx: Any, tagged: dict[str, Any]) -> N
                                                  "networks": ["stor"]}]})
     assert refused["placements"][0]["refused"] == 1
     assert "lack a nic tag" in refused["placements"][0]["refusal"]
+
+
+def test_a_rows_tags_read_alone_match_the_snapshots(ctx: Any, tagged: dict[str, Any]) -> None:
+    bare = tagged_server(ctx, "bare", None)
+    with ctx.read() as session:
+        snapshot = {s.uuid: s.nic_tags for s in fleet.load_servers(session)}
+        rows = {uuid: fleet.state_of(session.get(Server, uuid)).nic_tags for uuid in snapshot}
+    assert snapshot == rows
+    assert snapshot[tagged["both"].uuid] == frozenset({"admin", "external", "internal"})
+    assert snapshot[bare.uuid] is None
