@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from agents import tasks as agent_tasks
 from agents.backends.sim import SimBackend
+from headnode.services import jobs as job_svc
 from headnode.services import machines as machine_svc
 from headnode.services import networks as net_svc
 from headnode.services import nics as svc
@@ -280,3 +281,31 @@ def test_destroy_leaves_no_nic_on_either_side(
     with ctx.read() as session:
         assert list(session.scalars(select(Nic))) == []
     assert node.list_machines() == []
+
+
+def test_a_canceled_add_is_unplugged_again_when_the_nodes_late_reply_comes(
+        ctx: Any, engine: Engine, transport: RecordingTransport, fleet: dict[str, Any],
+        node: SimBackend, networks: dict[str, Network]) -> None:
+    machine = provision(ctx, engine, transport, ["external"])
+    nic, job = svc.add_nic(ctx, machine["uuid"], "internal", caller=CALLER)
+    engine.run_step(job.uuid, 1)
+    pump(engine, transport)
+    server, op, params, reply = transport.agent.popleft()  # the node works on it
+    assert op == "machine_add_nics"
+
+    job_svc.cancel_job(ctx, job.uuid, CALLER)
+    assert engine.cancel(job.uuid) is True
+    assert get_job(ctx, job.uuid).execution == "canceled"
+    unplug = ("raw", f"cn.{server}", "agent.machine_remove_nics",
+              [server, {"uuid": machine["uuid"], "macs": [nic.mac]}, None])
+    assert [m for m in transport.sent if m[0] == "raw"] == [unplug]
+    assert [n.interface for n in rows(ctx, machine["uuid"])] == ["net0"]  # released
+    assert lock_of(ctx, machine["uuid"]) is None
+
+    # the node plugged it after all: its late reply has it taken out once more
+    engine.on_agent_reply(reply, agent_tasks.run_op(op, server, params))
+    pump(engine, transport)
+    assert [m for m in transport.sent if m[0] == "raw"] == [unplug, unplug]
+    agent_tasks.run_op("machine_remove_nics", server, unplug[3][1])
+    assert [n["mac"] for n in node.machine_nics(machine["uuid"])] == [
+        n.mac for n in rows(ctx, machine["uuid"])]
