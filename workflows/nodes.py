@@ -57,17 +57,8 @@ def register_server(session: Session, raw_sysinfo: dict[str, Any],
     server.traits = server.traits or info.get("traits") or {}
     server.sysinfo = raw_sysinfo
     if overlay_out is not None:
-        _overlay_after_registration(session, server, was, overlay_out)
+        overlay_out.extend(overlay.after_registration(session, server, was))
     return server
-
-
-def _overlay_after_registration(session: Session, server: Server, was: overlay.Underlays,
-                                out: list[overlay.Message]) -> None:
-    now = overlay.underlays(server.sysinfo)
-    if now:
-        out.append(overlay.message_for(session, server))
-    changed = overlay.changed_tags(was, now if server.setup else {})
-    out.extend(overlay.updates_for(session, changed, exclude=server.uuid))
 
 
 def apply_status(session: Session, raw_status: dict[str, Any],

@@ -170,13 +170,29 @@ def changed_tags(before: Underlays, after: Underlays) -> set[str]:
     return {tag for tag in before.keys() | after.keys() if before.get(tag) != after.get(tag)}
 
 
-def updates_for(session: Session, tags: set[str], exclude: str) -> list[Message]:
+def updates_for(session: Session, tags: set[str], exclude: str,
+                nodes: list[tuple[str, bool, Underlays]] | None = None) -> list[Message]:
     """The new peers of every node but ``exclude`` that carries one of ``tags`` over an
     overlay: after a set-up server's underlays on them changed, or it went away. Set up or
-    not, each gets them (a node not yet set up has peers too: the set-up ones)."""
+    not, each gets them (a node not yet set up has peers too: the set-up ones). ``nodes``:
+    :func:`overlay_nodes` if already read."""
     if not tags:
         return []
-    nodes = overlay_nodes(session)
+    nodes = overlay_nodes(session) if nodes is None else nodes
     directory = Directory.of(nodes)
     return [directory.message_for(uuid, mine) for uuid, _setup, mine in nodes
             if uuid != exclude and mine.keys() & tags]
+
+
+def after_registration(session: Session, server: Server, was: Underlays) -> list[Message]:
+    """What to send once a node's registration commits: its own peers (it may have
+    restarted and kept them, or been rebuilt and lost them), and, when it is set up and its
+    underlays differ from ``was`` (its set-up underlays before), the new peers of every
+    node sharing a changed tag. One read of the fleet."""
+    now = underlays(server.sysinfo)
+    changed = changed_tags(was, now if server.setup else {})
+    if not now and not changed:
+        return []
+    nodes = overlay_nodes(session)
+    out = [Directory.of(nodes).message_for(server.uuid, now)] if now else []
+    return out + updates_for(session, changed, server.uuid, nodes)
