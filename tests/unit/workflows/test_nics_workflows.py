@@ -306,6 +306,7 @@ def test_a_canceled_add_is_unplugged_again_when_the_nodes_late_reply_comes(
     engine.on_agent_reply(reply, agent_tasks.run_op(op, server, params))
     pump(engine, transport)
     assert [m for m in transport.sent if m[0] == "raw"] == [unplug, unplug]
-    agent_tasks.run_op("machine_remove_nics", server, unplug[3][1])
+    agent_tasks.run_op("machine_remove_nics", server, {"uuid": machine["uuid"],
+                                                       "macs": [nic.mac]})
     assert [n["mac"] for n in node.machine_nics(machine["uuid"])] == [
         n.mac for n in rows(ctx, machine["uuid"])]
