@@ -28,9 +28,9 @@ machine is 404 ``ResourceNotFound``, as an unknown one is):
   vlan_id, mtu, the flags, allowed_ips, created_at): the Nic must come from
   ``list_nics``/``get_nic``/``add_nic``, which load its network and machine with it. A
   plugged NIC shows its machine's state (``nic_state``).
-- ``provided_nic_tags(server) -> frozenset | None`` (sysinfo ``NIC Names``; None: no agent
-  said, let through as placement does), ``normal_mac(mac)``, ``set_plugged(session,
-  machine_uuid, machine_state)`` (the provision's ``record_created``).
+- ``normal_mac(mac)``, ``set_plugged(session, machine_uuid, machine_state)`` (the
+  provision's ``record_created``). The nic tag check reads ``fleet.listed_nic_tags``, as
+  placement does.
 
 The three changes take a ``ServiceContext`` (one transaction, retried on a deadlock, the job
 enqueued after the commit) as ``headnode.services.machine_meta`` does; the reads take the
@@ -49,7 +49,7 @@ from sqlalchemy.orm import Session, joinedload
 from headnode.services.addresses import allocate_nic, free_interfaces
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InvalidArgument, NotFound
-from headnode.services.fleet import SYSINFO_NIC_NAMES
+from headnode.services.fleet import listed_nic_tags
 from headnode.services.machines import CHANGEABLE, load_machine, start_machine_job
 from headnode.services.networks import find_network
 from headnode.store.models import Job, Machine, Network, Nic, Server
@@ -187,16 +187,11 @@ def nic_to_ops(nic: Nic) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- changes
 
 
-def provided_nic_tags(server: Server | None) -> frozenset[str] | None:
-    """The nic tags a server said it provides (sysinfo ``NIC Names``); None when no agent
-    said (a row made by hand), which placement's nic-tags filter lets through too."""
-    tags = ((server.sysinfo or {}) if server is not None else {}).get(SYSINFO_NIC_NAMES)
-    return None if tags is None else frozenset(str(tag) for tag in tags)
-
-
 def _check_nic_tag(session: Session, machine: Machine, network: Network) -> None:
+    """The machine's server must provide the network's nic tag, as placement asks of it
+    (a server no agent registered says nothing, and is let through by both)."""
     server = session.get(Server, machine.server_uuid) if machine.server_uuid else None
-    provided = provided_nic_tags(server)
+    provided = listed_nic_tags(server.sysinfo if server is not None else None)
     if provided is not None and network.nic_tag not in provided:
         name = server.hostname if server is not None else "(none)"
         raise Conflict(f"server {name} ({machine.server_uuid}) does not provide nic tag "
