@@ -22,8 +22,10 @@ directory (:meth:`NodeNetwork.set_peers`, kept in ``<state_dir>/overlay.json``).
 (an etherstub) has a bridge and no uplink; so has a tag whose link has no IPv4 address to be a
 VXLAN underlay (logged).
 
-Changes are made in batches (one ``ip -batch``, one ``nft -f`` transaction, one ``bridge
--batch``) to start few processes: a plug costs about five.
+Changes are made in batches (``ip -batch``, one ``nft -f`` transaction, ``bridge -batch``) to
+start few processes: a machine's first plug on bridges the agent has seen is three (``nft``;
+``unshare ... ip -batch`` making the namespace, the veths from inside it and their
+addresses; ``ip -batch`` putting the host ends on their bridges).
 """
 
 from __future__ import annotations
@@ -522,6 +524,7 @@ class NodeNetwork:
 
     def _undo(self, made: _Made) -> None:
         """Remove what a failed plug made; a failure here is logged, the plug's error wins."""
+        self._ready.clear()  # its bridges may be among what goes
         with contextlib.suppress(Exception):
             if made.links:
                 failed = ip.probe_batch([f"link del {name}" for name in reversed(made.links)],
