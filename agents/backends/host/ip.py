@@ -46,12 +46,13 @@ def bridge_batch(lines: Sequence[str], netns: Path | None = None) -> None:
 
 def probe_batch(lines: Sequence[str], netns: Path | None = None) -> set[int]:
     """Run ``ip -force -batch`` (every line, whatever fails) and return the numbers of the
-    lines that failed (from 1): a way to ask the kernel what it supports."""
+    lines that failed (from 1): a way to ask the kernel what it supports. A failure that
+    names no line (no ``ip``, no namespace) counts as every line failing."""
     try:
         run(in_netns(netns, [IP, "-force", "-batch", "-"]),
             input="".join(f"{line}\n" for line in lines))
     except HostCommandError as exc:
-        return failed_lines(exc.stderr)
+        return failed_lines(exc.stderr) or set(range(1, len(lines) + 1))
     return set()
 
 

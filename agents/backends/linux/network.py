@@ -224,6 +224,10 @@ class NodeNetwork:
             stored: dict[str, Any] = json.loads(self._overlay_path().read_text())
         except FileNotFoundError:
             return {"version": "", "peers": {}}
+        except ValueError as exc:
+            # reported as no version, so the head node sends the directory again
+            log.warning("%s: unreadable (%s): no overlay peers", self._overlay_path(), exc)
+            return {"version": "", "peers": {}}
         return stored
 
     def overlay_version(self) -> str:

@@ -166,6 +166,33 @@ def test_vlan_uplink_argument_lists(tmp_path: Path) -> None:
     assert len(nft_scripts) == 1 and "jump nic_020820000002" in nft_scripts[0]
 
 
+@pytest.mark.parametrize(("returncode", "stderr", "mode"), [
+    (0, "", "vlan"),
+    (1, 'Cannot find device "sdcprobe0"\nCommand failed -:1\n', "vlan"),
+    (1, "Error: Unknown device type.\nCommand failed -:3\n", "vxlan"),
+    (127, "ip: command not found", "vxlan"),
+])
+def test_auto_asks_the_kernel_once(tmp_path: Path, returncode: int, stderr: str,
+                                   mode: str) -> None:
+    calls: list[tuple[str, ...]] = []
+
+    def runner(argv: Sequence[str], data: bytes | None, timeout: float,
+               output: Path | None) -> Completed:
+        calls.append(tuple(argv))
+        return Completed(tuple(argv), returncode, "", stderr)
+
+    network = NodeNetwork({"external": "eth1"}, "auto", tmp_path, tmp_path / "run")
+    with use_runner(runner):
+        assert network.uplink_mode() == mode
+        assert network.uplink_mode() == mode
+    assert calls == [("ip", "-force", "-batch", "-")]
+
+
+def test_an_unreadable_overlay_file_is_no_version(tmp_path: Path) -> None:
+    (tmp_path / "overlay.json").write_text("{not json")
+    assert NodeNetwork({}, "vxlan", tmp_path, tmp_path / "run").overlay_version() == ""
+
+
 # --- for real, in namespaces
 
 
@@ -597,6 +624,33 @@ def test_plug_repairs_what_changed_behind_its_back(nodes: tuple[Node, Node]) -> 
     assert "old0" not in one.links()
     assert fdb_peers(one, net.vxlan_name(net.vni("external", 0))) == ["192.0.2.2"]
     assert netns.pings(a, "10.88.0.12", tries=3) and netns.pings(b, "10.88.0.11")
+
+
+#: plugs two machines from inside the node's namespace, as the agent runs in production
+#: (node_netns None): argv[1] the runtime dir, argv[2:] the machines' uuids
+PLUG_IN_OWN_NAMESPACE = """
+import sys
+from pathlib import Path
+from agents.backends.linux.network import NodeNetwork
+from schemas.nics import NicSpecSchema
+network = NodeNetwork({"admin": None}, "auto", Path(sys.argv[1]), Path(sys.argv[1]))
+for n, uuid in enumerate(sys.argv[2:], start=1):
+    nic = NicSpecSchema().load({"mac": f"02:08:20:00:00:{n:02x}", "interface": "net0",
+                                "nic_tag": "admin", "ips": [f"10.99.0.{n}/24"]})
+    network.plug(uuid, [nic], {})
+"""
+
+
+@pytestmark_host
+def test_plugs_from_the_agents_own_namespace(lab: Path) -> None:
+    node = make_node(lab, "n1", "192.0.2.1", "u1")
+    machines = [str(uuid.uuid4()), str(uuid.uuid4())]
+    runtime = lab / "own"
+    netns.run_in(node.netns, [sys.executable, "-c", PLUG_IN_OWN_NAMESPACE, str(runtime),
+                              *machines])
+    wait_forwarding(node, ["v020820000001", "v020820000002"])
+    assert netns.pings(runtime / machines[0], "10.99.0.2")
+    assert "nic_020820000002" in node.ruleset()
 
 
 @pytestmark_host
