@@ -291,6 +291,9 @@ def test_same_network_pings_across_nodes(nodes: tuple[Node, Node]) -> None:
     assert vxlan["master"] == net.bridge_name(segment)
     assert vxlan["linkinfo"]["info_data"]["id"] == segment
     assert vxlan["linkinfo"]["info_data"]["learning"] is False
+    # the node has no address on the machines' segments (nothing of its own to reach)
+    assert one.run("ip", "-6", "addr", "show", "dev", net.bridge_name(segment)) == ""
+    assert one.run("ip", "-6", "addr", "show", "dev", "v020820000001") == ""
 
 
 @pytestmark_host
