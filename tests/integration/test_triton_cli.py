@@ -236,6 +236,12 @@ def test_nics(triton: Any, instance: dict[str, Any], backnet: str) -> None:
         time.sleep(0.5)
     assert [n["ip"] for n in nics_of(triton, "web1")] == [instance["primaryIp"]]
 
+    # the NICOPT form: a network object with the address asked for
+    chosen = triton("inst", "nic", "create", "-w", "web1", f"ipv4_uuid={backnet}",
+                    "ipv4_ips=10.98.0.50")
+    assert "Created NIC" in chosen
+    assert [n["ip"] for n in nics_of(triton, "web1")] == [instance["primaryIp"], "10.98.0.50"]
+
 
 def test_rename_then_delete(triton: Any, instance: dict[str, Any]) -> None:
     out = triton("inst", "rename", "-w", "web1", "web2")
