@@ -35,20 +35,23 @@ from agents.backends.host import ip, runc, tar
 from agents.backends.linux import nodeinfo
 from agents.backends.linux.images import ImageStore
 from agents.backends.linux.network import NodeNetwork
-from agents.backends.linux.records import MachineRecords, describe, destroyed, write_json
-from agents.backends.linux.runtime import Runtime, boot_time, running
-from agents.backends.linux.storage import BtrfsStorage, Snapshot, Storage, ZfsStorage
+from agents.backends.linux.records import (
+    MachineRecords,
+    describe,
+    destroyed,
+    new_nics,
+    nic_macs,
+    updated_nics,
+    write_json,
+)
+from agents.backends.linux.runtime import Runtime, boot_time, netns_dir, running
+from agents.backends.linux.storage import Snapshot, Storage
 from agents.backends.linux.usage import CachedList, UsageCache
-from agents.config import AgentSettings, parse_nic_tags, parse_traits, resolve_hostname
 from schemas.agent import apply_metadata_change
-from schemas.settings import SettingsError
 
 MIB = 1024 * 1024
 #: limits of a machine, as stored in machine.json and changed by machine_update
 LIMIT_FIELDS = ("ram_mb", "disk_mb", "cpu_cap", "vcpus", "max_lwps")
-#: the NIC fields machine_update_nics may change (NicFlagsSchema)
-NIC_FLAG_FIELDS = ("allow_ip_spoofing", "allow_mac_spoofing", "allow_dhcp_spoofing",
-                   "allow_restricted_traffic", "allowed_ips")
 #: the nic tags of a node built without a NodeNetwork (tests): host-local, no machine on them
 #: unless a test asks for it
 DEFAULT_NIC_TAGS: dict[str, str | None] = {"admin": None}
@@ -197,7 +200,7 @@ class LinuxBackend:
         with self.records.machine(uuid):
             record = self.records.find(uuid) or {"uuid": uuid}
             self.runtime.remove(uuid)
-            self.network.unplug(uuid, _macs(record))
+            self.network.unplug(uuid, nic_macs(record))
             self.storage.machine_destroy(uuid)
             self.records.forget(uuid)
             self._invalidate_usage()
@@ -248,8 +251,7 @@ class LinuxBackend:
     def machine_add_nics(self, uuid: str, nics: list[dict[str, Any]]) -> dict[str, Any]:
         with self.records.machine(uuid):
             record = self.records.get(uuid)
-            known = set(_macs(record))
-            new = [dict(n) for n in nics if n["mac"] not in known]
+            new = new_nics(record, nics)
             if not new:
                 return self._load(uuid)
             # the record first: a status report in between must not call the new veths
@@ -267,7 +269,7 @@ class LinuxBackend:
     def machine_remove_nics(self, uuid: str, macs: list[str]) -> dict[str, Any]:
         with self.records.machine(uuid):
             record = self.records.get(uuid)
-            gone = [mac for mac in _macs(record) if mac in macs]
+            gone = [mac for mac in nic_macs(record) if mac in macs]
             if not gone:
                 return self._load(uuid)
             if ip.is_netns(self.network.machine_netns(uuid)):  # running, or died behind us
@@ -280,17 +282,10 @@ class LinuxBackend:
     def machine_update_nics(self, uuid: str, changes: list[dict[str, Any]]) -> dict[str, Any]:
         with self.records.machine(uuid):
             record = self.records.get(uuid)
-            nics = {n["mac"]: dict(n) for n in record.get("nics") or []}
-            missing = [c["mac"] for c in changes if c["mac"] not in nics]
-            if missing:
-                raise BackendError("NicNotFound",
-                                   f"machine {uuid} has no NIC {', '.join(missing)}")
-            for change in changes:
-                nics[change["mac"]].update({k: change[k] for k in NIC_FLAG_FIELDS
-                                            if change.get(k) is not None})
+            nics, changed = updated_nics(record, changes)
             # the chains of plugged NICs only (a stopped machine's NICs have none)
-            self.network.update_filters([nics[c["mac"]] for c in changes])
-            self.records.save({**record, "nics": [nics[n["mac"]] for n in record["nics"]]})
+            self.network.update_filters(changed)
+            self.records.save({**record, "nics": nics})
             return self._load(uuid)
 
     def set_overlay_peers(self, peers: dict[str, list[str]], version: str) -> dict[str, Any]:
@@ -373,7 +368,7 @@ class LinuxBackend:
             self.network.plug(uuid, record.get("nics") or [], record.get("routes") or {})
             self.runtime.run(uuid, bundle)
         except BaseException:
-            self.network.unplug(uuid, _macs(record))
+            self.network.unplug(uuid, nic_macs(record))
             raise
         finally:
             self._invalidate_usage()
@@ -384,7 +379,7 @@ class LinuxBackend:
         # no namespace, no veth either (a pair dies with its namespace): a stopped machine's
         # stop costs no network command
         if ip.is_netns(self.network.machine_netns(uuid)):
-            self.network.unplug(uuid, _macs(record))
+            self.network.unplug(uuid, nic_macs(record))
         self._invalidate_usage()
 
     def _write_bundle(self, record: dict[str, Any]) -> Path:
@@ -417,42 +412,6 @@ class LinuxBackend:
         self._leftovers.invalidate()
 
 
-def _macs(record: dict[str, Any]) -> list[str]:
-    return [n["mac"] for n in record.get("nics") or []]
-
-
-def netns_dir(runc_root: Path) -> Path:
-    """Where the machines' network namespaces are kept: beside runc's state, on the same
-    tmpfs in production (gone after a node reboot, as the namespaces are)."""
-    return runc_root.with_name(f"{runc_root.name}-netns")
-
-
 def _snapshot_dict(snapshot: Snapshot) -> dict[str, Any]:
     return {"name": snapshot.name, "created_at": snapshot.created_at,
             "size_mb": math.ceil(snapshot.size_bytes / MIB)}
-
-
-def make_storage(settings: AgentSettings) -> Storage:
-    if not settings.pool:
-        raise SettingsError("SDC_POOL is not set (make one with `sdc agent pool create`)")
-    if settings.storage == "btrfs":
-        return BtrfsStorage(Path(settings.pool))
-    if settings.storage == "zfs":
-        return ZfsStorage(settings.pool, settings.data_dir / "zfs-state")
-    raise SettingsError(f"SDC_STORAGE: unknown storage driver {settings.storage!r} (btrfs or zfs)")
-
-
-def from_settings(settings: AgentSettings, server_uuid: str) -> LinuxBackend:
-    storage = make_storage(settings)
-    network = NodeNetwork(parse_nic_tags(settings), settings.nic_uplink, storage.state_dir,
-                          netns_dir(settings.runc_root),
-                          node_netns=Path(settings.node_netns) if settings.node_netns else None)
-    return LinuxBackend(
-        server_uuid,
-        resolve_hostname(settings),
-        storage,
-        runc_root=settings.runc_root,
-        stop_timeout=settings.stop_timeout,
-        traits=parse_traits(settings),
-        network=network,
-    )

@@ -21,11 +21,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agents.backends.base import MachineNotFound
+from agents.backends.base import BackendError, MachineNotFound
 
 MIB = 1024 * 1024
 RECORD_FILE = "machine.json"
 METADATA_FILE = "metadata.json"
+#: the NIC fields machine_update_nics may change (NicFlagsSchema)
+NIC_FLAG_FIELDS = ("allow_ip_spoofing", "allow_mac_spoofing", "allow_dhcp_spoofing",
+                   "allow_restricted_traffic", "allowed_ips")
 
 
 class MachineRecords:
@@ -141,6 +144,31 @@ def nic_refs(record: dict[str, Any]) -> list[dict[str, str]]:
     """``[{mac, interface}]`` of the record's NICs, in interface order (net2 before net10)."""
     nics = sorted(record.get("nics") or [], key=lambda n: int(n["interface"][3:]))
     return [{"mac": n["mac"], "interface": n["interface"]} for n in nics]
+
+
+def nic_macs(record: dict[str, Any]) -> list[str]:
+    return [n["mac"] for n in record.get("nics") or []]
+
+
+def new_nics(record: dict[str, Any], nics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The NICs of ``nics`` the record lacks (by MAC): adding one twice is a no-op."""
+    known = set(nic_macs(record))
+    return [dict(n) for n in nics if n["mac"] not in known]
+
+
+def updated_nics(record: dict[str, Any], changes: list[dict[str, Any]]
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(every NIC of the record with ``changes`` merged in, the changed NICs whole); a None
+    field stays as it is. ``NicNotFound`` (nothing changed) for a MAC the record lacks."""
+    nics = {n["mac"]: dict(n) for n in record.get("nics") or []}
+    missing = [c["mac"] for c in changes if c["mac"] not in nics]
+    if missing:
+        raise BackendError("NicNotFound",
+                           f"machine {record['uuid']} has no NIC {', '.join(missing)}")
+    for change in changes:
+        nics[change["mac"]].update({k: change[k] for k in NIC_FLAG_FIELDS
+                                    if change.get(k) is not None})
+    return list(nics.values()), [nics[c["mac"]] for c in changes]
 
 
 def write_json(path: Path, data: Any) -> None:

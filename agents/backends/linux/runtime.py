@@ -127,3 +127,9 @@ def _process_start(pid: int) -> str | None:
 def _same_process(container: dict[str, Any]) -> bool:
     start = container.get("starttime")
     return start is not None and _process_start(container.get("pid") or 0) == start
+
+
+def netns_dir(runc_root: Path) -> Path:
+    """Where the machines' network namespaces are kept: beside runc's state, on the same
+    tmpfs in production (gone after a node reboot, as the namespaces are)."""
+    return runc_root.with_name(f"{runc_root.name}-netns")

@@ -21,7 +21,7 @@ from agents.backends.base import BackendError
 from agents.backends.host import ip, nft, runc
 from agents.backends.host.cmd import HostCommandError
 from agents.backends.linux import LinuxBackend
-from agents.backends.linux.backend import netns_dir
+from agents.backends.linux.runtime import netns_dir
 from agents.config import load_settings
 from agents.runner import make_backend
 from schemas.agent import ImageSpecSchema, MachineSpecSchema
