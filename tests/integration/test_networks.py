@@ -25,7 +25,7 @@ def seeded(cloud: Any) -> dict[str, Any]:
     for args in (["front", "--subnet", "10.88.0.0/24", "--gateway", "10.88.0.1",
                   "--range", "10.88.0.10-10.88.0.250", "--resolver", "10.88.0.2"],
                  ["back", "--subnet", "10.77.0.0/24", "--range", "10.77.0.5-10.77.0.6",
-                  "--owner", "alice", "--vlan", "77", "--nic-tag", "internal"]):
+                  "--owner", "alice", "--vlan", "77", "--nic-tag", "external"]):
         result = sdc(cloud, "network", "create", *args)
         assert result.returncode == 0, result.stderr
     return seed
