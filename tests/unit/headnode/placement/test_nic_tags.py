@@ -4,6 +4,7 @@ networks need, read from real rows on the real PostgreSQL (create, dry run, simu
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import pytest
@@ -15,6 +16,8 @@ from headnode.services import fleet, machines, placement, planning
 from headnode.services import networks as network_svc
 from headnode.services.errors import InsufficientCapacity
 from headnode.store.models import Machine, Server
+from tests.unit.headnode.cli.test_placement import cells, live_api
+from tests.unit.headnode.cli.test_placement import sdc as run_sdc
 from tests.unit.headnode.placement.conftest import POLICY, REQ, context, server
 from tests.unit.headnode.services.conftest import (
     make_account,
@@ -24,6 +27,7 @@ from tests.unit.headnode.services.conftest import (
 )
 
 CTX = context()
+__all__ = ["live_api"]  # a fixture of the CLI tests: the operator API served in a thread
 
 
 def wanting(*tags: str) -> Any:
@@ -170,3 +174,24 @@ def test_a_rows_tags_read_alone_match_the_snapshots(ctx: Any, tagged: dict[str, 
     assert snapshot == rows
     assert snapshot[tagged["both"].uuid] == frozenset({"admin", "external", "internal"})
     assert snapshot[bare.uuid] is None
+
+
+def test_the_cli_asks_with_networks(live_api: tuple[str, Any]) -> None:
+    _, app_ctx = live_api
+    tagged_server(app_ctx, "plain", ["admin", "external"])
+    make_package(app_ctx, name="small", memory=1024, disk=10240)
+    make_image(app_ctx, name="base-64")
+    network_svc.create_network(app_ctx, {"name": "stor", "subnet": "10.77.0.0/24",
+                                         "nic_tag": "storage"})
+    refused = run_sdc(live_api, "placement", "explain", "--package", "small", "--image",
+                      "base-64", "--network", "stor")
+    assert refused.exit_code == 0, refused.output
+    assert "1 servers considered, nic tags storage" in refused.output
+    assert cells(refused.output, "nic-tags")[1:] == ["1", "0", f.NIC_TAGS]
+    unknown = run_sdc(live_api, "placement", "explain", "--package", "small", "--image",
+                      "base-64", "--network", "nope")
+    assert unknown.exit_code == 1 and "networks" in unknown.output
+    simulated = run_sdc(live_api, "--json", "capacity", "simulate", "--add-servers", "1",
+                        "--nic-tag", "storage", "--place", "small=2", "--network", "stor")
+    assert simulated.exit_code == 0, simulated.output
+    assert json.loads(simulated.output)["placements"][0]["servers"] == {"new-1-1": 2}
