@@ -3,6 +3,8 @@
 Heartbeats live in Redis (one hash field per server) and reach the database only when a
 server's status changes, as CNAPI's reconciler does; a status report makes the node's truth
 about its machines win over ours, except for a machine that a job is changing right now.
+Registrations and reports also say which overlay peers a node must be sent
+(headnode/services/overlay.py); :func:`send_overlay` sends them after the commit.
 """
 
 from __future__ import annotations

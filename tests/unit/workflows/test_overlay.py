@@ -238,3 +238,14 @@ def test_a_node_that_dropped_its_overlay_is_told_to_forget_its_peers(
     assert cloud.report(a, overlay.version_of({"external": ["192.0.2.2"]}), time.time())
     assert cloud.queued(a) == [{"peers": {}, "version": ""}]
     assert cloud.peers(trio["b"]) == {"external": []}  # a left b's peers at registration
+
+
+def test_a_report_not_applied_asks_for_nothing(cloud: Cloud, trio: dict[str, str]) -> None:
+    a = trio["a"]
+    cloud.long_ago(a)
+    assert cloud.report(a, "", 4_000_000_000.0)  # applied: a repair
+    cloud.queued(a)
+    cloud.long_ago(a)
+    assert cloud.report(a, "", 3_000_000_000.0) == []  # older than the one applied
+    assert cloud.report(new_uuid(), "", time.time()) == []  # no such server yet
+    assert cloud.peers(a) is None
