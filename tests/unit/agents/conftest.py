@@ -159,8 +159,11 @@ def linux_backend(btrfs_pool: LoopPool, node_netns: Path,
     try:
         yield backend
     finally:
-        for machine in make_linux(btrfs_pool).list_machines():
-            backend.machine_destroy(machine["uuid"])
+        # a new agent reads the records from the pool: a test may have changed machines
+        # through another LinuxBackend of the pool (an agent restart) behind this one's back
+        fresh = make_linux(btrfs_pool, backend.network)
+        for machine in fresh.list_machines():
+            fresh.machine_destroy(machine["uuid"])
 
 
 @pytest.fixture

@@ -169,9 +169,14 @@ def test_the_same_nic_after_stop_start_reboot_and_an_agent_restart(
                                                                "interface": "net0"}]
     assert_nic_inside(again, machine["uuid"], net0)
     assert again.status()["leftovers"] == []
+    # the new agent plugs into the running machine's namespace the old one made
+    net1 = nic(17, "10.89.0.11/24", interface="net1")
+    again.machine_add_nics(machine["uuid"], [net1])
+    assert_nic_inside(again, machine["uuid"], net1)
     again.machine_stop(machine["uuid"])
     assert again.machine_start(machine["uuid"])["state"] == "running"
     assert_nic_inside(again, machine["uuid"], net0)
+    assert_nic_inside(again, machine["uuid"], net1)
 
 
 def test_after_a_node_reboot_start_plugs_afresh(node: LinuxBackend, spec: SpecFactory,
@@ -198,6 +203,18 @@ def test_destroy_leaves_no_veth_chain_or_namespace(node: LinuxBackend, spec: Spe
     assert host_end(net0["mac"]) not in node_links(node_netns)
     assert chain_of(net0["mac"]) not in node_chains(node_netns)
     assert not netns.exists()
+    assert node.status()["leftovers"] == []
+
+
+def test_status_names_what_no_machine_owns(node: LinuxBackend) -> None:
+    stray = node.network.machine_netns(str(uuid.uuid4()))
+    ip.netns_create(stray)
+    try:
+        node._invalidate_usage()  # status caches leftovers as it does usage
+        assert node.status()["leftovers"] == [f"netns:{stray.name}"]
+    finally:
+        ip.netns_delete(stray)
+    node._invalidate_usage()
     assert node.status()["leftovers"] == []
 
 
