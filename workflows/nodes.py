@@ -154,6 +154,23 @@ def send_overlay(messages: Iterable[overlay.Message], send: Send, client: redis.
     return sent
 
 
+#: the overlay directory's digest as the reconciler last sent it
+OVERLAY_DIRECTORY_KEY = "sdc:overlay:directory"
+
+
+def overlay_directory_changes(session: Session, client: redis.Redis) -> list[overlay.Message]:
+    """Every overlay node's peers when the directory changed since the reconciler last
+    looked, else nothing. This is what brings a server's set-up (or its removal from
+    service) to the other nodes within a reconcile interval: the operator's API cannot send
+    agent tasks itself, and waiting for each node's next status report would take up to
+    its report interval."""
+    nodes = overlay.overlay_nodes(session)
+    digest = overlay.directory_digest(nodes)
+    if client.getset(OVERLAY_DIRECTORY_KEY, digest) in (digest, digest.encode()):
+        return []
+    return overlay.everyone(nodes)
+
+
 #: machine states a status report speaks about
 WATCHED = ("running", "stopped", "unknown", "failed")
 #: states of a machine its node should have: a report without it raises a question

@@ -130,7 +130,9 @@ def reconcile() -> dict[str, Any]:
     with engine.sessions() as session, session.begin():
         orphans = capacity.release_orphans(session)
         questions = nodes.due_questions(session, settings.resend_interval)
+        peers = nodes.overlay_directory_changes(session, _redis())
     _ask(questions)  # questions (or answers) lost, or left unsettled by an error: ask again
+    _send_overlay(peers)
     if gone or back or expired or orphans:
         log.info("reconcile: unknown=%s running=%s expired_steps=%d orphans=%d",
                  gone, back, expired, orphans)

@@ -196,3 +196,17 @@ def after_registration(session: Session, server: Server, was: Underlays) -> list
     nodes = overlay_nodes(session)
     out = [Directory.of(nodes).message_for(server.uuid, now)] if now else []
     return out + updates_for(session, changed, server.uuid, nodes)
+
+
+def directory_digest(nodes: Iterable[tuple[str, bool, Underlays]]) -> str:
+    """A digest of who is in the directory with which underlay on which tag: it changes
+    exactly when some node's peers change (a server set up or taken out of service, an
+    underlay that moved, a row gone)."""
+    members = sorted((uuid, sorted(mine.items())) for uuid, setup, mine in nodes if setup)
+    return hashlib.sha256(json.dumps(members, separators=(",", ":")).encode()).hexdigest()
+
+
+def everyone(nodes: list[tuple[str, bool, Underlays]]) -> list[Message]:
+    """The peers of every node that carries a tag over an overlay, set up or not."""
+    directory = Directory.of(nodes)
+    return [directory.message_for(uuid, mine) for uuid, _setup, mine in nodes]

@@ -179,6 +179,32 @@ def test_a_new_node_gets_its_peers_and_joins_theirs_once_set_up(
     assert cloud.peers(trio["a"]) == {"external": ["192.0.2.2", "192.0.2.4"]}
 
 
+def reconcile(cloud: Cloud) -> list[overlay.Message]:
+    """What the reconciler's directory watch sends now."""
+    with cloud.ctx.transaction() as session:
+        return cloud.send(nodes.overlay_directory_changes(session, cloud.redis))
+
+
+def test_the_reconciler_brings_a_set_up_or_taken_out_server_to_the_others(
+        ctx: Any, cloud: Cloud, trio: dict[str, str]) -> None:
+    reconcile(cloud)  # its first look: everyone gets the directory as it is
+    for name in trio:
+        cloud.queued(trio[name])
+    assert reconcile(cloud) == []  # nothing changed: nothing sent
+    new = new_uuid()
+    cloud.register(node_info(new, "192.0.2.4"))
+    cloud.queued(new)
+    assert reconcile(cloud) == []  # registered, not set up: nobody's peer yet
+    servers.update_server(ctx, new, {"setup": True})
+    assert {m.server_uuid for m in reconcile(cloud)} == {trio["a"], trio["b"], new}
+    assert cloud.peers(trio["a"]) == {"external": ["192.0.2.2", "192.0.2.4"]}
+    assert cloud.peers(trio["c"]) is None  # host-local: nothing to apply
+    servers.update_server(ctx, new, {"setup": False})
+    reconcile(cloud)
+    assert cloud.peers(trio["a"]) == {"external": ["192.0.2.2"]}
+    assert reconcile(cloud) == []
+
+
 def test_a_server_gone_drops_out_of_its_peers(ctx: Any, cloud: Cloud,
                                               trio: dict[str, str]) -> None:
     cloud.queued(trio["a"])
