@@ -11,8 +11,9 @@ import contextlib
 import os
 from pathlib import Path
 
-from agents.backends.host import btrfs, loopdev, runc
+from agents.backends.host import btrfs, ip, loopdev, runc
 from agents.backends.host.cmd import HostCommandError
+from agents.backends.linux.runtime import netns_dir
 
 
 def create(image: Path, size_bytes: int, mountpoint: Path) -> str:
@@ -37,11 +38,16 @@ def create(image: Path, size_bytes: int, mountpoint: Path) -> str:
 
 def destroy(image: Path, mountpoint: Path | None, runc_root: Path | None = None) -> None:
     """Undo :func:`create`: remove the containers of ``runc_root`` (their root filesystems are
-    in the pool), unmount, detach every loop device of ``image`` and delete it."""
+    in the pool) and their network namespaces (bind mounts beside it), unmount, detach every
+    loop device of ``image`` and delete it."""
     if runc_root is not None and runc_root.exists():
         for container in runc.list_containers(runc_root):
             with contextlib.suppress(HostCommandError):
                 runc.delete(runc_root, container["id"], force=True)
+    if runc_root is not None and netns_dir(runc_root).is_dir():
+        for space in netns_dir(runc_root).iterdir():
+            with contextlib.suppress(HostCommandError):
+                ip.netns_delete(space)
     if mountpoint is not None and os.path.ismount(mountpoint):
         loopdev.umount(mountpoint)
     if image.exists():
