@@ -4,15 +4,10 @@ namespace, filtered by the node's anti-spoofing rules (:mod:`agents.backends.lin
 
 Everything node-level (the tags' links, bridges, uplinks, host veth ends, the nft table) lives
 in the node's network namespace: the agent's own, or ``node_netns`` (how tests run two nodes on
-one machine). Names fit IFNAMSIZ and say what they are:
-
-- VNI of a (tag, VLAN) = ``(crc32(tag) & 0xfff) << 12 | vlan``: 4096 tags' worth of
-  blocks of 4096 VLANs. Two tags of one node whose 12-bit hashes collide are refused.
-- bridge ``sdcb<vni 6 hex>``; VXLAN uplink ``sdcx<vni 6 hex>``; 802.1Q uplink
-  ``<link>.<vlan>`` (VLAN 0: the link itself); host veth end ``v<mac 12 hex>``, its peer
-  ``netN`` in the machine's namespace.
-- a machine's namespace: a bind mount at ``<runtime_dir>/<uuid>`` (tmpfs in production, so it
-  goes with a reboot like the namespace itself).
+one machine). The devices' names and the command lines are
+:mod:`agents.backends.linux.netlines`'s. A machine's namespace is a bind mount at
+``<runtime_dir>/<uuid>`` (tmpfs in production, so it goes with a reboot like the namespace
+itself).
 
 Uplinks: ``vlan`` puts an 802.1Q sub-interface of the tag's link on the bridge; ``vxlan`` a
 VXLAN device (``nolearning``, no multicast) sending to the node's peers on the tag, one
@@ -37,7 +32,6 @@ import logging
 import os
 import re
 import threading
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,96 +42,35 @@ from agents.backends.host import ip
 from agents.backends.host import nft as nft_tool
 from agents.backends.host.cmd import HostCommandError
 from agents.backends.linux import nft
+from agents.backends.linux.netlines import (
+    ANY_MAC,
+    HOST_VETH,
+    VXLAN_PORT,
+    bridge_name,
+    bridge_of,
+    fdb_line,
+    host_end_lines,
+    host_veth,
+    machine_lines,
+    machine_veth_line,
+    no_ipv6_address,
+    refuse_colliding_tags,
+    tag_hash,
+    veth_lines,
+    vlan_link_name,
+    vni,
+    vxlan_name,
+)
 from schemas.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
 UPLINKS = ("auto", "vlan", "vxlan")
-VXLAN_PORT = 4789
-ANY_MAC = "00:00:00:00:00:00"
-IFNAMSIZ = 15
-IPV6_MIN_MTU = 1280
 #: what a bridge without a VXLAN uplink carries as far as the node knows (no encapsulation)
 ANY_MTU = 1 << 16
-HOST_VETH = re.compile(r"^v[0-9a-f]{12}$")
 NIC_CHAIN = re.compile(rf"^{nft.CHAIN_PREFIX}[0-9a-f]{{12}}$")
 #: the bridge the 802.1Q probe makes and removes at once
 PROBE = "sdcprobe0"
-
-
-def tag_hash(tag: str) -> int:
-    return zlib.crc32(tag.encode()) & 0xFFF
-
-
-def vni(tag: str, vlan: int) -> int:
-    return tag_hash(tag) << 12 | vlan
-
-
-def bridge_name(segment_vni: int) -> str:
-    return f"sdcb{segment_vni:06x}"
-
-
-def vxlan_name(segment_vni: int) -> str:
-    return f"sdcx{segment_vni:06x}"
-
-
-def vlan_link_name(link: str, vlan: int, segment_vni: int) -> str:
-    """The tag link's 802.1Q sub-interface for ``vlan`` (the link itself for VLAN 0); a
-    link name too long for ``.<vlan>`` gets ``sdcv<vni>`` instead."""
-    if vlan == 0:
-        return link
-    name = f"{link}.{vlan}"
-    return name if len(name) <= IFNAMSIZ else f"sdcv{segment_vni:06x}"
-
-
-def host_veth(mac: str) -> str:
-    return "v" + mac.replace(":", "").lower()
-
-
-def machine_lines(nics: Sequence[Mapping[str, Any]], routes: Mapping[str, str], *,
-                  loopback: bool) -> list[str]:
-    """The ``ip`` batch run inside a machine's namespace: its NICs up with their addresses,
-    the default route via the primary NIC's first gateway, and the ``routes`` whose gateway
-    these NICs reach (the others wait for the NIC that does: :meth:`NodeNetwork.add_nics`).
-    ``replace`` everywhere, so running it twice changes nothing."""
-    lines = ["link set lo up"] if loopback else []
-    lines += [f"link set {nic['interface']} up" for nic in nics]
-    lines += [f"addr replace {addr} dev {nic['interface']}" for nic in nics for addr in nic["ips"]]
-    primary = next((nic for nic in nics if nic.get("primary")), None)
-    if primary is not None and primary["gateways"]:
-        lines.append(f"route replace default via {primary['gateways'][0]} "
-                     f"dev {primary['interface']}")
-    for destination, gateway in routes.items():
-        via = route_via(gateway, nics)
-        if via is not None:
-            lines.append(f"route replace {destination} {via}")
-    return lines
-
-
-LINK_LOCAL_GATEWAY = re.compile(r"^(nics|macs)\[(.+)\]$")
-
-
-def route_via(gateway: str, nics: Sequence[Mapping[str, Any]]) -> str | None:
-    """``via GW`` for a gateway on one of ``nics``' subnets, ``dev netN`` for vmadm's
-    link-local forms ``nics[N]`` and ``macs[MAC]`` of one of them, else None."""
-    interfaces = {nic["interface"] for nic in nics}
-    form = LINK_LOCAL_GATEWAY.match(gateway)
-    if form is not None:
-        kind, key = form.groups()
-        if kind == "nics":
-            name = f"net{key}"
-            return f"dev {name}" if name in interfaces else None
-        owner = next((nic for nic in nics if nic["mac"] == key.lower()), None)
-        return f"dev {owner['interface']}" if owner is not None else None
-    try:
-        address = ipaddress.IPv4Address(gateway)
-    except ValueError:
-        return None
-    for nic in nics:
-        for cidr in nic["ips"]:
-            if address in ipaddress.IPv4Interface(cidr).network:
-                return f"via {gateway} dev {nic['interface']}"
-    return None
 
 
 @dataclass
@@ -165,7 +98,7 @@ class NodeNetwork:
                  runtime_dir: Path, node_netns: Path | None = None) -> None:
         if uplink not in UPLINKS:
             raise SettingsError(f"SDC_NIC_UPLINK: {uplink!r} is not one of {', '.join(UPLINKS)}")
-        _refuse_colliding_tags(nic_tags)
+        refuse_colliding_tags(nic_tags)
         self.nic_tags = dict(nic_tags)
         self.uplink = uplink
         self.state_dir = Path(state_dir)
@@ -266,8 +199,8 @@ class NodeNetwork:
         for device in devices:
             tag = by_hash.get(int(device[4:], 16) >> 12)
             want = set(peers.get(tag, [])) if tag is not None else set()
-            lines += [_fdb_line("del", device, peer) for peer in sorted(have[device] - want)]
-            lines += [_fdb_line("append", device, peer) for peer in sorted(want - have[device])]
+            lines += [fdb_line("del", device, peer) for peer in sorted(have[device] - want)]
+            lines += [fdb_line("append", device, peer) for peer in sorted(want - have[device])]
         ip.bridge_batch(lines, self.node_netns)
 
     # --- machines
@@ -358,10 +291,10 @@ class NodeNetwork:
         that last step fails and the node's links are looked at."""
         made.chains += [nic["mac"] for nic in nics]
         self._apply_chains(nics)
-        if not all(self._ready.get(_bridge_of(nic), 0) >= int(nic["mtu"]) for nic in nics):
+        if not all(self._ready.get(bridge_of(nic), 0) >= int(nic["mtu"]) for nic in nics):
             self._make_segments(nics, made)
         self._make_machine_netns(netns, nics, routes, made)
-        host_ends = [line for nic in nics for line in _host_end_lines(nic, _bridge_of(nic))]
+        host_ends = [line for nic in nics for line in host_end_lines(nic, bridge_of(nic))]
         try:
             ip.batch(host_ends, self.node_netns)
         except HostCommandError as exc:
@@ -380,9 +313,9 @@ class NodeNetwork:
             self._apply_chains(nics)
             lines, made_segments = self._segment_lines_of(nics, present, made)
             for nic in nics:
-                bridge, veth = _bridge_of(nic), host_veth(nic["mac"])
+                bridge, veth = bridge_of(nic), host_veth(nic["mac"])
                 if veth not in present:
-                    lines += _veth_lines(nic, veth, bridge, netns)
+                    lines += veth_lines(nic, veth, bridge, netns)
                     made.links.append(veth)
                 elif present[veth].get("master") != bridge:  # a plug cut short
                     lines.append(f"link set {veth} master {bridge} up")
@@ -393,7 +326,7 @@ class NodeNetwork:
     def _make_machine_netns(self, netns: Path, nics: list[dict[str, Any]],
                             routes: dict[str, str], made: _Made) -> None:
         node = self.node_netns or Path(f"/proc/{os.getpid()}/ns/net")
-        lines = [_machine_veth_line(nic, node) for nic in nics]
+        lines = [machine_veth_line(nic, node) for nic in nics]
         lines += machine_lines(nics, routes, loopback=True)
         veths = [host_veth(nic["mac"]) for nic in nics]
         made.netns = netns  # unshare mounts it before ip runs
@@ -435,7 +368,7 @@ class NodeNetwork:
             self._ready[bridge] = max(self._ready.get(bridge, 0), mtu)
         if segments.vxlans:
             peers = self._overlay()["peers"]
-            ip.bridge_batch([_fdb_line("append", device, peer)
+            ip.bridge_batch([fdb_line("append", device, peer)
                              for tag, device in segments.vxlans
                              for peer in peers.get(tag, [])], self.node_netns)
 
@@ -483,7 +416,7 @@ class NodeNetwork:
             return bridge, 0
         lines += [f"link add {uplink} mtu {mtu} type vxlan id {segment} local {underlay} "
                   f"dstport {VXLAN_PORT} nolearning",
-                  *_no_ipv6_address(uplink, mtu),
+                  *no_ipv6_address(uplink, mtu),
                   f"link set {uplink} master {bridge} up"]
         made.links.append(uplink)
         new_vxlans.append((tag, uplink))
@@ -544,50 +477,3 @@ class NodeNetwork:
                 ip.netns_delete(made.netns)
         except Exception:
             log.exception("could not remove what a failed plug made")
-
-
-def _bridge_of(nic: Mapping[str, Any]) -> str:
-    return bridge_name(vni(nic["nic_tag"], int(nic["vlan_id"])))
-
-
-def _machine_veth_line(nic: Mapping[str, Any], node: Path) -> str:
-    """Made inside the machine's namespace, the host end straight into the node's."""
-    mtu = int(nic["mtu"])
-    return (f"link add {nic['interface']} address {nic['mac']} mtu {mtu} type veth "
-            f"peer name {host_veth(nic['mac'])} mtu {mtu} netns {node}")
-
-
-def _host_end_lines(nic: Mapping[str, Any], bridge: str) -> list[str]:
-    veth = host_veth(nic["mac"])
-    return [*_no_ipv6_address(veth, int(nic["mtu"])), f"link set {veth} master {bridge} up"]
-
-
-def _veth_lines(nic: Mapping[str, Any], veth: str, bridge: str, netns: Path) -> list[str]:
-    """The pair made in the node's namespace with its peer put straight into the machine's,
-    named, addressed and sized there; the host end joins the bridge without an IPv6 address
-    of its own (the machine must not reach the node through it)."""
-    mtu = int(nic.get("mtu", 1500))
-    return [f"link add {veth} mtu {mtu} type veth peer name {nic['interface']} "
-            f"address {nic['mac']} mtu {mtu} netns {netns}",
-            *_no_ipv6_address(veth, mtu),
-            f"link set {veth} master {bridge} up"]
-
-
-def _no_ipv6_address(link: str, mtu: int) -> list[str]:
-    # below IPv6's minimum MTU a link has no IPv6 at all, and the kernel refuses the setting
-    return [f"link set {link} addrgenmode none"] if mtu >= IPV6_MIN_MTU else []
-
-
-def _fdb_line(action: str, device: str, peer: str) -> str:
-    tail = " permanent" if action == "append" else ""
-    return f"fdb {action} {ANY_MAC} dev {device} dst {peer} self{tail}"
-
-
-def _refuse_colliding_tags(nic_tags: Mapping[str, str | None]) -> None:
-    seen: dict[int, str] = {}
-    for tag in nic_tags:
-        block = tag_hash(tag)
-        if block in seen:
-            raise SettingsError(f"SDC_NIC_TAGS: nic tags {seen[block]} and {tag} share VXLAN "
-                                f"id block {block:#05x} (crc32 & 0xfff): rename one")
-        seen[block] = tag

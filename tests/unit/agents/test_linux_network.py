@@ -25,6 +25,7 @@ import pytest
 
 from agents.backends.base import BackendError
 from agents.backends.host.cmd import Completed, use_runner
+from agents.backends.linux import netlines as names
 from agents.backends.linux import network as net
 from agents.backends.linux import nft
 from agents.backends.linux.network import NodeNetwork
@@ -86,23 +87,23 @@ def test_a_nic_without_ips_sends_no_ipv4() -> None:
 
 
 def test_names_fit_ifnamsiz_and_vni_holds_tag_and_vlan() -> None:
-    segment = net.vni("external", 4094)
-    assert segment >> 12 == net.tag_hash("external") and segment & 0xFFF == 4094
-    assert len(net.bridge_name(segment)) == len(net.vxlan_name(segment)) == 10
-    assert net.host_veth("02:08:20:00:00:01") == "v020820000001"
-    assert net.vlan_link_name("eth1", 0, segment) == "eth1"
-    assert net.vlan_link_name("eth1", 42, segment) == "eth1.42"
-    assert net.vlan_link_name("enp0s31f6abcd", 4094, segment) == f"sdcv{segment:06x}"
+    segment = names.vni("external", 4094)
+    assert segment >> 12 == names.tag_hash("external") and segment & 0xFFF == 4094
+    assert len(names.bridge_name(segment)) == len(names.vxlan_name(segment)) == 10
+    assert names.host_veth("02:08:20:00:00:01") == "v020820000001"
+    assert names.vlan_link_name("eth1", 0, segment) == "eth1"
+    assert names.vlan_link_name("eth1", 42, segment) == "eth1.42"
+    assert names.vlan_link_name("enp0s31f6abcd", 4094, segment) == f"sdcv{segment:06x}"
 
 
 def test_colliding_tags_are_refused(tmp_path: Path) -> None:
     by_hash: dict[int, str] = {}
     for n in range(10_000):
         tag = f"tag{n}"
-        if net.tag_hash(tag) in by_hash:
-            first = by_hash[net.tag_hash(tag)]
+        if names.tag_hash(tag) in by_hash:
+            first = by_hash[names.tag_hash(tag)]
             break
-        by_hash[net.tag_hash(tag)] = tag
+        by_hash[names.tag_hash(tag)] = tag
     with pytest.raises(SettingsError, match=f"{first} and {tag}"):
         NodeNetwork({first: None, tag: None}, "vxlan", tmp_path, tmp_path / "run")
 
@@ -112,7 +113,7 @@ def test_machine_lines_route_only_through_reachable_gateways() -> None:
             make_nic(2, "10.99.0.5/24", interface="net1", primary=False)]
     routes = {"10.50.0.0/16": "10.99.0.1", "10.60.0.0/16": "10.77.0.1",
               "192.168.5.5": "nics[1]", "192.168.6.0/24": "macs[02:08:20:00:00:01]"}
-    assert net.machine_lines(nics, routes, loopback=True) == [
+    assert names.machine_lines(nics, routes, loopback=True) == [
         "link set lo up", "link set net0 up", "link set net1 up",
         "addr replace 10.88.0.11/24 dev net0", "addr replace 10.99.0.5/24 dev net1",
         "route replace default via 10.88.0.1 dev net0",
@@ -141,7 +142,8 @@ def test_vlan_uplink_argument_lists(tmp_path: Path) -> None:
         network.plug("m1", nics, {})
         uplinks = network.nic_tag_uplinks()
     assert uplinks == {"external": {"link": "eth1", "underlay": None}}
-    b42, b0 = net.bridge_name(net.vni("external", 42)), net.bridge_name(net.vni("external", 0))
+    b42 = names.bridge_name(names.vni("external", 42))
+    b0 = names.bridge_name(names.vni("external", 0))
     node = f"/proc/{os.getpid()}/ns/net"
     assert [(argv, data.splitlines()) for argv, data in calls if argv[0] != "nft"] == [
         (("ip", "-j", "link", "show"), []),
@@ -250,7 +252,7 @@ def nodes(lab: Path) -> tuple[Node, Node]:
 def plug(node: Node, *nics: dict[str, Any], routes: dict[str, str] | None = None) -> Path:
     machine = str(uuid.uuid4())
     node.network.plug(machine, list(nics), routes or {})
-    wait_forwarding(node, [net.host_veth(nic["mac"]) for nic in nics])
+    wait_forwarding(node, [names.host_veth(nic["mac"]) for nic in nics])
     return node.network.machine_netns(machine)
 
 
@@ -286,13 +288,13 @@ def test_same_network_pings_across_nodes(nodes: tuple[Node, Node]) -> None:
             if i["family"] == "inet"] == ["10.88.0.11/24"]
     assert "default via 10.88.0.1 dev net0" in in_machine(a, "ip", "route")
     # node 1's uplink: VXLAN to node 2 only, no learning, on the bridge of (external, 0)
-    segment = net.vni("external", 0)
-    vxlan = one.links()[net.vxlan_name(segment)]
-    assert vxlan["master"] == net.bridge_name(segment)
+    segment = names.vni("external", 0)
+    vxlan = one.links()[names.vxlan_name(segment)]
+    assert vxlan["master"] == names.bridge_name(segment)
     assert vxlan["linkinfo"]["info_data"]["id"] == segment
     assert vxlan["linkinfo"]["info_data"]["learning"] is False
     # the node has no address on the machines' segments (nothing of its own to reach)
-    assert one.run("ip", "-6", "addr", "show", "dev", net.bridge_name(segment)) == ""
+    assert one.run("ip", "-6", "addr", "show", "dev", names.bridge_name(segment)) == ""
     assert one.run("ip", "-6", "addr", "show", "dev", "v020820000001") == ""
 
 
@@ -468,7 +470,7 @@ def test_unplug_leaves_no_veth_chain_element_or_namespace(nodes: tuple[Node, Nod
     assert "v020820000002" in one.links()
     one.network.unplug(machine, macs)
     links = one.links()
-    assert not [name for name in links if net.HOST_VETH.match(name)]
+    assert not [name for name in links if names.HOST_VETH.match(name)]
     assert not [link for link in links.values() if link.get("master", "").startswith("sdcb")
                 and not link["ifname"].startswith("sdcx")]
     ruleset = one.ruleset()
@@ -523,7 +525,7 @@ def test_nics_come_and_go_on_a_plugged_machine(nodes: tuple[Node, Node]) -> None
 def fdb_peers(node: Node, device: str) -> list[str]:
     return sorted(entry["dst"] for entry in json.loads(node.run("bridge", "-j", "fdb", "show",
                                                                  "dev", device))
-                  if entry["mac"] == net.ANY_MAC)
+                  if entry["mac"] == names.ANY_MAC)
 
 
 @pytestmark_host
@@ -531,7 +533,7 @@ def test_set_peers_replaces_the_forwarding_entries(nodes: tuple[Node, Node]) -> 
     one, _ = nodes
     plug(one, make_nic(1, "10.88.0.11/24"), make_nic(2, "10.88.1.11/24", vlan=7,
                                                      interface="net1", primary=False))
-    devices = [net.vxlan_name(net.vni("external", vlan)) for vlan in (0, 7)]
+    devices = [names.vxlan_name(names.vni("external", vlan)) for vlan in (0, 7)]
     assert [fdb_peers(one, device) for device in devices] == [["192.0.2.2"]] * 2
     one.network.set_peers({"external": ["192.0.2.2", "192.0.2.9"]}, "p2")
     assert [fdb_peers(one, device) for device in devices] == [["192.0.2.2", "192.0.2.9"]] * 2
@@ -602,7 +604,7 @@ def test_a_failed_plug_removes_what_it_made(nodes: tuple[Node, Node]) -> None:
         one.network.plug(machine, [make_nic(1, "10.88.0.11/24", gateways=["10.77.0.1"])], {})
     assert "Nexthop has invalid gateway" in failed.value.message or "unreachable" in \
         failed.value.message.lower()
-    assert set(one.links()) <= before | {net.bridge_name(net.vni("external", 0))}
+    assert set(one.links()) <= before | {names.bridge_name(names.vni("external", 0))}
     assert "nic_" not in one.ruleset()
     assert not one.network.machine_netns(machine).exists()
     with pytest.raises(BackendError) as unknown:
@@ -619,13 +621,13 @@ def test_plug_repairs_what_changed_behind_its_back(nodes: tuple[Node, Node]) -> 
     b = plug(two, make_nic(2, "10.88.0.12/24"))
     plug(one, make_nic(3, "10.88.0.13/24"))
     one.run("ip", "link", "add", "v020820000001", "type", "veth", "peer", "name", "old0")
-    bridge = net.bridge_name(net.vni("external", 0))
+    bridge = names.bridge_name(names.vni("external", 0))
     one.run("ip", "link", "del", bridge)
-    one.run("ip", "link", "del", net.vxlan_name(net.vni("external", 0)))
+    one.run("ip", "link", "del", names.vxlan_name(names.vni("external", 0)))
     a = plug(one, make_nic(1, "10.88.0.11/24"))
     assert one.links()["v020820000001"]["master"] == bridge
     assert "old0" not in one.links()
-    assert fdb_peers(one, net.vxlan_name(net.vni("external", 0))) == ["192.0.2.2"]
+    assert fdb_peers(one, names.vxlan_name(names.vni("external", 0))) == ["192.0.2.2"]
     assert netns.pings(a, "10.88.0.12", tries=3) and netns.pings(b, "10.88.0.11")
 
 
