@@ -2,7 +2,12 @@
 
 One round = a writable btrfs snapshot of the image's ``@final`` + ``runc run --detach`` of a
 bundle on it (the same config the linux backend writes), timed from before the snapshot to
-``runc run`` returning with the container running. Nothing else: no API, job, queue or agent.
+``runc run`` returning with the container running. With ``node_netns`` the round also gives
+the machine one NIC by hand, as few processes as it takes: a persistent network namespace
+(``unshare --net=FILE``), a veth pair made in the node's namespace with its peer put straight
+into the machine's and its host end on a bridge (one ``ip -batch``), the address, loopback
+and default route inside (one ``ip -batch``), one nft chain of the anti-spoofing rules and its
+map element (one ``nft -f``). Nothing else: no API, job, queue or agent.
 bench/linux_provision.py imports :func:`measure_floor` to print it beside the end-to-end
 figure; run alone, this script makes its own loop-device pool and busybox image and also
 times ``LinuxBackend.machine_create`` (the agent's own work on top of the floor).
@@ -30,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agents import pool as loop_pool  # noqa: E402
 from agents.backends import oci  # noqa: E402
 from agents.backends.host import btrfs, runc  # noqa: E402
-from agents.backends.host.cmd import HostCommandError  # noqa: E402
+from agents.backends.host.cmd import HostCommandError, run  # noqa: E402
 from agents.backends.linux import LinuxBackend  # noqa: E402
 from agents.backends.linux.storage import BtrfsStorage  # noqa: E402
 
@@ -43,35 +48,106 @@ def image_final_path(pool: Path, image_uuid: str) -> Path:
     return pool / "images" / f"{image_uuid}@final"
 
 
+FLOOR_BRIDGE = "floorbr0"
+FLOOR_TABLE = "bridge sdcfloor"
+
+
+def _in(netns: Path | None, argv: list[str]) -> list[str]:
+    return argv if netns is None else ["nsenter", f"--net={netns}", *argv]
+
+
+def _batch(netns: Path | None, tool: str, lines: list[str]) -> None:
+    run(_in(netns, [tool, "-batch" if tool != "nft" else "-f", "-"]),
+        input="".join(f"{line}\n" for line in lines))
+
+
+def _floor_network(node_netns: Path) -> None:
+    """The bridge and the filter table the rounds' NICs use (made once, not timed)."""
+    _batch(node_netns, "ip", [f"link add {FLOOR_BRIDGE} type bridge",
+                              f"link set {FLOOR_BRIDGE} up"])
+    _batch(node_netns, "nft", [
+        f"add table {FLOOR_TABLE}", f"add map {FLOOR_TABLE} nics {{ type ifname : verdict; }}",
+        f"add chain {FLOOR_TABLE} forward {{ type filter hook forward priority -200; }}",
+        f"add rule {FLOOR_TABLE} forward iifname vmap @nics"])
+
+
+def _remove_floor_network(node_netns: Path) -> None:
+    with contextlib.suppress(HostCommandError):
+        run(_in(node_netns, ["ip", "link", "del", FLOOR_BRIDGE]))
+    with contextlib.suppress(HostCommandError):
+        run(_in(node_netns, ["nft", "delete", "table", *FLOOR_TABLE.split()]))
+
+
+def _nic_by_hand(node_netns: Path, netns: Path, i: int) -> None:
+    """One NIC, the way the agent's plug does it, in four processes."""
+    host = i + 10  # clear of the subnet's own address
+    mac, veth = f"02:00:00:00:{host >> 8:02x}:{host & 0xff:02x}", f"vfloor{i}"
+    address = f"10.250.{host >> 8}.{host & 0xff}"
+    netns.touch()
+    run(["unshare", f"--net={netns}", "true"])
+    _batch(node_netns, "ip", [
+        f"link add {veth} type veth peer name net0 address {mac} netns {netns}",
+        f"link set {veth} master {FLOOR_BRIDGE} up"])
+    _batch(netns, "ip", ["link set lo up", "link set net0 up",
+                         f"addr add {address}/16 dev net0", "route add default via 10.250.255.254"])
+    chain = f"nic_{i}"
+    _batch(node_netns, "nft", [
+        f"add chain {FLOOR_TABLE} {chain}",
+        f"add rule {FLOOR_TABLE} {chain} ether saddr != {mac} drop",
+        f"add rule {FLOOR_TABLE} {chain} arp saddr ip != {address} drop",
+        f"add rule {FLOOR_TABLE} {chain} ip saddr != {address} drop",
+        f'add element {FLOOR_TABLE} nics {{ "{veth}" : jump {chain} }}'])
+
+
+def _remove_nic_by_hand(node_netns: Path, netns: Path, i: int) -> None:
+    with contextlib.suppress(HostCommandError):
+        run(["umount", str(netns)])
+    netns.unlink(missing_ok=True)
+    with contextlib.suppress(HostCommandError):
+        run(_in(node_netns, ["ip", "link", "del", f"vfloor{i}"]))
+
+
 def measure_floor(pool: Path, image_final: Path, runc_root: Path, rounds: int = 20,
-                  ram_mb: int = 256, disk_mb: int = 1024) -> list[float]:
-    """Seconds per round (snapshot + runc run --detach); everything made is removed after."""
+                  ram_mb: int = 256, disk_mb: int = 1024,
+                  node_netns: Path | None = None) -> list[float]:
+    """Seconds per round (snapshot + runc run --detach, and with ``node_netns`` one NIC by
+    hand); everything made is removed after."""
     work = pool / ".sdc" / "floor"
     work.mkdir(parents=True, exist_ok=True)
     samples, made = [], []
+    if node_netns is not None:
+        _floor_network(node_netns)
     try:
         # all rounds first, cleanup after: as when a node takes many machines, and a
         # deletion's transaction commit does not land inside the next round's timing
-        for _ in range(rounds):
+        for i in range(rounds):
             name = f"floor-{uuid.uuid4()}"
             root, bundle = pool / "zones" / name, work / name
+            netns = work / f"{name}.netns" if node_netns is not None else None
             bundle.mkdir()
-            made.append((name, root, bundle))
+            made.append((i, name, root, bundle, netns))
             record = {"alias": "floor", "ram_mb": ram_mb, "disk_mb": disk_mb, "cpu_cap": 0,
                       "max_lwps": 4000}
-            (bundle / "config.json").write_text(json.dumps(oci.config(record, root)))
+            (bundle / "config.json").write_text(json.dumps(oci.config(record, root,
+                                                                      netns=netns)))
             started = time.perf_counter()
             btrfs.subvolume_snapshot(image_final, root)
             btrfs.qgroup_limit(root, disk_mb << 20)
+            if node_netns is not None and netns is not None:
+                _nic_by_hand(node_netns, netns, i)
             runc.run_detached(runc_root, bundle, name, bundle / "console.log")
             samples.append(time.perf_counter() - started)
     finally:
-        for name, root, bundle in made:
+        for i, name, root, bundle, netns in made:
             with contextlib.suppress(HostCommandError):
                 runc.delete(runc_root, name, force=True)
+            if node_netns is not None and netns is not None:
+                _remove_nic_by_hand(node_netns, netns, i)
             if root.exists():
                 btrfs.subvolume_delete(root)
             shutil.rmtree(bundle, ignore_errors=True)
+        if node_netns is not None:
+            _remove_floor_network(node_netns)
     return samples
 
 
