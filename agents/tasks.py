@@ -150,7 +150,8 @@ def _image_create_from_machine(backend: NodeBackend, params: dict[str, Any]) -> 
 
 
 def _machine_add_nics(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
-    return {"machine": backend.machine_add_nics(params["uuid"], params["nics"])}
+    return {"machine": backend.machine_add_nics(params["uuid"], params["nics"],
+                                                params.get("routes"))}
 
 
 def _machine_remove_nics(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:

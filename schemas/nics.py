@@ -81,11 +81,16 @@ class NicFlagsSchema(Schema):
 
 class MachineNicsAddSchema(Schema):
     """Add NICs to a machine (vmadm ``add_nics``): plugged at once into a running machine,
-    at its next boot into a stopped one. Adding a NIC the machine has (same mac) is a no-op."""
+    at its next boot into a stopped one. Adding a NIC the machine has (same mac) is a no-op.
+    ``routes``: the machine's VM-level routes as they are with the new NICs (a new network
+    may bring its own); None keeps the machine's routes as they are."""
 
     uuid = fields.String(required=True)
     nics = fields.List(fields.Nested(NicSpecSchema), required=True,
                        validate=validate.Length(min=1))
+    routes = fields.Dict(keys=fields.String(validate=ipv4_address_or_network),
+                         values=fields.String(validate=ipv4_address), load_default=None,
+                         allow_none=True)
 
 
 class MachineNicsRemoveSchema(Schema):

@@ -110,9 +110,11 @@ class NodeBackend(Protocol):
         return ``{uuid, size, sha256, compression}`` of the file sent."""
         ...
 
-    def machine_add_nics(self, uuid: str, nics: list[dict[str, Any]]) -> dict[str, Any]:
+    def machine_add_nics(self, uuid: str, nics: list[dict[str, Any]],
+                         routes: dict[str, str] | None = None) -> dict[str, Any]:
         """Add NICs (NicSpecSchema dicts): live into a running machine, at its next boot into
-        a stopped one; a NIC whose mac the machine has already is left as it is."""
+        a stopped one; a NIC whose mac the machine has already is left as it is. ``routes``
+        (not None) replaces the machine's routes."""
         ...
 
     def machine_remove_nics(self, uuid: str, macs: list[str]) -> dict[str, Any]:

@@ -325,7 +325,9 @@ class SimBackend:
 
     # -- networking ---------------------------------------------------------------------------
 
-    def machine_add_nics(self, uuid: str, nics: list[dict[str, Any]]) -> dict[str, Any]:
+    def machine_add_nics(self, uuid: str, nics: list[dict[str, Any]],
+                         routes: dict[str, str] | None = None) -> dict[str, Any]:
+        # a simulated machine has no routing table: ``routes`` has nothing to change
         self._begin("machine_add_nics")
         with self._lock:
             machine = self._get(uuid)

@@ -242,9 +242,11 @@ class SmartOSBackend:
 
     # -- networking ---------------------------------------------------------------------------
 
-    def machine_add_nics(self, uuid: str, nics: list[dict[str, Any]]) -> dict[str, Any]:
-        """``vmadm update`` with ``add_nics`` (only the MACs the zone lacks), then a reboot of
-        a running zone, which sees a new NIC only at boot (CloudAPI's AddNic reboots too)."""
+    def machine_add_nics(self, uuid: str, nics: list[dict[str, Any]],
+                         routes: dict[str, str] | None = None) -> dict[str, Any]:
+        """``vmadm update`` with ``add_nics`` (only the MACs the zone lacks) and, when given,
+        ``set_routes`` (the routes the new NICs' networks bring), then a reboot of a running
+        zone, which sees a new NIC only at boot (CloudAPI's AddNic reboots too)."""
         vm = self._vm(uuid)
         have = {nic["mac"] for nic in vm.get("nics") or []}
         new: list[dict[str, Any]] = []
@@ -253,7 +255,8 @@ class SmartOSBackend:
                 have.add(nic["mac"])
                 new.append(vmadm_nic(nic))
         if new:
-            vmadm.update(uuid, {"add_nics": new})
+            vmadm.update(uuid, {"add_nics": new, **({"set_routes": dict(routes)}
+                                                     if routes else {})})
             self._after_nic_change(vm)
         return self.machine_load(uuid)
 

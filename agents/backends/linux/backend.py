@@ -248,18 +248,21 @@ class LinuxBackend:
 
     # -- NICs ---------------------------------------------------------------------------------
 
-    def machine_add_nics(self, uuid: str, nics: list[dict[str, Any]]) -> dict[str, Any]:
+    def machine_add_nics(self, uuid: str, nics: list[dict[str, Any]],
+                         routes: dict[str, str] | None = None) -> dict[str, Any]:
         with self.records.machine(uuid):
             record = self.records.get(uuid)
             new = new_nics(record, nics)
             if not new:
                 return self._load(uuid)
+            routes = (record.get("routes") or {}) if routes is None else routes
             # the record first: a status report in between must not call the new veths
             # leftovers
-            self.records.save({**record, "nics": [*record.get("nics", []), *new]})
+            self.records.save({**record, "nics": [*record.get("nics", []), *new],
+                               "routes": routes})
             if self.runtime.is_running(uuid):
                 try:  # a failed add removes what it made itself
-                    self.network.add_nics(uuid, new, record.get("routes") or {})
+                    self.network.add_nics(uuid, new, routes)
                 except BaseException:
                     self.records.save(record)
                     raise

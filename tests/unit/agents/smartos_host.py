@@ -167,7 +167,7 @@ class FakeSmartOS:
         update_nics change the NICs (keyed by mac), other keys replace values."""
         self._update_nics(vm, payload.pop("add_nics", []), payload.pop("remove_nics", []),
                           payload.pop("update_nics", []))
-        for kind in ("customer_metadata", "tags"):
+        for kind in ("customer_metadata", "tags", "routes"):
             values = dict(vm.get(kind) or {})
             for key in payload.pop(f"remove_{kind}", []):
                 values.pop(key, None)

@@ -256,10 +256,12 @@ def test_nics_come_and_go_on_a_running_machine(node: LinuxBackend, spec: SpecFac
     net0 = nic(6, "10.88.0.15/24", gateways=["10.88.0.1"], primary=True)
     machine = node.machine_create(spec(nics=[net0]))
     net1 = nic(7, "10.89.0.15/24", interface="net1", vlan_id=12, mtu=1300)
-    added = node.machine_add_nics(machine["uuid"], [net1])
+    # net1's network brings a route through its own gateway
+    added = node.machine_add_nics(machine["uuid"], [net1], {"10.98.0.0/16": "10.89.0.1"})
     assert added["nics"] == [{"mac": net0["mac"], "interface": "net0"},
                              {"mac": net1["mac"], "interface": "net1"}]
     assert_nic_inside(node, machine["uuid"], net1)
+    assert "10.98.0.0/16 via 10.89.0.1 dev net1" in routes_inside(node, machine["uuid"])
     # adding the same NIC again changes nothing
     assert node.machine_add_nics(machine["uuid"], [net1])["nics"] == added["nics"]
     assert node.status()["leftovers"] == []

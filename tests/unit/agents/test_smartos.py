@@ -324,6 +324,18 @@ def test_adding_nics_to_a_running_zone_updates_then_reboots_it(
     assert [a[1] for a in smartos_host.argvs("vmadm")] == ["get", "list"]
 
 
+def test_routes_that_come_with_a_new_nic_are_set_in_the_same_update(
+    node: SmartOSBackend, smartos_host: FakeSmartOS
+) -> None:
+    with_image(smartos_host)
+    vm = node.machine_create(MachineSpecSchema().load({**spec(), "nics": [nic(0)]}))["uuid"]
+    smartos_host.calls.clear()
+    node.machine_add_nics(vm, [nic(1)], {"10.99.0.0/16": "10.88.0.1"})
+    [payload] = stdin_of(smartos_host, "vmadm", "update", vm)
+    assert payload["set_routes"] == {"10.99.0.0/16": "10.88.0.1"}
+    assert smartos_host.vms[vm]["routes"] == {"10.99.0.0/16": "10.88.0.1"}
+
+
 def test_removing_nics_sends_only_the_macs_the_zone_has(
     node: SmartOSBackend, smartos_host: FakeSmartOS
 ) -> None:
