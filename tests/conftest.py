@@ -30,7 +30,7 @@ import pytest
 
 from tests.support.jobqueue import RecordingJobQueue
 from tests.support.net import free_port
-from tests.support.procs import ProcessGroup
+from tests.support.procs import ProcessGroup, pid_alive
 from tests.support.services import (
     SERVER_PID_FILE,
     PostgresServer,
@@ -63,14 +63,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 OWNER_FILE = "owner.pid"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _claim(workdir: Path) -> None:
@@ -91,7 +83,7 @@ def _reap_stale_servers() -> None:
             owner = int((workdir / OWNER_FILE).read_text())
         except (OSError, ValueError):
             continue
-        if _pid_alive(owner):
+        if pid_alive(owner):
             continue
         try:
             if workdir.name.startswith("sdc-pg-"):

@@ -138,11 +138,15 @@ for _action, _doc in (("start", "Start a stopped machine."),
 # ---------------------------------------------------------------------------- changes, snapshots
 
 
-def start_or_follow(answer: dict[str, Any], machine_uuid: str, what: str, wait: bool) -> None:
+def start_or_follow(answer: dict[str, Any], machine_uuid: str, what: str, wait: bool,
+                    about: str = "of") -> None:
+    """Follow the job a change started to its end (``--wait``), or say which job it is:
+    ``<what> <about> <machine>: job <uuid>``."""
     if wait and answer.get("job_uuid"):
         follow_job(answer["job_uuid"], machine_uuid)
         return
-    emit(answer, lambda a: click.echo(f"{what} of {machine_uuid}: job {a.get('job_uuid')}"))
+    emit(answer,
+         lambda a: click.echo(f"{what} {about} {machine_uuid}: job {a.get('job_uuid')}"))
 
 
 @vm.command("resize")

@@ -11,7 +11,8 @@ import click
 from rich.table import Table
 
 from headnode.cli.context import SdcGroup, client, json_option, wait_option
-from headnode.cli.output import console, emit, follow_job, render_object
+from headnode.cli.machines import start_or_follow
+from headnode.cli.output import console, emit, render_object
 
 #: the NIC flags (vmadm's names), each letting the machine do what the node otherwise drops
 FLAG_HELP = {
@@ -31,13 +32,6 @@ def nic() -> None:
 def nics_path(machine_uuid: str, mac: str | None = None) -> str:
     path = f"/ops/machines/{quote(machine_uuid, safe='')}/nics"
     return f"{path}/{quote(mac, safe=':')}" if mac else path
-
-
-def after_job(answer: dict[str, Any], machine_uuid: str, what: str, wait: bool) -> None:
-    if wait and answer.get("job_uuid"):
-        follow_job(answer["job_uuid"], machine_uuid)
-        return
-    emit(answer, lambda a: click.echo(f"{what} on {machine_uuid}: job {a.get('job_uuid')}"))
 
 
 @nic.command("list")
@@ -91,7 +85,7 @@ def nic_add(machine_uuid: str, network: str, ip: str | None, wait: bool) -> None
         body["ip"] = ip
     answer = client().post(nics_path(machine_uuid), body)
     added = (answer.get("nic") or {}).get("mac", "?")
-    after_job(answer, machine_uuid, f"NIC {added} added", wait)
+    start_or_follow(answer, machine_uuid, f"NIC {added} added", wait, about="on")
 
 
 @nic.command("remove")
@@ -102,7 +96,7 @@ def nic_add(machine_uuid: str, network: str, ip: str | None, wait: bool) -> None
 def nic_remove(machine_uuid: str, mac: str, wait: bool) -> None:
     """Unplug and delete a NIC (the primary one only when it is the last)."""
     answer = client().delete(nics_path(machine_uuid, mac))
-    after_job(answer, machine_uuid, f"NIC {mac} removed", wait)
+    start_or_follow(answer, machine_uuid, f"NIC {mac} removed", wait, about="on")
 
 
 def flag_options(command: Any) -> Any:
@@ -142,4 +136,4 @@ def nic_update(machine_uuid: str, mac: str, allowed_ips: tuple[str, ...],
         raise click.UsageError("nothing to change: give a flag, --allowed-ip or "
                                "--clear-allowed-ips")
     answer = client().put(nics_path(machine_uuid, mac), body)
-    after_job(answer, machine_uuid, f"NIC {mac} updated", wait)
+    start_or_follow(answer, machine_uuid, f"NIC {mac} updated", wait, about="on")

@@ -40,7 +40,6 @@ caller's session.
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Any
 
 from sqlalchemy import select, update
@@ -53,12 +52,12 @@ from headnode.services.fleet import listed_nic_tags
 from headnode.services.machines import CHANGEABLE, load_machine, start_machine_job
 from headnode.services.networks import find_network
 from headnode.store.models import Job, Machine, Network, Nic, Server
+from schemas.networks import canonical_mac
 from schemas.nics import SPOOF_FLAGS
 from workflows.params import NicParams
 
 #: what ``update_nic`` may change
 NIC_FLAGS = (*SPOOF_FLAGS, "allowed_ips")
-_MAC = re.compile(r"^[0-9a-f]{2}(:?[0-9a-f]{2}){5}$")
 
 
 # ---------------------------------------------------------------------------- node specs
@@ -116,11 +115,7 @@ def set_plugged(session: Session, machine_uuid: str, machine_state: str) -> int:
 def normal_mac(mac: str) -> str:
     """``90:B8:D0:AA:BB:CC`` or ``90b8d0aabbcc`` (old NAPIs' form) as ``90:b8:d0:aa:bb:cc``;
     anything else unchanged (and then found nowhere)."""
-    lowered = str(mac).lower()
-    if not _MAC.match(lowered):
-        return lowered
-    digits = lowered.replace(":", "")
-    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
+    return canonical_mac(str(mac)) or str(mac).lower()
 
 
 def _owned_machine(session: Session, machine_uuid: str, owner_uuid: str | None) -> Machine:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents import pool as loop_pool
+from tests.support.procs import pid_alive
 
 POOLS_DIR = Path("/var/tmp/sdc-test-pools")
 DEFAULT_SIZE = 2 << 30
@@ -63,18 +64,10 @@ def reap_stale_pools() -> None:
         return
     for workdir in POOLS_DIR.iterdir():
         pid = workdir.name.split("-", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or pid_alive(int(pid)):
             continue
         with contextlib.suppress(Exception):
             loop_pool.destroy(workdir / "pool.img", workdir / "mnt", workdir / "runc")
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -15,6 +15,8 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from tests.support.procs import pid_alive
+
 NETNS_DIR = Path("/run/sdc-test-netns")
 TOOLS = ("ip", "bridge", "nft", "nsenter", "unshare", "umount")
 BUSYBOX = "/bin/busybox"
@@ -105,15 +107,7 @@ def reap_stale() -> None:
         return
     for path in NETNS_DIR.iterdir():
         pid = path.name.split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             remove_workdir(path)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

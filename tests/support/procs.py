@@ -45,6 +45,18 @@ class Proc:
         return self.popen.poll() is None
 
 
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` exists (signal 0 only checks): whose leftovers a reaper
+    may not touch yet."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def group_alive(pgid: int) -> bool:
     """True while any process of the group exists (signal 0 only checks)."""
     try:

@@ -104,16 +104,26 @@ def image_server() -> Iterator[FileServer]:
         server.close()
 
 
+def served_image(image_server: FileServer, filename: str, compression: str = "gzip",
+                 applets: tuple[str, ...] | None = None, name: str = "busybox"
+                 ) -> dict[str, Any]:
+    """A new image (fresh uuid) whose file, a busybox root filesystem (with ``applets``
+    linked; None: the usual ones), ``image_server`` serves as ``filename``."""
+    if filename not in image_server.files:
+        image_server.files[filename] = (busybox_tarball(compression) if applets is None
+                                        else busybox_tarball(compression, applets=applets))
+    loaded: dict[str, Any] = ImageSpecSchema().load({
+        "uuid": str(uuid.uuid4()), "name": name, "version": "1.35",
+        "files": [file_entry(image_server.files[filename], compression)],
+        "source": {"url": image_server.url(filename), "headers": dict(IMAGE_TOKEN)},
+    })
+    return loaded
+
+
 @pytest.fixture
 def busybox_image(image_server: FileServer) -> dict[str, Any]:
     """A new image (fresh uuid) whose file is the busybox root filesystem."""
-    data = image_server.files["busybox.tar.gz"]
-    loaded: dict[str, Any] = ImageSpecSchema().load({
-        "uuid": str(uuid.uuid4()), "name": "busybox", "version": "1.35",
-        "files": [file_entry(data)],
-        "source": {"url": image_server.url("busybox.tar.gz"), "headers": dict(IMAGE_TOKEN)},
-    })
-    return loaded
+    return served_image(image_server, "busybox.tar.gz")
 
 
 #: the nic tags of the test node: host-local (etherstubs), as the conformance test's NICs use

@@ -26,11 +26,11 @@ from agents.backends.linux import LinuxBackend
 from agents.backends.linux.storage import BtrfsStorage
 from agents.config import load_settings
 from agents.runner import make_backend
-from schemas.agent import ImageSpecSchema, MachineMetadataUpdateSchema, MachineUpdateSchema
-from tests.support.agent_images import FileServer, busybox_tarball, file_entry
+from schemas.agent import MachineMetadataUpdateSchema, MachineUpdateSchema
+from tests.support.agent_images import FileServer
 from tests.support.btrfs import LoopPool, missing_host
 from tests.support.wait import wait_until
-from tests.unit.agents.conftest import IMAGE_TOKEN, make_linux
+from tests.unit.agents.conftest import make_linux, served_image
 
 SpecFactory = Callable[..., dict[str, Any]]
 MIB = 1024 * 1024
@@ -129,11 +129,7 @@ def test_a_machine_that_cannot_boot_fails_and_is_removable(
     linux_backend: LinuxBackend, image_server: FileServer, machine_spec: SpecFactory,
     btrfs_pool: LoopPool,
 ) -> None:
-    image_server.files.setdefault("no-shell.tar", busybox_tarball("none", applets=()))
-    image = ImageSpecSchema().load({
-        "uuid": str(uuid.uuid4()), "name": "no-shell",
-        "files": [file_entry(image_server.files["no-shell.tar"], "none")],
-        "source": {"url": image_server.url("no-shell.tar"), "headers": dict(IMAGE_TOKEN)}})
+    image = served_image(image_server, "no-shell.tar", "none", applets=(), name="no-shell")
     linux_backend.image_ensure_present(image)
     spec = machine_spec(image_uuid=image["uuid"])
     with pytest.raises(HostCommandError) as exc:
@@ -236,7 +232,7 @@ def test_a_restarted_agent_finds_its_machines_and_their_true_states(
     os.kill(state["pid"], 9)  # the container's init dies behind the agent's back
     # kill() only queues the signal: on a loaded machine runc can still see the process
     # alive for a moment. The restart is what is tested, so wait for the death first.
-    wait_until(lambda: runc.state(node.runc_root, died["uuid"])["status"] == "stopped",
+    wait_until(lambda: (runc.state(node.runc_root, died["uuid"]) or {}).get("status") == "stopped",
                message="the killed container to stop")
 
     restarted = make_linux(btrfs_pool)
@@ -285,12 +281,7 @@ def test_stop_kills_a_machine_that_ignores_sigterm(btrfs_pool: LoopPool, spec: S
 @pytest.mark.parametrize("compression", ["bzip2", "xz", "none"])
 def test_images_in_every_compression(linux_backend: LinuxBackend, image_server: FileServer,
                                      machine_spec: SpecFactory, compression: str) -> None:
-    name = f"busybox-{compression}.tar"
-    image_server.files.setdefault(name, busybox_tarball(compression))
-    image = ImageSpecSchema().load({
-        "uuid": str(uuid.uuid4()), "name": "busybox",
-        "files": [file_entry(image_server.files[name], compression)],
-        "source": {"url": image_server.url(name), "headers": dict(IMAGE_TOKEN)}})
+    image = served_image(image_server, f"busybox-{compression}.tar", compression)
     linux_backend.image_ensure_present(image)
     machine = linux_backend.machine_create(machine_spec(image_uuid=image["uuid"]))
     assert inside(linux_backend, machine["uuid"], "echo", "hello").strip() == "hello"

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -363,28 +363,22 @@ except socket.timeout:
 """
 
 
-def frame_arrives(sender: Path, receiver: Path) -> bool:
+def heard(sender: Path, send: list[str], receiver: Path, receive: str) -> str:
+    """What the ``receive`` script, listening in ``receiver``, printed after ``send`` ran
+    in ``sender`` (the listener says "ready" first, then one line)."""
     listen = subprocess.Popen(["nsenter", f"--net={receiver}", sys.executable, "-c",
-                               RECEIVE_FRAME], stdout=subprocess.PIPE, text=True)
+                               receive], stdout=subprocess.PIPE, text=True)
     try:
         assert listen.stdout is not None and listen.stdout.readline().strip() == "ready"
-        netns.run_in(sender, [sys.executable, "-c", SEND_FRAME])
-        said = listen.stdout.readline().strip()
+        netns.run_in(sender, [sys.executable, "-c", *send])
+        return listen.stdout.readline().strip()
     finally:
         listen.wait(timeout=5)
-    return said == "got"
 
 
-@pytestmark_host
-def test_other_ether_types_pass_only_with_restricted_traffic_allowed(lab: Path) -> None:
-    node = make_node(lab, "n1", "192.0.2.1", "u1")
-    spec = make_nic(1, "10.99.0.11/24", tag="admin")
-    a = plug(node, spec)
-    b = plug(node, make_nic(2, "10.99.0.12/24", tag="admin"))
-    assert netns.pings(a, "10.99.0.12")
-    assert not frame_arrives(a, b)
-    node.network.update_filters([{**spec, "allow_restricted_traffic": True}])
-    assert frame_arrives(a, b)
+def frame_arrives(sender: Path, receiver: Path) -> bool:
+    return heard(sender, [SEND_FRAME], receiver, RECEIVE_FRAME) == "got"
+
 
 
 #: binds UDP port 67 (a DHCP server's) and sends one datagram to argv[1]:9967
@@ -409,27 +403,28 @@ except socket.timeout:
 
 
 def dhcp_reply_arrives(sender: Path, receiver: Path, address: str) -> bool:
-    listen = subprocess.Popen(["nsenter", f"--net={receiver}", sys.executable, "-c",
-                               RECEIVE_ON_9967], stdout=subprocess.PIPE, text=True)
-    try:
-        assert listen.stdout is not None and listen.stdout.readline().strip() == "ready"
-        netns.run_in(sender, [sys.executable, "-c", SEND_FROM_67, address])
-        said = listen.stdout.readline().strip()
-    finally:
-        listen.wait(timeout=5)
-    return said == "offer"
+    return heard(sender, [SEND_FROM_67, address], receiver, RECEIVE_ON_9967) == "offer"
+
+
+def dhcp_reply_to_b_arrives(sender: Path, receiver: Path) -> bool:
+    return dhcp_reply_arrives(sender, receiver, "10.99.0.12")
 
 
 @pytestmark_host
-def test_dhcp_server_replies_pass_only_with_dhcp_spoofing_allowed(lab: Path) -> None:
+@pytest.mark.parametrize(("flag", "arrives"), [
+    ("allow_restricted_traffic", frame_arrives),  # an ether type other than ip, ip6, arp
+    ("allow_dhcp_spoofing", dhcp_reply_to_b_arrives),  # a DHCP server's reply
+])
+def test_what_a_flag_lets_through_passes_only_with_it(
+        lab: Path, flag: str, arrives: Callable[[Path, Path], bool]) -> None:
     node = make_node(lab, "n1", "192.0.2.1", "u1")
     spec = make_nic(1, "10.99.0.11/24", tag="admin")
     a = plug(node, spec)
     b = plug(node, make_nic(2, "10.99.0.12/24", tag="admin"))
     assert netns.pings(a, "10.99.0.12")
-    assert not dhcp_reply_arrives(a, b, "10.99.0.12")
-    node.network.update_filters([{**spec, "allow_dhcp_spoofing": True}])
-    assert dhcp_reply_arrives(a, b, "10.99.0.12")
+    assert not arrives(a, b)
+    node.network.update_filters([{**spec, flag: True}])
+    assert arrives(a, b)
 
 
 @pytestmark_host

@@ -24,12 +24,12 @@ from agents.backends.linux import LinuxBackend
 from agents.backends.linux.runtime import netns_dir
 from agents.config import load_settings
 from agents.runner import make_backend
-from schemas.agent import ImageSpecSchema, MachineSpecSchema
+from schemas.agent import MachineSpecSchema
 from schemas.nics import NicSpecSchema
 from tests.support import netns
-from tests.support.agent_images import FileServer, busybox_tarball, file_entry
+from tests.support.agent_images import FileServer
 from tests.support.btrfs import LoopPool, missing_host
-from tests.unit.agents.conftest import IMAGE_TOKEN, make_linux, make_network
+from tests.unit.agents.conftest import make_linux, make_network, served_image
 
 pytestmark = [
     pytest.mark.skipif(missing_host() is not None, reason=str(missing_host())),
@@ -221,11 +221,7 @@ def test_status_names_what_no_machine_owns(node: LinuxBackend) -> None:
 def test_a_machine_that_cannot_boot_leaves_no_network(
     node: LinuxBackend, spec: SpecFactory, node_netns: Path, image_server: FileServer
 ) -> None:
-    image_server.files.setdefault("no-shell.tar", busybox_tarball("none", applets=()))
-    image = ImageSpecSchema().load({
-        "uuid": str(uuid.uuid4()), "name": "no-shell",
-        "files": [file_entry(image_server.files["no-shell.tar"], "none")],
-        "source": {"url": image_server.url("no-shell.tar"), "headers": dict(IMAGE_TOKEN)}})
+    image = served_image(image_server, "no-shell.tar", "none", applets=(), name="no-shell")
     node.image_ensure_present(image)
     net0 = nic(5, "10.88.0.14/24", primary=True)
     broken = spec(image_uuid=image["uuid"], nics=[net0])
