@@ -9,8 +9,9 @@ from typing import Any
 
 from tests.integration import test_triton_cli as cli
 
-# The CLI and its tenant, as test_triton_cli.py sets them up (a cloud of this module's own).
-triton_bin, services, tenant = cli.triton_bin, cli.services, cli.tenant
+# The CLI's tenant, as test_triton_cli.py sets it up (a cloud of this module's own); the CLI
+# itself (triton_bin) is the integration conftest's.
+services, tenant = cli.services, cli.tenant
 cloudapi_url, triton, instance = cli.cloudapi_url, cli.triton, cli.instance
 
 
