@@ -17,7 +17,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import ipaddress
 import json
 import os
 import tarfile
@@ -28,23 +27,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agents.backends import transfer
+from agents.backends import simnet, transfer
 from agents.backends.base import (
     BackendError,
     ImageNotFound,
-    InjectedFault,
     InsufficientResources,
     MachineNotFound,
 )
+from agents.backends.simfaults import Faults
 from agents.config import AgentSettings, parse_nic_tags, parse_traits, resolve_hostname
 from schemas.agent import apply_metadata_change
-from schemas.nics import NIC_FLAG_FIELDS
 from schemas.ops import IMAGE_OSES, IMAGE_TYPES
 
 #: an image whose manifest does not say how big it is still takes room in a real pool
 DEFAULT_IMAGE_SIZE_MB = 100
 AGENT_VERSION = "sdc-agent-sim/0.1"
-#: the ops that latency and faults apply to (the agent task names of the node operations)
 SIM_OPS = (
     "image_ensure_present",
     "machine_create",
@@ -65,11 +62,6 @@ SIM_OPS = (
     "machine_update_nics",
     "node_set_overlay_peers",
 )
-#: what a node provides without SDC_NIC_TAGS: two host-local tags (etherstubs), no underlay
-DEFAULT_NIC_TAGS: dict[str, str | None] = {"admin": None, "external": None}
-#: where made-up underlay addresses come from: RFC 2544's benchmarking range, which no real
-#: network routes, so a sim's address can never be mistaken for (or reach) a real host
-SIM_UNDERLAY_NET = ipaddress.IPv4Network("198.18.0.0/15")
 #: states in which a machine holds memory on the node
 _RAM_HOLDING_STATES = ("provisioning", "running")
 
@@ -95,7 +87,7 @@ class SimBackend:
         self.pool_size_mb = pool_size_mb
         self.traits = dict(traits or {})
         #: nic tag -> the (pretend) link that carries it, None for a host-local tag
-        self.nic_tags = dict(DEFAULT_NIC_TAGS if nic_tags is None else nic_tags)
+        self.nic_tags = dict(simnet.DEFAULT_NIC_TAGS if nic_tags is None else nic_tags)
         self.boot_time = time.time()
         self._state_path = state_path
         self._lock = threading.RLock()
@@ -109,9 +101,7 @@ class SimBackend:
         self._nics: dict[str, list[dict[str, Any]]] = {}
         #: the overlay directory last applied: {"version", "peers"}
         self._overlay: dict[str, Any] = {"version": "", "peers": {}}
-        self._global_latency_ms = latency_ms
-        self._fail: dict[str, str] = {}
-        self._latency_ms: dict[str, int] = {}
+        self._faults = Faults(latency_ms)
         self._load_state()
 
     # -- node facts ---------------------------------------------------------------------------
@@ -127,10 +117,7 @@ class SimBackend:
             "pool_size_mb": self.pool_size_mb,
             "boot_time": self.boot_time,
             "nic_tags": list(self.nic_tags),
-            "nic_tag_uplinks": {tag: {"link": link,
-                                      "underlay": sim_underlay(self.server_uuid, link)
-                                      if link else None}
-                                for tag, link in self.nic_tags.items()},
+            "nic_tag_uplinks": simnet.uplinks(self.server_uuid, self.nic_tags),
             "traits": dict(self.traits),
             "kernel": "sim",
             "agent_version": AGENT_VERSION,
@@ -165,22 +152,15 @@ class SimBackend:
         fail: Mapping[str, str] | None = None,
         latency_ms: Mapping[str, int] | None = None,
     ) -> dict[str, Any]:
-        """Replace the fault switches: ops in ``fail`` raise InjectedFault with the given
-        message, ops in ``latency_ms`` sleep that long (instead of the node-wide latency).
-        Calling it with nothing clears every switch."""
-        with self._lock:
-            self._fail = dict(fail or {})
-            self._latency_ms = {op: int(ms) for op, ms in (latency_ms or {}).items()}
-            return self.faults()
+        return self._faults.configure(fail, latency_ms)
 
     def faults(self) -> dict[str, Any]:
-        with self._lock:
-            return {"fail": dict(self._fail), "latency_ms": dict(self._latency_ms)}
+        return self._faults.describe()
 
     # -- images -------------------------------------------------------------------------------
 
     def image_ensure_present(self, image: dict[str, Any]) -> dict[str, Any]:
-        self._begin("image_ensure_present")
+        self._faults.begin("image_ensure_present")
         with self._lock:
             present = self._images.get(image["uuid"])
             if present is not None:
@@ -204,13 +184,14 @@ class SimBackend:
     # -- machines -----------------------------------------------------------------------------
 
     def machine_create(self, spec: dict[str, Any]) -> dict[str, Any]:
-        self._fail_if_asked("machine_create")
+        self._faults.fail_if_asked("machine_create")
         with self._lock:
             existing = self._machines.get(spec["uuid"])
             if existing is not None:
                 return dict(existing)
             self._check_fits(spec)
-            nics = self._checked_nics([], list(spec.get("nics") or []))
+            nics = simnet.added(self.server_uuid, self.nic_tags, [],
+                                list(spec.get("nics") or []))
             self._machines[spec["uuid"]] = {
                 "uuid": spec["uuid"],
                 "alias": spec.get("alias", ""),
@@ -220,7 +201,7 @@ class SimBackend:
                 "disk_mb": int(spec["disk_mb"]),
                 "disk_used_mb": 0,
                 "boot_time": None,
-                "nics": _nic_summary(nics),
+                "nics": simnet.summary(nics),
             }
             self._nics[spec["uuid"]] = nics
             self._meta[spec["uuid"]] = {"tags": dict(spec.get("tags") or {}),
@@ -228,7 +209,7 @@ class SimBackend:
             self._save_state()
         # The machine is visibly provisioning while the simulated work takes its time, and the
         # lock is not held so the node's other operations and status reports go on meanwhile.
-        self._sleep("machine_create")
+        self._faults.sleep("machine_create")
         with self._lock:
             machine = self._get(spec["uuid"])
             if machine["state"] == "provisioning":
@@ -237,7 +218,7 @@ class SimBackend:
             return dict(machine)
 
     def machine_start(self, uuid: str) -> dict[str, Any]:
-        self._begin("machine_start")
+        self._faults.begin("machine_start")
         with self._lock:
             machine = self._get(uuid)
             if machine["state"] != "running":
@@ -248,7 +229,7 @@ class SimBackend:
             return dict(machine)
 
     def machine_stop(self, uuid: str) -> dict[str, Any]:
-        self._begin("machine_stop")
+        self._faults.begin("machine_stop")
         with self._lock:
             machine = self._get(uuid)
             if machine["state"] != "stopped":
@@ -258,7 +239,7 @@ class SimBackend:
             return dict(machine)
 
     def machine_reboot(self, uuid: str) -> dict[str, Any]:
-        self._begin("machine_reboot")
+        self._faults.begin("machine_reboot")
         with self._lock:
             machine = self._get(uuid)
             self._require_not_provisioning(machine, "reboot")
@@ -271,7 +252,7 @@ class SimBackend:
             return dict(machine)
 
     def machine_destroy(self, uuid: str) -> dict[str, Any]:
-        self._begin("machine_destroy")
+        self._faults.begin("machine_destroy")
         with self._lock:
             machine = self._machines.pop(uuid, None)
             self._snapshots.pop(uuid, None)
@@ -283,13 +264,13 @@ class SimBackend:
             return _destroyed(machine)
 
     def machine_load(self, uuid: str) -> dict[str, Any]:
-        self._begin("machine_load")
+        self._faults.begin("machine_load")
         with self._lock:
             return dict(self._get(uuid))
 
     def machine_update(self, params: dict[str, Any]) -> dict[str, Any]:
         """Resize and/or rename; growth must fit the node as a new machine would."""
-        self._begin("machine_update")
+        self._faults.begin("machine_update")
         with self._lock:
             machine = self._get(params["uuid"])
             ram = params.get("ram_mb")
@@ -312,7 +293,7 @@ class SimBackend:
             return dict(machine)
 
     def machine_update_metadata(self, params: dict[str, Any]) -> dict[str, Any]:
-        self._begin("machine_update_metadata")
+        self._faults.begin("machine_update_metadata")
         with self._lock:
             self._get(params["uuid"])
             meta = self._meta.setdefault(params["uuid"], {"tags": {}, "customer_metadata": {}})
@@ -328,15 +309,15 @@ class SimBackend:
     def machine_add_nics(self, uuid: str, nics: list[dict[str, Any]],
                          routes: dict[str, str] | None = None) -> dict[str, Any]:
         # a simulated machine has no routing table: ``routes`` has nothing to change
-        self._begin("machine_add_nics")
+        self._faults.begin("machine_add_nics")
         with self._lock:
             machine = self._get(uuid)
             have = self._nics.get(uuid, [])
-            self._set_nics(machine, self._checked_nics(have, nics))
+            self._set_nics(machine, simnet.added(self.server_uuid, self.nic_tags, have, nics))
             return dict(machine)
 
     def machine_remove_nics(self, uuid: str, macs: list[str]) -> dict[str, Any]:
-        self._begin("machine_remove_nics")
+        self._faults.begin("machine_remove_nics")
         with self._lock:
             machine = self._get(uuid)
             gone = set(macs)
@@ -344,19 +325,10 @@ class SimBackend:
             return dict(machine)
 
     def machine_update_nics(self, uuid: str, changes: list[dict[str, Any]]) -> dict[str, Any]:
-        self._begin("machine_update_nics")
+        self._faults.begin("machine_update_nics")
         with self._lock:
             machine = self._get(uuid)
-            by_mac = {nic["mac"]: dict(nic) for nic in self._nics.get(uuid, [])}
-            # every MAC is checked before anything changes: a bad change list changes nothing
-            for change in changes:
-                if change["mac"] not in by_mac:
-                    raise BackendError("NicNotFound",
-                                       f"machine {uuid} has no NIC {change['mac']}")
-            for change in changes:
-                by_mac[change["mac"]].update({key: change[key] for key in NIC_FLAG_FIELDS
-                                              if change.get(key) is not None})
-            self._set_nics(machine, list(by_mac.values()))
+            self._set_nics(machine, simnet.changed(uuid, self._nics.get(uuid, []), changes))
             return dict(machine)
 
     def machine_nics(self, uuid: str) -> list[dict[str, Any]]:
@@ -366,7 +338,7 @@ class SimBackend:
             return [dict(nic) for nic in self._nics.get(uuid, [])]
 
     def set_overlay_peers(self, peers: dict[str, list[str]], version: str) -> dict[str, Any]:
-        self._begin("node_set_overlay_peers")
+        self._faults.begin("node_set_overlay_peers")
         with self._lock:
             self._overlay = {"version": version,
                              "peers": {tag: list(addresses) for tag, addresses in peers.items()}}
@@ -377,36 +349,15 @@ class SimBackend:
         with self._lock:
             return {tag: list(addresses) for tag, addresses in self._overlay["peers"].items()}
 
-    def _checked_nics(self, have: list[dict[str, Any]],
-                      new: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """``have`` plus the NICs of ``new`` whose MAC is not there yet, in interface order;
-        refused as a node would refuse them: a nic tag the node lacks, an interface twice."""
-        nics = [dict(nic) for nic in have]
-        macs = {nic["mac"] for nic in nics}
-        for nic in new:
-            if nic["mac"] in macs:
-                continue
-            if nic["nic_tag"] not in self.nic_tags:
-                raise BackendError("NicTagNotFound",
-                                   f"server {self.server_uuid} does not provide nic tag "
-                                   f"{nic['nic_tag']} (it has {', '.join(self.nic_tags)})")
-            taken = next((n["mac"] for n in nics if n["interface"] == nic["interface"]), None)
-            if taken is not None:
-                raise BackendError("InvalidNic", f"interface {nic['interface']} of NIC "
-                                                 f"{nic['mac']} is NIC {taken}'s")
-            nics.append(dict(nic))
-            macs.add(nic["mac"])
-        return sorted(nics, key=_interface_index)
-
     def _set_nics(self, machine: dict[str, Any], nics: list[dict[str, Any]]) -> None:
         self._nics[machine["uuid"]] = nics
-        machine["nics"] = _nic_summary(nics)
+        machine["nics"] = simnet.summary(nics)
         self._save_state()
 
     # -- snapshots ----------------------------------------------------------------------------
 
     def snapshot_create(self, uuid: str, name: str) -> dict[str, Any]:
-        self._begin("snapshot_create")
+        self._faults.begin("snapshot_create")
         with self._lock:
             self._get(uuid)
             snapshots = self._snapshots.setdefault(uuid, [])
@@ -418,14 +369,14 @@ class SimBackend:
             return dict(existing)
 
     def snapshot_list(self, uuid: str) -> list[dict[str, Any]]:
-        self._begin("snapshot_list")
+        self._faults.begin("snapshot_list")
         with self._lock:
             self._get(uuid)
             return [dict(s) for s in self._snapshots.get(uuid, [])]
 
     def snapshot_rollback(self, uuid: str, name: str) -> dict[str, Any]:
         """As on SmartOS: snapshots newer than ``name`` are gone, a running machine reboots."""
-        self._begin("snapshot_rollback")
+        self._faults.begin("snapshot_rollback")
         with self._lock:
             machine = self._get(uuid)
             snapshots = self._snapshots.get(uuid, [])
@@ -439,7 +390,7 @@ class SimBackend:
             return dict(machine)
 
     def snapshot_delete(self, uuid: str, name: str) -> str:
-        self._begin("snapshot_delete")
+        self._faults.begin("snapshot_delete")
         with self._lock:
             self._get(uuid)
             snapshots = self._snapshots.get(uuid, [])
@@ -454,7 +405,7 @@ class SimBackend:
     ) -> dict[str, Any]:
         """A small but real gzip'd tar (the machine's record) stands in for its filesystem; it
         is PUT to ``upload`` when given, so the head node's upload path is exercised."""
-        self._begin("image_create_from_machine")
+        self._faults.begin("image_create_from_machine")
         with self._lock:
             machine = dict(self._get(uuid))
         archive = _fake_archive(machine)
@@ -512,24 +463,6 @@ class SimBackend:
                 "MachineNotReady", f"cannot {action} machine {machine['uuid']}: still provisioning"
             )
 
-    # -- latency and faults -------------------------------------------------------------------
-
-    def _begin(self, op: str) -> None:
-        self._fail_if_asked(op)
-        self._sleep(op)
-
-    def _fail_if_asked(self, op: str) -> None:
-        with self._lock:
-            message = self._fail.get(op)
-        if message is not None:
-            raise InjectedFault(message)
-
-    def _sleep(self, op: str) -> None:
-        with self._lock:
-            ms = self._latency_ms.get(op, self._global_latency_ms)
-        if ms > 0:
-            time.sleep(ms / 1000.0)
-
     # -- persistence --------------------------------------------------------------------------
 
     def _load_state(self) -> None:
@@ -544,7 +477,7 @@ class SimBackend:
         self._overlay = saved.get("overlay", self._overlay)
         for machine in self._machines.values():
             # a state file from before NICs were kept
-            machine.setdefault("nics", _nic_summary(self._nics.get(machine["uuid"], [])))
+            machine.setdefault("nics", simnet.summary(self._nics.get(machine["uuid"], [])))
             # The process died while creating it; the resources were already taken, so the
             # simulated create is complete (a redelivered machine_create then sees it running).
             if machine["state"] == "provisioning":
@@ -593,24 +526,6 @@ def _destroyed(machine: Mapping[str, Any]) -> dict[str, Any]:
         "boot_time": None,
         "nics": [],
     }
-
-
-def sim_underlay(server_uuid: str, link: str) -> str:
-    """A made-up underlay address of a sim node's link: the same for the same node and link
-    across restarts (the head node's overlay directory then stays put), spread over
-    SIM_UNDERLAY_NET so a fleet of sims gives the directory distinct peers to keep. Two nodes
-    can draw the same address (one in ~130,000 per pair); the sim never sends to it."""
-    digest = hashlib.sha256(f"{server_uuid}/{link}".encode()).digest()
-    hosts = SIM_UNDERLAY_NET.num_addresses - 2
-    return str(SIM_UNDERLAY_NET.network_address + 1 + int.from_bytes(digest[:8], "big") % hosts)
-
-
-def _interface_index(nic: Mapping[str, Any]) -> int:
-    return int(nic["interface"].removeprefix("net"))
-
-
-def _nic_summary(nics: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"mac": nic["mac"], "interface": nic["interface"]} for nic in nics]
 
 
 def from_settings(

@@ -8,7 +8,7 @@ import json
 import time
 from typing import Any
 
-from agents.backends.sim import sim_underlay
+from agents.backends.simnet import sim_underlay
 from tests.support.wait import wait_until
 
 CLOUD_ENV = {"SDC_NIC_TAGS": "admin,external:eth1", "SDC_STATUS_INTERVAL": "1",

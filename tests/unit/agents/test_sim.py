@@ -14,13 +14,8 @@ from typing import Any
 import pytest
 
 from agents.backends.base import BackendError, InjectedFault, InsufficientResources
-from agents.backends.sim import (
-    DEFAULT_IMAGE_SIZE_MB,
-    SIM_UNDERLAY_NET,
-    SimBackend,
-    from_settings,
-    sim_underlay,
-)
+from agents.backends.sim import DEFAULT_IMAGE_SIZE_MB, SimBackend, from_settings
+from agents.backends.simnet import SIM_UNDERLAY_NET, sim_underlay
 from agents.config import AgentSettings
 from schemas.agent import ServerStatusSchema, SysinfoSchema
 from schemas.nics import NicSpecSchema
