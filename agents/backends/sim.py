@@ -18,7 +18,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import tarfile
 import tempfile
 import threading
@@ -34,6 +33,7 @@ from agents.backends.base import (
     InsufficientResources,
     MachineNotFound,
 )
+from agents.backends.jsonfile import write_json
 from agents.backends.simfaults import Faults
 from agents.config import AgentSettings, parse_nic_tags, parse_traits, resolve_hostname
 from schemas.agent import apply_metadata_change
@@ -486,20 +486,9 @@ class SimBackend:
     def _save_state(self) -> None:
         if self._state_path is None:
             return
-        data = json.dumps({"images": self._images, "machines": self._machines,
-                           "snapshots": self._snapshots, "meta": self._meta,
-                           "nics": self._nics, "overlay": self._overlay}, indent=1)
-        self._state_path.parent.mkdir(parents=True, exist_ok=True)
-        # temp file in the same directory + os.replace: a crash leaves the old or the new file,
-        # never half of one
-        fd, tmp = tempfile.mkstemp(dir=self._state_path.parent, prefix=".sim-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(data)
-            os.replace(tmp, self._state_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json(self._state_path, {
+            "images": self._images, "machines": self._machines, "snapshots": self._snapshots,
+            "meta": self._meta, "nics": self._nics, "overlay": self._overlay})
 
 
 def _fake_archive(machine: Mapping[str, Any]) -> bytes:

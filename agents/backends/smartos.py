@@ -21,13 +21,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import gzip
-import hashlib
 import json
 import math
-import os
-import re
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -39,8 +35,20 @@ from agents.backends import transfer
 from agents.backends.base import BackendError, ImageNotFound, MachineNotFound
 from agents.backends.host import imgadm, vmadm, zfs
 from agents.backends.host.cmd import run
+from agents.backends.jsonfile import write_json
+from agents.backends.vmadm_payloads import (
+    GIB_MB,
+    create_payload,
+    imgapi_manifest,
+    metadata_payload,
+    nic_summary,
+    nic_tag_uplinks,
+    runs_types,
+    update_payload,
+    vmadm_nic,
+    vmadm_nic_change,
+)
 from agents.config import AgentSettings, parse_traits
-from schemas.nics import NIC_FLAG_FIELDS, SPOOF_FLAGS
 from schemas.ops import IMAGE_OSES
 
 AGENT_VERSION = "sdc-agent-smartos/0.1"
@@ -64,15 +72,8 @@ STATES = {
 }
 #: vmadm create-snapshot names the ZFS snapshot dataset@vmsnap-<name>
 VMSNAP = "vmsnap-"
-GIB_MB = 1024
-#: image types every SmartOS node runs as zones (joyent, lx and docker brands); a zvol
-#: needs hardware virtualization (bhyve or kvm), which sysinfo reports
-ZONE_TYPES = ("zone-dataset", "lx-dataset", "docker", "other")
-#: vmadm's floor for max_swap (MiB)
-MIN_SWAP_MB = 256
 #: where the overlay directory last received is kept (in the agent's work directory)
 OVERLAY_FILE = "overlay.json"
-INTERFACE = re.compile(r"^net([0-9]+)$")
 
 
 class SmartOSBackend:
@@ -289,7 +290,7 @@ class SmartOSBackend:
         """Recorded, not applied: on SmartOS an overlay device's destinations come from
         Triton's varpd, which asks portolan per destination, so the node has no peer list to
         program. Keeping the version stops the head node from resending it."""
-        _write_overlay(self.work_dir / OVERLAY_FILE, {"version": version, "peers": peers})
+        write_json(self.work_dir / OVERLAY_FILE, {"version": version, "peers": peers})
         self._overlay_version = version
         return {"version": version}
 
@@ -427,146 +428,6 @@ class SmartOSBackend:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def runs_types(node: dict[str, Any]) -> list[str]:
-    """The image types this node runs, from its sysinfo (sysinfo(8): "Bhyve Capable",
-    "VM Capable")."""
-    hvm = bool(node.get("Bhyve Capable") or node.get("VM Capable"))
-    return [*ZONE_TYPES, "zvol"] if hvm else list(ZONE_TYPES)
-
-
-def nic_tag_uplinks(node: dict[str, Any]) -> dict[str, dict[str, str | None]]:
-    """Which link provides each nic tag, and the node's address there, from sysinfo(8):
-    physical links and aggregations ("Network Interfaces") list their tags in "NIC Names"
-    and their own address in "ip4addr" ("" for none); Triton's underlay VNIC
-    ("Virtual Network Interfaces", sdc_underlay0) lists the overlay tags it carries in
-    "Overlay Nic Tags". The first link naming a tag wins, in name order."""
-    uplinks: dict[str, dict[str, str | None]] = {}
-    sources = (("Network Interfaces", "NIC Names"),
-               ("Virtual Network Interfaces", "Overlay Nic Tags"))
-    for section, tags_key in sources:
-        for link, info in sorted((node.get(section) or {}).items()):
-            for tag in info.get(tags_key) or []:
-                uplinks.setdefault(tag, {"link": link, "underlay": info.get("ip4addr") or None})
-    return uplinks
-
-
-def vmadm_nic(nic: dict[str, Any]) -> dict[str, Any]:
-    """A NicSpecSchema dict as a vmadm NIC object (vmadm(8) ``nics.*``): ``primary`` only
-    when true (the only value vmadm takes), optional lists and the allow_* flags (all
-    default false) only when set."""
-    out: dict[str, Any] = {"mac": nic["mac"], "interface": nic["interface"],
-                           "nic_tag": nic["nic_tag"], "vlan_id": nic.get("vlan_id", 0),
-                           "ips": list(nic.get("ips") or []), "mtu": nic.get("mtu", 1500)}
-    if nic.get("gateways"):
-        out["gateways"] = list(nic["gateways"])
-    if nic.get("primary"):
-        out["primary"] = True
-    if nic.get("network_uuid"):
-        out["network_uuid"] = nic["network_uuid"]
-    out.update({flag: True for flag in SPOOF_FLAGS if nic.get(flag)})
-    if nic.get("allowed_ips"):
-        out["allowed_ips"] = list(nic["allowed_ips"])
-    return out
-
-
-def vmadm_nic_change(change: dict[str, Any]) -> dict[str, Any]:
-    """One ``update_nics`` entry: the mac and the fields the change sets (None: unchanged)."""
-    return {"mac": change["mac"],
-            **{key: change[key] for key in NIC_FLAG_FIELDS if change.get(key) is not None}}
-
-
-def nic_summary(nics: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """MachineStatus ``nics``: mac and interface of each, in interface (netN) order; NICs
-    without one (vmadm names only OS zones' NICs) keep vmadm's order, after the others."""
-    def position(nic: dict[str, Any]) -> int:
-        found = INTERFACE.match(str(nic.get("interface") or ""))
-        return int(found.group(1)) if found else 1 << 16
-
-    return [{"mac": nic["mac"], "interface": nic.get("interface") or ""}
-            for nic in sorted(nics, key=position)]
-
-
-def create_payload(spec: dict[str, Any], brand: str) -> dict[str, Any]:
-    """vmadm's create payload (vmadm(8) PROPERTIES); quota is in GiB, rounded up. NICs,
-    resolvers and routes are in it only when the machine has them."""
-    payload: dict[str, Any] = {
-        "uuid": spec["uuid"],
-        "alias": spec["alias"],
-        "hostname": spec["alias"],
-        "brand": brand,
-        "image_uuid": spec["image_uuid"],
-        "owner_uuid": spec["owner_uuid"],
-        "max_physical_memory": spec["ram_mb"],
-        "max_locked_memory": spec["ram_mb"],
-        "max_swap": max(spec["ram_mb"], MIN_SWAP_MB),
-        "quota": math.ceil(spec["disk_mb"] / GIB_MB),
-        "max_lwps": spec["max_lwps"],
-        "autoboot": True,
-        "tags": dict(spec.get("tags") or {}),
-        "customer_metadata": {k: str(v) for k, v in (spec.get("metadata") or {}).items()},
-    }
-    if spec.get("cpu_cap"):
-        payload["cpu_cap"] = spec["cpu_cap"]
-    if spec.get("nics"):
-        payload["nics"] = [vmadm_nic(nic) for nic in spec["nics"]]
-    if spec.get("resolvers"):
-        payload["resolvers"] = list(spec["resolvers"])
-    if spec.get("routes"):
-        payload["routes"] = dict(spec["routes"])
-    return payload
-
-
-def update_payload(params: dict[str, Any]) -> dict[str, Any]:
-    payload: dict[str, Any] = {}
-    if params.get("alias") is not None:
-        payload["alias"] = params["alias"]
-    if params.get("ram_mb") is not None:
-        ram = params["ram_mb"]
-        payload.update(max_physical_memory=ram, max_locked_memory=ram,
-                       max_swap=max(ram, MIN_SWAP_MB))
-    if params.get("disk_mb") is not None:
-        payload["quota"] = math.ceil(params["disk_mb"] / GIB_MB)
-    for key in ("cpu_cap", "max_lwps"):
-        if params.get(key) is not None:
-            payload[key] = params[key]
-    return payload
-
-
-def metadata_payload(params: dict[str, Any]) -> dict[str, Any]:
-    """vmadm update's payload for a MachineMetadataUpdateSchema change: only the non-empty
-    ones of set_customer_metadata (values are strings), remove_customer_metadata, set_tags and
-    remove_tags."""
-    payload: dict[str, Any] = {
-        "set_customer_metadata": {k: str(v) for k, v in
-                                  (params.get("set_customer_metadata") or {}).items()},
-        "remove_customer_metadata": list(params.get("remove_customer_metadata") or []),
-        "set_tags": dict(params.get("set_tags") or {}),
-        "remove_tags": list(params.get("remove_tags") or []),
-    }
-    return {key: value for key, value in payload.items() if value}
-
-
-def imgapi_manifest(image: dict[str, Any], file: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The IMGAPI-style manifest imgadm install wants (it checks files[0].sha1 and size)."""
-    sha1 = hashlib.sha1()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            sha1.update(chunk)
-    return {
-        "v": 2,
-        "uuid": image["uuid"],
-        "name": image["name"],
-        "version": image.get("version") or "0",
-        "type": image.get("type") or "zone-dataset",
-        "os": image.get("os") or "other",
-        "state": "active",
-        "disabled": False,
-        "public": False,
-        "files": [{"sha1": sha1.hexdigest(), "size": file["size"],
-                   "compression": file["compression"]}],
-    }
-
-
 def _image_record(manifest: dict[str, Any]) -> dict[str, Any]:
     files = manifest.get("files") or [{}]
     return {"uuid": manifest["uuid"], "name": manifest.get("name", ""),
@@ -585,18 +446,6 @@ def _read_overlay(path: Path) -> dict[str, Any]:
     except (FileNotFoundError, ValueError):
         return {}
     return saved
-
-
-def _write_overlay(path: Path, overlay: dict[str, Any]) -> None:
-    # temp file + rename: a crash leaves the old directory or the new one, never half
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".overlay-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(overlay, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _iso_time(text: str) -> float:

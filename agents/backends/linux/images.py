@@ -12,7 +12,8 @@ from typing import Any
 
 from agents.backends import transfer
 from agents.backends.host import tar
-from agents.backends.linux.records import file_lock, write_json
+from agents.backends.jsonfile import write_json
+from agents.backends.linux.records import file_lock
 from agents.backends.linux.storage import Storage
 
 MIB = 1024 * 1024

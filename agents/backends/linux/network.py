@@ -41,6 +41,7 @@ from agents.backends.base import BackendError
 from agents.backends.host import ip
 from agents.backends.host import nft as nft_tool
 from agents.backends.host.cmd import HostCommandError
+from agents.backends.jsonfile import write_json
 from agents.backends.linux import nft
 from agents.backends.linux.netlines import (
     ANY_MAC,
@@ -180,10 +181,7 @@ class NodeNetwork:
                                        f"peer {address!r} of {tag} is not an IPv4 address") from exc
         with self._lock:
             self._apply_peers(peers)
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self._overlay_path().with_suffix(".tmp")
-            tmp.write_text(json.dumps({"version": version, "peers": peers}, sort_keys=True))
-            os.replace(tmp, self._overlay_path())
+            write_json(self._overlay_path(), {"version": version, "peers": peers})
 
     def _apply_peers(self, peers: Mapping[str, list[str]]) -> None:
         by_hash = {tag_hash(tag): tag for tag in self.nic_tags}

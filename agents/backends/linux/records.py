@@ -13,15 +13,14 @@ import contextlib
 import fcntl
 import json
 import math
-import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from agents.backends.base import BackendError, MachineNotFound
+from agents.backends.jsonfile import write_json
 
 MIB = 1024 * 1024
 RECORD_FILE = "machine.json"
@@ -169,19 +168,6 @@ def updated_nics(record: dict[str, Any], changes: list[dict[str, Any]]
         nics[change["mac"]].update({k: change[k] for k in NIC_FLAG_FIELDS
                                     if change.get(k) is not None})
     return list(nics.values()), [nics[c["mac"]] for c in changes]
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Whole file or old file, never half of one (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager
