@@ -6,10 +6,8 @@ that does not fit the node's memory or pool is refused), operations can be slowe
 to fail on demand, and the state can be kept in a JSON file so a restarted agent still has its
 machines.
 
-Networking is bookkeeping too: a machine's NICs (their full specs) are kept and checked as a node
-would check them (a nic tag the node lacks, an interface twice), and the overlay peers the head
-node sends are remembered and their version reported, so the head node's NIC and overlay paths
-run against hundreds of sim nodes without a packet moving.
+By concern: networking as bookkeeping (``simnet``), what fits the node (``simroom``), fault
+injection (``simfaults``).
 """
 
 from __future__ import annotations
@@ -27,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from agents.backends import simnet, transfer
+from agents.backends import simroom as room
 from agents.backends.base import (
     BackendError,
-    ImageNotFound,
     InsufficientResources,
     MachineNotFound,
 )
@@ -62,8 +60,6 @@ SIM_OPS = (
     "machine_update_nics",
     "node_set_overlay_peers",
 )
-#: states in which a machine holds memory on the node
-_RAM_HOLDING_STATES = ("provisioning", "running")
 
 
 class SimBackend:
@@ -132,9 +128,9 @@ class SimBackend:
                 "machines": [dict(m) for m in self._machines.values()],
                 "images": sorted(self._images),
                 "pool_size_mb": self.pool_size_mb,
-                "pool_used_mb": self._pool_used_mb(),
+                "pool_used_mb": room.pool_used_mb(self._images, self._machines),
                 "ram_mb": self.ram_mb,
-                "ram_free_mb": self.ram_mb - self._ram_in_use_mb(),
+                "ram_free_mb": self.ram_mb - room.ram_in_use_mb(self._machines),
                 "timestamp": time.time(),
                 "overlay_version": self._overlay["version"],
                 # nothing real is made, so nothing can be left over
@@ -166,7 +162,7 @@ class SimBackend:
             if present is not None:
                 return dict(present)
             size_mb = int(image.get("size_mb") or 0) or DEFAULT_IMAGE_SIZE_MB
-            free_mb = self.pool_size_mb - self._pool_used_mb()
+            free_mb = self.pool_size_mb - room.pool_used_mb(self._images, self._machines)
             if size_mb > free_mb:
                 raise InsufficientResources(
                     f"image {image['uuid']} needs {size_mb} MiB, pool has {free_mb} MiB free"
@@ -189,7 +185,8 @@ class SimBackend:
             existing = self._machines.get(spec["uuid"])
             if existing is not None:
                 return dict(existing)
-            self._check_fits(spec)
+            room.check_fits(spec, self._images, self._machines, self.ram_mb,
+                             self.pool_size_mb)
             nics = simnet.added(self.server_uuid, self.nic_tags, [],
                                 list(spec.get("nics") or []))
             self._machines[spec["uuid"]] = {
@@ -223,7 +220,7 @@ class SimBackend:
             machine = self._get(uuid)
             if machine["state"] != "running":
                 self._require_not_provisioning(machine, "start")
-                self._check_ram_to_boot(machine)
+                room.check_ram_to_boot(machine, self._machines, self.ram_mb)
                 machine.update(state="running", boot_time=time.time())
                 self._save_state()
             return dict(machine)
@@ -244,7 +241,7 @@ class SimBackend:
             machine = self._get(uuid)
             self._require_not_provisioning(machine, "reboot")
             if machine["state"] != "running":
-                self._check_ram_to_boot(machine)
+                room.check_ram_to_boot(machine, self._machines, self.ram_mb)
             # time.time() can repeat within the clock's resolution; a reboot must be visible
             boot_time = max(time.time(), (machine["boot_time"] or 0.0) + 1e-6)
             machine.update(state="running", boot_time=boot_time)
@@ -281,7 +278,7 @@ class SimBackend:
                         f"machine needs {ram - machine['ram_mb']} MiB more memory, node has "
                         f"{self.ram_mb - reserved} MiB unreserved")
             disk = params.get("disk_mb")
-            free_disk = self.pool_size_mb - self._pool_used_mb()
+            free_disk = self.pool_size_mb - room.pool_used_mb(self._images, self._machines)
             if disk is not None and disk - machine["disk_mb"] > free_disk:
                 raise InsufficientResources(
                     f"machine needs {disk - machine['disk_mb']} MiB more disk, pool has "
@@ -418,37 +415,6 @@ class SimBackend:
                 "sha256": hashlib.sha256(archive).hexdigest(), "compression": "gzip"}
 
     # -- accounting ---------------------------------------------------------------------------
-
-    def _pool_used_mb(self) -> int:
-        images = sum(i["size_mb"] for i in self._images.values())
-        return images + sum(m["disk_mb"] for m in self._machines.values())
-
-    def _ram_in_use_mb(self) -> int:
-        machines = self._machines.values()
-        return sum(m["ram_mb"] for m in machines if m["state"] in _RAM_HOLDING_STATES)
-
-    def _check_fits(self, spec: Mapping[str, Any]) -> None:
-        if spec["image_uuid"] not in self._images:
-            raise ImageNotFound(f"image {spec['image_uuid']} is not in the pool of this node")
-        # A stopped machine keeps its memory reserved: it must be able to start again.
-        reserved_ram = sum(m["ram_mb"] for m in self._machines.values())
-        if spec["ram_mb"] > self.ram_mb - reserved_ram:
-            raise InsufficientResources(
-                f"machine needs {spec['ram_mb']} MiB of memory, node has "
-                f"{self.ram_mb - reserved_ram} MiB unreserved"
-            )
-        free_disk = self.pool_size_mb - self._pool_used_mb()
-        if spec["disk_mb"] > free_disk:
-            raise InsufficientResources(
-                f"machine needs {spec['disk_mb']} MiB of disk, pool has {free_disk} MiB free"
-            )
-
-    def _check_ram_to_boot(self, machine: Mapping[str, Any]) -> None:
-        free = self.ram_mb - self._ram_in_use_mb()
-        if machine["ram_mb"] > free:
-            raise InsufficientResources(
-                f"machine needs {machine['ram_mb']} MiB of memory to boot, node has {free} MiB free"
-            )
 
     def _get(self, uuid: str) -> dict[str, Any]:
         machine = self._machines.get(uuid)
