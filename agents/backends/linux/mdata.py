@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 import threading
 from collections.abc import Mapping
@@ -42,6 +43,7 @@ from agents.backends.linux.mdata_client import (
 log = logging.getLogger(__name__)
 
 READ_ONLY_PREFIX = "sdc:"
+REQUEST_ID = re.compile(rb"[0-9a-f]{8}")
 ACCEPT_POLL_S = 0.5
 
 
@@ -112,9 +114,7 @@ def v2_reply(provider: MetadataProvider, body: bytes) -> bytes:
     try:
         request_id, method, payload = decode_body(body)
     except ProtocolError as e:
-        # The request id is the first word; answer with it when it is there at all.
-        request_id = body.split(b" ", 1)[0].decode("ascii", "replace")[:8] or "00000000"
-        return encode_frame(encode_body(request_id, "FAILURE", str(e).encode()))
+        return encode_frame(encode_body(_request_id_of(body), "FAILURE", str(e).encode()))
     try:
         code, reply = _dispatch(provider, method, payload)
     except (ProtocolError, ReadOnlyKeyError) as e:
@@ -123,6 +123,13 @@ def v2_reply(provider: MetadataProvider, body: bytes) -> bytes:
         log.exception("metadata provider failed on %s", method)
         code, reply = "FAILURE", b"internal error"
     return encode_frame(encode_body(request_id, code, reply))
+
+
+def _request_id_of(body: bytes) -> str:
+    """The id to answer a body that does not parse: its first word when that is a request
+    id, else zeros (the client then sees a reply to no request of its own)."""
+    first = body.split(b" ", 1)[0]
+    return first.decode() if REQUEST_ID.fullmatch(first) else "00000000"
 
 
 def _dispatch(
@@ -264,6 +271,8 @@ class MetadataServer:
             log.warning("metadata: closing a connection on %s: %s", self.socket_path, e)
         except OSError:
             pass  # the guest went away or went quiet past read_timeout
+        except Exception:
+            log.exception("metadata: connection on %s failed", self.socket_path)
         finally:
             with self._conns_lock:
                 self._conns.discard(conn)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,7 @@ def test_bad_crc_is_dropped_and_the_connection_goes_on(client: MetadataClient) -
     wrong_crc = f"{(zlib.crc32(body) ^ 1) & 0xFFFFFFFF:08x}".encode()
     client.send_raw(b"V2 %d %s %s\n" % (len(body), wrong_crc, body))
     client.send_raw(b"V2 999 00000000 0badc0de GET Y29sb3I=\n")  # wrong length
+    client.send_raw(b"V2 garbage\n")
     # The next reply is the one to the next good request: nothing came for the bad frames.
     assert client.get("color") == "blue"
 
@@ -166,10 +168,13 @@ def test_checked_frame_with_bad_body_gets_failure(client: MetadataClient) -> Non
         (b"0000abcd GET !!notbase64!!", b"not base64"),
         (b"0000abcd GET", b"needs a payload"),
         (b"0000abcd PUT " + mdata_client.b64(b"no-space"), b"PUT payload"),
+        (b"\xff\xfe\xfd GET", b"not ASCII"),
+        (b"one two three four", b"body is not"),
     ]:
         client.send_raw(encode_frame(body))
         request_id, code, payload = decode_body(decode_frame(client.read_line()))
-        assert (request_id, code) == ("0000abcd", "FAILURE")
+        expected_id = "0000abcd" if body.startswith(b"0000abcd") else "00000000"
+        assert (request_id, code) == (expected_id, "FAILURE")
         assert payload is not None and reason in payload
     assert client.get("color") == "blue"
 
@@ -269,3 +274,35 @@ def test_client_script_runs_standalone(server: MetadataServer, tmp_path: Path) -
     assert run("delete", "from-guest").returncode == 0
     missing = run("get", "from-guest")
     assert missing.returncode == 1 and "No metadata" in missing.stderr
+
+
+class BrokenProvider(DictProvider):
+    def get(self, key: str) -> str | None:
+        raise RuntimeError("the head node is unreachable")
+
+
+def test_provider_error_is_a_failure_not_a_crash(tmp_path: Path) -> None:
+    srv = MetadataServer(tmp_path / "b.sock", BrokenProvider(customer={"a": "1"}))
+    srv.start()
+    try:
+        with MetadataClient(str(srv.socket_path), timeout=5.0) as c:
+            c.negotiate()
+            with pytest.raises(ProtocolError, match="FAILURE internal error"):
+                c.get("a")
+            assert c.keys() == ["a"]  # the same connection still answers
+            c.send_raw(b"GET a\n")
+            assert c.read_line() == b"FAILURE"
+    finally:
+        srv.stop()
+
+
+def test_clients_at_the_same_time(server: MetadataServer) -> None:
+    def ask(n: int) -> list[str | None]:
+        with MetadataClient(str(server.socket_path), timeout=10.0) as c:
+            c.negotiate()
+            c.put(f"k{n}", str(n))
+            return [c.get(f"k{n}") for _ in range(20)]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(ask, range(8)))
+    assert answers == [[str(n)] * 20 for n in range(8)]
