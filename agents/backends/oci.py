@@ -26,6 +26,8 @@ _CAPABILITIES = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_CHO
                  "CAP_NET_ADMIN"]
 #: the file in the bundle that the machine sees as /etc/resolv.conf
 RESOLV_CONF = "resolv.conf"
+#: where the machine sees the directory of its metadata socket (as a SmartOS zone does)
+ZONECONTROL = "/.zonecontrol"
 
 
 def cpu_quota_us(cpu_cap: int) -> int:
@@ -60,13 +62,19 @@ def namespaces(netns: Path | None) -> list[dict[str, str]]:
 
 
 def config(machine: dict[str, Any], rootfs: Path, *, netns: Path | None = None,
-           resolv: Path | None = None) -> dict[str, Any]:
+           resolv: Path | None = None, zonecontrol: Path | None = None) -> dict[str, Any]:
     """``machine``: the stored machine record (alias, ram_mb, cpu_cap, max_lwps, ...);
     ``netns``: the machine's network namespace (a bind-mounted nsfs file) to join;
-    ``resolv``: the file to mount read-only at /etc/resolv.conf."""
+    ``resolv``: the file to mount read-only at /etc/resolv.conf;
+    ``zonecontrol``: the directory of the machine's metadata socket, mounted read-only at
+    /.zonecontrol (a socket on a read-only mount still takes connections)."""
     resolv_mount = ([{"destination": "/etc/resolv.conf", "type": "bind", "source": str(resolv),
                       "options": ["bind", "ro", "nosuid", "nodev", "noexec"]}]
                     if resolv is not None else [])
+    zonecontrol_mount = ([{"destination": ZONECONTROL, "type": "bind",
+                           "source": str(zonecontrol),
+                           "options": ["bind", "ro", "nosuid", "nodev", "noexec"]}]
+                         if zonecontrol is not None else [])
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -98,6 +106,7 @@ def config(machine: dict[str, Any], rootfs: Path, *, netns: Path | None = None,
             {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
              "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
             *resolv_mount,
+            *zonecontrol_mount,
         ],
         "linux": {
             "resources": resources(machine),

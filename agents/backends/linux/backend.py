@@ -16,6 +16,10 @@ machine stops, is destroyed or fails to boot. A machine with no NIC gets an empt
 still there); after a node reboot the namespaces are gone with the containers, and a start
 makes them afresh.
 
+Every running machine has a metadata server (:mod:`~agents.backends.linux.metadata`), started
+before ``runc run``, stopped with the machine, and started again for each running machine by a
+new agent.
+
 Node memory in status reports is what the machines are promised (``ram_mb`` minus the RAM of
 running machines), as the head node's capacity counts it, not the kernel's free memory.
 """
@@ -34,6 +38,7 @@ from agents.backends.base import BackendError, ImageNotFound
 from agents.backends.host import ip, runc, tar
 from agents.backends.linux import nodeinfo
 from agents.backends.linux.images import ImageStore
+from agents.backends.linux.metadata import MetadataServers, mdata_dir
 from agents.backends.linux.network import NodeNetwork
 from agents.backends.linux.records import (
     MachineRecords,
@@ -85,6 +90,11 @@ class LinuxBackend:
         self.network = network or NodeNetwork(DEFAULT_NIC_TAGS, "auto", storage.state_dir,
                                               netns_dir(runc_root))
         self._leftovers = CachedList(usage_ttl)
+        self.metadata = MetadataServers(mdata_dir(runc_root), self.records)
+        # an agent restart: the running machines' guests need their servers again
+        for uuid, container in self.runtime.containers().items():
+            if running(container) and self.records.find(uuid) is not None:
+                self.metadata.start(uuid)
 
     # -- node facts ---------------------------------------------------------------------------
 
@@ -200,6 +210,7 @@ class LinuxBackend:
         with self.records.machine(uuid):
             record = self.records.find(uuid) or {"uuid": uuid}
             self.runtime.remove(uuid)
+            self.metadata.remove(uuid)
             self.network.unplug(uuid, nic_macs(record))
             self.storage.machine_destroy(uuid)
             self.records.forget(uuid)
@@ -237,7 +248,7 @@ class LinuxBackend:
 
     def machine_update_metadata(self, params: dict[str, Any]) -> dict[str, Any]:
         uuid = params["uuid"]
-        with self.records.machine(uuid):
+        with self.records.machine(uuid), self.records.metadata_lock(uuid):
             meta = self.records.read_metadata(self.records.get(uuid))
             for kind in ("tags", "customer_metadata"):
                 meta[kind] = apply_metadata_change(meta[kind],
@@ -369,8 +380,10 @@ class LinuxBackend:
         bundle = self._write_bundle(record)
         try:
             self.network.plug(uuid, record.get("nics") or [], record.get("routes") or {})
+            self.metadata.start(uuid)
             self.runtime.run(uuid, bundle)
         except BaseException:
+            self.metadata.stop(uuid)
             self.network.unplug(uuid, nic_macs(record))
             raise
         finally:
@@ -379,6 +392,7 @@ class LinuxBackend:
     def _halt(self, record: dict[str, Any]) -> None:
         uuid = record["uuid"]
         self.runtime.halt(uuid)
+        self.metadata.stop(uuid)
         # no namespace, no veth either (a pair dies with its namespace): a stopped machine's
         # stop costs no network command
         if ip.is_netns(self.network.machine_netns(uuid)):
@@ -391,7 +405,8 @@ class LinuxBackend:
         (bundle / oci.RESOLV_CONF).write_text(oci.resolv_conf(record.get("resolvers") or []))
         config = oci.config(record, self.storage.machine_root(uuid),
                             netns=self.network.machine_netns(uuid),
-                            resolv=bundle / oci.RESOLV_CONF)
+                            resolv=bundle / oci.RESOLV_CONF,
+                            zonecontrol=self.metadata.machine_dir(uuid))
         write_json(bundle / "config.json", config)
         return bundle
 

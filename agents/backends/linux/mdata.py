@@ -2,7 +2,7 @@
 from a :class:`MetadataProvider` (the wire format is described in
 :mod:`agents.backends.linux.mdata_client`, whose codec this shares).
 
-Not wired yet: nothing in the backend starts a :class:`MetadataServer`.
+The Linux backend runs one per running machine (:mod:`agents.backends.linux.metadata`).
 
 What the host does with input off the protocol's happy path (the docs leave it open):
 

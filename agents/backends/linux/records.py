@@ -25,6 +25,7 @@ from agents.backends.jsonfile import write_json
 MIB = 1024 * 1024
 RECORD_FILE = "machine.json"
 METADATA_FILE = "metadata.json"
+METADATA_LOCK_FILE = "metadata.lock"
 #: the NIC fields machine_update_nics may change (NicFlagsSchema)
 NIC_FLAG_FIELDS = ("allow_ip_spoofing", "allow_mac_spoofing", "allow_dhcp_spoofing",
                    "allow_restricted_traffic", "allowed_ips")
@@ -95,6 +96,15 @@ class MachineRecords:
         # made by an agent that kept them in machine.json
         return {"tags": dict(record.get("tags") or {}),
                 "customer_metadata": dict(record.get("metadata") or {})}
+
+    @contextlib.contextmanager
+    def metadata_lock(self, uuid: str) -> Iterator[None]:
+        """One change of ``metadata.json`` at a time, whether from the head node or the
+        machine's own metadata socket; not the machine's lock, which a stop holds while the
+        guest, shutting down, may still PUT. MachineNotFound for a machine the node lacks."""
+        self.get(uuid)
+        with file_lock(self.bundle(uuid) / METADATA_LOCK_FILE):
+            yield
 
     @contextlib.contextmanager
     def machine(self, uuid: str) -> Iterator[None]:
