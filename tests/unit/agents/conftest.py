@@ -179,17 +179,16 @@ def linux_backend(btrfs_pool: LoopPool, node_netns: Path,
 @pytest.fixture
 def machine_spec(image_spec: dict[str, Any]) -> Callable[..., dict[str, Any]]:
     """Build a loaded MachineSpecSchema dict of the test image; keywords override fields."""
+    return spec_factory(image_spec["uuid"], alias="web0", ram_mb=256, disk_mb=1024)
+
+
+def spec_factory(image_uuid: str, **defaults: Any) -> Callable[..., dict[str, Any]]:
+    """A builder of loaded MachineSpecSchema dicts of ``image_uuid`` (a fresh uuid and owner
+    each): ``defaults`` fill the other fields, the builder's keywords override them."""
 
     def build(**overrides: Any) -> dict[str, Any]:
-        raw = {
-            "uuid": str(uuid.uuid4()),
-            "alias": "web0",
-            "owner_uuid": str(uuid.uuid4()),
-            "image_uuid": image_spec["uuid"],
-            "ram_mb": 256,
-            "disk_mb": 1024,
-        }
-        raw.update(overrides)
+        raw = {"uuid": str(uuid.uuid4()), "owner_uuid": str(uuid.uuid4()),
+               "image_uuid": image_uuid, **defaults, **overrides}
         loaded: dict[str, Any] = MachineSpecSchema().load(raw)
         return loaded
 

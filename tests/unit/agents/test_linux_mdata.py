@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,10 @@ from agents.backends.host import runc
 from agents.backends.host.cmd import HostCommandError
 from agents.backends.linux import LinuxBackend
 from agents.backends.linux.mdata_client import MetadataClient, ProtocolError
-from schemas.agent import MachineSpecSchema
 from schemas.nics import NicSpecSchema
 from tests.support import netns
 from tests.support.btrfs import LoopPool, missing_host
-from tests.unit.agents.conftest import make_linux, make_network
+from tests.unit.agents.conftest import make_linux, make_network, spec_factory
 
 pytestmark = [
     pytest.mark.skipif(missing_host() is not None, reason=str(missing_host())),
@@ -42,14 +40,7 @@ def node(linux_backend: LinuxBackend, busybox_image: dict[str, Any]) -> LinuxBac
 
 @pytest.fixture
 def spec(busybox_image: dict[str, Any]) -> SpecFactory:
-    def build(**overrides: Any) -> dict[str, Any]:
-        raw = {"uuid": str(uuid.uuid4()), "alias": "meta", "owner_uuid": str(uuid.uuid4()),
-               "image_uuid": busybox_image["uuid"], "ram_mb": 128, "disk_mb": 256,
-               **overrides}
-        loaded: dict[str, Any] = MachineSpecSchema().load(raw)
-        return loaded
-
-    return build
+    return spec_factory(busybox_image["uuid"], alias="meta", ram_mb=128, disk_mb=256)
 
 
 def client(node: LinuxBackend, machine_uuid: str) -> MetadataClient:

@@ -24,12 +24,11 @@ from agents.backends.linux import LinuxBackend
 from agents.backends.linux.runtime import netns_dir
 from agents.config import load_settings
 from agents.runner import make_backend
-from schemas.agent import MachineSpecSchema
 from schemas.nics import NicSpecSchema
 from tests.support import netns
 from tests.support.agent_images import FileServer
 from tests.support.btrfs import LoopPool, missing_host
-from tests.unit.agents.conftest import make_linux, make_network, served_image
+from tests.unit.agents.conftest import make_linux, make_network, served_image, spec_factory
 
 pytestmark = [
     pytest.mark.skipif(missing_host() is not None, reason=str(missing_host())),
@@ -66,14 +65,7 @@ def nic(mac_last: int, ip4: str, **kw: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def spec(busybox_image: dict[str, Any]) -> SpecFactory:
-    def build(**overrides: Any) -> dict[str, Any]:
-        raw = {"uuid": str(uuid.uuid4()), "alias": "net", "owner_uuid": str(uuid.uuid4()),
-               "image_uuid": busybox_image["uuid"], "ram_mb": 128, "disk_mb": 256,
-               **overrides}
-        loaded: dict[str, Any] = MachineSpecSchema().load(raw)
-        return loaded
-
-    return build
+    return spec_factory(busybox_image["uuid"], alias="net", ram_mb=128, disk_mb=256)
 
 
 def inside(node: LinuxBackend, machine_uuid: str, *argv: str) -> str:
