@@ -160,7 +160,10 @@ class StatusReporter(_Ticker):
         backend = self._by_uuid.get(server_uuid)
         if backend is None:
             return
-        fingerprint = status_fingerprint(backend.status())
+        try:
+            fingerprint = status_fingerprint(backend.status())
+        except Exception:  # noqa: BLE001 - the reply went out; the periodic report will follow
+            return
         with self._lock:
             last = self._last_sent.get(server_uuid)
             if last is not None:
@@ -168,8 +171,14 @@ class StatusReporter(_Ticker):
 
     def tick(self) -> None:
         for backend in self.backends:
-            self._register(backend)
-            self._report(backend)
+            try:
+                self._register(backend)
+                self._report(backend)
+            except CONNECTION_ERRORS:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one node's failure must not silence the rest
+                log.warning("%s: no report for server %s this tick: %s",
+                            self.name, backend.server_uuid, exc)
 
     def _register(self, backend: NodeBackend) -> None:
         with self._lock:

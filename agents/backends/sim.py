@@ -122,6 +122,7 @@ class SimBackend:
         }
 
     def status(self) -> dict[str, Any]:
+        self._faults.fail_if_asked("status")  # a drill: the node's reports are lost
         with self._lock:
             return {
                 "server_uuid": self.server_uuid,

@@ -147,3 +147,20 @@ def wait_for(predicate: Any, timeout: float = 5.0) -> Any:
             return value
         time.sleep(0.02)
     raise AssertionError("condition not met in time")
+
+
+def test_a_node_that_cannot_report_does_not_silence_the_others(
+        caplog: pytest.LogCaptureFixture) -> None:
+    recorder = Recorder()
+    quiet, talking = nodes(2)
+    quiet.configure_faults({"status": "reports lost"})
+    reporter = recorder.reporter([quiet, talking])
+    with caplog.at_level(logging.WARNING, logger="agents.heartbeat"):
+        assert reporter.guarded_tick()
+    assert [s["server_uuid"] for s in recorder.status] == [talking.server_uuid]
+    assert f"no report for server {quiet.server_uuid}" in caplog.text
+    reporter.acknowledge(quiet.server_uuid)  # after a reply: must not raise into the task
+    quiet.configure_faults({})
+    reporter.tick()
+    assert [s["server_uuid"] for s in recorder.status] == [talking.server_uuid,
+                                                           quiet.server_uuid]
