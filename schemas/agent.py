@@ -10,7 +10,8 @@ agent reads only its queue's base list).
 
 Agent -> head node (queue :data:`HEADNODE_QUEUE`):
 ``events.server_sysinfo(sysinfo)`` once at start (registration), ``events.server_status(status)``
-on change and at least every ``status_interval`` seconds, ``events.task_reply(reply, outcome)``.
+on change and at least every ``status_interval`` seconds, ``events.task_reply(reply, outcome)``,
+``events.machine_metadata(change)`` when a guest changed its metadata.
 Heartbeats are not Celery messages: the agent writes ``HSET`` :data:`HEARTBEAT_KEY`
 ``<server_uuid> <unix time>`` every 5 s, so a fleet of thousands costs Redis one small write
 each and the database nothing.
@@ -87,6 +88,29 @@ class ImageFileSchema(Schema):
                                 validate=validate.OneOf(["gzip", "bzip2", "xz", "none"]))
 
 
+#: signals an image may name as its init's stop signal
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGPWR", "SIGUSR1", "SIGUSR2",
+                "SIGRTMIN+3")
+
+
+class ImageInitSchema(Schema):
+    """How a machine of an image boots (the manifest's ``init``): an OS image names its own
+    init (``kind`` "os", e.g. ``/sbin/init``-style), an application image an entrypoint with
+    its arguments and environment. A stop sends ``stop_signal`` to that process and waits
+    ``stop_timeout`` seconds for the machine's own shutdown before killing it. An image
+    without ``init`` boots the node's default init (a shell that sleeps)."""
+
+    kind = fields.String(load_default="application",
+                         validate=validate.OneOf(["os", "application"]))
+    args = fields.List(fields.String(validate=validate.Length(min=1)), required=True,
+                       validate=validate.Length(min=1))
+    env = fields.List(fields.String(validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]*=")),
+                      load_default=list)
+    workdir = fields.String(load_default="/", validate=validate.Regexp(r"^/"))
+    stop_signal = fields.String(load_default="SIGTERM", validate=validate.OneOf(STOP_SIGNALS))
+    stop_timeout = fields.Integer(load_default=30, validate=validate.Range(min=1, max=600))
+
+
 class ImageSpecSchema(Schema):
     """What a node needs to import an image into its pool."""
 
@@ -97,6 +121,10 @@ class ImageSpecSchema(Schema):
     type = fields.String(load_default="zone-dataset")
     size_mb = fields.Integer(load_default=0)
     files = fields.List(fields.Dict(), load_default=list)  # ImageFileSchema dicts
+    requirements = fields.Dict(load_default=dict)
+    #: IMGAPI's free-form tags (``default_user``: who ``triton ssh`` logs in as)
+    tags = fields.Dict(load_default=dict)
+    init = fields.Nested(ImageInitSchema, load_default=None, allow_none=True)
     #: absent for images without a file (placeholders, the sim backend)
     source = fields.Nested(TransferSchema, load_default=None, allow_none=True)
 
@@ -114,7 +142,10 @@ class MachineSpecSchema(Schema):
     vcpus = fields.Integer(load_default=1)
     max_lwps = fields.Integer(load_default=4000)
     tags = fields.Dict(load_default=dict)
+    #: customer metadata, ``root_authorized_keys``, ``user-script`` and ``user-data`` included
     metadata = fields.Dict(load_default=dict)
+    #: the image's init (None: the node's default)
+    init = fields.Nested(ImageInitSchema, load_default=None, allow_none=True)
     nics = fields.List(fields.Nested(NicSpecSchema), load_default=list)
     #: vmadm's VM-level ``resolvers`` (the machine's /etc/resolv.conf) and ``routes``
     #: (destination CIDR or address -> gateway address)
@@ -146,7 +177,10 @@ class MachineUpdateSchema(Schema):
 class MachineMetadataUpdateSchema(Schema):
     """Change a machine's tags and customer metadata (vmadm update's names): the keys in
     ``remove_*`` go first, then the ``set_*`` pairs are written. The result is
-    ``{"tags": {...}, "customer_metadata": {...}}``, both as the node holds them after."""
+    ``{"tags": {...}, "customer_metadata": {...}, "serial": N}``, both as the node holds them
+    after; ``serial`` (absent from nodes that keep none) counts the changes of that
+    machine's metadata on its node, so the head node keeps the newest of a reply and a
+    :class:`MachineMetadataEventSchema`."""
 
     uuid = fields.String(required=True)
     set_customer_metadata = fields.Dict(keys=fields.String(), values=fields.String(),
@@ -163,6 +197,16 @@ def apply_metadata_change(values: dict[str, Any], remove: list[str],
     Nodes and the head node both apply a change with this."""
     gone = set(remove)
     return {**{k: v for k, v in values.items() if k not in gone}, **set_}
+
+
+class MachineMetadataEventSchema(Schema):
+    """``events.machine_metadata``: a machine's guest changed its customer metadata
+    (``mdata-put``/``mdata-delete``); the map as its node holds it after the change."""
+
+    server_uuid = fields.String(required=True)
+    uuid = fields.String(required=True)
+    customer_metadata = fields.Dict(keys=fields.String(), required=True)
+    serial = fields.Integer(required=True, validate=validate.Range(min=0))
 
 
 class SnapshotRefSchema(Schema):
