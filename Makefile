@@ -22,7 +22,9 @@ APT_PACKAGES := \
 	mkfs.btrfs:btrfs-progs \
 	runc:runc \
 	nft:nftables \
-	/bin/busybox:busybox-static
+	/bin/busybox:busybox-static \
+	mmdebstrap:mmdebstrap \
+	ssh:openssh-client
 # What scripts/ensure-triton.sh needs to install Triton's CLI (npm). Debian 12 packages npm
 # apart from nodejs; a nodejs that brings its own npm (NodeSource's) is left as it is.
 TRITON_APT_PACKAGES := \
