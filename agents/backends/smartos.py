@@ -6,6 +6,13 @@ are fetched from the head node by the agent (a signed URL, checked against size 
 and installed with ``imgadm install -m MANIFEST -f FILE``: the head node is not an IMGAPI that
 ``imgadm import`` could use.
 
+A zone's brand comes from the installed image's manifest (``requirements.brand``, else its
+type: lx-dataset and docker -> lx, zone-dataset -> the node's joyent brand) and the image's
+init becomes vmadm boot properties (``init_name``, or a docker zone for an application
+entrypoint); the mapping and what it refuses are in :mod:`agents.backends.vmadm_boot`.
+Customer metadata and its ``*_pw`` keys: :mod:`agents.backends.vmadm_payloads`. SmartOS keeps
+no metadata serial, so metadata answers carry none.
+
 Networking is vmadm's: a machine's NICs go into its create payload (``nics``, with the VM-level
 ``resolvers`` and ``routes``) and change with ``vmadm update`` (``add_nics``, ``remove_nics``,
 ``update_nics``); the VNICs, their VLANs and the link protection (anti-spoofing) are made by
@@ -36,9 +43,11 @@ from agents.backends.base import BackendError, ImageNotFound, MachineNotFound
 from agents.backends.host import imgadm, vmadm, zfs
 from agents.backends.host.cmd import run
 from agents.backends.jsonfile import write_json
+from agents.backends.vmadm_boot import boot_properties, stop_timeout, zone_brand
 from agents.backends.vmadm_payloads import (
     GIB_MB,
     create_payload,
+    customer_view,
     imgapi_manifest,
     metadata_payload,
     nic_summary,
@@ -181,9 +190,13 @@ class SmartOSBackend:
     def machine_create(self, spec: dict[str, Any]) -> dict[str, Any]:
         if vmadm.get(spec["uuid"]) is not None:
             return self.machine_load(spec["uuid"])
-        if imgadm.get(spec["image_uuid"]) is None:
+        installed = imgadm.get(spec["image_uuid"])
+        if installed is None:
             raise ImageNotFound(f"image {spec['image_uuid']} is not installed on this node")
-        vmadm.create(create_payload(spec, self.brand))
+        manifest = installed["manifest"]
+        brand = zone_brand(manifest, self.brand)
+        boot = boot_properties(brand, manifest, spec.get("init"), spec["uuid"])
+        vmadm.create(create_payload(spec, brand, boot))
         self._forget("usage", "pool", "nics")
         return self.machine_load(spec["uuid"])
 
@@ -193,8 +206,10 @@ class SmartOSBackend:
         return self.machine_load(uuid)
 
     def machine_stop(self, uuid: str) -> dict[str, Any]:
+        """``vmadm stop``; a docker zone (an application init) with ``-t`` its image's
+        stop_timeout, the wait between vmadm's SIGTERM to its init and the halt."""
         if self._state(uuid) != "stopped":
-            vmadm.stop(uuid)
+            vmadm.stop(uuid, timeout=stop_timeout(self._vm(uuid)))
         return self.machine_load(uuid)
 
     def machine_reboot(self, uuid: str) -> dict[str, Any]:
@@ -229,7 +244,8 @@ class SmartOSBackend:
         return self.machine_load(params["uuid"])
 
     def machine_update_metadata(self, params: dict[str, Any]) -> dict[str, Any]:
-        """One ``vmadm update`` with the change as its payload, then the zone's values."""
+        """One ``vmadm update`` with the change as its payload, then the zone's values (no
+        ``serial``: vmadm keeps no count of metadata changes)."""
         uuid = params["uuid"]
         self._state(uuid)  # MachineNotFound (vmadm update would only say it failed)
         payload = metadata_payload(params)
@@ -238,8 +254,7 @@ class SmartOSBackend:
         vm = vmadm.get(uuid)
         if vm is None:
             raise MachineNotFound(f"machine {uuid} is gone from server {self.server_uuid}")
-        return {"tags": dict(vm.get("tags") or {}),
-                "customer_metadata": dict(vm.get("customer_metadata") or {})}
+        return {"tags": dict(vm.get("tags") or {}), "customer_metadata": customer_view(vm)}
 
     # -- networking ---------------------------------------------------------------------------
 

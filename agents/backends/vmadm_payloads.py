@@ -1,11 +1,19 @@
 """What the SmartOS backend tells ``vmadm`` and reads from ``sysinfo``, as pure functions:
 the create, update and metadata payloads (vmadm's property names), a NIC in vmadm's form,
 the image manifest ``imgadm install`` takes, and the node facts (image types it runs as
-zones, nic tags and their uplinks) read from sysinfo. Tested by exact payloads."""
+zones, nic tags and their uplinks) read from sysinfo. Tested by exact payloads.
+
+Customer metadata (``root_authorized_keys``, ``user-script``, ``user-data`` and the tenant's
+keys) goes to vmadm's ``customer_metadata``, whose values are strings: a value of another
+JSON type is sent JSON-encoded (compact, as JSON.stringify writes it). Keys ending in ``_pw``
+go to ``internal_metadata`` instead: vmadm(8) says not to put them in customer_metadata, and
+the metadata agent serves them to the guest from internal_metadata. Answers merge them back,
+so the head node sees one customer map."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from pathlib import Path
@@ -20,6 +28,8 @@ ZONE_TYPES = ("zone-dataset", "lx-dataset", "docker", "other")
 #: vmadm's floor for max_swap (MiB)
 MIN_SWAP_MB = 256
 INTERFACE = re.compile(r"^net([0-9]+)$")
+#: customer keys the metadata agent reads from internal_metadata (vmadm(8) customer_metadata)
+PW_SUFFIX = "_pw"
 
 
 def runs_types(node: dict[str, Any]) -> list[str]:
@@ -81,9 +91,39 @@ def nic_summary(nics: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for nic in sorted(nics, key=position)]
 
 
-def create_payload(spec: dict[str, Any], brand: str) -> dict[str, Any]:
+def metadata_value(value: Any) -> str:
+    """A customer metadata value as vmadm keeps it: strings as they are, any other JSON value
+    encoded."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def split_metadata(metadata: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """Customer metadata as (customer_metadata, internal_metadata): ``*_pw`` keys go to the
+    latter, where the metadata agent looks them up."""
+    customer: dict[str, str] = {}
+    internal: dict[str, str] = {}
+    for key, value in metadata.items():
+        (internal if key.endswith(PW_SUFFIX) else customer)[key] = metadata_value(value)
+    return customer, internal
+
+
+def customer_view(vm: dict[str, Any]) -> dict[str, Any]:
+    """A ``vmadm get`` object's customer metadata as the head node knows it: customer_metadata
+    with the ``*_pw`` keys of internal_metadata."""
+    internal = vm.get("internal_metadata") or {}
+    return {**(vm.get("customer_metadata") or {}),
+            **{k: v for k, v in internal.items() if k.endswith(PW_SUFFIX)}}
+
+
+def create_payload(spec: dict[str, Any], brand: str,
+                   boot: dict[str, Any] | None = None) -> dict[str, Any]:
     """vmadm's create payload (vmadm(8) PROPERTIES); quota is in GiB, rounded up. NICs,
-    resolvers and routes are in it only when the machine has them."""
+    resolvers and routes are in it only when the machine has them, internal_metadata only
+    when a ``*_pw`` key or ``boot`` (vmadm_boot.boot_properties: kernel_version, init_name,
+    a docker zone's properties) puts something there."""
+    customer, internal = split_metadata(spec.get("metadata") or {})
+    boot = dict(boot or {})
+    internal.update(boot.pop("internal_metadata", {}))
     payload: dict[str, Any] = {
         "uuid": spec["uuid"],
         "alias": spec["alias"],
@@ -98,8 +138,11 @@ def create_payload(spec: dict[str, Any], brand: str) -> dict[str, Any]:
         "max_lwps": spec["max_lwps"],
         "autoboot": True,
         "tags": dict(spec.get("tags") or {}),
-        "customer_metadata": {k: str(v) for k, v in (spec.get("metadata") or {}).items()},
+        "customer_metadata": customer,
+        **boot,
     }
+    if internal:
+        payload["internal_metadata"] = internal
     if spec.get("cpu_cap"):
         payload["cpu_cap"] = spec["cpu_cap"]
     if spec.get("nics"):
@@ -128,13 +171,17 @@ def update_payload(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def metadata_payload(params: dict[str, Any]) -> dict[str, Any]:
-    """vmadm update's payload for a MachineMetadataUpdateSchema change: only the non-empty
-    ones of set_customer_metadata (values are strings), remove_customer_metadata, set_tags and
-    remove_tags."""
+    """vmadm update's payload for a MachineMetadataUpdateSchema change (vmadm(8) update:
+    ``set_X`` an object of string values, ``remove_X`` a list of keys, for X customer_metadata,
+    internal_metadata and tags): only the non-empty ones. ``*_pw`` keys are set and removed in
+    internal_metadata; a key absent from the zone is removed without complaint by vmadm."""
+    set_customer, set_internal = split_metadata(params.get("set_customer_metadata") or {})
+    remove = list(params.get("remove_customer_metadata") or [])
     payload: dict[str, Any] = {
-        "set_customer_metadata": {k: str(v) for k, v in
-                                  (params.get("set_customer_metadata") or {}).items()},
-        "remove_customer_metadata": list(params.get("remove_customer_metadata") or []),
+        "set_customer_metadata": set_customer,
+        "remove_customer_metadata": [k for k in remove if not k.endswith(PW_SUFFIX)],
+        "set_internal_metadata": set_internal,
+        "remove_internal_metadata": [k for k in remove if k.endswith(PW_SUFFIX)],
         "set_tags": dict(params.get("set_tags") or {}),
         "remove_tags": list(params.get("remove_tags") or []),
     }
@@ -142,7 +189,11 @@ def metadata_payload(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def imgapi_manifest(image: dict[str, Any], file: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The IMGAPI-style manifest imgadm install wants (it checks files[0].sha1 and size)."""
+    """The IMGAPI manifest imgadm install wants (it checks files[0].sha1 and size), with the
+    image's ``requirements`` and ``tags`` when it has them: imgadm keeps the manifest, and
+    machine_create reads the brand (``requirements.brand``) and an lx image's
+    ``tags.kernel_version`` from it. The image's ``init`` is not an IMGAPI field; it reaches the
+    node with each machine spec."""
     sha1 = hashlib.sha1()
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
@@ -159,4 +210,5 @@ def imgapi_manifest(image: dict[str, Any], file: dict[str, Any], path: Path) -> 
         "public": False,
         "files": [{"sha1": sha1.hexdigest(), "size": file["size"],
                    "compression": file["compression"]}],
+        **{key: dict(image[key]) for key in ("requirements", "tags") if image.get(key)},
     }

@@ -9,6 +9,8 @@ from typing import Any
 from agents.backends.host.cmd import HostCommandError, run
 
 IMGADM = "imgadm"
+#: imgadm(8) EXIT STATUS: 3 is "ImageNotInstalled"; older imgadm said so with exit 1
+NOT_INSTALLED_EXITS = (1, 3)
 
 
 def get(uuid: str) -> dict[str, Any] | None:
@@ -16,8 +18,10 @@ def get(uuid: str) -> dict[str, Any] | None:
     try:
         out = run([IMGADM, "get", uuid])
     except HostCommandError as exc:
-        if exc.returncode == 1 and ("not installed" in exc.stderr or "ImageNotInstalled"
-                                    in exc.stderr or "not found" in exc.stderr.lower()):
+        said = exc.stderr
+        if exc.returncode in NOT_INSTALLED_EXITS and (
+                "not installed" in said or "ImageNotInstalled" in said
+                or "not found" in said.lower()):
             return None
         raise
     info: dict[str, Any] = json.loads(out)
@@ -31,5 +35,7 @@ def list_images() -> list[dict[str, Any]]:
 
 
 def install(manifest: Path, file: Path) -> None:
-    """Install a local image file (its manifest beside it) without contacting any source."""
+    """``imgadm install -m MANIFEST -f FILE``: a local image file and its IMGAPI manifest,
+    without contacting any source (the head node is not an IMGAPI ``imgadm import`` could
+    use). imgadm keeps the manifest as given, tags and requirements included."""
     run([IMGADM, "install", "-m", str(manifest), "-f", str(file)], timeout=3600)

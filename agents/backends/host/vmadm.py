@@ -22,8 +22,11 @@ def start(uuid: str) -> None:
     run([VMADM, "start", uuid])
 
 
-def stop(uuid: str, *, force: bool = False) -> None:
-    run([VMADM, "stop", uuid, *(["-F"] if force else [])])
+def stop(uuid: str, *, force: bool = False, timeout: int | None = None) -> None:
+    """``-t`` (seconds between SIGTERM to init and the halt) is for docker and HVM VMs only:
+    vmadm(8) refuses it for other zones."""
+    run([VMADM, "stop", uuid, *(["-F"] if force else []),
+         *(["-t", str(timeout)] if timeout is not None else [])])
 
 
 def reboot(uuid: str) -> None:

@@ -6,7 +6,10 @@ the exact argument lists the backend sends.
 It is the stand-in for a machine this CI cannot boot, nothing more: it holds what vmadm would
 hold (zones, their states, NICs and snapshots, installed images) and refuses what vmadm/imgadm
 refuse (an unknown zone, an image file whose sha1 or size differs from its manifest, a NIC on a
-nic tag the node lacks, adding a MAC the zone has, removing or updating one it lacks).
+nic tag the node lacks, adding a MAC the zone has, removing or updating one it lacks, ``stop -t``
+for a zone that is not a docker zone, a customer or internal metadata value that is not a
+string) and exits as
+they document (``imgadm get`` of an image not installed: exit 3, "ImageNotInstalled").
 """
 
 from __future__ import annotations
@@ -39,6 +42,18 @@ def node_nic_tags() -> set[str]:
                    for tag in vnic.get("Overlay Nic Tags", [])}
 
 
+class ToolExit(LookupError):
+    """A refusal with the tool's exit status (LookupError alone: exit 1)."""
+
+    def __init__(self, message: str, returncode: int) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+
+#: the vmadm update payload keys the fake applies (vmadm(8) update); others are plain values
+MAP_KINDS = ("customer_metadata", "internal_metadata", "tags", "routes")
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + \
         f"{int(ts * 1000) % 1000:03d}Z"
@@ -60,7 +75,7 @@ class FakeSmartOS:
         try:
             out = handler(list(argv[1:]), input, output)
         except LookupError as exc:
-            return Completed(argv, 1, "", str(exc.args[0]))
+            return Completed(argv, getattr(exc, "returncode", 1), "", str(exc.args[0]))
         return Completed(argv, 0, out, "")
 
     def argvs(self, tool: str) -> list[tuple[str, ...]]:
@@ -76,8 +91,8 @@ class FakeSmartOS:
     def _imgadm(self, args: list[str], _in: bytes | None, _out: Path | None) -> str:
         if args[0] == "get":
             if args[1] not in self.images:
-                raise LookupError(f'imgadm get: error (ImageNotInstalled): image "{args[1]}" '
-                                  'was not found on zpool "zones"')
+                raise ToolExit(f'imgadm get: error (ImageNotInstalled): image "{args[1]}" '
+                               'was not found on zpool "zones"', 3)
             return json.dumps({"manifest": self.images[args[1]], "zpool": "zones"})
         if args[:2] == ["list", "-j"]:
             return json.dumps([{"manifest": m, "zpool": "zones"} for m in self.images.values()])
@@ -106,6 +121,7 @@ class FakeSmartOS:
             if payload["image_uuid"] not in self.images:
                 raise LookupError(f"vmadm: error: image {payload['image_uuid']} not found")
             self._check_nic_tags(payload.get("nics", []))
+            self._check_metadata_strings(payload, ("customer_metadata", "internal_metadata"))
             self.vms[payload["uuid"]] = {**payload, "nics": payload.get("nics", []),
                                          "state": "running",
                                          "boot_timestamp": _iso(time.time()), "snapshots": []}
@@ -133,6 +149,8 @@ class FakeSmartOS:
         if command == "start":
             vm.update(state="running", boot_timestamp=_iso(time.time()))
         elif command == "stop":
+            if "-t" in args and not vm.get("docker"):
+                raise ToolExit("vmadm: error: -t is only supported for docker and HVM VMs", 2)
             vm.update(state="stopped", boot_timestamp=None)
         elif command == "reboot":
             vm.update(state="running", boot_timestamp=_iso(time.time() + 0.001))
@@ -162,12 +180,22 @@ class FakeSmartOS:
             if nic["nic_tag"] not in tags:
                 raise LookupError(f"vmadm: error: Invalid nic tag \"{nic['nic_tag']}\"")
 
+    @staticmethod
+    def _check_metadata_strings(payload: dict[str, Any], keys: tuple[str, ...]) -> None:
+        """vmadm(8): metadata maps hold key=value pairs of simple string values."""
+        for key in keys:
+            for name, value in (payload.get(key) or {}).items():
+                if not isinstance(value, str):
+                    raise LookupError(f"vmadm: error: Invalid value for {key}.{name}: "
+                                      "not a string")
+
     def _update(self, vm: dict[str, Any], payload: dict[str, Any]) -> None:
         """vmadm(8) update: set_X / remove_X change the X map, add_nics / remove_nics /
         update_nics change the NICs (keyed by mac), other keys replace values."""
+        self._check_metadata_strings(payload, ("set_customer_metadata", "set_internal_metadata"))
         self._update_nics(vm, payload.pop("add_nics", []), payload.pop("remove_nics", []),
                           payload.pop("update_nics", []))
-        for kind in ("customer_metadata", "tags", "routes"):
+        for kind in MAP_KINDS:
             values = dict(vm.get(kind) or {})
             for key in payload.pop(f"remove_{kind}", []):
                 values.pop(key, None)
