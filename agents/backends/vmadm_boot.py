@@ -89,6 +89,10 @@ def _os_init(brand: str, init: dict[str, Any]) -> dict[str, Any]:
                            f"vmadm's init_name is the path of the lx zone's init only; the "
                            f"image's os init {init['args']!r} also has {', '.join(extra)}, "
                            "which it cannot carry")
+    if not init["args"][0].startswith("/"):
+        raise BackendError("InitNotSupported",
+                           f"vmadm's init_name is a path in the zone; {init['args'][0]!r} "
+                           "is not absolute")
     return {"init_name": init["args"][0]}
 
 

@@ -184,6 +184,7 @@ def test_a_joyent_zone_ignores_an_os_init(node: SmartOSBackend, smartos_host: Fa
     {"args": ["/sbin/init", "--verbose"]},
     {"env": ["LANG=C"]},
     {"workdir": "/srv"},
+    {"args": ["sdc-init"]},
 ])
 def test_an_lx_os_init_init_name_cannot_carry_is_refused(
     node: SmartOSBackend, smartos_host: FakeSmartOS, extra: dict[str, Any]
