@@ -20,13 +20,20 @@ from celery import Celery
 from marshmallow import EXCLUDE, ValidationError
 
 from agents.backends.base import BackendError, NodeBackend
-from schemas.agent import AGENT_TASKS, HEADNODE_QUEUE, SysinfoSchema, agent_task
+from schemas.agent import (
+    AGENT_TASKS,
+    HEADNODE_QUEUE,
+    MachineMetadataEventSchema,
+    SysinfoSchema,
+    agent_task,
+)
 
 log = logging.getLogger(__name__)
 
 EVENT_SYSINFO = "events.server_sysinfo"
 EVENT_STATUS = "events.server_status"
 EVENT_TASK_REPLY = "events.task_reply"
+EVENT_MACHINE_METADATA = "events.machine_metadata"
 
 #: A reply must survive a short broker hiccup: without it the workflow waits for its timeout.
 REPLY_RETRY_POLICY = {"max_retries": 30, "interval_start": 0, "interval_step": 0.5,
@@ -83,6 +90,12 @@ def send_sysinfo(sysinfo: Mapping[str, Any]) -> None:
 
 def send_status(status: Mapping[str, Any]) -> None:
     send_event(EVENT_STATUS, dict(status))
+
+
+def send_machine_metadata(change: Mapping[str, Any]) -> None:
+    """A guest changed its metadata (MachineMetadataEventSchema); raises when the broker
+    cannot take it (the caller logs it: the event is not sent again)."""
+    send_event(EVENT_MACHINE_METADATA, MachineMetadataEventSchema().dump(change))
 
 
 def send_reply(reply: Mapping[str, Any], outcome: Mapping[str, Any]) -> None:

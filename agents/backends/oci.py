@@ -17,9 +17,10 @@ from typing import Any
 
 CPU_PERIOD_US = 100_000
 DEFAULT_SHARES = 1024
-#: the init of a machine without one of its own: sleeps, and exits on SIGTERM so a stop is
+#: the init of a machine whose image names none: sleeps, and exits on SIGTERM so a stop is
 #: quick (a plain `sleep` as pid 1 of a pid namespace would ignore SIGTERM)
 DEFAULT_INIT = ["/bin/sh", "-c", "trap 'exit 0' TERM; sleep infinity & wait"]
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _CAPABILITIES = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_CHOWN",
                  "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_SETGID", "CAP_SETUID",
                  "CAP_SETPCAP", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD",
@@ -61,9 +62,20 @@ def namespaces(netns: Path | None) -> list[dict[str, str]]:
     return [{"type": "pid"}, network, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]
 
 
+def process_env(init: dict[str, Any] | None, alias: str) -> list[str]:
+    """The init's environment: the image's ``env``, after PATH, TERM and HOSTNAME (the
+    alias) for those of them it does not set."""
+    env = list((init or {}).get("env") or [])
+    named = {item.split("=", 1)[0] for item in env}
+    defaults = {"PATH": DEFAULT_PATH, "TERM": "xterm", "HOSTNAME": alias}
+    return [*(f"{k}={v}" for k, v in defaults.items() if k not in named), *env]
+
+
 def config(machine: dict[str, Any], rootfs: Path, *, netns: Path | None = None,
            resolv: Path | None = None, zonecontrol: Path | None = None) -> dict[str, Any]:
-    """``machine``: the stored machine record (alias, ram_mb, cpu_cap, max_lwps, ...);
+    """``machine``: the stored machine record (alias, ram_mb, cpu_cap, max_lwps, and
+    ``init``, the image's ImageInitSchema dict whose args, env and workdir the machine's
+    first process runs with; None: :data:`DEFAULT_INIT`);
     ``netns``: the machine's network namespace (a bind-mounted nsfs file) to join;
     ``resolv``: the file to mount read-only at /etc/resolv.conf;
     ``zonecontrol``: the directory of the machine's metadata socket, mounted read-only at
@@ -75,15 +87,15 @@ def config(machine: dict[str, Any], rootfs: Path, *, netns: Path | None = None,
                            "source": str(zonecontrol),
                            "options": ["bind", "ro", "nosuid", "nodev", "noexec"]}]
                          if zonecontrol is not None else [])
+    init = machine.get("init")
     return {
         "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
             "user": {"uid": 0, "gid": 0},
-            "args": DEFAULT_INIT,
-            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    "TERM=xterm", f"HOSTNAME={machine['alias']}"],
-            "cwd": "/",
+            "args": list(init["args"]) if init else DEFAULT_INIT,
+            "env": process_env(init, machine["alias"]),
+            "cwd": (init or {}).get("workdir") or "/",
             "capabilities": {key: _CAPABILITIES for key in
                              ("bounding", "effective", "permitted")},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],

@@ -18,7 +18,16 @@ makes them afresh.
 
 Every running machine has a metadata server (:mod:`~agents.backends.linux.metadata`), started
 before ``runc run``, stopped with the machine, and started again for each running machine by a
-new agent.
+new agent. A guest's own metadata changes go to ``metadata_listener`` (the agent sends them to
+the head node).
+
+A machine runs its image's init (``machine.json``'s ``init``, from the spec; none: the node's
+default, :data:`agents.backends.oci.DEFAULT_INIT`). A stop sends it the init's
+``stop_signal`` and waits ``stop_timeout`` (no init: SIGTERM and the node's stop_timeout)
+before SIGKILL. A machine whose init exits by itself is stopped (runc says so); its
+container, namespace with its NICs, and metadata server are cleaned up at the next status
+check (:meth:`LinuxBackend.status`, every 0.5 s in the agent), or at its next start or stop
+if none ran.
 
 Node memory in status reports is what the machines are promised (``ram_mb`` minus the RAM of
 running machines), as the head node's capacity counts it, not the kernel's free memory.
@@ -38,7 +47,7 @@ from agents.backends.base import BackendError, ImageNotFound
 from agents.backends.host import ip, runc, tar
 from agents.backends.linux import nodeinfo
 from agents.backends.linux.images import ImageStore
-from agents.backends.linux.metadata import MetadataServers, mdata_dir
+from agents.backends.linux.metadata import MetadataListener, MetadataServers, mdata_dir
 from agents.backends.linux.network import NodeNetwork
 from agents.backends.linux.records import (
     MachineRecords,
@@ -52,7 +61,6 @@ from agents.backends.linux.records import (
 from agents.backends.linux.runtime import Runtime, boot_time, netns_dir, running
 from agents.backends.linux.storage import Snapshot, Storage
 from agents.backends.linux.usage import CachedList, UsageCache
-from schemas.agent import apply_metadata_change
 
 MIB = 1024 * 1024
 #: limits of a machine, as stored in machine.json and changed by machine_update
@@ -74,6 +82,7 @@ class LinuxBackend:
         usage_ttl: float = 5.0,
         traits: dict[str, Any] | None = None,
         network: NodeNetwork | None = None,
+        metadata_listener: MetadataListener | None = None,
     ) -> None:
         self.server_uuid = server_uuid
         self.hostname = hostname
@@ -90,7 +99,7 @@ class LinuxBackend:
         self.network = network or NodeNetwork(DEFAULT_NIC_TAGS, "auto", storage.state_dir,
                                               netns_dir(runc_root))
         self._leftovers = CachedList(usage_ttl)
-        self.metadata = MetadataServers(mdata_dir(runc_root), self.records)
+        self.metadata = MetadataServers(mdata_dir(runc_root), self.records, metadata_listener)
         # an agent restart: the running machines' guests need their servers again
         for uuid, container in self.runtime.containers().items():
             if running(container) and self.records.find(uuid) is not None:
@@ -119,6 +128,7 @@ class LinuxBackend:
         }
 
     def status(self) -> dict[str, Any]:
+        self._clean_up_exited()
         machines = self.list_machines()
         size, used = self.usage.pool()
         ram_mb = nodeinfo.meminfo_mb("MemTotal")
@@ -174,6 +184,7 @@ class LinuxBackend:
                 "nics": [dict(n) for n in spec.get("nics") or []],
                 "resolvers": list(spec.get("resolvers") or []),
                 "routes": dict(spec.get("routes") or {}),
+                "init": dict(spec["init"]) if spec.get("init") else None,
             }
             with self.records.provisioning_of(uuid):
                 self.records.save(record)
@@ -190,7 +201,10 @@ class LinuxBackend:
     def machine_start(self, uuid: str) -> dict[str, Any]:
         with self.records.machine(uuid):
             record = self.records.get(uuid)
-            if not self.runtime.is_running(uuid):
+            container = self.runtime.state(uuid)
+            if not running(container):
+                if container is not None:  # its init exited by itself: what it left goes
+                    self._halt(record)
                 self._boot(record)
             return self._load(uuid)
 
@@ -247,14 +261,12 @@ class LinuxBackend:
             return self._load(uuid)
 
     def machine_update_metadata(self, params: dict[str, Any]) -> dict[str, Any]:
+        """{tags, customer_metadata, serial} after the change (serial: see records)."""
         uuid = params["uuid"]
-        with self.records.machine(uuid), self.records.metadata_lock(uuid):
-            meta = self.records.read_metadata(self.records.get(uuid))
-            for kind in ("tags", "customer_metadata"):
-                meta[kind] = apply_metadata_change(meta[kind],
-                                                   params.get(f"remove_{kind}") or [],
-                                                   params.get(f"set_{kind}") or {})
-            self.records.save_metadata(uuid, meta)
+        with self.records.machine(uuid):
+            meta, _ = self.records.change_metadata(uuid, {
+                kind: (params.get(f"remove_{kind}") or [], params.get(f"set_{kind}") or {})
+                for kind in ("tags", "customer_metadata")})
             return meta
 
     # -- NICs ---------------------------------------------------------------------------------
@@ -391,7 +403,8 @@ class LinuxBackend:
 
     def _halt(self, record: dict[str, Any]) -> None:
         uuid = record["uuid"]
-        self.runtime.halt(uuid)
+        init = record.get("init") or {}
+        self.runtime.halt(uuid, init.get("stop_signal") or "SIGTERM", init.get("stop_timeout"))
         self.metadata.stop(uuid)
         # no namespace, no veth either (a pair dies with its namespace): a stopped machine's
         # stop costs no network command
@@ -409,6 +422,21 @@ class LinuxBackend:
                             zonecontrol=self.metadata.machine_dir(uuid))
         write_json(bundle / "config.json", config)
         return bundle
+
+    def _clean_up_exited(self) -> None:
+        """Halt the machines whose init exited by itself (runc: ``stopped``), so their
+        namespaces, veths and metadata servers do not outlive them; one busy with an
+        operation is left for the next check."""
+        for uuid, container in self.runtime.containers().items():
+            if container["status"] != "stopped":
+                continue
+            with self.records.machine_if_idle(uuid) as idle:
+                record = self.records.find(uuid) if idle else None
+                if record is None or not record.get("complete"):
+                    continue
+                state = self.runtime.state(uuid)  # as it is now that no operation runs
+                if state is not None and state["status"] == "stopped":
+                    self._halt(record)
 
     # -- status of one machine ----------------------------------------------------------------
 

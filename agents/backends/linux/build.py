@@ -1,9 +1,11 @@
-"""A LinuxBackend from the agent's settings: its storage driver and its node network."""
+"""A LinuxBackend from the agent's settings: its storage driver, its node network, and the
+head node as the listener of its guests' metadata changes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from agents import tasks
 from agents.backends.linux.backend import LinuxBackend
 from agents.backends.linux.network import NodeNetwork
 from agents.backends.linux.runtime import netns_dir
@@ -35,4 +37,5 @@ def from_settings(settings: AgentSettings, server_uuid: str) -> LinuxBackend:
         stop_timeout=settings.stop_timeout,
         traits=parse_traits(settings),
         network=network,
+        metadata_listener=tasks.send_machine_metadata,
     )

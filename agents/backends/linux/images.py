@@ -1,5 +1,6 @@
 """Images on a Linux node: downloaded, checked, unpacked into the pool (``Storage``) and
-described by a manifest ``<state_dir>/images/<uuid>.json``."""
+described by a manifest ``<state_dir>/images/<uuid>.json`` (with the image's ``init`` and
+``tags`` for the operator to read; a machine boots the ``init`` of its own spec)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ class ImageStore:
             unpacked_mb = math.ceil(_tree_bytes(root) / MIB)
             write_json(manifest, {"uuid": uuid, "name": image.get("name", ""),
                                   "version": image.get("version", ""), "file": file,
-                                  "size_mb": unpacked_mb})
+                                  "size_mb": unpacked_mb, "init": image.get("init"),
+                                  "tags": dict(image.get("tags") or {})})
             self.storage.image_seal(uuid)
         except BaseException:
             # nothing of a failed import stays in the pool

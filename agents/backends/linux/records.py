@@ -1,6 +1,9 @@
 """What a Linux node remembers of each machine, beside its runc bundle in
-``<state_dir>/machines/<uuid>/``: ``machine.json`` (its record: alias, limits, image, NICs)
-and ``metadata.json`` (its tags and customer metadata, what its metadata service serves).
+``<state_dir>/machines/<uuid>/``: ``machine.json`` (its record: alias, limits, image, NICs, init)
+and ``metadata.json`` (its tags and customer metadata, what its metadata service serves, and
+``serial``, the count of their changes on this node: 0 at create, +1 at every change that
+changes something, whether the head node's or the guest's; the head node keeps the map of
+the highest serial it has seen).
 
 The records are read once when the agent starts and kept in memory; every change is written
 through (whole file or old file, never half of one). One operation at a time runs on a
@@ -21,6 +24,7 @@ from typing import Any
 
 from agents.backends.base import BackendError, MachineNotFound
 from agents.backends.jsonfile import write_json
+from schemas.agent import apply_metadata_change
 
 MIB = 1024 * 1024
 RECORD_FILE = "machine.json"
@@ -87,15 +91,39 @@ class MachineRecords:
             self._records.pop(uuid, None)
 
     def save_metadata(self, uuid: str, meta: dict[str, Any]) -> None:
-        write_json(self.bundle(uuid) / METADATA_FILE, meta)
+        """Write ``meta`` ({tags, customer_metadata}) as it is; serial 0 if it has none (a
+        create)."""
+        write_json(self.bundle(uuid) / METADATA_FILE, {"serial": 0, **meta})
 
     def read_metadata(self, record: dict[str, Any]) -> dict[str, Any]:
+        """{tags, customer_metadata, serial} of the machine."""
         path = self.bundle(record["uuid"]) / METADATA_FILE
         if path.exists():
-            return dict(json.loads(path.read_text()))
-        # made by an agent that kept them in machine.json
-        return {"tags": dict(record.get("tags") or {}),
-                "customer_metadata": dict(record.get("metadata") or {})}
+            meta = dict(json.loads(path.read_text()))
+        else:  # made by an agent that kept them in machine.json
+            meta = {"tags": dict(record.get("tags") or {}),
+                    "customer_metadata": dict(record.get("metadata") or {})}
+        meta.setdefault("serial", 0)  # written by an agent that kept no serial
+        return meta
+
+    def change_metadata(self, uuid: str,
+                        changes: dict[str, tuple[list[str], dict[str, Any]]]
+                        ) -> tuple[dict[str, Any], bool]:
+        """Apply ``{kind: (remove, set)}`` (kind ``tags`` or ``customer_metadata``) under the
+        metadata lock; the serial goes up by one only if a map changed, so a redelivered
+        task or the same PUT again is no new change. Answers (the metadata after, whether
+        it changed)."""
+        with self.metadata_lock(uuid):
+            meta = self.read_metadata(self.get(uuid))
+            changed = False
+            for kind, (remove, set_) in changes.items():
+                before = dict(meta.get(kind) or {})
+                meta[kind] = apply_metadata_change(before, remove, set_)
+                changed = changed or meta[kind] != before
+            if changed:
+                meta["serial"] += 1
+                self.save_metadata(uuid, meta)
+            return meta, changed
 
     @contextlib.contextmanager
     def metadata_lock(self, uuid: str) -> Iterator[None]:
@@ -113,6 +141,18 @@ class MachineRecords:
             lock = self._machine_locks.setdefault(uuid, threading.Lock())
         with lock:
             yield
+
+    @contextlib.contextmanager
+    def machine_if_idle(self, uuid: str) -> Iterator[bool]:
+        """The machine's lock if no operation holds it; yields whether it got it."""
+        with self._lock:
+            lock = self._machine_locks.setdefault(uuid, threading.Lock())
+        got = lock.acquire(blocking=False)
+        try:
+            yield got
+        finally:
+            if got:
+                lock.release()
 
     def _load_all(self) -> dict[str, dict[str, Any]]:
         records = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import threading
 import time
 from datetime import datetime
@@ -51,15 +52,19 @@ class Runtime:
         finally:
             self.invalidate()
 
-    def halt(self, uuid: str) -> None:
-        """SIGTERM, then SIGKILL once ``stop_timeout`` has passed; then forget the container."""
+    def halt(self, uuid: str, stop_signal: str = "SIGTERM",
+             stop_timeout: float | None = None) -> None:
+        """``stop_signal`` to the machine's init, then SIGKILL once ``stop_timeout`` (None:
+        the node's) has passed without its own shutdown; then forget the container. A
+        container whose init has exited by itself is only forgotten."""
         state = self.state(uuid)
         if state is None:
             return
         if state["status"] in RUNNING_STATUSES:
             with contextlib.suppress(HostCommandError):  # it may have just exited
-                runc.kill(self.root, uuid, "TERM")
-            if not self._wait_stopped(uuid, self.stop_timeout):
+                runc.kill(self.root, uuid, signal_number(stop_signal))
+            timeout = self.stop_timeout if stop_timeout is None else stop_timeout
+            if not self._wait_stopped(uuid, timeout):
                 with contextlib.suppress(HostCommandError):
                     runc.kill(self.root, uuid, "KILL")
                 self._wait_stopped(uuid, 10.0)
@@ -99,6 +104,13 @@ class Runtime:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.02)
+
+
+def signal_number(name: str) -> str:
+    """runc kill's argument for a signal name (``SIGTERM``, ``SIGRTMIN+3``): its number, as
+    runc 1.1 knows no ``SIGRTMIN+n`` by name."""
+    base, plus, offset = name.partition("+")
+    return str(signal.Signals[base].value + (int(offset) if plus else 0))
 
 
 def running(container: dict[str, Any] | None) -> bool:

@@ -22,6 +22,7 @@ from agents import tasks
 from agents.backends.base import NodeBackend
 from agents.backends.host.cmd import use_runner
 from agents.backends.linux import LinuxBackend
+from agents.backends.linux.metadata import MetadataListener
 from agents.backends.linux.network import NodeNetwork
 from agents.backends.linux.runtime import netns_dir
 from agents.backends.linux.storage import BtrfsStorage
@@ -152,12 +153,13 @@ def make_network(pool: LoopPool, node_netns: Path, state_dir: Path) -> NodeNetwo
 
 
 def make_linux(pool: LoopPool, network: NodeNetwork | None = None,
-               server_uuid: str | None = None) -> LinuxBackend:
+               server_uuid: str | None = None,
+               metadata_listener: MetadataListener | None = None) -> LinuxBackend:
     """A LinuxBackend on ``pool``; without ``network``, one whose node network is the host's
     (for tests of machines without NICs only)."""
     return LinuxBackend(server_uuid or str(uuid.uuid4()), "linux-test",
                         BtrfsStorage(pool.mount), runc_root=pool.runc_root, stop_timeout=5.0,
-                        network=network)
+                        network=network, metadata_listener=metadata_listener)
 
 
 @pytest.fixture

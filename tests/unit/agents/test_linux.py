@@ -154,12 +154,12 @@ def test_tags_and_metadata_live_in_a_file_beside_the_bundle(node: LinuxBackend,
     beside = node.machines_dir / machine["uuid"]
     assert (beside / "config.json").exists()
     assert json.loads((beside / "metadata.json").read_text()) == {
-        "tags": {"role": "web"}, "customer_metadata": {"motd": "hi"}}
+        "tags": {"role": "web"}, "customer_metadata": {"motd": "hi"}, "serial": 0}
     node.machine_update_metadata(MachineMetadataUpdateSchema().load(
         {"uuid": machine["uuid"], "set_customer_metadata": {"user-script": "true"},
          "remove_tags": ["role"]}))
     assert json.loads((beside / "metadata.json").read_text()) == {
-        "tags": {}, "customer_metadata": {"motd": "hi", "user-script": "true"}}
+        "tags": {}, "customer_metadata": {"motd": "hi", "user-script": "true"}, "serial": 1}
     # a restarted agent reads it back
     again = LinuxBackend(node.server_uuid, "again", node.storage, runc_root=node.runc_root)
     assert again.machine_update_metadata(MachineMetadataUpdateSchema().load(
