@@ -220,7 +220,7 @@ def test_update_resizes_and_renames(
 
 def update_metadata(backend: NodeBackend, **change: Any) -> dict[str, Any]:
     """The maps of the answer; the ``serial`` only some nodes keep is tested with them
-    (test_linux_init.py)."""
+    (test_linux_mdata_events.py)."""
     answer = backend.machine_update_metadata(MachineMetadataUpdateSchema().load(change))
     return {kind: maps for kind, maps in answer.items() if kind != "serial"}
 
