@@ -2,9 +2,10 @@
 its own network namespace whose NICs sit on the node's nic-tag bridges.
 
 A package by concern: ``backend`` (the NodeBackend the agent drives, thin), ``build``
-(one from the agent's settings), ``records``
-(machine.json, metadata.json), ``runtime`` (runc containers), ``images`` (import into the
-pool), ``storage`` (the pool: btrfs or OpenZFS), ``usage`` (its figures, cached),
+(one from the agent's settings), ``records`` (machine.json, metadata.json), ``metadata``,
+``mdata`` and ``metadata_events`` (the machines' metadata service and the news of their own
+changes), ``runtime`` (runc containers), ``images`` (import into the pool), ``storage``
+(the pool: btrfs or OpenZFS), ``usage`` (its figures, cached),
 ``nodeinfo`` (what sysinfo says of the host), ``network`` (bridges, uplinks, a machine's NICs)
 and ``nft`` (the anti-spoofing rules).
 """

@@ -19,7 +19,8 @@ makes them afresh.
 Every running machine has a metadata server (:mod:`~agents.backends.linux.metadata`), started
 before ``runc run``, stopped with the machine, and started again for each running machine by a
 new agent. A guest's own metadata changes go to ``metadata_listener`` (the agent sends them to
-the head node).
+the head node); one it could not take is offered again at the status checks
+(:mod:`~agents.backends.linux.metadata_events`).
 
 A machine runs its image's init (``machine.json``'s ``init``, from the spec; none: the node's
 default, :data:`agents.backends.oci.DEFAULT_INIT`). A stop sends it the init's
@@ -47,7 +48,8 @@ from agents.backends.base import BackendError, ImageNotFound
 from agents.backends.host import ip, runc, tar
 from agents.backends.linux import nodeinfo
 from agents.backends.linux.images import ImageStore
-from agents.backends.linux.metadata import MetadataListener, MetadataServers, mdata_dir
+from agents.backends.linux.metadata import MetadataServers, mdata_dir
+from agents.backends.linux.metadata_events import MetadataEvents, MetadataListener
 from agents.backends.linux.network import NodeNetwork
 from agents.backends.linux.records import (
     MachineRecords,
@@ -99,7 +101,9 @@ class LinuxBackend:
         self.network = network or NodeNetwork(DEFAULT_NIC_TAGS, "auto", storage.state_dir,
                                               netns_dir(runc_root))
         self._leftovers = CachedList(usage_ttl)
-        self.metadata = MetadataServers(mdata_dir(runc_root), self.records, metadata_listener)
+        self.metadata_events = MetadataEvents(metadata_listener)
+        self.metadata = MetadataServers(mdata_dir(runc_root), self.records,
+                                        self.metadata_events.tell)
         # an agent restart: the running machines' guests need their servers again
         for uuid, container in self.runtime.containers().items():
             if running(container) and self.records.find(uuid) is not None:
@@ -129,6 +133,7 @@ class LinuxBackend:
 
     def status(self) -> dict[str, Any]:
         self._clean_up_exited()
+        self.metadata_events.resend()
         machines = self.list_machines()
         size, used = self.usage.pool()
         ram_mb = nodeinfo.meminfo_mb("MemTotal")
@@ -225,6 +230,7 @@ class LinuxBackend:
             record = self.records.find(uuid) or {"uuid": uuid}
             self.runtime.remove(uuid)
             self.metadata.remove(uuid)
+            self.metadata_events.forget(uuid)
             self.network.unplug(uuid, nic_macs(record))
             self.storage.machine_destroy(uuid)
             self.records.forget(uuid)

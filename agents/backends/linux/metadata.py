@@ -9,17 +9,15 @@ the read-only ``sdc:*`` keys from ``machine.json``, the customer keys from ``met
 read at every request, so a ``machine_update_metadata`` shows at once. The guest's PUTs and
 DELETEs are written to ``metadata.json`` under the machine's metadata lock, the one
 ``machine_update_metadata`` takes, and raise the metadata's ``serial``; after the write, a
-PUT or DELETE that changed something calls the node's listener with
-``{server_uuid, uuid, customer_metadata, serial}`` (the agent sends it as
-``events.machine_metadata``). A listener that fails (Redis away) is logged and the guest's
-request still succeeds: the event is lost, not sent again; the head node learns the map
-with the reply to its next ``machine_update_metadata`` of that machine.
+PUT or DELETE that changed something is told with ``{server_uuid, uuid, customer_metadata,
+serial}`` to :class:`~agents.backends.linux.metadata_events.MetadataEvents` (the agent sends
+it as ``events.machine_metadata``; one that cannot be sent is kept and sent again). The
+guest's request succeeds whether or not the news went out.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import threading
 from collections.abc import Callable
@@ -29,10 +27,8 @@ from typing import Any, ClassVar
 from agents.backends.linux.mdata import MetadataServer, ReadOnlyKeyError, is_read_only
 from agents.backends.linux.records import MachineRecords, nic_refs
 
-log = logging.getLogger(__name__)
-
-#: called after a guest changed its metadata, with a MachineMetadataEventSchema dict
-MetadataListener = Callable[[dict[str, Any]], None]
+#: takes the news of a guest's change (a MachineMetadataEventSchema dict); never raises
+Teller = Callable[[dict[str, Any]], object]
 SOCKET_NAME = "metadata.sock"
 #: the NIC fields ``sdc:nics`` shows, in vmadm's names
 NIC_FIELDS = ("mac", "interface", "ips", "gateways", "primary", "nic_tag", "vlan_id", "mtu")
@@ -47,11 +43,10 @@ def mdata_dir(runc_root: Path) -> Path:
 class RecordsProvider:
     """One machine's metadata, as its guest sees it, from the node's records."""
 
-    def __init__(self, records: MachineRecords, uuid: str,
-                 listener: MetadataListener | None = None) -> None:
+    def __init__(self, records: MachineRecords, uuid: str, tell: Teller | None = None) -> None:
         self.records = records
         self.uuid = uuid
-        self.listener = listener
+        self.tell = tell
 
     def get(self, key: str) -> str | None:
         if is_read_only(key):
@@ -78,19 +73,10 @@ class RecordsProvider:
             raise ReadOnlyKeyError(key)
         meta, changed = self.records.change_metadata(self.uuid,
                                                      {"customer_metadata": (remove, set_)})
-        if changed:
-            self._tell({"server_uuid": self.records.server_uuid, "uuid": self.uuid,
-                        "customer_metadata": meta["customer_metadata"],
-                        "serial": meta["serial"]})
-
-    def _tell(self, change: dict[str, Any]) -> None:
-        if self.listener is None:
-            return
-        try:
-            self.listener(change)
-        except Exception:  # the guest's write stands; only the news of it is lost
-            log.exception("metadata: could not tell the head node of machine %s's change "
-                          "(serial %d)", self.uuid, change["serial"])
+        if changed and self.tell is not None:
+            self.tell({"server_uuid": self.records.server_uuid, "uuid": self.uuid,
+                       "customer_metadata": meta["customer_metadata"],
+                       "serial": meta["serial"]})
 
 
 def internal_keys(record: dict[str, Any], server_uuid: str) -> dict[str, str]:
@@ -125,11 +111,10 @@ class MetadataServers:
     _serving: ClassVar[dict[Path, MetadataServer]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, root: Path, records: MachineRecords,
-                 listener: MetadataListener | None = None) -> None:
+    def __init__(self, root: Path, records: MachineRecords, tell: Teller | None = None) -> None:
         self.root = root
         self.records = records
-        self.listener = listener
+        self.tell = tell
 
     def machine_dir(self, uuid: str) -> Path:
         """The host directory the machine sees at ``/.zonecontrol``."""
@@ -141,7 +126,7 @@ class MetadataServers:
     def start(self, uuid: str) -> None:
         """A server for the machine, replacing any this process had for it."""
         path = self.socket_path(uuid)
-        server = MetadataServer(path, RecordsProvider(self.records, uuid, self.listener))
+        server = MetadataServer(path, RecordsProvider(self.records, uuid, self.tell))
         with self._lock:
             previous = self._serving.pop(path, None)
             if previous is not None:

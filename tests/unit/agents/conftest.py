@@ -22,7 +22,7 @@ from agents import tasks
 from agents.backends.base import NodeBackend
 from agents.backends.host.cmd import use_runner
 from agents.backends.linux import LinuxBackend
-from agents.backends.linux.metadata import MetadataListener
+from agents.backends.linux.metadata_events import MetadataListener
 from agents.backends.linux.network import NodeNetwork
 from agents.backends.linux.runtime import netns_dir
 from agents.backends.linux.storage import BtrfsStorage

@@ -2,7 +2,8 @@
 keeps ``serial`` (0 at create, +1 per change from either side), ``machine_update_metadata``
 answers it, and a guest's PUT/DELETE through the real socket reaches the node's listener and,
 in the agent, the head node's queue on a real Redis as ``events.machine_metadata``. A
-listener that fails never fails the guest's write.
+listener that fails never fails the guest's write, and the change is sent again at a later
+status check.
 
 The test process is the guest (see test_linux_mdata.py).
 """
@@ -125,22 +126,68 @@ def test_a_serial_survives_an_agent_restart_and_old_files_start_at_zero(
         {"uuid": uuid_, "set_customer_metadata": {"b": "2"}})["serial"] == 1
 
 
-def test_a_failing_listener_does_not_fail_the_guests_write(
+class Broker:
+    """A listener that takes changes while ``up``, and refuses them as a Redis away would."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self.taken: list[dict[str, Any]] = []
+
+    def __call__(self, change: dict[str, Any]) -> None:
+        if not self.up:
+            raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        self.taken.append(change)
+
+
+def test_a_failing_listener_does_not_fail_the_guests_write_and_is_told_again(
     listening: Callable[[Listener], LinuxBackend], spec: SpecFactory,
     caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broker_away(change: dict[str, Any]) -> None:
-        raise ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
-
-    node = listening(broker_away)
-    machine = node.machine_create(spec())
-    with caplog.at_level(logging.ERROR), client(node, machine["uuid"]) as c:
-        c.put("k", "v")
-        assert c.get("k") == "v"
-    assert metadata_file(node, machine["uuid"])["customer_metadata"] == {"k": "v"}
-    assert metadata_file(node, machine["uuid"])["serial"] == 1
+    broker = Broker()
+    node = listening(broker)
+    node.metadata_events.resend_interval = 2.0
+    machine, other = node.machine_create(spec()), node.machine_create(spec())
+    with caplog.at_level(logging.ERROR):
+        with client(node, machine["uuid"]) as c:
+            c.put("k", "v")
+            assert c.get("k") == "v"
+            c.put("k2", "v2")  # the newer map replaces the older one waiting
+        with client(node, other["uuid"]) as c:
+            c.put("x", "1")
+    assert metadata_file(node, machine["uuid"])["customer_metadata"] == {"k": "v", "k2": "v2"}
+    assert metadata_file(node, machine["uuid"])["serial"] == 2
     assert any("serial 1" in r.getMessage() and machine["uuid"] in r.getMessage()
                for r in caplog.records)
+    node.status()  # still away: kept
+    assert sorted(c["serial"] for c in node.metadata_events.unsent()) == [1, 2]
+    broker.up = True
+    node.status()  # too soon after the last failure: not yet
+    assert broker.taken == []
+    time.sleep(2.0)
+    node.status()
+    assert sorted((c["uuid"], c["serial"], c["customer_metadata"]) for c in broker.taken) == \
+        sorted([(machine["uuid"], 2, {"k": "v", "k2": "v2"}), (other["uuid"], 1, {"x": "1"})])
+    assert node.metadata_events.unsent() == []
+    node.status()
+    assert len(broker.taken) == 2  # sent once
+
+
+def test_a_change_sent_later_replaces_one_waiting_and_destroy_forgets(
+    listening: Callable[[Listener], LinuxBackend], spec: SpecFactory
+) -> None:
+    broker = Broker()
+    node = listening(broker)
+    machine, other = node.machine_create(spec()), node.machine_create(spec())
+    with client(node, machine["uuid"]) as c:
+        c.put("k", "v")
+    with client(node, other["uuid"]) as c:
+        c.put("x", "1")
+    broker.up = True
+    with client(node, machine["uuid"]) as c:
+        c.delete("k")  # serial 2 goes through: serial 1 is no news any more
+    assert [c["uuid"] for c in node.metadata_events.unsent()] == [other["uuid"]]
+    node.machine_destroy(other["uuid"])
+    assert node.metadata_events.unsent() == []
 
 
 # -- through the agent's Celery app to a real Redis -------------------------------------------
@@ -180,12 +227,13 @@ def test_a_guests_put_reaches_the_head_node_queue(
         "customer_metadata": {"keep": "me", "ready": "yes"}, "serial": 1}])]
 
 
-def test_with_redis_away_a_guests_put_still_succeeds(
-    listening: Callable[[Listener], LinuxBackend], spec: SpecFactory,
+def test_with_redis_away_a_guests_put_succeeds_and_is_sent_when_it_is_back(
+    listening: Callable[[Listener], LinuxBackend], spec: SpecFactory, clean_redis: str,
     agent_app: Callable[[str], Celery], caplog: pytest.LogCaptureFixture
 ) -> None:
     agent_app(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
     node = listening(tasks.send_machine_metadata)
+    node.metadata_events.resend_interval = 0.0
     machine = node.machine_create(spec())
     started = time.monotonic()
     with caplog.at_level(logging.ERROR), client(node, machine["uuid"]) as c:
@@ -194,6 +242,12 @@ def test_with_redis_away_a_guests_put_still_succeeds(
     assert metadata_file(node, machine["uuid"])["customer_metadata"] == {"k": "v"}
     assert any("could not tell the head node" in r.getMessage() for r in caplog.records)
     assert took < 10.0, took  # the guest's client waits 45 s at most
+    agent_app(clean_redis)  # Redis is back
+    node.status()
+    assert headnode_events(redis.Redis.from_url(clean_redis)) == [
+        (tasks.EVENT_MACHINE_METADATA, [{"server_uuid": node.server_uuid,
+                                         "uuid": machine["uuid"],
+                                         "customer_metadata": {"k": "v"}, "serial": 1}])]
 
 
 # -- the keys a tenant gives ------------------------------------------------------------------
@@ -235,4 +289,4 @@ def test_the_agents_backend_sends_to_the_head_node(btrfs_pool: LoopPool, tmp_pat
     settings = load_settings(pool=str(btrfs_pool.mount), runc_root=btrfs_pool.runc_root,
                              data_dir=tmp_path, nic_tags="admin")
     backend = from_settings(settings, "5b1e6a3c-0000-4000-8000-000000000042")
-    assert backend.metadata.listener is tasks.send_machine_metadata
+    assert backend.metadata_events.listener is tasks.send_machine_metadata
