@@ -12,6 +12,7 @@ from typing import Any
 from schemas.settings import SettingsError, env_name, load, setting
 
 DEFAULT_DATA_DIR = Path("~/.sdc").expanduser()
+DEFAULT_IMAGE_CACHE = Path("~/.cache/sdc/images").expanduser()
 
 # The placement policy's vocabulary, which settings name and headnode/placement/ uses.
 SPREAD, PACK = "spread", "pack"
@@ -35,6 +36,9 @@ class HeadnodeSettings:
     api_workers: int = setting(2, "gunicorn worker processes for the API.")
     image_base_url: str = setting("", "Base URL compute nodes fetch and upload image files "
                                   "at; empty means http://<SDC_API_BIND>.")
+    image_cache: Path = setting(DEFAULT_IMAGE_CACHE, "Where `sdc image build-debian` keeps "
+                                "the images it built, reused by a later build of the same "
+                                "inputs.")
     operator_token: str = setting("", "Bearer token of the operator API; empty means the one "
                                   "stored in SDC_DATA_DIR/operator-token (made on first use).")
     # A new provision waits about this many messages / throughput before its first step

@@ -13,13 +13,14 @@ import hashlib
 import io
 import json
 import re
+import shutil
 import struct
 import subprocess
 import tarfile
 import uuid as uuidlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 DEFAULT_BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "sleep", "hostname", "cat", "echo", "dd", "ls", "rm", "sync", "mkdir", "touch",
@@ -29,6 +30,7 @@ DIRECTORIES = ("bin", "dev", "etc", "proc", "sys", "tmp", "root", "var", "run")
 #: images made here get uuids in their own namespace, from their name and file's sha256
 NAMESPACE = uuidlib.UUID("6f1d3c1e-3b57-4a43-9a0c-1f1b2d8c5e10")
 PT_INTERP = 3
+CHUNK = 1 << 20
 
 
 class BuildError(Exception):
@@ -65,6 +67,31 @@ def busybox_version(busybox: Path) -> str:
     return found.group(1) if found else "1.0.0"
 
 
+def image_uuid(name: str, sha256: str) -> str:
+    """The uuid of an image made here: the same name and file always give the same one."""
+    return str(uuidlib.uuid5(NAMESPACE, f"{name}:{sha256}"))
+
+
+def gzip_reproducibly(src: BinaryIO, dst: BinaryIO, level: int = 9) -> None:
+    """gzip ``src`` into ``dst`` with a fixed header (no file name, mtime 0): the same input
+    always gives the same bytes."""
+    with gzip.GzipFile(filename="", fileobj=dst, mode="wb", mtime=0, compresslevel=level) as gz:
+        shutil.copyfileobj(src, gz, CHUNK)
+
+
+def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> Path:
+    """``<name>-<version>.json`` in ``out_dir``; the image file goes beside it, named as
+    :func:`image_file_path` says."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{manifest['name']}-{manifest['version']}.json"
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+def image_file_path(out_dir: Path, name: str, version: str) -> Path:
+    return out_dir / f"{name}-{version}.tar.gz"
+
+
 def _entry(name: str, kind: bytes, mode: int, size: int = 0, link: str = "") -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type, info.mode, info.size, info.linkname = kind, mode, size, link
@@ -88,16 +115,16 @@ def rootfs_tar_gz(busybox: Path) -> bytes:
         hostname = b"busybox\n"
         tar.addfile(_entry("./etc/hostname", tarfile.REGTYPE, 0o644, len(hostname)),
                     io.BytesIO(hostname))
+    raw.seek(0)
     out = io.BytesIO()
-    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, compresslevel=9) as gz:
-        gz.write(raw.getvalue())
+    gzip_reproducibly(raw, out)
     return out.getvalue()
 
 
 def manifest_for(data: bytes, version: str, name: str = "busybox") -> dict[str, Any]:
     sha256 = hashlib.sha256(data).hexdigest()
     return {
-        "uuid": str(uuidlib.uuid5(NAMESPACE, f"{name}:{sha256}")),
+        "uuid": image_uuid(name, sha256),
         "name": name,
         "version": version,
         "os": "linux",
@@ -120,9 +147,7 @@ def build_busybox_image(out_dir: Path, busybox: Path = DEFAULT_BUSYBOX,
                          "busybox-static, not busybox")
     data = rootfs_tar_gz(busybox)
     manifest = manifest_for(data, busybox_version(busybox), name)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    file_path = out_dir / f"{name}-{manifest['version']}.tar.gz"
-    manifest_path = out_dir / f"{name}-{manifest['version']}.json"
+    manifest_path = write_manifest(out_dir, manifest)
+    file_path = image_file_path(out_dir, name, manifest["version"])
     file_path.write_bytes(data)
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return BuiltImage(manifest, manifest_path, file_path)

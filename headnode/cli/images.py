@@ -1,5 +1,6 @@
-"""``sdc image create|list|get|import|build-busybox|create-from``: the manifests machines
-are cloned from, and image files (uploaded, built from busybox, or made from a machine)."""
+"""``sdc image create|list|get|import|build-busybox|build-debian|create-from``: the manifests
+machines are cloned from, and image files (uploaded, built from busybox or Debian, or made
+from a machine)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import requests
 from rich.table import Table
 
 from headnode.cli.client import ApiError, ApiUnreachable, error_from_response
-from headnode.cli.context import SdcGroup, client, json_option, wait_option
+from headnode.cli.context import SdcGroup, client, json_option, state_of, wait_option
 from headnode.cli.output import console, emit, fmt_mib, follow_job, render_object
 
 #: uploading an image file may take much longer than a JSON request
@@ -152,6 +153,37 @@ def image_build_busybox(out_dir: Path, busybox: Path) -> None:
     emit({"manifest": str(built.manifest_path), "file": str(built.file_path),
           "uuid": built.manifest["uuid"]},
          lambda d: click.echo(f"{d['file']}\n{d['manifest']}\n"
+                              f"import it: sdc image import {d['manifest']} {d['file']}"))
+
+
+@image.command("build-debian")
+@click.option("--suite", default="bookworm", show_default=True,
+              help="Debian suite (bookworm is debian-12).")
+@click.option("--include", "include", default="", metavar="PKG,...",
+              help="More Debian packages, comma-separated.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("."), show_default=True, help="Directory for the file and manifest.")
+@click.option("--no-cache", is_flag=True, help="Build again even if the image cache "
+              "(SDC_IMAGE_CACHE) has this build; the new one replaces it there.")
+@json_option
+def image_build_debian(suite: str, include: str, out_dir: Path, no_cache: bool) -> None:
+    """Build a Debian image with mmdebstrap (sshd, the metadata tools, the init sdc-init,
+    user debian): rootfs tar.gz and manifest. A build of the same inputs is reused."""
+    from headnode.imagebuild import BuildError
+    from headnode.imagebuild_debian import build_debian_image
+
+    state = state_of(click.get_current_context())
+    packages = [name.strip() for name in include.split(",") if name.strip()]
+    progress = None if state.as_json else lambda line: click.echo(line, err=True)
+    try:
+        built, reused = build_debian_image(state.settings().image_cache, suite, packages,
+                                           out_dir, use_cache=not no_cache, progress=progress)
+    except BuildError as exc:
+        raise click.ClickException(str(exc)) from exc
+    emit({"manifest": str(built.manifest_path), "file": str(built.file_path),
+          "uuid": built.manifest["uuid"], "reused": reused},
+         lambda d: click.echo(("reused the cached build\n" if d["reused"] else "")
+                              + f"{d['file']}\n{d['manifest']}\n"
                               f"import it: sdc image import {d['manifest']} {d['file']}"))
 
 
