@@ -108,7 +108,8 @@ class ImageInitSchema(Schema):
                       load_default=list)
     workdir = fields.String(load_default="/", validate=validate.Regexp(r"^/"))
     stop_signal = fields.String(load_default="SIGTERM", validate=validate.OneOf(STOP_SIGNALS))
-    stop_timeout = fields.Integer(load_default=30, validate=validate.Range(min=1, max=600))
+    #: at most 90 s: a stop step of the head node waits 120 s for its node
+    stop_timeout = fields.Integer(load_default=30, validate=validate.Range(min=1, max=90))
 
 
 class ImageSpecSchema(Schema):
