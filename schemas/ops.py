@@ -20,6 +20,8 @@ from marshmallow import (
     validates_schema,
 )
 
+from schemas.agent import ImageInitSchema
+
 #: API path segments a tenant login must not take, or ``/:login/...`` would shadow them.
 RESERVED_LOGINS = frozenset({"ops", "console", "my", "admin-api", "--ping", "docs", "openapi",
                              "images"})
@@ -159,6 +161,10 @@ class Image(RequestSchema):
     size_mb = fields.Integer(strict=True, validate=validate.Range(min=0))
     requirements = fields.Dict(keys=fields.String())
     traits = fields.Dict(keys=fields.String())
+    tags = fields.Dict(keys=fields.String(), metadata={
+        "description": "IMGAPI's free-form tags; default_user: who `triton ssh` logs in as"})
+    init = fields.Nested(ImageInitSchema, allow_none=True, metadata={
+        "description": "how its machines boot (none: the node's default init)"})
     files = fields.List(fields.Nested(lambda: ImageFile()),
                         metadata={"description": "the image's file; a manifest listing one "
                                                  "is unactivated until the file is PUT"})

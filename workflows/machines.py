@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 
 from headnode.imagestore import ImageStore
-from headnode.services import capacity
+from headnode.services import capacity, node_metadata
 from headnode.services.machine_meta import METADATA_WORKFLOWS
 from headnode.services.networks import release_machine_holdings
 from headnode.services.networks import release_nics as free_nics
@@ -71,15 +71,20 @@ def ensure_image_params(ctx: StepContext) -> dict[str, Any]:
               if image.files else None)
     return {"image": {"uuid": image.uuid, "name": image.name, "version": image.version,
                       "os": image.os, "type": image.type, "size_mb": image.size_mb,
-                      "files": image.files, "source": source}}
+                      "files": image.files, "requirements": image.requirements or {},
+                      "tags": image.tags or {}, "init": image.init, "source": source}}
 
 
 def create_params(ctx: StepContext) -> dict[str, Any]:
     m = ctx.machine()
+    with ctx.session.no_autoflush:  # as ensure_image_params: a read by primary key
+        image = ctx.session.get(Image, m.image_uuid)
     return {"uuid": m.uuid, "alias": m.alias, "owner_uuid": m.owner_uuid,
             "image_uuid": m.image_uuid, "ram_mb": m.ram_mb, "disk_mb": m.disk_mb,
             "cpu_cap": m.cpu_cap, "vcpus": m.vcpus, "max_lwps": m.max_lwps,
             "tags": m.tags, "metadata": m.customer_metadata,
+            # the machine boots its image's init (None: the node's default)
+            "init": image.init if image is not None else None,
             **machine_network_spec(ctx.session, m)}
 
 
@@ -380,9 +385,18 @@ def metadata_change_params(ctx: StepContext) -> dict[str, Any]:
 
 
 def record_metadata_change(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
+    """The row takes the change. From a node that counts its changes, its customer
+    metadata is the node's map instead, if newer than the one applied last (a guest's own
+    change may have come first, or may come later: node_metadata)."""
     change = _metadata_change(ctx)
     column = change.column
     machine = ctx.machine()
+    counted = node_metadata.reply_serial(result)
+    if counted is not None:
+        values, serial = counted
+        applied = node_metadata.apply_map(ctx.session, machine.uuid, values, serial)
+        if column == "customer_metadata":
+            return {column: sorted(values), "serial": serial, "applied": applied}
     changed = apply_metadata_change(getattr(machine, column) or {}, change.remove, change.set_)
     setattr(machine, column, changed)  # a new dict: the JSON column sees the change
     return {column: sorted(changed)}

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 
 from headnode.config import HeadnodeSettings, get_settings
-from headnode.services import capacity, doctor, overlay
+from headnode.services import capacity, doctor, node_metadata, overlay
 from headnode.store.db import session_factory
 from schemas.agent import HEARTBEAT_KEY, agent_queue, agent_task
 from workflows import nodes
@@ -84,6 +84,14 @@ def server_status(status: dict[str, Any]) -> None:
     _ask(questions)
     _send_overlay(peers)
     doctor.keep_leftovers(_redis(), status)
+
+
+@app.task(name="events.machine_metadata")
+def machine_metadata(change: dict[str, Any]) -> None:
+    """A guest changed its metadata (mdata-put/mdata-delete): its node's map, applied if
+    newer than the one applied last; a bad or stray event is logged and dropped."""
+    with _engine().sessions() as session, session.begin():
+        node_metadata.apply_guest_change(session, change)
 
 
 def _send_overlay(messages: list[overlay.Message]) -> None:

@@ -71,7 +71,8 @@ def image_to_dict(image: Image) -> dict[str, Any]:
         "uuid": image.uuid, "name": image.name, "version": image.version, "os": image.os,
         "type": image.type, "state": image.state, "owner_uuid": image.owner_uuid,
         "public": image.public, "description": image.description, "size_mb": image.size_mb,
-        "requirements": image.requirements, "traits": image.traits, "files": image.files,
+        "requirements": image.requirements, "traits": image.traits, "tags": image.tags,
+        "init": image.init, "files": image.files,
         "created_at": image.created_at, "updated_at": image.updated_at,
     }
 
@@ -149,6 +150,9 @@ def create_image_from_machine(ctx: ServiceContext, machine_uuid: str, name: str,
                       os=origin.os if origin else "other",
                       type=origin.type if origin else "zone-dataset",
                       requirements=dict(origin.requirements) if origin else {},
+                      # it boots as its origin did, and is logged in to as its origin is
+                      tags=dict(origin.tags or {}) if origin else {},
+                      init=dict(origin.init) if origin and origin.init else None,
                       owner_uuid=machine.owner_uuid, public=False, description=description,
                       files=[])
         session.add(image)

@@ -93,6 +93,10 @@ class Image(Timestamps, Base):
     requirements: Mapped[dict[str, Any]] = mapped_column(default=dict)
     traits: Mapped[dict[str, Any]] = mapped_column(default=dict)
     files: Mapped[list[Any]] = mapped_column(default=list)
+    #: IMGAPI's free-form tags (``default_user``: who ``triton ssh`` logs in as)
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))
+    #: how its machines boot (schemas.agent.ImageInitSchema); None: the node's default init
+    init: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class Server(Timestamps, Base):
@@ -161,6 +165,9 @@ class Machine(Timestamps, Base):
     brand: Mapped[str] = mapped_column(String(16), default="joyent")
     tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
     customer_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: the node's count of changes to the machine's metadata whose map was applied here
+    #: last (None: none applied, or its node keeps no count)
+    metadata_serial: Mapped[int | None] = mapped_column(Integer, nullable=True)
     job_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
     destroyed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # a status report left it out (that report's time); the node is asked before we believe it

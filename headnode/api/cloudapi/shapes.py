@@ -104,7 +104,9 @@ def image(i: Any, version: str | None = None) -> dict[str, Any]:
         "description": field(i, "description", ""),
         "requirements": dict(field(i, "requirements") or {}),
         "files": list(field(i, "files") or []),
-        "tags": dict(field(i, "traits") or {}),
+        # IMGAPI's tags (default_user among them: node-triton's `triton ssh` reads it); the
+        # image's init is ours, not IMGAPI's, and is shown by the operator API only
+        "tags": dict(field(i, "tags") or {}),
         "owner": field(i, "owner_uuid") or "00000000-0000-0000-0000-000000000000",
         "public": bool(field(i, "public")),
         "state": field(i, "state"),
