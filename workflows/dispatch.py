@@ -95,6 +95,14 @@ class CeleryJobQueue:
         except Exception as exc:  # noqa: BLE001 - kombu raises many kinds of connection errors
             log.warning("could not enqueue job %s now (%s); the sweep will", job_uuid, exc)
 
+    def send_agent(self, server_uuid: str, op: str, params: dict[str, Any]) -> None:
+        # Fire-and-forget, after the commit: what it carries is in the database already.
+        try:
+            self.app.send_task(agent_task(op), args=[server_uuid, params, None],
+                               queue=agent_queue(server_uuid), ignore_result=True)
+        except Exception as exc:  # noqa: BLE001 - kombu raises many kinds of connection errors
+            log.warning("could not send %s to server %s now (%s)", op, server_uuid, exc)
+
     def cancel(self, job_uuid: str) -> None:
         # The cancel is committed on the job: if this message is lost, the sweep acts on it.
         # It has the default (highest) priority, ahead of new jobs.

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,6 +26,9 @@ class JobQueue(Protocol):
 
     def cancel(self, job_uuid: str) -> None:
         """Have the workflow worker act on a committed cancel of the job now."""
+
+    def send_agent(self, server_uuid: str, op: str, params: dict[str, Any]) -> None:
+        """Send a committed change to a node's agent (``agent.<op>``), asking no reply."""
 
 
 @dataclass

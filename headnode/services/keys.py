@@ -1,4 +1,5 @@
-"""SSH keys of accounts: what their CloudAPI requests are signed with."""
+"""SSH keys of accounts: what their CloudAPI requests are signed with, and what their
+machines are logged in to with (a change reaches the machines: authorized_keys)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from headnode.services import authorized_keys
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InvalidArgument, NotFound
 from headnode.store.models import Account, Key
@@ -75,8 +77,10 @@ def create_key(ctx: ServiceContext, account_uuid: str, name: str | None,
                       fingerprint_md5=parsed.fingerprint_md5,
                       fingerprint_sha256=parsed.fingerprint_sha256, key=parsed.text)
             session.add(key)
+            pushes = authorized_keys.refresh_machines(session, account_uuid)
     except IntegrityError as exc:  # a concurrent create won the race
         raise Conflict(f"key {name} already exists", code="Conflict") from exc
+    authorized_keys.send(ctx, pushes)
     return key
 
 
@@ -94,3 +98,5 @@ def _refuse_duplicate(session: Session, account_uuid: str, name: str, sha256: st
 def delete_key(ctx: ServiceContext, account_uuid: str, name_or_fingerprint: str) -> None:
     with ctx.transaction() as session:
         session.delete(_find(session, account_uuid, name_or_fingerprint))
+        pushes = authorized_keys.refresh_machines(session, account_uuid)
+    authorized_keys.send(ctx, pushes)

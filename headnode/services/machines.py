@@ -28,7 +28,7 @@ from headnode.placement.allocator import (
     PlacementRequest,
     Snapshot,
 )
-from headnode.services import admission, capacity, fleet, placement, retry
+from headnode.services import admission, authorized_keys, capacity, fleet, placement, retry
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InsufficientCapacity, InvalidArgument, NotFound
 from headnode.services.networks import (
@@ -73,6 +73,9 @@ PLACEMENT_ATTEMPTS = 5
 #: states in which a machine's definition (size, name, snapshots) may change
 CHANGEABLE = ("running", "stopped")
 ALIAS_INDEX = "uq_machines_owner_alias_live"
+#: a machine's brand (vmadm's) from its image's type; a Docker image runs as an lx zone
+BRANDS = {"lx-dataset": "lx", "zone-dataset": "joyent", "zvol": "kvm", "docker": "lx"}
+DEFAULT_BRAND = "joyent"
 
 #: work a job-starting request does inside its transaction once it holds the machine's lock;
 #: returns the job's params
@@ -151,7 +154,8 @@ def _lookup_query(owner_by_uuid: bool, package_by_uuid: bool, image_by_uuid: boo
                                 package.vcpus, package.cpu_cap, package.max_lwps,
                                 package.active, package.traits, raiseload=True),
                       load_only(image.uuid, image.name, image.state, image.os, image.type,
-                                image.size_mb, image.traits, raiseload=True)))
+                                image.size_mb, image.traits, image.requirements,
+                                raiseload=True)))
     if not default_network:
         return query
     network = aliased(Network, name="default_network")
@@ -215,14 +219,16 @@ def _place(session: Session, ctx: ServiceContext, request: PlacementRequest,
                                "try again", {"lost races": PLACEMENT_ATTEMPTS})
 
 
-def create_machine(ctx: ServiceContext, body: dict[str, Any],
-                   caller: dict[str, Any]) -> dict[str, Any]:
+def create_machine(ctx: ServiceContext, body: dict[str, Any], caller: dict[str, Any],
+                   require_keys: bool = False) -> dict[str, Any]:
+    """``require_keys`` (CloudAPI): an owner without SSH keys cannot have a machine of an
+    image that is logged in to with keys only (authorized_keys.with_owner_keys)."""
     admission.admit_provision(ctx)  # before any work: refusing is the point when busy
     try:
         # The whole transaction again if the database aborts it to break a lock cycle: the
         # client must never see a deadlock.
         machine, job_uuid = retry.in_transaction(
-            lambda: _create_records(ctx, body, caller), "create machine")
+            lambda: _create_records(ctx, body, caller, require_keys), "create machine")
     except IntegrityError as exc:
         # Two creates with one name raced past the check; the unique index stopped the second.
         if ALIAS_INDEX in str(exc.orig):
@@ -233,8 +239,8 @@ def create_machine(ctx: ServiceContext, body: dict[str, Any],
     return machine_to_dict(machine)
 
 
-def _create_records(ctx: ServiceContext, body: dict[str, Any],
-                    caller: dict[str, Any]) -> tuple[Machine, str]:
+def _create_records(ctx: ServiceContext, body: dict[str, Any], caller: dict[str, Any],
+                    require_keys: bool) -> tuple[Machine, str]:
     """Allocate and write machine, reservation and job in one transaction."""
     machine_uuid, job_uuid = new_uuid(), new_uuid()
     made_alias_suffix = f"-{machine_uuid[:8]}"
@@ -247,6 +253,9 @@ def _create_records(ctx: ServiceContext, body: dict[str, Any],
         only = body.get("server_uuid")
         if not found.server_exists:
             raise InvalidArgument("server_uuid", f"no server {only}")
+        metadata = authorized_keys.with_owner_keys(session, owner.uuid, image.requirements,
+                                                   dict(body.get("metadata") or {}),
+                                                   require_keys)
         # The networks before the server: placement needs their nic tags.
         requested = body.get("networks")
         networks = (requested_networks(session, owner.uuid, requested) if requested
@@ -259,8 +268,8 @@ def _create_records(ctx: ServiceContext, body: dict[str, Any],
             image_uuid=image.uuid, server_uuid=server_uuid, state="provisioning",
             ram_mb=package.memory, disk_mb=package.disk, cpu_cap=package.cpu_cap,
             vcpus=package.vcpus, max_lwps=package.max_lwps,
-            tags=dict(body.get("tags") or {}), customer_metadata=dict(body.get("metadata") or {}),
-            job_uuid=job_uuid,
+            brand=BRANDS.get(image.type, DEFAULT_BRAND),
+            tags=dict(body.get("tags") or {}), customer_metadata=metadata, job_uuid=job_uuid,
         )
         session.add(machine)
         attach_nics(session, machine, networks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -14,12 +15,17 @@ class RecordingJobQueue:
     waiting: int = 0
     #: job uuids whose cancel was sent, in order
     canceled: list[str] = field(default_factory=list)
+    #: agent messages sent without a reply: (server_uuid, op, params), in order
+    sent: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
     def enqueue(self, job_uuid: str) -> None:
         self.enqueued.append(job_uuid)
 
     def cancel(self, job_uuid: str) -> None:
         self.canceled.append(job_uuid)
+
+    def send_agent(self, server_uuid: str, op: str, params: dict[str, Any]) -> None:
+        self.sent.append((server_uuid, op, params))
 
     def backlog(self) -> int:
         return self.waiting

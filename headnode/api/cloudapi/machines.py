@@ -121,7 +121,7 @@ def create_machine() -> Any:
         request_body["networks"] = _network_ids(body["networks"])
     if body.get("affinity"):
         request_body["affinity"] = body["affinity"]
-    created = machines.create_machine(ctx(), request_body, job_caller())
+    created = machines.create_machine(ctx(), request_body, job_caller(), require_keys=True)
     response = jsonify(shown(created))
     response.headers["Location"] = f"{request.path}/{created['uuid']}"
     return response, 201

@@ -44,6 +44,10 @@ class _AfterAnswer:
         if self.queue is not None:
             self.queue.cancel(job_uuid)
 
+    def send_agent(self, server_uuid: str, op: str, params: dict[str, Any]) -> None:
+        if self.queue is not None:
+            self.queue.send_agent(server_uuid, op, params)
+
     def release(self) -> None:
         if self.queue is not None:
             for job_uuid in self.held:

@@ -106,10 +106,12 @@ def test_metadata_audit_entry_is_newer_than_the_answer(call: Any, sdc: Any, worl
     """``triton inst metadata set/delete -w`` waits for an audit entry of the action newer
     than the moment it got the answer: the entry is the job's end."""
     base = f"/my/machines/{web}/metadata"
-    assert call(world.alice, "get", base).get_json() == {}
+    # the create gave it the account's key
+    keys = {"root_authorized_keys": f"{world.alice.signer.public_line}\n"}
+    assert call(world.alice, "get", base).get_json() == keys
     added = call(world.alice, "post", base, json={"motd": "hello", "user-script": "#!/bin/sh"})
     answered = datetime.now(UTC)
-    assert added.get_json() == {"motd": "hello", "user-script": "#!/bin/sh"}
+    assert added.get_json() == {**keys, "motd": "hello", "user-script": "#!/bin/sh"}
     run_job(sdc, last_job(sdc, web)["uuid"])
     assert call(world.alice, "get", f"{base}/motd").get_json() == "hello"
     audit = call(world.alice, "get", f"/my/machines/{web}/audit").get_json()

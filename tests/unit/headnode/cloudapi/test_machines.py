@@ -29,7 +29,9 @@ def test_create_answers_201_with_the_machine(call: Any, sdc: Any, world: World,
     assert body["package"] == "small"
     assert (body["memory"], body["disk"]) == (1024, 10240)
     assert body["tags"] == {"role": "web", "tier": 2}
-    assert body["metadata"] == {"motd": "hi"}
+    # the account's key, as CloudAPI adds it: what the guest writes to authorized_keys
+    assert body["metadata"] == {"motd": "hi",
+                                "root_authorized_keys": f"{world.alice.signer.public_line}\n"}
     assert body["image"] == world.public_image_uuid
     # one NIC on the public network, by default
     assert body["networks"] == [world.public_network_uuid]
