@@ -1,7 +1,8 @@
 """Build a real Debian image with mmdebstrap: minbase, openssh-server, iproute2 and
 python3-minimal, the guest files of ``agents/guest`` (the init ``/usr/sbin/sdc-init`` and the
-``mdata-get|list|put|delete`` tools), the default user ``debian``; no ssh host keys (the init
-makes them at first boot). Packed as a tar.gz with a fixed gzip header, with its manifest.
+``mdata-get|list|put|delete`` tools, in /usr/sbin and /usr/bin), the default user
+``debian``; no ssh host keys (the init makes them at first boot). Packed as a tar.gz with a
+fixed gzip header, with its manifest.
 
 A build is kept in the image cache (``SDC_IMAGE_CACHE``) under a key of its inputs (suite,
 packages, the guest files, :data:`BUILDER_VERSION`): a later build of the same inputs reuses
@@ -129,6 +130,9 @@ def stage_guest_files(stage: Path, files: list[tuple[str, bytes, int]]) -> None:
         target.chmod(mode)
     for command in MDATA_COMMANDS:
         (stage / "usr/sbin" / f"mdata-{command}").symlink_to("/usr/lib/sdc/mdata-tool")
+        # SmartOS's place is /usr/sbin; a Debian user's PATH has only the bin directories
+        (stage / "usr/bin").mkdir(mode=0o755, exist_ok=True)
+        (stage / "usr/bin" / f"mdata-{command}").symlink_to("/usr/lib/sdc/mdata-tool")
     for directory in stage.rglob("*"):
         if directory.is_dir():
             directory.chmod(0o755)

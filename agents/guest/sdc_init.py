@@ -208,7 +208,7 @@ class Init:
 def set_hostname(root: str, metadata: dict[str, str]) -> None:
     """The kernel's hostname, only when the guest root is the running system's."""
     name = metadata.get("sdc:hostname", "").strip()
-    if root == "/" and valid_hostname(name):
+    if root == "/" and valid_hostname(name) and socket.gethostname() != name:
         try:
             socket.sethostname(name)
         except OSError as e:  # without CAP_SYS_ADMIN: runc set it from the alias already

@@ -91,8 +91,9 @@ def test_staged_tree(tmp_path: Path) -> None:
     assert stage.stat().st_mode & 0o777 == 0o755
     assert (stage / "usr/sbin/sdc-init").stat().st_mode & 0o777 == 0o755
     for command in MDATA_COMMANDS:
-        link = stage / "usr/sbin" / f"mdata-{command}"
-        assert os.readlink(link) == "/usr/lib/sdc/mdata-tool"
+        for directory in ("usr/sbin", "usr/bin"):
+            link = stage / directory / f"mdata-{command}"
+            assert os.readlink(link) == "/usr/lib/sdc/mdata-tool"
     argv = mmdebstrap_argv("bookworm", ["iproute2"], stage, tmp_path / "out.tar")
     assert argv[0] == "mmdebstrap" and argv[-2:] == ["bookworm", str(tmp_path / "out.tar")]
     assert f"--customize-hook=sync-in {stage} /" in argv
@@ -151,7 +152,9 @@ def test_the_built_image(tmp_path: Path) -> None:
                      "usr/lib/sdc/agents/guest/sdc_init.py", "usr/bin/ssh-keygen"):
             assert path in members, path
         for command in MDATA_COMMANDS:
-            assert members[f"usr/sbin/mdata-{command}"].linkname == "/usr/lib/sdc/mdata-tool"
+            for directory in ("usr/sbin", "usr/bin"):
+                assert members[f"{directory}/mdata-{command}"].linkname == (
+                    "/usr/lib/sdc/mdata-tool")
         assert not [n for n in members if n.startswith("etc/ssh/ssh_host_")]
         passwd = tar.extractfile(members["etc/passwd"])
         assert passwd is not None
