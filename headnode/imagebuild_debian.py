@@ -105,9 +105,13 @@ def package_list(extra: list[str]) -> list[str]:
 
 
 def cache_key(suite: str, packages: list[str], files: list[tuple[str, bytes, int]]) -> str:
+    """The sha256 of everything a build is made of; mmdebstrap's arguments too, so that a
+    changed hook or option is a new build without anyone bumping :data:`BUILDER_VERSION`."""
     digest = hashlib.sha256()
-    inputs = {"builder": BUILDER_VERSION, "suite": suite, "packages": sorted(set(packages)),
-              "files": sorted((p, hashlib.sha256(c).hexdigest(), m) for p, c, m in files)}
+    packages = sorted(set(packages))
+    inputs = {"builder": BUILDER_VERSION, "suite": suite, "packages": packages,
+              "files": sorted((p, hashlib.sha256(c).hexdigest(), m) for p, c, m in files),
+              "argv": mmdebstrap_argv(suite, packages, Path("STAGE"), Path("OUT"))}
     digest.update(json.dumps(inputs, sort_keys=True).encode())
     return digest.hexdigest()
 
@@ -240,6 +244,8 @@ def build_into_cache(cache_dir: Path, suite: str, packages: list[str], key: str,
                      files: list[tuple[str, bytes, int]],
                      progress: Callable[[str], None] | None) -> BuiltImage:
     entry = cache_dir / key
+    for stale in cache_dir.glob(f".{key[:8]}-*"):  # a build of this key killed midway
+        shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix=f".{key[:8]}-", dir=cache_dir) as temp:
         work = Path(temp)
         (work / "stage").mkdir()
