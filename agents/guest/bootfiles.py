@@ -89,21 +89,32 @@ def plan_files(metadata: dict[str, str], user: User | None, hosts: str) -> list[
     return files
 
 
-def write_files(root: str, files: list[GuestFile]) -> None:
+def write_files(root: str, files: list[GuestFile]) -> list[str]:
     """Each file replaced whole (a new inode renamed over it, so a link the guest's user put
-    there is replaced, never followed), each directory made or fixed, with owner and mode."""
+    there is replaced, never followed), each directory made or fixed, with owner and mode.
+    One that fails does not stop the others; the failures, one line each."""
+    failures = []
     for item in files:
-        path = guest_path(root, item.path)
-        if item.content is None:
-            if os.path.islink(path):
-                os.unlink(path)
-            os.makedirs(path, mode=0o755, exist_ok=True)
-        else:
-            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-            temp = f"{path}.sdc-init"
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(item.content)
-            os.rename(temp, path)
-        os.chown(path, item.uid, item.gid, follow_symlinks=False)
-        os.chmod(path, item.mode)
+        try:
+            write_one(guest_path(root, item.path), item)
+        except OSError as e:
+            failures.append(f"/{item.path}: {e}")
+    return failures
+
+
+def write_one(path: str, item: GuestFile) -> None:
+    if item.content is None:
+        if os.path.islink(path):
+            os.unlink(path)
+        os.makedirs(path, mode=0o755, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        temp = f"{path}.sdc-init"
+        if os.path.lexists(temp):
+            os.unlink(temp)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(item.content)
+        os.rename(temp, path)
+    os.chown(path, item.uid, item.gid, follow_symlinks=False)
+    os.chmod(path, item.mode)

@@ -231,7 +231,8 @@ def boot(root: str, socket_path: str, user_name: str) -> dict[str, str] | None:
             user = find_user(read_text(guest_path(root, "etc/passwd")), user_name)
             hosts = read_text(guest_path(root, "etc/hosts"))
             set_hostname(root, metadata)
-            write_files(root, plan_files(metadata, user, hosts))
+            for failure in write_files(root, plan_files(metadata, user, hosts)):
+                log(f"cannot write {failure}")
             log(f"metadata applied: {', '.join(sorted(metadata)) or 'no keys'}")
         except OSError as e:
             log(f"applying metadata failed: {e}")

@@ -99,9 +99,20 @@ def test_write_files_sets_owner_and_mode_and_replaces_links(tmp_path: Path) -> N
     assert keys.stat().st_mode & 0o777 == 0o600
     assert (home / ".ssh").stat().st_mode & 0o777 == 0o700
     assert (keys.stat().st_uid, keys.stat().st_gid) == (ME.uid, ME.gid)
-    # a second boot with other keys replaces the file
-    write_files(str(tmp_path), plan_files({"root_authorized_keys": "ssh-rsa B"}, ME, ""))
-    assert keys.read_text() == "ssh-rsa B\n"
+    # a second boot with other keys replaces the file, whatever was left at the temp name
+    (home / ".ssh/authorized_keys.sdc-init").symlink_to(target)
+    assert write_files(str(tmp_path), plan_files({"root_authorized_keys": "ssh-rsa B"}, ME,
+                                                  "")) == []
+    assert keys.read_text() == "ssh-rsa B\n" and target.read_text() == "keep"
+
+
+def test_a_file_that_cannot_be_written_does_not_stop_the_others(tmp_path: Path) -> None:
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var/db").write_text("a file where a directory belongs")
+    failures = write_files(str(tmp_path), plan_files(
+        {"user-data": "d", "sdc:hostname": "web1"}, ME, ""))
+    assert [f.split(":")[0] for f in failures] == ["/var/db", "/var/db/mdata-user-data"]
+    assert (tmp_path / "etc/hostname").read_text() == "web1\n"
 
 
 def test_hostkeys_step(tmp_path: Path) -> None:
