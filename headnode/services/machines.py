@@ -76,10 +76,18 @@ ALIAS_INDEX = "uq_machines_owner_alias_live"
 #: a machine's brand (vmadm's) from its image's type; a Docker image runs as an lx zone
 BRANDS = {"lx-dataset": "lx", "zone-dataset": "joyent", "zvol": "kvm", "docker": "lx"}
 DEFAULT_BRAND = "joyent"
+#: brands an image may ask for by name (IMGAPI's ``requirements.brand``)
+KNOWN_BRANDS = frozenset({"joyent", "joyent-minimal", "lx", "kvm", "bhyve"})
 
 #: work a job-starting request does inside its transaction once it holds the machine's lock;
 #: returns the job's params
 Prepare = Callable[[Session, Machine, str], dict[str, Any] | None]
+
+
+def brand_for(image: Image) -> str:
+    """The image's ``requirements.brand`` if it names one, else its type's brand."""
+    asked = (image.requirements or {}).get("brand")
+    return asked if asked in KNOWN_BRANDS else BRANDS.get(image.type, DEFAULT_BRAND)
 
 
 def machine_to_dict(m: Machine) -> dict[str, Any]:
@@ -268,7 +276,7 @@ def _create_records(ctx: ServiceContext, body: dict[str, Any], caller: dict[str,
             image_uuid=image.uuid, server_uuid=server_uuid, state="provisioning",
             ram_mb=package.memory, disk_mb=package.disk, cpu_cap=package.cpu_cap,
             vcpus=package.vcpus, max_lwps=package.max_lwps,
-            brand=BRANDS.get(image.type, DEFAULT_BRAND),
+            brand=brand_for(image),
             tags=dict(body.get("tags") or {}), customer_metadata=metadata, job_uuid=job_uuid,
         )
         session.add(machine)

@@ -144,16 +144,23 @@ def test_tags(triton: Any, instance: dict[str, Any]) -> None:
     assert "env" not in json.loads(triton("inst", "tag", "list", "web1"))
 
 
-def test_metadata(triton: Any, instance: dict[str, Any]) -> None:
+def listed_metadata(triton: Any, signer: Signer) -> dict[str, Any]:
+    """The instance's metadata but the keys its create gave it (alice's, oldest first)."""
+    listed = json.loads(triton("inst", "metadata", "list", "web1"))
+    assert listed.pop("root_authorized_keys").startswith(f"{signer.public_line}\n")
+    return dict(listed)
+
+
+def test_metadata(triton: Any, instance: dict[str, Any], tenant: dict[str, Any]) -> None:
     # -w waits for the action's audit entry newer than the CLI's clock after the answer:
     # the entry is the end of the job that changed the node, so both commands end
     out = triton("inst", "metadata", "set", "-w", "web1", "motd=hello")
     assert json.loads(out)["motd"] == "hello"
     assert triton("inst", "metadata", "get", "web1", "motd").strip() == "hello"
-    assert json.loads(triton("inst", "metadata", "list", "web1")) == {"motd": "hello"}
+    assert listed_metadata(triton, tenant["signer"]) == {"motd": "hello"}
     out = triton("inst", "metadata", "delete", "-w", "-f", "web1", "motd")  # -f: no tty
     assert f'Deleted metadata motd of instance "{instance["id"]}"' in out
-    assert json.loads(triton("inst", "metadata", "list", "web1")) == {}
+    assert listed_metadata(triton, tenant["signer"]) == {}
     audit = [json.loads(line)["action"] for line in
              triton("inst", "audit", "-j", "web1").splitlines() if line.strip()]
     assert audit[:2] == ["remove_metadata", "set_metadata"]

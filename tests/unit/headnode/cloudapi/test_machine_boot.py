@@ -76,17 +76,22 @@ def test_an_image_with_a_password_needs_no_key(call: Any, sdc: Any, world: World
     assert made.owner_uuid == account.uuid and made.customer_metadata == {}
 
 
-@pytest.mark.parametrize(("image_type", "brand", "machine_type"), [
-    ("lx-dataset", "lx", "smartmachine"),
-    ("zone-dataset", "joyent", "smartmachine"),
-    ("zvol", "kvm", "virtualmachine"),
-    ("docker", "lx", "smartmachine"),
-    ("other", "joyent", "smartmachine"),
+@pytest.mark.parametrize(("image_type", "requirements", "brand", "machine_type"), [
+    ("lx-dataset", {}, "lx", "smartmachine"),
+    ("zone-dataset", {}, "joyent", "smartmachine"),
+    ("zvol", {}, "kvm", "virtualmachine"),
+    ("docker", {}, "lx", "smartmachine"),
+    ("other", {}, "joyent", "smartmachine"),
+    # IMGAPI's requirements.brand, when it names a brand, says it
+    ("zvol", {"brand": "bhyve"}, "bhyve", "virtualmachine"),
+    ("zone-dataset", {"brand": "lx"}, "lx", "smartmachine"),
+    ("lx-dataset", {"brand": "no-such-brand"}, "lx", "smartmachine"),
 ])
 def test_the_brand_follows_the_images_type(call: Any, sdc: Any, world: World,
-                                           image_type: str, brand: str,
-                                           machine_type: str) -> None:
-    image = make_image(sdc, name=f"img-{image_type}", os="linux", type=image_type)
+                                           image_type: str, requirements: dict[str, Any],
+                                           brand: str, machine_type: str) -> None:
+    image = make_image(sdc, name=f"img-{image_type}-{len(requirements)}", os="linux",
+                       type=image_type, requirements=requirements)
     answer = call(world.alice, "post", "/my/machines",
                   json={"package": "small", "image": image.uuid})
     assert answer.status_code == 201, answer.get_json()
