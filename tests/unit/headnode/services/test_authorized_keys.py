@@ -7,19 +7,24 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from headnode.services import keys
 from headnode.services import machines as machines_svc
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict
-from headnode.store.models import Machine
+from headnode.store.models import Account, Machine
 from schemas.agent import MachineMetadataUpdateSchema, agent_queue
 from tests.support.httpsig_client import Signer
+from tests.support.jobqueue import RecordingJobQueue
+from tests.unit.headnode.services import test_create_sqlite as on_sqlite
 from tests.unit.headnode.services.conftest import make_account, make_image, make_machine
 from workflows.celery_app import make_app
 from workflows.dispatch import CeleryJobQueue
 
 CALLER = {"type": "operator"}
+#: the SQLite cloud of `sdc up` (a fixture)
+lite = on_sqlite.lite
 
 
 def metadata_of(ctx: Any, machine_uuid: str) -> dict[str, Any]:
@@ -117,3 +122,16 @@ def test_operator_creates_add_the_keys_the_owner_has_and_never_refuse(
                                  "root_authorized_keys": f"{signer.public_line}\n"}
     # the machine made before the key got it too (it is provisioning, on its server)
     assert metadata_of(ctx, without["uuid"])["root_authorized_keys"] == f"{signer.public_line}\n"
+
+
+def test_on_sqlite_too(lite: ServiceContext) -> None:
+    """``sdc up``: the create's keys and a key change's push on the embedded database."""
+    lite.jobs = RecordingJobQueue()
+    with lite.read() as session:
+        alice = session.scalars(select(Account.uuid).where(Account.login == "alice")).one()
+    made = on_sqlite.create(lite, alias="a")
+    signer = Signer("alice")
+    keys.create_key(lite, alice, "main", signer.public_line)
+    assert metadata_of(lite, made["uuid"]) == {"root_authorized_keys": f"{signer.public_line}\n"}
+    assert [m[1] for m in lite.jobs.sent] == ["machine_update_metadata"]
+    assert on_sqlite.create(lite, alias="b")["metadata"] == metadata_of(lite, made["uuid"])
