@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from agents.backends.host import runc
 from headnode.cli.client import OpsClient
-from headnode.imagebuild import build_busybox_image
+from headnode.imagebuild import BuiltImage, build_busybox_image
 from headnode.store.migrate import upgrade
 from tests.support.btrfs import LoopPool, create_pool, destroy_pool
 from tests.support.net import free_port
@@ -96,7 +96,10 @@ class LinuxCloud:
         self.api.post("/ops/accounts", {"login": "alice", "email": "alice@example.com"})
         for package in packages:
             self.api.post("/ops/packages", package)
-        built = build_busybox_image(self.workdir / "image")
+        return self.import_image(build_busybox_image(self.workdir / "image"))
+
+    def import_image(self, built: BuiltImage) -> dict[str, Any]:
+        """``sdc image import`` of a built image; returns the image as the API shows it."""
         imported = self.sdc("--json", "image", "import", str(built.manifest_path),
                             str(built.file_path))
         assert imported.returncode == 0, imported.stderr

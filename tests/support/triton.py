@@ -42,11 +42,13 @@ def home_with_key(base: Path, signer: Signer) -> Path:
 
 
 def triton_runner(triton_bin: str, home: Path, account: str, key_id: str,
-                  url: str) -> Any:
+                  url: str, extra_env: dict[str, str] | None = None) -> Any:
+    """``extra_env``: more of the CLI's environment (a PATH whose ``ssh`` runs in a test's
+    network namespace, for ``triton ssh``)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SDC_", "TRITON_", "SSH_AUTH_SOCK"))}
     env.update({"HOME": str(home), "TRITON_URL": url, "TRITON_ACCOUNT": account,
-                "TRITON_KEY_ID": key_id, "NO_COLOR": "1"})
+                "TRITON_KEY_ID": key_id, "NO_COLOR": "1", **(extra_env or {})})
 
     def run(*args: str, ok: bool = True) -> str:
         done = subprocess.run([triton_bin, *args], capture_output=True, text=True, env=env,
