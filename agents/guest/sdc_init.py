@@ -25,7 +25,7 @@ import socket
 import sys
 import time
 
-from agents.backends.linux.mdata_client import SOCKET_PATH, MetadataClient, ProtocolError
+from agents.backends.linux.mdata_client import MetadataClient, ProtocolError, socket_path
 from agents.guest.bootfiles import (
     USER_SCRIPT,
     USER_SCRIPT_LOG,
@@ -248,7 +248,7 @@ def main() -> int:
     for signum in (*STOP_SIGNALS, signal.SIGCHLD):
         signal.signal(signum, lambda *_: None)  # handled in the loop, via the wakeup pipe
     signal.set_wakeup_fd(write_end)
-    metadata = boot(root, os.environ.get("MDATA_SOCKET", SOCKET_PATH),
+    metadata = boot(root, socket_path(),
                     os.environ.get("SDC_DEFAULT_USER", DEFAULT_USER))
     init = Init(root, service)
     if needs_hostkeys(root):

@@ -27,6 +27,8 @@ import sys
 import zlib
 
 SOCKET_PATH = "/.zonecontrol/metadata.sock"
+#: where a guest finds the socket: a zone or a Linux node's machine, then a SmartOS lx zone
+SOCKET_PATHS = (SOCKET_PATH, "/native/.zonecontrol/metadata.sock")
 TIMEOUT_S = 45.0
 MAX_LINE = 4 * 1024 * 1024  # a user-script is the biggest value; far above any real one
 NEGOTIATE = b"NEGOTIATE V2"
@@ -214,13 +216,22 @@ class MetadataClient:
 USAGE = "usage: mdata_client.py get KEY | list | put KEY VALUE | delete KEY"
 
 
+def socket_path() -> str:
+    """``$MDATA_SOCKET``, else the first of :data:`SOCKET_PATHS` that exists (the first if
+    none does, so the error names it)."""
+    named = os.environ.get("MDATA_SOCKET")
+    if named:
+        return named
+    return next((path for path in SOCKET_PATHS if os.path.exists(path)), SOCKET_PATH)
+
+
 def main(argv: list[str]) -> int:
     """``get``/``list``/``put``/``delete``, exit 1 for a key not found, 2 for a failure."""
     if not argv or argv[0] not in ("get", "list", "put", "delete"):
         print(USAGE, file=sys.stderr)
         return 2
     try:
-        with MetadataClient(os.environ.get("MDATA_SOCKET", SOCKET_PATH)) as client:
+        with MetadataClient(socket_path()) as client:
             client.negotiate()
             if argv[0] == "get" and len(argv) == 2:
                 value = client.get(argv[1])

@@ -306,3 +306,17 @@ def test_clients_at_the_same_time(server: MetadataServer) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(ask, range(8)))
     assert answers == [[str(n)] * 20 for n in range(8)]
+
+
+def test_the_client_finds_the_socket_of_a_zone_then_of_an_lx_zone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    zone, lx = tmp_path / "zone.sock", tmp_path / "lx.sock"
+    monkeypatch.setattr(mdata_client, "SOCKET_PATHS", (str(zone), str(lx)))
+    monkeypatch.delenv("MDATA_SOCKET", raising=False)
+    assert mdata_client.socket_path() == mdata_client.SOCKET_PATH  # none there: named
+    lx.touch()
+    assert mdata_client.socket_path() == str(lx)
+    zone.touch()
+    assert mdata_client.socket_path() == str(zone)
+    monkeypatch.setenv("MDATA_SOCKET", "/elsewhere.sock")
+    assert mdata_client.socket_path() == "/elsewhere.sock"
