@@ -77,6 +77,7 @@ bench: deps venv ## Print every benchmark's figures and run the slow (scale) tes
 	$(BIN)/python bench/provision_throughput.py
 	$(BIN)/python bench/placement.py
 	$(BIN)/python bench/linux_provision.py
+	$(BIN)/python bench/linux_ssh.py
 	$(BIN)/python bench/auth_and_ips.py
 	$(BIN)/python bench/api_create.py
 	$(BIN)/python bench/worker_turns.py

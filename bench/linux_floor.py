@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,9 +110,12 @@ def _remove_nic_by_hand(node_netns: Path, netns: Path, i: int) -> None:
 
 def measure_floor(pool: Path, image_final: Path, runc_root: Path, rounds: int = 20,
                   ram_mb: int = 256, disk_mb: int = 1024,
-                  node_netns: Path | None = None) -> list[float]:
+                  node_netns: Path | None = None, init: dict[str, Any] | None = None,
+                  after_run: Callable[[], None] | None = None) -> list[float]:
     """Seconds per round (snapshot + runc run --detach, and with ``node_netns`` one NIC by
-    hand); everything made is removed after."""
+    hand); everything made is removed after. ``init``: the image's (None: the node's
+    default); ``after_run``: called after each round's ``runc run``, untimed, while the
+    container still runs (bench/linux_ssh.py awaits its sshd there)."""
     work = pool / ".sdc" / "floor"
     work.mkdir(parents=True, exist_ok=True)
     samples, made = [], []
@@ -127,7 +131,7 @@ def measure_floor(pool: Path, image_final: Path, runc_root: Path, rounds: int = 
             bundle.mkdir()
             made.append((i, name, root, bundle, netns))
             record = {"alias": "floor", "ram_mb": ram_mb, "disk_mb": disk_mb, "cpu_cap": 0,
-                      "max_lwps": 4000}
+                      "max_lwps": 4000, "init": init}
             (bundle / "config.json").write_text(json.dumps(oci.config(record, root,
                                                                       netns=netns)))
             started = time.perf_counter()
@@ -137,6 +141,8 @@ def measure_floor(pool: Path, image_final: Path, runc_root: Path, rounds: int = 
                 _nic_by_hand(node_netns, netns, i)
             runc.run_detached(runc_root, bundle, name, bundle / "console.log")
             samples.append(time.perf_counter() - started)
+            if after_run is not None:
+                after_run()
     finally:
         for i, name, root, bundle, netns in made:
             with contextlib.suppress(HostCommandError):
