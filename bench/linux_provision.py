@@ -25,34 +25,24 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import percentile  # noqa: E402
 from bench.linux_floor import image_final_path, measure_floor  # noqa: E402
+from bench.linux_node import destroy, job_row, linux_bench_node, ms  # noqa: E402
 from headnode.cli.client import OpsClient  # noqa: E402
 from headnode.imagebuild import build_busybox_image  # noqa: E402
-from headnode.store.migrate import upgrade  # noqa: E402
 from tests.support import netns  # noqa: E402
-from tests.support.btrfs import create_pool, destroy_pool, missing_host  # noqa: E402
-from tests.support.net import free_port  # noqa: E402
-from tests.support.procs import ProcessGroup  # noqa: E402
-from tests.support.services import PostgresServer, RedisServer, postgres_bin_dir  # noqa: E402
+from tests.support.btrfs import missing_host  # noqa: E402
 from tests.support.wait import wait_until  # noqa: E402
 
-SDC = str(Path(sys.executable).parent / "sdc")
-TOKEN = "bench-token"
 PACKAGE: dict[str, Any] = {"name": "lx-256m", "memory": 256, "disk": 512}
 #: owned by the bench account, not public: a provision gets a NIC only when it names it
 NETWORK: dict[str, Any] = {"name": "benchnet", "subnet": "10.77.0.0/16", "gateway": "10.77.0.1",
@@ -60,19 +50,6 @@ NETWORK: dict[str, Any] = {"name": "benchnet", "subnet": "10.77.0.0/16", "gatewa
 POLL = 0.005
 
 
-def start_headnode(workdir: Path, pg: PostgresServer, redis: RedisServer,
-                   procs: ProcessGroup) -> tuple[OpsClient, str, dict[str, str]]:
-    database_url = pg.create_database("sdc_bench_linux")
-    upgrade(database_url)
-    port = free_port()
-    env = {"SDC_DATABASE_URL": database_url, "SDC_REDIS_URL": redis.url,
-           "SDC_DATA_DIR": str(workdir / "headnode"), "SDC_OPERATOR_TOKEN": TOKEN,
-           "SDC_API_BIND": f"127.0.0.1:{port}", "SDC_API_WORKERS": "2"}
-    api = OpsClient(f"http://127.0.0.1:{port}", TOKEN, timeout=60)
-    procs.spawn("api", [SDC, "headnode", "serve"], env=env, ready=api.ping, timeout=60)
-    procs.spawn("worker", [SDC, "headnode", "worker", "--loglevel", "WARNING"], env=env)
-    procs.spawn("beat", [SDC, "headnode", "beat", "--loglevel", "WARNING"], env=env)
-    return api, database_url, env
 
 
 def import_busybox(api: OpsClient, out: Path) -> str:
@@ -88,13 +65,6 @@ def import_busybox(api: OpsClient, out: Path) -> str:
     return str(created["uuid"])
 
 
-def job_row(engine: Any, job_uuid: str) -> tuple[str, float] | None:
-    with engine.connect() as conn:
-        row = conn.execute(text("SELECT execution, extract(epoch from finished_at) FROM jobs "
-                                "WHERE uuid = :u"), {"u": job_uuid}).one_or_none()
-    if row is None or row[0] not in ("succeeded", "failed"):
-        return None
-    return str(row[0]), float(row[1])
 
 
 def provision_once(api: OpsClient, engine: Any, image_uuid: str, i: int,
@@ -115,13 +85,6 @@ def provision_once(api: OpsClient, engine: Any, image_uuid: str, i: int,
     return finished - started, str(machine["job_uuid"])
 
 
-def destroy(api: OpsClient, engine: Any, job_uuid: str) -> None:
-    """Destroy the machine of a provision job and wait, so every provision meets the same
-    node (the floor, too, removes what it made after each round)."""
-    machine_uuid = api.get(f"/ops/jobs/{job_uuid}")["machine_uuid"]
-    answer = api.delete(f"/ops/machines/{machine_uuid}")
-    wait_until(lambda: job_row(engine, answer["job_uuid"]), timeout=120, interval=0.05,
-               message=f"destroy of {machine_uuid}")
 
 
 def step_durations(api: OpsClient, job_uuids: list[str]) -> dict[str, float]:
@@ -140,8 +103,6 @@ def step_durations(api: OpsClient, job_uuids: list[str]) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in per.items()}
 
 
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms"
 
 
 def main() -> int:
@@ -154,36 +115,10 @@ def main() -> int:
         print(f"linux_provision: cannot run here: {missing}", file=sys.stderr)
         return 2
 
-    workdir = Path(tempfile.mkdtemp(prefix="sdc-bench-linux-"))
-    (workdir / "redis").mkdir()
-    redis = RedisServer(shutil.which("redis-server") or "/usr/bin/redis-server",
-                        workdir / "redis", free_port())
-    pg_dir = Path(tempfile.mkdtemp(prefix="sdc-bench-pg-"))
-    pg = PostgresServer(postgres_bin_dir(), pg_dir, free_port())
-    procs = ProcessGroup(workdir / "logs")
-    pool = create_pool("bench-linux", size=4 << 30)
-    spaces = netns.workdir("bench")
-    node_netns = netns.create(spaces / "node")
-    floor_runc = pool.workdir / "floor-runc"
-    try:
-        redis.start()
-        pg.start()
-        api, database_url, env = start_headnode(workdir, pg, redis, procs)
-        server = str(uuid.uuid4())
-        procs.spawn("agent", [SDC, "agent", "run", "--backend", "linux", "--server-uuid",
-                              server, "--hostname", "bench-linux",
-                              "--data-dir", str(workdir / "agent")],
-                    env={**env, "SDC_POOL": str(pool.mount),
-                         "SDC_RUNC_ROOT": str(pool.runc_root),
-                         "SDC_NODE_NETNS": str(node_netns), "SDC_NIC_TAGS": "external"})
-        wait_until(lambda: any(s["uuid"] == server for s in api.get("/ops/servers")),
-                   timeout=60, message="the linux node to register")
-        api.put(f"/ops/servers/{server}", {"setup": True})
-        api.post("/ops/accounts", {"login": "bench", "email": "bench@example.com"})
-        api.post("/ops/packages", PACKAGE)
-        api.post("/ops/networks", NETWORK)
-        image_uuid = import_busybox(api, workdir / "image")
-        engine = create_engine(database_url)
+    with linux_bench_node("linux", 4 << 30, PACKAGE, NETWORK, args.keep) as node:
+        api, engine, pool, node_netns = node.api, node.engine, node.pool, node.node_netns
+        floor_runc = pool.workdir / "floor-runc"
+        image_uuid = import_busybox(api, node.workdir / "image")
 
         # The first provision also imports the image into the pool: shown, not counted.
         first, first_job = provision_once(api, engine, image_uuid, 0, [NETWORK["name"]])
@@ -206,7 +141,6 @@ def main() -> int:
                 if kind == "nic":
                     jobs.append(job_uuid)
                 destroy(api, engine, job_uuid)
-        engine.dispose()
 
         p50 = {kind: statistics.median(values) for kind, values in runs.items()}
         p99 = {kind: percentile(values, 0.99) for kind, values in runs.items()}
@@ -230,17 +164,6 @@ def main() -> int:
         print("median per step (with the NIC): " + ", ".join(
             f"{name} {ms(v)}" for name, v in step_durations(api, jobs).items()))
         return 0 if ratio <= 3 else 1
-    finally:
-        procs.stop_all()
-        destroy_pool(pool)
-        netns.remove_workdir(spaces)
-        redis.stop()
-        pg.stop()
-        shutil.rmtree(pg_dir, ignore_errors=True)
-        if args.keep:
-            print(f"logs kept in {workdir / 'logs'}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -19,35 +19,26 @@ the same banner. Prints both and their ratio (target: p50 <= 2x the floor).
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import create_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.backends.linux import netlines  # noqa: E402
 from bench.common import percentile  # noqa: E402
 from bench.linux_floor import FLOOR_BRIDGE, image_final_path, measure_floor  # noqa: E402
-from bench.linux_provision import destroy, job_row, ms, start_headnode  # noqa: E402
+from bench.linux_node import SDC, destroy, job_row, linux_bench_node, ms  # noqa: E402
 from headnode.cli.client import OpsClient  # noqa: E402
 from tests.support import netns  # noqa: E402
-from tests.support.btrfs import create_pool, destroy_pool, missing_host  # noqa: E402
+from tests.support.btrfs import missing_host  # noqa: E402
 from tests.support.debian_image import debian_image, missing_builder  # noqa: E402
 from tests.support.httpsig_client import Signer  # noqa: E402
-from tests.support.net import free_port  # noqa: E402
-from tests.support.procs import ProcessGroup  # noqa: E402
-from tests.support.services import PostgresServer, RedisServer, postgres_bin_dir  # noqa: E402
 from tests.support.wait import wait_until  # noqa: E402
 
-SDC = str(Path(sys.executable).parent / "sdc")
 PACKAGE: dict[str, Any] = {"name": "deb-256m", "memory": 256, "disk": 1024}
 NETWORK: dict[str, Any] = {"name": "benchnet", "subnet": "10.77.0.0/16", "gateway": "10.77.0.1",
                            "nic_tag": "external", "owner": "bench"}
@@ -131,43 +122,17 @@ def main() -> int:
         print(f"linux_ssh: cannot run here: {missing}", file=sys.stderr)
         return 2
     built = debian_image()
-    workdir = Path(tempfile.mkdtemp(prefix="sdc-bench-ssh-"))
-    (workdir / "redis").mkdir()
-    redis = RedisServer(shutil.which("redis-server") or "/usr/bin/redis-server",
-                        workdir / "redis", free_port())
-    pg_dir = Path(tempfile.mkdtemp(prefix="sdc-bench-pg-"))
-    pg = PostgresServer(postgres_bin_dir(), pg_dir, free_port())
-    procs = ProcessGroup(workdir / "logs")
-    pool = create_pool("bench-ssh", size=6 << 30)
-    spaces = netns.workdir("bench-ssh")
-    node_netns = netns.create(spaces / "node")
-    floor_runc = pool.workdir / "floor-runc"
-    try:
-        redis.start()
-        pg.start()
-        api, database_url, env = start_headnode(workdir, pg, redis, procs)
-        server = str(uuid.uuid4())
-        procs.spawn("agent", [SDC, "agent", "run", "--backend", "linux", "--server-uuid",
-                              server, "--hostname", "bench-ssh",
-                              "--data-dir", str(workdir / "agent")],
-                    env={**env, "SDC_POOL": str(pool.mount),
-                         "SDC_RUNC_ROOT": str(pool.runc_root),
-                         "SDC_NODE_NETNS": str(node_netns), "SDC_NIC_TAGS": "external"})
-        wait_until(lambda: any(s["uuid"] == server for s in api.get("/ops/servers")),
-                   timeout=60, message="the linux node to register")
-        api.put(f"/ops/servers/{server}", {"setup": True})
-        api.post("/ops/accounts", {"login": "bench", "email": "bench@example.com"})
+    with linux_bench_node("ssh", 6 << 30, PACKAGE, NETWORK, args.keep) as node:
+        api, engine, pool, node_netns = node.api, node.engine, node.pool, node.node_netns
+        floor_runc = pool.workdir / "floor-runc"
         # CloudAPI's rule: a machine that needs keys gets the account's
         api.post("/ops/accounts/bench/keys", {"key": Signer("bench").public_line,
                                               "name": "bench"})
-        api.post("/ops/packages", PACKAGE)
-        api.post("/ops/networks", NETWORK)
         imported = subprocess.run([SDC, "--json", "image", "import", str(built.manifest_path),
                                    str(built.file_path)], capture_output=True, text=True,
-                                  env={**env, "SDC_API_URL": api.base_url}, check=True)
+                                  env={**node.env, "SDC_API_URL": api.base_url}, check=True)
         image = built.manifest["uuid"]
         assert image in imported.stdout
-        engine = create_engine(database_url)
 
         # The first provision also imports the image into the pool and makes the bridge:
         # shown, not counted. The node's namespace then gets an address on the bridge.
@@ -188,7 +153,6 @@ def main() -> int:
             took, job_uuid = provision_to_ssh(api, engine, node_netns, image, i)
             runs["ssh"].append(took)
             destroy(api, engine, job_uuid)
-        engine.dispose()
 
         p50 = {kind: statistics.median(values) for kind, values in runs.items()}
         p99 = {kind: percentile(values, 0.99) for kind, values in runs.items()}
@@ -206,17 +170,6 @@ def main() -> int:
         print(f"ratio p50/floor p50: {ratio:.2f}x (target <= 2x); "
               f"p99/floor p99: {p99['ssh'] / p99['floor']:.2f}x")
         return 0 if ratio <= 2 else 1
-    finally:
-        procs.stop_all()
-        destroy_pool(pool)
-        netns.remove_workdir(spaces)
-        redis.stop()
-        pg.stop()
-        shutil.rmtree(pg_dir, ignore_errors=True)
-        if args.keep:
-            print(f"logs kept in {workdir / 'logs'}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,11 @@ pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 # Imported after the skip decision: these drive btrfs, runc and namespaces on the host.
 from agents.backends.host import runc  # noqa: E402
 from agents.backends.host.cmd import HostCommandError  # noqa: E402
-from tests.support.linux_cloud import LinuxCloud, LinuxNode, start_cloud  # noqa: E402
+from tests.support.linux_cloud import (  # noqa: E402
+    LinuxCloud,
+    LinuxNode,
+    cloud_with_namespaces,
+)
 from tests.support.triton import home_with_key, triton_runner  # noqa: E402
 from tests.support.wait import wait_until  # noqa: E402
 
@@ -105,8 +109,7 @@ def cloud(postgres_server: Any, redis_server: Any,
     # MTU 1600 under 1500-byte NICs: room for VXLAN's 50 bytes
     netns.link(nodes[0], UNDERLAY_LINK, UNDERLAY_ADDRESSES[0],
                nodes[1], UNDERLAY_LINK, UNDERLAY_ADDRESSES[1], mtu=1600)
-    c = start_cloud(postgres_server, redis_server, workdir, NetCloud)
-    try:
+    with cloud_with_namespaces(postgres_server, redis_server, workdir, NetCloud, spaces) as c:
         for i, space in enumerate(nodes):
             c.add_node(f"net{i}", space, {"SDC_NIC_TAGS": f"external:{UNDERLAY_LINK}",
                                           "SDC_NIC_UPLINK": "vxlan"})
@@ -114,14 +117,6 @@ def cloud(postgres_server: Any, redis_server: Any,
         for network in (LAN, LAN5):
             c.api.post("/ops/networks", network)
         yield c
-    except BaseException:
-        print(c.procs.tails())
-        raise
-    finally:
-        try:
-            c.stop()
-        finally:
-            netns.remove_workdir(spaces)
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ from agents.backends.linux import netlines  # noqa: E402
 from headnode.imagebuild import build_busybox_image  # noqa: E402
 from tests.support.debian_image import debian_image  # noqa: E402
 from tests.support.httpsig_client import Signer  # noqa: E402
-from tests.support.linux_cloud import LinuxCloud, start_cloud  # noqa: E402
+from tests.support.linux_cloud import LinuxCloud, cloud_with_namespaces  # noqa: E402
 from tests.support.triton import home_with_key, triton_runner  # noqa: E402
 from tests.support.wait import wait_until  # noqa: E402
 
@@ -86,23 +86,13 @@ def cloud(postgres_server: Any, redis_server: Any,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshCloud]:
     workdir = tmp_path_factory.mktemp("linux-ssh")
     spaces = netns.workdir("ssh")
-    node_space = netns.create(spaces / "node0")
-    c = start_cloud(postgres_server, redis_server, workdir, SshCloud)
-    try:
-        c.add_node("deb0", node_space)
+    with cloud_with_namespaces(postgres_server, redis_server, workdir, SshCloud, spaces) as c:
+        c.add_node("deb0", netns.create(spaces / "node0"))
         c.seed([PACKAGE])
         c.import_image(debian_image())
         c.api.post("/ops/networks", LAN)
         c.tenant_space = netns.create(spaces / "tenant")
         yield c
-    except BaseException:
-        print(c.procs.tails())
-        raise
-    finally:
-        try:
-            c.stop()
-        finally:
-            netns.remove_workdir(spaces)
 
 
 def ssh_wrapper(bin_dir: Path, space: Path, config: Path) -> Path:

@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +23,7 @@ from agents.backends.host import runc
 from headnode.cli.client import OpsClient
 from headnode.imagebuild import BuiltImage, build_busybox_image
 from headnode.store.migrate import upgrade
+from tests.support import netns
 from tests.support.btrfs import LoopPool, create_pool, destroy_pool
 from tests.support.net import free_port
 from tests.support.procs import ProcessGroup
@@ -154,6 +157,29 @@ class LinuxCloud:
 
 
 CloudT = TypeVar("CloudT", bound=LinuxCloud)
+
+
+@contextmanager
+def cloud_with_namespaces(postgres_server: Any, redis_server: Any, workdir: Path,
+                          kind: type[CloudT], spaces: Path) -> Iterator[CloudT]:
+    """:func:`start_cloud`, for a module whose nodes live in the network namespaces under
+    ``spaces`` (``tests.support.netns.workdir``): a setup that fails prints the processes'
+    last log lines; on exit the cloud stops and the namespaces go."""
+    try:
+        cloud = start_cloud(postgres_server, redis_server, workdir, kind)
+    except BaseException:
+        netns.remove_workdir(spaces)
+        raise
+    try:
+        yield cloud
+    except BaseException:
+        print(cloud.procs.tails())
+        raise
+    finally:
+        try:
+            cloud.stop()
+        finally:
+            netns.remove_workdir(spaces)
 
 
 def start_cloud(postgres_server: Any, redis_server: Any, workdir: Path,
