@@ -2,9 +2,8 @@
 
 The node's own tools keep the truth (vmadm's zone states, imgadm's installed images), so this
 backend holds no state of its own beyond short caches for the 0.5 s status checks. Image files
-are fetched from the head node by the agent (a signed URL, checked against size and sha256)
-and installed with ``imgadm install -m MANIFEST -f FILE``: the head node is not an IMGAPI that
-``imgadm import`` could use.
+are fetched from the head node by the agent and installed with ``imgadm install``; that and
+making an image from a zone (``zfs send``) live in :mod:`agents.backends.smartos_images`.
 
 A zone's brand comes from the installed image's manifest (``requirements.brand``, else its
 type: lx-dataset and docker -> lx, zone-dataset -> the node's joyent brand) and the image's
@@ -25,20 +24,15 @@ argument lists and parse recorded outputs in the formats of smartos-live's man p
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import gzip
 import json
 import math
-import shutil
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agents.backends import transfer
+from agents.backends import smartos_images
 from agents.backends.base import BackendError, ImageNotFound, MachineNotFound
 from agents.backends.host import imgadm, vmadm, zfs
 from agents.backends.host.cmd import run
@@ -48,7 +42,6 @@ from agents.backends.vmadm_payloads import (
     GIB_MB,
     create_payload,
     customer_view,
-    imgapi_manifest,
     metadata_payload,
     nic_summary,
     nic_tag_uplinks,
@@ -143,7 +136,7 @@ class SmartOSBackend:
         return {
             "server_uuid": self.server_uuid,
             "machines": machines,
-            "images": self._cached("images", self._image_ids),
+            "images": self._cached("images", smartos_images.installed_ids),
             "pool_size_mb": size // (1024 * 1024),
             "pool_used_mb": used // (1024 * 1024),
             "ram_mb": ram_mb,
@@ -162,28 +155,11 @@ class SmartOSBackend:
     # -- images -------------------------------------------------------------------------------
 
     def image_ensure_present(self, image: dict[str, Any]) -> dict[str, Any]:
-        installed = imgadm.get(image["uuid"])
-        if installed is None:
-            with self._file_lock(image["uuid"]):
-                installed = imgadm.get(image["uuid"])
-                if installed is None:
-                    self._install(image)
-                    installed = imgadm.get(image["uuid"])
+        record = smartos_images.installed_record(image["uuid"])
+        if record is None:
+            record = smartos_images.install(self.work_dir, image)
             self._forget("images", "pool")
-        if installed is None:
-            raise BackendError("ImageInstallFailed", f"image {image['uuid']} did not install")
-        return _image_record(installed["manifest"])
-
-    def _install(self, image: dict[str, Any]) -> None:
-        file_path = self.work_dir / f"{image['uuid']}.file"
-        manifest_path = self.work_dir / f"{image['uuid']}.json"
-        try:
-            file = transfer.download(image, file_path)
-            manifest_path.write_text(json.dumps(imgapi_manifest(image, file, file_path)))
-            imgadm.install(manifest_path, file_path)
-        finally:
-            file_path.unlink(missing_ok=True)
-            manifest_path.unlink(missing_ok=True)
+        return record
 
     # -- machines -----------------------------------------------------------------------------
 
@@ -366,23 +342,8 @@ class SmartOSBackend:
     def image_create_from_machine(
         self, uuid: str, image: dict[str, Any], upload: dict[str, Any]
     ) -> dict[str, Any]:
-        """A full ZFS send stream of a snapshot of the zone's dataset, gzip'd and PUT."""
         self._state(uuid)
-        snapshot = f"{ZPOOL}/{uuid}@image-{image['uuid']}"
-        stream = self.work_dir / f"{image['uuid']}.zfs"
-        archive = self.work_dir / f"{image['uuid']}.zfs.gz"
-        zfs.snapshot(snapshot)
-        try:
-            zfs.send(snapshot, stream)
-            with open(stream, "rb") as src, gzip.open(archive, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            size, sha256 = transfer.file_digest(archive)
-            transfer.upload(archive, upload)
-        finally:
-            stream.unlink(missing_ok=True)
-            archive.unlink(missing_ok=True)
-            zfs.destroy(snapshot)
-        return {"uuid": image["uuid"], "size": size, "sha256": sha256, "compression": "gzip"}
+        return smartos_images.create_from_dataset(self.work_dir, f"{ZPOOL}/{uuid}", image, upload)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -415,9 +376,6 @@ class SmartOSBackend:
         row = zfs.list_datasets(["name", "used", "available"], [ZPOOL])[0]
         return int(row["used"]) + int(row["available"]), int(row["used"])
 
-    def _image_ids(self) -> list[str]:
-        return sorted(i["manifest"]["uuid"] for i in imgadm.list_images())
-
     def _cached(self, key: str, compute: Any) -> Any:
         with self._lock:
             hit = self._cache.get(key)
@@ -432,22 +390,6 @@ class SmartOSBackend:
         with self._lock:
             for key in keys:
                 self._cache.pop(key, None)
-
-    @contextlib.contextmanager
-    def _file_lock(self, image_uuid: str) -> Iterator[None]:
-        with open(self.work_dir / f".{image_uuid}.lock", "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _image_record(manifest: dict[str, Any]) -> dict[str, Any]:
-    files = manifest.get("files") or [{}]
-    return {"uuid": manifest["uuid"], "name": manifest.get("name", ""),
-            "version": manifest.get("version", ""),
-            "size_mb": math.ceil(int(files[0].get("size", 0)) / (1024 * 1024))}
 
 
 def _destroyed(record: dict[str, Any]) -> dict[str, Any]:
