@@ -255,11 +255,17 @@ class ZfsStorage:
         return Path(rows[0]["mountpoint"])
 
     def image_ids(self) -> list[str]:
-        rows = zfs.list_datasets(["name"], [self.dataset], types="snapshot", recursive=True,
-                                 depth=2)
+        """The datasets with a ``@final`` snapshot that are not clones: a machine is a clone
+        of its image's ``@final``, and a machine snapshot its user named "final" must not
+        make it look like an image."""
+        rows = zfs.list_datasets(["name", "origin"], [self.dataset],
+                                 types="filesystem,snapshot", recursive=True, depth=2)
         suffix = f"@{FINAL}"
-        return sorted(r["name"].removesuffix(suffix).rsplit("/", 1)[1]
-                      for r in rows if r["name"].endswith(suffix))
+        sealed = {r["name"].removesuffix(suffix) for r in rows if r["name"].endswith(suffix)}
+        prefix = self.dataset + "/"
+        return sorted(r["name"].removeprefix(prefix) for r in rows
+                      if r["name"] in sealed and r["origin"] == "-"
+                      and r["name"].startswith(prefix))
 
     def image_present(self, image_uuid: str) -> bool:
         return zfs.exists(self._final(image_uuid))
