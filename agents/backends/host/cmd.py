@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PosixPath
 
 from agents.backends.base import BackendError
 
@@ -40,9 +40,14 @@ class HostCommandError(BackendError):
         super().__init__("HostCommandFailed", f"{' '.join(self.argv)}: exit {returncode}: {said}")
 
 
+class StdoutFile(PosixPath):
+    """An ``output`` file that receives the command's stdout only; its stderr is captured
+    apart (a data stream such as ``zfs send``'s, which a warning must not corrupt)."""
+
+
 #: (argv, input, timeout, output) -> Completed. ``output``: a file that receives the command's
 #: stdout and stderr instead of pipes (a detached container inherits them and would keep a
-#: pipe open forever).
+#: pipe open forever); a :class:`StdoutFile` receives stdout only.
 Runner = Callable[[Sequence[str], "bytes | None", float, "Path | None"], Completed]
 
 
@@ -54,6 +59,12 @@ def subprocess_runner(
                               stdin=None if input is not None else subprocess.DEVNULL)
         return Completed(tuple(argv), proc.returncode,
                          proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
+    if isinstance(output, StdoutFile):
+        with open(output, "ab") as out:
+            proc = subprocess.run(list(argv), input=input, stdout=out, stderr=subprocess.PIPE,
+                                  timeout=timeout,
+                                  stdin=None if input is not None else subprocess.DEVNULL)
+        return Completed(tuple(argv), proc.returncode, "", proc.stderr.decode(errors="replace"))
     start = output.stat().st_size if output.exists() else 0
     with open(output, "ab") as out:
         proc = subprocess.run(list(argv), input=input, stdout=out, stderr=out, timeout=timeout,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from agents.backends.host.cmd import HostCommandError, run
+from agents.backends.host.cmd import HostCommandError, StdoutFile, run
 
 ZFS = "zfs"
 
@@ -75,9 +75,10 @@ def exists(name: str) -> bool:
 
 
 def send(snapshot_name: str, output: Path) -> None:
-    """A full send stream of ``snapshot_name`` into the file ``output``."""
+    """A full send stream of ``snapshot_name`` into the file ``output`` (zfs's stdout only:
+    what it says on stderr stays out of the stream, and in the error when it fails)."""
     output.unlink(missing_ok=True)
-    run([ZFS, "send", snapshot_name], output=output, timeout=3600)
+    run([ZFS, "send", snapshot_name], output=StdoutFile(output), timeout=3600)
 
 
 def _props(properties: dict[str, str] | None) -> list[str]:
