@@ -21,6 +21,7 @@ from marshmallow import (
 )
 
 from schemas.agent import ImageInitSchema
+from schemas.image_manifest import FILE_FORMATS, name_problem, version_problem
 
 #: API path segments a tenant login must not take, or ``/:login/...`` would shadow them.
 RESERVED_LOGINS = frozenset({"ops", "console", "my", "admin-api", "--ping", "docs", "openapi",
@@ -147,11 +148,22 @@ class Package(RequestSchema):
 # ---------------------------------------------------------------------------- images
 
 
+def _imgadm_rule(problem: Any) -> Any:
+    """A field validator from an image_manifest rule (imgadm refuses what it refuses)."""
+
+    def check(value: Any) -> None:
+        said = problem(value)
+        if said is not None:
+            raise ValidationError(said)
+
+    return check
+
+
 class Image(RequestSchema):
     # A manifest imported from elsewhere keeps its uuid; a new one gets one.
     uuid = fields.UUID()
-    name = fields.String(required=True, validate=validate.Length(min=1, max=128))
-    version = fields.String(validate=validate.Length(min=1, max=64))
+    name = fields.String(required=True, validate=_imgadm_rule(name_problem))
+    version = fields.String(validate=_imgadm_rule(version_problem))
     os = fields.String(validate=validate.OneOf(IMAGE_OSES))
     type = fields.String(validate=validate.OneOf(IMAGE_TYPES))
     state = fields.String(validate=validate.OneOf(IMAGE_STATES))
@@ -179,12 +191,15 @@ class ImageFile(RequestSchema):
                           metadata={"description": "bytes, as stored (compressed)"})
     compression = fields.String(load_default="gzip",
                                 validate=validate.OneOf(["gzip", "bzip2", "xz", "none"]))
+    format = fields.String(validate=validate.OneOf(FILE_FORMATS), metadata={
+        "description": "tar: a root filesystem tarball (Linux nodes); zfs: a zfs send stream "
+                       "(SmartOS nodes). Left out: tar (zfs for a zvol)"})
 
 
 class ImageFromMachine(RequestSchema):
     machine = fields.String(required=True, metadata={"description": "machine uuid"})
-    name = fields.String(required=True, validate=validate.Length(min=1, max=128))
-    version = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    name = fields.String(required=True, validate=_imgadm_rule(name_problem))
+    version = fields.String(required=True, validate=_imgadm_rule(version_problem))
     description = fields.String(load_default="", validate=validate.Length(max=512))
 
 

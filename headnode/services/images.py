@@ -15,6 +15,7 @@ from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InvalidArgument, NotFound
 from headnode.services.machines import CHANGEABLE, start_machine_job
 from headnode.store.models import Image, Machine, new_uuid
+from schemas.image_manifest import name_problem, version_problem
 from workflows.params import CreateImageParams
 
 
@@ -42,6 +43,7 @@ def create_image(ctx: ServiceContext, manifest: Mapping[str, Any]) -> Image:
     """Record a manifest. It may bring its own uuid (an image imported from elsewhere)."""
     attrs = {k: (str(v) if k in ("uuid", "owner_uuid") and v is not None else v)
              for k, v in manifest.items()}
+    _check_imgadm_rules(attrs["name"], attrs.get("version"))
     with ctx.transaction() as session:
         if "uuid" in attrs and session.get(Image, attrs["uuid"]) is not None:
             raise Conflict(f"image {attrs['uuid']} already exists", code="DuplicateUuid")
@@ -64,6 +66,16 @@ def _check_name_free(session: Session, name: str, version: str, owner_uuid: str 
     )
     if session.scalar(select(duplicate)):
         raise Conflict(f"image {name}@{version} already exists", code="DuplicateName")
+
+
+def _check_imgadm_rules(name: Any, version: Any) -> None:
+    """A manifest a SmartOS node's imgadm would refuse is refused here, whatever made it."""
+    said = name_problem(name)
+    if said is not None:
+        raise InvalidArgument("name", said)
+    said = version_problem(version) if version is not None else None
+    if said is not None:
+        raise InvalidArgument("version", said)
 
 
 def image_to_dict(image: Image) -> dict[str, Any]:
@@ -138,9 +150,7 @@ def create_image_from_machine(ctx: ServiceContext, machine_uuid: str, name: str,
                               caller: dict[str, Any], description: str = "") -> dict[str, Any]:
     """Start the job that snapshots a machine on its node, archives it and uploads it here.
     The image exists at once in state ``creating``, owned by the machine's owner."""
-    for field, value, longest in (("name", name, 128), ("version", version, 64)):
-        if not isinstance(value, str) or not 1 <= len(value) <= longest:
-            raise InvalidArgument(field, f"must be 1-{longest} characters")
+    _check_imgadm_rules(name, version)
     made: list[Image] = []
 
     def prepare(session: Session, machine: Machine, _job_uuid: str) -> dict[str, Any]:
