@@ -22,9 +22,10 @@ from typing import Any
 from schemas.nics import NIC_FLAG_FIELDS, SPOOF_FLAGS
 
 GIB_MB = 1024
-#: image types every SmartOS node runs as zones (joyent, lx and docker brands); a zvol
-#: needs hardware virtualization (bhyve or kvm), which sysinfo reports
-ZONE_TYPES = ("zone-dataset", "lx-dataset", "docker", "other")
+#: image types every SmartOS node runs as zones (joyent, lx and docker brands: the zone roots
+#: vmadm takes, vmadm_boot.BRAND_IMAGE_TYPES; no brand takes ``other``); a zvol needs hardware
+#: virtualization (bhyve or kvm), which sysinfo reports
+ZONE_TYPES = ("zone-dataset", "lx-dataset", "docker")
 #: vmadm's floor for max_swap (MiB)
 MIN_SWAP_MB = 256
 INTERFACE = re.compile(r"^net([0-9]+)$")

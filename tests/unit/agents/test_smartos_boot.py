@@ -161,14 +161,15 @@ def test_an_lx_os_image_boots_its_init_as_init_name(
     assert not {"docker", "internal_metadata"} & payload.keys()
 
 
-def test_an_lx_image_without_init_or_kernel_version_gets_vmadm_defaults(
+def test_an_lx_image_without_init_boots_the_brands_own(
     node: SmartOSBackend, smartos_host: FakeSmartOS
 ) -> None:
-    image = install(smartos_host, type="lx-dataset", os="linux", tags={"default_user": "x"})
+    image = install(smartos_host, type="lx-dataset", os="linux", tags=LX_TAGS)
     node.machine_create(spec(image))
     payload = create_stdin(smartos_host)
-    assert payload["brand"] == "lx"
-    assert not {"kernel_version", "init_name", "docker"} & payload.keys()
+    # kernel_version always: vmadm requires it for lx (an image without it: test_vmadm_contract)
+    assert (payload["brand"], payload["kernel_version"]) == ("lx", "5.10.0")
+    assert not {"init_name", "docker"} & payload.keys()
 
 
 def test_a_joyent_zone_ignores_an_os_init(node: SmartOSBackend, smartos_host: FakeSmartOS
@@ -253,7 +254,7 @@ def test_an_application_init_in_a_joyent_zone_uses_the_native_dockerinit(
 def test_a_stop_signal_vmadm_cannot_send_is_refused(
     node: SmartOSBackend, smartos_host: FakeSmartOS
 ) -> None:
-    image = install(smartos_host, type="lx-dataset", os="linux")
+    image = install(smartos_host, type="lx-dataset", os="linux", tags=LX_TAGS)
     with pytest.raises(BackendError) as exc:
         node.machine_create(spec(image, init=init(args=["/app"], stop_signal="SIGINT")))
     assert exc.value.code == "InitNotSupported"
@@ -262,10 +263,10 @@ def test_a_stop_signal_vmadm_cannot_send_is_refused(
 
 
 @pytest.mark.parametrize(("manifest", "brand"), [
-    ({"type": "docker", "os": "linux"}, "lx"),
-    ({"type": "zone-dataset", "requirements": {"brand": "lx"}}, "lx"),
+    ({"type": "docker", "os": "linux", "tags": LX_TAGS}, "lx"),
+    ({"type": "lx-dataset", "requirements": {"brand": "lx"}, "tags": LX_TAGS}, "lx"),
     ({"type": "zone-dataset", "requirements": {"brand": "joyent"}}, "joyent"),
-    ({"type": "other"}, "joyent-minimal"),
+    ({"type": "zone-dataset"}, "joyent-minimal"),
 ])
 def test_the_brand_comes_from_the_installed_manifest(
     node: SmartOSBackend, smartos_host: FakeSmartOS, manifest: dict[str, Any], brand: str
@@ -278,6 +279,7 @@ def test_the_brand_comes_from_the_installed_manifest(
     {"type": "zvol", "os": "linux"},
     {"type": "zone-dataset", "requirements": {"brand": "bhyve"}},
     {"type": "zone-dataset", "requirements": {"brand": "solaris10"}},
+    {"type": "other"},  # no vmadm brand takes it as a zone root
 ])
 def test_an_image_this_backend_cannot_boot_is_refused_before_vmadm(
     node: SmartOSBackend, smartos_host: FakeSmartOS, manifest: dict[str, Any]
