@@ -8,7 +8,11 @@ keys) goes to vmadm's ``customer_metadata``, whose values are strings: a value o
 JSON type is sent JSON-encoded (compact, as JSON.stringify writes it). Keys ending in ``_pw``
 go to ``internal_metadata`` instead: vmadm(8) says not to put them in customer_metadata, and
 the metadata agent serves them to the guest from internal_metadata. Answers merge them back,
-so the head node sees one customer map."""
+so the head node sees one customer map.
+
+vmadm removes metadata and tag keys with list properties (``remove_customer_metadata``,
+``remove_tags``), whose values VM.js's validate() refuses when they hold a comma: a key with a
+comma could be set but never removed, so it is refused (``InvalidParams``) before vmadm runs."""
 
 from __future__ import annotations
 
@@ -16,9 +20,11 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from agents.backends.base import BackendError
 from schemas.nics import NIC_FLAG_FIELDS, SPOOF_FLAGS
 
 GIB_MB = 1024
@@ -108,6 +114,15 @@ def split_metadata(metadata: dict[str, Any]) -> tuple[dict[str, str], dict[str, 
     return customer, internal
 
 
+def removable_keys(kind: str, keys: Iterable[str]) -> None:
+    """Refuse ``kind`` keys holding a comma: vmadm's update lists could never remove them."""
+    bad = sorted(key for key in keys if "," in key)
+    if bad:
+        raise BackendError("InvalidParams",
+                           f"{kind} keys {', '.join(map(repr, bad))} hold a comma; vmadm "
+                           "could never remove them (its update lists cannot carry commas)")
+
+
 def customer_view(vm: dict[str, Any]) -> dict[str, Any]:
     """A ``vmadm get`` object's customer metadata as the head node knows it: customer_metadata
     with the ``*_pw`` keys of internal_metadata."""
@@ -122,6 +137,8 @@ def create_payload(spec: dict[str, Any], brand: str,
     resolvers and routes are in it only when the machine has them, internal_metadata only
     when a ``*_pw`` key or ``boot`` (vmadm_boot.boot_properties: kernel_version, init_name,
     a docker zone's properties) puts something there."""
+    removable_keys("metadata", spec.get("metadata") or {})
+    removable_keys("tag", spec.get("tags") or {})
     customer, internal = split_metadata(spec.get("metadata") or {})
     boot = dict(boot or {})
     internal.update(boot.pop("internal_metadata", {}))
@@ -178,6 +195,8 @@ def metadata_payload(params: dict[str, Any]) -> dict[str, Any]:
     internal_metadata; a key absent from the zone is removed without complaint by vmadm."""
     set_customer, set_internal = split_metadata(params.get("set_customer_metadata") or {})
     remove = list(params.get("remove_customer_metadata") or [])
+    removable_keys("metadata", [*set_customer, *set_internal, *remove])
+    removable_keys("tag", [*(params.get("set_tags") or {}), *(params.get("remove_tags") or [])])
     payload: dict[str, Any] = {
         "set_customer_metadata": set_customer,
         "remove_customer_metadata": [k for k in remove if not k.endswith(PW_SUFFIX)],

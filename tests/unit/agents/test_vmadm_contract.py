@@ -356,3 +356,25 @@ def test_what_vmadm_would_refuse_is_refused_before_it_runs(
     assert exc.value.code == code
     assert named in exc.value.message
     assert sent(smartos_host, "create") == []
+
+
+def test_a_key_vmadm_could_never_remove_is_refused(smartos_host: FakeSmartOS,
+                                                    tmp_path: Path) -> None:
+    """vmadm removes keys with list properties (remove_customer_metadata, remove_tags), whose
+    values cannot hold a comma: a key with one could be set but never removed again."""
+    node = SmartOSBackend(str(uuid.uuid4()), tmp_path)
+    image = install(smartos_host)
+    assert problems({"remove_tags": ["a,b"]}, "joyent-minimal", "update") != []
+    wanted = {**spec(image["uuid"], None), "metadata": {"a,b": "1"}}
+    with pytest.raises(BackendError) as exc:
+        node.machine_create(wanted)
+    assert (exc.value.code, "'a,b'" in exc.value.message) == ("InvalidParams", True)
+    assert sent(smartos_host, "create") == []
+    node.machine_create({**wanted, "metadata": {}, "tags": {}})
+    for change in ({"set_tags": {"x,y": 1}}, {"remove_customer_metadata": ["k,v"]},
+                   {"set_customer_metadata": {"p,q_pw": "s"}}, {"remove_tags": ["t,u"]}):
+        with pytest.raises(BackendError) as exc:
+            node.machine_update_metadata(MachineMetadataUpdateSchema().load(
+                {"uuid": wanted["uuid"], **change}))
+        assert exc.value.code == "InvalidParams" and "," in exc.value.message
+    assert sent(smartos_host, "update") == []
