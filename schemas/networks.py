@@ -12,7 +12,7 @@ import re
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from schemas.nics import SPOOF_FLAGS, ipv4_address, ipv4_address_or_network
+from schemas.nics import MAX_ALLOWED_IPS, SPOOF_FLAGS, ipv4_address, ipv4_address_or_network
 from schemas.ops import RequestSchema
 
 #: a MAC as paths may give it: with colons, or without them as CloudAPI's GetNic has it
@@ -157,7 +157,7 @@ class NicUpdate(RequestSchema):
     allow_dhcp_spoofing = JsonBoolean()
     allow_restricted_traffic = JsonBoolean()
     allowed_ips = fields.List(fields.String(validate=ipv4_address_or_network),
-                              validate=validate.Length(max=64), metadata={
+                              validate=validate.Length(max=MAX_ALLOWED_IPS), metadata={
                                   "description": "more addresses or CIDRs the machine may "
                                                  "send from on this NIC"})
 

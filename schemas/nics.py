@@ -13,6 +13,8 @@ SPOOF_FLAGS = ("allow_ip_spoofing", "allow_mac_spoofing", "allow_dhcp_spoofing",
                "allow_restricted_traffic")
 #: what a NIC change (NicFlagsSchema, vmadm's ``update_nics``) may set besides its ``mac``
 NIC_FLAG_FIELDS = (*SPOOF_FLAGS, "allowed_ips")
+#: vmadm takes at most 13 entries in a NIC's ``allowed_ips`` (VM.js's validation)
+MAX_ALLOWED_IPS = 13
 MAC_PATTERN = r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$"
 NIC_TAG_PATTERN = r"^[A-Za-z0-9_]{1,31}$"
 #: the largest VLAN id (4095 is reserved by 802.1Q); 0 means untagged
@@ -63,7 +65,7 @@ class NicSpecSchema(Schema):
     allow_dhcp_spoofing = fields.Boolean(load_default=False)
     allow_restricted_traffic = fields.Boolean(load_default=False)
     allowed_ips = fields.List(fields.String(validate=ipv4_address_or_network),
-                              load_default=list)
+                              validate=validate.Length(max=MAX_ALLOWED_IPS), load_default=list)
 
 
 class NicFlagsSchema(Schema):
@@ -76,7 +78,8 @@ class NicFlagsSchema(Schema):
     allow_dhcp_spoofing = fields.Boolean(load_default=None, allow_none=True)
     allow_restricted_traffic = fields.Boolean(load_default=None, allow_none=True)
     allowed_ips = fields.List(fields.String(validate=ipv4_address_or_network),
-                              load_default=None, allow_none=True)
+                              validate=validate.Length(max=MAX_ALLOWED_IPS), load_default=None,
+                              allow_none=True)
 
 
 class MachineNicsAddSchema(Schema):

@@ -53,7 +53,7 @@ from headnode.services.machines import CHANGEABLE, load_machine, start_machine_j
 from headnode.services.networks import find_network
 from headnode.store.models import Job, Machine, Network, Nic, Server
 from schemas.networks import canonical_mac
-from schemas.nics import SPOOF_FLAGS
+from schemas.nics import MAX_ALLOWED_IPS, SPOOF_FLAGS
 from workflows.params import NicParams
 
 #: what ``update_nic`` may change
@@ -299,6 +299,9 @@ def _flags(flags: Any) -> dict[str, Any]:
 def _allowed_ips(value: Any) -> list[str]:
     if not isinstance(value, list):
         raise InvalidArgument("allowed_ips", "must be a list of IPv4 addresses or subnets")
+    if len(value) > MAX_ALLOWED_IPS:
+        raise InvalidArgument("allowed_ips", f"at most {MAX_ALLOWED_IPS} entries (vmadm's "
+                              f"limit), {len(value)} given")
     out: list[str] = []
     for item in value:
         try:

@@ -354,10 +354,20 @@ def test_update_nic_starts_a_job_with_the_checked_change(ctx: Any,
     assert nics_of(ctx, machine)[0].allow_ip_spoofing is False
 
 
+def test_thirteen_allowed_ips_are_vmadms_most(ctx: Any, fleet: dict[str, Any]) -> None:
+    machine = machine_on(ctx, fleet, [net(ctx)])
+    (nic,) = nics_of(ctx, machine)
+    thirteen = [f"10.77.0.{i}" for i in range(13)]
+    job = svc.update_nic(ctx, machine.uuid, nic.mac, {"allowed_ips": thirteen}, caller=CALLER)
+    assert job.params["changes"] == {"allowed_ips": thirteen}
+
+
 @pytest.mark.parametrize(("flags", "field"), [
     ({"allow_ip_spoofing": "yes"}, "allow_ip_spoofing"),
     ({"allowed_ips": ["10.88.0.300"]}, "allowed_ips"),
     ({"allowed_ips": "10.88.0.3"}, "allowed_ips"),
+    # one past vmadm's 13 (thirteen: the test below)
+    ({"allowed_ips": [f"10.77.0.{i}" for i in range(14)]}, "allowed_ips"),
     ({"mac": "90:b8:d0:00:00:01"}, "mac"),
     ({}, "flags"),
 ])
