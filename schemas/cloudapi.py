@@ -262,6 +262,8 @@ def load_pairs(data: Any, kind: str) -> dict[str, Any]:
         if not key or len(key) > MAX_KEY:
             raise CloudApiInputError("InvalidArgument", key or "key",
                                      f"{kind} names are 1 to {MAX_KEY} characters")
+        if "," in key:  # vmadm removes keys named in a comma-separated list
+            raise CloudApiInputError("InvalidArgument", key, f"{kind} names cannot hold a comma")
         if kind == "metadata" and key in RESERVED_METADATA:
             raise CloudApiInputError("InvalidArgument", key, f"{key} cannot be set")
         if not isinstance(value, allowed) or (isinstance(value, str) and len(value) > MAX_VALUE):

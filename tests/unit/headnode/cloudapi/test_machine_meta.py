@@ -186,6 +186,8 @@ def test_a_change_the_node_refuses_changes_nothing(call: Any, sdc: Any, world: W
     ("tags", {"": "empty"}, "key"),
     ("metadata", {"n": 3}, "n"),
     ("metadata", {"credentials": "mine"}, "credentials"),
+    ("metadata", {"a,b": "x"}, "a,b"),  # vmadm could never remove it
+    ("tags", {"a,b": "x"}, "a,b"),
     ("tags", ["not", "an", "object"], "body"),
 ])
 def test_bad_tag_and_metadata_bodies(call: Any, world: World, web: str, kind: str,
