@@ -34,8 +34,14 @@ from workflows.params import (
 # less (no NAPI or FWAPI calls).
 VALIDATE_TIMEOUT = 10
 ENSURE_IMAGE_TIMEOUT = 300
-CREATE_TIMEOUT = 300
+#: longer than a node's own wait for a create (a SmartOS agent's 420 s, itself past VM.js's
+#: 300 s provision timeout), so the step never gives up (and its clean-up never deletes the
+#: machine) while the node may still be creating it
+CREATE_TIMEOUT = 480
 ACTION_TIMEOUT = 120
+#: a destroy first waits for a provision in progress on the node to end (up to the node's
+#: create wait), then deletes
+DESTROY_TIMEOUT = CREATE_TIMEOUT
 RECORD_TIMEOUT = 10
 
 
@@ -209,7 +215,7 @@ def mark_destroyed(ctx: StepContext) -> dict[str, Any]:
 DESTROY = register(Workflow(
     name="destroy",
     chain=(
-        Step("destroy_machine", ACTION_TIMEOUT, agent_op="machine_destroy",
+        Step("destroy_machine", DESTROY_TIMEOUT, agent_op="machine_destroy",
              params=destroy_on_node, on_result=record_destroyed, retries=1),
         Step("release_holdings", RECORD_TIMEOUT, run=release_holdings, retries=2),
         Step("mark_destroyed", RECORD_TIMEOUT, run=mark_destroyed, retries=2),
@@ -344,7 +350,9 @@ SNAPSHOT_CREATE = register(Workflow(
 ))
 ROLLBACK_STEP = Step("rollback_snapshot", ACTION_TIMEOUT, agent_op="snapshot_rollback",
                      params=snapshot_ref, on_result=record_rollback)
-#: an operator's rollback: the machine keeps its state (as vmadm rollback-snapshot)
+#: an operator's rollback: the machine keeps its state, running or stopped, on every backend
+#: (vmadm rollback-snapshot would boot a stopped zone; the SmartOS backend rolls a stopped
+#: zone's dataset back itself instead)
 SNAPSHOT_ROLLBACK = register(Workflow(
     name="snapshot_rollback",
     chain=(ROLLBACK_STEP,),

@@ -24,19 +24,23 @@ argument lists and parse recorded outputs in the formats of smartos-live's man p
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from agents.backends import smartos_images
 from agents.backends.base import BackendError, ImageNotFound, MachineNotFound
-from agents.backends.host import imgadm, vmadm, zfs
+from agents.backends.host import imgadm, vmadm, zfs, zoneadm
 from agents.backends.host.cmd import run
 from agents.backends.jsonfile import write_json
+from agents.backends.smartos_provision import IN_PROGRESS, ProvisionGuard
 from agents.backends.vmadm_boot import boot_properties, stop_timeout, zone_brand
 from agents.backends.vmadm_payloads import (
     GIB_MB,
@@ -53,6 +57,7 @@ from agents.backends.vmadm_payloads import (
 from agents.config import AgentSettings, parse_traits
 from schemas.ops import IMAGE_OSES
 
+log = logging.getLogger(__name__)
 AGENT_VERSION = "sdc-agent-smartos/0.1"
 ZPOOL = "zones"
 LIST_FIELDS = ("uuid", "alias", "state", "image_uuid", "max_physical_memory", "quota",
@@ -76,6 +81,21 @@ STATES = {
 VMSNAP = "vmsnap-"
 #: where the overlay directory last received is kept (in the agent's work directory)
 OVERLAY_FILE = "overlay.json"
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _changes_zones(
+    op: Callable[Concatenate[SmartOSBackend, P], R],
+) -> Callable[Concatenate[SmartOSBackend, P], R]:
+    """An operation that may change zones: the status checks' ``vmadm list`` goes at its end."""
+    @functools.wraps(op)
+    def run_op(self: SmartOSBackend, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return op(self, *args, **kwargs)
+        finally:
+            self._forget("vms")
+    return run_op
 
 
 class SmartOSBackend:
@@ -98,6 +118,8 @@ class SmartOSBackend:
         self._sysinfo: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, Any]] = {}
+        self._generations: dict[str, int] = {}
+        self.provisions = ProvisionGuard()
         work_dir.mkdir(parents=True, exist_ok=True)
         self._overlay_version = _read_overlay(work_dir / OVERLAY_FILE).get("version", "")
 
@@ -148,9 +170,12 @@ class SmartOSBackend:
         }
 
     def list_machines(self) -> list[dict[str, Any]]:
+        """``vmadm list`` (a node process) is kept until an operation ends or ``usage_ttl``
+        passes, not run at every 0.5 s status check (a zone halting by itself shows then)."""
         usage = self._cached("usage", self._zone_usage)
         nics = self._cached("nics", self._nic_map)
-        return [self._describe(row, usage, nics) for row in vmadm.list_vms(LIST_FIELDS)]
+        rows = self._cached("vms", lambda: vmadm.list_vms(LIST_FIELDS))
+        return [self._describe(row, usage, nics) for row in rows]
 
     # -- images -------------------------------------------------------------------------------
 
@@ -163,24 +188,34 @@ class SmartOSBackend:
 
     # -- machines -----------------------------------------------------------------------------
 
+    @_changes_zones
     def machine_create(self, spec: dict[str, Any]) -> dict[str, Any]:
-        if vmadm.get(spec["uuid"]) is not None:
-            return self.machine_load(spec["uuid"])
-        installed = imgadm.get(spec["image_uuid"])
-        if installed is None:
-            raise ImageNotFound(f"image {spec['image_uuid']} is not installed on this node")
-        manifest = installed["manifest"]
-        brand = zone_brand(manifest, self.brand)
-        boot = boot_properties(brand, manifest, spec.get("init"), spec["uuid"])
-        vmadm.create(create_payload(spec, brand, boot))
-        self._forget("usage", "pool", "nics")
-        return self.machine_load(spec["uuid"])
+        """``vmadm create``; asked again for a zone that exists, the machine once its
+        provision has ended (see :mod:`agents.backends.smartos_provision`)."""
+        uuid = spec["uuid"]
+        with self.provisions.machine(uuid):
+            if vmadm.get(uuid) is not None:
+                self.provisions.settled_state(lambda: self._vmadm_state(uuid))
+                return self.machine_load(uuid)
+            installed = imgadm.get(spec["image_uuid"])
+            if installed is None:
+                raise ImageNotFound(f"image {spec['image_uuid']} is not installed on this node")
+            manifest = installed["manifest"]
+            brand = zone_brand(manifest, self.brand)
+            boot = boot_properties(brand, manifest, spec.get("init"), uuid)
+            try:
+                vmadm.create(create_payload(spec, brand, boot))
+            finally:
+                self._forget("usage", "pool", "nics")
+        return self.machine_load(uuid)
 
+    @_changes_zones
     def machine_start(self, uuid: str) -> dict[str, Any]:
         if self._state(uuid) != "running":
             vmadm.start(uuid)
         return self.machine_load(uuid)
 
+    @_changes_zones
     def machine_stop(self, uuid: str) -> dict[str, Any]:
         """``vmadm stop``; a docker zone (an application init) with ``-t`` its image's
         stop_timeout, the wait between vmadm's SIGTERM to its init and the halt."""
@@ -188,6 +223,7 @@ class SmartOSBackend:
             vmadm.stop(uuid, timeout=stop_timeout(self._vm(uuid)))
         return self.machine_load(uuid)
 
+    @_changes_zones
     def machine_reboot(self, uuid: str) -> dict[str, Any]:
         if self._state(uuid) == "running":
             vmadm.reboot(uuid)
@@ -195,13 +231,25 @@ class SmartOSBackend:
             vmadm.start(uuid)
         return self.machine_load(uuid)
 
+    @_changes_zones
     def machine_destroy(self, uuid: str) -> dict[str, Any]:
-        rows = vmadm.list_vms(LIST_FIELDS, {"uuid": uuid})
-        if not rows:
-            return _destroyed({"uuid": uuid})
-        described = self._describe(rows[0], {}, {})
-        vmadm.delete(uuid)
-        self._forget("usage", "pool", "nics")
+        """As sdc-cn-agent's: a provision in progress ends first, ``zoneadm unmount`` (it
+        fails on a zone not mounted, as expected), then ``vmadm delete``."""
+        with self.provisions.machine(uuid):
+            rows = vmadm.list_vms(LIST_FIELDS, {"uuid": uuid})
+            if rows and rows[0]["state"] in IN_PROGRESS and \
+                    self.provisions.settled_state(lambda: self._vmadm_state(uuid)) is None:
+                rows = []
+            if not rows:
+                return _destroyed({"uuid": uuid})
+            described = self._describe(rows[0], {}, {})
+            if said := zoneadm.unmount(uuid):
+                log.debug("zoneadm unmount %s before its delete: %s", uuid, said)
+            try:
+                vmadm.delete(uuid)
+            finally:
+                self._forget("usage", "pool", "nics")
+        self.provisions.forget(uuid)
         return {**described, "state": "destroyed", "disk_used_mb": 0, "boot_time": None}
 
     def machine_load(self, uuid: str) -> dict[str, Any]:
@@ -211,6 +259,7 @@ class SmartOSBackend:
         return self._describe(rows[0], self._cached("usage", self._zone_usage),
                               self._cached("nics", self._nic_map))
 
+    @_changes_zones
     def machine_update(self, params: dict[str, Any]) -> dict[str, Any]:
         self._state(params["uuid"])
         payload = update_payload(params)
@@ -219,6 +268,7 @@ class SmartOSBackend:
         self._forget("usage")
         return self.machine_load(params["uuid"])
 
+    @_changes_zones
     def machine_update_metadata(self, params: dict[str, Any]) -> dict[str, Any]:
         """One ``vmadm update`` with the change as its payload, then the zone's values (no
         ``serial``: vmadm keeps no count of metadata changes)."""
@@ -234,6 +284,7 @@ class SmartOSBackend:
 
     # -- networking ---------------------------------------------------------------------------
 
+    @_changes_zones
     def machine_add_nics(self, uuid: str, nics: list[dict[str, Any]],
                          routes: dict[str, str] | None = None) -> dict[str, Any]:
         """``vmadm update`` with ``add_nics`` (only the MACs the zone lacks) and, when given,
@@ -252,6 +303,7 @@ class SmartOSBackend:
             self._after_nic_change(vm)
         return self.machine_load(uuid)
 
+    @_changes_zones
     def machine_remove_nics(self, uuid: str, macs: list[str]) -> dict[str, Any]:
         """``vmadm update`` with ``remove_nics`` (only the MACs the zone has), then a reboot
         of a running zone, as for adding."""
@@ -263,6 +315,7 @@ class SmartOSBackend:
             self._after_nic_change(vm)
         return self.machine_load(uuid)
 
+    @_changes_zones
     def machine_update_nics(self, uuid: str, changes: list[dict[str, Any]]) -> dict[str, Any]:
         """``vmadm update`` with ``update_nics``: vmadm applies the anti-spoofing flags and
         allowed_ips to a running zone's VNICs at once (link protection), so no reboot."""
@@ -302,6 +355,7 @@ class SmartOSBackend:
 
     # -- snapshots ----------------------------------------------------------------------------
 
+    @_changes_zones
     def snapshot_create(self, uuid: str, name: str) -> dict[str, Any]:
         found = self._snapshot(uuid, name)
         if found is None:
@@ -315,20 +369,37 @@ class SmartOSBackend:
         vm = vmadm.get(uuid)
         if vm is None:
             raise MachineNotFound(f"machine {uuid} does not exist on server {self.server_uuid}")
-        sizes = {row["name"].split("@", 1)[1].removeprefix(VMSNAP): int(row["used"])
-                 for row in zfs.list_datasets(["name", "used"], [f"{ZPOOL}/{uuid}"],
-                                              types="snapshot", depth=1)}
+        entries = vm.get("snapshots") or []
+        # vmadm get gives each one's ZFS 'written' as its size; older platforms: ask ZFS
+        sizes = {} if all("size" in s for s in entries) else self._snapshot_sizes(uuid)
         snapshots = [{"name": s["name"], "created_at": _iso_time(s["created_at"]),
-                      "size_mb": math.ceil(sizes.get(s["name"], 0) / (1024 * 1024))}
-                     for s in vm.get("snapshots") or []]
-        return sorted(snapshots, key=lambda s: s["created_at"])
+                      "size_mb": math.ceil(int(s.get("size", sizes.get(s["name"], 0)))
+                                           / (1024 * 1024))}
+                     for s in entries]
+        # vmadm lists the newest first, ZFS creation times are whole seconds: reversed, the
+        # stable sort keeps snapshots of one second in the order they were taken
+        return sorted(reversed(snapshots), key=lambda s: s["created_at"])
 
+    def _snapshot_sizes(self, uuid: str) -> dict[str, int]:
+        return {row["name"].split("@", 1)[1].removeprefix(VMSNAP): int(row["used"])
+                for row in zfs.list_datasets(["name", "used"], [f"{ZPOOL}/{uuid}"],
+                                             types="snapshot", depth=1)}
+
+    @_changes_zones
     def snapshot_rollback(self, uuid: str, name: str) -> dict[str, Any]:
+        """The machine keeps its state. ``vmadm rollback-snapshot`` would boot a stopped zone
+        too, so a stopped zone gets the ``zfs rollback -r`` VM.js runs, and nothing boots
+        (StartMachineFromSnapshot: the head node starts it next, in the same message)."""
         if self._snapshot(uuid, name) is None:
             raise BackendError("SnapshotNotFound", f"machine {uuid} has no snapshot {name}")
-        vmadm.rollback_snapshot(uuid, name)  # stops, rolls back (newer ones go), boots again
+        if self._state(uuid) == "stopped":
+            zfs.rollback(f"{ZPOOL}/{uuid}@{VMSNAP}{name}")
+        else:
+            vmadm.rollback_snapshot(uuid, name)
+        self._forget("usage", "pool")
         return self.machine_load(uuid)
 
+    @_changes_zones
     def snapshot_delete(self, uuid: str, name: str) -> str:
         if self._snapshot(uuid, name) is not None:
             vmadm.delete_snapshot(uuid, name)
@@ -349,6 +420,10 @@ class SmartOSBackend:
 
     def _state(self, uuid: str) -> str:
         return str(self.machine_load(uuid)["state"])
+
+    def _vmadm_state(self, uuid: str) -> str | None:
+        rows = vmadm.list_vms(("uuid", "state"), {"uuid": uuid})
+        return rows[0]["state"] if rows else None
 
     def _describe(self, row: dict[str, str], usage: dict[str, int],
                   nics: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -379,17 +454,21 @@ class SmartOSBackend:
     def _cached(self, key: str, compute: Any) -> Any:
         with self._lock:
             hit = self._cache.get(key)
+            generation = self._generations.get(key, 0)
         if hit is not None and time.monotonic() - hit[0] < self.usage_ttl:
             return hit[1]
         value = compute()
         with self._lock:
-            self._cache[key] = (time.monotonic(), value)
+            # an operation that ended while this was computed may have made it stale
+            if self._generations.get(key, 0) == generation:
+                self._cache[key] = (time.monotonic(), value)
         return value
 
     def _forget(self, *keys: str) -> None:
         with self._lock:
             for key in keys:
                 self._cache.pop(key, None)
+                self._generations[key] = self._generations.get(key, 0) + 1
 
 
 def _destroyed(record: dict[str, Any]) -> dict[str, Any]:

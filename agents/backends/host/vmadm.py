@@ -9,8 +9,14 @@ from typing import Any
 from agents.backends.host.cmd import HostCommandError, run
 
 VMADM = "vmadm"
-#: vmadm boots a zone and runs its first-boot scripts within create; give it time
-CREATE_TIMEOUT = 600.0
+#: VM.js's own limit on a provision: the zone's 'provisioning' transition (zone creation,
+#: install, first boot and its scripts) expires after it and the VM goes 'failed'
+#: (``PROVISION_TIMEOUT`` in smartos-live src/vm/node_modules/VM.js, commit 009dfe43)
+PROVISION_TIMEOUT = 300.0
+#: how long the agent waits for ``vmadm create`` (and for a provision in progress to end):
+#: past VM.js's limit, so vmadm is the one that gives up, not the agent; the head node's
+#: create step waits longer still (workflows.machines.CREATE_TIMEOUT)
+CREATE_TIMEOUT = PROVISION_TIMEOUT + 120.0
 
 
 def create(payload: dict[str, Any]) -> str:
@@ -19,12 +25,15 @@ def create(payload: dict[str, Any]) -> str:
 
 
 def start(uuid: str) -> None:
+    """Exits 0 on a zone already running too (vmadm.js treats VM.js's EALREADYRUNNING as
+    done and prints its message on stderr)."""
     run([VMADM, "start", uuid])
 
 
 def stop(uuid: str, *, force: bool = False, timeout: int | None = None) -> None:
-    """``-t`` (seconds between SIGTERM to init and the halt) is for docker and HVM VMs only:
-    vmadm(8) refuses it for other zones."""
+    """Exits 0 on a zone already not running (VM.js's ENOTRUNNING, as for start). ``-t``
+    (seconds between SIGTERM to init and the halt) is for docker and HVM VMs only: vmadm(8)
+    refuses it for other zones."""
     run([VMADM, "stop", uuid, *(["-F"] if force else []),
          *(["-t", str(timeout)] if timeout is not None else [])])
 
@@ -85,6 +94,9 @@ def create_snapshot(uuid: str, name: str) -> None:
 
 
 def rollback_snapshot(uuid: str, name: str) -> None:
+    """VM.js stops a zone that is not stopped (forced), runs ``zfs rollback -r`` on
+    ``zones/UUID@vmsnap-NAME`` (newer snapshots go) and then always starts the zone: the
+    command line never passes its ``do_not_start`` option."""
     run([VMADM, "rollback-snapshot", uuid, name])
 
 

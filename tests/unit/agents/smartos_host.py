@@ -10,12 +10,23 @@ nic tag the node lacks, adding a MAC the zone has, removing or updating one it l
 for a zone that is not a docker zone, a customer or internal metadata value that is not a
 string) and exits as
 they document (``imgadm get`` of an image not installed: exit 3, "ImageNotInstalled").
+
+Its zones behave as VM.js makes them (smartos-live commit 009dfe43): ``start`` of a running
+zone and ``stop`` of one not running exit 0 and change nothing (vmadm.js's EALREADYRUNNING /
+ENOTRUNNING); ``rollback-snapshot`` stops a zone that is not stopped, rolls back and always
+boots it; ``boot_timestamp`` and snapshots' ``created_at`` are whole seconds (``.000Z``), a
+snapshot carries its ``size`` (ZFS 'written') and ``vmadm get`` lists the newest first. A
+zone may be 'provisioning' for a while (``create_seconds``, :meth:`FakeSmartOS.provisioning`);
+deleting it meanwhile, or deleting a zone left mounted, is refused: not vmadm's words, the
+fake's way of making those races fail a test. The fake's zones never boot twice in one second
+(a real reboot takes longer), so a reboot always moves ``boot_timestamp``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,8 +66,12 @@ MAP_KINDS = ("customer_metadata", "internal_metadata", "tags", "routes")
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + \
-        f"{int(ts * 1000) % 1000:03d}Z"
+    """ZFS creation times and zone boot times are whole seconds: ISO 8601 with ``.000Z``."""
+    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+#: a fake snapshot's ZFS 'written' (its size in vmadm get)
+SNAPSHOT_WRITTEN = 65536
 
 
 @dataclass
@@ -64,6 +79,8 @@ class FakeSmartOS:
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
     vms: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: list[tuple[tuple[str, ...], bytes | None]] = field(default_factory=list)
+    #: how long a ``vmadm create`` stays 'provisioning' before it returns
+    create_seconds: float = 0.0
 
     def __call__(self, argv: Sequence[str], input: bytes | None, timeout: float,
                  output: Path | None) -> Completed:
@@ -76,7 +93,8 @@ class FakeSmartOS:
             out = handler(list(argv[1:]), input, output)
         except LookupError as exc:
             return Completed(argv, getattr(exc, "returncode", 1), "", str(exc.args[0]))
-        return Completed(argv, 0, out, "")
+        stdout, stderr = out if isinstance(out, tuple) else (out, "")
+        return Completed(argv, 0, stdout, stderr)
 
     def argvs(self, tool: str) -> list[tuple[str, ...]]:
         return [argv for argv, _ in self.calls if argv[0] == tool]
@@ -114,7 +132,28 @@ class FakeSmartOS:
             raise LookupError(f"vmadm: error: Failed to load {uuid}: No such zone configured")
         return self.vms[uuid]
 
-    def _vmadm(self, args: list[str], stdin: bytes | None, _out: Path | None) -> str:
+    def provisioning(self, payload: dict[str, Any], seconds: float) -> None:
+        """A zone some earlier ``vmadm create`` left provisioning: it runs after ``seconds``."""
+        self.vms[payload["uuid"]] = {"nics": [], "snapshots": [], **payload,
+                                     "state": "provisioning", "boot_timestamp": None,
+                                     "provisioned_at": time.monotonic() + seconds}
+
+    def _settle(self) -> None:
+        """VM.js's provisioning transition ends: the zone boots."""
+        for vm in list(self.vms.values()):
+            if vm.get("provisioned_at", math.inf) <= time.monotonic():
+                del vm["provisioned_at"]
+                self._boot(vm)
+
+    @staticmethod
+    def _boot(vm: dict[str, Any]) -> None:
+        last = vm.get("booted", 0)
+        vm["booted"] = max(int(time.time()), last + 1)
+        vm.update(state="running", boot_timestamp=_iso(vm["booted"]))
+
+    def _vmadm(self, args: list[str], stdin: bytes | None,
+               _out: Path | None) -> str | tuple[str, str]:
+        self._settle()
         command = args[0]
         if command == "create":
             payload = json.loads(stdin or b"{}")
@@ -122,55 +161,76 @@ class FakeSmartOS:
                 raise LookupError(f"vmadm: error: image {payload['image_uuid']} not found")
             self._check_nic_tags(payload.get("nics", []))
             self._check_metadata_strings(payload, ("customer_metadata", "internal_metadata"))
-            self.vms[payload["uuid"]] = {**payload, "nics": payload.get("nics", []),
-                                         "state": "running",
-                                         "boot_timestamp": _iso(time.time()), "snapshots": []}
-            return f"Successfully created VM {payload['uuid']}\n"
-        if command == "list":
+            self.provisioning(payload, self.create_seconds)
+            time.sleep(self.create_seconds)
+            self._settle()
+            return "", f"Successfully created VM {payload['uuid']}\n"
+        if command in ("list", "lookup"):
             fields = args[args.index("-o") + 1].split(",")
             filters = dict(a.split("=", 1) for a in args[args.index("-o") + 2:])
             rows = [vm for vm in self.vms.values()
                     if all(str(vm.get(k)) == v for k, v in filters.items())]
+            if command == "lookup":
+                return json.dumps([{f: vm[f] for f in fields if f in vm} for vm in rows])
             return "".join(":".join("" if vm.get(f) is None else str(vm.get(f)) for f in fields)
                            + "\n" for vm in rows)
-        if command == "lookup":
-            fields = args[args.index("-o") + 1].split(",")
-            filters = dict(a.split("=", 1) for a in args[args.index("-o") + 2:])
-            return json.dumps([{f: vm[f] for f in fields if f in vm} for vm in self.vms.values()
-                               if all(str(vm.get(k)) == v for k, v in filters.items())])
         vm = self._vm(args[1])
         if command == "get":
             template = json.loads(recorded("vmadm-get.json"))
-            template.update({k: v for k, v in vm.items() if k != "snapshots"})
+            template.update({k: v for k, v in vm.items()
+                             if k not in ("snapshots", "booted", "mounted", "provisioned_at")})
             template.update(zonename=vm["uuid"], zonepath=f"/zones/{vm['uuid']}",
-                            snapshots=[{"name": s["name"], "created_at": s["created_at"]}
-                                       for s in vm["snapshots"]])
+                            snapshots=[{"name": s["name"], "created_at": _iso(s["created"]),
+                                        "size": SNAPSHOT_WRITTEN}
+                                       for s in reversed(vm["snapshots"])])
             return json.dumps(template)
         if command == "start":
-            vm.update(state="running", boot_timestamp=_iso(time.time()))
+            if vm["state"] == "running":
+                return "", f"Unable to start VM {vm['uuid']}: VM is already running\n"
+            self._boot(vm)
         elif command == "stop":
             if "-t" in args and not vm.get("docker"):
                 raise ToolExit("vmadm: error: -t is only supported for docker and HVM VMs", 2)
+            if vm["state"] != "running":
+                return "", (f"VM {vm['uuid']} is already not 'running' "
+                            f"(currently: {vm['state']})\n")
             vm.update(state="stopped", boot_timestamp=None)
         elif command == "reboot":
-            vm.update(state="running", boot_timestamp=_iso(time.time() + 0.001))
+            self._boot(vm)
         elif command == "delete":
+            if vm["state"] == "provisioning" or vm.get("mounted"):
+                raise LookupError(f"fake vmadm: refusing to delete {vm['uuid']}: "
+                                  f"{'mounted' if vm.get('mounted') else 'provisioning'}")
             del self.vms[vm["uuid"]]
         elif command == "update":
             self._update(vm, json.loads(stdin or b"{}"))
         elif command == "create-snapshot":
-            vm["snapshots"].append({"name": args[2], "created_at": _iso(time.time())})
+            vm["snapshots"].append({"name": args[2], "created": time.time()})
         elif command == "rollback-snapshot":
-            names = [s["name"] for s in vm["snapshots"]]
-            if args[2] not in names:
-                raise LookupError(f"vmadm: error: snapshot {args[2]} not found")
-            del vm["snapshots"][names.index(args[2]) + 1:]
-            if vm["state"] == "running":
-                vm["boot_timestamp"] = _iso(time.time() + 0.001)
+            if args[2] not in [s["name"] for s in vm["snapshots"]]:
+                raise LookupError(f'No snapshot named "{args[2]}" for {vm["uuid"]}')
+            vm.update(state="stopped", boot_timestamp=None)
+            self._rollback(vm, args[2])
+            self._boot(vm)  # the CLI never passes VM.js's do_not_start
         elif command == "delete-snapshot":
             vm["snapshots"] = [s for s in vm["snapshots"] if s["name"] != args[2]]
         else:
             raise LookupError(f"vmadm: unknown command {command}")
+        return ""
+
+    @staticmethod
+    def _rollback(vm: dict[str, Any], name: str) -> None:
+        """``zfs rollback -r``: the snapshots newer than the target go."""
+        names = [s["name"] for s in vm["snapshots"]]
+        del vm["snapshots"][names.index(name) + 1:]
+
+    def _zoneadm(self, args: list[str], _in: bytes | None, _out: Path | None) -> str:
+        vm = self._vm(args[1])
+        if args[2:] != ["unmount"]:
+            raise LookupError(f"zoneadm: unknown command {args}")
+        if not vm.get("mounted"):
+            raise LookupError(f"zoneadm: zone '{vm['uuid']}': not mounted")
+        vm["mounted"] = False
         return ""
 
     @staticmethod
@@ -223,6 +283,13 @@ class FakeSmartOS:
             return "".join("\t".join(str(v) for v in row[:len(fields)]) + "\n" for row in rows)
         if args[0] == "send" and output is not None:
             output.write_bytes(b"ZFS stream of " + args[1].encode())
+            return ""
+        if args[:2] == ["rollback", "-r"] and "@vmsnap-" in args[2]:
+            dataset, name = args[2].split("@vmsnap-")
+            vm = self._vm(dataset.removeprefix("zones/"))
+            if name not in [s["name"] for s in vm["snapshots"]]:
+                raise LookupError(f"cannot open '{args[2]}': dataset does not exist")
+            self._rollback(vm, name)
             return ""
         if args[0] in ("snapshot", "destroy"):
             return ""
