@@ -18,6 +18,7 @@ from agents.backends.base import BackendError
 from agents.backends.host import vmadm
 from agents.backends.host.cmd import Completed, use_runner
 from agents.backends.smartos import SmartOSBackend
+from agents.backends.vmadm_payloads import create_payload
 from tests.unit.agents.recorded import RecordedHost
 from tests.unit.agents.smartos_host import FakeSmartOS, recorded
 from tests.unit.agents.test_smartos import LIST_ARGV, VM1, spec, with_image
@@ -151,8 +152,9 @@ def test_destroy_waits_for_a_provision_left_in_progress(
     node: SmartOSBackend, smartos_host: FakeSmartOS
 ) -> None:
     wanted = spec()
-    smartos_host.provisioning(wanted, 0.3)
+    smartos_host.provisioning(create_payload(wanted, "joyent-minimal"), 0.3)
     started = time.monotonic()
+    assert node.status()["machines"][0]["state"] == "provisioning"
     assert node.machine_destroy(wanted["uuid"])["state"] == "destroyed"
     assert time.monotonic() - started >= 0.3
     assert wanted["uuid"] not in smartos_host.vms
@@ -190,7 +192,7 @@ def test_a_repeated_create_answers_once_the_provision_ended(
     node: SmartOSBackend, smartos_host: FakeSmartOS
 ) -> None:
     wanted = spec()
-    smartos_host.provisioning(wanted, 0.2)
+    smartos_host.provisioning(create_payload(wanted, "joyent-minimal"), 0.2)
     assert node.machine_create(wanted)["state"] == "running"
     assert not [argv for argv in smartos_host.argvs("vmadm") if argv[1] == "create"]
 
