@@ -133,7 +133,8 @@ def manifest_for(data: bytes, version: str, name: str = "busybox") -> dict[str, 
                        + ", ".join(APPLETS),
         "size_mb": 16,
         "requirements": {},
-        "files": [{"sha256": sha256, "size": len(data), "compression": "gzip"}],
+        "files": [{"sha256": sha256, "size": len(data), "compression": "gzip",
+                   "format": "tar"}],
     }
 
 

@@ -200,7 +200,7 @@ def manifest_for(suite: str, key: str, sha256: str, size: int, size_mb: int,
         "requirements": {},
         "tags": {"default_user": DEFAULT_USER},
         "init": dict(INIT),
-        "files": [{"sha256": sha256, "size": size, "compression": "gzip"}],
+        "files": [{"sha256": sha256, "size": size, "compression": "gzip", "format": "tar"}],
     }
 
 

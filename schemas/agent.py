@@ -23,6 +23,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
+from schemas.image_manifest import FILE_FORMATS
 from schemas.nics import (
     MachineNicsAddSchema,
     MachineNicsRemoveSchema,
@@ -86,6 +87,8 @@ class ImageFileSchema(Schema):
     size = fields.Integer(required=True)  # bytes of the file as stored (compressed)
     compression = fields.String(load_default="gzip",
                                 validate=validate.OneOf(["gzip", "bzip2", "xz", "none"]))
+    #: tar or zfs (schemas.image_manifest); left out: what image_manifest.file_format derives
+    format = fields.String(validate=validate.OneOf(FILE_FORMATS))
 
 
 #: signals an image may name as its init's stop signal
@@ -336,6 +339,10 @@ class RunsSchema(Schema):
 
     os = fields.List(fields.String(), load_default=None)
     type = fields.List(fields.String(), load_default=None)
+    #: image file format (tar, zfs) -> the image types the node installs from it; left out:
+    #: what the node's backend took before nodes reported it (runs.py)
+    format = fields.Dict(keys=fields.String(validate=validate.OneOf(FILE_FORMATS)),
+                         values=fields.List(fields.String()), load_default=None)
 
 
 #: sysinfo key of the nic tags' uplinks (our own): {tag: {"link": ..., "underlay": ...}}

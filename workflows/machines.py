@@ -459,7 +459,10 @@ def activate_image(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
         raise StepFailed("ImageMismatch",
                          f"the node made sha256 {made.get('sha256')} ({made.get('size')} bytes), "
                          f"the store received {arrived['sha256']} ({arrived['size']} bytes)")
-    image.files = [{**arrived, "compression": made.get("compression") or "gzip"}]
+    # the node says what it made (tar on Linux, a ZFS send stream on SmartOS); an agent
+    # from before formats made a tarball, the format a file entry without one has
+    image.files = [{**arrived, "compression": made.get("compression") or "gzip",
+                    **({"format": made["format"]} if made.get("format") else {})}]
     image.size_mb = max(image.size_mb, -(-int(arrived["size"]) // (1 << 20)))
     image.state = "active"
     return {"image": image.uuid, "sha256": arrived["sha256"], "size": arrived["size"]}

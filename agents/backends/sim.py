@@ -413,7 +413,8 @@ class SimBackend:
                 fh.flush()
                 transfer.upload(Path(fh.name), upload)
         return {"uuid": image["uuid"], "size": len(archive),
-                "sha256": hashlib.sha256(archive).hexdigest(), "compression": "gzip"}
+                "sha256": hashlib.sha256(archive).hexdigest(), "compression": "gzip",
+                "format": "tar"}
 
     # -- accounting ---------------------------------------------------------------------------
 

@@ -147,7 +147,8 @@ class SmartOSBackend:
             "traits": dict(self.traits),
             "kernel": node.get("Live Image", ""),
             "agent_version": AGENT_VERSION,
-            "runs": {"os": list(IMAGE_OSES), "type": runs_types(node)},
+            "runs": {"os": list(IMAGE_OSES), "type": runs_types(node),
+                     "format": smartos_images.install_formats(runs_types(node))},
         }
 
     def status(self) -> dict[str, Any]:

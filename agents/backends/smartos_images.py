@@ -5,6 +5,11 @@ Split out of :mod:`agents.backends.smartos` (issue 13) so that the zone code and
 can change apart; the backend's ``image_*`` methods delegate here and keep only their caches.
 The head node is not an IMGAPI that ``imgadm import`` could use: the agent fetches the file
 (a signed URL, checked against size and sha256) and runs ``imgadm install -m MANIFEST -f FILE``.
+
+imgadm pipes the file of every image type but docker into ``zfs receive``: such an image's
+file must be a ZFS send stream (format ``zfs``, schemas/image_manifest.py); a docker image's
+is a layer tarball (``tar``). The node says so in sysinfo (:func:`install_formats`), placement
+keeps other images away, and an image that comes anyway is refused before its download.
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ from agents.backends import transfer
 from agents.backends.base import BackendError
 from agents.backends.host import imgadm, zfs
 from agents.backends.vmadm_payloads import imgapi_manifest
+from schemas.image_manifest import TAR, ZFS, file_format
+
+#: the one image type imgadm installs from a tarball (its layers) instead of a ZFS stream
+DOCKER = "docker"
 
 
 def installed_record(image_uuid: str) -> dict[str, Any] | None:
@@ -31,8 +40,17 @@ def installed_record(image_uuid: str) -> dict[str, Any] | None:
     return None if installed is None else _image_record(installed["manifest"])
 
 
+def install_formats(types: list[str]) -> dict[str, list[str]]:
+    """Sysinfo's ``runs.format``: each file format imgadm installs -> the image types."""
+    formats = {ZFS: [t for t in types if t != DOCKER]}
+    if DOCKER in types:
+        formats[TAR] = [DOCKER]
+    return formats
+
+
 def install(work_dir: Path, image: dict[str, Any]) -> dict[str, Any]:
     """Installs the image unless another agent task did meanwhile (one file lock per image)."""
+    _check_format(image)
     with _file_lock(work_dir, image["uuid"]):
         installed = imgadm.get(image["uuid"])
         if installed is None:
@@ -64,7 +82,18 @@ def create_from_dataset(work_dir: Path, dataset: str, image: dict[str, Any],
         stream.unlink(missing_ok=True)
         archive.unlink(missing_ok=True)
         zfs.destroy(snapshot)
-    return {"uuid": image["uuid"], "size": size, "sha256": sha256, "compression": "gzip"}
+    return {"uuid": image["uuid"], "size": size, "sha256": sha256, "compression": "gzip",
+            "format": ZFS}
+
+
+def _check_format(image: dict[str, Any]) -> None:
+    image_type = image.get("type") or "zone-dataset"
+    have = file_format(image_type, image.get("files"))
+    want = TAR if image_type == DOCKER else ZFS
+    if have != want:
+        raise BackendError("ImageFormatNotSupported",
+                           f"image {image['uuid']} ({image_type}) has a {have} file; imgadm "
+                           f"installs a {image_type} image from a {want} file")
 
 
 def _install(work_dir: Path, image: dict[str, Any]) -> None:

@@ -63,6 +63,7 @@ from agents.backends.linux.records import (
 from agents.backends.linux.runtime import Runtime, boot_time, netns_dir, running
 from agents.backends.linux.storage import Snapshot, Storage
 from agents.backends.linux.usage import CachedList, UsageCache
+from schemas.image_manifest import TAR
 
 MIB = 1024 * 1024
 #: limits of a machine, as stored in machine.json and changed by machine_update
@@ -128,7 +129,8 @@ class LinuxBackend:
             "traits": dict(self.traits),
             "kernel": platform.release(),
             "agent_version": nodeinfo.AGENT_VERSION,
-            "runs": {"os": list(nodeinfo.RUNS_OSES), "type": list(nodeinfo.RUNS_TYPES)},
+            "runs": {"os": list(nodeinfo.RUNS_OSES), "type": list(nodeinfo.RUNS_TYPES),
+                     "format": dict(nodeinfo.RUNS_FORMATS)},
         }
 
     def status(self) -> dict[str, Any]:
@@ -387,7 +389,8 @@ class LinuxBackend:
             with self.records.machine(uuid):
                 if self._find_snapshot(uuid, snap) is not None:
                     self.storage.snapshot_delete(uuid, snap)
-        return {"uuid": image["uuid"], "size": size, "sha256": sha256, "compression": "gzip"}
+        return {"uuid": image["uuid"], "size": size, "sha256": sha256, "compression": "gzip",
+                "format": TAR}
 
     # -- booting and halting ------------------------------------------------------------------
 

@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from agents.backends import transfer
+from agents.backends.base import BackendError
 from agents.backends.host import tar
 from agents.backends.jsonfile import write_json
 from agents.backends.linux.records import file_lock
 from agents.backends.linux.storage import Storage
+from schemas.image_manifest import TAR, file_format
 
 MIB = 1024 * 1024
 
@@ -33,6 +35,7 @@ class ImageStore:
         uuid = image["uuid"]
         if self.storage.image_present(uuid):
             return self.record(uuid)
+        _check_format(image)
         with file_lock(self.manifests_dir / f".{uuid}.lock"):
             if not self.storage.image_present(uuid):  # another request imported it meanwhile
                 self._import(image)
@@ -70,6 +73,16 @@ class ImageStore:
             raise
         finally:
             download.unlink(missing_ok=True)
+
+
+def _check_format(image: dict[str, Any]) -> None:
+    """A Linux node unpacks tarballs; a ZFS send stream (a SmartOS image) is refused before
+    its download (placement keeps such images away: sysinfo runs.format)."""
+    have = file_format(image.get("type") or "zone-dataset", image.get("files"))
+    if have != TAR:
+        raise BackendError("ImageFormatNotSupported",
+                           f"image {image['uuid']} has a {have} file; a Linux node installs "
+                           "root filesystem tarballs")
 
 
 def _tree_bytes(root: Path) -> int:

@@ -11,6 +11,10 @@ AGENT_VERSION = "sdc-agent-linux/0.1"
 #: illumos images, no hardware VMs
 RUNS_OSES = ("linux", "other")
 RUNS_TYPES = ("lx-dataset", "docker", "zone-dataset", "other")
+#: image file formats it installs, each with its image types (sysinfo runs.format): both
+#: storage drivers unpack root filesystem tarballs; neither receives ZFS send streams (a
+#: SmartOS image's dataset keeps its root under root/, not where a container's is)
+RUNS_FORMATS = {"tar": list(RUNS_TYPES)}
 
 
 def meminfo_mb(field: str) -> int:

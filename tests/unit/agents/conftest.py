@@ -11,6 +11,7 @@ outputs.
 
 from __future__ import annotations
 
+import gzip
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ from schemas.agent import ImageSpecSchema, MachineSpecSchema
 from tests.support import netns
 from tests.support.agent_images import FileServer, busybox_tarball, file_entry
 from tests.support.btrfs import LoopPool, create_pool, destroy_pool, missing_host
+from tests.support.zfs_stream import zfs_stream
 from tests.unit.agents.smartos_host import FakeSmartOS
 
 
@@ -66,10 +68,12 @@ def _backend_kind(request: pytest.FixtureRequest) -> str | None:
 
 @pytest.fixture
 def image_spec(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """An image the test's backend can import: a real file (busybox) for linux and smartos,
-    a manifest without a file for sim."""
-    if _backend_kind(request) in FIXTURE_BACKENDS:
-        spec: dict[str, Any] = request.getfixturevalue("busybox_image")
+    """An image the test's backend can import: a real file in the node's format (a busybox
+    tarball for linux, a ZFS send stream for smartos), a manifest without a file for sim."""
+    kind = _backend_kind(request)
+    if kind in FIXTURE_BACKENDS:
+        spec: dict[str, Any] = request.getfixturevalue(
+            "zfs_stream_image" if kind == "smartos" else "busybox_image")
         return spec
     return ImageSpecSchema().load(
         {"uuid": str(uuid.uuid4()), "name": "base-64", "version": "24.4.0", "size_mb": 200}
@@ -125,6 +129,20 @@ def served_image(image_server: FileServer, filename: str, compression: str = "gz
 def busybox_image(image_server: FileServer) -> dict[str, Any]:
     """A new image (fresh uuid) whose file is the busybox root filesystem."""
     return served_image(image_server, "busybox.tar.gz")
+
+
+@pytest.fixture
+def zfs_stream_image(image_server: FileServer) -> dict[str, Any]:
+    """A new image (fresh uuid) whose file is a (tiny) gzip'd ZFS send stream, the format
+    ``imgadm install`` takes for every type but docker."""
+    if "image.zfs.gz" not in image_server.files:
+        image_server.files["image.zfs.gz"] = gzip.compress(zfs_stream())
+    loaded: dict[str, Any] = ImageSpecSchema().load({
+        "uuid": str(uuid.uuid4()), "name": "busybox", "version": "1.35",
+        "files": [{**file_entry(image_server.files["image.zfs.gz"]), "format": "zfs"}],
+        "source": {"url": image_server.url("image.zfs.gz"), "headers": dict(IMAGE_TOKEN)},
+    })
+    return loaded
 
 
 #: the nic tags of the test node: host-local (etherstubs), as the conformance test's NICs use

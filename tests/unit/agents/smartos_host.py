@@ -5,9 +5,10 @@ the exact argument lists the backend sends.
 
 It is the stand-in for a machine this CI cannot boot, nothing more: it holds what vmadm would
 hold (zones, their states, NICs and snapshots, installed images) and refuses what vmadm/imgadm
-refuse (an unknown zone, an image file whose sha1 or size differs from its manifest, a NIC on a
-nic tag the node lacks, adding a MAC the zone has, removing or updating one it lacks, ``stop -t``
-for a zone that is not a docker zone, a customer or internal metadata value that is not a
+refuse (an unknown zone, an image file or manifest imgadm install refuses, with imgadm's error
+codes and exit statuses: smartos_imgadm_fake.py; a NIC on a nic tag the node lacks, adding a
+MAC the zone has, removing or updating one it lacks, ``stop -t`` for a zone that is not a
+docker zone, a customer or internal metadata value that is not a
 string) and exits as
 they document (``imgadm get`` of an image not installed: exit 3, "ImageNotInstalled").
 
@@ -24,7 +25,6 @@ fake's way of making those races fail a test. The fake's zones never boot twice 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from agents.backends.host.cmd import Completed
+from tests.support.zfs_stream import zfs_stream
+from tests.unit.agents.smartos_imgadm_fake import imgadm
 
 DATA = Path(__file__).parent / "data" / "smartos"
 POOL_SIZE = 3752005959680 + 85899345920
@@ -107,23 +109,7 @@ class FakeSmartOS:
     # -- imgadm ------------------------------------------------------------------------------
 
     def _imgadm(self, args: list[str], _in: bytes | None, _out: Path | None) -> str:
-        if args[0] == "get":
-            if args[1] not in self.images:
-                raise ToolExit(f'imgadm get: error (ImageNotInstalled): image "{args[1]}" '
-                               'was not found on zpool "zones"', 3)
-            return json.dumps({"manifest": self.images[args[1]], "zpool": "zones"})
-        if args[:2] == ["list", "-j"]:
-            return json.dumps([{"manifest": m, "zpool": "zones"} for m in self.images.values()])
-        if args[0] == "install":
-            manifest = json.loads(Path(args[args.index("-m") + 1]).read_text())
-            data = Path(args[args.index("-f") + 1]).read_bytes()
-            expected = manifest["files"][0]
-            if hashlib.sha1(data).hexdigest() != expected["sha1"] or \
-                    len(data) != expected["size"]:
-                raise LookupError("imgadm install: error (FileCheckError): sha1 or size mismatch")
-            self.images[manifest["uuid"]] = manifest
-            return f"Installed image {manifest['uuid']}\n"
-        raise LookupError(f"imgadm: unknown command {args}")
+        return imgadm(self.images, args)  # its checks and errors: smartos_imgadm_fake.py
 
     # -- vmadm ---------------------------------------------------------------------------------
 
@@ -282,7 +268,7 @@ class FakeSmartOS:
                 rows = [(f"zones/{u}", 1048576 * 3) for u in self.vms]
             return "".join("\t".join(str(v) for v in row[:len(fields)]) + "\n" for row in rows)
         if args[0] == "send" and output is not None:
-            output.write_bytes(b"ZFS stream of " + args[1].encode())
+            output.write_bytes(zfs_stream(args[1]))  # what a send begins with, at least
             return ""
         if args[:2] == ["rollback", "-r"] and "@vmsnap-" in args[2]:
             dataset, name = args[2].split("@vmsnap-")

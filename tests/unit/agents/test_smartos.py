@@ -222,21 +222,22 @@ def test_metadata_update_is_one_vmadm_update_with_the_change(
 
 
 def test_image_install_checks_the_file_before_imgadm(
-    node: SmartOSBackend, smartos_host: FakeSmartOS, busybox_image: dict[str, Any]
+    node: SmartOSBackend, smartos_host: FakeSmartOS, zfs_stream_image: dict[str, Any]
 ) -> None:
-    bad = {**busybox_image, "files": [{**busybox_image["files"][0], "sha256": "0" * 64}]}
+    image = zfs_stream_image
+    bad = {**image, "files": [{**image["files"][0], "sha256": "0" * 64}]}
     with pytest.raises(BackendError) as exc:
         node.image_ensure_present(bad)
     assert exc.value.code == "ImageChecksumMismatch"
     assert not [a for a in smartos_host.argvs("imgadm") if a[1] == "install"]
     assert not [p for p in node.work_dir.iterdir() if not p.name.startswith(".")]
 
-    record = node.image_ensure_present(busybox_image)
+    record = node.image_ensure_present(image)
     installs = [a for a in smartos_host.argvs("imgadm") if a[1] == "install"]
     assert installs == [("imgadm", "install", "-m", str(node.work_dir / f"{record['uuid']}.json"),
                          "-f", str(node.work_dir / f"{record['uuid']}.file"))]
     manifest = smartos_host.images[record["uuid"]]
-    assert manifest["files"][0]["size"] == busybox_image["files"][0]["size"]
+    assert manifest["files"][0]["size"] == image["files"][0]["size"]
     assert record["name"] == "busybox"
 
 

@@ -294,14 +294,14 @@ def test_an_image_this_backend_cannot_boot_is_refused_before_vmadm(
 
 
 def test_the_installed_manifest_carries_the_image_tags_and_requirements(
-    node: SmartOSBackend, smartos_host: FakeSmartOS, busybox_image: dict[str, Any]
+    node: SmartOSBackend, smartos_host: FakeSmartOS, zfs_stream_image: dict[str, Any]
 ) -> None:
-    image = {**busybox_image, "type": "lx-dataset", "os": "linux", "tags": LX_TAGS,
+    image = {**zfs_stream_image, "type": "lx-dataset", "os": "linux", "tags": LX_TAGS,
              "requirements": {"brand": "lx", "networks": [{"name": "net0"}]},
              "init": init(kind="os", args=["/usr/sbin/sdc-init"])}
     node.image_ensure_present(image)
     manifest = smartos_host.images[image["uuid"]]  # what imgadm read from the -m file
-    file = busybox_image["files"][0]
+    file = zfs_stream_image["files"][0]
     assert manifest == {
         "v": 2, "uuid": image["uuid"], "name": "busybox", "version": "1.35",
         "type": "lx-dataset", "os": "linux", "state": "active", "disabled": False,
@@ -317,10 +317,10 @@ def test_the_installed_manifest_carries_the_image_tags_and_requirements(
 
 
 def test_a_manifest_without_tags_or_requirements_has_neither(
-    node: SmartOSBackend, smartos_host: FakeSmartOS, busybox_image: dict[str, Any]
+    node: SmartOSBackend, smartos_host: FakeSmartOS, zfs_stream_image: dict[str, Any]
 ) -> None:
-    node.image_ensure_present(busybox_image)
-    assert not {"tags", "requirements"} & smartos_host.images[busybox_image["uuid"]].keys()
+    node.image_ensure_present(zfs_stream_image)
+    assert not {"tags", "requirements"} & smartos_host.images[zfs_stream_image["uuid"]].keys()
 
 
 def test_an_image_not_installed_is_imgadm_exit_3(smartos_host: FakeSmartOS) -> None:

@@ -446,20 +446,24 @@ def begin_image(ctx: Any, engine: Engine, transport: RecordingTransport
     return machine, made, params
 
 
+@pytest.mark.parametrize("made_format", [None, "zfs"])
 def test_create_image_activates_it_when_the_upload_matches(
         ctx: Any, engine: Engine, transport: RecordingTransport,
-        fleet: dict[str, Any]) -> None:
+        fleet: dict[str, Any], made_format: str | None) -> None:
     machine, made, _ = begin_image(ctx, engine, transport)
     image_uuid = made["image"]["uuid"]
     data = b"an archive of the machine" * 100
     image_svc.receive_node_upload(ctx, image_uuid, [data])
     sha = hashlib.sha256(data).hexdigest()
+    # the file's format as its node reports it (a SmartOS node: a ZFS send stream); an older
+    # agent reports none, and the entry has none (a tarball)
+    said = {"format": made_format} if made_format else {}
     answer(engine, transport, ok({"image": {"uuid": image_uuid, "size": len(data),
-                                            "sha256": sha, "compression": "gzip"}}))
+                                            "sha256": sha, "compression": "gzip", **said}}))
     assert get_job(ctx, made["job_uuid"]).execution == "succeeded"
     image = image_svc.get_image(ctx, image_uuid)
     assert image.state == "active"
-    assert image.files == [{"sha256": sha, "size": len(data), "compression": "gzip"}]
+    assert image.files == [{"sha256": sha, "size": len(data), "compression": "gzip", **said}]
     assert get_machine(ctx, machine["uuid"]).job_uuid is None
     # and machines can be made of it
     svc.create_machine(ctx, {"owner": "alice", "package": "small", "image": image_uuid},

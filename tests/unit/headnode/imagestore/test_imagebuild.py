@@ -29,7 +29,8 @@ def test_build_gives_a_rootfs_and_a_matching_manifest(tmp_path: Path) -> None:
     manifest = json.loads(built.manifest_path.read_text())
     assert manifest == built.manifest
     assert manifest["files"] == [{"sha256": hashlib.sha256(data).hexdigest(),
-                                  "size": len(data), "compression": "gzip"}]
+                                  "size": len(data), "compression": "gzip",
+                                  "format": "tar"}]  # a rootfs tarball, for Linux nodes
     assert manifest["os"] == "linux" and manifest["name"] == "busybox"
     with tarfile.open(built.file_path) as tar:
         members = {m.name: m for m in tar.getmembers()}
