@@ -18,7 +18,7 @@ from typing import Any
 
 from headnode.config import OPTIONAL_FILTERS
 from headnode.placement import fit
-from headnode.placement.runs import BACKEND_RUNS, NOTHING
+from headnode.placement.runs import BACKEND_RUNS, NOTHING, backend_installs
 from headnode.placement.state import (
     Context,
     PlacementRequest,
@@ -34,6 +34,7 @@ HEADNODE = "are the head node"
 TRAITS = "have traits that do not match"
 BACKEND = "cannot run the image's OS"
 NIC_TAGS = "lack a nic tag of the networks"
+IMAGE_FORMAT = "cannot install the image's file format"
 TOO_MANY_MACHINES = "have too many machines"
 CAPNESS = "would mix capped and uncapped machines"
 NOT_ENOUGH_RAM = "lack RAM"
@@ -103,6 +104,15 @@ def backend(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
     return runs.image(r.image_os, r.image_type)
 
 
+def image_format(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
+    # A node installs an image only from a file it can take: a Linux node unpacks tarballs, a
+    # SmartOS node's imgadm receives ZFS send streams (docker layers excepted). Its report
+    # says which, per image type; for an older node, its backend's table (runs.py).
+    if s.runs is None or s.runs.formats is None:
+        return backend_installs(s.backend, r.image_format, r.image_type)
+    return (r.image_format, r.image_type) in s.runs.formats
+
+
 def nic_tags(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
     # A machine's NIC is plumbed on its tag's link or bridge: a node without the tag cannot
     # carry it. A row whose sysinfo says nothing about tags (no agent registered it) passes,
@@ -146,6 +156,7 @@ DEFAULT_FILTERS: tuple[HardFilter, ...] = (
     HardFilter("headnode", HEADNODE, not_headnode),
     HardFilter("traits", TRAITS, traits),
     HardFilter("backend", BACKEND, backend, lambda r, c: bool(r.image_os or r.image_type)),
+    HardFilter("image-format", IMAGE_FORMAT, image_format, lambda r, c: bool(r.image_format)),
     HardFilter("nic-tags", NIC_TAGS, nic_tags, lambda r, c: bool(r.nic_tags)),
     HardFilter("vm-count", TOO_MANY_MACHINES, machine_count),
     HardFilter("capness", CAPNESS, capness),

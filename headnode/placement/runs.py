@@ -1,4 +1,6 @@
-"""What a server can run: the image OSes and image types its node says it runs.
+"""What a server can run: the image OSes and image types its node says it runs, and the image
+file formats it installs (a root filesystem tarball, a ZFS send stream: each with the image
+types the node installs from it).
 
 A node's agent reports them in its sysinfo (``SDC Runs``: ``{"os": [...], "type": [...]}``,
 schemas/agent.py), so what a backend runs is the node's word, not a table here. A server
@@ -16,14 +18,21 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Runs:
-    """Image OSes and types a server runs; None: any."""
+    """Image OSes and types a server runs, and the (file format, image type) pairs it
+    installs; None: any (formats: the node did not say, and its backend's table decides)."""
 
     oses: frozenset[str] | None = None
     types: frozenset[str] | None = None
+    formats: frozenset[tuple[str, str]] | None = None
 
     def image(self, image_os: str, image_type: str) -> bool:
         return ((self.oses is None or image_os in self.oses)
                 and (self.types is None or image_type in self.types))
+
+
+def format_pairs(by_format: Mapping[str, Any]) -> frozenset[tuple[str, str]]:
+    """sysinfo's ``{format: [image types]}`` -> (format, type) pairs."""
+    return frozenset((fmt, str(t)) for fmt, types in by_format.items() for t in types or ())
 
 
 ANYTHING = Runs()
@@ -40,10 +49,27 @@ BACKEND_RUNS: dict[str, Runs] = {
 }
 
 
+#: the file formats each backend installed before its nodes said so (an older agent), by
+#: image type ("*": every other): a Linux node unpacks tarballs; a SmartOS node's imgadm
+#: receives ZFS streams, and docker images' layer tarballs. A backend not here (sim) takes
+#: anything.
+BACKEND_FORMATS: dict[str, dict[str, frozenset[str]]] = {
+    "linux": {"*": frozenset({"tar"})},
+    "smartos": {"docker": frozenset({"tar"}), "*": frozenset({"zfs"})},
+}
+
+
+def backend_installs(backend: str, image_format: str, image_type: str) -> bool:
+    """Whether a node of ``backend`` that does not report its formats installs the file."""
+    table = BACKEND_FORMATS.get(backend)
+    return table is None or image_format in table.get(image_type, table["*"])
+
+
 def reported(value: Mapping[str, Any] | None) -> Runs | None:
     """A node's ``SDC Runs`` report; None when it has none. A list it leaves out is any."""
     if not value:
         return None
-    oses, types = value.get("os"), value.get("type")
+    oses, types, formats = value.get("os"), value.get("type"), value.get("format")
     return Runs(None if oses is None else frozenset(oses),
-                None if types is None else frozenset(types))
+                None if types is None else frozenset(types),
+                None if formats is None else format_pairs(formats))

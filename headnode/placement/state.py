@@ -83,6 +83,8 @@ class PlacementRequest:
     image_type: str = ""
     image_uuid: str = ""
     image_mb: int = 0  # taken from the pool of a server that does not have the image yet
+    #: the format of the image's file (tar, zfs: schemas.image_manifest); empty: no image
+    image_format: str = ""
     affinity: tuple[AffinityRule, ...] = ()
     exclude: frozenset[str] = frozenset()
     #: the nic tags of the machine's networks: a server must provide every one (compared

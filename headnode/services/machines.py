@@ -163,6 +163,7 @@ def _lookup_query(owner_by_uuid: bool, package_by_uuid: bool, image_by_uuid: boo
                                 package.active, package.traits, raiseload=True),
                       load_only(image.uuid, image.name, image.state, image.os, image.type,
                                 image.size_mb, image.traits, image.requirements,
+                                image.files,  # its format, for placement
                                 raiseload=True)))
     if not default_network:
         return query

@@ -17,6 +17,7 @@ from headnode.services.errors import InvalidArgument
 from headnode.services.networks import requested_networks
 from headnode.services.resolve import resolve_image, resolve_owner, resolve_package
 from headnode.store.models import Image, Network, Package
+from schemas.image_manifest import file_format
 
 
 def policy_for(ctx: ServiceContext) -> Policy:
@@ -62,6 +63,8 @@ def build_request(package: Package, image: Image | None, owner_uuid: str = "",
         traits=merged_traits(package.traits, image.traits if image else None),
         image_os=image.os if image else "", image_type=image.type if image else "",
         image_uuid=image.uuid if image else "", image_mb=image.size_mb if image else 0,
+        # an image without a file (a placeholder, the sim's) has nothing to install
+        image_format=file_format(image.type, image.files) if image and image.files else "",
         affinity=parse_affinity(affinity), nic_tags=nic_tags,
     )
 
