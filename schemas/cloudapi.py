@@ -23,7 +23,7 @@ from marshmallow import (
 )
 
 from schemas.nics import SPOOF_FLAGS, ipv4_address
-from schemas.ops import ALIAS_PATTERN, TagValue
+from schemas.ops import ALIAS_PATTERN, NO_COMMA, TagValue
 
 #: CloudAPI's API versions this server speaks, newest last (CloudAPI 7 bumped the API
 #: version at each minor release, 8 and 9 only at the major one).
@@ -82,9 +82,11 @@ class MachineCreate(Strict):
     locality = fields.Dict()
     firewall_enabled = fields.Boolean()
     deletion_protection = fields.Boolean()
-    tags = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=128)),
+    tags = fields.Dict(keys=fields.String(validate=[validate.Length(min=1, max=128),
+                                                    NO_COMMA]),
                        values=TagValue())
-    metadata = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=128)),
+    metadata = fields.Dict(keys=fields.String(validate=[validate.Length(min=1, max=128),
+                                                        NO_COMMA]),
                            values=fields.String(validate=validate.Length(max=65536)))
 
     @pre_load

@@ -47,6 +47,9 @@ IMAGE_OSES = ("smartos", "linux", "windows", "bsd", "illumos", "other")
 MAX_PAGE = 1000
 
 
+#: a tag or metadata key: no comma, as vmadm removes keys named in a comma-separated list
+NO_COMMA = validate.Regexp(r"^[^,]*$", error="a key must not hold a comma")
+
 class RequestSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -268,8 +271,8 @@ class MachineCreate(RequestSchema):
                           metadata={"description": "image uuid or name"})
     alias = fields.String(validate=validate.Regexp(
         ALIAS_PATTERN, error="must start with a letter or digit, then up to 188 of [a-zA-Z0-9_.-]"))
-    tags = fields.Dict(keys=fields.String(), values=TagValue())
-    metadata = fields.Dict(keys=fields.String(), values=fields.String())
+    tags = fields.Dict(keys=fields.String(validate=NO_COMMA), values=TagValue())
+    metadata = fields.Dict(keys=fields.String(validate=NO_COMMA), values=fields.String())
     server_uuid = fields.UUID(metadata={"description": "place on this server (operators only)"})
     networks = fields.List(fields.String(validate=validate.Length(min=1)),
                            metadata={"description": "network uuids or names (default: the "

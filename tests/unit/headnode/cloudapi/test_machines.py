@@ -62,6 +62,8 @@ def test_create_by_image_name_and_on_a_private_network(call: Any, world: World) 
      "InvalidArgument", "firewall_enabled"),
     ({"package": "small", "image": "base-64", "tag.x": {"nested": 1}}, "InvalidArgument",
      "tags"),
+    ({"package": "small", "image": "base-64", "metadata.a,b": "x"}, "InvalidArgument",
+     "metadata"),
 ])
 def test_create_bad_bodies_name_the_field(call: Any, world: World, jobqueue: Any,
                                           body: dict[str, Any], code: str,
