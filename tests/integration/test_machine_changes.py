@@ -134,7 +134,7 @@ def test_image_from_a_machine_is_uploaded_and_usable(cloud: Cloud,
     data = cloud.api.session.get(cloud.api.url(f"/ops/images/{image['uuid']}/file"),
                                  timeout=30).content
     assert image["files"][0] == {"sha256": hashlib.sha256(data).hexdigest(),
-                                 "size": len(data), "compression": "gzip"}
+                                 "size": len(data), "compression": "gzip", "format": "tar"}
     clone = cloud.api.post("/ops/machines", {"owner": "alice", "package": "small",
                                              "image": image["uuid"], "alias": "clone"})
     assert cloud.wait_job(clone["job_uuid"])["execution"] == "succeeded"

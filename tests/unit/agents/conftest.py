@@ -196,6 +196,14 @@ def linux_backend(btrfs_pool: LoopPool, node_netns: Path,
             fresh.machine_destroy(machine["uuid"])
 
 
+@pytest.fixture(name="node")
+def linux_node(linux_backend: LinuxBackend, busybox_image: dict[str, Any]) -> LinuxBackend:
+    """``linux_backend`` with the busybox image imported: the ``node`` of the Linux test
+    modules (those of other backends define their own)."""
+    linux_backend.image_ensure_present(busybox_image)
+    return linux_backend
+
+
 @pytest.fixture
 def machine_spec(image_spec: dict[str, Any]) -> Callable[..., dict[str, Any]]:
     """Build a loaded MachineSpecSchema dict of the test image; keywords override fields."""

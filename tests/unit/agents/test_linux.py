@@ -38,12 +38,6 @@ pytestmark = pytest.mark.skipif(missing_host() is not None, reason=str(missing_h
 
 
 @pytest.fixture
-def node(linux_backend: LinuxBackend, busybox_image: dict[str, Any]) -> LinuxBackend:
-    linux_backend.image_ensure_present(busybox_image)
-    return linux_backend
-
-
-@pytest.fixture
 def spec(machine_spec: SpecFactory, busybox_image: dict[str, Any]) -> SpecFactory:
     def build(**kw: Any) -> dict[str, Any]:
         return machine_spec(image_uuid=busybox_image["uuid"], **kw)

@@ -37,12 +37,6 @@ IGNORES_SIGNALS = ["/bin/sh", "-c", "sleep infinity & wait"]
 
 
 @pytest.fixture
-def node(linux_backend: LinuxBackend, busybox_image: dict[str, Any]) -> LinuxBackend:
-    linux_backend.image_ensure_present(busybox_image)
-    return linux_backend
-
-
-@pytest.fixture
 def spec(busybox_image: dict[str, Any]) -> SpecFactory:
     return spec_factory(busybox_image["uuid"], alias="init", ram_mb=128, disk_mb=256)
 

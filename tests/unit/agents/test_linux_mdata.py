@@ -33,12 +33,6 @@ SpecFactory = Callable[..., dict[str, Any]]
 
 
 @pytest.fixture
-def node(linux_backend: LinuxBackend, busybox_image: dict[str, Any]) -> LinuxBackend:
-    linux_backend.image_ensure_present(busybox_image)
-    return linux_backend
-
-
-@pytest.fixture
 def spec(busybox_image: dict[str, Any]) -> SpecFactory:
     return spec_factory(busybox_image["uuid"], alias="meta", ram_mb=128, disk_mb=256)
 
