@@ -1,5 +1,6 @@
 """Workflows that change one machine: provision, start, stop, reboot, destroy, resize,
-rename, snapshots (create, roll back, delete), tags and metadata, and making an image from it.
+rename, tags and metadata (its snapshots: :mod:`workflows.snapshots`; an image made from it:
+:mod:`workflows.machine_images`).
 
 Each has one shape (docs/architecture.md, "The job model"): the request took the machine's
 lock (``machines.job_uuid``) and, for a provision, its capacity reservation; the chain calls
@@ -11,23 +12,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-
 from headnode.imagestore import ImageStore
 from headnode.services import capacity, node_metadata
 from headnode.services.machine_meta import METADATA_WORKFLOWS
 from headnode.services.networks import release_machine_holdings
 from headnode.services.networks import release_nics as free_nics
 from headnode.services.nics import machine_network_spec, set_plugged
-from headnode.store.models import Image, Machine, MachineSnapshot, utcnow
+from headnode.store.models import Image, Machine, utcnow
 from schemas.agent import MachineStatusSchema, apply_metadata_change
 from workflows.engine import Step, StepContext, StepFailed, Workflow, register
 from workflows.params import (
-    CreateImageParams,
     MetadataParams,
     RenameParams,
     ResizeParams,
-    SnapshotParams,
 )
 
 # Per-step timeouts (seconds) after VMAPI's provision workflow, shortened where our steps do
@@ -288,93 +285,6 @@ RENAME = register(Workflow(
 ))
 
 
-# -- snapshots ------------------------------------------------------------------------------
-
-def _snapshot_name(ctx: StepContext) -> str:
-    return SnapshotParams.of(ctx.job).snapshot
-
-
-def snapshot_ref(ctx: StepContext) -> dict[str, Any]:
-    return {"uuid": ctx.job.machine_uuid, "name": _snapshot_name(ctx)}
-
-
-def _snapshot(ctx: StepContext) -> MachineSnapshot:
-    name = _snapshot_name(ctx)
-    row = ctx.session.get(MachineSnapshot, (ctx.job.machine_uuid, name))
-    if row is None:
-        raise StepFailed("SnapshotNotFound", f"snapshot {name} not found")
-    return row
-
-
-def _set_snapshot_state(ctx: StepContext, state: str) -> dict[str, Any]:
-    _snapshot(ctx).state = state
-    return {"snapshot": _snapshot_name(ctx), "state": state}
-
-
-def record_snapshot_created(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
-    reported = (result.get("snapshot") or {}).get("name")
-    if reported != _snapshot_name(ctx):
-        raise StepFailed("SnapshotFailed", f"the node reports snapshot {reported!r}")
-    return _set_snapshot_state(ctx, "created")
-
-
-def mark_snapshot_failed(ctx: StepContext) -> dict[str, Any]:
-    return _set_snapshot_state(ctx, "failed")
-
-
-def record_snapshot_deleted(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
-    return _set_snapshot_state(ctx, "deleted")
-
-
-def record_rollback(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
-    """Rolling back destroys every newer snapshot on the node (as vmadm rollback-snapshot
-    does), so they are gone here too."""
-    target = _snapshot(ctx)
-    newer = ctx.session.scalars(
-        select(MachineSnapshot).where(MachineSnapshot.machine_uuid == target.machine_uuid,
-                                      MachineSnapshot.state == "created",
-                                      MachineSnapshot.created_at > target.created_at)
-    ).all()
-    for snapshot in newer:
-        snapshot.state = "deleted"
-    return {**record_state(ctx, result), "deleted_snapshots": [s.name for s in newer]}
-
-
-SNAPSHOT_CREATE = register(Workflow(
-    name="snapshot_create",
-    chain=(Step("create_snapshot", ACTION_TIMEOUT, agent_op="snapshot_create",
-                params=snapshot_ref, on_result=record_snapshot_created),),
-    onerror=(Step("mark_snapshot_failed", RECORD_TIMEOUT, run=mark_snapshot_failed,
-                  retries=2),),
-    timeout=600,
-))
-ROLLBACK_STEP = Step("rollback_snapshot", ACTION_TIMEOUT, agent_op="snapshot_rollback",
-                     params=snapshot_ref, on_result=record_rollback)
-#: an operator's rollback: the machine keeps its state, running or stopped, on every backend
-#: (vmadm rollback-snapshot would boot a stopped zone; the SmartOS backend rolls a stopped
-#: zone's dataset back itself instead)
-SNAPSHOT_ROLLBACK = register(Workflow(
-    name="snapshot_rollback",
-    chain=(ROLLBACK_STEP,),
-    timeout=600,
-))
-#: CloudAPI's StartMachineFromSnapshot: the machine ends running, also when it was stopped
-#: (one message: the node starts it right after the rollback)
-SNAPSHOT_START = register(Workflow(
-    name="snapshot_start",
-    chain=(ROLLBACK_STEP,
-           Step("start_machine", ACTION_TIMEOUT, agent_op="machine_start", params=machine_ref,
-                on_result=record_state, joins_previous=True)),
-    timeout=600,
-))
-SNAPSHOT_DELETE = register(Workflow(
-    name="snapshot_delete",
-    chain=(Step("delete_snapshot", ACTION_TIMEOUT, agent_op="snapshot_delete",
-                params=snapshot_ref, on_result=record_snapshot_deleted),),
-    timeout=600,
-))
-
-
 # -- tags and customer metadata ---------------------------------------------------------------
 # The request took the machine's lock and named the change (keys to set, keys to remove); the
 # node applies it, and only then the row takes it and the job ends, so the audit entry (the
@@ -422,63 +332,3 @@ def _metadata_workflow(name: str) -> Workflow:
 
 for _name in METADATA_WORKFLOWS:
     _metadata_workflow(_name)
-
-
-# -- an image from a machine ----------------------------------------------------------------
-# The node snapshots the machine, archives it and PUTs the file to a URL signed for it; the
-# upload records what arrived, and this job activates the image only if the node's own
-# measure of the file agrees.
-
-CREATE_IMAGE_TIMEOUT = 1800
-
-
-def _new_image(ctx: StepContext) -> Image:
-    image_uuid = CreateImageParams.of(ctx.job).image_uuid
-    image = ctx.session.get(Image, image_uuid)
-    if image is None:
-        raise StepFailed("ImageNotFound", f"image {image_uuid} not found")
-    return image
-
-
-def create_image_params(ctx: StepContext) -> dict[str, Any]:
-    image = _new_image(ctx)
-    spec = {"uuid": image.uuid, "name": image.name, "version": image.version,
-            "os": image.os, "type": image.type, "size_mb": image.size_mb, "files": []}
-    return {"uuid": ctx.job.machine_uuid, "image": spec,
-            "upload": ImageStore(ctx.settings).upload_for(ctx.job.server_uuid or "", image)}
-
-
-def activate_image(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
-    image = _new_image(ctx)
-    made = result.get("image") or {}
-    received = list(image.files or [])
-    if not received or not ImageStore(ctx.settings).has_file(image.uuid):
-        raise StepFailed("ImageNotUploaded", "the node reported an image but no file arrived")
-    arrived = received[0]
-    if (made.get("sha256"), made.get("size")) != (arrived["sha256"], arrived["size"]):
-        raise StepFailed("ImageMismatch",
-                         f"the node made sha256 {made.get('sha256')} ({made.get('size')} bytes), "
-                         f"the store received {arrived['sha256']} ({arrived['size']} bytes)")
-    # the node says what it made (tar on Linux, a ZFS send stream on SmartOS); an agent
-    # from before formats made a tarball, the format a file entry without one has
-    image.files = [{**arrived, "compression": made.get("compression") or "gzip",
-                    **({"format": made["format"]} if made.get("format") else {})}]
-    image.size_mb = max(image.size_mb, -(-int(arrived["size"]) // (1 << 20)))
-    image.state = "active"
-    return {"image": image.uuid, "sha256": arrived["sha256"], "size": arrived["size"]}
-
-
-def fail_image(ctx: StepContext) -> dict[str, Any]:
-    image = _new_image(ctx)
-    image.state = "failed"
-    removed = ImageStore(ctx.settings).remove(image.uuid)
-    return {"image": image.uuid, "state": "failed", "file_removed": removed}
-
-
-CREATE_IMAGE = register(Workflow(
-    name="create_image",
-    chain=(Step("create_image", CREATE_IMAGE_TIMEOUT, agent_op="image_create_from_machine",
-                params=create_image_params, on_result=activate_image),),
-    onerror=(Step("fail_image", RECORD_TIMEOUT, run=fail_image, retries=2),),
-    timeout=CREATE_IMAGE_TIMEOUT + 60,
-))

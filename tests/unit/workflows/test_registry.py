@@ -30,8 +30,9 @@ def test_importing_every_service_registers_no_workflow() -> None:
 
 def test_load_all_registers_every_workflow_a_service_starts() -> None:
     modules = load_all()
-    assert [m.__name__ for m in modules] == ["workflows.machines", "workflows.nics",
-                                                "workflows.nodes"]
+    assert [m.__name__ for m in modules] == [
+        "workflows.machines", "workflows.snapshots", "workflows.machine_images",
+        "workflows.nics", "workflows.nodes"]
     wanted = STARTED_BY_SERVICES | set(ACTIONS) | set(METADATA_WORKFLOWS)
     assert wanted <= set(REGISTRY), sorted(wanted - set(REGISTRY))
     assert load_all() == modules  # a second call changes nothing
