@@ -28,19 +28,19 @@ import functools
 import json
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from agents.backends import smartos_images
+from agents.backends import smartos_images, smartos_snapshots
 from agents.backends.base import BackendError, ImageNotFound, MachineNotFound
 from agents.backends.host import imgadm, vmadm, zfs, zoneadm
 from agents.backends.host.cmd import run
 from agents.backends.jsonfile import write_json
 from agents.backends.smartos_provision import IN_PROGRESS, ProvisionGuard
+from agents.backends.smartos_snapshots import ZPOOL
+from agents.backends.ttlcache import TtlCache
 from agents.backends.vmadm_boot import boot_properties, stop_timeout, zone_brand
 from agents.backends.vmadm_payloads import (
     GIB_MB,
@@ -59,7 +59,6 @@ from schemas.ops import IMAGE_OSES
 
 log = logging.getLogger(__name__)
 AGENT_VERSION = "sdc-agent-smartos/0.1"
-ZPOOL = "zones"
 LIST_FIELDS = ("uuid", "alias", "state", "image_uuid", "max_physical_memory", "quota",
                "boot_timestamp")
 #: vmadm ``state`` -> the states a node reports (see vmadm(8) "VM STATES")
@@ -77,8 +76,6 @@ STATES = {
     "receiving": "provisioning",
     "failed": "failed",
 }
-#: vmadm create-snapshot names the ZFS snapshot dataset@vmsnap-<name>
-VMSNAP = "vmsnap-"
 #: where the overlay directory last received is kept (in the agent's work directory)
 OVERLAY_FILE = "overlay.json"
 P = ParamSpec("P")
@@ -94,7 +91,7 @@ def _changes_zones(
         try:
             return op(self, *args, **kwargs)
         finally:
-            self._forget("vms")
+            self._cache.forget("vms")
     return run_op
 
 
@@ -116,9 +113,7 @@ class SmartOSBackend:
         self.traits = dict(traits or {})
         self._hostname = hostname
         self._sysinfo: dict[str, Any] | None = None
-        self._lock = threading.Lock()
-        self._cache: dict[str, tuple[float, Any]] = {}
-        self._generations: dict[str, int] = {}
+        self._cache = TtlCache(usage_ttl)
         self.provisions = ProvisionGuard()
         work_dir.mkdir(parents=True, exist_ok=True)
         self._overlay_version = _read_overlay(work_dir / OVERLAY_FILE).get("version", "")
@@ -153,13 +148,13 @@ class SmartOSBackend:
 
     def status(self) -> dict[str, Any]:
         machines = self.list_machines()
-        size, used = self._cached("pool", self._pool_usage)
+        size, used = self._cache.get("pool", self._pool_usage)
         ram_mb = int(self._node()["MiB of Memory"])
         promised = sum(m["ram_mb"] for m in machines if m["state"] in ("running", "provisioning"))
         return {
             "server_uuid": self.server_uuid,
             "machines": machines,
-            "images": self._cached("images", smartos_images.installed_ids),
+            "images": self._cache.get("images", smartos_images.installed_ids),
             "pool_size_mb": size // (1024 * 1024),
             "pool_used_mb": used // (1024 * 1024),
             "ram_mb": ram_mb,
@@ -173,9 +168,9 @@ class SmartOSBackend:
     def list_machines(self) -> list[dict[str, Any]]:
         """``vmadm list`` (a node process) is kept until an operation ends or ``usage_ttl``
         passes, not run at every 0.5 s status check (a zone halting by itself shows then)."""
-        usage = self._cached("usage", self._zone_usage)
-        nics = self._cached("nics", self._nic_map)
-        rows = self._cached("vms", lambda: vmadm.list_vms(LIST_FIELDS))
+        usage = self._cache.get("usage", self._zone_usage)
+        nics = self._cache.get("nics", self._nic_map)
+        rows = self._cache.get("vms", lambda: vmadm.list_vms(LIST_FIELDS))
         return [self._describe(row, usage, nics) for row in rows]
 
     # -- images -------------------------------------------------------------------------------
@@ -184,7 +179,7 @@ class SmartOSBackend:
         record = smartos_images.installed_record(image["uuid"])
         if record is None:
             record = smartos_images.install(self.work_dir, image)
-            self._forget("images", "pool")
+            self._cache.forget("images", "pool")
         return record
 
     # -- machines -----------------------------------------------------------------------------
@@ -207,7 +202,7 @@ class SmartOSBackend:
             try:
                 vmadm.create(create_payload(spec, brand, boot))
             finally:
-                self._forget("usage", "pool", "nics")
+                self._cache.forget("usage", "pool", "nics")
         return self.machine_load(uuid)
 
     @_changes_zones
@@ -249,7 +244,7 @@ class SmartOSBackend:
             try:
                 vmadm.delete(uuid)
             finally:
-                self._forget("usage", "pool", "nics")
+                self._cache.forget("usage", "pool", "nics")
         self.provisions.forget(uuid)
         return {**described, "state": "destroyed", "disk_used_mb": 0, "boot_time": None}
 
@@ -257,8 +252,8 @@ class SmartOSBackend:
         rows = vmadm.list_vms(LIST_FIELDS, {"uuid": uuid})
         if not rows:
             raise MachineNotFound(f"machine {uuid} does not exist on server {self.server_uuid}")
-        return self._describe(rows[0], self._cached("usage", self._zone_usage),
-                              self._cached("nics", self._nic_map))
+        return self._describe(rows[0], self._cache.get("usage", self._zone_usage),
+                              self._cache.get("nics", self._nic_map))
 
     @_changes_zones
     def machine_update(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -266,7 +261,7 @@ class SmartOSBackend:
         payload = update_payload(params)
         if payload:
             vmadm.update(params["uuid"], payload)
-        self._forget("usage")
+        self._cache.forget("usage")
         return self.machine_load(params["uuid"])
 
     @_changes_zones
@@ -346,7 +341,7 @@ class SmartOSBackend:
         return vm
 
     def _after_nic_change(self, vm: dict[str, Any]) -> None:
-        self._forget("nics")
+        self._cache.forget("nics")
         if STATES.get(vm.get("state", "")) == "running":
             vmadm.reboot(vm["uuid"])
 
@@ -367,37 +362,19 @@ class SmartOSBackend:
         return found
 
     def snapshot_list(self, uuid: str) -> list[dict[str, Any]]:
-        vm = vmadm.get(uuid)
-        if vm is None:
+        snapshots = smartos_snapshots.list_snapshots(uuid)
+        if snapshots is None:
             raise MachineNotFound(f"machine {uuid} does not exist on server {self.server_uuid}")
-        entries = vm.get("snapshots") or []
-        # vmadm get gives each one's ZFS 'written' as its size; older platforms: ask ZFS
-        sizes = {} if all("size" in s for s in entries) else self._snapshot_sizes(uuid)
-        snapshots = [{"name": s["name"], "created_at": _iso_time(s["created_at"]),
-                      "size_mb": math.ceil(int(s.get("size", sizes.get(s["name"], 0)))
-                                           / (1024 * 1024))}
-                     for s in entries]
-        # vmadm lists the newest first, ZFS creation times are whole seconds: reversed, the
-        # stable sort keeps snapshots of one second in the order they were taken
-        return sorted(reversed(snapshots), key=lambda s: s["created_at"])
-
-    def _snapshot_sizes(self, uuid: str) -> dict[str, int]:
-        return {row["name"].split("@", 1)[1].removeprefix(VMSNAP): int(row["used"])
-                for row in zfs.list_datasets(["name", "used"], [f"{ZPOOL}/{uuid}"],
-                                             types="snapshot", depth=1)}
+        return snapshots
 
     @_changes_zones
     def snapshot_rollback(self, uuid: str, name: str) -> dict[str, Any]:
-        """The machine keeps its state. ``vmadm rollback-snapshot`` would boot a stopped zone
-        too, so a stopped zone gets the ``zfs rollback -r`` VM.js runs, and nothing boots
-        (StartMachineFromSnapshot: the head node starts it next, in the same message)."""
+        """The machine keeps its state (StartMachineFromSnapshot: the head node starts it
+        next, in the same message)."""
         if self._snapshot(uuid, name) is None:
             raise BackendError("SnapshotNotFound", f"machine {uuid} has no snapshot {name}")
-        if self._state(uuid) == "stopped":
-            zfs.rollback(f"{ZPOOL}/{uuid}@{VMSNAP}{name}")
-        else:
-            vmadm.rollback_snapshot(uuid, name)
-        self._forget("usage", "pool")
+        smartos_snapshots.rollback(uuid, name, stopped=self._state(uuid) == "stopped")
+        self._cache.forget("usage", "pool")
         return self.machine_load(uuid)
 
     @_changes_zones
@@ -438,7 +415,7 @@ class SmartOSBackend:
             "ram_mb": int(row["max_physical_memory"] or 0),
             "disk_mb": int(row["quota"] or 0) * GIB_MB,
             "disk_used_mb": math.ceil(usage.get(row["uuid"], 0) / (1024 * 1024)),
-            "boot_time": _iso_time(boot) if boot and state == "running" else None,
+            "boot_time": smartos_snapshots.iso_time(boot) if boot and state == "running" else None,
             "nics": nics.get(row["uuid"], []),
         }
 
@@ -452,25 +429,6 @@ class SmartOSBackend:
         row = zfs.list_datasets(["name", "used", "available"], [ZPOOL])[0]
         return int(row["used"]) + int(row["available"]), int(row["used"])
 
-    def _cached(self, key: str, compute: Any) -> Any:
-        with self._lock:
-            hit = self._cache.get(key)
-            generation = self._generations.get(key, 0)
-        if hit is not None and time.monotonic() - hit[0] < self.usage_ttl:
-            return hit[1]
-        value = compute()
-        with self._lock:
-            # an operation that ended while this was computed may have made it stale
-            if self._generations.get(key, 0) == generation:
-                self._cache[key] = (time.monotonic(), value)
-        return value
-
-    def _forget(self, *keys: str) -> None:
-        with self._lock:
-            for key in keys:
-                self._cache.pop(key, None)
-                self._generations[key] = self._generations.get(key, 0) + 1
-
 
 def _destroyed(record: dict[str, Any]) -> dict[str, Any]:
     return {"uuid": record["uuid"], "alias": "", "state": "destroyed", "image_uuid": "",
@@ -483,10 +441,6 @@ def _read_overlay(path: Path) -> dict[str, Any]:
     except (FileNotFoundError, ValueError):
         return {}
     return saved
-
-
-def _iso_time(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def from_settings(settings: AgentSettings, server_uuid: str) -> SmartOSBackend:
