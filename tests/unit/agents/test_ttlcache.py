@@ -8,11 +8,15 @@ from agents.backends.ttlcache import TtlCache
 
 
 def test_an_answer_is_kept_for_ttl_then_asked_again() -> None:
-    cache, calls = TtlCache(0.05), []
-    for _ in range(3):
-        assert cache.get("vms", lambda: calls.append(1) or len(calls)) == 1
+    cache, calls = TtlCache(0.05), [0]
+
+    def vmadm_list() -> int:
+        calls[0] += 1
+        return calls[0]
+
+    assert [cache.get("vms", vmadm_list) for _ in range(3)] == [1, 1, 1]
     time.sleep(0.06)
-    assert cache.get("vms", lambda: calls.append(1) or len(calls)) == 2
+    assert cache.get("vms", vmadm_list) == 2
 
 
 def test_forget_drops_one_key_and_an_answer_computed_across_it_is_not_kept() -> None:
