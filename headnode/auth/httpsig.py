@@ -235,18 +235,32 @@ def request_target(environ: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------------------- checks
 
 
-def check_date(headers: Mapping[str, str], now: float, skew: float = CLOCK_SKEW) -> float:
-    """The request's Date as a unix time, refused when absent or too far from ``now``."""
-    value = headers.get("date") or headers.get("x-date")
+DATE_HEADERS = ("date", "x-date")
+
+
+def check_date(headers: Mapping[str, str], now: float, signed: Iterable[str] = DATE_HEADERS,
+               skew: float = CLOCK_SKEW) -> float:
+    """The signed date as a unix time. Every date header the signature covers (``signed``)
+    must be present and within ``skew`` of ``now``: an unsigned one proves nothing, as
+    whoever replays the request can write it afresh."""
+    covered = [name for name in DATE_HEADERS if name in set(signed)]
+    if not covered:
+        raise AuthError("InvalidHeader", "the date header must be among the signed headers")
+    return min((_checked_date(name, headers.get(name), now, skew) for name in covered),
+               key=lambda when: abs(now - when))
+
+
+def _checked_date(name: str, value: str | None, now: float, skew: float) -> float:
+    label = "Date" if name == "date" else "X-Date"
     if not value:
-        raise AuthError("InvalidHeader", "the Date header is required")
+        raise AuthError("InvalidHeader", f"the {label} header is signed but absent")
     try:
         when = parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError, IndexError) as exc:
-        raise AuthError("InvalidHeader", f"the Date header {value!r} is not an HTTP date") \
+        raise AuthError("InvalidHeader", f"the {label} header {value!r} is not an HTTP date") \
             from exc
     if abs(now - when) > skew:
-        raise AuthError("InvalidHeader", f"the Date header is {int(now - when)} s from the "
+        raise AuthError("InvalidHeader", f"the {label} header is {int(now - when)} s from the "
                         f"server's clock (at most {int(skew)} s allowed)")
     return when
 
@@ -337,14 +351,16 @@ def replay_cache_for(ctx: ServiceContext) -> ReplayCache:
     return RedisReplayCache(_redis_client(ctx.settings.redis_url))
 
 
-def request_digest(method: str, path_with_query: str, params: SignatureParams,
+def request_digest(signer: str, signature: bytes, method: str, path_with_query: str,
                    body: bytes | None) -> str:
-    """One request: its signature and what it asks. Distinct requests in one second can
-    share a signature when only ``date`` is signed; a replay repeats all of it."""
+    """One request: who signed it (the resolved account and key, never the key id's text,
+    which one key can be named by in many ways), its signature's bytes and what it asks.
+    Distinct requests in one second can share a signature when only ``date`` is signed; a
+    replay repeats all of it."""
     h = hashlib.sha256()
-    for part in (params.key_id, params.signature_b64, method.upper(), path_with_query):
-        h.update(part.encode())
-        h.update(b"\0")
+    for part in (signer.encode(), signature, method.upper().encode(),
+                 path_with_query.encode()):
+        h.update(hashlib.sha256(part).digest())
     h.update(hashlib.sha256(body or b"").digest())
     return h.hexdigest()
 
@@ -425,10 +441,7 @@ def authenticate(ctx: ServiceContext, method: str, path_with_query: str,
         if family not in _FAMILIES or hash_name not in _HASHES:
             raise AuthError("InvalidCredentials",
                             f"{params.algorithm} is not a supported signing algorithm")
-    if not {"date", "x-date"} & set(params.headers):
-        # an unsigned Date could be refreshed by whoever replays the request
-        raise AuthError("InvalidHeader", "the date header must be among the signed headers")
-    check_date(lowered, now)
+    check_date(lowered, now, params.headers)
     text = signing_string(method, path_with_query, lowered, params.headers)
     account, key_row = find_key(ctx, login, fingerprint)
     try:
@@ -438,7 +451,9 @@ def authenticate(ctx: ServiceContext, method: str, path_with_query: str,
     verify_signature(parsed, params.algorithm, text, params.signature)
     target = _target_account(ctx, account, path_login(path_with_query))
     cache = replay if replay is not None else replay_cache_for(ctx)
-    check_replay(cache, method, request_digest(method, path_with_query, params, body), now)
+    signer = f"{account.uuid}/{key_row.fingerprint_sha256}"
+    check_replay(cache, method, request_digest(signer, params.signature, method,
+                                               path_with_query, body), now)
     return Caller(account_uuid=account.uuid, login=account.login,
                   key_fingerprint=key_row.fingerprint_md5, operator=account.operator,
                   acting_as=target.login if target else None,

@@ -247,3 +247,48 @@ def test_an_unreachable_replay_cache_refuses_with_503(ctx: Any, alice: Tenant) -
     with pytest.raises(ReplayCacheUnavailable) as err:
         authenticate(ctx, "GET", "/alice", alice.headers("GET", "/alice"), replay=dead)
     assert err.value.status == 503
+
+
+# -- replays the date window and the cache must stop (issue 14, 1 and 2) -------------------
+
+
+def test_an_old_signed_x_date_with_a_fresh_unsigned_date_is_refused(ctx: Any,
+                                                                    alice: Tenant) -> None:
+    old = formatdate(time.time() - 30 * 86400, usegmt=True)
+    signed = alice.headers("DELETE", "/alice/machines/x/tags/a",
+                           signed=("(request-target)", "x-date"), date=old)
+    headers = {"Authorization": signed["Authorization"], "X-Date": old,
+               "Date": formatdate(time.time(), usegmt=True)}  # the replayer's, unsigned
+    err = refused(ctx, "DELETE", "/alice/machines/x/tags/a", headers)
+    assert err.code == "InvalidHeader" and "X-Date" in err.message
+
+
+def test_a_fresh_signed_x_date_passes_and_a_signed_header_must_be_there(
+        ctx: Any, alice: Tenant) -> None:
+    now = formatdate(time.time(), usegmt=True)
+    signed = alice.headers("GET", "/alice", signed=("(request-target)", "x-date"), date=now)
+    assert authenticate(ctx, "GET", "/alice", {"Authorization": signed["Authorization"],
+                                               "X-Date": now})
+    err = refused(ctx, "GET", "/alice", {"Authorization": signed["Authorization"],
+                                         "Date": now})
+    assert err.code == "InvalidHeader" and "absent" in err.message
+
+
+def test_one_request_under_other_spellings_of_its_key_id_is_a_replay(
+        ctx: Any, alice: Tenant) -> None:
+    md5 = alice.row.fingerprint_md5
+    spellings = [f"/alice/keys/MD5:{md5}", f"/alice/keys/{md5.upper()}",
+                 f"/alice/keys/{md5.replace(':', '')}", alice.key_id(sha256=True),
+                 f"/%61lice/keys/{md5}"]
+    date = formatdate(time.time(), usegmt=True)
+    target = "/alice/machines/x/tags"
+    first = alice.headers("POST", target, date=date)
+    authenticate(ctx, "POST", target, first, body=b'{"a":"b"}')
+    signature = first["Authorization"].rsplit("signature=", 1)[1]
+    for key_id in spellings:
+        again = {"Date": date, "Authorization": (
+            f'Signature keyId="{key_id}",algorithm="rsa-sha256",'
+            f'headers="(request-target) date",signature={signature}')}
+        # refused: as a replay, or for a key id this server does not read; never accepted
+        assert refused(ctx, "POST", target, again, body=b'{"a":"b"}').code == \
+            "InvalidCredentials", key_id
