@@ -140,8 +140,11 @@ def test_stray_and_bad_events_are_dropped(ctx: Any, fleet: dict[str, Any],
 # -- a node's reply to a change -------------------------------------------------------------
 
 def run_metadata_job(ctx: Any, engine: Engine, transport: RecordingTransport,
-                     machine: Machine, node_result: dict[str, Any]) -> dict[str, Any]:
-    meta_svc.add(ctx, machine.uuid, machine.owner_uuid, "metadata", {"b": "set"}, CALLER)
+                     machine: Machine, node_result: dict[str, Any], kind: Any = "metadata",
+                     change: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A ``kind`` change (metadata ``b=set`` unless told) through the job engine, the node
+    answering ``node_result``; the job's last result."""
+    meta_svc.add(ctx, machine.uuid, machine.owner_uuid, kind, change or {"b": "set"}, CALLER)
     job_uuid = get_machine(ctx, machine.uuid).job_uuid
     assert job_uuid is not None
     engine.run_step(job_uuid, 1)
@@ -188,15 +191,9 @@ def test_a_reply_without_serial_applies_the_change_as_before(
 def test_a_tags_change_with_a_serial_keeps_the_tag_change(
         ctx: Any, engine: Engine, transport: RecordingTransport, fleet: dict[str, Any]) -> None:
     machine = running_machine(ctx, fleet, serial=1)
-    meta_svc.add(ctx, machine.uuid, machine.owner_uuid, "tags", {"role": "web"}, CALLER)
-    job_uuid = get_machine(ctx, machine.uuid).job_uuid
-    assert job_uuid is not None
-    engine.run_step(job_uuid, 1)
-    pump(engine, transport)
-    _, _, _, reply = transport.agent.popleft()
-    engine.on_agent_reply(reply, ok({"tags": {"role": "web"},
-                                     "customer_metadata": {"a": "guest"}, "serial": 2}))
-    pump(engine, transport)
+    run_metadata_job(ctx, engine, transport, machine,
+                     {"tags": {"role": "web"}, "customer_metadata": {"a": "guest"},
+                      "serial": 2}, kind="tags", change={"role": "web"})
     row = get_machine(ctx, machine.uuid)
     assert (row.tags, row.customer_metadata, row.metadata_serial) == (
         {"role": "web"}, {"a": "guest"}, 2)
