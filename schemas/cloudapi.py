@@ -24,6 +24,7 @@ from marshmallow import (
 
 from schemas.nics import SPOOF_FLAGS, ipv4_address
 from schemas.ops import ALIAS_PATTERN, NO_COMMA, TagValue
+from schemas.wire import BoundedInteger, JsonBoolean, QueryBoolean
 
 #: CloudAPI's API versions this server speaks, newest last (CloudAPI 7 bumped the API
 #: version at each minor release, 8 and 9 only at the major one).
@@ -80,8 +81,8 @@ class MachineCreate(Strict):
     affinity = fields.List(fields.String(validate=validate.Regexp(AFFINITY_PATTERN)),
                            validate=validate.Length(max=32))
     locality = fields.Dict()
-    firewall_enabled = fields.Boolean()
-    deletion_protection = fields.Boolean()
+    firewall_enabled = JsonBoolean()
+    deletion_protection = JsonBoolean()
     tags = fields.Dict(keys=fields.String(validate=[validate.Length(min=1, max=128),
                                                     NO_COMMA]),
                        values=TagValue())
@@ -94,11 +95,14 @@ class MachineCreate(Strict):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        tags, metadata = gather_prefixed(data, "tag."), gather_prefixed(data, "metadata.")
-        if tags:
-            data["tags"] = {**data.get("tags", {}), **tags}
-        if metadata:
-            data["metadata"] = {**data.get("metadata", {}), **metadata}
+        for name, prefix in (("tags", "tag."), ("metadata", "metadata.")):
+            gathered = gather_prefixed(data, prefix)
+            if not gathered:
+                continue
+            given = data.get(name, {})
+            if not isinstance(given, dict):
+                raise ValidationError("must be an object", name)
+            data[name] = {**given, **gathered}
         return data
 
     @validates("networks")
@@ -131,18 +135,18 @@ class MachineListQuery(Schema):
     state = fields.String(validate=validate.OneOf(CLOUDAPI_STATES))
     image = fields.String()
     package = fields.String()
-    memory = fields.Integer(validate=validate.Range(min=0))
+    memory = BoundedInteger(strict=False)
     type = fields.String(validate=validate.OneOf(MACHINE_TYPES))
     brand = fields.String(validate=validate.Length(min=1, max=16))
     #: include destroyed machines: true, or those destroyed in the last N minutes
     tombstone = fields.String(validate=validate.Regexp(r"^(true|false|[0-9]{1,7})$",
                                                        error="true, false or minutes"))
-    docker = fields.Boolean()
+    docker = QueryBoolean()
     #: ``tags=*``: every machine with a tag (CloudAPI then ignores every other filter)
     tags = fields.String(validate=validate.Equal("*"))
-    credentials = fields.Boolean()
-    limit = fields.Integer(load_default=MAX_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    credentials = QueryBoolean()
+    limit = BoundedInteger(load_default=MAX_LIMIT, minimum=1, maximum=MAX_LIMIT, strict=False)
+    offset = BoundedInteger(load_default=0, strict=False)
 
 
 class ImageListQuery(Schema):
@@ -152,7 +156,7 @@ class ImageListQuery(Schema):
     name = fields.String()
     os = fields.String()
     version = fields.String()
-    public = fields.Boolean()
+    public = QueryBoolean()
     state = fields.String()
     owner = fields.String()
     type = fields.String()
@@ -183,7 +187,7 @@ class NicCreate(Strict):
 
     network = fields.Raw(required=True)
     ip = fields.String(validate=ipv4_address)
-    primary = fields.Boolean()
+    primary = QueryBoolean()
 
     @pre_load
     def _no_operator_fields(self, data: Any, **_: Any) -> Any:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, fields, validate
 
-from schemas.nics import MAX_ALLOWED_IPS, SPOOF_FLAGS, ipv4_address, ipv4_address_or_network
-from schemas.ops import RequestSchema
+from schemas.nics import MAX_ALLOWED_IPS, ipv4_address, ipv4_address_or_network
+from schemas.ops import ChangeSchema, RequestSchema
+from schemas.wire import BoundedInteger, JsonBoolean
 
 #: a MAC as paths may give it: with colons, or without them as CloudAPI's GetNic has it
 _MAC_IN_PATH = re.compile(r"^[0-9a-fA-F]{2}(:?[0-9a-fA-F]{2}){5}$")
@@ -39,14 +40,14 @@ class NetworkCreate(RequestSchema):
     provision_start_ip = fields.String(metadata={"description": "default: first host"})
     provision_end_ip = fields.String(metadata={"description": "default: last host"})
     resolvers = fields.List(fields.String(), metadata={"description": "IPv4 addresses"})
-    vlan_id = fields.Integer(metadata={"description": "0 to 4094, default 0"})
+    vlan_id = BoundedInteger(metadata={"description": "0 to 4094, default 0"})
     nic_tag = fields.String(metadata={"description": "1 to 31 of [A-Za-z0-9_], default "
                                       "external"})
-    public = fields.Boolean(metadata={"description": "default: true unless owner is given"})
+    public = JsonBoolean(metadata={"description": "default: true unless owner is given"})
     owner = fields.String(metadata={"description": "account uuid or login (a private "
                                     "network)"})
     description = fields.String(metadata={"description": "at most 512 characters"})
-    mtu = fields.Integer(metadata={"description": "576 to 9000, default 1500: every NIC "
+    mtu = BoundedInteger(metadata={"description": "576 to 9000, default 1500: every NIC "
                                    "on the network gets it"})
     routes = fields.Dict(keys=fields.String(), values=fields.String(), metadata={
         "description": "static routes of the machines on the network: {destination CIDR "
@@ -129,17 +130,6 @@ class Nic(Schema):
     created_at = fields.DateTime()
 
 
-class JsonBoolean(fields.Boolean):
-    """JSON ``true`` or ``false`` only: a flag that lifts a security rule is not guessed
-    from "yes", 1 or "on" (which marshmallow's Boolean would take)."""
-
-    def _deserialize(self, value: object, attr: str | None, data: object,
-                     **kwargs: object) -> bool:
-        if not isinstance(value, bool):
-            raise ValidationError("must be true or false")
-        return value
-
-
 class NicCreate(RequestSchema):
     network = fields.String(required=True, validate=validate.Length(min=1, max=128),
                             metadata={"description": "network uuid or name"})
@@ -148,7 +138,7 @@ class NicCreate(RequestSchema):
                        "in its provision range)"})
 
 
-class NicUpdate(RequestSchema):
+class NicUpdate(ChangeSchema):
     """The operator's anti-spoofing settings of one NIC (vmadm's ``update_nics``); a field
     left out stays as it is."""
 
@@ -160,12 +150,6 @@ class NicUpdate(RequestSchema):
                               validate=validate.Length(max=MAX_ALLOWED_IPS), metadata={
                                   "description": "more addresses or CIDRs the machine may "
                                                  "send from on this NIC"})
-
-    @validates_schema
-    def _something(self, data: dict[str, object], **_: object) -> None:
-        if not data:
-            raise ValidationError("give at least one of " + ", ".join(
-                (*SPOOF_FLAGS, "allowed_ips")), "body")
 
 
 class NicJob(Schema):

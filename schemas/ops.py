@@ -22,6 +22,13 @@ from marshmallow import (
 
 from schemas.agent import ImageInitSchema
 from schemas.image_manifest import FILE_FORMATS, name_problem, version_problem
+from schemas.wire import (
+    INT64_MAX,
+    BoundedFloat,
+    BoundedInteger,
+    JsonBoolean,
+    QueryBoolean,
+)
 
 #: API path segments a tenant login must not take, or ``/:login/...`` would shadow them.
 RESERVED_LOGINS = frozenset({"ops", "console", "my", "admin-api", "--ping", "docs", "openapi",
@@ -45,6 +52,8 @@ IMAGE_TYPES = ("zone-dataset", "lx-dataset", "zvol", "docker", "other")
 IMAGE_OSES = ("smartos", "linux", "windows", "bsd", "illumos", "other")
 
 MAX_PAGE = 1000
+#: a job a year past its deadline is stuck whatever one asks
+MAX_STUCK_AFTER = 365 * 86400.0
 
 
 #: a tag or metadata key: no comma, as vmadm removes keys named in a comma-separated list
@@ -53,6 +62,16 @@ NO_COMMA = validate.Regexp(r"^[^,]*$", error="a key must not hold a comma")
 class RequestSchema(Schema):
     class Meta:
         unknown = RAISE
+
+
+class ChangeSchema(RequestSchema):
+    """A change of some fields of an object: a body that names none is an error, not a
+    change that silently does nothing."""
+
+    @validates_schema
+    def _names_something(self, data: dict[str, Any], **_: Any) -> None:
+        if not data:
+            raise ValidationError("give at least one of " + ", ".join(self.fields), "body")
 
 
 class TagValue(fields.Field):
@@ -111,15 +130,15 @@ class Server(Schema):
     updated_at = fields.DateTime()
 
 
-class ServerUpdate(RequestSchema):
-    setup = fields.Boolean()
-    reserved = fields.Boolean()
+class ServerUpdate(ChangeSchema):
+    setup = JsonBoolean()
+    reserved = JsonBoolean()
     traits = fields.Dict(keys=fields.String())
 
 
 class ServerListQuery(Schema):
     status = fields.String(validate=validate.OneOf(SERVER_STATUSES))
-    setup = fields.Boolean()
+    setup = QueryBoolean()
 
 
 # ---------------------------------------------------------------------------- packages
@@ -129,18 +148,14 @@ class Package(RequestSchema):
     uuid = fields.String(dump_only=True)
     name = fields.String(required=True, validate=validate.Length(min=1, max=128))
     version = fields.String(validate=validate.Length(min=1, max=32))
-    memory = fields.Integer(required=True, strict=True, validate=validate.Range(min=1),
-                            metadata={"description": "MiB"})
-    disk = fields.Integer(required=True, strict=True, validate=validate.Range(min=1),
-                          metadata={"description": "MiB"})
-    swap = fields.Integer(strict=True, validate=validate.Range(min=0),
-                          metadata={"description": "MiB"})
-    vcpus = fields.Integer(strict=True, validate=validate.Range(min=1))
-    cpu_cap = fields.Integer(strict=True, validate=validate.Range(min=0),
-                             metadata={"description": "percent of one CPU; 0 = uncapped"})
-    max_lwps = fields.Integer(strict=True, validate=validate.Range(min=1))
-    active = fields.Boolean()
-    default = fields.Boolean()
+    memory = BoundedInteger(required=True, minimum=1, metadata={"description": "MiB"})
+    disk = BoundedInteger(required=True, minimum=1, metadata={"description": "MiB"})
+    swap = BoundedInteger(metadata={"description": "MiB"})
+    vcpus = BoundedInteger(minimum=1)
+    cpu_cap = BoundedInteger(metadata={"description": "percent of one CPU; 0 = uncapped"})
+    max_lwps = BoundedInteger(minimum=1)
+    active = JsonBoolean()
+    default = JsonBoolean()
     group = fields.String(validate=validate.Length(max=64))
     description = fields.String(validate=validate.Length(max=512))
     traits = fields.Dict(keys=fields.String())
@@ -170,10 +185,10 @@ class Image(RequestSchema):
     os = fields.String(validate=validate.OneOf(IMAGE_OSES))
     type = fields.String(validate=validate.OneOf(IMAGE_TYPES))
     state = fields.String(validate=validate.OneOf(IMAGE_STATES))
-    public = fields.Boolean()
+    public = JsonBoolean()
     owner_uuid = fields.UUID(allow_none=True)
     description = fields.String(validate=validate.Length(max=512))
-    size_mb = fields.Integer(strict=True, validate=validate.Range(min=0))
+    size_mb = BoundedInteger()
     requirements = fields.Dict(keys=fields.String())
     traits = fields.Dict(keys=fields.String())
     tags = fields.Dict(keys=fields.String(), metadata={
@@ -190,7 +205,7 @@ class Image(RequestSchema):
 class ImageFile(RequestSchema):
     sha256 = fields.String(required=True, validate=validate.Regexp(
         r"^[0-9a-fA-F]{64}$", error="must be 64 hex digits"))
-    size = fields.Integer(required=True, strict=True, validate=validate.Range(min=0),
+    size = BoundedInteger(required=True, maximum=INT64_MAX,
                           metadata={"description": "bytes, as stored (compressed)"})
     compression = fields.String(load_default="gzip",
                                 validate=validate.OneOf(["gzip", "bzip2", "xz", "none"]))
@@ -219,7 +234,7 @@ class Account(RequestSchema):
     login = fields.String(required=True, validate=validate.Regexp(
         LOGIN_PATTERN, error="must start with a letter, then 2-63 letters, digits or _.@-"))
     email = fields.Email(required=True)
-    operator = fields.Boolean(load_default=False)
+    operator = JsonBoolean(load_default=False)
     created_at = fields.DateTime(dump_only=True)
     updated_at = fields.DateTime(dump_only=True)
 
@@ -322,8 +337,8 @@ class MachineJob(Schema):
 
 
 class Page(Schema):
-    limit = fields.Integer(load_default=MAX_PAGE, validate=validate.Range(min=1, max=MAX_PAGE))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    limit = BoundedInteger(load_default=MAX_PAGE, minimum=1, maximum=MAX_PAGE, strict=False)
+    offset = BoundedInteger(load_default=0, strict=False)
 
 
 class MachineListQuery(Page):
@@ -373,7 +388,7 @@ DOCTOR_KINDS = ("orphan", "missing", "drift", "leaked_reservation", "leaked_ip",
 
 
 class DoctorQuery(RequestSchema):
-    stuck_after = fields.Float(load_default=60.0, validate=validate.Range(min=0), metadata={
+    stuck_after = BoundedFloat(load_default=60.0, maximum=MAX_STUCK_AFTER, metadata={
         "description": "seconds past its deadline before a job counts as stuck"})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from schemas.ops import RequestSchema
+from schemas.wire import BoundedInteger, JsonBoolean
 
 #: one simulation places at most this many machines and adds at most this many servers
 MAX_SIMULATED = 20_000
@@ -34,7 +35,7 @@ class AllocateRequest(RequestSchema):
                           metadata={"description": "account uuid or login (affinity, spread)"})
     affinity = AffinityRules
     networks = Networks
-    dry_run = fields.Boolean(load_default=True, validate=validate.Equal(
+    dry_run = JsonBoolean(load_default=True, validate=validate.Equal(
         True, error="only dry runs: create a machine to allocate for real"))
 
 
@@ -117,11 +118,10 @@ class CapacityAnswer(Schema):
 
 
 class ServerTemplate(RequestSchema):
-    ram_mb = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
-    cpus = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
-    disk_mb = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
-    count = fields.Integer(load_default=1, strict=True,
-                           validate=validate.Range(min=1, max=MAX_SIMULATED))
+    ram_mb = BoundedInteger(required=True, minimum=1)
+    cpus = BoundedInteger(required=True, minimum=1)
+    disk_mb = BoundedInteger(required=True, minimum=1)
+    count = BoundedInteger(load_default=1, minimum=1, maximum=MAX_SIMULATED)
     backend = fields.String(validate=validate.Length(min=1, max=16))
     traits = fields.Dict(keys=fields.String())
     nic_tags = fields.List(fields.String(validate=validate.Length(min=1, max=31)),
@@ -132,8 +132,7 @@ class ServerTemplate(RequestSchema):
 
 class PlaceItem(RequestSchema):
     package = fields.String(required=True, validate=validate.Length(min=1))
-    count = fields.Integer(required=True, strict=True,
-                           validate=validate.Range(min=1, max=MAX_SIMULATED))
+    count = BoundedInteger(required=True, minimum=1, maximum=MAX_SIMULATED)
     affinity = AffinityRules
     networks = Networks
     alias = fields.String(validate=validate.Length(min=1, max=64), metadata={
@@ -189,7 +188,7 @@ class SimulateAnswer(Schema):
 class HistoryQuery(Schema):
     since = fields.DateTime(metadata={
         "description": "ISO 8601 (UTC when no offset); only snapshots taken at or after it"})
-    limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=10_000))
+    limit = BoundedInteger(load_default=1000, minimum=1, maximum=10_000, strict=False)
 
 
 class HistoryPoint(Schema):

@@ -24,7 +24,7 @@ from werkzeug.exceptions import HTTPException
 from headnode.api import nodes
 from headnode.api.cloudapi import blueprints as cloudapi
 from headnode.api.errors import database_unavailable, retry_headers
-from headnode.api.files import is_file_upload
+from headnode.api.input_guard import refuse_hostile_input
 from headnode.api.ops import accounts, images, machines, packages, ping, servers
 from headnode.api.ops import doctor as doctor_views
 from headnode.api.ops import jobs as job_views
@@ -44,7 +44,6 @@ OPS_PREFIX = "/ops/"
 # Open so load balancers and clients can probe, and so the document can be fetched to learn
 # how to authenticate.
 OPEN_PATHS = frozenset({"/ops/ping", "/ops/openapi.json"})
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 MAX_BODY_BYTES = 1 << 20
 # A client's request id is echoed only if it is short and plain, so it is safe in logs.
 CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -129,6 +128,9 @@ class OpsApi(Api):
             message = f"{request.path} does not exist"
         if status == 405:
             message = f"{request.method} is not allowed on {request.path}"
+            # RFC 9110: a 405 says what is allowed
+            allowed = getattr(error, "valid_methods", None) or []
+            headers = {**headers, "Allow": ", ".join(allowed)}
         return {"code": code, "message": message}, status, headers
 
 
@@ -222,16 +224,7 @@ def create_app(
                 return unauthorized("the operator token is not valid")
             g.caller = dict(operator_caller)
 
-        # An image file is streamed to disk by its view, never read here.
-        if (request.method in BODY_METHODS and not is_file_upload()
-                and request.get_data(cache=True)):
-            if not request.is_json:
-                return jsonify({"code": "BadRequest",
-                                "message": "the body must be JSON (Content-Type: "
-                                           "application/json)"}), 400
-            if request.get_json(silent=True) is None:
-                return jsonify({"code": "BadRequest", "message": "the body is not valid JSON"}), 400
-        return None
+        return refuse_hostile_input()
 
     @app.after_request
     def _finish(response: Response) -> Response:
