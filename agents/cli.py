@@ -33,6 +33,9 @@ def _common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--redis-url", help="Redis URL (default: SDC_REDIS_URL)"),
         click.option("--data-dir", type=click.Path(file_okay=False), help="state directory"),
+        click.option("--node-credentials", type=click.Path(dir_okay=False),
+                     help="the nodes' credentials file, from `sdc server credentials` "
+                          "(default: SDC_NODE_CREDENTIALS, else DATA_DIR/credentials.json)"),
     ]
     for option in reversed(options):
         func = option(func)
@@ -134,8 +137,10 @@ def run(**options: Any) -> None:
         return [resolve_server_uuid(settings)]
 
     def check() -> None:
+        from agents.credentials import load_node_keys
         from agents.runner import make_backend
 
+        load_node_keys(settings, server_uuids())
         make_backend(settings)
 
     _serve(start, server_uuids, check, settings, ["run"])
@@ -229,7 +234,12 @@ def mockcloud(count: int, prefix: str, **options: Any) -> None:
 
         return [node_uuid(prefix, i) for i in range(count)]
 
-    _serve(start, server_uuids, lambda: None, settings,
+    def check() -> None:
+        from agents.credentials import load_node_keys
+
+        load_node_keys(settings, server_uuids())
+
+    _serve(start, server_uuids, check, settings,
            ["mockcloud", "--servers", str(count), "--prefix", prefix])
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.credentials import single_node
 from schemas.settings import SettingsError, load, setting
 
 
@@ -19,6 +20,8 @@ class AgentSettings:
     redis_url: str = setting("redis://127.0.0.1:6379/0", "Redis URL: Celery broker and heartbeats")
     server_uuid: str = setting("", "this node's UUID; empty = read or create DATA_DIR/server-uuid")
     data_dir: Path = setting(Path("~/.sdc/agent").expanduser(), "where the agent keeps its state")
+    node_credentials: str = setting("", "file of the node's credentials, as `sdc server "
+                                    "credentials` writes it; empty = DATA_DIR/credentials.json")
     backend: str = setting("sim", "node backend: sim, linux or smartos")
     hostname: str = setting("", "hostname to register; empty = this machine's hostname")
     heartbeat_interval: float = setting(5.0, "seconds between heartbeats")
@@ -57,8 +60,9 @@ def load_settings(**overrides: Any) -> AgentSettings:
 
 
 def resolve_server_uuid(settings: AgentSettings) -> str:
-    """The configured UUID, else the one stored in the data dir, else a new one that is stored
-    there: a node must keep its identity across restarts or the head node sees a new server."""
+    """The configured UUID, else the one stored in the data dir, else the one node of the
+    credentials file, else a new one; stored in the data dir, for a node must keep its
+    identity across restarts or the head node sees a new server."""
     if settings.server_uuid:
         return _checked_uuid(settings.server_uuid, "SDC_SERVER_UUID")
     path = settings.data_dir / "server-uuid"
@@ -66,7 +70,8 @@ def resolve_server_uuid(settings: AgentSettings) -> str:
         return _checked_uuid(path.read_text().strip(), str(path))
     except FileNotFoundError:
         pass
-    new = str(uuid.uuid4())
+    # credentials issued for one new node name it
+    new = single_node(settings) or str(uuid.uuid4())
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(new + "\n")

@@ -15,10 +15,12 @@ from collections.abc import Sequence
 from agents import tasks
 from agents.backends.base import NodeBackend
 from agents.config import AgentSettings, resolve_server_uuid
+from agents.credentials import load_node_keys
 from agents.heartbeat import Heartbeater, StatusReporter, redis_client
 from schemas.agent import agent_queue
 from schemas.settings import SettingsError
-from sdccommon import tasklog
+from sdccommon import signing, tasklog
+from sdccommon.redact import redact_url
 from sdccommon.supervise import ConsumerWatchdog, exit_on_unrecoverable
 
 log = logging.getLogger(__name__)
@@ -65,8 +67,10 @@ def run_worker(backends: Sequence[NodeBackend], settings: AgentSettings, node_na
     """Serve ``backends`` until the worker is told to stop (SIGTERM/SIGINT)."""
     if not backends:
         raise SettingsError("no nodes to serve")
+    keys = load_node_keys(settings, [b.server_uuid for b in backends])
     tasks.configure(settings.redis_url)
     tasks.host(backends)
+    signing.serve_nodes(keys, hosted=tasks.registry.keys)
     reporter = StatusReporter(
         backends,
         check_interval=settings.status_check_interval,
@@ -88,7 +92,7 @@ def run_worker(backends: Sequence[NodeBackend], settings: AgentSettings, node_na
     watchdog = ConsumerWatchdog(settings.redis_url, queues)
     watchdog.connect()
     watchdog.start()
-    log.info("serving %d node(s) on %s", len(backends), settings.redis_url)
+    log.info("serving %d node(s) on %s", len(backends), redact_url(settings.redis_url))
     try:
         tasks.app.worker_main(worker_argv(queues, settings.concurrency, node_name,
                                             settings.log_level))

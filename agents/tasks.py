@@ -27,6 +27,7 @@ from schemas.agent import (
     SysinfoSchema,
     agent_task,
 )
+from sdccommon import signing
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ EVENT_MACHINE_METADATA = "events.machine_metadata"
 REPLY_RETRY_POLICY = {"max_retries": 30, "interval_start": 0, "interval_step": 0.5,
                       "interval_max": 2}
 
-app = Celery("agents", set_as_current=False)
+app = Celery("agents", set_as_current=False, task_cls=signing.SignedTask)
 app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
@@ -78,28 +79,33 @@ def host(backends: Iterable[NodeBackend]) -> None:
 # -- events to the head node ------------------------------------------------------------------
 
 
-def send_event(name: str, *args: Any, retry_policy: Mapping[str, Any] | None = None) -> None:
+def send_event(name: str, server_uuid: str, *args: Any,
+               retry_policy: Mapping[str, Any] | None = None) -> None:
+    """Send an event as node ``server_uuid`` (signed with its key: sdccommon/signing.py)."""
     app.send_task(name, args=list(args), queue=HEADNODE_QUEUE, retry=True,
-                  retry_policy=dict(retry_policy) if retry_policy else None)
+                  retry_policy=dict(retry_policy) if retry_policy else None,
+                  headers={signing.SENDER: server_uuid})
 
 
 def send_sysinfo(sysinfo: Mapping[str, Any]) -> None:
     """Register a node; ``sysinfo`` has the Python names, the wire has the SmartOS names."""
-    send_event(EVENT_SYSINFO, SysinfoSchema().dump(sysinfo))
+    send_event(EVENT_SYSINFO, sysinfo["uuid"], SysinfoSchema().dump(sysinfo))
 
 
 def send_status(status: Mapping[str, Any]) -> None:
-    send_event(EVENT_STATUS, dict(status))
+    send_event(EVENT_STATUS, status["server_uuid"], dict(status))
 
 
 def send_machine_metadata(change: Mapping[str, Any]) -> None:
     """A guest changed its metadata (MachineMetadataEventSchema); raises when the broker
     cannot take it (the caller logs it: the event is not sent again)."""
-    send_event(EVENT_MACHINE_METADATA, MachineMetadataEventSchema().dump(change))
+    send_event(EVENT_MACHINE_METADATA, change["server_uuid"],
+               MachineMetadataEventSchema().dump(change))
 
 
 def send_reply(reply: Mapping[str, Any], outcome: Mapping[str, Any]) -> None:
-    send_event(EVENT_TASK_REPLY, dict(reply), dict(outcome), retry_policy=REPLY_RETRY_POLICY)
+    send_event(EVENT_TASK_REPLY, outcome["server_uuid"], dict(reply), dict(outcome),
+               retry_policy=REPLY_RETRY_POLICY)
 
 
 # -- the operations -----------------------------------------------------------------------------

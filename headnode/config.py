@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,10 @@ class HeadnodeSettings:
                                 "inputs.")
     operator_token: str = setting("", "Bearer token of the operator API; empty means the one "
                                   "stored in SDC_DATA_DIR/operator-token (made on first use).")
+    message_key: str = setting("", "Secret the head node signs its messages with and derives "
+                               "each node's key from (`sdc server credentials`); empty means "
+                               "the one stored in SDC_DATA_DIR/message-key (made on first "
+                               "use). Every head-node machine needs the same one.")
     # A new provision waits about this many messages / throughput before its first step
     # (~1.2 s at 50 provisions/s): bench/provision_throughput.py's p99 stays under 2 s.
     provision_backlog_limit: int = setting(
@@ -111,16 +116,30 @@ class HeadnodeSettings:
 
     def resolved_operator_token(self) -> str:
         """The configured token, else the stored one, else a new one stored for next time."""
-        if self.operator_token:
-            return self.operator_token
-        path = self.data_dir / "operator-token"
-        if path.exists():
-            return path.read_text().strip()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        token = secrets.token_urlsafe(32)
-        path.write_text(token + "\n")
-        path.chmod(0o600)
-        return token
+        return self.operator_token or self._stored_secret("operator-token")
+
+    def resolved_message_key(self) -> bytes:
+        """The key every node's message key derives from (sdccommon/signing.py)."""
+        return (self.message_key or self._stored_secret("message-key")).encode()
+
+    def _stored_secret(self, name: str) -> str:
+        """The secret stored in SDC_DATA_DIR/``name``, made (0600) on first use."""
+        path = self.data_dir / name
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            # Written whole (0600 from the start) beside it, then linked into place: the API,
+            # worker and beat may start at once, and the first link wins for all of them.
+            tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(32) + "\n")
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        return path.read_text().strip()
 
 
 WEIGHT = "weight_"

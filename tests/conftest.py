@@ -5,7 +5,8 @@ broker is redis-server. Both listen on 127.0.0.1 on free ports and live in temp 
 run never touches a machine's own PostgreSQL or Redis.
 
 Fixtures:
-  redis_server      session   RedisServer: .url, .port, .client(), .restart(), .flushall()
+  redis_server      session   RedisServer: .url (with its password), .port, .password,
+                              .client(), .restart(), .flushall()
   clean_redis       function  redis_server flushed, returns its url
   postgres_server   session   PostgresServer: .port, .url(dbname), .create_database(name)
   database_url      session   URL of database ``sdc_test``, migrated to head
@@ -28,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.credentials import TEST_MESSAGE_KEY
 from tests.support.jobqueue import RecordingJobQueue
 from tests.support.net import free_port
 from tests.support.procs import ProcessGroup, pid_alive
@@ -218,6 +220,7 @@ def settings(
         redis_url=clean_redis,
         data_dir=tmp_path / "data",
         operator_token="test-token",
+        message_key=TEST_MESSAGE_KEY,
     )
 
 

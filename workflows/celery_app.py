@@ -10,7 +10,7 @@ from celery import Celery
 
 from headnode.config import HeadnodeSettings, get_settings
 from schemas.agent import HEADNODE_QUEUE
-from sdccommon import tasklog
+from sdccommon import signing, tasklog
 from workflows.registry import load_all
 
 
@@ -21,8 +21,9 @@ def first_arg(task: str) -> str | None:
 
 def make_app(settings: HeadnodeSettings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("sdc", broker=settings.redis_url,
+    app = Celery("sdc", broker=settings.redis_url, task_cls=signing.SignedTask,
                  include=["workflows.tasks", "workflows.capacity_tasks"])
+    signing.serve_headnode(settings.resolved_message_key)
     app.conf.update(
         task_default_queue=HEADNODE_QUEUE,
         task_serializer="json",

@@ -11,6 +11,7 @@ from kombu.exceptions import ChannelError
 
 from headnode.config import HeadnodeSettings
 from schemas.agent import HEADNODE_QUEUE, agent_queue, agent_task
+from sdccommon import signing
 
 RUN_STEP = "workflows.run_step"
 CANCEL_JOB = "workflows.cancel_job"
@@ -64,7 +65,10 @@ class CeleryJobQueue:
         from workflows.celery_app import make_app
 
         same = default_app.conf.broker_url == settings.redis_url
-        return cls(default_app if same else make_app(settings))
+        app = default_app if same else make_app(settings)
+        # the default app was made with the settings of the process's start
+        signing.serve_headnode(settings.resolved_message_key)
+        return cls(app)
 
     def backlog(self) -> int:
         # Measured at most every ``backlog_ttl`` seconds per process: every create asks,

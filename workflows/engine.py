@@ -111,9 +111,17 @@ class Engine:
         turn.send()
         return True
 
-    def on_agent_reply(self, reply: dict[str, Any], outcome: dict[str, Any]) -> None:
+    def on_agent_reply(self, reply: dict[str, Any], outcome: dict[str, Any],
+                       from_server: str | None = None) -> None:
+        """An agent's answer to a step; ``from_server``, when the node that sent it is
+        proven (a signed message), must be the node the step went to."""
         with self.sessions() as session, session.begin():
             turn = self._turn(session, reply["job_uuid"])
+            if turn is not None and from_server is not None \
+                    and turn.job.server_uuid != from_server:
+                log.warning("ignoring a reply for job %s from server %s: its step went to %s",
+                            reply["job_uuid"], from_server, turn.job.server_uuid)
+                return
             if turn is not None and turn.job.attempt == reply["attempt"] \
                     and turn.job.execution == "running":
                 apply_reply(turn, reply, outcome)

@@ -13,6 +13,7 @@ from headnode.config import HeadnodeSettings, get_settings
 from headnode.services import capacity, doctor, node_metadata, overlay
 from headnode.store.db import session_factory
 from schemas.agent import HEARTBEAT_KEY, agent_queue, agent_task
+from sdccommon import signing
 from workflows import nodes
 from workflows.celery_app import app
 from workflows.dispatch import CeleryTransport
@@ -58,11 +59,15 @@ def cancel_job(job_uuid: str) -> None:
 
 @app.task(name="events.task_reply")
 def task_reply(reply: dict[str, Any], outcome: dict[str, Any]) -> None:
+    # signing has checked that the outcome names its sender; a question's answer is checked
+    # against the machine's server by apply_answer
     if reply.get("query") == nodes.MISSING_QUERY:
         with _engine().sessions() as session, session.begin():
             nodes.apply_answer(session, reply, outcome)
         return
-    _engine().on_agent_reply(reply, outcome)
+    sender = signing.current_sender()
+    _engine().on_agent_reply(reply, outcome,
+                             from_server=None if sender in (None, signing.HEADNODE) else sender)
 
 
 @app.task(name="events.server_sysinfo")

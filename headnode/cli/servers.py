@@ -1,15 +1,26 @@
-"""``sdc server list|get|setup|update``: the compute nodes, their setup, reservation and
-traits."""
+"""``sdc server list|get|setup|update|credentials``: the compute nodes, their setup,
+reservation, traits and credentials."""
 
 from __future__ import annotations
 
+import uuid as uuidlib
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
 
-from headnode.cli.context import SdcGroup, client, json_option, parse_pairs, resolve_server
+from headnode.cli.context import (
+    SdcGroup,
+    client,
+    json_option,
+    parse_pairs,
+    resolve_server,
+    state_of,
+)
 from headnode.cli.output import console, emit, fmt_mib, render_object
+from headnode.services.node_credentials import write_credentials
+from schemas.mocknodes import node_uuids
 
 
 @click.group(cls=SdcGroup)
@@ -78,3 +89,35 @@ def server_update(server_ref: str, reserved: bool | None, traits: dict[str, str]
 def typed_trait(value: str) -> Any:
     """Traits are mostly flags (``ssd=true``); other values stay strings."""
     return {"true": True, "false": False}.get(value.lower(), value)
+
+
+@server.command("credentials")
+@click.argument("server_uuids", nargs=-1, metavar="[UUID]...")
+@click.option("--new", "new_count", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Also issue credentials for N new server UUIDs.")
+@click.option("--mockcloud", "mock_count", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Also for the N nodes of `sdc mockcloud --servers N --prefix PREFIX`.")
+@click.option("--prefix", default="mock", show_default=True, help="The mock cloud's prefix.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The credentials file to write (0600; added to when it exists).")
+@click.pass_context
+@json_option
+def server_credentials(ctx: click.Context, server_uuids: tuple[str, ...], new_count: int,
+                       mock_count: int, prefix: str, out: Path) -> None:
+    """Issue nodes the keys they sign their messages with, into a file for their agents
+    (SDC_NODE_CREDENTIALS). Needs the head node's message key (SDC_MESSAGE_KEY, else
+    SDC_DATA_DIR/message-key): run it on the head node. The keys are never printed."""
+    wanted = [*server_uuids, *(str(uuidlib.uuid4()) for _ in range(new_count)),
+              *node_uuids(prefix, mock_count)]
+    if not wanted:
+        raise click.UsageError("no server to issue credentials for: give UUIDs, --new or "
+                               "--mockcloud")
+    try:
+        written = write_credentials(state_of(ctx).settings().resolved_message_key(), wanted,
+                                    out)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="UUID") from exc
+    emit({"file": str(out), "servers": sorted(written)},
+         lambda data: console().print(f"credentials of {len(data['servers'])} server(s) "
+                                      f"written to {data['file']}:\n"
+                                      + "\n".join(data["servers"])))

@@ -18,6 +18,7 @@ import pytest
 
 from headnode.cli.client import OpsClient
 from headnode.store.migrate import upgrade
+from tests.support import credentials
 from tests.support.net import free_port
 from tests.support.procs import ProcessGroup
 from tests.support.triton import triton_bin  # noqa: F401  (a fixture every module here may use)
@@ -52,6 +53,7 @@ class Cloud:
         server_uuid = server_uuid or str(uuid.uuid5(uuid.NAMESPACE_URL,
                                                     f"{self.workdir}/cn{index}"))
         name = f"agent{index}"
+        credentials.issue(self.workdir / name, [server_uuid])
         self.procs.spawn(
             name,
             [SDC, "agent", "run", "--backend", "sim", "--server-uuid", server_uuid,
@@ -108,6 +110,7 @@ def cloud(postgres_server: Any, redis_server: Any, tmp_path_factory: pytest.Temp
         "SDC_REDIS_URL": redis_server.url,
         "SDC_DATA_DIR": str(workdir / "headnode"),
         "SDC_OPERATOR_TOKEN": TOKEN,
+        "SDC_MESSAGE_KEY": credentials.TEST_MESSAGE_KEY,
         "SDC_API_BIND": f"127.0.0.1:{port}",
         "SDC_API_WORKERS": "2",
         "SDC_RECONCILE_INTERVAL": "2",

@@ -26,6 +26,7 @@ from headnode.store.db import session_factory
 from headnode.store.models import Machine, utcnow
 from schemas.agent import HEADNODE_QUEUE, agent_queue, agent_task
 from tests.integration.conftest import SDC, sdc
+from tests.support import credentials
 from tests.support.wait import wait_until
 
 # Questions and lost messages are asked again after 3 s; every node reports at least every
@@ -241,6 +242,7 @@ def test_two_agents_for_one_node_destroy_nothing(cloud: Any, seeded: dict[str, A
 
     target = cloud.agents["agent0"]
     machines = provision(cloud, target, 12, "twice")
+    credentials.issue(cloud.workdir / "rogue", [target])
     cloud.procs.spawn("rogue", [SDC, "agent", "run", "--backend", "sim", "--server-uuid",
                                 target, "--hostname", "cn0",
                                 "--data-dir", str(cloud.workdir / "rogue"),

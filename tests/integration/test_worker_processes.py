@@ -23,6 +23,7 @@ from celery import Celery
 from agents import nodelock
 from agents.mockcloud import node_uuid
 from schemas.agent import HEADNODE_QUEUE, HEARTBEAT_KEY, agent_queue
+from tests.support import credentials
 from tests.support.procs import ProcessGroup
 from tests.support.wait import wait_until
 
@@ -37,6 +38,7 @@ CLOUD_ENV = {"SDC_STATUS_INTERVAL": "2"}
 
 
 def agent_argv(server_uuid: str, redis_url: str, data_dir: Path) -> list[str]:
+    credentials.issue(data_dir, [server_uuid])
     return [SDC, "agent", "run", "--backend", "sim", "--server-uuid", server_uuid,
             "--redis-url", redis_url, "--data-dir", str(data_dir)]
 
@@ -92,6 +94,7 @@ def test_a_mock_cloud_overlapping_a_running_one_is_refused(
     client = redis_server.client()
     argv = [SDC, "mockcloud", "--servers", "2", "--prefix", "lk", "--redis-url", clean_redis,
             "--data-dir", str(tmp_path / "mock")]
+    credentials.issue_mockcloud(tmp_path / "mock", 3, "lk")  # also the one-more cloud's
     procs.spawn("mock", argv, env=FAST, timeout=60, ready=lambda: client.hlen(HEARTBEAT_KEY) == 2)
     bigger = [*argv[:3], "3", *argv[4:]]  # one node more: the first two are taken
     refused = subprocess.run(bigger, capture_output=True, text=True, timeout=60)

@@ -23,7 +23,7 @@ from agents.backends.host import runc
 from headnode.cli.client import OpsClient
 from headnode.imagebuild import BuiltImage, build_busybox_image
 from headnode.store.migrate import upgrade
-from tests.support import netns
+from tests.support import credentials, netns
 from tests.support.btrfs import LoopPool, create_pool, destroy_pool
 from tests.support.net import free_port
 from tests.support.procs import ProcessGroup
@@ -51,6 +51,7 @@ class LinuxCloud:
         self.env = {
             "SDC_DATABASE_URL": database_url, "SDC_REDIS_URL": redis_url,
             "SDC_DATA_DIR": str(self.data_dir), "SDC_OPERATOR_TOKEN": TOKEN,
+            "SDC_MESSAGE_KEY": credentials.TEST_MESSAGE_KEY,
             "SDC_API_BIND": f"127.0.0.1:{port}", "SDC_API_WORKERS": "2",
             "SDC_RECONCILE_INTERVAL": "2",
         }
@@ -81,6 +82,7 @@ class LinuxCloud:
         return node
 
     def start_agent(self, node: LinuxNode) -> None:
+        credentials.issue(self.workdir / f"agent-{node.name}", [node.server])
         self.procs.spawn(f"agent-{node.name}",
                          [SDC, "agent", "run", "--backend", "linux", "--server-uuid",
                           node.server, "--hostname", f"cn-{node.name}",

@@ -13,6 +13,7 @@ from celery import Celery
 
 from agents.mockcloud import node_uuid
 from schemas.agent import HEADNODE_QUEUE, HEARTBEAT_KEY, agent_queue, agent_task
+from tests.support import credentials
 from tests.support.procs import ProcessGroup
 from tests.support.wait import wait_until
 
@@ -38,6 +39,7 @@ def _decode(body: str, encoding: str) -> str:
 
 
 def call_agent(redis_url: str, server_uuid: str, op: str, params: dict[str, Any]) -> Any:
+    credentials.sign_as_headnode()
     client = Celery("test-client", broker=redis_url, backend=redis_url, set_as_current=False)
     try:
         result = client.send_task(agent_task(op), args=[server_uuid, params, None],
@@ -52,6 +54,7 @@ def test_agent_run_beats_registers_serves_and_stops(
 ) -> None:
     server_uuid = str(uuid.uuid4())
     client = redis_server.client()
+    credentials.issue(tmp_path / "agent", [server_uuid])
     argv = [sys.executable, "-m", "agents.cli", "run", "--backend", "sim",
             "--server-uuid", server_uuid, "--redis-url", clean_redis,
             "--data-dir", str(tmp_path / "agent"), "--hostname", "cn-test",
@@ -68,7 +71,7 @@ def test_agent_run_beats_registers_serves_and_stops(
     wait_until(lambda: any(n == "events.server_status" for n, _ in headnode_events(client)),
                timeout=30, message="a status report")
 
-    outcome = call_agent(clean_redis, server_uuid, "machine_load", {"uuid": "missing"})
+    outcome = call_agent(clean_redis, server_uuid, "machine_load", {"uuid": str(uuid.uuid4())})
     assert outcome["error"]["code"] == "MachineNotFound"
 
     assert procs.stop("agent", grace=30) == 0
@@ -80,6 +83,7 @@ def test_mockcloud_serves_every_node(
 ) -> None:
     client = redis_server.client()
     uuids = [node_uuid("t", i) for i in range(3)]
+    credentials.issue(tmp_path / "mock", uuids)
     argv = [sys.executable, "-c", "from agents.cli import mockcloud; mockcloud()",
             "--servers", "3", "--prefix", "t", "--redis-url", clean_redis,
             "--data-dir", str(tmp_path / "mock")]

@@ -1,0 +1,48 @@
+"""Node credentials: the key each compute node signs its messages with (sdccommon/signing.py).
+
+A node's key is derived from the head node's message key and the node's uuid, so the head
+node stores no per-node secret and can check any node's message. The operator hands a node
+its key in a credentials file (JSON ``{"nodes": {uuid: hex key}}``, 0600), which the agent
+reads (``SDC_NODE_CREDENTIALS``); one file may hold many nodes (a mock cloud).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid as uuidlib
+from collections.abc import Iterable
+from pathlib import Path
+
+from sdccommon.signing import derive
+
+
+def node_keys(message_key: bytes, server_uuids: Iterable[str]) -> dict[str, str]:
+    """{uuid: hex key} of each node (uuids in canonical form; ValueError names a bad one)."""
+    keys = {}
+    for text in server_uuids:
+        try:
+            canonical = str(uuidlib.UUID(text))
+        except ValueError:
+            raise ValueError(f"{text!r} is not a server UUID") from None
+        keys[canonical] = derive(message_key, canonical).hex()
+    return keys
+
+
+def write_credentials(message_key: bytes, server_uuids: Iterable[str],
+                      path: Path) -> dict[str, str]:
+    """Write (or add to) the credentials file at ``path``, readable by its owner only, for
+    the head node's ``message_key``; returns the uuids written, without their keys."""
+    keys = node_keys(message_key, server_uuids)
+    try:
+        known = json.loads(path.read_text()).get("nodes", {})
+    except (FileNotFoundError, ValueError, AttributeError):
+        known = {}
+    known.update(keys)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"nodes": known}, out, indent=1)
+    os.replace(tmp, path)
+    return dict.fromkeys(keys, "written")
