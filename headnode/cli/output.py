@@ -18,6 +18,7 @@ from rich.table import Table
 
 from headnode.cli.client import ApiError
 from headnode.cli.context import client, state_of
+from sdccommon.redact import redact_url as redact_url  # the commands print URLs
 
 # Piped output (files, CI logs, tests) keeps whole uuids instead of rich's 80 columns.
 PIPE_WIDTH = 200
@@ -102,15 +103,6 @@ def render_object(obj: dict[str, Any]) -> None:
     for key in obj:
         table.add_row(key, fmt_value(obj[key]))
     console().print(table)
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for printing."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in creds:
-        return url
-    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
 
 
 # ---------------------------------------------------------------------------- jobs

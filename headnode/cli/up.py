@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -33,6 +34,7 @@ from headnode.cli.supervisor import (
     wait_for,
 )
 from headnode.config import get_settings
+from sdccommon.redact import redact_url
 
 SUPERVISE_INTERVAL = 0.5
 SDC = [sys.executable, "-m", "headnode.cli.main"]
@@ -96,7 +98,7 @@ class Cloud:
         self.supervisor.start("beat", [*SDC, "headnode", "beat"])
         self.say(f"starting a mock fleet of {self.servers} server(s)")
         self.supervisor.start("mockcloud", [
-            *SDC, "mockcloud", "--servers", str(self.servers), "--redis-url", self.redis_url,
+            *SDC, "mockcloud", "--servers", str(self.servers),
             "--prefix", fleet_prefix(self.data_dir)],
             # The operator's SDC_CONFIG file holds head-node keys, which the agent's settings
             # loader refuses as unknown: the simulated nodes run on their defaults.
@@ -107,21 +109,25 @@ class Cloud:
 
     def start_redis(self) -> None:
         if self.redis_url:
-            self.say(f"using Redis at {self.redis_url} (SDC_REDIS_URL)")
+            self.say(f"using Redis at {redact_url(self.redis_url)} (SDC_REDIS_URL)")
             return
         executable = shutil.which("redis-server")
         if executable is None:
             raise StartupFailed("redis-server is not installed; install it, or set "
                                 "SDC_REDIS_URL to a Redis you run")
         port = free_port()
-        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        # A fresh password each run: the demo's Redis keeps nothing across runs, and every
+        # child gets the URL (with the password) in its environment, never on its command
+        # line, which `ps` shows to every user.
+        password = secrets.token_hex(24)
+        self.redis_url = f"redis://:{password}@127.0.0.1:{port}/0"
         self.supervisor.env["SDC_REDIS_URL"] = self.redis_url
-        self.say(f"starting a private redis-server on 127.0.0.1:{port}")
-        # No persistence: Redis is only the broker; the database is the system of record.
+        self.say(f"starting a private redis-server on 127.0.0.1:{port} (with a password)")
+        config = write_private(self.data_dir / "redis.conf", redis_config(password))
         self.supervisor.start("redis", [
-            executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(self.supervisor.log_dir)])
-        wait_for("redis-server", lambda: redis_answers(port), self.supervisor)
+            executable, str(config), "--port", str(port), "--bind", "127.0.0.1",
+            "--dir", str(self.supervisor.log_dir)])
+        wait_for("redis-server", lambda: redis_answers(self.redis_url), self.supervisor)
 
     def running_servers(self) -> list[dict[str, Any]] | None:
         try:
@@ -152,13 +158,30 @@ class Cloud:
             time.sleep(SUPERVISE_INTERVAL)
 
 
-def redis_answers(port: int) -> bool:
+def redis_config(password: str) -> str:
+    # No persistence: Redis is only the broker; the database is the system of record.
+    return f'save ""\nappendonly no\nrequirepass {password}\n'
+
+
+def write_private(path: Path, text: str) -> Path:
+    """``text`` into ``path``, readable by this user only (it holds a secret)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    return path
+
+
+def redis_answers(url: str) -> bool:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
+        return bool(client.ping())
+    except redis.RedisError:
         return False
+    finally:
+        client.close()
 
 
 def child_env(data_dir: Path, port: int, token: str, redis_url: str,

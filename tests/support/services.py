@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -27,18 +28,21 @@ def _tail_file(path: Path, lines: int = 40) -> str:
 
 
 class RedisServer:
-    """A private redis-server with no persistence (Redis is never the system of record)."""
+    """A private redis-server with no persistence (Redis is never the system of record),
+    with a password as every deployment has (``.url`` carries it)."""
 
-    def __init__(self, executable: str, workdir: Path, port: int) -> None:
+    def __init__(self, executable: str, workdir: Path, port: int,
+                 password: str | None = None) -> None:
         self.executable = executable
         self.workdir = workdir
         self.port = port
+        self.password = password or secrets.token_hex(16)
         self.log_path = workdir / "redis.log"
         self._popen: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     @property
     def pid(self) -> int:
@@ -58,8 +62,12 @@ class RedisServer:
             client.close()
 
     def start(self) -> None:
+        # The password goes in a file, not on the command line (which `ps` shows everyone).
+        config = self.workdir / "redis.conf"
+        config.write_text(f"requirepass {self.password}\n")
+        config.chmod(0o600)
         argv = [
-            self.executable,
+            self.executable, str(config),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",

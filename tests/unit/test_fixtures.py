@@ -7,6 +7,7 @@ import signal
 import sys
 
 import pytest
+import redis
 from sqlalchemy import func, select, text
 
 from tests.support.jobqueue import RecordingJobQueue
@@ -66,7 +67,18 @@ def test_redis_is_real(redis_server):
     assert client.ping()
     client.set("sdc:fixture", "1")
     assert client.get("sdc:fixture") == b"1"
-    assert redis_server.url == f"redis://127.0.0.1:{redis_server.port}/0"
+    assert redis_server.url == (
+        f"redis://:{redis_server.password}@127.0.0.1:{redis_server.port}/0")
+
+
+def test_redis_wants_the_password(redis_server):
+    # as in every deployment the README describes: nobody without it gets in
+    stranger = redis.Redis(port=redis_server.port)
+    try:
+        with pytest.raises(redis.AuthenticationError):
+            stranger.ping()
+    finally:
+        stranger.close()
 
 
 def test_redis_restart_keeps_the_port_and_loses_the_data(redis_server):
