@@ -163,14 +163,14 @@ def check(task: str, request: Any, args: Sequence[Any], kwargs: Mapping[str, Any
     if not (isinstance(speaker, str) and isinstance(audience, str)
             and isinstance(signature, str)):
         raise Refused("the message is not signed")
+    if audience not in _config.audiences():
+        raise Refused(f"the message is for {audience}, not served here")
     key = keyring.shared(speaker, audience) if keyring is not None else None
     if key is None:
         raise Refused(f"no key shared with {speaker!r} for {audience!r}")
     expected = digest(key, task, str(request.id), speaker, audience, args, kwargs)
     if not hmac.compare_digest(expected, signature):
         raise Refused(f"the signature does not hold for sender {speaker}")
-    if audience not in _config.audiences():
-        raise Refused(f"the message is for {audience}, not served here")
     _check_may_send(task, speaker, audience, args, kwargs)
     return speaker
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.credentials import TEST_MESSAGE_KEY
+from tests.support.credentials import TEST_MESSAGE_KEY, sign_as_headnode
 from tests.support.jobqueue import RecordingJobQueue
 from tests.support.net import free_port
 from tests.support.procs import ProcessGroup, pid_alive
@@ -60,6 +60,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
     # A run killed with SIGKILL cannot clean up; the next run does it for it.
     _reap_stale_servers()
+    # What a test sends on Redis (an agent task, a node's event) it sends as the head node
+    # that every test cloud runs (TEST_MESSAGE_KEY), or as a node it names.
+    sign_as_headnode()
 
 
 OWNER_FILE = "owner.pid"

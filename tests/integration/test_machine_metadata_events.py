@@ -12,6 +12,7 @@ import pytest
 from celery import Celery
 
 from schemas.agent import HEADNODE_QUEUE, agent_queue, agent_task
+from sdccommon import signing
 from tests.integration.conftest import Cloud
 from tests.support.httpsig_client import Signer
 from tests.support.wait import wait_until
@@ -43,7 +44,9 @@ def metadata(cloud: Cloud, machine_uuid: str) -> dict[str, Any]:
 
 
 def guest_change(client: Celery, change: dict[str, Any]) -> None:
-    client.send_task("events.machine_metadata", args=[change], queue=HEADNODE_QUEUE)
+    """Sent as the node the change names (a change naming none is refused unread)."""
+    client.send_task("events.machine_metadata", args=[change], queue=HEADNODE_QUEUE,
+                     headers={signing.SENDER: str(change.get("server_uuid", "nobody"))})
 
 
 def test_a_guests_change_is_applied_by_the_worker_if_newer(cloud: Cloud, client: Celery,

@@ -25,6 +25,7 @@ from headnode.services import capacity
 from headnode.store.db import session_factory
 from headnode.store.models import Machine, utcnow
 from schemas.agent import HEADNODE_QUEUE, agent_queue, agent_task
+from sdccommon import signing
 from tests.integration.conftest import SDC, sdc
 from tests.support import credentials
 from tests.support.wait import wait_until
@@ -117,7 +118,7 @@ def test_a_report_leaving_machines_out_destroys_nothing_the_node_still_has(
         broker.send_task("events.server_status", args=[{
             "server_uuid": target, "machines": [], "images": [], "pool_size_mb": 1,
             "pool_used_mb": 0, "ram_mb": 1, "ram_free_mb": 1, "timestamp": time.time()}],
-            queue=HEADNODE_QUEUE)
+            queue=HEADNODE_QUEUE, headers={signing.SENDER: target})
         wait_until(lambda: {f["machine_uuid"] for f in doctor(cloud)[1]
                             if f["kind"] == "missing"} == {m["uuid"] for m in machines},
                    timeout=20, message="the six machines to be suspected")
