@@ -25,6 +25,7 @@ from headnode.api import nodes
 from headnode.api.cloudapi import blueprints as cloudapi
 from headnode.api.errors import database_unavailable, retry_headers
 from headnode.api.input_guard import refuse_hostile_input
+from headnode.api.openapi_fields import describe_custom_fields
 from headnode.api.ops import accounts, images, machines, packages, ping, servers
 from headnode.api.ops import doctor as doctor_views
 from headnode.api.ops import jobs as job_views
@@ -205,6 +206,7 @@ def create_app(
 
     api = OpsApi(app, spec_kwargs={"components": {"securitySchemes": {
         "bearer": {"type": "http", "scheme": "bearer"}}}, "security": [{"bearer": []}]})
+    describe_custom_fields(api.ma_plugin)
     for module in BLUEPRINT_MODULES:
         api.register_blueprint(module.blp)
     cloudapi.register(app)  # the tenant API: /--ping, /:login/...

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from headnode.api.cloudapi import account, catalog, machines, metadata, nics, snapshots
+from headnode.api.cloudapi import account, catalog, machines, metadata, nics, openapi, snapshots
 from headnode.api.cloudapi.common import (
     CloudApiError,
     add_headers,
@@ -42,6 +42,10 @@ def ping_blueprint() -> Blueprint:
         if refused:
             return refused
         return jsonify({"ping": "pong", "cloudapi": {"versions": list(API_VERSIONS)}})
+
+    @bp.get(openapi.OPENAPI_PATH)
+    def openapi_document() -> Any:
+        return jsonify(openapi.document())
 
     return bp
 

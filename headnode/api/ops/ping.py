@@ -16,6 +16,7 @@ class Pong(Schema):
 
 @blp.route("")
 class Ping(MethodView):
+    @blp.doc(security=[])  # open: see headnode.api.app.OPEN_PATHS
     @blp.response(200, Pong)
     def get(self) -> dict[str, Any]:
         return {"ping": "pong"}
