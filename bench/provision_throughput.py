@@ -5,11 +5,14 @@ gunicorn, the workflow worker, beat, and one mockcloud process hosting the sim n
 latency 0, so what is measured is the orchestration itself). Prints provisions/s, p50 and
 p99 POST->running latency (from the POST that was accepted, and from the first try when the
 API answered 429 while its workflow worker was behind), and head-node CPU-seconds per
-provision. As a baseline measured
+provision. It does so twice, each on a fresh cloud: with signed messages (as deployed) and
+with signing and checking turned off, so the cost of signing shows beside it. As a baseline
+measured
 in the same run (this machine is shared and noisy), it also prints the rate of a plain
 authenticated GET through the same API and clients.
 
     .venv/bin/python bench/provision_throughput.py [--servers 100] [--provisions 500]
+        [--signing both|on|off]
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import percentile  # noqa: E402
 from headnode.cli.client import ApiError, OpsClient  # noqa: E402
 from headnode.store.migrate import upgrade  # noqa: E402
+from sdccommon.signing import UNSIGNED_ENV  # noqa: E402
+from tests.support import credentials  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
 from tests.support.procs import ProcessGroup  # noqa: E402
 from tests.support.services import PostgresServer, RedisServer, postgres_bin_dir  # noqa: E402
@@ -59,8 +64,8 @@ def cpu_seconds(pid: int, tree: bool = True) -> float:
         return 0.0
 
 
-def start_cloud(args: argparse.Namespace, workdir: Path) -> tuple[ProcessGroup, OpsClient,
-                                                                  str, Any, Any]:
+def start_cloud(args: argparse.Namespace, workdir: Path, signed: bool
+                ) -> tuple[ProcessGroup, OpsClient, str, Any, Any]:
     redis = RedisServer(shutil.which("redis-server") or "/usr/bin/redis-server",
                         workdir / "redis", free_port())
     (workdir / "redis").mkdir()
@@ -74,7 +79,9 @@ def start_cloud(args: argparse.Namespace, workdir: Path) -> tuple[ProcessGroup, 
     env = {
         "SDC_DATABASE_URL": database_url, "SDC_REDIS_URL": redis.url,
         "SDC_DATA_DIR": str(workdir / "headnode"), "SDC_OPERATOR_TOKEN": TOKEN,
+        "SDC_MESSAGE_KEY": credentials.TEST_MESSAGE_KEY,
         "SDC_API_BIND": f"127.0.0.1:{port}", "SDC_API_WORKERS": str(args.api_workers),
+        **({} if signed else {UNSIGNED_ENV: "1"}),
         **({"SDC_WORKER_CONCURRENCY": str(args.worker_concurrency)}
            if args.worker_concurrency else {}),
         **dict(pair.split("=", 1) for pair in args.env),
@@ -85,6 +92,7 @@ def start_cloud(args: argparse.Namespace, workdir: Path) -> tuple[ProcessGroup, 
     procs.spawn("api", [SDC, "headnode", "serve"], env=env, ready=api.ping, timeout=60)
     procs.spawn("worker", [SDC, "headnode", "worker", "--loglevel", args.worker_loglevel], env=env)
     procs.spawn("beat", [SDC, "headnode", "beat", "--loglevel", "WARNING"], env=env)
+    credentials.issue_mockcloud(workdir / "mock", args.servers, "bench")
     procs.spawn("mockcloud", [SDC, "mockcloud", "--servers", str(args.servers),
                               "--prefix", "bench", "--data-dir", str(workdir / "mock"),
                               "--sim-latency-ms", "0"], env=env)
@@ -238,10 +246,21 @@ def main() -> int:
     parser.add_argument("--env", action="append", default=[], metavar="SDC_X=VALUE",
                         help="a setting for every process of the cloud (repeatable)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    parser.add_argument("--signing", choices=["both", "on", "off"], default="both",
+                        help="signed messages, unsigned, or both (each on a fresh cloud)")
     args = parser.parse_args()
 
+    modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.signing]
+    ok = True
+    for signed in modes:
+        print(f"\n=== messages {'signed' if signed else 'NOT signed (to measure the cost)'} ===")
+        ok &= bench_cloud(args, signed)
+    return 0 if ok else 1
+
+
+def bench_cloud(args: argparse.Namespace, signed: bool) -> bool:
     workdir = Path(tempfile.mkdtemp(prefix="sdc-bench-"))
-    procs, api, database_url, redis, pg = start_cloud(args, workdir)
+    procs, api, database_url, redis, pg = start_cloud(args, workdir, signed)
     keep = args.keep
     try:
         uuids = prepare(api, args.servers)
@@ -255,12 +274,12 @@ def main() -> int:
               f"{args.worker_concurrency or 'default'}; {psutil.cpu_count()} CPUs")
         print(f"baseline: authenticated GET /ops/servers/<uuid>: {base:.0f} requests/s")
         ok = run_round("as fast as the API takes them", api, engine, args, 0, None, cpu_pids)
-        if args.rate:
+        if args.rate and signed:
             ok &= run_round(f"offered at {args.rate:g}/s", api, engine, args,
                             args.provisions, args.rate, cpu_pids)
         engine.dispose()
         keep |= not ok
-        return 0 if ok else 1
+        return ok
     except BaseException:
         keep = True  # what went wrong is in the processes' logs
         raise
