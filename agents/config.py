@@ -52,6 +52,9 @@ class AgentSettings:
                               "filters when the agent runs outside it; empty = the agent's own")
     stop_timeout: float = setting(10.0, "linux backend: seconds between SIGTERM and SIGKILL "
                                         "when a machine stops")
+    image_store_url: str = setting("", "the head node's image store (its API base URL, e.g. "
+                                   "http://10.0.0.1:8080): image files are fetched from and "
+                                   "uploaded to URLs under it only; empty = no transfers")
 
 
 def load_settings(**overrides: Any) -> AgentSettings:

@@ -64,7 +64,8 @@ def start_agent(node: BenchNode, procs: ProcessGroup, name: str) -> str:
                           "--hostname", name, "--data-dir", str(node.workdir / "agent")],
                 env={**node.env, "SDC_POOL": str(node.pool.mount),
                      "SDC_RUNC_ROOT": str(node.pool.runc_root),
-                     "SDC_NODE_NETNS": str(node.node_netns), "SDC_NIC_TAGS": "external"})
+                     "SDC_NODE_NETNS": str(node.node_netns), "SDC_NIC_TAGS": "external",
+                     "SDC_IMAGE_STORE_URL": node.api.base_url})
     wait_until(lambda: any(s["uuid"] == server for s in node.api.get("/ops/servers")),
                timeout=60, message="the linux node to register")
     node.api.put(f"/ops/servers/{server}", {"setup": True})

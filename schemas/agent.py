@@ -23,6 +23,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
+from schemas.ids import uuid_string
 from schemas.image_manifest import FILE_FORMATS
 from schemas.nics import (
     MachineNicsAddSchema,
@@ -118,7 +119,7 @@ class ImageInitSchema(Schema):
 class ImageSpecSchema(Schema):
     """What a node needs to import an image into its pool."""
 
-    uuid = fields.String(required=True)
+    uuid = uuid_string(required=True)
     name = fields.String(required=True)
     version = fields.String(load_default="")
     os = fields.String(load_default="other")
@@ -136,10 +137,10 @@ class ImageSpecSchema(Schema):
 class MachineSpecSchema(Schema):
     """Everything an agent needs to create one machine; the package is already resolved."""
 
-    uuid = fields.String(required=True)
+    uuid = uuid_string(required=True)
     alias = fields.String(required=True)
-    owner_uuid = fields.String(required=True)
-    image_uuid = fields.String(required=True)
+    owner_uuid = uuid_string(required=True)
+    image_uuid = uuid_string(required=True)
     ram_mb = fields.Integer(required=True, validate=validate.Range(min=1))
     disk_mb = fields.Integer(required=True, validate=validate.Range(min=1))
     cpu_cap = fields.Integer(load_default=0)
@@ -159,7 +160,7 @@ class MachineSpecSchema(Schema):
 
 
 class MachineRefSchema(Schema):
-    uuid = fields.String(required=True)
+    uuid = uuid_string(required=True)
 
 
 class EnsureImageSchema(Schema):
@@ -169,7 +170,7 @@ class EnsureImageSchema(Schema):
 class MachineUpdateSchema(Schema):
     """Resize (any of ram_mb, disk_mb, cpu_cap, vcpus, max_lwps) and/or rename (alias)."""
 
-    uuid = fields.String(required=True)
+    uuid = uuid_string(required=True)
     alias = fields.String(load_default=None, allow_none=True)
     ram_mb = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
     disk_mb = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
@@ -186,7 +187,7 @@ class MachineMetadataUpdateSchema(Schema):
     machine's metadata on its node, so the head node keeps the newest of a reply and a
     :class:`MachineMetadataEventSchema`."""
 
-    uuid = fields.String(required=True)
+    uuid = uuid_string(required=True)
     set_customer_metadata = fields.Dict(keys=fields.String(), values=fields.String(),
                                         load_default=dict)
     remove_customer_metadata = fields.List(fields.String(), load_default=list)
@@ -214,15 +215,16 @@ class MachineMetadataEventSchema(Schema):
 
 
 class SnapshotRefSchema(Schema):
-    uuid = fields.String(required=True)  # the machine
+    uuid = uuid_string(required=True)  # the machine
+    #: one path component on a node (``zones/<uuid>@<name>``): no slash, never ``.`` or ``..``
     name = fields.String(required=True,
-                         validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"))
+                         validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z"))
 
 
 class CreateImageSchema(Schema):
     """Snapshot a machine, archive it and PUT the file to ``upload``."""
 
-    uuid = fields.String(required=True)  # the machine
+    uuid = uuid_string(required=True)  # the machine
     image = fields.Nested(ImageSpecSchema, required=True)
     upload = fields.Nested(TransferSchema, required=True)
 

@@ -8,6 +8,8 @@ import ipaddress
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from schemas.ids import uuid_string
+
 #: the NIC flags that lift one anti-spoofing rule each (vmadm's names; all default false)
 SPOOF_FLAGS = ("allow_ip_spoofing", "allow_mac_spoofing", "allow_dhcp_spoofing",
                "allow_restricted_traffic")
@@ -15,8 +17,9 @@ SPOOF_FLAGS = ("allow_ip_spoofing", "allow_mac_spoofing", "allow_dhcp_spoofing",
 NIC_FLAG_FIELDS = (*SPOOF_FLAGS, "allowed_ips")
 #: vmadm takes at most 13 entries in a NIC's ``allowed_ips`` (VM.js's validation)
 MAX_ALLOWED_IPS = 13
-MAC_PATTERN = r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$"
-NIC_TAG_PATTERN = r"^[A-Za-z0-9_]{1,31}$"
+#: ``\Z``, not ``$``: a node names veths, chains and files after these (schemas.ids)
+MAC_PATTERN = r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z"
+NIC_TAG_PATTERN = r"^[A-Za-z0-9_]{1,31}\Z"
 #: the largest VLAN id (4095 is reserved by 802.1Q); 0 means untagged
 MAX_VLAN_ID = 4094
 
@@ -52,7 +55,7 @@ class NicSpecSchema(Schema):
     flags and ``allowed_ips`` shape the node's anti-spoofing rules for it."""
 
     mac = fields.String(required=True, validate=validate.Regexp(MAC_PATTERN))
-    interface = fields.String(required=True, validate=validate.Regexp(r"^net[0-9]{1,2}$"))
+    interface = fields.String(required=True, validate=validate.Regexp(r"^net[0-9]{1,2}\Z"))
     nic_tag = fields.String(required=True, validate=validate.Regexp(NIC_TAG_PATTERN))
     vlan_id = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_VLAN_ID))
     ips = fields.List(fields.String(validate=ipv4_interface), load_default=list)
@@ -88,7 +91,7 @@ class MachineNicsAddSchema(Schema):
     ``routes``: the machine's VM-level routes as they are with the new NICs (a new network
     may bring its own); None keeps the machine's routes as they are."""
 
-    uuid = fields.String(required=True)
+    uuid = uuid_string(required=True)
     nics = fields.List(fields.Nested(NicSpecSchema), required=True,
                        validate=validate.Length(min=1))
     routes = fields.Dict(keys=fields.String(validate=ipv4_address_or_network),
@@ -99,13 +102,13 @@ class MachineNicsAddSchema(Schema):
 class MachineNicsRemoveSchema(Schema):
     """Remove NICs by MAC (vmadm ``remove_nics``); a MAC the machine lacks is no error."""
 
-    uuid = fields.String(required=True)
+    uuid = uuid_string(required=True)
     macs = fields.List(fields.String(validate=validate.Regexp(MAC_PATTERN)), required=True,
                        validate=validate.Length(min=1))
 
 
 class MachineNicsUpdateSchema(Schema):
-    uuid = fields.String(required=True)
+    uuid = uuid_string(required=True)
     nics = fields.List(fields.Nested(NicFlagsSchema), required=True,
                        validate=validate.Length(min=1))
 

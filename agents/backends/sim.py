@@ -75,8 +75,11 @@ class SimBackend:
         traits: Mapping[str, Any] | None = None,
         state_path: Path | None = None,
         nic_tags: Mapping[str, str | None] | None = None,
+        image_store_url: str = "",
     ) -> None:
         self.server_uuid = server_uuid
+        #: the head node's image store (SDC_IMAGE_STORE_URL): uploads go there only
+        self.image_store_url = image_store_url
         self.hostname = hostname
         self.ram_mb = ram_mb
         self.cpus = cpus
@@ -404,6 +407,8 @@ class SimBackend:
         """A small but real gzip'd tar (the machine's record) stands in for its filesystem; it
         is PUT to ``upload`` when given, so the head node's upload path is exercised."""
         self._faults.begin("image_create_from_machine")
+        if upload:
+            transfer.check_url(upload["url"], self.image_store_url, "upload.url")
         with self._lock:
             machine = dict(self._get(uuid))
         archive = _fake_archive(machine)
@@ -411,7 +416,7 @@ class SimBackend:
             with tempfile.NamedTemporaryFile(suffix=".tar.gz") as fh:
                 fh.write(archive)
                 fh.flush()
-                transfer.upload(Path(fh.name), upload)
+                transfer.upload(Path(fh.name), upload, self.image_store_url)
         return {"uuid": image["uuid"], "size": len(archive),
                 "sha256": hashlib.sha256(archive).hexdigest(), "compression": "gzip",
                 "format": "tar"}
@@ -501,4 +506,5 @@ def from_settings(
         traits=parse_traits(settings),
         state_path=state_path,
         nic_tags=parse_nic_tags(settings),
+        image_store_url=settings.image_store_url,
     )

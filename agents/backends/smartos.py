@@ -38,6 +38,7 @@ from agents.backends.base import BackendError, ImageNotFound, MachineNotFound
 from agents.backends.host import imgadm, vmadm, zfs, zoneadm
 from agents.backends.host.cmd import run
 from agents.backends.jsonfile import write_json
+from agents.backends.names import plain_name
 from agents.backends.smartos_provision import IN_PROGRESS, ProvisionGuard
 from agents.backends.smartos_snapshots import ZPOOL
 from agents.backends.ttlcache import TtlCache
@@ -105,9 +106,13 @@ class SmartOSBackend:
         brand: str = "joyent-minimal",
         usage_ttl: float = 5.0,
         traits: dict[str, Any] | None = None,
+        image_store_url: str = "",
     ) -> None:
         self.server_uuid = server_uuid
         self.work_dir = work_dir
+        #: the head node's image store (SDC_IMAGE_STORE_URL): image files come from and go
+        #: to it only
+        self.image_store_url = image_store_url
         self.brand = brand
         self.usage_ttl = usage_ttl
         self.traits = dict(traits or {})
@@ -178,7 +183,7 @@ class SmartOSBackend:
     def image_ensure_present(self, image: dict[str, Any]) -> dict[str, Any]:
         record = smartos_images.installed_record(image["uuid"])
         if record is None:
-            record = smartos_images.install(self.work_dir, image)
+            record = smartos_images.install(self.work_dir, image, self.image_store_url)
             self._cache.forget("images", "pool")
         return record
 
@@ -392,7 +397,9 @@ class SmartOSBackend:
         self, uuid: str, image: dict[str, Any], upload: dict[str, Any]
     ) -> dict[str, Any]:
         self._state(uuid)
-        return smartos_images.create_from_dataset(self.work_dir, f"{ZPOOL}/{uuid}", image, upload)
+        return smartos_images.create_from_dataset(
+            self.work_dir, f"{ZPOOL}/{plain_name(uuid, 'machine uuid')}", image, upload,
+            self.image_store_url)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -445,4 +452,5 @@ def _read_overlay(path: Path) -> dict[str, Any]:
 
 def from_settings(settings: AgentSettings, server_uuid: str) -> SmartOSBackend:
     return SmartOSBackend(server_uuid, settings.data_dir / "smartos",
-                          hostname=settings.hostname or None, traits=parse_traits(settings))
+                          hostname=settings.hostname or None, traits=parse_traits(settings),
+                          image_store_url=settings.image_store_url)

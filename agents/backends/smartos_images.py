@@ -27,6 +27,7 @@ from typing import Any
 from agents.backends import transfer
 from agents.backends.base import BackendError
 from agents.backends.host import imgadm, zfs
+from agents.backends.names import plain_name
 from agents.backends.vmadm_payloads import imgapi_manifest
 from schemas.image_manifest import TAR, ZFS, file_format
 
@@ -48,13 +49,16 @@ def install_formats(types: list[str]) -> dict[str, list[str]]:
     return formats
 
 
-def install(work_dir: Path, image: dict[str, Any]) -> dict[str, Any]:
-    """Installs the image unless another agent task did meanwhile (one file lock per image)."""
+def install(work_dir: Path, image: dict[str, Any], store_url: str) -> dict[str, Any]:
+    """Installs the image unless another agent task did meanwhile (one file lock per image);
+    its file comes from the image store at ``store_url`` (SDC_IMAGE_STORE_URL) only."""
+    plain_name(image["uuid"], "image uuid")
     _check_format(image)
+    transfer.check_source(image, store_url)
     with _file_lock(work_dir, image["uuid"]):
         installed = imgadm.get(image["uuid"])
         if installed is None:
-            _install(work_dir, image)
+            _install(work_dir, image, store_url)
             installed = imgadm.get(image["uuid"])
     if installed is None:
         raise BackendError("ImageInstallFailed", f"image {image['uuid']} did not install")
@@ -66,9 +70,11 @@ def installed_ids() -> list[str]:
 
 
 def create_from_dataset(work_dir: Path, dataset: str, image: dict[str, Any],
-                        upload: dict[str, Any]) -> dict[str, Any]:
-    """A full ZFS send stream of a snapshot of the zone's dataset, gzip'd and PUT."""
-    snapshot = f"{dataset}@image-{image['uuid']}"
+                        upload: dict[str, Any], store_url: str) -> dict[str, Any]:
+    """A full ZFS send stream of a snapshot of the zone's dataset, gzip'd and PUT to the
+    image store at ``store_url``."""
+    transfer.check_url(upload["url"], store_url, "upload.url")
+    snapshot = f"{dataset}@image-{plain_name(image['uuid'], 'image uuid')}"
     stream = work_dir / f"{image['uuid']}.zfs"
     archive = work_dir / f"{image['uuid']}.zfs.gz"
     zfs.snapshot(snapshot)
@@ -77,7 +83,7 @@ def create_from_dataset(work_dir: Path, dataset: str, image: dict[str, Any],
         with open(stream, "rb") as src, gzip.open(archive, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
         size, sha256 = transfer.file_digest(archive)
-        transfer.upload(archive, upload)
+        transfer.upload(archive, upload, store_url)
     finally:
         stream.unlink(missing_ok=True)
         archive.unlink(missing_ok=True)
@@ -96,11 +102,11 @@ def _check_format(image: dict[str, Any]) -> None:
                            f"installs a {image_type} image from a {want} file")
 
 
-def _install(work_dir: Path, image: dict[str, Any]) -> None:
+def _install(work_dir: Path, image: dict[str, Any], store_url: str) -> None:
     file_path = work_dir / f"{image['uuid']}.file"
     manifest_path = work_dir / f"{image['uuid']}.json"
     try:
-        file = transfer.download(image, file_path)
+        file = transfer.download(image, file_path, store_url)
         manifest_path.write_text(json.dumps(imgapi_manifest(image, file, file_path)))
         imgadm.install(manifest_path, file_path)
     finally:

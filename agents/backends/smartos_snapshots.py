@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from agents.backends.host import vmadm, zfs
+from agents.backends.names import plain_name
 
 ZPOOL = "zones"
 VMSNAP = "vmsnap-"
@@ -39,12 +40,13 @@ def rollback(uuid: str, name: str, *, stopped: bool) -> None:
     """Roll the zone back, keeping its state: ``vmadm rollback-snapshot`` would boot a
     stopped zone too, so a stopped zone gets the ``zfs rollback -r`` VM.js runs."""
     if stopped:
-        zfs.rollback(f"{ZPOOL}/{uuid}@{VMSNAP}{name}")
+        machine, snapshot = plain_name(uuid, "machine uuid"), plain_name(name, "snapshot name")
+        zfs.rollback(f"{ZPOOL}/{machine}@{VMSNAP}{snapshot}")
     else:
         vmadm.rollback_snapshot(uuid, name)
 
 
 def _zfs_sizes(uuid: str) -> dict[str, int]:
     return {row["name"].split("@", 1)[1].removeprefix(VMSNAP): int(row["used"])
-            for row in zfs.list_datasets(["name", "used"], [f"{ZPOOL}/{uuid}"],
+            for row in zfs.list_datasets(["name", "used"], [f"{ZPOOL}/{plain_name(uuid, 'uuid')}"],
                                          types="snapshot", depth=1)}

@@ -112,6 +112,8 @@ def cloud(postgres_server: Any, redis_server: Any, tmp_path_factory: pytest.Temp
         "SDC_OPERATOR_TOKEN": TOKEN,
         "SDC_MESSAGE_KEY": credentials.TEST_MESSAGE_KEY,
         "SDC_API_BIND": f"127.0.0.1:{port}",
+        # the agents' image store (sim nodes upload the images made from their machines)
+        "SDC_IMAGE_STORE_URL": f"http://127.0.0.1:{port}",
         "SDC_API_WORKERS": "2",
         "SDC_RECONCILE_INTERVAL": "2",
         **getattr(request.module, "CLOUD_ENV", {}),

@@ -73,6 +73,7 @@ class LinuxCloud:
         node = LinuxNode(name, str(uuid.uuid4()), create_pool(f"e2e-{name}"), netns)
         node.env = {**self.env, "SDC_POOL": str(node.pool.mount),
                     "SDC_RUNC_ROOT": str(node.pool.runc_root), "SDC_STOP_TIMEOUT": "3",
+                    "SDC_IMAGE_STORE_URL": self.api.base_url,
                     **({"SDC_NODE_NETNS": str(netns)} if netns else {}), **(env or {})}
         self.nodes.append(node)
         self.start_agent(node)

@@ -63,6 +63,7 @@ from agents.backends.linux.records import (
 from agents.backends.linux.runtime import Runtime, boot_time, netns_dir, running
 from agents.backends.linux.storage import Snapshot, Storage
 from agents.backends.linux.usage import CachedList, UsageCache
+from agents.backends.names import plain_name
 from schemas.image_manifest import TAR
 
 MIB = 1024 * 1024
@@ -86,6 +87,7 @@ class LinuxBackend:
         traits: dict[str, Any] | None = None,
         network: NodeNetwork | None = None,
         metadata_listener: MetadataListener | None = None,
+        image_store_url: str = "",
     ) -> None:
         self.server_uuid = server_uuid
         self.hostname = hostname
@@ -95,7 +97,8 @@ class LinuxBackend:
         storage.prepare()
         self.machines_dir = storage.state_dir / "machines"
         self.tmp_dir = storage.state_dir / "tmp"
-        self.images = ImageStore(storage, storage.state_dir / "images", self.tmp_dir)
+        self.images = ImageStore(storage, storage.state_dir / "images", self.tmp_dir,
+                                 image_store_url)
         self.records = MachineRecords(self.machines_dir, server_uuid)
         self.runtime = Runtime(runc_root, stop_timeout=stop_timeout, ttl=usage_ttl)
         self.usage = UsageCache(storage, usage_ttl)
@@ -374,8 +377,10 @@ class LinuxBackend:
     ) -> dict[str, Any]:
         """Snapshot the machine, archive the snapshot (tar.gz of its root filesystem), PUT it
         to ``upload``; the temporary snapshot and archive are removed whatever happens."""
-        snap = f"image-{image['uuid']}"
-        archive = self.tmp_dir / f"{image['uuid']}.tar.gz"
+        transfer.check_url(upload["url"], self.images.store_url, "upload.url")
+        image_uuid = plain_name(image["uuid"], "image uuid")
+        snap = f"image-{image_uuid}"
+        archive = self.tmp_dir / f"{image_uuid}.tar.gz"
         with self.records.machine(uuid):
             self.records.get(uuid)
             if self._find_snapshot(uuid, snap) is None:
@@ -383,7 +388,7 @@ class LinuxBackend:
         try:
             tar.create(self.storage.snapshot_path(uuid, snap), archive, "gzip")
             size, sha256 = transfer.file_digest(archive)
-            transfer.upload(archive, upload)
+            transfer.upload(archive, upload, self.images.store_url)
         finally:
             archive.unlink(missing_ok=True)
             with self.records.machine(uuid):

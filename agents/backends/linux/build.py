@@ -38,4 +38,5 @@ def from_settings(settings: AgentSettings, server_uuid: str) -> LinuxBackend:
         traits=parse_traits(settings),
         network=network,
         metadata_listener=tasks.send_machine_metadata,
+        image_store_url=settings.image_store_url,
     )

@@ -17,14 +17,18 @@ from agents.backends.host import tar
 from agents.backends.jsonfile import write_json
 from agents.backends.linux.records import file_lock
 from agents.backends.linux.storage import Storage
+from agents.backends.names import plain_name
 from schemas.image_manifest import TAR, file_format
 
 MIB = 1024 * 1024
 
 
 class ImageStore:
-    def __init__(self, storage: Storage, manifests_dir: Path, tmp_dir: Path) -> None:
+    def __init__(self, storage: Storage, manifests_dir: Path, tmp_dir: Path,
+                 store_url: str) -> None:
         self.storage = storage
+        #: the head node's image store (SDC_IMAGE_STORE_URL), the only source of image files
+        self.store_url = store_url
         self.manifests_dir = manifests_dir
         self.tmp_dir = tmp_dir
         for path in (manifests_dir, tmp_dir):
@@ -32,10 +36,11 @@ class ImageStore:
 
     def ensure_present(self, image: dict[str, Any]) -> dict[str, Any]:
         """Import ``image`` (an ImageSpecSchema dict) unless the pool has it; its record."""
-        uuid = image["uuid"]
+        uuid = plain_name(image["uuid"], "image uuid")
         if self.storage.image_present(uuid):
             return self.record(uuid)
         _check_format(image)
+        transfer.check_source(image, self.store_url)
         with file_lock(self.manifests_dir / f".{uuid}.lock"):
             if not self.storage.image_present(uuid):  # another request imported it meanwhile
                 self._import(image)
@@ -43,7 +48,7 @@ class ImageStore:
 
     def record(self, uuid: str) -> dict[str, Any]:
         try:
-            manifest = json.loads((self.manifests_dir / f"{uuid}.json").read_text())
+            manifest = json.loads(self._manifest(uuid).read_text())
         except FileNotFoundError:
             manifest = {}
         size_mb = manifest.get("size_mb")
@@ -52,12 +57,15 @@ class ImageStore:
         return {"uuid": uuid, "name": manifest.get("name", ""),
                 "version": manifest.get("version", ""), "size_mb": size_mb}
 
+    def _manifest(self, uuid: str) -> Path:
+        return self.manifests_dir / f"{plain_name(uuid, 'image uuid')}.json"
+
     def _import(self, image: dict[str, Any]) -> None:
         uuid = image["uuid"]
-        download = self.tmp_dir / f"{uuid}.download"
-        manifest = self.manifests_dir / f"{uuid}.json"
+        download = self.tmp_dir / f"{plain_name(uuid, 'image uuid')}.download"
+        manifest = self._manifest(uuid)
         try:
-            file = transfer.download(image, download)
+            file = transfer.download(image, download, self.store_url)
             root = self.storage.image_begin(uuid)
             tar.extract(download, root, file["compression"])
             unpacked_mb = math.ceil(_tree_bytes(root) / MIB)

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 from agents.backends.linux.mdata import MetadataServer, ReadOnlyKeyError, is_read_only
 from agents.backends.linux.records import MachineRecords, nic_refs
+from agents.backends.names import plain_name
 
 #: takes the news of a guest's change (a MachineMetadataEventSchema dict); never raises
 Teller = Callable[[dict[str, Any]], object]
@@ -118,7 +119,7 @@ class MetadataServers:
 
     def machine_dir(self, uuid: str) -> Path:
         """The host directory the machine sees at ``/.zonecontrol``."""
-        return self.root / uuid
+        return self.root / plain_name(uuid, "machine uuid")
 
     def socket_path(self, uuid: str) -> Path:
         return self.machine_dir(uuid) / SOCKET_NAME

@@ -62,6 +62,7 @@ from agents.backends.linux.netlines import (
     vni,
     vxlan_name,
 )
+from agents.backends.names import plain_name
 from schemas.settings import SettingsError
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ class NodeNetwork:
     # --- machines
 
     def machine_netns(self, uuid: str) -> Path:
-        return self.runtime_dir / uuid
+        return self.runtime_dir / plain_name(uuid, "machine uuid")
 
     def plug(self, uuid: str, nics: list[dict[str, Any]], routes: dict[str, str]) -> None:
         """Give a machine its namespace (made if missing) with loopback and every NIC of

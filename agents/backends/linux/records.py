@@ -24,6 +24,7 @@ from typing import Any
 
 from agents.backends.base import BackendError, MachineNotFound
 from agents.backends.jsonfile import write_json
+from agents.backends.names import plain_name
 from schemas.agent import apply_metadata_change
 
 MIB = 1024 * 1024
@@ -46,7 +47,7 @@ class MachineRecords:
         self._provisioning: set[str] = set()
 
     def bundle(self, uuid: str) -> Path:
-        return self.dir / uuid
+        return self.dir / plain_name(uuid, "machine uuid")
 
     def find(self, uuid: str) -> dict[str, Any] | None:
         with self._lock:
@@ -54,7 +55,7 @@ class MachineRecords:
         return dict(record) if record is not None else None
 
     def get(self, uuid: str) -> dict[str, Any]:
-        record = self.find(uuid)
+        record = self.find(plain_name(uuid, "machine uuid"))
         if record is None:
             raise MachineNotFound(f"machine {uuid} does not exist on server {self.server_uuid}")
         return record
@@ -136,7 +137,9 @@ class MachineRecords:
 
     @contextlib.contextmanager
     def machine(self, uuid: str) -> Iterator[None]:
-        """One operation at a time on a machine."""
+        """One operation at a time on a machine (every operation starts here: a uuid that is
+        not a plain name is refused before anything is touched)."""
+        plain_name(uuid, "machine uuid")
         with self._lock:
             lock = self._machine_locks.setdefault(uuid, threading.Lock())
         with lock:

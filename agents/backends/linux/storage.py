@@ -29,6 +29,7 @@ from typing import Protocol
 
 from agents.backends.host import btrfs, zfs
 from agents.backends.host.cmd import HostCommandError
+from agents.backends.names import plain_name
 from schemas.settings import SettingsError
 
 FINAL = "final"
@@ -96,8 +97,11 @@ class BtrfsStorage:
 
     # images
 
+    def _image(self, image_uuid: str) -> Path:
+        return self.images / plain_name(image_uuid, "image uuid")
+
     def _final(self, image_uuid: str) -> Path:
-        return self.images / f"{image_uuid}@{FINAL}"
+        return self.images / f"{plain_name(image_uuid, 'image uuid')}@{FINAL}"
 
     def image_ids(self) -> list[str]:
         return sorted(p.name.rsplit("@", 1)[0] for p in self.images.glob(f"*@{FINAL}"))
@@ -107,20 +111,20 @@ class BtrfsStorage:
 
     def image_begin(self, image_uuid: str) -> Path:
         self.image_discard(image_uuid)
-        path = self.images / image_uuid
+        path = self._image(image_uuid)
         btrfs.subvolume_create(path)
         return path
 
     def image_seal(self, image_uuid: str) -> None:
         # snapshot under a temporary name, then rename: @final appears complete or not at all
         partial = self.images / f".{image_uuid}@{FINAL}.partial"
-        btrfs.subvolume_snapshot(self.images / image_uuid, partial, readonly=True)
+        btrfs.subvolume_snapshot(self._image(image_uuid), partial, readonly=True)
         os.rename(partial, self._final(image_uuid))
 
     def image_discard(self, image_uuid: str) -> None:
         self._delete_subvolumes([self._final(image_uuid),
                                  self.images / f".{image_uuid}@{FINAL}.partial",
-                                 self.images / image_uuid])
+                                 self._image(image_uuid)])
 
     def image_size(self, image_uuid: str) -> int:
         for group in btrfs.qgroup_show(self.pool):
@@ -131,7 +135,7 @@ class BtrfsStorage:
     # machines
 
     def machine_root(self, uuid: str) -> Path:
-        return self.zones / uuid
+        return self.zones / plain_name(uuid, "machine uuid")
 
     def machine_clone(self, image_uuid: str, uuid: str, quota_bytes: int) -> Path:
         root = self.machine_root(uuid)
@@ -150,10 +154,11 @@ class BtrfsStorage:
     # snapshots
 
     def snapshot_path(self, uuid: str, name: str) -> Path:
-        return self.zones / f"{uuid}@{name}"
+        machine = plain_name(uuid, "machine uuid")
+        return self.zones / f"{machine}@{plain_name(name, 'snapshot name')}"
 
     def _snapshot_paths(self, uuid: str) -> list[Path]:
-        return sorted(self.zones.glob(f"{uuid}@*"))
+        return sorted(self.zones.glob(f"{plain_name(uuid, 'machine uuid')}@*"))
 
     def snapshot_create(self, uuid: str, name: str) -> None:
         btrfs.subvolume_snapshot(self.machine_root(uuid), self.snapshot_path(uuid, name),
@@ -240,7 +245,10 @@ class ZfsStorage:
         self.state_dir = state_dir
 
     def _ds(self, uuid: str) -> str:
-        return f"{self.dataset}/{uuid}"
+        return f"{self.dataset}/{plain_name(uuid, 'uuid')}"
+
+    def _snapshot(self, uuid: str, name: str) -> str:
+        return f"{self._ds(uuid)}@{plain_name(name, 'snapshot name')}"
 
     def _final(self, image_uuid: str) -> str:
         return f"{self._ds(image_uuid)}@{FINAL}"
@@ -305,10 +313,10 @@ class ZfsStorage:
             zfs.destroy(self._ds(uuid), recursive=True)
 
     def snapshot_path(self, uuid: str, name: str) -> Path:
-        return self.machine_root(uuid) / ".zfs" / "snapshot" / name
+        return self.machine_root(uuid) / ".zfs" / "snapshot" / plain_name(name, "snapshot name")
 
     def snapshot_create(self, uuid: str, name: str) -> None:
-        zfs.snapshot(f"{self._ds(uuid)}@{name}")
+        zfs.snapshot(self._snapshot(uuid, name))
 
     def snapshot_list(self, uuid: str) -> list[Snapshot]:
         rows = zfs.list_datasets(["name", "creation", "used", "createtxg"], [self._ds(uuid)],
@@ -318,10 +326,10 @@ class ZfsStorage:
                        for r in rows), key=lambda s: s.order)
 
     def snapshot_rollback(self, uuid: str, name: str, quota_bytes: int) -> None:
-        zfs.rollback(f"{self._ds(uuid)}@{name}")
+        zfs.rollback(self._snapshot(uuid, name))
 
     def snapshot_delete(self, uuid: str, name: str) -> None:
-        zfs.destroy(f"{self._ds(uuid)}@{name}")
+        zfs.destroy(self._snapshot(uuid, name))
 
     def usage(self) -> dict[str, int]:
         rows = zfs.list_datasets(["name", "used"], [self.dataset], recursive=True, depth=1)

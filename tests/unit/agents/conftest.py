@@ -37,7 +37,7 @@ from tests.support.zfs_stream import zfs_stream
 from tests.unit.agents.smartos_host import FakeSmartOS
 
 
-def make_sim(tmp_path: Path) -> SimBackend:
+def make_sim(tmp_path: Path, image_store_url: str = "") -> SimBackend:
     return SimBackend(
         str(uuid.uuid4()),
         "sim-test",
@@ -45,18 +45,20 @@ def make_sim(tmp_path: Path) -> SimBackend:
         cpus=4,
         pool_size_mb=20_000,
         state_path=tmp_path / "sim-state.json",
+        image_store_url=image_store_url,
     )
 
 
-BACKENDS: dict[str, Callable[[Path], NodeBackend]] = {"sim": make_sim}
+BACKENDS: dict[str, Callable[[Path, str], NodeBackend]] = {"sim": make_sim}
 #: backends built by a fixture of that name (they need session resources)
 FIXTURE_BACKENDS = ("linux", "smartos")
 
 
 @pytest.fixture(params=sorted([*BACKENDS, *FIXTURE_BACKENDS]))
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> NodeBackend:
+def backend(request: pytest.FixtureRequest, tmp_path: Path, image_store_url: str) -> NodeBackend:
+    """A node of each kind whose image store (SDC_IMAGE_STORE_URL) is ``image_server``."""
     if request.param in BACKENDS:
-        return BACKENDS[request.param](tmp_path)
+        return BACKENDS[request.param](tmp_path, image_store_url)
     made: NodeBackend = request.getfixturevalue(f"{request.param}_backend")
     return made
 
@@ -125,6 +127,16 @@ def served_image(image_server: FileServer, filename: str, compression: str = "gz
     return loaded
 
 
+def store_url(server: FileServer) -> str:
+    """The SDC_IMAGE_STORE_URL of a node whose image store ``server`` is."""
+    return server.url("")
+
+
+@pytest.fixture(scope="session")
+def image_store_url(image_server: FileServer) -> str:
+    return store_url(image_server)
+
+
 @pytest.fixture
 def busybox_image(image_server: FileServer) -> dict[str, Any]:
     """A new image (fresh uuid) whose file is the busybox root filesystem."""
@@ -172,20 +184,23 @@ def make_network(pool: LoopPool, node_netns: Path, state_dir: Path) -> NodeNetwo
 
 def make_linux(pool: LoopPool, network: NodeNetwork | None = None,
                server_uuid: str | None = None,
-               metadata_listener: MetadataListener | None = None) -> LinuxBackend:
+               metadata_listener: MetadataListener | None = None,
+               image_store_url: str = "") -> LinuxBackend:
     """A LinuxBackend on ``pool``; without ``network``, one whose node network is the host's
     (for tests of machines without NICs only)."""
     return LinuxBackend(server_uuid or str(uuid.uuid4()), "linux-test",
                         BtrfsStorage(pool.mount), runc_root=pool.runc_root, stop_timeout=5.0,
-                        network=network, metadata_listener=metadata_listener)
+                        network=network, metadata_listener=metadata_listener,
+                        image_store_url=image_store_url)
 
 
 @pytest.fixture
-def linux_backend(btrfs_pool: LoopPool, node_netns: Path,
-                  tmp_path: Path) -> Iterator[LinuxBackend]:
-    """A LinuxBackend on the session pool and node namespace; its machines are destroyed
-    after the test."""
-    backend = make_linux(btrfs_pool, make_network(btrfs_pool, node_netns, tmp_path / "network"))
+def linux_backend(btrfs_pool: LoopPool, node_netns: Path, tmp_path: Path,
+                  image_store_url: str) -> Iterator[LinuxBackend]:
+    """A LinuxBackend on the session pool and node namespace, its image store
+    ``image_server``; its machines are destroyed after the test."""
+    backend = make_linux(btrfs_pool, make_network(btrfs_pool, node_netns, tmp_path / "network"),
+                         image_store_url=image_store_url)
     try:
         yield backend
     finally:
@@ -269,5 +284,7 @@ def smartos_host() -> Iterator[FakeSmartOS]:
 
 
 @pytest.fixture
-def smartos_backend(smartos_host: FakeSmartOS, tmp_path: Path) -> SmartOSBackend:
-    return SmartOSBackend(str(uuid.uuid4()), tmp_path / "smartos")
+def smartos_backend(smartos_host: FakeSmartOS, tmp_path: Path,
+                    image_store_url: str) -> SmartOSBackend:
+    return SmartOSBackend(str(uuid.uuid4()), tmp_path / "smartos",
+                          image_store_url=image_store_url)

@@ -27,6 +27,7 @@ from schemas.agent import (
 )
 from schemas.nics import NicFlagsSchema, NicSpecSchema
 from tests.support.agent_images import FileServer
+from tests.unit.agents.conftest import IMAGE_TOKEN
 
 SpecFactory = Callable[..., dict[str, Any]]
 
@@ -309,18 +310,14 @@ def test_destroy_takes_the_snapshots_with_it(
 
 
 def test_image_from_a_machine_is_uploaded(
-    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory, image_server: FileServer
 ) -> None:
     machine = create_running(backend, image_spec, machine_spec)
-    server = FileServer(required_headers={"Authorization": "Signature upload"})
-    try:
-        new_image = {"uuid": str(uuid.uuid4()), "name": "from-web0", "version": "1"}
-        upload = {"url": server.url(f"images/{new_image['uuid']}/file"),
-                  "headers": {"Authorization": "Signature upload"}}
-        result = backend.image_create_from_machine(machine["uuid"], new_image, upload)
-        sent = server.uploads[f"images/{new_image['uuid']}/file"]
-    finally:
-        server.close()
+    new_image = {"uuid": str(uuid.uuid4()), "name": "from-web0", "version": "1"}
+    upload = {"url": image_server.url(f"images/{new_image['uuid']}/file"),
+              "headers": dict(IMAGE_TOKEN)}
+    result = backend.image_create_from_machine(machine["uuid"], new_image, upload)
+    sent = image_server.uploads[f"images/{new_image['uuid']}/file"]
     # the format the node's own images have: a ZFS send stream on SmartOS, else a tarball
     made_format = "zfs" if backend.sysinfo()["backend"] == "smartos" else "tar"
     assert result == {"uuid": new_image["uuid"], "size": len(sent),

@@ -20,6 +20,7 @@ from agents.backends.smartos import SmartOSBackend
 from schemas.agent import SYSINFO_RUNS, SysinfoSchema
 from tests.support.agent_images import FileServer, file_entry
 from tests.support.zfs_stream import zfs_stream
+from tests.unit.agents.conftest import store_url
 from tests.unit.agents.recorded import RecordedHost
 from tests.unit.agents.smartos_host import recorded
 
@@ -47,7 +48,8 @@ def test_a_linux_node_refuses_a_zfs_stream_before_downloading_it(tmp_path: Path)
         "uuid": str(uuid.uuid4()), "name": "base-64", "version": "1", "type": "zone-dataset",
         "files": [{**file_entry(data), "format": "zfs"}],
         "source": {"url": server.url("image.zfs.gz"), "headers": {}}}
-    store = ImageStore(BtrfsStorage(tmp_path / "pool"), tmp_path / "manifests", tmp_path / "tmp")
+    store = ImageStore(BtrfsStorage(tmp_path / "pool"), tmp_path / "manifests", tmp_path / "tmp",
+                       store_url(server))
     try:
         with pytest.raises(BackendError) as exc:
             store.ensure_present(image)

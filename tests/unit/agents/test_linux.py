@@ -255,9 +255,11 @@ def test_an_image_without_a_file_is_refused(linux_backend: LinuxBackend) -> None
 
 
 def test_stop_kills_a_machine_that_ignores_sigterm(btrfs_pool: LoopPool, spec: SpecFactory,
-                                                   busybox_image: dict[str, Any]) -> None:
+                                                   busybox_image: dict[str, Any],
+                                                   image_store_url: str) -> None:
     impatient = LinuxBackend(str(uuid.uuid4()), "linux-test", BtrfsStorage(btrfs_pool.mount),
-                             runc_root=btrfs_pool.runc_root, stop_timeout=0.5)
+                             runc_root=btrfs_pool.runc_root, stop_timeout=0.5,
+                             image_store_url=image_store_url)
     impatient.image_ensure_present(busybox_image)
     machine = impatient.machine_create(spec())
     try:

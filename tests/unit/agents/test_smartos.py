@@ -25,6 +25,8 @@ from schemas.agent import (
     SysinfoSchema,
 )
 from schemas.nics import NicFlagsSchema, NicSpecSchema
+from tests.support.agent_images import FileServer
+from tests.unit.agents.conftest import IMAGE_TOKEN
 from tests.unit.agents.recorded import RecordedHost
 from tests.unit.agents.smartos_host import FakeSmartOS, recorded
 
@@ -128,8 +130,9 @@ def test_an_unknown_zone_is_not_found(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def node(smartos_host: FakeSmartOS, tmp_path: Path) -> SmartOSBackend:
-    return backend(tmp_path)
+def node(smartos_host: FakeSmartOS, tmp_path: Path, image_store_url: str) -> SmartOSBackend:
+    return SmartOSBackend("44454c4c-4800-1034-804a-b2c04f354d32", tmp_path,
+                          image_store_url=image_store_url)
 
 
 def spec(**kw: Any) -> dict[str, Any]:
@@ -242,19 +245,15 @@ def test_image_install_checks_the_file_before_imgadm(
 
 
 def test_image_from_a_zone_is_a_zfs_send_stream(
-    node: SmartOSBackend, smartos_host: FakeSmartOS
+    node: SmartOSBackend, smartos_host: FakeSmartOS, image_server: FileServer
 ) -> None:
-    from tests.support.agent_images import FileServer
-
     smartos_host.images[IMAGE] = json.loads(recorded("imgadm-get.json"))["manifest"]
     vm = node.machine_create(spec())["uuid"]
     new = str(uuid.uuid4())
-    server = FileServer()
-    try:
-        node.image_create_from_machine(vm, {"uuid": new, "name": "x"},
-                                       {"url": server.url("up"), "headers": {}})
-    finally:
-        server.close()
+    node.image_create_from_machine(vm, {"uuid": new, "name": "x"},
+                                   {"url": image_server.url(f"up-{new}"),
+                                    "headers": dict(IMAGE_TOKEN)})
+    assert f"up-{new}" in image_server.uploads
     snapshot = f"zones/{vm}@image-{new}"
     assert smartos_host.argvs("zfs")[-3:] == [("zfs", "snapshot", snapshot),
                                              ("zfs", "send", snapshot),

@@ -24,8 +24,9 @@ KEYS = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVbfqZ0oVd3Xf5w3x1JwT7bqzKc2m8cUQJ
 
 
 @pytest.fixture
-def node(smartos_host: FakeSmartOS, tmp_path: Path) -> SmartOSBackend:
-    return SmartOSBackend("44454c4c-4800-1034-804a-b2c04f354d32", tmp_path)
+def node(smartos_host: FakeSmartOS, tmp_path: Path, image_store_url: str) -> SmartOSBackend:
+    return SmartOSBackend("44454c4c-4800-1034-804a-b2c04f354d32", tmp_path,
+                          image_store_url=image_store_url)
 
 
 def install(host: FakeSmartOS, **manifest: Any) -> str:

@@ -25,8 +25,8 @@ from tests.unit.agents.smartos_host import FakeSmartOS, recorded
 
 
 @pytest.fixture
-def node(smartos_host: FakeSmartOS, tmp_path: Path) -> SmartOSBackend:
-    return SmartOSBackend(str(uuid.uuid4()), tmp_path / "node")
+def node(smartos_host: FakeSmartOS, tmp_path: Path, image_store_url: str) -> SmartOSBackend:
+    return SmartOSBackend(str(uuid.uuid4()), tmp_path / "node", image_store_url=image_store_url)
 
 
 def served(image_server: FileServer, name: str, data: bytes, **fields: Any) -> dict[str, Any]:
@@ -133,28 +133,27 @@ def test_imgadm_get_exit_3_is_not_installed_and_other_failures_raise(
 
 
 def test_an_image_made_from_a_zone_is_a_stream_another_node_installs(
-    node: SmartOSBackend, smartos_host: FakeSmartOS, tmp_path: Path
+    node: SmartOSBackend, smartos_host: FakeSmartOS, tmp_path: Path, image_server: FileServer,
+    image_store_url: str
 ) -> None:
     smartos_host.images[IMAGE] = json.loads(recorded("imgadm-get.json"))["manifest"]
     vm = node.machine_create(MachineSpecSchema().load({
         "uuid": str(uuid.uuid4()), "alias": "web0", "owner_uuid": str(uuid.uuid4()),
         "image_uuid": IMAGE, "ram_mb": 256, "disk_mb": 1024}))["uuid"]
     new = {"uuid": str(uuid.uuid4()), "name": "golden", "version": "1"}
-    server = FileServer(required_headers=dict(IMAGE_TOKEN))
-    try:
-        made = node.image_create_from_machine(
-            vm, new, {"url": server.url("up"), "headers": dict(IMAGE_TOKEN)})
-        sent = server.uploads["up"]
-        assert made["format"] == "zfs" and is_zfs_stream(gzip.decompress(sent))
-        # the head node hands it to another SmartOS node, which installs it
-        server.files["golden.zfs.gz"] = sent
-        image = {**new, "type": "zone-dataset", "os": "other", "requirements": {}, "tags": {},
-                 "files": [{**file_entry(sent), "format": made["format"]}],
-                 "source": {"url": server.url("golden.zfs.gz"), "headers": dict(IMAGE_TOKEN)}}
-        other = SmartOSBackend(str(uuid.uuid4()), tmp_path / "other")
-        assert other.image_ensure_present(image)["uuid"] == new["uuid"]
-    finally:
-        server.close()
+    made = node.image_create_from_machine(
+        vm, new, {"url": image_server.url(f"up-{new['uuid']}"), "headers": dict(IMAGE_TOKEN)})
+    sent = image_server.uploads[f"up-{new['uuid']}"]
+    assert made["format"] == "zfs" and is_zfs_stream(gzip.decompress(sent))
+    # the head node hands it to another SmartOS node, which installs it
+    image_server.files[f"{new['uuid']}.zfs.gz"] = sent
+    image = {**new, "type": "zone-dataset", "os": "other", "requirements": {}, "tags": {},
+             "files": [{**file_entry(sent), "format": made["format"]}],
+             "source": {"url": image_server.url(f"{new['uuid']}.zfs.gz"),
+                        "headers": dict(IMAGE_TOKEN)}}
+    other = SmartOSBackend(str(uuid.uuid4()), tmp_path / "other",
+                           image_store_url=image_store_url)
+    assert other.image_ensure_present(image)["uuid"] == new["uuid"]
 
 
 IMAGE = "e75c9d82-3156-11e5-9d5e-1b5d6c1a9e4f"

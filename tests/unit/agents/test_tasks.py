@@ -22,6 +22,8 @@ from tests.unit.agents.conftest import SentTasks
 
 SpecFactory = Callable[..., dict[str, Any]]
 REPLY = {"job_uuid": "3f0a9c1e-0000-4000-8000-000000000001", "step": 2, "attempt": 1}
+#: a machine no node has
+ABSENT = "0b5e1c2d-0000-4000-8000-0000000000ab"
 
 
 def call(op: str, server_uuid: str, params: Any, reply: Any = REPLY) -> dict[str, Any]:
@@ -152,22 +154,22 @@ def test_invalid_params_are_an_error_reply(hosted: NodeBackend, sent: SentTasks)
 
 
 def test_unknown_fields_are_ignored(hosted: NodeBackend, sent: SentTasks) -> None:
-    outcome = call("machine_destroy", hosted.server_uuid, {"uuid": "m1", "future": 1}, None)
+    outcome = call("machine_destroy", hosted.server_uuid, {"uuid": ABSENT, "future": 1}, None)
     assert outcome["ok"]
 
 
 def test_unknown_server(hosted: NodeBackend, sent: SentTasks) -> None:
     other = str(uuid.uuid4())
-    outcome = call("machine_load", other, {"uuid": "m1"})
+    outcome = call("machine_load", other, {"uuid": ABSENT})
     assert outcome["error"]["code"] == "UnknownServer"
     assert outcome["server_uuid"] == other
     assert the_reply(sent) == outcome
 
 
 def test_backend_errors_keep_their_code(hosted: NodeBackend, sent: SentTasks) -> None:
-    outcome = call("machine_load", hosted.server_uuid, {"uuid": "nope"})
+    outcome = call("machine_load", hosted.server_uuid, {"uuid": ABSENT})
     assert outcome["error"]["code"] == "MachineNotFound"
-    assert "nope" in outcome["error"]["message"]
+    assert ABSENT in outcome["error"]["message"]
 
 
 def test_injected_faults_through_the_sim_faults_task(
@@ -176,7 +178,7 @@ def test_injected_faults_through_the_sim_faults_task(
     faults = {"fail": {"machine_stop": "stuck"}, "latency_ms": {"machine_load": 5}}
     outcome = call("sim_faults", hosted.server_uuid, faults, None)
     assert outcome["result"] == {"faults": faults}
-    failed = call("machine_stop", hosted.server_uuid, {"uuid": "m1"})
+    failed = call("machine_stop", hosted.server_uuid, {"uuid": ABSENT})
     assert failed["error"] == {"code": "InjectedFault", "message": "stuck"}
 
 
@@ -187,7 +189,7 @@ def test_unexpected_exceptions_still_reply(
         raise RuntimeError("kaboom")
 
     monkeypatch.setattr(hosted, "machine_start", broken)
-    outcome = call("machine_start", hosted.server_uuid, {"uuid": "m1"})
+    outcome = call("machine_start", hosted.server_uuid, {"uuid": ABSENT})
     assert outcome["error"] == {"code": "InternalError", "message": "RuntimeError: kaboom"}
     assert the_reply(sent) == outcome
 
