@@ -35,8 +35,18 @@ class HeadnodeSettings:
                              "heartbeat table (never the system of record).")
     api_bind: str = setting("127.0.0.1:8080", "host:port the API listens on.")
     api_workers: int = setting(2, "gunicorn worker processes for the API.")
+    tls_cert: str = setting("", "PEM file of the certificate (and its chain) the API serves "
+                            "HTTPS with; empty serves plain HTTP.")
+    tls_key: str = setting("", "PEM file of the private key of SDC_TLS_CERT.")
+    ca_file: str = setting("", "PEM file of the CA(s) the sdc client trusts for the API's "
+                           "HTTPS certificate; empty means the system's CAs.")
+    allow_plain_http: bool = setting(False, "Allow plain HTTP beyond loopback: the API "
+                                     "serving without TLS on a non-loopback bind (behind a "
+                                     "TLS proxy), the sdc client sending the operator token "
+                                     "to an http:// URL of another host.")
     image_base_url: str = setting("", "Base URL compute nodes fetch and upload image files "
-                                  "at; empty means http://<SDC_API_BIND>.")
+                                  "at; empty means http://<SDC_API_BIND> (https:// with "
+                                  "SDC_TLS_CERT).")
     image_cache: Path = setting(DEFAULT_IMAGE_CACHE, "Where `sdc image build-debian` keeps "
                                 "the images it built, reused by a later build of the same "
                                 "inputs.")
@@ -99,6 +109,7 @@ class HeadnodeSettings:
 
     def __post_init__(self) -> None:
         _check_placement(self)
+        _check_tls(self)
 
     @property
     def placement_filter_names(self) -> tuple[str, ...]:
@@ -172,6 +183,13 @@ def _check_placement(s: HeadnodeSettings) -> None:
     if s.placement_strategy not in PLACEMENT_STRATEGIES:
         raise SettingsError(f"SDC_PLACEMENT_STRATEGY: must be "
                             f"{' or '.join(PLACEMENT_STRATEGIES)}, got {s.placement_strategy!r}")
+
+
+def _check_tls(s: HeadnodeSettings) -> None:
+    """A certificate without its key (or the reverse) cannot serve HTTPS: say so at start."""
+    if bool(s.tls_cert) != bool(s.tls_key):
+        raise SettingsError("SDC_TLS_CERT and SDC_TLS_KEY: set both (HTTPS) or neither "
+                            "(plain HTTP)")
 
 
 def get_settings(**overrides: Any) -> HeadnodeSettings:

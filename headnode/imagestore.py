@@ -56,7 +56,8 @@ def base_url(settings: HeadnodeSettings) -> str:
     # A wildcard bind is not an address a node can connect to; loopback is, on one machine.
     if host in ("", "0.0.0.0", "::", "[::]"):
         host = "127.0.0.1"
-    return f"http://{host}:{port}"
+    scheme = "https" if settings.tls_cert else "http"
+    return f"{scheme}://{host}:{port}"
 
 
 def manifest_file(image: Any) -> dict[str, Any] | None:

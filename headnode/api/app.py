@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import re
 import time
 import uuid as uuidlib
@@ -16,7 +17,14 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from flask_smorest import Api
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
@@ -45,6 +53,7 @@ OPS_PREFIX = "/ops/"
 # Open so load balancers and clients can probe, and so the document can be fetched to learn
 # how to authenticate.
 OPEN_PATHS = frozenset({"/ops/ping", "/ops/openapi.json"})
+METRICS_PATH = "/metrics"
 MAX_BODY_BYTES = 1 << 20
 # A client's request id is echoed only if it is short and plain, so it is safe in logs.
 CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -74,6 +83,17 @@ HTTP_CODES = {
 REQUESTS = Counter("sdc_api_requests_total", "API requests answered",
                    ["method", "endpoint", "status"])
 LATENCY = Histogram("sdc_api_request_seconds", "API request latency", ["method", "endpoint"])
+
+
+def scrape() -> bytes:
+    """The metrics text: every gunicorn worker's, added up, when `sdc headnode serve` runs
+    them in prometheus_client's multiprocess mode (each worker alone otherwise: a scrape
+    would see whichever worker took it)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return generate_latest()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)
 
 
 def flatten_messages(messages: Any, prefix: str = "") -> dict[str, list[str]]:
@@ -218,7 +238,8 @@ def create_app(
         g.request_id = offered if CLIENT_REQUEST_ID.match(offered) else str(uuidlib.uuid4())
 
         path = request.path
-        if path.startswith(OPS_PREFIX) and path.rstrip("/") not in OPEN_PATHS:
+        if (path.startswith(OPS_PREFIX) and path.rstrip("/") not in OPEN_PATHS
+                or path == METRICS_PATH):
             scheme, _, offered_token = request.headers.get("Authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not offered_token:
                 return unauthorized("an operator token is required (Authorization: Bearer)")
@@ -242,9 +263,9 @@ def create_app(
     app.register_error_handler(DBAPIError, database_error)
     app.register_error_handler(PoolTimeout, database_error)
 
-    @app.get("/metrics")
+    @app.get(METRICS_PATH)
     def _metrics() -> Response:
-        # Per process; under several gunicorn workers each scrape sees one worker.
-        return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+        # The operator token only (checked with /ops/'s): the counts tell who uses what.
+        return Response(scrape(), mimetype=CONTENT_TYPE_LATEST)
 
     return app

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -46,12 +48,52 @@ class ApiUnreachable(Exception):
         self.detail = detail
 
 
+class ApiUntrusted(ApiUnreachable):
+    """The API's HTTPS certificate is not one the client trusts."""
+
+
+class PlainHttpRefused(Exception):
+    """The operator token would travel in clear text to another host."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(
+            f"refusing to send the operator token over plain HTTP to {url}: anyone on the "
+            "way could read it. Use the head node's https:// URL (SDC_API_URL), or set "
+            "SDC_ALLOW_PLAIN_HTTP=1 if the path is private (a VPN, an SSH tunnel)")
+        self.url = url
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, IPv6 with or without brackets) is this
+    machine's loopback; names other than ``localhost`` are not resolved."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport(base_url: str, token: str | None, allow_plain_http: bool) -> None:
+    """Raise PlainHttpRefused when ``token`` would go in clear text beyond loopback."""
+    parts = urlsplit(base_url)
+    if (token and parts.scheme == "http" and not allow_plain_http
+            and not is_loopback(parts.hostname or "")):
+        raise PlainHttpRefused(base_url)
+
+
 class OpsClient:
-    """JSON in, JSON out; every non-2xx answer becomes an :class:`ApiError`."""
+    """JSON in, JSON out; every non-2xx answer becomes an :class:`ApiError`.
+
+    HTTPS certificates are checked against ``ca_file`` (else the system's CAs); the token is
+    never sent over plain HTTP beyond loopback unless ``allow_plain_http``."""
 
     def __init__(self, base_url: str, token: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT,
-                 throttled_wait: float = DEFAULT_THROTTLED_WAIT) -> None:
+                 throttled_wait: float = DEFAULT_THROTTLED_WAIT,
+                 ca_file: str | None = None, allow_plain_http: bool = False) -> None:
+        check_transport(base_url, token, allow_plain_http)
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
@@ -59,6 +101,9 @@ class OpsClient:
         #: raised
         self.throttled_wait = throttled_wait
         self.session = requests.Session()
+        #: given with every request: requests lets REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE in
+        #: the environment win over a session's own ``verify``
+        self.verify: str | bool = ca_file or True
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
@@ -98,7 +143,9 @@ class OpsClient:
         params = {k: v for k, v in (params or {}).items() if v is not None} or None
         try:
             resp = self.session.request(method, url, json=body, params=params,
-                                        timeout=self.timeout)
+                                        timeout=self.timeout, verify=self.verify)
+        except requests.exceptions.SSLError as exc:
+            raise untrusted(self.base_url, exc) from exc
         except requests.ConnectionError as exc:
             raise ApiUnreachable(self.base_url, "connection refused") from exc
         except requests.Timeout as exc:
@@ -121,11 +168,19 @@ class OpsClient:
     def ping(self) -> bool:
         """True when the API answers ``GET /ops/ping``; never raises."""
         try:
-            self.session.get(self.url("/ops/ping"), timeout=min(self.timeout, 2.0)
-                             ).raise_for_status()
+            self.session.get(self.url("/ops/ping"), timeout=min(self.timeout, 2.0),
+                             verify=self.verify).raise_for_status()
         except requests.RequestException:
             return False
         return True
+
+
+def untrusted(url: str, exc: requests.exceptions.SSLError) -> ApiUntrusted:
+    reason = exc.args[0] if exc.args else exc
+    # urllib3 nests the ssl error's text in its reason; the verify failure is what matters
+    text = str(getattr(reason, "reason", reason))
+    return ApiUntrusted(url, f"its TLS certificate is not trusted ({text}); point SDC_CA_FILE "
+                             "at the CA that signed it (`sdc up` prints its file)")
 
 
 def error_from_response(resp: requests.Response) -> ApiError:

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from headnode.cli.client import ApiError, ApiUnreachable, OpsClient
+from headnode.cli.client import ApiError, ApiUnreachable, ApiUntrusted, OpsClient, PlainHttpRefused
 from headnode.config import HeadnodeSettings, get_settings
 from schemas.settings import SettingsError
 
@@ -37,8 +37,10 @@ class CliState:
     def client(self) -> OpsClient:
         if self._client is None:
             url = self.api_url or default_api_url(self.settings())
-            token = self.token or self.settings().resolved_operator_token()
-            self._client = OpsClient(url, token)
+            settings = self.settings()
+            token = self.token or settings.resolved_operator_token()
+            self._client = OpsClient(url, token, ca_file=settings.ca_file or None,
+                                     allow_plain_http=settings.allow_plain_http)
         return self._client
 
 
@@ -47,7 +49,8 @@ def default_api_url(settings: HeadnodeSettings) -> str:
     # A wildcard bind is reachable on loopback; a client cannot connect to 0.0.0.0.
     if host in ("", "0.0.0.0", "::", "[::]"):
         host = "127.0.0.1"
-    return f"http://{host}:{port}"
+    scheme = "https" if settings.tls_cert else "http"
+    return f"{scheme}://{host}:{port}"
 
 
 def state_of(ctx: click.Context) -> CliState:
@@ -121,6 +124,8 @@ class SdcGroup(click.Group):
             return super().invoke(ctx)
         except ApiError as err:
             report_api_error(err)
+        except (ApiUntrusted, PlainHttpRefused) as err:
+            click.echo(str(err), err=True)
         except ApiUnreachable as err:
             click.echo(f"cannot reach the head node at {err.url}: is `sdc up` or "
                        "`sdc headnode serve` running?", err=True)

@@ -4,13 +4,22 @@ processes (the API under gunicorn, the workflow worker, the reconciler) and its 
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
+import ssl
 import sys
+import tempfile
 from typing import Any
 
 import click
 
+from headnode.cli.client import is_loopback
 from headnode.cli.context import SdcGroup, state_of
 from headnode.cli.output import redact_url
+from headnode.config import HeadnodeSettings
+
+#: prometheus_client's multiprocess mode: where every worker keeps its metrics' values
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 @click.group(cls=SdcGroup)
@@ -23,11 +32,50 @@ def headnode() -> None:
 @click.option("--workers", type=int, default=None, help="[default SDC_API_WORKERS].")
 @click.pass_context
 def serve(ctx: click.Context, bind: str | None, workers: int | None) -> None:
-    """Serve the API with gunicorn (headnode.api.app:create_app())."""
+    """Serve the API with gunicorn (headnode.api.app:create_app()): HTTPS with SDC_TLS_CERT
+    and SDC_TLS_KEY; plain HTTP only on loopback unless SDC_ALLOW_PLAIN_HTTP."""
     settings = state_of(ctx).settings()
-    import_or_fail("headnode.api.app", "the API")
-    require_migrated(settings.resolved_database_url)
-    run_gunicorn(bind or settings.api_bind, workers or settings.api_workers)
+    bind = bind or settings.api_bind
+    tls = check_transport(bind, settings)
+    # Before the app (and prometheus_client) is imported: the mode is chosen at import.
+    metrics_dir = fresh_metrics_dir()
+    try:
+        import_or_fail("headnode.api.app", "the API")
+        require_migrated(settings.resolved_database_url)
+        run_gunicorn(bind, workers or settings.api_workers, tls)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def check_transport(bind: str, settings: HeadnodeSettings) -> dict[str, str]:
+    """gunicorn's TLS options, after checking the files load; a plain bind beyond loopback
+    is refused (the operator token and request signatures would travel in clear text)
+    unless SDC_ALLOW_PLAIN_HTTP says a TLS proxy in front takes care of it."""
+    if not settings.tls_cert:
+        host = bind.rpartition(":")[0]
+        if not (bind.startswith("unix:") or is_loopback(host) or settings.allow_plain_http):
+            raise click.ClickException(
+                f"refusing to serve plain HTTP on {bind}, beyond loopback: set SDC_TLS_CERT "
+                "and SDC_TLS_KEY (HTTPS), or SDC_ALLOW_PLAIN_HTTP=1 if a TLS proxy in front "
+                "of it is the only way in")
+        return {}
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise click.ClickException(
+            f"cannot serve HTTPS with SDC_TLS_CERT={settings.tls_cert} and "
+            f"SDC_TLS_KEY={settings.tls_key}: {exc}") from exc
+    return {"certfile": settings.tls_cert, "keyfile": settings.tls_key}
+
+
+def fresh_metrics_dir() -> str:
+    """An empty directory for the workers' metrics, named in the environment the workers
+    inherit: /metrics then adds up every worker (one left from an earlier run would add
+    its counts too, so it is never reused)."""
+    path = tempfile.mkdtemp(prefix="sdc-api-metrics-")
+    os.environ[METRICS_DIR_VARIABLE] = path
+    return path
 
 
 def require_migrated(url: str) -> None:
@@ -61,7 +109,15 @@ def require_migrated(url: str) -> None:
 KEEPALIVE_SECONDS = 30
 
 
-def run_gunicorn(bind: str, workers: int) -> None:
+def worker_exited(_arbiter: Any, worker: Any) -> None:
+    """gunicorn's child_exit hook: a dead worker's live gauges stop counting (its counters
+    stay in the sum, as Prometheus expects of counters)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def run_gunicorn(bind: str, workers: int, tls: dict[str, str] | None = None) -> None:
     from gunicorn.app.base import BaseApplication
 
     class HeadnodeApi(BaseApplication):  # type: ignore[misc]
@@ -76,7 +132,8 @@ def run_gunicorn(bind: str, workers: int) -> None:
                        "worker_class": "gthread", "threads": 4,
                        # Newer gunicorns open a control socket in $HOME by default: two
                        # head nodes on one machine (two `sdc up`) would fight over it.
-                       "control_socket_disable": True}
+                       "control_socket_disable": True,
+                       "child_exit": worker_exited, **(tls or {})}
             for key, value in options.items():
                 if key in self.cfg.settings:
                     self.cfg.set(key, value)

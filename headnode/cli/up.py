@@ -33,7 +33,10 @@ from headnode.cli.supervisor import (
     shutdown_signals,
     wait_for,
 )
-from headnode.config import get_settings
+from headnode.cli.tls import local_tls, write_new_file
+from headnode.config import HeadnodeSettings, get_settings
+from headnode.services.node_credentials import write_credentials
+from schemas.mocknodes import node_uuids
 from sdccommon.redact import redact_url
 
 SUPERVISE_INTERVAL = 0.5
@@ -75,13 +78,15 @@ class Cloud:
     supervisor: Supervisor
     token: str = ""
     redis_url: str = ""
+    #: the CA that signed the API's certificate (HTTPS, always)
+    ca_file: str = ""
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://127.0.0.1:{self.port}"
 
     def client(self) -> OpsClient:
-        return OpsClient(self.api_url, self.token, timeout=10.0)
+        return OpsClient(self.api_url, self.token, timeout=10.0, ca_file=self.ca_file or None)
 
     def say(self, text: str) -> None:
         console(stderr=True).print(f"[bold cyan]sdc up[/] {text}", highlight=False)
@@ -99,13 +104,22 @@ class Cloud:
         self.say(f"starting a mock fleet of {self.servers} server(s)")
         self.supervisor.start("mockcloud", [
             *SDC, "mockcloud", "--servers", str(self.servers),
-            "--prefix", fleet_prefix(self.data_dir)],
+            "--prefix", fleet_prefix(self.data_dir),
+            "--node-credentials", str(self.issue_credentials())],
             # The operator's SDC_CONFIG file holds head-node keys, which the agent's settings
             # loader refuses as unknown: the simulated nodes run on their defaults.
             without=("SDC_CONFIG",))
         servers = wait_for(f"{self.servers} servers registering", self.running_servers,
                            self.supervisor)
         self.set_up(servers)
+
+    def issue_credentials(self) -> Path:
+        """The mock fleet's node keys (sdc server credentials), in a file only we can read."""
+        path = self.data_dir / "mockcloud-credentials.json"
+        message_key = get_settings(data_dir=self.data_dir).resolved_message_key()
+        write_credentials(message_key, node_uuids(fleet_prefix(self.data_dir), self.servers),
+                          path)
+        return path
 
     def start_redis(self) -> None:
         if self.redis_url:
@@ -123,7 +137,8 @@ class Cloud:
         self.redis_url = f"redis://:{password}@127.0.0.1:{port}/0"
         self.supervisor.env["SDC_REDIS_URL"] = self.redis_url
         self.say(f"starting a private redis-server on 127.0.0.1:{port} (with a password)")
-        config = write_private(self.data_dir / "redis.conf", redis_config(password))
+        config = self.data_dir / "redis.conf"
+        write_new_file(config, redis_config(password).encode())  # 0600: it holds a secret
         self.supervisor.start("redis", [
             executable, str(config), "--port", str(port), "--bind", "127.0.0.1",
             "--dir", str(self.supervisor.log_dir)])
@@ -147,10 +162,17 @@ class Cloud:
         out = console()
         out.print(f"\nthe cloud is up: API [bold]{self.api_url}[/]", highlight=False)
         out.print(f"operator token: {self.token}", highlight=False)
-        out.print(f"logs: {self.supervisor.log_dir}/<name>.log\n", highlight=False)
-        out.print("in another shell:", highlight=False)
-        out.print(f"  export SDC_API_URL={self.api_url} SDC_OPERATOR_TOKEN={self.token}\n",
-                  highlight=False, soft_wrap=True)
+        out.print(f"logs: {self.supervisor.log_dir}/<name>.log", highlight=False)
+        if self.ca_file:
+            out.print(f"HTTPS: the API's certificate is signed by the CA in {self.ca_file}; "
+                      f"trust it with SDC_CA_FILE (sdc), curl --cacert, "
+                      f"NODE_EXTRA_CA_CERTS={self.ca_file} (triton), or let triton skip the "
+                      "check: `triton -i` (TRITON_TLS_INSECURE=1)", highlight=False,
+                      soft_wrap=True)
+        out.print("\nin another shell:", highlight=False)
+        trust = f" SDC_CA_FILE={self.ca_file}" if self.ca_file else ""
+        out.print(f"  export SDC_API_URL={self.api_url} SDC_OPERATOR_TOKEN={self.token}"
+                  f"{trust}\n", highlight=False, soft_wrap=True)
 
     def supervise(self) -> None:
         while True:
@@ -161,15 +183,6 @@ class Cloud:
 def redis_config(password: str) -> str:
     # No persistence: Redis is only the broker; the database is the system of record.
     return f'save ""\nappendonly no\nrequirepass {password}\n'
-
-
-def write_private(path: Path, text: str) -> Path:
-    """``text`` into ``path``, readable by this user only (it holds a secret)."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    return path
 
 
 def redis_answers(url: str) -> bool:
@@ -184,14 +197,27 @@ def redis_answers(url: str) -> bool:
         client.close()
 
 
+def demo_tls(settings: HeadnodeSettings, data_dir: Path) -> tuple[str, str, str]:
+    """(certificate, key, CA file): the operator's (SDC_TLS_CERT, SDC_TLS_KEY, SDC_CA_FILE),
+    else ones made for this data dir (kept, and made again when they near their end)."""
+    if settings.tls_cert:
+        return settings.tls_cert, settings.tls_key, settings.ca_file
+    tls, _made = local_tls(data_dir / "tls")
+    return str(tls.cert_file), str(tls.key_file), str(tls.ca_file)
+
+
 def child_env(data_dir: Path, port: int, token: str, redis_url: str,
-              database_url: str) -> dict[str, str]:
+              database_url: str, tls: tuple[str, str, str]) -> dict[str, str]:
     env = dict(os.environ)
+    cert, key, ca_file = tls
     env.update({
         "SDC_DATA_DIR": str(data_dir),
         "SDC_API_BIND": f"127.0.0.1:{port}",
         "SDC_OPERATOR_TOKEN": token,
         "SDC_DATABASE_URL": database_url,
+        "SDC_TLS_CERT": cert,
+        "SDC_TLS_KEY": key,
+        "SDC_CA_FILE": ca_file,
         # Logs are read while the cloud runs; block buffering would hide the last lines.
         "PYTHONUNBUFFERED": "1",
     })
@@ -224,9 +250,11 @@ def up(servers: int, demo: bool, data_dir: Path | None, port: int | None) -> Non
     data_dir.mkdir(parents=True, exist_ok=True)
     token = settings.resolved_operator_token()
     redis_url = os.environ.get("SDC_REDIS_URL", "")
-    env = child_env(data_dir, port, token, redis_url, settings.resolved_database_url)
+    tls = demo_tls(settings, data_dir)
+    env = child_env(data_dir, port, token, redis_url, settings.resolved_database_url, tls)
     supervisor = Supervisor(data_dir / "logs", env)
-    cloud = Cloud(data_dir, port, servers, supervisor, token=token, redis_url=redis_url)
+    cloud = Cloud(data_dir, port, servers, supervisor, token=token, redis_url=redis_url,
+                  ca_file=tls[2])
     sys.exit(run_cloud(cloud, demo))
 
 

@@ -92,6 +92,15 @@ def test_sdc_up_demo_provisions_and_stops_cleanly(tmp_path: Path) -> None:
                    message=lambda: f"the demo to finish:\n{log.read_text()[-3000:]}")
         text = log.read_text()
         assert "Traceback" not in text
+        # HTTPS, with what to trust printed; Redis has a password, never printed
+        ca_file = tmp_path / "data" / "tls" / "ca.pem"
+        assert f"export SDC_API_URL=https://127.0.0.1:{port} " in text
+        assert f"SDC_CA_FILE={ca_file}" in text and ca_file.exists()
+        redis_conf = (tmp_path / "data" / "redis.conf").read_text()
+        password = redis_conf.partition("requirepass ")[2].strip()
+        assert len(password) >= 32 and password not in text
+        for child_log in (tmp_path / "data" / "logs").glob("*.log"):
+            assert password not in child_log.read_text(errors="replace"), child_log
         assert text.count("running") >= 6, text  # the placement table: every machine running
         descendants = psutil.Process(up.pid).children(recursive=True)
         assert len(descendants) >= 6  # redis, api, worker, beat, mockcloud and their children

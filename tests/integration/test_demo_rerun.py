@@ -32,7 +32,9 @@ def run_demo_once(data_dir: Path, log: Path, after: Any) -> Any:
     try:
         wait_until(lambda: "keeps serving" in log.read_text(), timeout=180, interval=0.5,
                    message=lambda: f"the demo to finish:\n{log.read_text()[-3000:]}")
-        result = after(OpsClient(f"http://127.0.0.1:{port}", TOKEN, timeout=30))
+        # sdc up serves HTTPS with a certificate signed by the CA it made in the data dir
+        result = after(OpsClient(f"https://127.0.0.1:{port}", TOKEN, timeout=30,
+                                 ca_file=str(data_dir / "tls" / "ca.pem")))
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=60) == 0
         return result

@@ -8,6 +8,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from headnode.services import servers
+from tests.unit.headnode.api.conftest import AUTH
 
 
 def test_ping_needs_no_token(client: Any) -> None:
@@ -127,10 +128,18 @@ def test_every_answer_has_a_request_id(api: Any, client: Any) -> None:
 
 def scraped(client: Any, sample: str, labels: dict[str, str]) -> float:
     """The value of one sample in ``GET /metrics`` (0 when it is not there yet)."""
-    answer = client.get("/metrics")
+    answer = client.get("/metrics", headers=AUTH)
     assert answer.status_code == 200
     return sum(s.value for family in text_string_to_metric_families(answer.get_data(as_text=True))
                for s in family.samples if s.name == sample and s.labels == labels)
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-token"}])
+def test_metrics_need_the_operator_token(client: Any, headers: dict[str, str]) -> None:
+    answer = client.get("/metrics", headers=headers)
+    assert answer.status_code == 401
+    assert answer.get_json()["code"] == "Unauthorized"
+    assert b"sdc_api_requests_total" not in answer.get_data()
 
 
 def test_metrics_count_each_request(client: Any, api: Any) -> None:
