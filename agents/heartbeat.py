@@ -23,6 +23,7 @@ from redis.retry import Retry
 from agents import tasks
 from agents.backends.base import NodeBackend
 from schemas.agent import HEARTBEAT_KEY
+from sdccommon import signing
 
 log = logging.getLogger(__name__)
 
@@ -104,15 +105,24 @@ class Heartbeater(_Ticker):
         server_uuids: Iterable[str],
         interval: float = 5.0,
         on_reconnect: Callable[[], None] | None = None,
+        keys: Mapping[str, bytes] | None = None,
     ) -> None:
         super().__init__(interval)
         self.client = client
         self.server_uuids = list(server_uuids)
         self.on_reconnect = on_reconnect
+        #: the nodes' keys: a beat the head node can check (without them, a bare time)
+        self.keys = keys
 
     def tick(self) -> None:
-        now = str(time.time())
-        self.client.hset(HEARTBEAT_KEY, mapping=dict.fromkeys(self.server_uuids, now))
+        now = time.time()
+        beats: dict[Any, Any]  # redis-py types its mapping keys invariantly
+        if self.keys is None:
+            beats = dict.fromkeys(self.server_uuids, str(now))
+        else:
+            beats = {uuid: signing.beat(self.keys[uuid], uuid, now)
+                     for uuid in self.server_uuids}
+        self.client.hset(HEARTBEAT_KEY, mapping=beats)
 
     def reconnected(self) -> None:
         if self.on_reconnect is not None:

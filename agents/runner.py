@@ -83,6 +83,7 @@ def run_worker(backends: Sequence[NodeBackend], settings: AgentSettings, node_na
         [b.server_uuid for b in backends],
         interval=settings.heartbeat_interval,
         on_reconnect=reporter.register_again,
+        keys=keys,
     )
     heartbeater.start()
     reporter.start()

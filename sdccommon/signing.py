@@ -17,7 +17,8 @@ anything, an agent task only for the node whose queue it is on. Anything else is
 dropped without running.
 
 Signing hooks ``before_task_publish`` (every message any Celery app of the process sends);
-checking is :class:`SignedTask`, the base class of both Celery apps' tasks.
+checking is :class:`SignedTask`, the base class of both Celery apps' tasks. Heartbeats, plain
+Redis hash fields, carry a MAC of their own (:func:`beat`, :func:`beat_time`).
 """
 
 from __future__ import annotations
@@ -189,6 +190,33 @@ def _check_may_send(task: str, speaker: str, audience: str, args: Sequence[Any],
     if named != {speaker}:
         raise Refused(f"node {speaker} may speak only for itself, not for "
                       f"{', '.join(sorted(map(str, named))) or 'no server'}")
+
+
+def beat(key: bytes, server_uuid: str, at: float) -> str:
+    """A heartbeat's value (a Redis hash field per node, not a Celery message): the time and
+    a MAC by the node's key, so that only the node can keep itself alive."""
+    text = repr(at)
+    return f"{text} {_beat_mac(key, server_uuid, text)}"
+
+
+def beat_time(server_uuid: str, value: str) -> float | None:
+    """When ``server_uuid`` beat, if ``value`` proves the node wrote it; else None."""
+    text, _, mac = value.partition(" ")
+    try:
+        at = float(text)
+    except ValueError:
+        return None
+    if not enabled():
+        return at
+    key = _config.keyring.shared(server_uuid, HEADNODE) if _config.keyring else None
+    if key is None or not hmac.compare_digest(mac, _beat_mac(key, server_uuid, text)):
+        return None
+    return at
+
+
+def _beat_mac(key: bytes, server_uuid: str, text: str) -> str:
+    return hmac.new(key, f"heartbeat:{server_uuid}:{text}".encode(),
+                    hashlib.sha256).hexdigest()[:32]
 
 
 class SignedTask(Task):  # type: ignore[misc]

@@ -22,6 +22,9 @@ from workflows.engine import Engine
 log = logging.getLogger(__name__)
 
 HEARTBEAT_TABLE_SINCE_KEY = "sdc:heartbeats:since"
+#: a forged heartbeat stays in the table until overwritten: said once a minute, not per pass
+FORGED_BEAT_WARN_INTERVAL = 60.0
+_warned = {"forged_beats": -FORGED_BEAT_WARN_INTERVAL}
 
 
 @cache
@@ -122,7 +125,18 @@ def _heartbeat_table() -> tuple[dict[str, float], float]:
     client = _redis()
     client.set(HEARTBEAT_TABLE_SINCE_KEY, time.time(), nx=True)
     since = float(client.get(HEARTBEAT_TABLE_SINCE_KEY) or time.time())
-    beats = {_text(k): float(v) for k, v in client.hgetall(HEARTBEAT_KEY).items()}
+    beats: dict[str, float] = {}
+    forged = 0
+    for key, value in client.hgetall(HEARTBEAT_KEY).items():
+        server_uuid = _text(key)
+        at = signing.beat_time(server_uuid, _text(value))
+        if at is None:
+            forged += 1
+        else:
+            beats[server_uuid] = at
+    if forged and time.monotonic() - _warned["forged_beats"] >= FORGED_BEAT_WARN_INTERVAL:
+        _warned["forged_beats"] = time.monotonic()
+        log.warning("ignored %d heartbeat(s) that do not prove their node wrote them", forged)
     return beats, since
 
 
