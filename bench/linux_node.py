@@ -20,7 +20,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from headnode.cli.client import OpsClient
 from headnode.store.migrate import upgrade
-from tests.support import netns
+from tests.support import credentials, netns
 from tests.support.btrfs import LoopPool, create_pool, destroy_pool
 from tests.support.net import free_port
 from tests.support.procs import ProcessGroup
@@ -49,6 +49,7 @@ def start_headnode(workdir: Path, pg: PostgresServer, redis: RedisServer,
     port = free_port()
     env = {"SDC_DATABASE_URL": database_url, "SDC_REDIS_URL": redis.url,
            "SDC_DATA_DIR": str(workdir / "headnode"), "SDC_OPERATOR_TOKEN": TOKEN,
+           "SDC_MESSAGE_KEY": credentials.TEST_MESSAGE_KEY,
            "SDC_API_BIND": f"127.0.0.1:{port}", "SDC_API_WORKERS": "2"}
     api = OpsClient(f"http://127.0.0.1:{port}", TOKEN, timeout=60)
     procs.spawn("api", [SDC, "headnode", "serve"], env=env, ready=api.ping, timeout=60)
@@ -60,6 +61,7 @@ def start_headnode(workdir: Path, pg: PostgresServer, redis: RedisServer,
 def start_agent(node: BenchNode, procs: ProcessGroup, name: str) -> str:
     """The node's agent, registered and set up; its server uuid."""
     server = str(uuid.uuid4())
+    credentials.issue(node.workdir / "agent", [server])
     procs.spawn("agent", [SDC, "agent", "run", "--backend", "linux", "--server-uuid", server,
                           "--hostname", name, "--data-dir", str(node.workdir / "agent")],
                 env={**node.env, "SDC_POOL": str(node.pool.mount),
