@@ -55,6 +55,8 @@ class AgentSettings:
     image_store_url: str = setting("", "the head node's image store (its API base URL, e.g. "
                                    "http://10.0.0.1:8080): image files are fetched from and "
                                    "uploaded to URLs under it only; empty = no transfers")
+    image_store_ca: str = setting("", "PEM file of the CA(s) the image store's HTTPS certificate "
+                                  "is checked with; empty = the system's CAs")
 
 
 def load_settings(**overrides: Any) -> AgentSettings:

@@ -76,10 +76,11 @@ class SimBackend:
         state_path: Path | None = None,
         nic_tags: Mapping[str, str | None] | None = None,
         image_store_url: str = "",
+        image_store_ca: str = "",
     ) -> None:
         self.server_uuid = server_uuid
         #: the head node's image store (SDC_IMAGE_STORE_URL): uploads go there only
-        self.image_store_url = image_store_url
+        self.image_store = transfer.ImageStoreLink(image_store_url, image_store_ca)
         self.hostname = hostname
         self.ram_mb = ram_mb
         self.cpus = cpus
@@ -408,7 +409,7 @@ class SimBackend:
         is PUT to ``upload`` when given, so the head node's upload path is exercised."""
         self._faults.begin("image_create_from_machine")
         if upload:
-            transfer.check_url(upload["url"], self.image_store_url, "upload.url")
+            self.image_store.check(upload["url"], "upload.url")
         with self._lock:
             machine = dict(self._get(uuid))
         archive = _fake_archive(machine)
@@ -416,7 +417,7 @@ class SimBackend:
             with tempfile.NamedTemporaryFile(suffix=".tar.gz") as fh:
                 fh.write(archive)
                 fh.flush()
-                transfer.upload(Path(fh.name), upload, self.image_store_url)
+                self.image_store.upload(Path(fh.name), upload)
         return {"uuid": image["uuid"], "size": len(archive),
                 "sha256": hashlib.sha256(archive).hexdigest(), "compression": "gzip",
                 "format": "tar"}
@@ -507,4 +508,5 @@ def from_settings(
         state_path=state_path,
         nic_tags=parse_nic_tags(settings),
         image_store_url=settings.image_store_url,
+        image_store_ca=settings.image_store_ca,
     )

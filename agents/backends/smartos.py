@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from agents.backends import smartos_images, smartos_snapshots
+from agents.backends import smartos_images, smartos_snapshots, transfer
 from agents.backends.base import BackendError, ImageNotFound, MachineNotFound
 from agents.backends.host import imgadm, vmadm, zfs, zoneadm
 from agents.backends.host.cmd import run
@@ -107,12 +107,13 @@ class SmartOSBackend:
         usage_ttl: float = 5.0,
         traits: dict[str, Any] | None = None,
         image_store_url: str = "",
+        image_store_ca: str = "",
     ) -> None:
         self.server_uuid = server_uuid
         self.work_dir = work_dir
         #: the head node's image store (SDC_IMAGE_STORE_URL): image files come from and go
         #: to it only
-        self.image_store_url = image_store_url
+        self.image_store = transfer.ImageStoreLink(image_store_url, image_store_ca)
         self.brand = brand
         self.usage_ttl = usage_ttl
         self.traits = dict(traits or {})
@@ -183,7 +184,7 @@ class SmartOSBackend:
     def image_ensure_present(self, image: dict[str, Any]) -> dict[str, Any]:
         record = smartos_images.installed_record(image["uuid"])
         if record is None:
-            record = smartos_images.install(self.work_dir, image, self.image_store_url)
+            record = smartos_images.install(self.work_dir, image, self.image_store)
             self._cache.forget("images", "pool")
         return record
 
@@ -399,7 +400,7 @@ class SmartOSBackend:
         self._state(uuid)
         return smartos_images.create_from_dataset(
             self.work_dir, f"{ZPOOL}/{plain_name(uuid, 'machine uuid')}", image, upload,
-            self.image_store_url)
+            self.image_store)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -453,4 +454,5 @@ def _read_overlay(path: Path) -> dict[str, Any]:
 def from_settings(settings: AgentSettings, server_uuid: str) -> SmartOSBackend:
     return SmartOSBackend(server_uuid, settings.data_dir / "smartos",
                           hostname=settings.hostname or None, traits=parse_traits(settings),
-                          image_store_url=settings.image_store_url)
+                          image_store_url=settings.image_store_url,
+                          image_store_ca=settings.image_store_ca)

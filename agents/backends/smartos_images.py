@@ -49,16 +49,17 @@ def install_formats(types: list[str]) -> dict[str, list[str]]:
     return formats
 
 
-def install(work_dir: Path, image: dict[str, Any], store_url: str) -> dict[str, Any]:
+def install(work_dir: Path, image: dict[str, Any],
+            store: transfer.ImageStoreLink) -> dict[str, Any]:
     """Installs the image unless another agent task did meanwhile (one file lock per image);
-    its file comes from the image store at ``store_url`` (SDC_IMAGE_STORE_URL) only."""
+    its file comes from the node's image ``store`` only."""
     plain_name(image["uuid"], "image uuid")
     _check_format(image)
-    transfer.check_source(image, store_url)
+    store.check_source(image)
     with _file_lock(work_dir, image["uuid"]):
         installed = imgadm.get(image["uuid"])
         if installed is None:
-            _install(work_dir, image, store_url)
+            _install(work_dir, image, store)
             installed = imgadm.get(image["uuid"])
     if installed is None:
         raise BackendError("ImageInstallFailed", f"image {image['uuid']} did not install")
@@ -70,10 +71,11 @@ def installed_ids() -> list[str]:
 
 
 def create_from_dataset(work_dir: Path, dataset: str, image: dict[str, Any],
-                        upload: dict[str, Any], store_url: str) -> dict[str, Any]:
+                        upload: dict[str, Any],
+                        store: transfer.ImageStoreLink) -> dict[str, Any]:
     """A full ZFS send stream of a snapshot of the zone's dataset, gzip'd and PUT to the
-    image store at ``store_url``."""
-    transfer.check_url(upload["url"], store_url, "upload.url")
+    node's image ``store``."""
+    store.check(upload["url"], "upload.url")
     snapshot = f"{dataset}@image-{plain_name(image['uuid'], 'image uuid')}"
     stream = work_dir / f"{image['uuid']}.zfs"
     archive = work_dir / f"{image['uuid']}.zfs.gz"
@@ -83,7 +85,7 @@ def create_from_dataset(work_dir: Path, dataset: str, image: dict[str, Any],
         with open(stream, "rb") as src, gzip.open(archive, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
         size, sha256 = transfer.file_digest(archive)
-        transfer.upload(archive, upload, store_url)
+        store.upload(archive, upload)
     finally:
         stream.unlink(missing_ok=True)
         archive.unlink(missing_ok=True)
@@ -102,11 +104,11 @@ def _check_format(image: dict[str, Any]) -> None:
                            f"installs a {image_type} image from a {want} file")
 
 
-def _install(work_dir: Path, image: dict[str, Any], store_url: str) -> None:
+def _install(work_dir: Path, image: dict[str, Any], store: transfer.ImageStoreLink) -> None:
     file_path = work_dir / f"{image['uuid']}.file"
     manifest_path = work_dir / f"{image['uuid']}.json"
     try:
-        file = transfer.download(image, file_path, store_url)
+        file = store.download(image, file_path)
         manifest_path.write_text(json.dumps(imgapi_manifest(image, file, file_path)))
         imgadm.install(manifest_path, file_path)
     finally:

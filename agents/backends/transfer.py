@@ -8,12 +8,14 @@ A node transfers files with its image store only (``SDC_IMAGE_STORE_URL``): a ta
 points anywhere else (another host, port or scheme, a path outside the store's, credentials in
 the URL) is refused before anything is fetched, sent or made, and redirects are not followed,
 so a forged task cannot make a node send a tenant's machine elsewhere or fetch from elsewhere.
-An empty setting refuses every transfer.
+An empty setting refuses every transfer. An HTTPS store's certificate is checked against
+``SDC_IMAGE_STORE_CA`` (the CA of a head node's own certificate), else the system's CAs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -27,6 +29,7 @@ from agents.backends.base import BackendError
 CHUNK = 1 << 20
 TIMEOUT = 60.0
 SETTING = "SDC_IMAGE_STORE_URL"
+CA_SETTING = "SDC_IMAGE_STORE_CA"
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -100,9 +103,6 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
                                      headers, fp)
 
 
-_opener = urllib.request.build_opener(_NoRedirects)
-
-
 def image_file(image: Mapping[str, Any]) -> dict[str, Any]:
     """The one file of ``image`` (an ImageSpecSchema dict) with sha256, size, compression."""
     files = image.get("files") or []
@@ -116,45 +116,6 @@ def image_file(image: Mapping[str, Any]) -> dict[str, Any]:
     return first
 
 
-def check_source(image: Mapping[str, Any], store_url: str) -> None:
-    """Refuse (TransferRefused) an image whose source is not in the image store; call before
-    anything is made for the import."""
-    image_file(image)
-    check_url(image["source"]["url"], store_url, "image.source.url")
-
-
-def download(image: Mapping[str, Any], dest: Path, store_url: str) -> dict[str, Any]:
-    """Fetch the image's file from the image store at ``store_url`` to ``dest`` and check it;
-    on any mismatch ``dest`` is removed and BackendError("ImageChecksumMismatch" /
-    "ImageDownloadFailed") raised; a source outside the store is "TransferRefused"."""
-    expected = image_file(image)
-    source = image["source"]
-    check_url(source["url"], store_url, "image.source.url")
-    request = urllib.request.Request(source["url"], headers=dict(source.get("headers") or {}))
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        with _opener.open(request, timeout=TIMEOUT) as response, open(dest, "wb") as out:
-            while chunk := response.read(CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-                if size > expected["size"]:
-                    break  # a longer file is wrong already; do not fill the pool with it
-                out.write(chunk)
-    except (urllib.error.URLError, OSError) as exc:
-        dest.unlink(missing_ok=True)
-        raise BackendError("ImageDownloadFailed",
-                           f"image {image['uuid']}: download failed: {exc}") from exc
-    if size != expected["size"] or digest.hexdigest() != expected["sha256"]:
-        dest.unlink(missing_ok=True)
-        raise BackendError(
-            "ImageChecksumMismatch",
-            f"image {image['uuid']}: got {size} bytes with sha256 {digest.hexdigest()}, "
-            f"manifest says {expected['size']} bytes with sha256 {expected['sha256']}",
-        )
-    return expected
-
-
 def file_digest(path: Path) -> tuple[int, str]:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -163,21 +124,86 @@ def file_digest(path: Path) -> tuple[int, str]:
     return path.stat().st_size, digest.hexdigest()
 
 
-def upload(path: Path, target: Mapping[str, Any], store_url: str) -> None:
-    """PUT the file at ``path`` to ``target`` (a TransferSchema dict) in the image store at
-    ``store_url``."""
-    check_url(target["url"], store_url, "upload.url")
-    headers = {"Content-Type": "application/octet-stream",
-               "Content-Length": str(path.stat().st_size), **dict(target.get("headers") or {})}
-    try:
-        with open(path, "rb") as body:
-            request = urllib.request.Request(target["url"], data=body, headers=headers,
-                                             method="PUT")
-            with _opener.open(request, timeout=TIMEOUT * 10) as response:
-                response.read()
-    except urllib.error.HTTPError as exc:
-        detail = exc.read()[:500].decode(errors="replace")
-        raise BackendError("ImageUploadFailed",
-                           f"upload refused: HTTP {exc.code}: {detail}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise BackendError("ImageUploadFailed", f"upload failed: {exc}") from exc
+class ImageStoreLink:
+    """A node's way to its image store: where it is (``SDC_IMAGE_STORE_URL``; empty: nowhere,
+    every transfer is refused) and the CA file its HTTPS certificate is checked with
+    (``SDC_IMAGE_STORE_CA``; empty: the system's CAs)."""
+
+    def __init__(self, url: str = "", ca_file: str = "") -> None:
+        self.url = url
+        self.ca_file = ca_file
+        self._opener: urllib.request.OpenerDirector | None = None  # made at the first transfer
+
+    def check(self, url: str, field: str) -> str:
+        return check_url(url, self.url, field)
+
+    def check_source(self, image: Mapping[str, Any]) -> None:
+        """Refuse (TransferRefused) an image whose source is not in the store; call before
+        anything is made for the import."""
+        image_file(image)
+        self.check(image["source"]["url"], "image.source.url")
+
+    def download(self, image: Mapping[str, Any], dest: Path) -> dict[str, Any]:
+        """Fetch the image's file from the store to ``dest`` and check it; on any mismatch
+        ``dest`` is removed and BackendError("ImageChecksumMismatch" / "ImageDownloadFailed")
+        raised; a source outside the store is "TransferRefused"."""
+        expected = image_file(image)
+        source = image["source"]
+        self.check(source["url"], "image.source.url")
+        request = urllib.request.Request(source["url"],
+                                         headers=dict(source.get("headers") or {}))
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with self.opener().open(request, timeout=TIMEOUT) as response, \
+                    open(dest, "wb") as out:
+                while chunk := response.read(CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    if size > expected["size"]:
+                        break  # a longer file is wrong already; do not fill the pool with it
+                    out.write(chunk)
+        except (urllib.error.URLError, OSError) as exc:
+            dest.unlink(missing_ok=True)
+            raise BackendError("ImageDownloadFailed",
+                               f"image {image['uuid']}: download failed: {exc}") from exc
+        if size != expected["size"] or digest.hexdigest() != expected["sha256"]:
+            dest.unlink(missing_ok=True)
+            raise BackendError(
+                "ImageChecksumMismatch",
+                f"image {image['uuid']}: got {size} bytes with sha256 {digest.hexdigest()}, "
+                f"manifest says {expected['size']} bytes with sha256 {expected['sha256']}",
+            )
+        return expected
+
+    def upload(self, path: Path, target: Mapping[str, Any]) -> None:
+        """PUT the file at ``path`` to ``target`` (a TransferSchema dict) in the store."""
+        self.check(target["url"], "upload.url")
+        headers = {"Content-Type": "application/octet-stream",
+                   "Content-Length": str(path.stat().st_size),
+                   **dict(target.get("headers") or {})}
+        try:
+            with open(path, "rb") as body:
+                request = urllib.request.Request(target["url"], data=body, headers=headers,
+                                                 method="PUT")
+                with self.opener().open(request, timeout=TIMEOUT * 10) as response:
+                    response.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:500].decode(errors="replace")
+            raise BackendError("ImageUploadFailed",
+                               f"upload refused: HTTP {exc.code}: {detail}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise BackendError("ImageUploadFailed", f"upload failed: {exc}") from exc
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """No redirects; HTTPS checked against the CA file (a mock cloud's hundreds of nodes
+        that never transfer load no CA store)."""
+        if self._opener is None:
+            try:
+                context = ssl.create_default_context(cafile=self.ca_file or None)
+            except (OSError, ssl.SSLError) as exc:
+                raise BackendError("TransferRefused",
+                                   f"{CA_SETTING} {self.ca_file!r}: {exc}") from exc
+            self._opener = urllib.request.build_opener(
+                _NoRedirects, urllib.request.HTTPSHandler(context=context))
+        return self._opener

@@ -88,6 +88,7 @@ class LinuxBackend:
         network: NodeNetwork | None = None,
         metadata_listener: MetadataListener | None = None,
         image_store_url: str = "",
+        image_store_ca: str = "",
     ) -> None:
         self.server_uuid = server_uuid
         self.hostname = hostname
@@ -98,7 +99,7 @@ class LinuxBackend:
         self.machines_dir = storage.state_dir / "machines"
         self.tmp_dir = storage.state_dir / "tmp"
         self.images = ImageStore(storage, storage.state_dir / "images", self.tmp_dir,
-                                 image_store_url)
+                                 transfer.ImageStoreLink(image_store_url, image_store_ca))
         self.records = MachineRecords(self.machines_dir, server_uuid)
         self.runtime = Runtime(runc_root, stop_timeout=stop_timeout, ttl=usage_ttl)
         self.usage = UsageCache(storage, usage_ttl)
@@ -377,7 +378,7 @@ class LinuxBackend:
     ) -> dict[str, Any]:
         """Snapshot the machine, archive the snapshot (tar.gz of its root filesystem), PUT it
         to ``upload``; the temporary snapshot and archive are removed whatever happens."""
-        transfer.check_url(upload["url"], self.images.store_url, "upload.url")
+        self.images.link.check(upload["url"], "upload.url")
         image_uuid = plain_name(image["uuid"], "image uuid")
         snap = f"image-{image_uuid}"
         archive = self.tmp_dir / f"{image_uuid}.tar.gz"
@@ -388,7 +389,7 @@ class LinuxBackend:
         try:
             tar.create(self.storage.snapshot_path(uuid, snap), archive, "gzip")
             size, sha256 = transfer.file_digest(archive)
-            transfer.upload(archive, upload, self.images.store_url)
+            self.images.link.upload(archive, upload)
         finally:
             archive.unlink(missing_ok=True)
             with self.records.machine(uuid):

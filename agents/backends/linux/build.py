@@ -39,4 +39,5 @@ def from_settings(settings: AgentSettings, server_uuid: str) -> LinuxBackend:
         network=network,
         metadata_listener=tasks.send_machine_metadata,
         image_store_url=settings.image_store_url,
+        image_store_ca=settings.image_store_ca,
     )

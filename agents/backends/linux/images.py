@@ -25,10 +25,10 @@ MIB = 1024 * 1024
 
 class ImageStore:
     def __init__(self, storage: Storage, manifests_dir: Path, tmp_dir: Path,
-                 store_url: str) -> None:
+                 link: transfer.ImageStoreLink) -> None:
         self.storage = storage
         #: the head node's image store (SDC_IMAGE_STORE_URL), the only source of image files
-        self.store_url = store_url
+        self.link = link
         self.manifests_dir = manifests_dir
         self.tmp_dir = tmp_dir
         for path in (manifests_dir, tmp_dir):
@@ -40,7 +40,7 @@ class ImageStore:
         if self.storage.image_present(uuid):
             return self.record(uuid)
         _check_format(image)
-        transfer.check_source(image, self.store_url)
+        self.link.check_source(image)
         with file_lock(self.manifests_dir / f".{uuid}.lock"):
             if not self.storage.image_present(uuid):  # another request imported it meanwhile
                 self._import(image)
@@ -65,7 +65,7 @@ class ImageStore:
         download = self.tmp_dir / f"{plain_name(uuid, 'image uuid')}.download"
         manifest = self._manifest(uuid)
         try:
-            file = transfer.download(image, download, self.store_url)
+            file = self.link.download(image, download)
             root = self.storage.image_begin(uuid)
             tar.extract(download, root, file["compression"])
             unpacked_mb = math.ceil(_tree_bytes(root) / MIB)

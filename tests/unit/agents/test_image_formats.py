@@ -17,6 +17,7 @@ from agents.backends.linux import nodeinfo
 from agents.backends.linux.images import ImageStore
 from agents.backends.linux.storage import BtrfsStorage
 from agents.backends.smartos import SmartOSBackend
+from agents.backends.transfer import ImageStoreLink
 from schemas.agent import SYSINFO_RUNS, SysinfoSchema
 from tests.support.agent_images import FileServer, file_entry
 from tests.support.zfs_stream import zfs_stream
@@ -49,7 +50,7 @@ def test_a_linux_node_refuses_a_zfs_stream_before_downloading_it(tmp_path: Path)
         "files": [{**file_entry(data), "format": "zfs"}],
         "source": {"url": server.url("image.zfs.gz"), "headers": {}}}
     store = ImageStore(BtrfsStorage(tmp_path / "pool"), tmp_path / "manifests", tmp_path / "tmp",
-                       store_url(server))
+                       ImageStoreLink(store_url(server)))
     try:
         with pytest.raises(BackendError) as exc:
             store.ensure_present(image)

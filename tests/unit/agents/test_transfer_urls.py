@@ -8,7 +8,10 @@ redirects; no setting, no transfer. Real HTTP servers on 127.0.0.1, real nodes.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import http.server
+import ipaddress
+import ssl
 import threading
 import uuid
 from collections.abc import Iterator
@@ -242,13 +245,107 @@ def test_a_redirect_out_of_the_store_is_not_followed(
         image = {"uuid": str(uuid.uuid4()), "files": [{"sha256": "0", "size": len(data)}],
                  "source": {"url": f"{store.url}/busybox.tar.gz", "headers": {}}}
         with pytest.raises(BackendError) as exc:
-            transfer.download(image, tmp_path / "file", store.url)
+            transfer.ImageStoreLink(store.url).download(image, tmp_path / "file")
         assert exc.value.code == "ImageDownloadFailed" and "redirect" in exc.value.message
         (tmp_path / "up").write_bytes(b"machine")
         with pytest.raises(BackendError) as exc:
-            transfer.upload(tmp_path / "up", {"url": f"{store.url}/images/x/file"}, store.url)
+            transfer.ImageStoreLink(store.url).upload(tmp_path / "up",
+                                                      {"url": f"{store.url}/images/x/file"})
         assert exc.value.code == "ImageUploadFailed"
     finally:
         store.close()
     assert other_server.requests == []
     assert not (tmp_path / "file").exists()
+
+
+# -- an HTTPS store with a certificate of its own CA (what `sdc up` makes) ---------------------
+
+
+def make_ca_and_certificate(where: Path) -> tuple[Path, Path, Path]:
+    """(CA file, certificate, key) of a new CA and a certificate it signed for 127.0.0.1."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def build(subject: str, key: Any, issuer: str, signer: Any, ca: bool) -> x509.Certificate:
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=1))
+                   .not_valid_after(now + datetime.timedelta(hours=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = build("test image store CA", ca_key, "test image store CA", ca_key, ca=True)
+    cert = build("127.0.0.1", key, "test image store CA", ca_key, ca=False)
+    paths = where / "ca.pem", where / "cert.pem", where / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+class HttpsStore:
+    """An image store on https://127.0.0.1 that keeps what is PUT to it."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        received: list[bytes] = []
+        self.received = received
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:  # noqa: N802 - http.server's naming
+                received.append(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(201)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"https://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_an_https_store_is_trusted_through_its_ca(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ca_file, cert, key = make_ca_and_certificate(tmp_path)
+    store = HttpsStore(cert, key)
+    try:
+        monkeypatch.setenv("SDC_IMAGE_STORE_URL", store.url)
+        monkeypatch.delenv("SDC_IMAGE_STORE_CA", raising=False)
+        with hosted_sim(tmp_path / "system-cas") as node:
+            params = create_image_params(node, f"{store.url}/images/x/file")
+            outcome = tasks.run_op("image_create_from_machine", node.server_uuid, params)
+        assert outcome["error"]["code"] == "ImageUploadFailed"
+        assert "CERTIFICATE_VERIFY_FAILED" in outcome["error"]["message"]
+        assert store.received == []
+        monkeypatch.setenv("SDC_IMAGE_STORE_CA", str(ca_file))
+        with hosted_sim(tmp_path / "its-ca") as node:
+            params = create_image_params(node, f"{store.url}/images/x/file")
+            outcome = tasks.run_op("image_create_from_machine", node.server_uuid, params)
+        assert outcome["ok"], outcome
+        assert len(store.received) == 1
+    finally:
+        store.close()
+    with pytest.raises(BackendError) as exc:
+        transfer.ImageStoreLink(store.url, str(tmp_path / "missing.pem")).upload(
+            ca_file, {"url": f"{store.url}/images/x/file"})
+    assert exc.value.code == "TransferRefused" and "SDC_IMAGE_STORE_CA" in exc.value.message
