@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from schemas.ids import uuid_string
 from schemas.image_manifest import FILE_FORMATS
@@ -92,6 +92,14 @@ class ImageFileSchema(Schema):
     format = fields.String(validate=validate.OneOf(FILE_FORMATS))
 
 
+def _image_files(files: list[dict[str, Any]]) -> None:
+    """Each file's fields that a node acts on (its compression picks tar's flags) are valid."""
+    errors = {i: e for i, f in enumerate(files)
+              if (e := ImageFileSchema(partial=True, unknown=EXCLUDE).validate(f))}
+    if errors:
+        raise ValidationError(errors)
+
+
 #: signals an image may name as its init's stop signal
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGPWR", "SIGUSR1", "SIGUSR2",
                 "SIGRTMIN+3")
@@ -125,7 +133,9 @@ class ImageSpecSchema(Schema):
     os = fields.String(load_default="other")
     type = fields.String(load_default="zone-dataset")
     size_mb = fields.Integer(load_default=0)
-    files = fields.List(fields.Dict(), load_default=list)  # ImageFileSchema dicts
+    #: ImageFileSchema dicts (kept whole: a manifest's other keys travel with them)
+    files = fields.List(fields.Dict(), load_default=list,
+                        validate=_image_files)
     requirements = fields.Dict(load_default=dict)
     #: IMGAPI's free-form tags (``default_user``: who ``triton ssh`` logs in as)
     tags = fields.Dict(load_default=dict)

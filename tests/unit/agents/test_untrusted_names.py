@@ -129,6 +129,16 @@ def test_a_snapshot_name_is_one_plain_name(hosted: NodeBackend) -> None:
             assert_refused(outcome, "name")
 
 
+def test_an_image_file_names_a_compression_the_node_knows(hosted: NodeBackend,
+                                                         image_spec: dict[str, Any]) -> None:
+    file = {"sha256": "0" * 64, "size": 1, "compression": "--use-compress-program=sh"}
+    outcome = tasks.run_op("image_ensure_present", hosted.server_uuid,
+                           {"image": {**image_spec, "files": [file]}})
+    assert_refused(outcome, "image")
+    assert "compression" in outcome["error"]["message"]
+    assert image_spec["uuid"] not in hosted.status()["images"]
+
+
 @pytest.mark.parametrize("field, value", [("mac", MAC + "\n"), ("interface", "net0\n"),
                                           ("nic_tag", "admin\n")])
 def test_nic_names_end_where_they_seem_to(hosted: NodeBackend, field: str, value: str) -> None:
