@@ -104,6 +104,7 @@ class OpsClient:
         #: given with every request: requests lets REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE in
         #: the environment win over a session's own ``verify``
         self.verify: str | bool = ca_file or True
+        self.session.verify = self.verify
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 

@@ -13,7 +13,7 @@ import click
 import requests
 from rich.table import Table
 
-from headnode.cli.client import ApiError, ApiUnreachable, error_from_response
+from headnode.cli.client import ApiError, ApiUnreachable, error_from_response, untrusted
 from headnode.cli.context import SdcGroup, client, json_option, state_of, wait_option
 from headnode.cli.output import console, emit, fmt_mib, follow_job, render_object
 
@@ -104,8 +104,10 @@ def upload_file(image_uuid: str, path: Path) -> dict[str, Any]:
     url = ops.url(f"/ops/images/{image_uuid}/file")
     try:
         with open(path, "rb") as fh:
-            resp = ops.session.put(url, data=fh, timeout=UPLOAD_TIMEOUT,
+            resp = ops.session.put(url, data=fh, timeout=UPLOAD_TIMEOUT, verify=ops.verify,
                                    headers={"Content-Type": "application/octet-stream"})
+    except requests.exceptions.SSLError as exc:
+        raise untrusted(ops.base_url, exc) from exc
     except requests.ConnectionError as exc:
         raise ApiUnreachable(ops.base_url, "connection refused") from exc
     if resp.status_code >= 400:

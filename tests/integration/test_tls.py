@@ -5,6 +5,7 @@ file; and the refusals of plain HTTP beyond loopback."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from headnode.cli.client import ApiUntrusted, OpsClient
 from headnode.cli.tls import local_tls
 from headnode.config import get_settings
+from headnode.imagebuild import DEFAULT_BUSYBOX
 from headnode.services import accounts, keys
 from headnode.services.context import ServiceContext
 from tests.support.api_server import SDC, TOKEN, ServedApi, serve_api
@@ -45,6 +47,18 @@ def test_the_sdc_client_talks_https_trusting_the_ca_file(https_api: ServedApi) -
                SDC_CA_FILE=str(https_api.ca_file))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(not DEFAULT_BUSYBOX.is_file(), reason="busybox-static is not installed")
+def test_an_image_file_is_uploaded_over_https(https_api: ServedApi, tmp_path: Path) -> None:
+    # the upload streams through the client's session, not its JSON calls: same trust
+    trust = {"SDC_API_URL": https_api.url, "SDC_OPERATOR_TOKEN": TOKEN,
+             "SDC_CA_FILE": str(https_api.ca_file)}
+    built = json.loads(sdc("--json", "image", "build-busybox", "--out", str(tmp_path),
+                           **trust).stdout)
+    done = sdc("--json", "image", "import", built["manifest"], built["file"], **trust)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["state"] == "active"
 
 
 def test_an_untrusted_certificate_is_refused_in_one_line(https_api: ServedApi) -> None:
