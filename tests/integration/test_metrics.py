@@ -82,6 +82,16 @@ def test_metrics_add_up_every_worker(two_workers: ServedApi) -> None:
     # every scrape, whichever worker answers it, totals all of them
     assert [scraped_pings(api) for _ in range(6)] == [before + sent] * 6
 
+    # a worker that dies is replaced (gunicorn's child_exit hook marks it dead); what it
+    # counted still counts: a counter never goes back
+    dead = workers(api)[0]
+    dead.kill()
+    dead.wait(timeout=10)
+    wait_until(lambda: len(workers(api)) == 2 and dead.pid not in {w.pid for w in workers(api)},
+               timeout=30, message="gunicorn to replace the killed worker")
+    assert [scraped_pings(api) for _ in range(4)] == [before + sent] * 4
+    assert "Traceback" not in api.proc.log_path.read_text()
+
 
 def test_metrics_without_the_operator_token_are_refused(two_workers: ServedApi) -> None:
     for headers in ({}, {"Authorization": "Bearer not-the-token"}):
