@@ -52,8 +52,8 @@ def check_transport(bind: str, settings: HeadnodeSettings) -> dict[str, str]:
     is refused (the operator token and request signatures would travel in clear text)
     unless SDC_ALLOW_PLAIN_HTTP says a TLS proxy in front takes care of it."""
     if not settings.tls_cert:
-        host = bind.rpartition(":")[0]
-        if not (bind.startswith("unix:") or is_loopback(host) or settings.allow_plain_http):
+        if not (bind.startswith("unix:") or is_loopback(bind_host(bind))
+                or settings.allow_plain_http):
             raise click.ClickException(
                 f"refusing to serve plain HTTP on {bind}, beyond loopback: set SDC_TLS_CERT "
                 "and SDC_TLS_KEY (HTTPS), or SDC_ALLOW_PLAIN_HTTP=1 if a TLS proxy in front "
@@ -67,6 +67,14 @@ def check_transport(bind: str, settings: HeadnodeSettings) -> dict[str, str]:
             f"cannot serve HTTPS with SDC_TLS_CERT={settings.tls_cert} and "
             f"SDC_TLS_KEY={settings.tls_key}: {exc}") from exc
     return {"certfile": settings.tls_cert, "keyfile": settings.tls_key}
+
+
+def bind_host(bind: str) -> str:
+    """The address of a gunicorn bind: ``host:port``, ``[v6]:port`` or a bare host."""
+    if bind.startswith("["):
+        return bind[1:].partition("]")[0]
+    host, colon, _port = bind.rpartition(":")
+    return host if colon and ":" not in host else bind
 
 
 def fresh_metrics_dir() -> str:

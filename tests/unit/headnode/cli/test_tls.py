@@ -79,7 +79,8 @@ def test_loopback_and_https_may_carry_the_token(url: str) -> None:
     check_transport(url, "secret-token", allow_plain_http=False)
 
 
-@pytest.mark.parametrize("bind", ["0.0.0.0:8080", "10.0.0.2:8080", "[::]:8080", ":8080"])
+@pytest.mark.parametrize("bind", ["0.0.0.0:8080", "10.0.0.2:8080", "[::]:8080", ":8080",
+                                  "0.0.0.0", "::", "[2001:db8::1]:8080", "hn.example:8080"])
 def test_serve_refuses_plain_http_beyond_loopback(tmp_path: Path, bind: str) -> None:
     settings = get_settings(data_dir=tmp_path)
     with pytest.raises(click.ClickException, match="refusing to serve plain HTTP"):
@@ -89,7 +90,7 @@ def test_serve_refuses_plain_http_beyond_loopback(tmp_path: Path, bind: str) -> 
 
 
 @pytest.mark.parametrize("bind", ["127.0.0.1:8080", "localhost:8080", "[::1]:8080",
-                                  "unix:/run/sdc/api.sock"])
+                                  "127.0.0.1", "::1", "unix:/run/sdc/api.sock"])
 def test_serve_may_serve_plain_http_on_loopback(tmp_path: Path, bind: str) -> None:
     assert serve_transport(bind, get_settings(data_dir=tmp_path)) == {}
 
