@@ -120,7 +120,9 @@ class OverlayPeersSchema(Schema):
     version it applied in its status (``overlay_version``) so the head node resends when the
     two differ. The result is ``{"overlay": {"version": ...}}``."""
 
-    peers = fields.Dict(keys=fields.String(), values=fields.List(fields.String()),
+    #: nic tag -> IPv4 addresses (they become forwarding entries of the node's uplinks)
+    peers = fields.Dict(keys=fields.String(validate=validate.Regexp(NIC_TAG_PATTERN)),
+                        values=fields.List(fields.String(validate=ipv4_address)),
                         required=True)
     version = fields.String(required=True)
 

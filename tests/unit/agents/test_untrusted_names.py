@@ -148,6 +148,17 @@ def test_nic_names_end_where_they_seem_to(hosted: NodeBackend, field: str, value
     assert field in outcome["error"]["message"]
 
 
+@pytest.mark.parametrize("peers", [{"external": ["10.0.0.2 dev lo"]}, {"external": ["-h"]},
+                                   {"external\n": ["10.0.0.2"]}, {"../x": []}])
+def test_overlay_peers_are_nic_tags_and_addresses(hosted_node: NodeBackend,
+                                                  peers: dict[str, list[str]]) -> None:
+    version = hosted_node.status()["overlay_version"]
+    outcome = tasks.run_op("node_set_overlay_peers", hosted_node.server_uuid,
+                           {"peers": peers, "version": "f00d"})
+    assert_refused(outcome, "peers")
+    assert hosted_node.status()["overlay_version"] == version
+
+
 # -- the linux backend's own guard, for a caller that skipped the schemas ---------------------
 
 linux_only = pytest.mark.skipif(missing_host() is not None, reason=str(missing_host()))
