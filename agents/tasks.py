@@ -58,6 +58,8 @@ app.conf.update(
     worker_cancel_long_running_tasks_on_connection_loss=True,
     # replies travel as events.task_reply; stored results are only a convenience for callers
     result_expires=3600,
+    # remote control (shutdown, revoke, ...) would take unsigned commands from Redis
+    worker_enable_remote_control=False,
 )
 
 #: server_uuid -> backend of every node this process hosts

@@ -43,6 +43,10 @@ def make_app(settings: HeadnodeSettings | None = None) -> Celery:
         },
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        # Celery's remote control (shutdown, revoke, pool restarts, broadcast to every worker
+        # over Redis) takes unsigned commands from anyone who reaches Redis; nothing of ours
+        # uses it
+        worker_enable_remote_control=False,
         beat_schedule={
             "reconcile": {"task": "workflows.reconcile", "schedule": settings.reconcile_interval,
                           "options": {"expires": settings.reconcile_interval * 2}},

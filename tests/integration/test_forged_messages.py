@@ -166,3 +166,19 @@ def test_forged_agent_tasks_are_refused_and_touch_nothing(
         client.close()
     assert outcome["ok"], outcome
     assert outcome["result"]["machine"]["state"] == "running"
+
+
+def test_a_broadcast_shutdown_stops_no_worker(cloud: Any, machines: list[dict[str, Any]],
+                                              forger: Celery) -> None:
+    """Celery's remote control takes unsigned commands from Redis: it is turned off."""
+    forger.control.broadcast("shutdown")
+    forger.control.broadcast("pool_restart")
+    time.sleep(2)
+    for name in ("worker", "agent0"):
+        assert cloud.procs.procs[name].alive(), cloud.procs.tail(name)
+        assert "Got shutdown from remote" not in cloud.procs.log(name)
+    # and both still work: a machine is made on agent0 by the worker
+    made = cloud.api.post("/ops/machines", {
+        "owner": "alice", "package": "small", "image": "base-64", "alias": "after-broadcast",
+        "server_uuid": cloud.agents["agent0"]})
+    assert cloud.wait_job(made["job_uuid"])["execution"] == "succeeded"

@@ -136,7 +136,7 @@ def test_the_workflow_worker_logs_failed_steps_and_rejected_messages(
         session.flush()
         job_uuid, attempt = job.uuid, job.attempt
     env = {"SDC_DATABASE_URL": settings.database_url, "SDC_REDIS_URL": settings.redis_url,
-           "SDC_DATA_DIR": str(settings.data_dir)}
+           "SDC_DATA_DIR": str(settings.data_dir), "SDC_MESSAGE_KEY": settings.message_key}
     procs.spawn("worker", [SDC, "headnode", "worker"], env=env, timeout=60,
                 ready=lambda: " ready." in procs.log("worker"))
 
@@ -183,7 +183,7 @@ def test_kill_9_of_the_workflow_worker_takes_its_celery_child_with_it(
     procs: ProcessGroup, settings: Any
 ) -> None:
     env = {"SDC_DATABASE_URL": settings.database_url, "SDC_REDIS_URL": settings.redis_url,
-           "SDC_DATA_DIR": str(settings.data_dir)}
+           "SDC_DATA_DIR": str(settings.data_dir), "SDC_MESSAGE_KEY": settings.message_key}
     worker = procs.spawn("worker", [SDC, "headnode", "worker"], env=env, timeout=60,
                          ready=lambda: " ready." in procs.log("worker"))
     (child,) = children(worker.pid)
