@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
 
 from headnode.config import HeadnodeSettings, get_settings
 from schemas.settings import describe, load
@@ -30,6 +33,21 @@ def test_operator_token_is_generated_once_and_reused(tmp_path):
     # Another process (a new settings object) finds the same token.
     again = load(HeadnodeSettings, environ={}, data_dir=tmp_path / "data")
     assert again.resolved_operator_token() == token
+
+
+def test_processes_starting_at_once_agree_on_one_message_key(tmp_path):
+    """The API, the worker and beat may make the key at the same moment: one key wins."""
+    code = ("import sys; from headnode.config import get_settings; "
+            "print(get_settings(data_dir=sys.argv[1]).resolved_message_key().decode())")
+    starts = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "data")],
+                               stdout=subprocess.PIPE, text=True, env={**os.environ,
+                                                                      "SDC_MESSAGE_KEY": ""})
+              for _ in range(4)]
+    keys = {p.communicate(timeout=60)[0].strip() for p in starts}
+    path = tmp_path / "data" / "message-key"
+    assert keys == {path.read_text().strip()} and len(path.read_text().strip()) >= 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["message-key"]  # no temp file left
 
 
 def test_configured_operator_token_wins_and_writes_nothing(tmp_path):
