@@ -69,7 +69,8 @@ def unavailable_command(name: str, where: str, exc: Exception) -> click.Command:
 
 @click.group(cls=RootGroup, name="sdc")
 @click.option("--api-url", envvar="SDC_API_URL", metavar="URL",
-              help="Operator API base URL [env SDC_API_URL; default http://<SDC_API_BIND>].")
+              help="Operator API base URL [env SDC_API_URL; default http://<SDC_API_BIND>, "
+                   "https:// with SDC_TLS_CERT].")
 @click.option("--token", envvar="SDC_OPERATOR_TOKEN", metavar="TOKEN",
               help="Operator bearer token [env SDC_OPERATOR_TOKEN; default the one stored "
                    "in SDC_DATA_DIR/operator-token].")
