@@ -13,9 +13,11 @@ import pytest
 from cryptography import x509
 
 from headnode.cli.client import OpsClient, PlainHttpRefused, check_transport, is_loopback
+from headnode.cli.context import default_api_url
 from headnode.cli.headnode import check_transport as serve_transport
 from headnode.cli.tls import RENEW_BEFORE, VALIDITY, local_tls
 from headnode.config import get_settings
+from headnode.imagestore import base_url
 from schemas.settings import SettingsError
 
 NOW = datetime.datetime(2026, 12, 2, 12, 0, tzinfo=datetime.UTC)
@@ -112,3 +114,13 @@ def test_serve_with_tls_checks_the_files_first(tmp_path: Path) -> None:
 def test_a_certificate_needs_its_key(tmp_path: Path, given: dict[str, str]) -> None:
     with pytest.raises(SettingsError, match="SDC_TLS_CERT and SDC_TLS_KEY"):
         get_settings(data_dir=tmp_path, **given)
+
+
+def test_with_tls_the_default_urls_are_https(tmp_path: Path) -> None:
+    tls, _ = local_tls(tmp_path / "tls")
+    settings = get_settings(data_dir=tmp_path, api_bind="0.0.0.0:8443",
+                            tls_cert=str(tls.cert_file), tls_key=str(tls.key_file))
+    assert default_api_url(settings) == "https://127.0.0.1:8443"  # the sdc client's
+    assert base_url(settings) == "https://127.0.0.1:8443"  # where nodes fetch image files
+    plain = get_settings(data_dir=tmp_path, api_bind="127.0.0.1:8080")
+    assert default_api_url(plain) == base_url(plain) == "http://127.0.0.1:8080"
