@@ -232,3 +232,49 @@ def test_nothing_was_queued_by_refused_requests(api: Any, sdc: Any, jobqueue: An
     with sdc.read() as session:
         assert session.scalars(select(Job)).all() == []
     assert jobqueue.enqueued == []
+
+
+# ---------------------------------------------------------------- every integer a request takes
+
+
+def _request_schemas(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(where, JSON schema) of every query parameter and request body, refs followed."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    for path, operations in doc["paths"].items():
+        for method, op in operations.items():
+            if not isinstance(op, dict) or method == "parameters":
+                continue
+            for param in op.get("parameters", []):
+                if param.get("in") == "query":
+                    found.append((f"{method} {path} ?{param['name']}", param["schema"]))
+            for media in op.get("requestBody", {}).get("content", {}).values():
+                found.append((f"{method} {path} body", media["schema"]))
+    return found
+
+
+def _integers(doc: dict[str, Any], where: str, schema: Any,
+              seen: set[str]) -> list[tuple[str, dict[str, Any]]]:
+    if not isinstance(schema, dict):
+        return []
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[1]
+        if name in seen:
+            return []
+        return _integers(doc, where, doc["components"]["schemas"][name], seen | {name})
+    out = [(where, schema)] if schema.get("type") == "integer" else []
+    for key, inner in schema.get("properties", {}).items():
+        out += _integers(doc, f"{where}.{key}", inner, seen)
+    for key in ("items", "additionalProperties"):
+        out += _integers(doc, f"{where}[]", schema.get(key), seen)
+    return out
+
+
+@pytest.mark.parametrize("document", ["/ops/openapi.json", "/--openapi.json"])
+def test_every_integer_a_request_takes_is_bounded(client: Any, document: str) -> None:
+    doc = client.get(document).get_json()
+    integers = [found for where, schema in _request_schemas(doc)
+                for found in _integers(doc, where, schema, set())]
+    assert len(integers) >= 3
+    unbounded = [where for where, schema in integers
+                 if "maximum" not in schema or schema["maximum"] > 2**63 - 1]
+    assert unbounded == []
