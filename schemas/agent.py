@@ -77,10 +77,15 @@ class TaskOutcomeSchema(Schema):
 class TransferSchema(Schema):
     """Where a node fetches (GET) or sends (PUT) a file on the head node's image store: a URL
     signed for this one node and image (the head node checks the signature and expiry), plus
-    any headers to send."""
+    any headers to send. A node takes only a URL under its ``SDC_IMAGE_STORE_URL``
+    (agents/backends/transfer.py): this schema cannot know where that is."""
 
     url = fields.String(required=True)
-    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    #: header names are tokens and values hold no control character (no CR LF: no header
+    #: of the task's making can add another)
+    headers = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[A-Za-z0-9-]{1,64}\Z")),
+                          values=fields.String(validate=validate.Regexp(r"^[^\x00-\x1f\x7f]*\Z")),
+                          load_default=dict)
 
 
 class ImageFileSchema(Schema):

@@ -147,6 +147,19 @@ def test_the_setting_names_the_store_of_an_agents_nodes(
         assert image_server.uploads[name]
 
 
+@pytest.mark.parametrize("headers", [{"X-A": "1\r\nHost: evil.example"}, {"X A": "1"},
+                                     {"X-A\n": "1"}])
+def test_transfer_headers_cannot_add_headers(
+        tmp_path: Path, image_server: FileServer, monkeypatch: pytest.MonkeyPatch,
+        headers: dict[str, str]) -> None:
+    monkeypatch.setenv("SDC_IMAGE_STORE_URL", store_url(image_server))
+    with hosted_sim(tmp_path) as node:
+        params = create_image_params(node, image_server.url(f"images/{uuid.uuid4()}/file"))
+        params["upload"]["headers"] = headers
+        outcome = tasks.run_op("image_create_from_machine", node.server_uuid, params)
+    assert outcome["error"]["code"] == "InvalidParams" and "headers" in outcome["error"]["message"]
+
+
 def test_an_agent_without_the_setting_transfers_nothing(
         tmp_path: Path, image_server: FileServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SDC_IMAGE_STORE_URL", raising=False)
