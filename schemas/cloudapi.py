@@ -23,7 +23,7 @@ from marshmallow import (
 )
 
 from schemas.nics import SPOOF_FLAGS, ipv4_address
-from schemas.ops import ALIAS_PATTERN, NO_COMMA, TagValue
+from schemas.ops import ALIAS_PATTERN, MAX_EMAIL, NO_COMMA, TagValue
 from schemas.wire import BoundedInteger, JsonBoolean, QueryBoolean
 
 #: CloudAPI's API versions this server speaks, newest last (CloudAPI 7 bumped the API
@@ -168,7 +168,7 @@ class KeyCreate(Strict):
 
 
 class AccountUpdate(Strict):
-    email = fields.Email()
+    email = fields.Email(validate=validate.Length(max=MAX_EMAIL))
 
 
 class SnapshotCreate(Strict):

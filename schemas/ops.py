@@ -35,6 +35,8 @@ RESERVED_LOGINS = frozenset({"ops", "console", "my", "admin-api", "--ping", "doc
                              "images"})
 
 LOGIN_PATTERN = r"^[a-zA-Z][a-zA-Z0-9_.@-]{2,63}$"
+#: what the accounts table keeps of an email address
+MAX_EMAIL = 256
 ALIAS_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,188}$"
 
 MACHINE_STATES = ("provisioning", "running", "stopped", "failed", "destroyed", "unknown")
@@ -233,7 +235,7 @@ class Account(RequestSchema):
     uuid = fields.String(dump_only=True)
     login = fields.String(required=True, validate=validate.Regexp(
         LOGIN_PATTERN, error="must start with a letter, then 2-63 letters, digits or _.@-"))
-    email = fields.Email(required=True)
+    email = fields.Email(required=True, validate=validate.Length(max=MAX_EMAIL))
     operator = JsonBoolean(load_default=False)
     created_at = fields.DateTime(dump_only=True)
     updated_at = fields.DateTime(dump_only=True)

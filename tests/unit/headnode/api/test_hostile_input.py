@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from headnode.store.models import Job, Machine, Package, Server
+from headnode.store.models import Account, Job, Machine, Package, Server
 from tests.unit.headnode.api.conftest import count, make_package, make_server
 from tests.unit.headnode.cloudapi import conftest as cloudapi
 from tests.unit.headnode.cloudapi.conftest import World
@@ -278,3 +278,18 @@ def test_every_integer_a_request_takes_is_bounded(client: Any, document: str) ->
     unbounded = [where for where, schema in integers
                  if "maximum" not in schema or schema["maximum"] > 2**63 - 1]
     assert unbounded == []
+
+
+# ---------------------------------------------------------------- strings past their columns
+
+LONG_EMAIL = "a" * 300 + "@example.com"
+
+
+def test_account_email_longer_than_its_column_is_refused(api: Any, call: Any, sdc: Any,
+                                                         world: World) -> None:
+    answer = api("post", "/ops/accounts", json={"login": "carol", "email": LONG_EMAIL})
+    assert "email" in _refused(answer, 422)["errors"]
+    _refused(call(world.alice, "post", "/my", json={"email": LONG_EMAIL}), 409, "email")
+    with sdc.read() as session:
+        emails = set(session.scalars(select(Account.email)))
+    assert emails == {"alice@example.com", "bob@example.com", "admin@example.com"}
