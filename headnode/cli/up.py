@@ -218,6 +218,9 @@ def child_env(data_dir: Path, port: int, token: str, redis_url: str,
         "SDC_TLS_CERT": cert,
         "SDC_TLS_KEY": key,
         "SDC_CA_FILE": ca_file,
+        # the mock fleet uploads the images made from its machines to the head node's store
+        "SDC_IMAGE_STORE_URL": f"https://127.0.0.1:{port}",
+        "SDC_IMAGE_STORE_CA": ca_file,
         # Logs are read while the cloud runs; block buffering would hide the last lines.
         "PYTHONUNBUFFERED": "1",
     })
