@@ -24,7 +24,7 @@ from tests.support.btrfs import missing_host
 OWNER = "9a1e3c44-0000-4000-8000-00000000000a"
 MAC = "90:b8:d0:00:00:01"
 #: machine uuids that would name something outside the node's directories, or not the machine
-HOSTILE_UUIDS = ("../canary", "x/..", "*", "9A1E3C44-0000-4000-8000-00000000000B")
+HOSTILE_UUIDS = ("../canary", "../../etc", "x/..", "*", "9A1E3C44-0000-4000-8000-00000000000B")
 #: more that are no canonical UUID
 NOT_UUIDS = ("..", ".", "", "a" * 36, str(uuid.uuid4()) + "\n", "/etc", "-rf",
              str(uuid.uuid4()).replace("-", ""), "{" + str(uuid.uuid4()) + "}")
