@@ -4,7 +4,10 @@ valid ones (positive) and invalid ones (negative), with a fixed seed; none may a
 every answer must be as its document says (status, content type, headers, body schema).
 
 The operator API is called with its token, CloudAPI with HTTP Signatures made for exactly
-the request the app receives (``SigningClient``, a WSGI wrapper that signs as a client does).
+the request the app receives (``SigningApp``, a WSGI wrapper that signs as a client does).
+Every check schemathesis has runs; one is widened: a schema-valid request may be refused
+with a 400 when a string holds a NUL (both APIs) and, in the operator API, with a 422 for
+what its services check beyond the document (see ``OPS_ACCEPTANCE``).
 The figures of the run (requests, operations, answers per status, failures by check) are
 printed: ``pytest -s tests/unit/headnode/api/test_schemathesis.py``.
 """
