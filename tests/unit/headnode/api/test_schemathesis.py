@@ -7,9 +7,9 @@ The operator API is called with its token, CloudAPI with HTTP Signatures made fo
 the request the app receives (``SigningApp``, a WSGI wrapper that signs as a client does).
 schemathesis' checks all run (use_after_free, ensure_resource_availability and
 object_level_authorization see nothing outside a stateful run); one is widened: a
-schema-valid request may be refused
-with a 400 when a string holds a NUL (both APIs) and, in the operator API, with a 422 for
-what its services check beyond the document (see ``OPS_ACCEPTANCE``).
+schema-valid request may be refused with a 400 when a string holds a NUL (both APIs) and,
+in the operator API, with a 422 for what its services check beyond the document (see
+``OPS_ACCEPTANCE``).
 The figures of the run (requests, operations, answers per status, failures by check) are
 printed: ``pytest -s tests/unit/headnode/api/test_schemathesis.py``.
 """
