@@ -22,6 +22,7 @@ from headnode.cli.client import OpsClient
 from headnode.store.migrate import upgrade
 from tests.support import credentials, netns
 from tests.support.btrfs import LoopPool, create_pool, destroy_pool
+from tests.support.headnode_env import headnode_env
 from tests.support.net import free_port
 from tests.support.procs import ProcessGroup
 from tests.support.services import PostgresServer, RedisServer, postgres_bin_dir
@@ -47,10 +48,7 @@ def start_headnode(workdir: Path, pg: PostgresServer, redis: RedisServer,
     database_url = pg.create_database("sdc_bench_linux")
     upgrade(database_url)
     port = free_port()
-    env = {"SDC_DATABASE_URL": database_url, "SDC_REDIS_URL": redis.url,
-           "SDC_DATA_DIR": str(workdir / "headnode"), "SDC_OPERATOR_TOKEN": TOKEN,
-           "SDC_MESSAGE_KEY": credentials.TEST_MESSAGE_KEY,
-           "SDC_API_BIND": f"127.0.0.1:{port}", "SDC_API_WORKERS": "2"}
+    env = headnode_env(database_url, redis.url, workdir / "headnode", TOKEN, port)
     api = OpsClient(f"http://127.0.0.1:{port}", TOKEN, timeout=60)
     procs.spawn("api", [SDC, "headnode", "serve"], env=env, ready=api.ping, timeout=60)
     procs.spawn("worker", [SDC, "headnode", "worker", "--loglevel", "WARNING"], env=env)

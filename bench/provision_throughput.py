@@ -40,6 +40,7 @@ from headnode.cli.client import ApiError, OpsClient  # noqa: E402
 from headnode.store.migrate import upgrade  # noqa: E402
 from sdccommon.signing import UNSIGNED_ENV  # noqa: E402
 from tests.support import credentials  # noqa: E402
+from tests.support.headnode_env import headnode_env  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
 from tests.support.procs import ProcessGroup  # noqa: E402
 from tests.support.services import PostgresServer, RedisServer, postgres_bin_dir  # noqa: E402
@@ -76,16 +77,12 @@ def start_cloud(args: argparse.Namespace, workdir: Path, signed: bool
     database_url = pg.create_database("sdc_bench")
     upgrade(database_url)
     port = free_port()
-    env = {
-        "SDC_DATABASE_URL": database_url, "SDC_REDIS_URL": redis.url,
-        "SDC_DATA_DIR": str(workdir / "headnode"), "SDC_OPERATOR_TOKEN": TOKEN,
-        "SDC_MESSAGE_KEY": credentials.TEST_MESSAGE_KEY,
-        "SDC_API_BIND": f"127.0.0.1:{port}", "SDC_API_WORKERS": str(args.api_workers),
-        **({} if signed else {UNSIGNED_ENV: "1"}),
-        **({"SDC_WORKER_CONCURRENCY": str(args.worker_concurrency)}
-           if args.worker_concurrency else {}),
-        **dict(pair.split("=", 1) for pair in args.env),
-    }
+    env = headnode_env(database_url, redis.url, workdir / "headnode", TOKEN, port,
+                       args.api_workers, **{
+                           **({} if signed else {UNSIGNED_ENV: "1"}),
+                           **({"SDC_WORKER_CONCURRENCY": str(args.worker_concurrency)}
+                              if args.worker_concurrency else {}),
+                           **dict(pair.split("=", 1) for pair in args.env)})
     # throttled_wait=0: the bench waits out 429s itself, to time the accepted POST
     api = OpsClient(f"http://127.0.0.1:{port}", TOKEN, timeout=60, throttled_wait=0)
     procs = ProcessGroup(workdir / "logs")

@@ -19,6 +19,7 @@ import pytest
 from headnode.cli.client import OpsClient
 from headnode.store.migrate import upgrade
 from tests.support import credentials
+from tests.support.headnode_env import headnode_env
 from tests.support.net import free_port
 from tests.support.procs import ProcessGroup
 from tests.support.triton import triton_bin  # noqa: F401  (a fixture every module here may use)
@@ -105,19 +106,12 @@ def cloud(postgres_server: Any, redis_server: Any, tmp_path_factory: pytest.Temp
     upgrade(database_url)
     redis_server.flushall()
     port = free_port()
-    env = {
-        "SDC_DATABASE_URL": database_url,
-        "SDC_REDIS_URL": redis_server.url,
-        "SDC_DATA_DIR": str(workdir / "headnode"),
-        "SDC_OPERATOR_TOKEN": TOKEN,
-        "SDC_MESSAGE_KEY": credentials.TEST_MESSAGE_KEY,
-        "SDC_API_BIND": f"127.0.0.1:{port}",
+    env = headnode_env(database_url, redis_server.url, workdir / "headnode", TOKEN, port, **{
         # the agents' image store (sim nodes upload the images made from their machines)
         "SDC_IMAGE_STORE_URL": f"http://127.0.0.1:{port}",
-        "SDC_API_WORKERS": "2",
         "SDC_RECONCILE_INTERVAL": "2",
         **getattr(request.module, "CLOUD_ENV", {}),
-    }
+    })
     api = OpsClient(f"http://127.0.0.1:{port}", TOKEN, timeout=30)
     procs = ProcessGroup(workdir / "logs")
     try:

@@ -11,6 +11,7 @@ from typing import Any
 
 from headnode.cli.client import OpsClient
 from headnode.store.migrate import upgrade
+from tests.support.headnode_env import headnode_env
 from tests.support.net import free_port
 from tests.support.procs import Proc, ProcessGroup
 
@@ -36,15 +37,8 @@ def serve_api(procs: ProcessGroup, postgres_server: Any, redis_server: Any, work
     database_url = postgres_server.create_database(f"api_{uuid.uuid4().hex[:8]}")
     upgrade(database_url)
     port = free_port()
-    full_env = {
-        "SDC_DATABASE_URL": database_url,
-        "SDC_REDIS_URL": redis_server.url,
-        "SDC_DATA_DIR": str(workdir / "headnode"),
-        "SDC_OPERATOR_TOKEN": TOKEN,
-        "SDC_API_BIND": f"127.0.0.1:{port}",
-        "SDC_API_WORKERS": "1",
-        **(env or {}),
-    }
+    full_env = headnode_env(database_url, redis_server.url, workdir / "headnode", TOKEN, port,
+                            api_workers=1, **(env or {}))
     scheme = "https" if full_env.get("SDC_TLS_CERT") else "http"
     url = f"{scheme}://127.0.0.1:{port}"
     ping = OpsClient(url, TOKEN, timeout=5, ca_file=ca_file).ping

@@ -25,6 +25,7 @@ from headnode.imagebuild import BuiltImage, build_busybox_image
 from headnode.store.migrate import upgrade
 from tests.support import credentials, netns
 from tests.support.btrfs import LoopPool, create_pool, destroy_pool
+from tests.support.headnode_env import headnode_env
 from tests.support.net import free_port
 from tests.support.procs import ProcessGroup
 from tests.support.wait import wait_until
@@ -48,13 +49,8 @@ class LinuxCloud:
         self.workdir = workdir
         port = free_port()
         self.data_dir = workdir / "headnode"
-        self.env = {
-            "SDC_DATABASE_URL": database_url, "SDC_REDIS_URL": redis_url,
-            "SDC_DATA_DIR": str(self.data_dir), "SDC_OPERATOR_TOKEN": TOKEN,
-            "SDC_MESSAGE_KEY": credentials.TEST_MESSAGE_KEY,
-            "SDC_API_BIND": f"127.0.0.1:{port}", "SDC_API_WORKERS": "2",
-            "SDC_RECONCILE_INTERVAL": "2",
-        }
+        self.env = headnode_env(database_url, redis_url, self.data_dir, TOKEN, port,
+                                SDC_RECONCILE_INTERVAL="2")
         self.api = OpsClient(f"http://127.0.0.1:{port}", TOKEN, timeout=30)
         self.procs = ProcessGroup(workdir / "logs")
         self.nodes: list[LinuxNode] = []

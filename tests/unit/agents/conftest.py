@@ -11,6 +11,7 @@ outputs.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import uuid
 from collections.abc import Callable, Iterator
@@ -238,11 +239,9 @@ def spec_factory(image_uuid: str, **defaults: Any) -> Callable[..., dict[str, An
     return build
 
 
-@pytest.fixture
-def hosted(tmp_path: Path) -> Iterator[SimBackend]:
-    """A sim node served by the task registry for the duration of the test (the task tests
-    are about the task contract, not about backends, and use sim-only fault injection)."""
-    backend = make_sim(tmp_path)
+@contextlib.contextmanager
+def hosting(backend: NodeBackend) -> Iterator[NodeBackend]:
+    """``backend`` served by the task registry, the registry as it was afterwards."""
     saved = dict(tasks.registry)
     tasks.host([backend])
     try:
@@ -250,6 +249,15 @@ def hosted(tmp_path: Path) -> Iterator[SimBackend]:
     finally:
         tasks.registry.clear()
         tasks.registry.update(saved)
+
+
+@pytest.fixture
+def hosted(tmp_path: Path) -> Iterator[SimBackend]:
+    """A sim node served by the task registry for the duration of the test (the task tests
+    are about the task contract, not about backends, and use sim-only fault injection)."""
+    backend = make_sim(tmp_path)
+    with hosting(backend):
+        yield backend
 
 
 class SentTasks:

@@ -29,7 +29,7 @@ from agents.config import load_settings
 from schemas.agent import MachineSpecSchema
 from tests.support.agent_images import FileServer
 from tests.support.btrfs import LoopPool, missing_host
-from tests.unit.agents.conftest import IMAGE_TOKEN, store_url
+from tests.unit.agents.conftest import IMAGE_TOKEN, hosting, store_url
 
 STORE = "http://10.0.0.1:8080"
 
@@ -110,13 +110,8 @@ def hosted_sim(tmp_path: Path) -> Iterator[NodeBackend]:
     """A sim node made from the agent's settings (the environment), served by the registry."""
     node = sim.from_settings(load_settings(data_dir=tmp_path, sim_state=False),
                              str(uuid.uuid4()))
-    saved = dict(tasks.registry)
-    tasks.host([node])
-    try:
+    with hosting(node):
         yield node
-    finally:
-        tasks.registry.clear()
-        tasks.registry.update(saved)
 
 
 def create_image_params(node: NodeBackend, url: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from agents.backends.base import BackendError, NodeBackend
 from agents.backends.linux import LinuxBackend
 from schemas.agent import AGENT_TASKS
 from tests.support.btrfs import missing_host
+from tests.unit.agents.conftest import hosting
 
 OWNER = "9a1e3c44-0000-4000-8000-00000000000a"
 MAC = "90:b8:d0:00:00:01"
@@ -64,13 +65,8 @@ MACHINE_OPS = sorted(op for op, schema in AGENT_TASKS.items() if "uuid" in schem
 @pytest.fixture
 def hosted_node(backend: NodeBackend) -> Any:
     """``backend`` (each kind) served by the task registry."""
-    saved = dict(tasks.registry)
-    tasks.host([backend])
-    try:
+    with hosting(backend):
         yield backend
-    finally:
-        tasks.registry.clear()
-        tasks.registry.update(saved)
 
 
 def canary_of(node: NodeBackend, tmp_path: Path) -> Path:
