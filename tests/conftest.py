@@ -60,9 +60,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
     # A run killed with SIGKILL cannot clean up; the next run does it for it.
     _reap_stale_servers()
-    # What a test sends on Redis (an agent task, a node's event) it sends as the head node
-    # that every test cloud runs (TEST_MESSAGE_KEY), or as a node it names.
-    sign_as_headnode()
 
 
 OWNER_FILE = "owner.pid"
@@ -234,6 +231,14 @@ def ctx(settings: Any) -> Any:
 
     load_all()  # as the API app does: services start jobs by workflow name
     return ServiceContext(settings, jobs=RecordingJobQueue())
+
+
+@pytest.fixture(autouse=True)
+def _signs_as_the_test_headnode() -> None:
+    """What a test sends on Redis (an agent task, a node's event) it sends as the head node
+    every test cloud runs (TEST_MESSAGE_KEY), or as a node it names; set again before each
+    test, for building an app or a job queue on other settings signs with their key."""
+    sign_as_headnode()
 
 
 @pytest.fixture

@@ -108,6 +108,8 @@ def image_format(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> 
     # A node installs an image only from a file it can take: a Linux node unpacks tarballs, a
     # SmartOS node's imgadm receives ZFS send streams (docker layers excepted). Its report
     # says which, per image type; for an older node, its backend's table (runs.py).
+    if not r.image_format:
+        return True  # no image file in the question (as ``needed`` says)
     if s.runs is None or s.runs.formats is None:
         return backend_installs(s.backend, r.image_format, r.image_type)
     return (r.image_format, r.image_type) in s.runs.formats
