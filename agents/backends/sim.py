@@ -7,24 +7,19 @@ to fail on demand, and the state can be kept in a JSON file so a restarted agent
 machines.
 
 By concern: networking as bookkeeping (``simnet``), what fits the node (``simroom``), fault
-injection (``simfaults``).
+injection (``simfaults``), snapshots (``sim_snapshots``), images of machines (``sim_images``).
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
 import json
-import tarfile
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agents.backends import simnet, transfer
+from agents.backends import sim_images, sim_snapshots, simnet, transfer
 from agents.backends import simroom as room
 from agents.backends.base import (
     BackendError,
@@ -362,13 +357,10 @@ class SimBackend:
         self._faults.begin("snapshot_create")
         with self._lock:
             self._get(uuid)
-            snapshots = self._snapshots.setdefault(uuid, [])
-            existing = next((s for s in snapshots if s["name"] == name), None)
-            if existing is None:
-                existing = {"name": name, "created_at": time.time(), "size_mb": 0}
-                snapshots.append(existing)
+            snapshot, new = sim_snapshots.take(self._snapshots.setdefault(uuid, []), name)
+            if new:
                 self._save_state()
-            return dict(existing)
+            return dict(snapshot)
 
     def snapshot_list(self, uuid: str) -> list[dict[str, Any]]:
         self._faults.begin("snapshot_list")
@@ -377,17 +369,10 @@ class SimBackend:
             return [dict(s) for s in self._snapshots.get(uuid, [])]
 
     def snapshot_rollback(self, uuid: str, name: str) -> dict[str, Any]:
-        """As on SmartOS: snapshots newer than ``name`` are gone, a running machine reboots."""
         self._faults.begin("snapshot_rollback")
         with self._lock:
             machine = self._get(uuid)
-            snapshots = self._snapshots.get(uuid, [])
-            index = next((i for i, s in enumerate(snapshots) if s["name"] == name), None)
-            if index is None:
-                raise BackendError("SnapshotNotFound", f"machine {uuid} has no snapshot {name}")
-            del snapshots[index + 1:]
-            if machine["state"] == "running":
-                machine["boot_time"] = max(time.time(), (machine["boot_time"] or 0.0) + 1e-6)
+            sim_snapshots.roll_back(self._snapshots.get(uuid, []), machine, name)
             self._save_state()
             return dict(machine)
 
@@ -395,8 +380,7 @@ class SimBackend:
         self._faults.begin("snapshot_delete")
         with self._lock:
             self._get(uuid)
-            snapshots = self._snapshots.get(uuid, [])
-            snapshots[:] = [s for s in snapshots if s["name"] != name]
+            sim_snapshots.delete(self._snapshots.get(uuid, []), name)
             self._save_state()
             return name
 
@@ -405,22 +389,12 @@ class SimBackend:
     def image_create_from_machine(
         self, uuid: str, image: dict[str, Any], upload: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """A small but real gzip'd tar (the machine's record) stands in for its filesystem; it
-        is PUT to ``upload`` when given, so the head node's upload path is exercised."""
         self._faults.begin("image_create_from_machine")
         if upload:
             self.image_store.check(upload["url"], "upload.url")
         with self._lock:
             machine = dict(self._get(uuid))
-        archive = _fake_archive(machine)
-        if upload:
-            with tempfile.NamedTemporaryFile(suffix=".tar.gz") as fh:
-                fh.write(archive)
-                fh.flush()
-                self.image_store.upload(Path(fh.name), upload)
-        return {"uuid": image["uuid"], "size": len(archive),
-                "sha256": hashlib.sha256(archive).hexdigest(), "compression": "gzip",
-                "format": "tar"}
+        return sim_images.image_from_machine(machine, image, upload, self.image_store)
 
     # -- accounting ---------------------------------------------------------------------------
 
@@ -463,18 +437,6 @@ class SimBackend:
         write_json(self._state_path, {
             "images": self._images, "machines": self._machines, "snapshots": self._snapshots,
             "meta": self._meta, "nics": self._nics, "overlay": self._overlay})
-
-
-def _fake_archive(machine: Mapping[str, Any]) -> bytes:
-    record = json.dumps(dict(machine), sort_keys=True).encode()
-    buffer = io.BytesIO()
-    # mtime 0: the same machine gives the same bytes
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w") as archive:
-        info = tarfile.TarInfo("etc/sim-machine.json")
-        info.size = len(record)
-        archive.addfile(info, io.BytesIO(record))
-    return buffer.getvalue()
 
 
 def _destroyed(machine: Mapping[str, Any]) -> dict[str, Any]:
