@@ -115,6 +115,7 @@ class Server(Schema):
     status = fields.String(metadata={"enum": list(SERVER_STATUSES)})
     setup = fields.Boolean()
     reserved = fields.Boolean()
+    maintenance = fields.Boolean(metadata={"description": "takes no new machines"})
     headnode = fields.Boolean()
     backend = fields.String()
     traits = fields.Dict()
@@ -135,6 +136,8 @@ class Server(Schema):
 class ServerUpdate(ChangeSchema):
     setup = JsonBoolean()
     reserved = JsonBoolean()
+    maintenance = JsonBoolean(metadata={"description": "in maintenance: no new machines, "
+                                        "its own keep running"})
     traits = fields.Dict(keys=fields.String())
 
 

@@ -14,7 +14,9 @@ send agent tasks to one. A receiver accepts a message only if the signature hold
 claimed (sender, audience), the audience is one it serves, and the sender may send it:
 a node only ``events.*`` to the head node, each naming only the node itself; the head node
 anything, an agent task only for the node whose queue it is on. Anything else is logged and
-dropped without running.
+dropped without running. A node whose credentials the head node revoked (a forgotten node:
+the ``revoked`` predicate a head-node process installs with :func:`refuse_revoked`) is
+refused whatever it signs, heartbeats included.
 
 Signing hooks ``before_task_publish`` (every message any Celery app of the process sends);
 checking is :class:`SignedTask`, the base class of both Celery apps' tasks. Heartbeats, plain
@@ -89,6 +91,8 @@ class _Config:
     headnode: bool = False
     #: the nodes this process hosts (an agent, a mock cloud)
     hosted: Callable[[], Collection[str]] = lambda: ()
+    #: whether a node's credentials are revoked (it was forgotten): its key proves nothing
+    revoked: Callable[[str], bool] = lambda _node: False
 
     def audiences(self) -> set[str]:
         return {*self.hosted(), *([HEADNODE] if self.headnode else [])}
@@ -111,6 +115,21 @@ def serve_nodes(node_keys: Mapping[str, bytes], hosted: Callable[[], Collection[
     keyring = _config.keyring or Keyring()
     keyring.node_keys.update(node_keys)
     _config.keyring, _config.hosted = keyring, hosted
+
+
+def refuse_revoked(revoked: Callable[[str], bool]) -> None:
+    """Refuse every message and heartbeat signed by a node for which ``revoked`` holds (a
+    head-node process: the predicate reads its list of forgotten nodes). A predicate that
+    raises refuses the message too."""
+    _config.revoked = revoked
+
+
+def _is_revoked(node: str) -> bool:
+    try:
+        return _config.revoked(node)
+    except Exception as exc:  # noqa: BLE001 - cannot tell: refuse rather than guess
+        log.error("cannot tell whether node %s's credentials are revoked: %s", node, exc)
+        return True
 
 
 def enabled() -> bool:
@@ -166,6 +185,8 @@ def check(task: str, request: Any, args: Sequence[Any], kwargs: Mapping[str, Any
         raise Refused("the message is not signed")
     if audience not in _config.audiences():
         raise Refused(f"the message is for {audience}, not served here")
+    if speaker != HEADNODE and _is_revoked(speaker):
+        raise Refused(f"node {speaker}'s credentials are revoked (the server was forgotten)")
     key = keyring.shared(speaker, audience) if keyring is not None else None
     if key is None:
         raise Refused(f"no key shared with {speaker!r} for {audience!r}")
@@ -208,6 +229,8 @@ def beat_time(server_uuid: str, value: str) -> float | None:
         return None
     if not enabled():
         return at
+    if _is_revoked(server_uuid):
+        return None
     key = _config.keyring.shared(server_uuid, HEADNODE) if _config.keyring else None
     if key is None or not hmac.compare_digest(mac, _beat_mac(key, server_uuid, text)):
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from celery import Celery
 
 from headnode.config import HeadnodeSettings, get_settings
+from headnode.services.revocation import RevokedNodes
 from schemas.agent import HEADNODE_QUEUE
 from sdccommon import signing, tasklog
 from workflows.registry import load_all
@@ -24,6 +25,8 @@ def make_app(settings: HeadnodeSettings | None = None) -> Celery:
     app = Celery("sdc", broker=settings.redis_url, task_cls=signing.SignedTask,
                  include=["workflows.tasks", "workflows.capacity_tasks"])
     signing.serve_headnode(settings.resolved_message_key)
+    # a forgotten node's key proves nothing any more (read lazily: the API never checks)
+    signing.refuse_revoked(RevokedNodes(settings.resolved_database_url))
     app.conf.update(
         task_default_queue=HEADNODE_QUEUE,
         task_serializer="json",

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 
 from headnode.config import HeadnodeSettings, get_settings
-from headnode.services import capacity, doctor, node_metadata, overlay
+from headnode.services import capacity, doctor, node_metadata, overlay, revocation
 from headnode.store.db import session_factory
 from schemas.agent import HEARTBEAT_KEY, agent_queue, agent_task
 from sdccommon import signing
@@ -77,6 +77,11 @@ def task_reply(reply: dict[str, Any], outcome: dict[str, Any]) -> None:
 def server_sysinfo(sysinfo: dict[str, Any]) -> None:
     peers: list[overlay.Message] = []
     with _engine().sessions() as session, session.begin():
+        # signing refuses a forgotten node's messages; this holds where signing is off too
+        if revocation.is_revoked(session, str(sysinfo.get("UUID"))):
+            log.warning("sysinfo of forgotten server %s ignored: its credentials are "
+                        "revoked", sysinfo.get("UUID"))
+            return
         server = nodes.register_server(session, sysinfo, peers)
         log.info("server %s (%s) registered", server.uuid, server.hostname)
     _send_overlay(peers)
@@ -136,7 +141,8 @@ def _heartbeat_table() -> tuple[dict[str, float], float]:
             beats[server_uuid] = at
     if forged and time.monotonic() - _warned["forged_beats"] >= FORGED_BEAT_WARN_INTERVAL:
         _warned["forged_beats"] = time.monotonic()
-        log.warning("ignored %d heartbeat(s) that do not prove their node wrote them", forged)
+        log.warning("ignored %d heartbeat(s) that do not prove their node wrote them (or "
+                    "come from forgotten nodes)", forged)
     return beats, since
 
 

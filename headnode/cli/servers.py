@@ -1,5 +1,5 @@
-"""``sdc server list|get|setup|update|credentials``: the compute nodes, their setup,
-reservation, traits and credentials."""
+"""``sdc server list|get|setup|update|maintenance|forget|credentials``: the compute nodes,
+their setup, reservation, traits, maintenance, removal and credentials."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from headnode.cli.context import (
     SdcGroup,
@@ -19,7 +20,10 @@ from headnode.cli.context import (
     state_of,
 )
 from headnode.cli.output import console, emit, fmt_mib, render_object
-from headnode.services.node_credentials import write_credentials
+from headnode.config import HeadnodeSettings
+from headnode.services.node_credentials import canonical_uuid, write_credentials
+from headnode.services.revocation import revoked_among
+from headnode.store.db import session_factory
 from schemas.mocknodes import node_uuids
 
 
@@ -46,6 +50,8 @@ def render_servers(servers: list[dict[str, Any]]) -> None:
         flags = "yes" if srv.get("setup") else "no"
         if srv.get("reserved"):
             flags += " (reserved)"
+        if srv.get("maintenance"):
+            flags += " (maintenance)"
         table.add_row(srv.get("uuid", ""), srv.get("hostname", ""), srv.get("status", ""),
                       flags, f"{fmt_mib(used)} / {fmt_mib(srv.get('ram_mb'))}",
                       str(srv.get("machine_count", 0)))
@@ -86,6 +92,31 @@ def server_update(server_ref: str, reserved: bool | None, traits: dict[str, str]
     emit(client().put(f"/ops/servers/{resolve_server(server_ref)}", body), render_object)
 
 
+@server.command("maintenance")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.argument("server_ref", metavar="UUID")
+@json_option
+def server_maintenance(state: str, server_ref: str) -> None:
+    """Put a server in maintenance (no new machines; its own keep running and can still be
+    started, stopped and destroyed), or take it out."""
+    emit(client().put(f"/ops/servers/{resolve_server(server_ref)}",
+                      {"maintenance": state == "on"}), render_object)
+
+
+@server.command("forget")
+@click.argument("server_ref", metavar="UUID")
+@json_option
+def server_forget(server_ref: str) -> None:
+    """Remove a server that holds no machine any more, and revoke its node's credentials
+    (its messages and heartbeats are refused from then on; a node set up again needs a new
+    uuid). Refused while machines that are not destroyed remain on it."""
+    uuid = resolve_server(server_ref)
+    client().delete(f"/ops/servers/{uuid}")
+    emit({"uuid": uuid, "forgotten": True, "credentials": "revoked"},
+         lambda data: console().print(f"server {data['uuid']} forgotten; its node's "
+                                      "credentials are revoked"))
+
+
 def typed_trait(value: str) -> Any:
     """Traits are mostly flags (``ssd=true``); other values stay strings."""
     return {"true": True, "false": False}.get(value.lower(), value)
@@ -112,12 +143,32 @@ def server_credentials(ctx: click.Context, server_uuids: tuple[str, ...], new_co
     if not wanted:
         raise click.UsageError("no server to issue credentials for: give UUIDs, --new or "
                                "--mockcloud")
+    settings = state_of(ctx).settings()
     try:
-        written = write_credentials(state_of(ctx).settings().resolved_message_key(), wanted,
-                                    out)
+        canonical = [canonical_uuid(text) for text in wanted]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="UUID") from exc
+    refuse_revoked(settings, canonical)
+    written = write_credentials(settings.resolved_message_key(), canonical, out)
     emit({"file": str(out), "servers": sorted(written)},
          lambda data: console().print(f"credentials of {len(data['servers'])} server(s) "
                                       f"written to {data['file']}:\n"
                                       + "\n".join(data["servers"])))
+
+
+def refuse_revoked(settings: HeadnodeSettings, server_uuids: list[str]) -> None:
+    """No credentials for a forgotten node (its uuid is revoked for good): asked of the head
+    node's database, and refused when that cannot be read, rather than guessed."""
+    try:
+        with session_factory(settings.resolved_database_url)() as session:
+            revoked = revoked_among(session, server_uuids)
+    except SQLAlchemyError as exc:
+        raise click.ClickException(
+            "cannot read the head node's revoked credentials from its database "
+            f"({type(exc).__name__}; is it reachable and migrated: `sdc headnode db "
+            "upgrade`?): no credentials issued") from None
+    if revoked:
+        raise click.ClickException(
+            f"server(s) {', '.join(sorted(revoked))} were forgotten and their credentials "
+            "revoked: none issued. A node set up again gets a new uuid "
+            "(`sdc server credentials --new 1`).")

@@ -5,7 +5,8 @@ server passes), and one reason constant, phrased so that "12 lack RAM" reads as 
 of a refusal. The pipeline runs them in the order of ``DEFAULT_FILTERS``: cheapest and most
 restrictive first, as DAPI's production chain.
 
-The filters about room and about taking machines at all (setup, running, reserved, vm-count,
+The filters about room and about taking machines at all (setup, running, reserved,
+maintenance, vm-count,
 capness, min-ram, min-cpu, min-disk) only ask fit.py's rules, the ones the reservation's SQL
 guard is built from: a server passes them exactly when a reservation on it succeeds.
 """
@@ -30,6 +31,7 @@ EXCLUDED = "were taken by concurrent provisions"
 NOT_SETUP = "are not set up"
 NOT_RUNNING = "are not running"
 RESERVED = "are reserved"
+MAINTENANCE = "are in maintenance"
 HEADNODE = "are the head node"
 TRAITS = "have traits that do not match"
 BACKEND = "cannot run the image's OS"
@@ -69,6 +71,10 @@ def running(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
 
 def not_reserved(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
     return fit.is_unreserved(s, fit.PYTHON)
+
+
+def not_in_maintenance(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
+    return fit.is_in_service(s, fit.PYTHON)
 
 
 def not_headnode(s: ServerState, r: PlacementRequest, p: Policy, c: Context) -> bool:
@@ -155,6 +161,7 @@ DEFAULT_FILTERS: tuple[HardFilter, ...] = (
     HardFilter("setup", NOT_SETUP, setup),
     HardFilter("running", NOT_RUNNING, running),
     HardFilter("reserved", RESERVED, not_reserved),
+    HardFilter("maintenance", MAINTENANCE, not_in_maintenance),
     HardFilter("headnode", HEADNODE, not_headnode),
     HardFilter("traits", TRAITS, traits),
     HardFilter("backend", BACKEND, backend, lambda r, c: bool(r.image_os or r.image_type)),

@@ -2,10 +2,10 @@
 
 Each rule is one expression over accessors, never over a concrete type:
 
-- ``s``, the server: ``status``, ``setup``, ``reserved``, its size (``ram_mb``, ``cpus``,
-  ``disk_mb``), what it holds (``ram_used_mb``, ``disk_used_mb``, ``cpu_used``, all in
-  flight + committed; ``images_mb``) and its counts (``machine_count``, ``capped_count``,
-  ``uncapped_count``);
+- ``s``, the server: ``status``, ``setup``, ``reserved``, ``maintenance``, its size
+  (``ram_mb``, ``cpus``, ``disk_mb``), what it holds (``ram_used_mb``, ``disk_used_mb``,
+  ``cpu_used``, all in flight + committed; ``images_mb``) and its counts
+  (``machine_count``, ``capped_count``, ``uncapped_count``);
 - ``k``, the policy: ``Policy``'s field names (ratios and the machine limit);
 - the machine's needs as plain arguments, ``image_mb`` being what *this* server must still
   import (0 when it holds the image already);
@@ -67,6 +67,11 @@ def is_unreserved(s: Any, logic: Logic) -> Any:
     return logic.not_(s.reserved)
 
 
+def is_in_service(s: Any, logic: Logic) -> Any:
+    """Not in maintenance: a server in maintenance keeps its machines but takes no new one."""
+    return logic.not_(s.maintenance)
+
+
 def below_machine_limit(s: Any, k: Any) -> Any:
     return s.machine_count < k.max_machines
 
@@ -121,8 +126,8 @@ def fits(s: Any, k: Any, logic: Logic, capped: bool, ram_mb: Any, disk_mb: Any,
          cpu_cap: Any, image_mb: Any) -> Any:
     """Every rule at once (the guard's condition); the filters ask them one by one, so that a
     refusal names its reason."""
-    rules = [is_running(s), is_set_up(s), is_unreserved(s, logic), below_machine_limit(s, k),
-             keeps_capness(s, capped), ram_fits(s, k, ram_mb)]
+    rules = [is_running(s), is_set_up(s), is_unreserved(s, logic), is_in_service(s, logic),
+             below_machine_limit(s, k), keeps_capness(s, capped), ram_fits(s, k, ram_mb)]
     if capped:
         rules.append(cpu_fits(s, k, cpu_cap))
     rules.append(disk_fits(s, k, disk_mb, image_mb))

@@ -59,6 +59,8 @@ class ServerState:
     #: the nic tags its node provides (sysinfo "NIC Names"); None: its sysinfo has no such
     #: key (a row no agent registered), and the nic-tags filter lets it through
     nic_tags: frozenset[str] | None = None
+    #: in maintenance (an operator's flag): takes no new machines, keeps those it has
+    maintenance: bool = False
 
 
 @dataclass(frozen=True, slots=True)

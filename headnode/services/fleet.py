@@ -32,7 +32,7 @@ def fit_columns() -> SimpleNamespace:
     each call, so that statements built per thread share no expression objects."""
     s = Server.__table__.c
     return SimpleNamespace(
-        status=s.status, setup=s.setup, reserved=s.reserved,
+        status=s.status, setup=s.setup, reserved=s.reserved, maintenance=s.maintenance,
         ram_mb=s.ram_mb, cpus=s.cpus, disk_mb=s.disk_mb,
         ram_used_mb=s.ram_inflight_mb + s.ram_committed_mb,
         disk_used_mb=s.disk_inflight_mb + s.disk_committed_mb,
@@ -44,7 +44,8 @@ def fit_columns() -> SimpleNamespace:
 def _server_columns() -> tuple[Any, ...]:
     """In ServerState's field order."""
     f = fit_columns()
-    return (Server.uuid, Server.hostname, f.status, f.setup, f.reserved, Server.headnode,
+    return (Server.uuid, Server.hostname, f.status, f.setup, f.reserved, f.maintenance,
+            Server.headnode,
             Server.backend, cast(Server.traits, Text),
             cast(Server.sysinfo[SYSINFO_RUNS], Text),
             cast(Server.sysinfo[SYSINFO_NIC_NAMES], Text), f.ram_mb, f.cpus, f.disk_mb,
@@ -104,8 +105,10 @@ def states_from_rows(rows: Iterable[Any], image_uuid: str = "") -> list[ServerSt
     row ends with one more column: whether the server holds that image (_holds_image)."""
     states = []
     if not image_uuid:
-        for u, h, st, su, rs, hn, be, tr, rn, nt, *rest in rows:
+        for u, h, st, su, rs, mt, hn, be, tr, rn, nt, *rest in rows:
             state = ServerState(u, h, st, su, rs, hn, be, _traits(tr), *rest)
+            if mt:
+                state.maintenance = True
             if rn is not None:  # still being built: nothing else has seen it
                 state.runs = _runs(rn)
             if nt is not None:
@@ -113,8 +116,10 @@ def states_from_rows(rows: Iterable[Any], image_uuid: str = "") -> list[ServerSt
             states.append(state)
         return states
     held = frozenset((image_uuid,))
-    for u, h, st, su, rs, hn, be, tr, rn, nt, *rest, holds in rows:
+    for u, h, st, su, rs, mt, hn, be, tr, rn, nt, *rest, holds in rows:
         state = ServerState(u, h, st, su, rs, hn, be, _traits(tr), *rest)
+        if mt:
+            state.maintenance = True
         if rn is not None:
             state.runs = _runs(rn)
         if nt is not None:
@@ -208,7 +213,7 @@ def state_of(server: Server) -> ServerState:
         server.cpu_inflight + server.cpu_committed, server.images_mb, server.machine_count,
         server.capped_count, server.uncapped_count,
         runs=reported((server.sysinfo or {}).get(SYSINFO_RUNS)),
-        nic_tags=listed_nic_tags(server.sysinfo))
+        nic_tags=listed_nic_tags(server.sysinfo), maintenance=server.maintenance)
 
 
 def listed_nic_tags(sysinfo: Mapping[str, Any] | None) -> frozenset[str] | None:

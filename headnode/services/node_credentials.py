@@ -17,14 +17,19 @@ from pathlib import Path
 from sdccommon.signing import derive
 
 
+def canonical_uuid(text: str) -> str:
+    """A server uuid in canonical form; ValueError names a bad one."""
+    try:
+        return str(uuidlib.UUID(text))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a server UUID") from None
+
+
 def node_keys(message_key: bytes, server_uuids: Iterable[str]) -> dict[str, str]:
     """{uuid: hex key} of each node (uuids in canonical form; ValueError names a bad one)."""
     keys = {}
     for text in server_uuids:
-        try:
-            canonical = str(uuidlib.UUID(text))
-        except ValueError:
-            raise ValueError(f"{text!r} is not a server UUID") from None
+        canonical = canonical_uuid(text)
         keys[canonical] = derive(message_key, canonical).hex()
     return keys
 

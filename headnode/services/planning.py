@@ -41,7 +41,7 @@ from headnode.services.resolve import resolve_owner, resolve_package
 from headnode.store.models import CapacitySnapshot, Package, Server, utcnow
 
 #: the filters that decide whether a server takes machines at all, whatever their size
-PLACEABLE_STEPS = ("setup", "running", "reserved", "headnode")
+PLACEABLE_STEPS = ("setup", "running", "reserved", "maintenance", "headnode")
 #: at most this many machines placed one by one in one simulation
 MAX_SIMULATED_MACHINES = 20_000
 #: at most this many servers added by one simulation

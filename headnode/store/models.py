@@ -110,6 +110,9 @@ class Server(Timestamps, Base):
     status: Mapped[str] = mapped_column(String(16), default="running")  # running | unknown
     setup: Mapped[bool] = mapped_column(Boolean, default=False)
     reserved: Mapped[bool] = mapped_column(Boolean, default=False)
+    # in maintenance: takes no new machines, keeps (and runs jobs on) the ones it has
+    maintenance: Mapped[bool] = mapped_column(Boolean, default=False,
+                                              server_default=false())
     headnode: Mapped[bool] = mapped_column(Boolean, default=False)
     backend: Mapped[str] = mapped_column(String(16))
     traits: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -135,6 +138,18 @@ class Server(Timestamps, Base):
     last_status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # {machine uuid: state} as the last status report (taken at last_status_at) listed them
     reported_machines: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class RevokedNode(Base):
+    """A forgotten node (``sdc server forget``): the head node refuses every message and
+    heartbeat its key signs, and issues it no credentials again (a node set up anew gets a
+    new uuid)."""
+
+    __tablename__ = "revoked_nodes"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 #: machine states that hold their alias (a failed or destroyed machine frees it)

@@ -10,7 +10,8 @@ from headnode.services import servers
 from schemas.ops import Server, ServerListQuery, ServerUpdate
 
 blp = Blueprint("servers", __name__, url_prefix="/ops/servers",
-                description="Compute nodes: set up, reserve, label with traits")
+                description="Compute nodes: set up, reserve, label with traits, maintenance, "
+                            "forget")
 
 
 @blp.route("")
@@ -31,3 +32,9 @@ class ServerByUuid(MethodView):
     @blp.response(200, Server)
     def put(self, changes: dict[str, Any], uuid: str) -> Any:
         return servers.update_server(service_context(), uuid, changes)
+
+    @blp.response(204)
+    def delete(self, uuid: str) -> None:
+        """Forget the server and revoke its node's credentials; 409 ``ServerInUse`` while
+        machines that are not destroyed remain on it."""
+        servers.forget_server(service_context(), uuid)

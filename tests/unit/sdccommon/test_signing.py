@@ -23,10 +23,12 @@ def fresh_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     saved = copy.copy(signing._config)
     signing._config.keyring, signing._config.headnode = None, False
     signing._config.hosted = lambda: ()
+    signing._config.revoked = lambda _node: False
     monkeypatch.delenv(signing.UNSIGNED_ENV, raising=False)
     yield
     signing._config.keyring, signing._config.headnode = saved.keyring, saved.headnode
     signing._config.hosted = saved.hosted
+    signing._config.revoked = saved.revoked
 
 
 def node_key(node: str) -> bytes:

@@ -5,7 +5,8 @@ from typing import Any
 from tests.unit.headnode.api.conftest import make_server
 
 SERVER_FIELDS = {
-    "uuid", "hostname", "status", "setup", "reserved", "headnode", "backend", "traits",
+    "uuid", "hostname", "status", "setup", "reserved", "maintenance", "headnode", "backend",
+    "traits",
     "ram_mb", "cpus", "disk_mb", "ram_inflight_mb", "ram_committed_mb", "disk_inflight_mb",
     "disk_committed_mb", "machine_count", "pool_used_mb", "last_heartbeat", "created_at",
     "updated_at",

@@ -1,4 +1,5 @@
-"""``sdc server credentials``: node keys into a file for the agents, never on the screen."""
+"""``sdc server credentials``: node keys into a file for the agents, never on the screen,
+and never for a forgotten (revoked) node."""
 
 from __future__ import annotations
 
@@ -6,11 +7,21 @@ import json
 import uuid
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from headnode.cli.main import main
+from headnode.services import revocation
+from headnode.store.db import session_factory
 from schemas.mocknodes import node_uuid
 from sdccommon.signing import derive
+
+
+@pytest.fixture
+def database(clean_db: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The head node's database the command asks about revoked nodes."""
+    monkeypatch.setenv("SDC_DATABASE_URL", clean_db)
+    return clean_db
 
 
 def run(tmp_path: Path, *args: str) -> tuple[int, str]:
@@ -20,6 +31,7 @@ def run(tmp_path: Path, *args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+@pytest.mark.usefixtures("database")
 def test_keys_are_written_0600_for_given_new_and_mock_nodes(tmp_path: Path) -> None:
     out = tmp_path / "creds.json"
     given = str(uuid.uuid4())
@@ -37,6 +49,7 @@ def test_keys_are_written_0600_for_given_new_and_mock_nodes(tmp_path: Path) -> N
     assert code == 0 and len(json.loads(out.read_text())["nodes"]) == 5
 
 
+@pytest.mark.usefixtures("database")
 def test_a_bad_uuid_or_nothing_to_issue_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "creds.json"
     code, output = run(tmp_path, "not-a-uuid", "--out", str(out))
@@ -45,3 +58,25 @@ def test_a_bad_uuid_or_nothing_to_issue_is_refused(tmp_path: Path) -> None:
     assert code == 2 and "no server to issue credentials for" in output
     code, output = run(tmp_path, "--mockcloud", "0", "--out", str(out))
     assert code == 2 and not out.exists()
+
+
+def test_a_forgotten_nodes_uuid_gets_no_credentials(tmp_path: Path, database: str) -> None:
+    forgotten, other = str(uuid.uuid4()), str(uuid.uuid4())
+    with session_factory(database).begin() as session:
+        revocation.revoke(session, forgotten, "old")
+    out = tmp_path / "creds.json"
+    code, output = run(tmp_path, other, forgotten.upper(), "--out", str(out))
+    assert code == 1
+    assert f"{forgotten} were forgotten and their credentials revoked" in output
+    assert "new uuid" in output
+    assert not out.exists()  # nothing issued, not even for the other node
+
+
+def test_no_credentials_when_the_revoked_list_cannot_be_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a database with no tables (never migrated): the list cannot be read, nothing is issued
+    monkeypatch.setenv("SDC_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.sqlite'}")
+    out = tmp_path / "creds.json"
+    code, output = run(tmp_path, str(uuid.uuid4()), "--out", str(out))
+    assert code == 1 and "cannot read the head node's revoked credentials" in output
+    assert not out.exists()

@@ -60,7 +60,7 @@ def servers(draw: Any, healthy: bool = False) -> dict[str, Any]:
     capped_count, uncapped_count = KINDS[pick("none", draw(st.sampled_from(sorted(KINDS))))]
     return {
         "status": pick("running", "unknown"), "setup": pick(True, False),
-        "reserved": pick(False, True),
+        "reserved": pick(False, True), "maintenance": pick(False, True),
         "ram_mb": ram_mb, "cpus": cpus, "disk_mb": disk_mb,
         "ram_inflight_mb": ram_inflight, "ram_committed_mb": ram_committed,
         "disk_inflight_mb": disk_inflight, "disk_committed_mb": disk_committed,
@@ -108,6 +108,7 @@ def draw_request(data: st.DataObject, first: ServerState, holds: bool,
 def as_state(row: dict[str, Any], policy: Policy) -> ServerState:
     return ServerState(
         uuid="x", status=row["status"], setup=row["setup"], reserved=row["reserved"],
+        maintenance=row["maintenance"],
         ram_mb=row["ram_mb"], cpus=row["cpus"], disk_mb=row["disk_mb"],
         ram_used_mb=row["ram_inflight_mb"] + row["ram_committed_mb"],
         disk_used_mb=row["disk_inflight_mb"] + row["disk_committed_mb"],
