@@ -24,7 +24,8 @@ APT_PACKAGES := \
 	nft:nftables \
 	/bin/busybox:busybox-static \
 	mmdebstrap:mmdebstrap \
-	ssh:openssh-client
+	ssh:openssh-client \
+	/usr/sbin/sshd:openssh-server
 # What scripts/ensure-triton.sh needs to install Triton's CLI (npm). Debian 12 packages npm
 # apart from nodejs; a nodejs that brings its own npm (NodeSource's) is left as it is.
 TRITON_APT_PACKAGES := \
@@ -42,7 +43,7 @@ help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
-deps: ## Install missing host packages (PostgreSQL, Redis, btrfs-progs, runc, nftables, busybox) with apt
+deps: ## Install missing host packages (PostgreSQL, Redis, btrfs-progs, runc, nftables, busybox, OpenSSH) with apt
 	@scripts/ensure-apt.sh $(foreach pair,$(APT_PACKAGES),'$(pair)')
 
 venv: $(VENV_STAMP) ## Create .venv and install the project with its dev tools

@@ -22,6 +22,7 @@ from marshmallow import (
 
 from schemas.agent import ImageInitSchema
 from schemas.image_manifest import FILE_FORMATS, name_problem, version_problem
+from schemas.ssh import host_field, port_field, user_field
 from schemas.wire import (
     INT64_MAX,
     BoundedFloat,
@@ -129,6 +130,9 @@ class Server(Schema):
     machine_count = fields.Integer()
     pool_used_mb = fields.Integer()
     last_heartbeat = fields.Float(allow_none=True, metadata={"description": "unix time"})
+    ssh_host = fields.String(allow_none=True, metadata={"description": "null: no SSH"})
+    ssh_port = fields.Integer()
+    ssh_user = fields.String()
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
 
@@ -139,6 +143,9 @@ class ServerUpdate(ChangeSchema):
     maintenance = JsonBoolean(metadata={"description": "in maintenance: no new machines, "
                                         "its own keep running"})
     traits = fields.Dict(keys=fields.String())
+    ssh_host = host_field()
+    ssh_port = port_field()
+    ssh_user = user_field()
 
 
 class ServerListQuery(Schema):

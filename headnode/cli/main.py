@@ -22,6 +22,7 @@ from headnode.cli.networks import key, network
 from headnode.cli.nics import nic
 from headnode.cli.packages import package
 from headnode.cli.placement import capacity, placement
+from headnode.cli.server_exec import server_exec, server_ssh_key
 from headnode.cli.servers import server
 
 # Commands that live in other packages: imported only when used or listed, so that
@@ -86,6 +87,8 @@ for _command in (account, capacity, config, doctor, headnode, image, job, key, n
                  package, placement, server, vm):
     main.add_command(_command)
 vm.add_command(nic)  # `sdc vm nic ...`
+server.add_command(server_exec)  # `sdc server exec ...`
+server.add_command(server_ssh_key)
 
 
 if __name__ == "__main__":  # `python -m headnode.cli.main`, as `sdc up` starts its children

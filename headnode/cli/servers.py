@@ -80,15 +80,27 @@ def server_setup(server_ref: str) -> None:
               help="A reserved server receives no new machines.")
 @click.option("--trait", "traits", multiple=True, callback=parse_pairs, metavar="KEY=VALUE",
               help="Set the server's traits (repeatable; replaces them all).")
+@click.option("--ssh-host", help="Where the head node reaches the node over SSH (host name "
+              "or IP address; '' removes it).")
+@click.option("--ssh-port", type=click.IntRange(1, 65535), help="Its SSH port (22 if unset).")
+@click.option("--ssh-user", help="The user the head node logs in as (root if unset).")
 @json_option
-def server_update(server_ref: str, reserved: bool | None, traits: dict[str, str]) -> None:
+def server_update(server_ref: str, reserved: bool | None, traits: dict[str, str],
+                  ssh_host: str | None, ssh_port: int | None, ssh_user: str | None) -> None:
     body: dict[str, Any] = {}
     if reserved is not None:
         body["reserved"] = reserved
     if traits:
         body["traits"] = {k: typed_trait(v) for k, v in traits.items()}
+    if ssh_host is not None:
+        body["ssh_host"] = ssh_host or None
+    if ssh_port is not None:
+        body["ssh_port"] = ssh_port
+    if ssh_user is not None:
+        body["ssh_user"] = ssh_user
     if not body:
-        raise click.UsageError("nothing to change: give --reserved/--no-reserved or --trait")
+        raise click.UsageError("nothing to change: give --reserved/--no-reserved, --trait or "
+                               "--ssh-host/--ssh-port/--ssh-user")
     emit(client().put(f"/ops/servers/{resolve_server(server_ref)}", body), render_object)
 
 

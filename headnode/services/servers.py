@@ -42,9 +42,13 @@ def get_server(ctx: ServiceContext, uuid: str) -> Server:
     return server
 
 
+#: where the head node reaches the node over SSH: the operator's to say too
+SSH_ADDRESS = ("ssh_host", "ssh_port", "ssh_user")
+
+
 def update_server(ctx: ServiceContext, uuid: str, changes: Mapping[str, Any]) -> Server:
     """Apply the operator's flags; unknown keys are a programming error, not user input."""
-    unexpected = set(changes) - set(OPERATOR_FIELDS)
+    unexpected = set(changes) - {*OPERATOR_FIELDS, *SSH_ADDRESS}
     if unexpected:
         raise ValueError(f"not operator-settable: {sorted(unexpected)}")
     with ctx.transaction() as session:

@@ -138,6 +138,10 @@ class Server(Timestamps, Base):
     last_status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # {machine uuid: state} as the last status report (taken at last_status_at) listed them
     reported_machines: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # where the head node reaches the node over SSH (`sdc server exec`); no host: not at all
+    ssh_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    ssh_port: Mapped[int] = mapped_column(Integer, default=22, server_default="22")
+    ssh_user: Mapped[str] = mapped_column(String(32), default="root", server_default="root")
 
 
 class RevokedNode(Base):

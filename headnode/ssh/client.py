@@ -1,0 +1,154 @@
+"""Run one command on one node over SSH, within a time limit, the host key checked first."""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import time
+from dataclasses import dataclass
+
+import paramiko
+
+from headnode.ssh.errors import AuthenticationFailed, SshError, TimedOut, Unreachable
+from headnode.ssh.known_hosts import KnownHosts
+
+#: what is kept of each of a command's streams (its end: errors come last)
+MAX_OUTPUT = 64 * 1024
+READ_CHUNK = 32 * 1024
+POLL = 0.1
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int = 22
+    user: str = "root"
+
+
+@dataclass
+class Output:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class Access:
+    """How the head node connects: its key, the host keys it trusts, whether a node seen
+    for the first time may be trusted now."""
+
+    key: paramiko.PKey
+    known_hosts: KnownHosts
+    accept_new: bool = False
+
+
+class _Deadline:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def left(self) -> float:
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise TimedOut(f"no answer within {self.seconds:g} s")
+        return left
+
+
+def run(target: Target, command: str, access: Access, timeout: float) -> Output:
+    """Run ``command`` (one shell line, already quoted) as target.user; raise an SshError
+    subclass when the node cannot run it or does not finish within ``timeout`` seconds."""
+    deadline = _Deadline(timeout)
+    sock = _connect(target, deadline)
+    transport = paramiko.Transport(sock)
+    try:
+        _verify_host(transport, target, access, deadline)
+        _authenticate(transport, target, access, deadline)
+        return _execute(transport, command, deadline)
+    finally:
+        transport.close()
+        sock.close()
+
+
+def _connect(target: Target, deadline: _Deadline) -> socket.socket:
+    where = f"{target.host}:{target.port}"
+    try:
+        return socket.create_connection((target.host, target.port), timeout=deadline.left())
+    except TimeoutError as exc:
+        raise Unreachable(f"{where}: no answer within {deadline.seconds:g} s") from exc
+    except ConnectionRefusedError as exc:
+        raise Unreachable(f"{where}: connection refused (is sshd running?)") from exc
+    except socket.gaierror as exc:
+        raise Unreachable(f"{where}: no such host ({exc.strerror})") from exc
+    except OSError as exc:
+        raise Unreachable(f"{where}: {exc.strerror or exc}") from exc
+
+
+def _verify_host(transport: paramiko.Transport, target: Target, access: Access,
+                 deadline: _Deadline) -> None:
+    known = access.known_hosts.keys_for(target.host, target.port)
+    if known:
+        # Ask for the kind of key on record first, so that a node with several host keys
+        # offers the one we can compare (any other is then a change).
+        options = transport.get_security_options()
+        first = [k.get_name() for k in known]
+        options.key_types = tuple(dict.fromkeys([*first, *options.key_types]))
+    transport.banner_timeout = transport.handshake_timeout = deadline.left()
+    try:
+        transport.start_client(timeout=deadline.left())
+    except paramiko.SSHException as exc:
+        deadline.left()  # a handshake cut short by the time limit is a timeout
+        raise SshError(f"{target.host}:{target.port}: SSH handshake failed: {exc}") from exc
+    access.known_hosts.check(target.host, target.port, transport.get_remote_server_key(),
+                             access.accept_new)
+
+
+def _authenticate(transport: paramiko.Transport, target: Target, access: Access,
+                  deadline: _Deadline) -> None:
+    transport.auth_timeout = deadline.left()
+    try:
+        transport.auth_publickey(target.user, access.key)
+    except paramiko.AuthenticationException as exc:
+        raise AuthenticationFailed(
+            f"{target.user}@{target.host}:{target.port} refused the head node's key: add "
+            "the line `sdc server ssh-key` prints to that user's authorized_keys") from exc
+    except paramiko.SSHException as exc:
+        deadline.left()
+        raise SshError(f"{target.host}:{target.port}: authentication failed: {exc}") from exc
+
+
+def _execute(transport: paramiko.Transport, command: str, deadline: _Deadline) -> Output:
+    channel = transport.open_session(timeout=deadline.left())
+    channel.exec_command(command)
+    stdout, stderr = bytearray(), bytearray()
+    try:
+        while True:
+            ready = select.select([channel], [], [], min(POLL, deadline.left()))[0]
+            if ready or channel.recv_ready() or channel.recv_stderr_ready():
+                _drain(channel, stdout, stderr)
+            if channel.exit_status_ready() and not (channel.recv_ready()
+                                                    or channel.recv_stderr_ready()):
+                _drain(channel, stdout, stderr)
+                return Output(channel.recv_exit_status(), _text(stdout), _text(stderr))
+    except TimedOut as exc:
+        raise TimedOut(f"still running after {deadline.seconds:g} s") from exc
+    finally:
+        with contextlib.suppress(Exception):
+            channel.close()
+
+
+def _drain(channel: paramiko.Channel, stdout: bytearray, stderr: bytearray) -> None:
+    while channel.recv_ready():
+        _keep_end(stdout, channel.recv(READ_CHUNK))
+    while channel.recv_stderr_ready():
+        _keep_end(stderr, channel.recv_stderr(READ_CHUNK))
+
+
+def _keep_end(buffer: bytearray, chunk: bytes) -> None:
+    buffer += chunk
+    if len(buffer) > MAX_OUTPUT:
+        del buffer[:len(buffer) - MAX_OUTPUT]
+
+
+def _text(data: bytearray) -> str:
+    return data.decode("utf-8", errors="replace").strip()

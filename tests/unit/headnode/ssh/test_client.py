@@ -1,0 +1,97 @@
+"""headnode.ssh against real OpenSSH servers (tests/support/sshd.py): a command's exit code
+and output; first contact only when asked; a changed host key, a key the node does not
+accept, a stopped sshd and a slow command each refused with their own clear error."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from headnode.ssh.client import Access, Target, run
+from headnode.ssh.errors import (
+    AuthenticationFailed,
+    HostKeyChanged,
+    HostKeyUnknown,
+    TimedOut,
+    Unreachable,
+)
+from headnode.ssh.keys import head_key, public_line
+from headnode.ssh.known_hosts import KnownHosts
+from tests.support.net import free_port
+from tests.support.procs import ProcessGroup
+from tests.support.sshd import Sshd, restart_with_new_host_key, start_sshd
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "head"
+
+
+@pytest.fixture
+def node(procs: ProcessGroup, tmp_path: Path, data_dir: Path) -> Sshd:
+    return start_sshd(procs, tmp_path / "nodes", "node1",
+                      [public_line(head_key(data_dir))])
+
+
+def access(data_dir: Path, accept_new: bool = False) -> Access:
+    return Access(head_key(data_dir), KnownHosts.of(data_dir), accept_new)
+
+
+def target(node: Sshd) -> Target:
+    return Target("127.0.0.1", node.port, node.user)
+
+
+def test_first_contact_needs_accept_new_then_runs(node: Sshd, data_dir: Path) -> None:
+    known_hosts = data_dir / "ssh" / "known_hosts"
+    with pytest.raises(HostKeyUnknown, match=rf"\[127.0.0.1\]:{node.port} is not in"):
+        run(target(node), "true", access(data_dir), timeout=10)
+    assert not known_hosts.exists()
+
+    out = run(target(node), "echo out; echo err >&2; exit 3", access(data_dir, True), 10)
+    assert (out.exit_code, out.stdout, out.stderr) == (3, "out", "err")
+    assert known_hosts.stat().st_mode & 0o777 == 0o600
+    assert len(known_hosts.read_text().splitlines()) == 1
+    # known now: no flag needed, nothing added again
+    assert run(target(node), "printf hi", access(data_dir), 10).stdout == "hi"
+    assert run(target(node), "true", access(data_dir, True), 10).exit_code == 0
+    assert len(known_hosts.read_text().splitlines()) == 1
+
+
+def test_a_changed_host_key_is_refused_even_with_accept_new(
+        procs: ProcessGroup, node: Sshd, data_dir: Path) -> None:
+    run(target(node), "true", access(data_dir, True), 10)
+    before = (data_dir / "ssh" / "known_hosts").read_text()
+    restart_with_new_host_key(procs, node)
+    with pytest.raises(HostKeyChanged) as caught:
+        run(target(node), "true", access(data_dir, True), 10)
+    message = str(caught.value)
+    assert f"host key of [127.0.0.1]:{node.port} changed" in message
+    assert message.count("ssh-ed25519 SHA256:") == 2  # the known one and the offered one
+    assert (data_dir / "ssh" / "known_hosts").read_text() == before
+
+
+def test_a_key_the_node_does_not_accept_is_an_authentication_error(
+        procs: ProcessGroup, tmp_path: Path, data_dir: Path) -> None:
+    other = start_sshd(procs, tmp_path / "nodes", "other",
+                       [public_line(head_key(tmp_path / "another-head"))])
+    with pytest.raises(AuthenticationFailed, match="refused the head node's key"):
+        run(target(other), "true", access(data_dir, True), 10)
+
+
+def test_a_stopped_sshd_is_unreachable(procs: ProcessGroup, node: Sshd,
+                                       data_dir: Path) -> None:
+    procs.stop(node.name)
+    with pytest.raises(Unreachable, match="connection refused"):
+        run(target(node), "true", access(data_dir, True), 10)
+    with pytest.raises(Unreachable, match="connection refused"):
+        run(Target("127.0.0.1", free_port()), "true", access(data_dir, True), 10)
+
+
+def test_a_slow_command_times_out_promptly(node: Sshd, data_dir: Path) -> None:
+    run(target(node), "true", access(data_dir, True), 10)
+    began = time.monotonic()
+    with pytest.raises(TimedOut, match="still running after 1 s"):
+        run(target(node), "sleep 30", access(data_dir), timeout=1)
+    assert time.monotonic() - began < 3
