@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import threading
 import time
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ from headnode.ssh.known_hosts import KnownHosts
 MAX_OUTPUT = 64 * 1024
 READ_CHUNK = 32 * 1024
 POLL = 0.1
+#: after the deadline, the watchdog's margin: the read loop reports the timeout itself first
+WATCHDOG_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,9 @@ class _Deadline:
         self.seconds = seconds
         self.at = time.monotonic() + seconds
 
+    def expired(self) -> bool:
+        return time.monotonic() >= self.at
+
     def left(self) -> float:
         left = self.at - time.monotonic()
         if left <= 0:
@@ -61,11 +67,21 @@ def run(target: Target, command: str, access: Access, timeout: float) -> Output:
     deadline = _Deadline(timeout)
     sock = _connect(target, deadline)
     transport = paramiko.Transport(sock)
+    # What paramiko waits for without a limit of its own (a channel request the node never
+    # answers) ends when the transport is closed at the deadline.
+    watchdog = threading.Timer(timeout + WATCHDOG_GRACE, transport.close)
+    watchdog.daemon = True
+    watchdog.start()
     try:
         _verify_host(transport, target, access, deadline)
         _authenticate(transport, target, access, deadline)
         return _execute(transport, command, deadline)
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        if deadline.expired():
+            raise TimedOut(f"no answer within {timeout:g} s") from exc
+        raise
     finally:
+        watchdog.cancel()
         transport.close()
         sock.close()
 
@@ -109,6 +125,7 @@ def _authenticate(transport: paramiko.Transport, target: Target, access: Access,
     try:
         transport.auth_publickey(target.user, access.key)
     except paramiko.AuthenticationException as exc:
+        deadline.left()  # cut short by the watchdog: a timeout, not a refusal
         raise AuthenticationFailed(
             f"{target.user}@{target.host}:{target.port} refused the head node's key: add "
             "the line `sdc server ssh-key` prints to that user's authorized_keys") from exc

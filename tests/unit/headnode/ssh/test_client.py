@@ -4,6 +4,7 @@ accept, a stopped sshd and a slow command each refused with their own clear erro
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -93,5 +94,16 @@ def test_a_slow_command_times_out_promptly(node: Sshd, data_dir: Path) -> None:
     run(target(node), "true", access(data_dir, True), 10)
     began = time.monotonic()
     with pytest.raises(TimedOut, match="still running after 1 s"):
-        run(target(node), "sleep 30", access(data_dir), timeout=1)
+        run(target(node), "sleep 5", access(data_dir), timeout=1)
     assert time.monotonic() - began < 3
+
+
+def test_a_node_that_never_speaks_ssh_times_out(data_dir: Path) -> None:
+    with socket.socket() as silent:  # accepts connections (the kernel does), says nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        began = time.monotonic()
+        with pytest.raises(TimedOut, match="no answer within 1 s"):
+            run(Target("127.0.0.1", silent.getsockname()[1]), "true", access(data_dir, True),
+                timeout=1)
+        assert time.monotonic() - began < 3
