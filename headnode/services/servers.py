@@ -78,7 +78,7 @@ def forget_server(ctx: ServiceContext, uuid: str) -> dict[str, Any]:
             .where(Machine.server_uuid == uuid, Machine.state != "destroyed")) or 0
         if remaining:
             raise Conflict(f"server {uuid} still has {remaining} machine(s) that are not "
-                           "destroyed: destroy or migrate them first", code="ServerInUse",
+                           "destroyed: destroy them first", code="ServerInUse",
                            machines=remaining)
         hostname = server.hostname
         session.execute(update(Machine).where(Machine.server_uuid == uuid)
