@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import select
 import socket
 import threading
@@ -13,6 +14,11 @@ import paramiko
 
 from headnode.ssh.errors import AuthenticationFailed, SshError, TimedOut, Unreachable
 from headnode.ssh.known_hosts import KnownHosts
+
+# paramiko logs a failed handshake with a traceback from its own thread; with no handler
+# configured (the sdc command) Python would print it on stderr beside the one-line error
+# this module raises. Processes that configure logging still get the record.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 #: what is kept of each of a command's streams (its end: errors come last)
 MAX_OUTPUT = 64 * 1024

@@ -6,6 +6,10 @@ key, a key a node does not accept, and bad --servers values; `sdc server update 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +29,7 @@ from tests.support.procs import ProcessGroup
 from tests.support.sshd import Sshd, restart_with_new_host_key, start_sshd
 from tests.unit.headnode.api.conftest import make_server as add_server
 
+SDC = str(Path(sys.executable).parent / "sdc")
 # the SSH server's own port, as the node's shell sees it (the last word of SSH_CONNECTION)
 SAYS_PORT = 'echo "port ${SSH_CONNECTION##* }"; echo "to stderr" >&2'
 
@@ -48,10 +53,12 @@ class Fleet:
     nodes: list[Sshd]
     servers: list[Server]
 
+    def env(self) -> dict[str, str]:
+        return {"SDC_API_URL": self.api_url, "SDC_OPERATOR_TOKEN": "test-token",
+                "SDC_DATA_DIR": str(self.data_dir)}
+
     def sdc(self, *args: str) -> Result:
-        return CliRunner().invoke(main, list(args), env={
-            "SDC_API_URL": self.api_url, "SDC_OPERATOR_TOKEN": "test-token",
-            "SDC_DATA_DIR": str(self.data_dir)})
+        return CliRunner().invoke(main, list(args), env=self.env())
 
     def exec_json(self, *args: str) -> tuple[int, dict[str, dict[str, Any]]]:
         result = self.sdc("server", "exec", "--json", *args)
@@ -208,3 +215,30 @@ def test_ssh_key_prints_the_authorized_line(fleet: Fleet) -> None:
     assert line in fleet.nodes[0].authorized_keys.read_text()
     assert "PRIVATE" not in result.output
     assert (fleet.data_dir / "ssh" / "id_ed25519").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_port_that_is_not_ssh_is_one_clear_error(fleet: Fleet, ctx: Any) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def answer_http() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+
+        talker = threading.Thread(target=answer_http, daemon=True)
+        talker.start()
+        server = add_server(ctx, hostname="cn-http", ssh_host="127.0.0.1",
+                            ssh_port=listener.getsockname()[1])
+        # a process of its own: in pytest's, pytest's log handlers would hide what Python
+        # prints on stderr for a library logging with no handler configured
+        result = subprocess.run(
+            [SDC, "server", "exec", "--json", "--servers", server.uuid, "--", "true"],
+            env={**os.environ, **fleet.env()}, capture_output=True, text=True, timeout=60,
+            check=False)
+        talker.join(timeout=5)
+    assert result.returncode == 1
+    row = json.loads(result.stdout)[0]
+    assert row["status"] == "error" and "SSH handshake failed" in row["error"]
+    assert result.stderr == ""  # paramiko's own traceback is not printed
