@@ -24,6 +24,8 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 MAX_OUTPUT = 64 * 1024
 READ_CHUNK = 32 * 1024
 POLL = 0.1
+#: an RSA key signs with SHA-2 first: OpenSSH servers refuse "ssh-rsa" (SHA-1) by default
+SIGNATURE_ALGORITHMS = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")}
 #: after the deadline, the watchdog's margin: the read loop reports the timeout itself first
 WATCHDOG_GRACE = 1.0
 
@@ -113,8 +115,10 @@ def _verify_host(transport: paramiko.Transport, target: Target, access: Access,
         # Ask for the kind of key on record first, so that a node with several host keys
         # offers the one we can compare (any other is then a change).
         options = transport.get_security_options()
-        first = [k.get_name() for k in known]
-        options.key_types = tuple(dict.fromkeys([*first, *options.key_types]))
+        first = [alg for k in known for alg in SIGNATURE_ALGORITHMS.get(k.get_name(),
+                                                                        (k.get_name(),))]
+        options.key_types = tuple(dict.fromkeys(
+            [*(alg for alg in first if alg in options.key_types), *options.key_types]))
     transport.banner_timeout = transport.handshake_timeout = deadline.left()
     try:
         transport.start_client(timeout=deadline.left())

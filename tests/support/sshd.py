@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.support.net import free_port, port_open
@@ -28,10 +29,11 @@ class Sshd:
     root: Path
     user: str
     proc: Proc
+    key_type: str = "ed25519"
 
     @property
     def host_key_path(self) -> Path:
-        return self.root / "ssh_host_ed25519_key"
+        return host_key_path(self.root, self.key_type)
 
     @property
     def authorized_keys(self) -> Path:
@@ -43,10 +45,15 @@ def require_sshd() -> None:
         pytest.fail(f"{SSHD} is missing: install Debian's openssh-server (`make deps` does)")
 
 
-def start_sshd(procs: ProcessGroup, workdir: Path, name: str,
-               authorized: list[str]) -> Sshd:
+def host_key_path(root: Path, key_type: str) -> Path:
+    return root / f"ssh_host_{key_type}_key"
+
+
+def start_sshd(procs: ProcessGroup, workdir: Path, name: str, authorized: list[str],
+               key_type: str = "ed25519") -> Sshd:
     """sshd in the foreground (-D, log to stderr -e), listening on 127.0.0.1 only, letting
-    in the keys of ``authorized`` (authorized_keys lines) as the user running the tests."""
+    in the keys of ``authorized`` (authorized_keys lines) as the user running the tests;
+    its one host key is ``key_type`` (ed25519 or rsa)."""
     require_sshd()
     if os.geteuid() == 0:
         PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
@@ -54,13 +61,13 @@ def start_sshd(procs: ProcessGroup, workdir: Path, name: str,
     root.mkdir(parents=True)
     port = free_port()
     user = getpass.getuser()
-    write_host_key(root / "ssh_host_ed25519_key")
+    write_host_key(host_key_path(root, key_type), key_type)
     (root / "authorized_keys").write_text("".join(f"{line}\n" for line in authorized))
     config = root / "sshd_config"
     config.write_text("\n".join([
         f"Port {port}",
         "ListenAddress 127.0.0.1",
-        f"HostKey {root / 'ssh_host_ed25519_key'}",
+        f"HostKey {host_key_path(root, key_type)}",
         f"PidFile {root / 'sshd.pid'}",
         f"AuthorizedKeysFile {root / 'authorized_keys'}",
         f"AllowUsers {user}",
@@ -75,19 +82,21 @@ def start_sshd(procs: ProcessGroup, workdir: Path, name: str,
     ]))
     proc = procs.spawn(name, [str(SSHD), "-D", "-e", "-f", str(config)],
                        ready=lambda: port_open(port), timeout=15)
-    return Sshd(name, port, root, user, proc)
+    return Sshd(name, port, root, user, proc, key_type)
 
 
 def restart_with_new_host_key(procs: ProcessGroup, sshd: Sshd) -> Sshd:
     """The node reinstalled: same address, another host key."""
     procs.stop(sshd.name)
-    write_host_key(sshd.host_key_path)
+    write_host_key(sshd.host_key_path, sshd.key_type)
     sshd.proc = procs.restart(sshd.name)
     return sshd
 
 
-def write_host_key(path: Path) -> None:
-    pem = Ed25519PrivateKey.generate().private_bytes(
+def write_host_key(path: Path, key_type: str = "ed25519") -> None:
+    key = (rsa.generate_private_key(public_exponent=65537, key_size=2048)
+           if key_type == "rsa" else Ed25519PrivateKey.generate())
+    pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
         serialization.NoEncryption())
     path.unlink(missing_ok=True)

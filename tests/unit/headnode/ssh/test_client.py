@@ -107,3 +107,13 @@ def test_a_node_that_never_speaks_ssh_times_out(data_dir: Path) -> None:
             run(Target("127.0.0.1", silent.getsockname()[1]), "true", access(data_dir, True),
                 timeout=1)
         assert time.monotonic() - began < 3
+
+
+def test_a_node_with_an_rsa_host_key_is_known_on_the_next_contact(
+        procs: ProcessGroup, tmp_path: Path, data_dir: Path) -> None:
+    # paramiko would ask for the known key as "ssh-rsa" (SHA-1), which OpenSSH refuses
+    node = start_sshd(procs, tmp_path / "nodes", "rsa-node",
+                      [public_line(head_key(data_dir))], key_type="rsa")
+    assert run(target(node), "echo first", access(data_dir, True), 10).stdout == "first"
+    assert " ssh-rsa " in (data_dir / "ssh" / "known_hosts").read_text()
+    assert run(target(node), "echo again", access(data_dir), 10).stdout == "again"
