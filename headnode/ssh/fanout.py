@@ -66,5 +66,8 @@ def run_on_one(node: Node, command: str, access: Access, timeout: float) -> Node
         return NodeResult(node.uuid, node.hostname, SshError.status, None,
                           time.monotonic() - began,
                           error=f"connection lost: {exc or type(exc).__name__}")
+    except Exception as exc:  # noqa: BLE001 - one node's surprise must not lose the others'
+        return NodeResult(node.uuid, node.hostname, SshError.status, None,
+                          time.monotonic() - began, error=f"{type(exc).__name__}: {exc}")
     return NodeResult(node.uuid, node.hostname, OK if out.exit_code == 0 else FAILED,
                       out.exit_code, time.monotonic() - began, out.stdout, out.stderr)
