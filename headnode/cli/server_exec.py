@@ -43,7 +43,8 @@ TABLE_LINES = 10
 def server_exec(ctx: click.Context, servers_spec: str, timeout: float, parallel: int,
                 accept_new: bool, command: tuple[str, ...]) -> None:
     """Run CMD on the servers over SSH at once; one row per server: its status (ok, failed,
-    timeout, unreachable, auth-failed, host-key-unknown, host-key-changed, no-ssh-address),
+    timeout, unreachable, auth-failed, host-key-unknown, host-key-changed, no-ssh-address,
+    error),
     exit code, time and output. Each argument is passed as one word (quoted); for a shell
     line use `-- sh -c '...'`. Exits 1 when any server did not run it with exit code 0."""
     wanted = parse_servers(servers_spec)
