@@ -153,9 +153,10 @@ def _execute(transport: paramiko.Transport, command: str, deadline: _Deadline) -
             ready = select.select([channel], [], [], min(POLL, deadline.left()))[0]
             if ready or channel.recv_ready() or channel.recv_stderr_ready():
                 _drain(channel, stdout, stderr)
-            if channel.exit_status_ready() and not (channel.recv_ready()
-                                                    or channel.recv_stderr_ready()):
-                _drain(channel, stdout, stderr)
+            # sshd may send the exit status before the last of the output: done only once
+            # the output has ended too (EOF) and nothing is left to read
+            if (channel.exit_status_ready() and (channel.eof_received or channel.closed)
+                    and not (channel.recv_ready() or channel.recv_stderr_ready())):
                 return Output(channel.recv_exit_status(), _text(stdout), _text(stderr))
     except TimedOut as exc:
         raise TimedOut(f"still running after {deadline.seconds:g} s") from exc

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from headnode.ssh.client import Access, Target, run
+from headnode.ssh.client import MAX_OUTPUT, Access, Target, run
 from headnode.ssh.errors import (
     AuthenticationFailed,
     HostKeyChanged,
@@ -117,3 +117,12 @@ def test_a_node_with_an_rsa_host_key_is_known_on_the_next_contact(
     assert run(target(node), "echo first", access(data_dir, True), 10).stdout == "first"
     assert " ssh-rsa " in (data_dir / "ssh" / "known_hosts").read_text()
     assert run(target(node), "echo again", access(data_dir), 10).stdout == "again"
+
+
+def test_long_output_keeps_its_end_and_the_exit_code(node: Sshd, data_dir: Path) -> None:
+    out = run(target(node), "seq 1 200000; seq 1 50000 >&2; exit 4",
+              access(data_dir, True), 10)
+    assert out.exit_code == 4
+    assert out.stdout.endswith("\n199999\n200000")  # the whole end: nothing cut at exit
+    assert out.stderr.endswith("\n50000")
+    assert MAX_OUTPUT - 1 <= len(out.stdout) <= MAX_OUTPUT  # the end only (stripped)
