@@ -42,5 +42,21 @@ if ((EUID != 0)); then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
+# Packages such as openssh-server and redis-server start their system service when installed
+# (sshd on every interface): the tests and the demo start their own, on loopback. While we
+# install, policy-rc.d tells the package scripts not to start any service (unless the machine
+# has a policy of its own), and a system sshd installed here is not enabled for the next boot.
+policy=${SDC_POLICY_RC:-/usr/sbin/policy-rc.d}  # another path only for its own test
+own_policy=0
+if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee "$policy" >/dev/null
+    "${sudo_cmd[@]}" chmod 755 "$policy"
+    own_policy=1
+fi
+cleanup() { if ((own_policy)); then "${sudo_cmd[@]}" rm -f "$policy"; fi; }
+trap cleanup EXIT
 "${sudo_cmd[@]}" apt-get update
 "${sudo_cmd[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+if [[ " ${missing[*]} " == *" openssh-server "* ]] && command -v systemctl >/dev/null 2>&1; then
+    "${sudo_cmd[@]}" systemctl disable ssh.service ssh.socket >/dev/null 2>&1 || true
+fi

@@ -40,7 +40,7 @@ def fake_apt(tmp_path: Path) -> tuple[dict[str, str], Path]:
         body = 'exec "$@"' if tool == "sudo" else f'echo "$*" >> {record}'
         script.write_text(f"#!/bin/sh\n{body}\n")
         script.chmod(0o755)
-    for tool in ("bash", "sh", "env"):  # what the scripts run with, nothing else
+    for tool in ("bash", "sh", "env", "tee", "chmod", "rm"):  # what the scripts run with
         found = shutil.which(tool)
         assert found is not None
         (bin_dir / tool).symlink_to(found)
@@ -57,6 +57,23 @@ def test_ensure_apt_installs_only_the_missing(fake_apt: tuple[dict[str, str], Pa
     calls = record.read_text().splitlines()
     assert calls[0] == "update"
     assert calls[1] == "install -y --no-install-recommends nodejs npm"
+
+
+def test_ensure_apt_lets_no_package_start_its_service(
+        fake_apt: tuple[dict[str, str], Path], tmp_path: Path) -> None:
+    """openssh-server would start sshd on every interface: while installing, policy-rc.d
+    refuses every service start, and it is gone afterwards."""
+    env, record = fake_apt
+    policy = tmp_path / "policy-rc.d"
+    apt = Path(env["PATH"]) / "apt-get"
+    apt.write_text(f'#!/bin/sh\necho "$* policy:$("{policy}"; echo $?)" >> {record}\n')
+    result = subprocess.run(["bash", str(ENSURE_APT), "no-such-sshd:openssh-server"],
+                            env={**env, "SDC_POLICY_RC": str(policy)}, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    calls = record.read_text().splitlines()
+    assert calls[1] == "install -y --no-install-recommends openssh-server policy:101"
+    assert not policy.exists()
 
 
 def test_ensure_apt_does_nothing_when_all_is_there(
