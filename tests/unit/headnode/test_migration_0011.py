@@ -6,34 +6,21 @@ from __future__ import annotations
 from typing import Any
 
 from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, text
 
 from headnode.store.db import engine_for
 from headnode.store.migrate import alembic_config, upgrade
-from headnode.store.models import Base
+from tests.support.migrations import columns_of, model_drift
 
 COLUMNS = {("images", "tags"), ("images", "init"), ("machines", "metadata_serial")}
 
 
-def _touches_ours(diff: Any) -> bool:
-    items = diff if isinstance(diff, list) else [diff]
-    # ("add_column", schema, table, Column) or ("modify_*", schema, table, column, ...)
-    return any(len(item) > 3 and (item[2], getattr(item[3], "name", item[3])) in COLUMNS
-               for item in items)
-
-
 def _columns(url: str) -> dict[tuple[str, str], Any]:
-    with engine_for(url).connect() as conn:
-        return {(table, c["name"]): c for table in ("images", "machines")
-                for c in inspect(conn).get_columns(table)}
+    return columns_of(url, "images", "machines")
 
 
 def test_models_and_migration_agree(database_url: str) -> None:
-    with engine_for(database_url).connect() as conn:
-        diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
-    assert [d for d in diffs if _touches_ours(d)] == []
+    assert model_drift(database_url, COLUMNS) == []
     columns = _columns(database_url)
     assert set(columns) >= COLUMNS
     assert not columns[("images", "tags")]["nullable"]

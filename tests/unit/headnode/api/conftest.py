@@ -79,3 +79,14 @@ def make_account(ctx: Any, **overrides: Any) -> Account:
 def count(ctx: Any, model: Any) -> int:
     with ctx.read() as session:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+@pytest.fixture
+def fleet(sdc: Any) -> dict[str, Any]:
+    """A server, a package, an image and an owner, as most API tests need them."""
+    return {
+        "server": make_server(sdc),
+        "package": make_package(sdc, name="small", memory=1024, disk=10240),
+        "image": make_image(sdc, name="base-64"),
+        "owner": make_account(sdc, login="alice"),
+    }

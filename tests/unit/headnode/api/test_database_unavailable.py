@@ -3,7 +3,6 @@ Retry-After (never 500), and the ``sdc`` client waits and sends the request agai
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
@@ -12,7 +11,6 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server as serve_wsgi
 
 from headnode.api.app import create_app
 from headnode.cli.client import ApiError, OpsClient
@@ -20,6 +18,7 @@ from headnode.config import get_settings
 from headnode.services.retry import RETRY_AFTER
 from tests.support.jobqueue import RecordingJobQueue
 from tests.support.net import free_port
+from tests.support.wsgi import served
 
 TOKEN = "test-token"
 #: an MD5 key fingerprint (of no key: the lookup fails before it could tell)
@@ -64,14 +63,8 @@ def test_tenant_api_answers_503_with_retry_after(no_database: Flask) -> None:
 
 @pytest.fixture
 def live_no_database(no_database: Flask) -> Iterator[str]:
-    server = serve_wsgi("127.0.0.1", 0, no_database, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with served(no_database) as url:
+        yield url
 
 
 def test_client_waits_out_503_within_its_budget(live_no_database: str) -> None:

@@ -10,8 +10,6 @@ from headnode.services import machines  # noqa: F401 - the module under test: a 
 from headnode.store.models import Job, Machine, Reservation, new_uuid
 from tests.unit.headnode.api.conftest import (
     count,
-    make_account,
-    make_image,
     make_machine,
     make_package,
     make_server,
@@ -22,16 +20,6 @@ MACHINE_FIELDS = {
     "ram_mb", "disk_mb", "cpu_cap", "vcpus", "brand", "tags", "metadata", "job_uuid",
     "created_at", "updated_at", "ips", "primary_ip", "networks", "nics",
 }
-
-
-@pytest.fixture
-def fleet(sdc: Any) -> dict[str, Any]:
-    return {
-        "server": make_server(sdc),
-        "package": make_package(sdc, name="small", memory=1024, disk=10240),
-        "image": make_image(sdc, name="base-64"),
-        "owner": make_account(sdc, login="alice"),
-    }
 
 
 def written(sdc: Any) -> tuple[int, int, int]:

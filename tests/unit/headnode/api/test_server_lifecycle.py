@@ -13,22 +13,9 @@ from headnode.store.models import Machine, Reservation, RevokedNode, Server, new
 from schemas.agent import HEARTBEAT_KEY
 from tests.unit.headnode.api.conftest import (
     count,
-    make_account,
-    make_image,
     make_machine,
-    make_package,
     make_server,
 )
-
-
-@pytest.fixture
-def fleet(sdc: Any) -> dict[str, Any]:
-    return {
-        "server": make_server(sdc),
-        "package": make_package(sdc, name="small", memory=1024, disk=10240),
-        "image": make_image(sdc, name="base-64"),
-        "owner": make_account(sdc, login="alice"),
-    }
 
 
 def create(api: Any) -> Any:

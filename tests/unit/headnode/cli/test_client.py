@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server as serve_wsgi
 
 from headnode.api.app import create_app
 from headnode.cli.client import ApiError, OpsClient
 from tests.support.jobqueue import RecordingJobQueue
+from tests.support.wsgi import served
 from tests.unit.headnode.api.conftest import (
     make_account,
     make_image,
@@ -34,14 +34,8 @@ def busy_api(settings: Any) -> Iterator[tuple[str, RecordingJobQueue]]:
     make_package(sdc, name="small", memory=1024, disk=10240)
     make_image(sdc, name="base-64")
     make_account(sdc, login="alice")
-    server = serve_wsgi("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", jobs
-    finally:
-        server.shutdown()
-        server.server_close()
+    with served(app) as url:
+        yield url, jobs
 
 
 def test_a_throttled_request_is_sent_again_once_the_backlog_drains(

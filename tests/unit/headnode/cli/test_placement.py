@@ -4,18 +4,17 @@ API (the Flask app served on 127.0.0.1 in a thread, on the test run's PostgreSQL
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from werkzeug.serving import make_server as serve_wsgi
 
 from headnode.api.app import create_app
 from headnode.cli.main import main
 from headnode.services import planning
 from tests.support.jobqueue import RecordingJobQueue
+from tests.support.wsgi import served
 from tests.unit.headnode.api.conftest import (
     make_account,
     make_image,
@@ -27,14 +26,8 @@ from tests.unit.headnode.api.conftest import (
 @pytest.fixture
 def live_api(settings: Any) -> Iterator[tuple[str, Any]]:
     app = create_app(settings, jobs=RecordingJobQueue())
-    server = serve_wsgi("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", app.extensions["sdc"]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with served(app) as url:
+        yield url, app.extensions["sdc"]
 
 
 @pytest.fixture

@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 from flask import Flask
-from werkzeug.serving import make_server
 
 from headnode.cli.main import main
 from headnode.ssh.keys import head_key, public_line
 from headnode.store.models import Server
 from tests.support.procs import ProcessGroup
 from tests.support.sshd import Sshd, restart_with_new_host_key, start_sshd
+from tests.support.wsgi import served
 from tests.unit.headnode.api.conftest import make_server as add_server
 
 SDC = str(Path(sys.executable).parent / "sdc")
@@ -36,14 +36,8 @@ SAYS_PORT = 'echo "port ${SSH_CONNECTION##* }"; echo "to stderr" >&2'
 
 @pytest.fixture
 def api_url(app: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join()
+    with served(app) as url:
+        yield url
 
 
 @dataclass
