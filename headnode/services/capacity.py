@@ -152,8 +152,16 @@ def _policy_params(policy: Policy) -> dict[str, Any]:
 
 def _claim_image(session: Session, server_uuid: str, image_uuid: str | None,
                  image_mb: int) -> bool:
-    """Record that the image lands on the server; True if this is the first time."""
+    """Record that the image lands on the server; True if this is the first time. A server
+    gone since placement chose it (forgotten) claims nothing: its guarded UPDATE then finds no
+    row, and the create goes elsewhere."""
     if not image_uuid:
+        return False
+    # The share lock a claim's foreign key would take anyway, taken first: a server deleted
+    # meanwhile is a refusal here rather than the claim's foreign-key error, and a forget
+    # waits for this transaction (then counts its machine).
+    if session.execute(select(SERVERS.c.uuid).where(SERVERS.c.uuid == server_uuid)
+                       .with_for_update(key_share=True)).first() is None:
         return False
     return insert_unless_taken(session, SERVER_IMAGES, {
         "server_uuid": server_uuid, "image_uuid": image_uuid, "size_mb": image_mb,

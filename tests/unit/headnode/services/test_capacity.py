@@ -69,6 +69,16 @@ def test_reserve_refuses_servers_that_cannot_take_machines(ctx: Any) -> None:
     assert reservation_states(ctx) == {}
 
 
+def test_a_server_forgotten_since_placement_is_a_refusal_not_an_error(ctx: Any) -> None:
+    """The first machine of an image on a server claims the image there: on a server deleted
+    since placement chose it, that claim was a foreign-key error (a 500 for the create)."""
+    gone = new_uuid()
+    with ctx.transaction() as session:
+        assert not capacity.reserve(session, gone, new_uuid(), new_uuid(), 100, 100, 0,
+                                    POLICY, image_uuid=new_uuid(), image_mb=10)
+    assert reservation_states(ctx) == {} and count(ctx, ServerImage) == 0
+
+
 def test_commit_moves_inflight_to_committed_once(ctx: Any) -> None:
     server = make_server(ctx)
     ok, machine = reserve(ctx, server.uuid, ram=2000, disk=1000, cpu=50)
