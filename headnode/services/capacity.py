@@ -161,7 +161,7 @@ def _claim_image(session: Session, server_uuid: str, image_uuid: str | None,
     # meanwhile is a refusal here rather than the claim's foreign-key error, and a forget
     # waits for this transaction (then counts its machine).
     if session.execute(select(SERVERS.c.uuid).where(SERVERS.c.uuid == server_uuid)
-                       .with_for_update(key_share=True)).first() is None:
+                       .with_for_update(read=True, key_share=True)).first() is None:
         return False
     return insert_unless_taken(session, SERVER_IMAGES, {
         "server_uuid": server_uuid, "image_uuid": image_uuid, "size_mb": image_mb,

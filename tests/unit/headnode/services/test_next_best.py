@@ -58,7 +58,10 @@ class Race:
 
 def is_snapshot(statement: str) -> bool:
     flat = " ".join(statement.split())
-    return flat.startswith("SELECT servers.uuid") and "FROM servers" in flat
+    # not the one server row an image claim locks first (FOR KEY SHARE): that is no read
+    # of the fleet
+    return (flat.startswith("SELECT servers.uuid") and "FROM servers" in flat
+            and "FOR KEY SHARE" not in flat)
 
 
 def is_guard(statement: str) -> bool:
