@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from schemas.settings import SettingsError, env_name, load, setting
+from sdccommon import private_files
 
 DEFAULT_DATA_DIR = Path("~/.sdc").expanduser()
 DEFAULT_IMAGE_CACHE = Path("~/.cache/sdc/images").expanduser()
@@ -138,18 +138,7 @@ class HeadnodeSettings:
         path = self.data_dir / name
         if not path.exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            # Written whole (0600 from the start) beside it, then linked into place: the API,
-            # worker and beat may start at once, and the first link wins for all of them.
-            tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_urlsafe(32) + "\n")
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink()
+            private_files.create_once(path, (secrets.token_urlsafe(32) + "\n").encode())
         return path.read_text().strip()
 
 

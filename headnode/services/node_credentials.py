@@ -9,11 +9,11 @@ reads (``SDC_NODE_CREDENTIALS``); one file may hold many nodes (a mock cloud).
 from __future__ import annotations
 
 import json
-import os
 import uuid as uuidlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from sdccommon import private_files
 from sdccommon.signing import derive
 
 
@@ -45,9 +45,5 @@ def write_credentials(message_key: bytes, server_uuids: Iterable[str],
         known = {}
     known.update(keys)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump({"nodes": known}, out, indent=1)
-    os.replace(tmp, path)
+    private_files.replace(path, json.dumps({"nodes": known}, indent=1).encode())
     return dict.fromkeys(keys, "written")

@@ -3,8 +3,6 @@ use; its public line is what a node's authorized_keys needs."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import socket
 from pathlib import Path
 
@@ -13,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from headnode.ssh.errors import SshError
+from sdccommon import private_files
 
 KEY_NAME = "id_ed25519"
 # Group or others able to read or write the key (OpenSSH refuses such a key too).
@@ -56,14 +55,5 @@ def _write_new_key(path: Path) -> None:
     pem = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
         serialization.NoEncryption())
-    # Written whole (0600 from the start) beside it, then linked into place: two commands
-    # starting at once agree on the first key linked.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(pem)
-    try:
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-    finally:
-        tmp.unlink()
+    # two commands starting at once agree on the first key linked
+    private_files.create_once(path, pem)
