@@ -96,6 +96,17 @@ class Step:
     #: runs again when the late reply of an agent step a cancel abandoned arrives (the node
     #: may have done that step's work after this clean-up ran)
     repeat_on_late_reply: bool = False
+    #: a local step that takes long (minutes of SSH to a node): the step before it commits
+    #: first, and it runs in a turn of its own *outside* the job's lock and transaction
+    #: (``workflows.running.run_detached``), its outcome recorded by a short turn after.
+    #: So a step message redelivered meanwhile, a cancel or `sdc job get --watch` never
+    #: waits on it, and the job's record shows it started. Its function may read the
+    #: database (its writes are rolled back) and must be idempotent.
+    own_turn: bool = False
+
+    def __post_init__(self) -> None:
+        if self.own_turn and self.run is None:
+            raise ValueError(f"step {self.name}: only a local step may have its own turn")
 
     @property
     def is_agent(self) -> bool:

@@ -56,7 +56,14 @@ from workflows.definition import (
     new_job,
     register,
 )
-from workflows.running import apply_reply, cancel, set_running, start
+from workflows.running import (
+    apply_reply,
+    cancel,
+    record_detached,
+    run_detached,
+    set_running,
+    start,
+)
 from workflows.turn import Transport, Turn, lock_job
 
 #: what other code imports from here (the parts live in the modules named above)
@@ -95,6 +102,22 @@ class Engine:
             else:
                 start(turn)
         # Only after the commit: a message must never name state that might roll back.
+        turn.send()
+        if turn.detached is not None:
+            self._run_detached(job_uuid, attempt, turn.detached)
+
+    def _run_detached(self, job_uuid: str, attempt: int, step: Step) -> None:
+        """An own-turn step: run without the job's lock, then record it in a short turn."""
+        with self.sessions() as session:
+            outcome = run_detached(session, job_uuid, self.settings, step)
+        with self.sessions() as session, session.begin():
+            turn = self._turn(session, job_uuid)
+            if (turn is None or turn.job.attempt != attempt
+                    or turn.job.execution not in ACTIVE
+                    or not record_detached(turn, step, outcome)):
+                log.info("job %s: step %s (attempt %s) ended after the job moved on; its "
+                         "outcome is not recorded", job_uuid, step.name, attempt)
+                return
         turn.send()
 
     def cancel(self, job_uuid: str) -> bool:

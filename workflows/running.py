@@ -7,7 +7,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from headnode.store.models import utcnow
+from sqlalchemy.orm import Session
+
+from headnode.config import HeadnodeSettings
+from headnode.store.models import Job, utcnow
 from workflows.cancel import CANCELED, CANCELED_CODE, cancel_due, record_cancel
 from workflows.definition import (
     Step,
@@ -105,6 +108,10 @@ def dispatch_agent(turn: Turn, step: Step) -> None:
 def _run_local(turn: Turn, step: Step, entry: dict[str, Any]) -> None:
     # A batch's outcomes belong to the agent steps right after it: a local step ends them.
     turn.ready.clear()
+    if step.own_turn:
+        # Its start (the entry) commits now; it runs after that, without the job's lock.
+        turn.detached = step
+        return
     ctx = turn.context()
     assert step.run is not None
     try:
@@ -114,6 +121,45 @@ def _run_local(turn: Turn, step: Step, entry: dict[str, Any]) -> None:
         fail_step(turn, step, entry, *describe(exc))
         return
     _succeed_step(turn, entry, result, ctx)
+
+
+#: what an own-turn step's function came to: its result, or (code, message), and the
+#: fire-and-forget calls it asked for
+Outcome = tuple[dict[str, Any] | None, tuple[str, str] | None, list[tuple[str, str, list[Any]]]]
+
+
+def run_detached(session: Session, job_uuid: str, settings: HeadnodeSettings,
+                 step: Step) -> Outcome:
+    """Run an own-turn step on the job as committed, holding no lock; whatever it wrote is
+    rolled back (its result is recorded by :func:`record_detached`, under the lock)."""
+    job = session.get(Job, job_uuid)
+    if job is None:
+        return None, ("JobNotFound", f"job {job_uuid} is gone"), []
+    ctx = StepContext(session, job, settings)
+    assert step.run is not None
+    try:
+        return step.run(ctx), None, ctx.outbox
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
+        return None, describe(exc), []
+    finally:
+        session.rollback()
+
+
+def record_detached(turn: Turn, step: Step, outcome: Outcome) -> bool:
+    """Record the outcome of the own-turn step the job's current attempt ran, and move on;
+    False when the job went elsewhere meanwhile (the sweep timed the step out)."""
+    entries = turn.entries()
+    if (turn.step() is not step or not turn.started()
+            or entries[-1].get("finished_at") is not None):
+        return False
+    result, error, outbox = outcome
+    if error is not None:
+        fail_step(turn, step, entries[-1], *error)
+        return True
+    ctx = turn.context()
+    ctx.outbox.extend(outbox)
+    _succeed_step(turn, entries[-1], result, ctx)
+    return True
 
 
 def _succeed_step(turn: Turn, entry: dict[str, Any], result: dict[str, Any] | None,
@@ -166,8 +212,9 @@ def schedule(turn: Turn, index: int, inline: bool = True) -> None:
         cancel(turn)
         return
     job.attempt += 1
-    job.step_deadline = time.time() + phase_steps(job)[index].timeout
-    if inline:
+    step = phase_steps(job)[index]
+    job.step_deadline = time.time() + step.timeout
+    if inline and not step.own_turn:
         start(turn)
         return
     turn.send_step_after()

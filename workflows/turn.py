@@ -48,6 +48,8 @@ class Turn:
     #: outcomes of an ``agent.batch`` reply not applied yet: one per later step the batch
     #: carried, up to the first that failed
     ready: deque[dict[str, Any]] = field(default_factory=deque)
+    #: an own-turn step this turn started: it runs once the turn has committed
+    detached: Step | None = None
 
     # -- where the job is ------------------------------------------------------------------
 
