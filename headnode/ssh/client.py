@@ -1,14 +1,20 @@
-"""Run one command on one node over SSH, within a time limit, the host key checked first."""
+"""Run commands on a node over SSH, within a time limit, the host key checked first: one
+command on one connection (``run``, for ``sdc server exec``), or many commands and file
+uploads on one connection (``connect``, for setting a node up)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import select
+import shlex
 import socket
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
 
 import paramiko
 
@@ -94,6 +100,129 @@ def run(target: Target, command: str, access: Access, timeout: float) -> Output:
         sock.close()
 
 
+#: seconds between keepalives on a connection kept for several commands (a NAT or firewall
+#: between head node and node may drop a connection idle through a long step)
+KEEPALIVE = 15
+#: what one SFTP write sends at a time
+PUT_CHUNK = 256 * 1024
+
+
+def connect(target: Target, access: Access, timeout: float) -> Connection:
+    """A connection to ``target`` (host key checked, logged in) for several commands and
+    uploads; raise an SshError subclass when it cannot be made within ``timeout`` seconds."""
+    deadline = _Deadline(timeout)
+    sock = _connect(target, deadline)
+    transport = paramiko.Transport(sock)
+    watchdog = threading.Timer(timeout + WATCHDOG_GRACE, transport.close)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        _verify_host(transport, target, access, deadline)
+        _authenticate(transport, target, access, deadline)
+    except BaseException as exc:
+        transport.close()
+        sock.close()
+        if isinstance(exc, (paramiko.SSHException, EOFError, OSError)):
+            deadline.left()  # cut short by the watchdog: a timeout
+            raise SshError(f"{target.host}:{target.port}: connection lost: {exc}") from exc
+        raise
+    finally:
+        watchdog.cancel()
+    transport.set_keepalive(KEEPALIVE)
+    return Connection(target, transport, sock)
+
+
+class Connection:
+    """One logged-in SSH connection: commands (argument lists, each quoted for the node's
+    shell with shlex.join) and file uploads (SFTP). Use it as a context manager."""
+
+    def __init__(self, target: Target, transport: paramiko.Transport,
+                 sock: socket.socket) -> None:
+        self.target = target
+        self._transport = transport
+        self._sock = sock
+        self._sftp: paramiko.SFTPClient | None = None
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def where(self) -> str:
+        return f"{self.target.user}@{self.target.host}:{self.target.port}"
+
+    def run(self, argv: list[str], timeout: float, input: bytes | None = None) -> Output:  # noqa: A002
+        """Run ``argv`` (``input`` on its stdin); its exit code and the end of its output.
+        A command still running after ``timeout`` seconds raises TimedOut; a request the
+        node never answers ends with the whole connection closed."""
+        deadline = _Deadline(timeout)
+        watchdog = threading.Timer(timeout + WATCHDOG_GRACE, self._transport.close)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            return _execute(self._transport, shlex.join(argv), deadline, input)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            deadline.left()
+            raise SshError(f"{self.where}: connection lost: {exc}") from exc
+        finally:
+            watchdog.cancel()
+
+    def put(self, data_or_path: bytes | Path, remote_path: str, mode: int = 0o644,
+            timeout: float = 300.0) -> int:
+        """Write ``data_or_path`` (bytes, or a local file) to ``remote_path`` with ``mode``:
+        written beside it and moved in, so the node never sees a partial file; the mode is
+        set before the first byte, so a 0600 file is never readable by others. Returns the
+        size written."""
+        directory, _, name = remote_path.rpartition("/")
+        tmp = f"{directory}/.{name}.{os.urandom(4).hex()}.tmp"
+        sftp = self._open_sftp(timeout)
+        try:
+            with sftp.open(tmp, "wbx") as out:
+                out.chmod(mode)
+                out.set_pipelined(True)
+                size = _copy(data_or_path, out)
+            sftp.posix_rename(tmp, remote_path)
+        except (OSError, paramiko.SSHException) as exc:
+            with contextlib.suppress(OSError, paramiko.SSHException):
+                sftp.remove(tmp)
+            raise SshError(f"{self.where}: cannot write {remote_path}: {exc}") from exc
+        return size
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            with contextlib.suppress(Exception):
+                self._sftp.close()
+        self._transport.close()
+        self._sock.close()
+
+    def _open_sftp(self, timeout: float) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            try:
+                self._sftp = paramiko.SFTPClient.from_transport(self._transport)
+            except (paramiko.SSHException, EOFError) as exc:
+                raise SshError(f"{self.where}: no SFTP (is sshd's sftp Subsystem "
+                               f"configured?): {exc}") from exc
+            if self._sftp is None:
+                raise SshError(f"{self.where}: the node refused an SFTP session")
+        self._sftp.get_channel().settimeout(timeout)  # type: ignore[union-attr]
+        return self._sftp
+
+
+def _copy(data_or_path: bytes | Path, out: paramiko.SFTPFile) -> int:
+    if isinstance(data_or_path, bytes):
+        out.write(data_or_path)
+        return len(data_or_path)
+    size = 0
+    with open(data_or_path, "rb") as source:
+        while chunk := source.read(PUT_CHUNK):
+            out.write(chunk)
+            size += len(chunk)
+    return size
+
+
 def _connect(target: Target, deadline: _Deadline) -> socket.socket:
     where = f"{target.host}:{target.port}"
     try:
@@ -144,9 +273,13 @@ def _authenticate(transport: paramiko.Transport, target: Target, access: Access,
         raise SshError(f"{target.host}:{target.port}: authentication failed: {exc}") from exc
 
 
-def _execute(transport: paramiko.Transport, command: str, deadline: _Deadline) -> Output:
+def _execute(transport: paramiko.Transport, command: str, deadline: _Deadline,
+             stdin: bytes | None = None) -> Output:
     channel = transport.open_session(timeout=deadline.left())
     channel.exec_command(command)
+    if stdin is not None:
+        channel.sendall(stdin)
+        channel.shutdown_write()
     stdout, stderr = bytearray(), bytearray()
     try:
         while True:

@@ -78,6 +78,8 @@ def start_sshd(procs: ProcessGroup, workdir: Path, name: str, authorized: list[s
         "PubkeyAuthentication yes",
         "PermitRootLogin prohibit-password",
         "LogLevel VERBOSE",
+        # uploads (setting a node up) go over SFTP; in sshd itself: no helper binary's path
+        "Subsystem sftp internal-sftp",
         "",
     ]))
     proc = procs.spawn(name, [str(SSHD), "-D", "-e", "-f", str(config)],
