@@ -142,6 +142,9 @@ class Server(Timestamps, Base):
     ssh_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
     ssh_port: Mapped[int] = mapped_column(Integer, default=22, server_default="22")
     ssh_user: Mapped[str] = mapped_column(String(32), default="root", server_default="root")
+    # where `sdc server setup` installed the agent on the node (null: "/"; a directory when
+    # test nodes share a host): an upgrade goes there
+    agent_prefix: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class RevokedNode(Base):
