@@ -50,6 +50,15 @@ class HeadnodeSettings:
     image_cache: Path = setting(DEFAULT_IMAGE_CACHE, "Where `sdc image build-debian` keeps "
                                 "the images it built, reused by a later build of the same "
                                 "inputs.")
+    node_redis_url: str = setting("", "The Redis URL (with its password) as compute nodes "
+                                  "reach it, written to each node set up over SSH; empty "
+                                  "means SDC_REDIS_URL.")
+    node_ca_file: str = setting("", "PEM file of the CA(s) compute nodes check the image "
+                                "store's HTTPS certificate with, copied to each node set up "
+                                "over SSH; empty means SDC_CA_FILE.")
+    agent_bundle_dir: str = setting("", "Where the agent wheels for nodes are kept (uploaded "
+                                    "ones, ones built from this checkout, and their "
+                                    "dependencies); empty means SDC_DATA_DIR/agent-bundles.")
     operator_token: str = setting("", "Bearer token of the operator API; empty means the one "
                                   "stored in SDC_DATA_DIR/operator-token (made on first use).")
     message_key: str = setting("", "Secret the head node signs its messages with and derives "
@@ -124,6 +133,15 @@ class HeadnodeSettings:
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'sdc.sqlite'}"
+
+    @property
+    def resolved_node_redis_url(self) -> str:
+        return self.node_redis_url or self.redis_url
+
+    @property
+    def resolved_agent_bundle_dir(self) -> Path:
+        return Path(self.agent_bundle_dir) if self.agent_bundle_dir \
+            else self.data_dir / "agent-bundles"
 
     def resolved_operator_token(self) -> str:
         """The configured token, else the stored one, else a new one stored for next time."""
