@@ -165,6 +165,25 @@ def info(**options: Any) -> None:
     click.echo(json.dumps(_fail_cleanly(sysinfo), indent=2, sort_keys=True))
 
 
+@agent.command("supervise")
+@click.option("--pidfile", required=True, type=click.Path(dir_okay=False),
+              help="holds the supervisor's pid, locked while it runs")
+@click.option("--log", "log_file", required=True, type=click.Path(dir_okay=False),
+              help="where its output and the agent's go (appended)")
+@click.option("--env-file", type=click.Path(dir_okay=False),
+              help="the agent's SDC_* settings, KEY=VALUE lines (read at each start)")
+@click.option("--detach", is_flag=True, help="run in a session of its own; return once it runs")
+def supervise_agent(pidfile: str, log_file: str, env_file: str | None, detach: bool) -> None:
+    """Run `sdc agent run` and start it again whenever it dies, for a node without systemd;
+    SIGTERM stops the agent and its process group, then the supervisor."""
+    from pathlib import Path
+
+    from agents import supervise
+
+    sys.exit(supervise.main(Path(pidfile), Path(log_file),
+                            Path(env_file) if env_file else None, detach))
+
+
 @agent.group()
 def pool() -> None:
     """A btrfs pool in a loop file for the linux backend (development and test nodes)."""

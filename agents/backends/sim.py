@@ -29,12 +29,14 @@ from agents.backends.base import (
 from agents.backends.jsonfile import write_json
 from agents.backends.simfaults import Faults
 from agents.config import AgentSettings, parse_nic_tags, parse_traits, resolve_hostname
+from agents.version import agent_version
 from schemas.agent import apply_metadata_change
 from schemas.ops import IMAGE_OSES, IMAGE_TYPES
 
 #: an image whose manifest does not say how big it is still takes room in a real pool
 DEFAULT_IMAGE_SIZE_MB = 100
-AGENT_VERSION = "sdc-agent-sim/0.1"
+#: the installed sdc distribution's version (a rolling upgrade waits for it)
+AGENT_VERSION = agent_version()
 SIM_OPS = (
     "image_ensure_present",
     "machine_create",

@@ -56,10 +56,12 @@ from agents.backends.vmadm_payloads import (
     vmadm_nic_change,
 )
 from agents.config import AgentSettings, parse_traits
+from agents.version import agent_version
 from schemas.ops import IMAGE_OSES
 
 log = logging.getLogger(__name__)
-AGENT_VERSION = "sdc-agent-smartos/0.1"
+#: the installed sdc distribution's version (a rolling upgrade waits for it)
+AGENT_VERSION = agent_version()
 LIST_FIELDS = ("uuid", "alias", "state", "image_uuid", "max_physical_memory", "quota",
                "boot_timestamp")
 #: vmadm ``state`` -> the states a node reports (see vmadm(8) "VM STATES")

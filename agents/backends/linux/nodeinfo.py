@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from agents.backends.base import BackendError
+from agents.version import agent_version
 
-AGENT_VERSION = "sdc-agent-linux/0.1"
+#: the installed sdc distribution's version (a rolling upgrade waits for it)
+AGENT_VERSION = agent_version()
 #: what a Linux node runs (sysinfo "SDC Runs"): containers of Linux userlands; no zones of
 #: illumos images, no hardware VMs
 RUNS_OSES = ("linux", "other")
