@@ -1,5 +1,5 @@
-"""``sdc job list|get|cancel``: the workflow jobs every change to a machine runs as, and
-stopping one at its next step boundary."""
+"""``sdc job list|get|cancel``: the workflow jobs every change to a machine (or a node's
+setup) runs as, following one as it runs, and stopping one at its next step boundary."""
 
 from __future__ import annotations
 
@@ -17,7 +17,11 @@ from headnode.cli.output import (
     job_duration,
     render_job,
     wait_for_job,
+    watch_job,
 )
+
+#: the longest job (a node's setup: a bundle built, installed over SSH) takes under this
+WATCH_TIMEOUT = 3600.0
 
 
 @click.group(cls=SdcGroup)
@@ -45,9 +49,18 @@ def render_jobs(jobs: list[dict[str, Any]]) -> None:
 
 @job.command("get")
 @click.argument("job_uuid", metavar="UUID")
+@click.option("--watch", is_flag=True,
+              help="Show each step as it finishes until the job ends, then the job; exit 1 "
+                   "unless it succeeded.")
 @json_option
-def job_get(job_uuid: str) -> None:
-    emit(client().get(f"/ops/jobs/{job_uuid}"), render_job)
+def job_get(job_uuid: str, watch: bool) -> None:
+    if not watch:
+        emit(client().get(f"/ops/jobs/{job_uuid}"), render_job)
+        return
+    row = watch_job(job_uuid, timeout=WATCH_TIMEOUT)
+    emit(row, render_job)
+    if row.get("execution") != "succeeded":
+        raise click.exceptions.Exit(1)
 
 
 @job.command("cancel")

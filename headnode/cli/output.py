@@ -203,6 +203,22 @@ def wait_for_job(job_uuid: str, on_poll: Callable[[dict[str, Any]], None] | None
 
 def follow_job(job_uuid: str, machine_uuid: str | None) -> None:
     """Show the job's steps as they finish, then the machine's state; exit 1 on failure."""
+    row = watch_job(job_uuid)
+    machine = fetch_machine(machine_uuid) if machine_uuid else None
+    if state_of(click.get_current_context()).as_json:
+        click.echo(json.dumps({"job": row, "machine": machine}, indent=2, default=str))
+    elif machine is not None:
+        click.echo(f"machine {machine.get('uuid')} ({machine.get('alias') or '-'}) is "
+                   f"{machine.get('state')}")
+    if row.get("execution") in ("failed", "canceled"):
+        click.echo(f"job {job_uuid} {row['execution']}: {fmt_job_error(row.get('error'))}",
+                   err=True)
+        raise click.exceptions.Exit(1)
+
+
+def watch_job(job_uuid: str, timeout: float = 600.0) -> dict[str, Any]:
+    """Show the job's steps on stderr as they finish, and the step it is at, until it ends;
+    the job as it ended."""
     err = console(stderr=True)
     printed: set[tuple[str, str, Any]] = set()
 
@@ -221,18 +237,7 @@ def follow_job(job_uuid: str, machine_uuid: str | None) -> None:
             status.update(f"job {job_uuid} ({row.get('name', '')}): "
                           f"{row.get('execution')}, step [bold]{current_step(row)}[/]")
 
-        row = wait_for_job(job_uuid, show)
-
-    machine = fetch_machine(machine_uuid) if machine_uuid else None
-    if state_of(click.get_current_context()).as_json:
-        click.echo(json.dumps({"job": row, "machine": machine}, indent=2, default=str))
-    elif machine is not None:
-        click.echo(f"machine {machine.get('uuid')} ({machine.get('alias') or '-'}) is "
-                   f"{machine.get('state')}")
-    if row.get("execution") in ("failed", "canceled"):
-        click.echo(f"job {job_uuid} {row['execution']}: {fmt_job_error(row.get('error'))}",
-                   err=True)
-        raise click.exceptions.Exit(1)
+        return wait_for_job(job_uuid, show, timeout)
 
 
 def fetch_machine(machine_uuid: str) -> dict[str, Any] | None:
