@@ -80,6 +80,23 @@ class NodeLayout:
         return {"agent.env": self.env_file, "credentials.json": self.credentials_file,
                 "image-store-ca.pem": self.ca_file}
 
+    def backup(self, name: str) -> str:
+        """Where write_config keeps the config file ``name`` it replaced, for restore."""
+        return f"{self.etc_dir}/.{name}.before"
+
+    @property
+    def owned(self) -> dict[str, str]:
+        """What setup may create, by name: restore removes what was not there before."""
+        return {"agent_dir": self.agent_dir, "etc_dir": self.etc_dir,
+                "data_dir": self.data_dir, "log_file": self.log_file}
+
+    @property
+    def parents(self) -> dict[str, str]:
+        """The directories above ``owned`` that setup may create, deepest first: restore
+        removes those that were not there before if they are empty."""
+        return {relative: self._under(relative)
+                for relative in ("opt/sdc", "opt", "etc", "var/lib", "var/log", "var")}
+
     @property
     def data_dir(self) -> str:
         return self._under("var/lib/sdc")

@@ -51,6 +51,8 @@ class NodeState:
     service_installed: bool = False
     agent_running: bool = False
     pool_exists: bool | None = None
+    #: name (layout.owned, layout.parents) -> whether it was there
+    existing: dict[str, bool] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -67,7 +69,7 @@ def inspect(conn: Connection, layout: NodeLayout, backend: str, pool: str = "") 
             "releases": layout.releases_dir, "marker": COMPLETE_MARKER,
             "env_file": layout.env_file, "config_files": layout.config_files,
             "pidfile": layout.pidfile, "unit_name": layout.unit_name,
-            "unit_path": layout.unit_path}
+            "unit_path": layout.unit_path, "owned": {**layout.owned, **layout.parents}}
     out = conn.run(["python3", "-", json.dumps(args)], INSPECT_TIMEOUT,
                    input=Path(probe.__file__).read_bytes())
     if out.exit_code == NOT_FOUND:

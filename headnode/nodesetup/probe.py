@@ -4,6 +4,7 @@ of ours: the node may have no agent yet. Reads no secret (config files are diges
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -65,15 +66,16 @@ def env_value(path: str, key: str) -> str | None:
 
 
 def supervised_running(pidfile: str) -> bool:
+    """Whether a supervisor holds its pidfile's lock (`sdc agent supervise`): a stale file,
+    or a dead supervisor not yet reaped, holds none."""
     try:
-        with open(pidfile) as source:
-            pid = int(source.read().split()[0])
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, IndexError, ProcessLookupError):
+        with open(pidfile) as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except FileNotFoundError:
         return False
-    except PermissionError:
+    except BlockingIOError:
         return True
-    return True
+    return False
 
 
 def systemd_running(unit: str) -> bool:
@@ -101,6 +103,7 @@ def probe(args: dict) -> dict:
         "config": {name: digest(path) for name, path in args["config_files"].items()},
         "service_installed": os.path.exists(args["unit_path"]),
         "agent_running": running,
+        "existing": {name: os.path.exists(path) for name, path in args["owned"].items()},
         "pool_exists": os.path.isdir(args["pool"]) if args["pool"].startswith("/") else None,
     }
 

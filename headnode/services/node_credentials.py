@@ -9,29 +9,12 @@ reads (``SDC_NODE_CREDENTIALS``); one file may hold many nodes (a mock cloud).
 from __future__ import annotations
 
 import json
-import uuid as uuidlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from headnode.nodesetup.credentials import canonical_uuid as canonical_uuid
+from headnode.nodesetup.credentials import node_keys as node_keys
 from sdccommon import private_files
-from sdccommon.signing import derive
-
-
-def canonical_uuid(text: str) -> str:
-    """A server uuid in canonical form; ValueError names a bad one."""
-    try:
-        return str(uuidlib.UUID(text))
-    except ValueError:
-        raise ValueError(f"{text!r} is not a server UUID") from None
-
-
-def node_keys(message_key: bytes, server_uuids: Iterable[str]) -> dict[str, str]:
-    """{uuid: hex key} of each node (uuids in canonical form; ValueError names a bad one)."""
-    keys = {}
-    for text in server_uuids:
-        canonical = canonical_uuid(text)
-        keys[canonical] = derive(message_key, canonical).hex()
-    return keys
 
 
 def write_credentials(message_key: bytes, server_uuids: Iterable[str],
