@@ -100,7 +100,8 @@ class Cloud:
 @pytest.fixture(scope="module")
 def cloud(postgres_server: Any, redis_server: Any, tmp_path_factory: pytest.TempPathFactory,
           request: pytest.FixtureRequest) -> Iterator[Cloud]:
-    """A module may set ``CLOUD_ENV = {...}`` to change its cloud's settings."""
+    """A module may set ``CLOUD_ENV = {...}`` to change its cloud's settings, and
+    ``AGENT_COUNT = N`` to start another number of local sim agents."""
     workdir = tmp_path_factory.mktemp("cloud")
     database_url = postgres_server.create_database(f"cloud_{uuid.uuid4().hex[:8]}")
     upgrade(database_url)
@@ -119,7 +120,7 @@ def cloud(postgres_server: Any, redis_server: Any, tmp_path_factory: pytest.Temp
         procs.spawn("worker", [SDC, "headnode", "worker"], env=env)
         procs.spawn("beat", [SDC, "headnode", "beat"], env=env)
         c = Cloud(procs, env, api, redis_server.client(), workdir)
-        for i in range(AGENT_COUNT):
+        for i in range(getattr(request.module, "AGENT_COUNT", AGENT_COUNT)):
             c.start_agent(i)
         c.setup_all()
         yield c
