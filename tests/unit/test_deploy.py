@@ -12,6 +12,8 @@ import pytest
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 UNITS = sorted(DEPLOY.glob("*.service"))
 INSTALLED_SDC = "/opt/sdc/.venv/bin/sdc"
+#: where `sdc server setup` installs the agent on a node (headnode/nodesetup/layout.py)
+NODE_SDC = "/opt/sdc/agent/current/bin/sdc"
 
 
 def settings_of(unit: Path) -> dict[str, list[str]]:
@@ -46,8 +48,8 @@ def test_the_agent_is_always_restarted() -> None:
 def test_systemd_accepts_the_unit(unit: Path, tmp_path: Path) -> None:
     # verify wants the command to exist: point it at this checkout's sdc
     copy = tmp_path / unit.name
-    copy.write_text(unit.read_text().replace(INSTALLED_SDC,
-                                             str(Path(sys.executable).parent / "sdc")))
+    sdc = str(Path(sys.executable).parent / "sdc")
+    copy.write_text(unit.read_text().replace(INSTALLED_SDC, sdc).replace(NODE_SDC, sdc))
     done = subprocess.run(["systemd-analyze", "verify", "--man=no", str(copy)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and not (done.stdout + done.stderr).strip(), done.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,11 +18,14 @@ from headnode.nodesetup.bundle import AgentBundle
 from headnode.nodesetup.layout import NodeLayout
 from headnode.nodesetup.nodeconfig import node_config
 from headnode.ssh.client import Connection
-from schemas.agent import HEARTBEAT_KEY
+from schemas.agent import HEADNODE_QUEUE, HEARTBEAT_KEY
 from tests.support.credentials import TEST_MESSAGE_KEY
 from tests.support.wait import wait_until
+from tests.support.wheels import with_version
+from tests.unit.agents.test_agent_process import headnode_events
 
 SERVER = "0b1d2c3e-4f50-4617-8283-949596979899"
+NEXT = "99.0.1"
 FAST = {"SDC_HEARTBEAT_INTERVAL": "0.5", "SDC_SIM_STATE": "false"}
 
 
@@ -42,9 +46,9 @@ def agent_bundle(head: HeadnodeSettings) -> AgentBundle:
     return bundle.prepare(head)
 
 
-def test_setup_then_again_then_restore(conn: Connection, layout: NodeLayout,
-                                       head: HeadnodeSettings, agent_bundle: AgentBundle,
-                                       redis_server: object) -> None:
+def test_setup_again_upgrade_restore(conn: Connection, layout: NodeLayout,
+                                     head: HeadnodeSettings, agent_bundle: AgentBundle,
+                                     redis_server: Any, tmp_path: Path) -> None:
     before = node.inspect(conn, layout, "sim")
     node.check(before, "sim", agent_bundle)
     config = node_config(head, SERVER, layout, "sim", hostname="cn-setup", extra=FAST)
@@ -58,7 +62,7 @@ def test_setup_then_again_then_restore(conn: Connection, layout: NodeLayout,
     assert activated["switched"] and activated["restarted"]
     assert activated["init"] == "supervised"
 
-    client = redis_server.client()  # type: ignore[attr-defined]
+    client = redis_server.client()
     wait_until(lambda: client.hget(HEARTBEAT_KEY, SERVER), timeout=60,
                message=lambda: Path(layout.log_file).read_text())
     info = conn.run([layout.sdc_command, "agent", "info"], 60)
@@ -75,11 +79,45 @@ def test_setup_then_again_then_restore(conn: Connection, layout: NodeLayout,
     assert not install.write_config(conn, layout, config)["changed"]
     assert not install.activate(conn, layout, agent_bundle.version)["changed"]
 
+    upgrade_then_restore(conn, layout, head, agent_bundle, redis_server, tmp_path)
+
     restored = install.restore(conn, layout, before.to_dict())
     assert restored["removed"] == ["agent_dir", "etc_dir", "data_dir", "log_file"]
     assert list(Path(layout.prefix).iterdir()) == []
     after = node.inspect(conn, layout, "sim")
     assert not after.agent_running and after.installed_version is None
+
+
+def upgrade_then_restore(conn: Connection, layout: NodeLayout, head: HeadnodeSettings,
+                         first: AgentBundle, redis_server: Any, tmp_path: Path) -> None:
+    """Another version installed beside the first and started; then put back (as after a
+    failed upgrade): the first runs again, the new release is gone."""
+    found = node.inspect(conn, layout, "sim")
+    wheel = with_version(first.directory / first.wheels[0], NEXT, tmp_path / "next")
+    bundle.store_wheel(head, wheel.name, wheel.read_bytes())
+    upgrade = bundle.prepare(head, NEXT)
+    install.upload(conn, layout, upgrade)
+    assert install.install(conn, layout, upgrade)["changed"]
+    client = redis_server.client()
+    client.delete(HEADNODE_QUEUE)
+    upgraded = install.activate(conn, layout, NEXT)
+    assert (upgraded["switched"], upgraded["restarted"]) == (True, True)
+    assert upgraded["previous"] == first.version
+    wait_until(lambda: registered_version(client) == NEXT, timeout=60,
+               message="the new version's registration")
+    state = node.inspect(conn, layout, "sim")
+    assert (state.installed_version, state.previous_version) == (NEXT, first.version)
+
+    install.restore(conn, layout, found)
+    state = node.inspect(conn, layout, "sim")
+    assert (state.installed_version, state.previous_version) == (first.version, None)
+    assert state.releases == [first.version] and state.agent_running
+
+
+def registered_version(client: Any) -> str | None:
+    versions = [sysinfo.get("SDC Version") for name, (sysinfo,) in headnode_events(client)
+                if name == "events.server_sysinfo"]
+    return versions[-1] if versions else None
 
 
 def assert_private(layout: NodeLayout) -> None:
