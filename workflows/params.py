@@ -111,3 +111,28 @@ class NicParams(JobParams):
 
     mac: str
     changes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NodeSetupParams(JobParams):
+    """A ``server_setup`` or ``agent_upgrade`` job: where the node is and what goes on it.
+    Never a secret: the node's credentials and Redis URL are made by the step that writes
+    them, in the worker."""
+
+    host: str
+    port: int = 22
+    user: str = "root"
+    #: the node's install prefix ("/" on a real node)
+    prefix: str = "/"
+    backend: str = "linux"
+    pool: str = ""
+    nic_tags: str = ""
+    hostname: str = ""
+    #: first contact: trust (and record) the node's host key
+    accept_new_host_key: bool = False
+    #: the agent version to install (None: a wheel built from the head node's checkout)
+    version: str | None = None
+    #: an upgrade's server (a setup learns its uuid from the node, or makes one)
+    server_uuid: str | None = None
+    #: an upgrade back to the release the node ran before (``previous``)
+    rollback: bool = False

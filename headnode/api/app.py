@@ -34,7 +34,15 @@ from headnode.api.cloudapi import blueprints as cloudapi
 from headnode.api.errors import database_unavailable, retry_headers
 from headnode.api.input_guard import refuse_hostile_input
 from headnode.api.openapi_fields import describe_custom_fields
-from headnode.api.ops import accounts, images, machines, packages, ping, servers
+from headnode.api.ops import (
+    accounts,
+    agent_bundles,
+    images,
+    machines,
+    packages,
+    ping,
+    servers,
+)
 from headnode.api.ops import doctor as doctor_views
 from headnode.api.ops import jobs as job_views
 from headnode.api.ops import keys as account_keys
@@ -60,7 +68,7 @@ CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 BLUEPRINT_MODULES = (ping, servers, machines, job_views, packages, images, accounts, nodes,
                      placement_views,
-                     network_views, nic_views, account_keys, doctor_views)
+                     network_views, nic_views, account_keys, doctor_views, agent_bundles)
 
 # CloudAPI's names for the HTTP errors werkzeug raises on its own.
 HTTP_CODES = {

@@ -11,8 +11,9 @@ from flask import Response, request, send_file
 CHUNK = 1 << 20
 #: an image file may be far larger than the API's JSON body limit
 MAX_FILE_BYTES = 1 << 40
-#: the paths whose PUT body is a raw file, not JSON (the operator's and the nodes')
-FILE_PATH = re.compile(r"^(/ops)?/images/[^/]+/file$")
+#: the paths whose PUT body is a raw file, not JSON (the operator's and the nodes'; an
+#: agent wheel)
+FILE_PATH = re.compile(r"^(/ops)?/images/[^/]+/file$|^/ops/agent-bundles/[^/]+$")
 
 
 def is_file_upload() -> bool:

@@ -23,6 +23,11 @@ from headnode.cli.nics import nic
 from headnode.cli.packages import package
 from headnode.cli.placement import capacity, placement
 from headnode.cli.server_exec import server_exec, server_ssh_key
+from headnode.cli.server_setup import (
+    server_rollback_agent,
+    server_setup,
+    server_upgrade_agent,
+)
 from headnode.cli.servers import server
 
 # Commands that live in other packages: imported only when used or listed, so that
@@ -89,6 +94,9 @@ for _command in (account, capacity, config, doctor, headnode, image, job, key, n
 vm.add_command(nic)  # `sdc vm nic ...`
 server.add_command(server_exec)  # `sdc server exec ...`
 server.add_command(server_ssh_key)
+server.add_command(server_setup)  # `sdc server setup HOST|UUID`
+server.add_command(server_upgrade_agent)
+server.add_command(server_rollback_agent)
 
 
 if __name__ == "__main__":  # `python -m headnode.cli.main`, as `sdc up` starts its children

@@ -65,15 +65,6 @@ def server_get(server_ref: str) -> None:
     emit(client().get(f"/ops/servers/{resolve_server(server_ref)}"), render_object)
 
 
-@server.command("setup")
-@click.argument("server_ref", metavar="UUID")
-@json_option
-def server_setup(server_ref: str) -> None:
-    """Mark a server set up so that it receives machines."""
-    emit(client().put(f"/ops/servers/{resolve_server(server_ref)}", {"setup": True}),
-         render_object)
-
-
 @server.command("update")
 @click.argument("server_ref", metavar="UUID")
 @click.option("--reserved/--no-reserved", default=None,

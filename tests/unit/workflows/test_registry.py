@@ -14,7 +14,7 @@ from workflows.registry import load_all
 STARTED_BY_SERVICES = {"provision", "destroy", "resize", "rename", "create_image",
                        "snapshot_create", "snapshot_rollback", "snapshot_start",
                        "snapshot_delete", "purge_orphan", "add_nic", "remove_nic",
-                       "update_nic"}
+                       "update_nic", "server_setup", "agent_upgrade"}
 
 
 def test_importing_every_service_registers_no_workflow() -> None:
@@ -32,7 +32,7 @@ def test_load_all_registers_every_workflow_a_service_starts() -> None:
     modules = load_all()
     assert [m.__name__ for m in modules] == [
         "workflows.machines", "workflows.snapshots", "workflows.machine_images",
-        "workflows.nics", "workflows.nodes"]
+        "workflows.nics", "workflows.nodes", "workflows.node_setup"]
     wanted = STARTED_BY_SERVICES | set(ACTIONS) | set(METADATA_WORKFLOWS)
     assert wanted <= set(REGISTRY), sorted(wanted - set(REGISTRY))
     assert load_all() == modules  # a second call changes nothing

@@ -1,0 +1,173 @@
+"""The ``server_setup`` and ``agent_upgrade`` jobs run by the engine in this process, on the
+real PostgreSQL and Redis, against a real sshd standing for the node (its PREFIX a directory
+of the test's): the failures an operator meets (a host key not trusted, a node that lacks
+what its backend needs, a forgotten uuid, nothing to roll back to) stop the job at the
+step that found them and leave the node as it was; a real setup installs a bundle of this
+checkout, its agent registers (through a real head-node worker) and heartbeats, the server
+is marked set up, and a second run changes nothing and restarts nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from headnode.services import node_setup, revocation
+from headnode.services.context import ServiceContext
+from headnode.ssh.keys import head_key, public_line
+from headnode.store.models import Server
+from tests.support.headnode_env import headnode_env
+from tests.support.jobqueue import RecordingJobQueue
+from tests.support.net import free_port
+from tests.support.procs import ProcessGroup
+from tests.support.sshd import Sshd, start_sshd
+from tests.unit.workflows.conftest import RecordingTransport, get_job, pump
+from workflows.engine import Engine
+
+SDC = str(Path(sys.executable).parent / "sdc")
+CALLER = {"type": "operator"}
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # the agent's wheels, built once per session (from pip's cache after the first time)
+    return tmp_path_factory.mktemp("agent-bundles")
+
+
+@pytest.fixture
+def head(settings: Any, bundle_dir: Path, tmp_path: Path) -> ServiceContext:
+    from workflows.registry import load_all
+
+    load_all()
+    return ServiceContext(dataclasses.replace(settings, agent_bundle_dir=str(bundle_dir),
+                                              data_dir=tmp_path / "head"),
+                          jobs=RecordingJobQueue())
+
+
+@pytest.fixture
+def node(procs: ProcessGroup, tmp_path: Path, head: ServiceContext) -> Iterator[Sshd]:
+    sshd = start_sshd(procs, tmp_path / "nodes", "node1",
+                      [public_line(head_key(head.settings.data_dir))])
+    yield sshd
+    stop_agent(prefix_of(tmp_path))
+
+
+def prefix_of(tmp_path: Path) -> Path:
+    return tmp_path / "node-root"
+
+
+def stop_agent(prefix: Path) -> None:
+    """The agent runs detached under its supervisor: stop the supervisor's group."""
+    pidfile = prefix / "var/lib/sdc/agent.pid"
+    with contextlib.suppress(OSError, ValueError):
+        os.killpg(int(pidfile.read_text().split()[0]), signal.SIGTERM)
+
+
+def run_setup(head: ServiceContext, node: Sshd, prefix: Path, **request: Any) -> Any:
+    body = {"host": "127.0.0.1", "port": node.port, "user": node.user,
+            "prefix": str(prefix), "backend": "sim", "pool": "", "nic_tags": "",
+            "hostname": "", "accept_new_host_key": True, "version": None, **request}
+    started = node_setup.start_setup(head, body, CALLER)
+    return run_job(head, started["job_uuid"])
+
+
+def run_job(head: ServiceContext, job_uuid: str) -> Any:
+    transport = RecordingTransport(head.sessions)
+    engine = Engine(head.settings, head.sessions, transport)
+    engine.run_step(job_uuid, 1)
+    pump(engine, transport)
+    return get_job(head, job_uuid)
+
+
+def names(entries: list[dict[str, Any]]) -> list[str]:
+    return [e["name"] for e in entries]
+
+
+def test_an_untrusted_host_key_stops_at_inspect_and_changes_nothing(
+        head: ServiceContext, node: Sshd, tmp_path: Path) -> None:
+    job = run_setup(head, node, prefix_of(tmp_path), accept_new_host_key=False)
+    assert job.execution == "failed"
+    assert names(job.chain_results) == ["prepare_bundle", "inspect"]
+    assert job.error["step"] == "inspect" and job.error["code"] == "HostKeyUnknown"
+    assert "--accept-new-host-key" in job.error["message"]
+    assert job.onerror_results[0]["result"]["changed"] is False
+    assert not prefix_of(tmp_path).exists()
+    bundle = job.chain_results[0]["result"]
+    assert bundle["wheels"] > 1 and bundle["version"].startswith("0.")
+
+
+def test_a_node_that_lacks_its_backends_tools_is_told_everything_missing(
+        head: ServiceContext, node: Sshd, tmp_path: Path) -> None:
+    job = run_setup(head, node, prefix_of(tmp_path), backend="smartos")
+    assert job.error["step"] == "inspect" and job.error["code"] == "NodeNotReady"
+    for missing in ("SunOS", "vmadm", "zfs"):
+        assert missing in job.error["message"]
+    assert not (prefix_of(tmp_path) / "opt").exists()
+
+
+def test_a_forgotten_uuid_is_refused(head: ServiceContext, node: Sshd,
+                                     tmp_path: Path) -> None:
+    gone = "4d0c0f6e-9d0c-4d3f-9b1e-2a2b2c2d2e2f"
+    env = prefix_of(tmp_path) / "etc/sdc/agent.env"
+    env.parent.mkdir(parents=True)
+    env.write_text(f"SDC_SERVER_UUID={gone}\n")
+    with head.transaction() as session:
+        revocation.revoke(session, gone, "old-node")
+    job = run_setup(head, node, prefix_of(tmp_path))
+    assert (job.error["step"], job.error["code"]) == ("inspect", "ServerRevoked")
+    assert str(env) in job.error["message"]
+    assert env.read_text() == f"SDC_SERVER_UUID={gone}\n"
+
+
+@pytest.fixture
+def worker(procs: ProcessGroup, head: ServiceContext, tmp_path: Path) -> None:
+    """A real head-node worker: it takes the node's registration (a signed message)."""
+    env = headnode_env(head.settings.resolved_database_url, head.settings.redis_url,
+                       tmp_path / "worker", "test-token", free_port())
+    procs.spawn("worker", [SDC, "headnode", "worker"], env={**os.environ, **env})
+
+
+def test_a_setup_then_again_changes_nothing(head: ServiceContext, node: Sshd,
+                                            tmp_path: Path, worker: None) -> None:
+    prefix = prefix_of(tmp_path)
+    job = run_setup(head, node, prefix, hostname="cn-ssh")
+    assert job.execution == "succeeded", (job.error, job.onerror_results)
+    assert names(job.chain_results) == [
+        "prepare_bundle", "inspect", "upload", "install", "configure", "activate",
+        "wait_heartbeat", "mark_setup"]
+    uuid = job.chain_results[1]["result"]["server_uuid"]
+    assert job.server_uuid == uuid
+    with head.read() as session:
+        server = session.get(Server, uuid)
+        assert server is not None and server.setup and server.hostname == "cn-ssh"
+        assert (server.ssh_host, server.ssh_port, server.agent_prefix) == (
+            "127.0.0.1", node.port, str(prefix))
+    # no secret in the job's record
+    text = json.dumps([job.params, job.chain_results])
+    assert head.settings.redis_url not in text
+    assert head.settings.resolved_message_key().decode() not in text
+    assert (prefix / "etc/sdc/credentials.json").stat().st_mode & 0o077 == 0
+    supervisor = (prefix / "var/lib/sdc/agent.pid").read_text().split()[0]
+
+    again = run_setup(head, node, prefix, hostname="cn-ssh", accept_new_host_key=False)
+    assert again.execution == "succeeded", again.error
+    changed = {e["name"]: e["result"].get("changed") for e in again.chain_results
+               if isinstance(e["result"], dict) and "changed" in e["result"]}
+    assert changed and not any(changed.values()), changed
+    assert again.chain_results[1]["result"]["server_uuid"] == uuid
+    assert (prefix / "var/lib/sdc/agent.pid").read_text().split()[0] == supervisor
+
+    # nothing to roll back to yet: refused at inspect, nothing changed
+    started = node_setup.start_upgrade(head, uuid, None, True, CALLER)
+    rollback = run_job(head, started["job_uuid"])
+    assert (rollback.error["step"], rollback.error["code"]) == ("inspect",
+                                                                "NoPreviousRelease")
+    assert (prefix / "var/lib/sdc/agent.pid").read_text().split()[0] == supervisor
