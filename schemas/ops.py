@@ -133,8 +133,19 @@ class Server(Schema):
     ssh_host = fields.String(allow_none=True, metadata={"description": "null: no SSH"})
     ssh_port = fields.Integer()
     ssh_user = fields.String()
+    agent_prefix = fields.String(allow_none=True, metadata={
+        "description": "where `sdc server setup` installed the agent on the node (null: /)"})
+    agent_version = fields.Method("_agent_version", allow_none=True, metadata={
+        "description": "the agent version the node's last sysinfo gave"})
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
+
+    def _agent_version(self, server: Any) -> str | None:
+        # the whole sysinfo stays out of the list (it is large); its version is wanted
+        sysinfo = server.get("sysinfo") if isinstance(server, dict) \
+            else getattr(server, "sysinfo", None)
+        version = (sysinfo or {}).get("agent_version")
+        return str(version) if version else None
 
 
 class ServerUpdate(ChangeSchema):

@@ -184,3 +184,14 @@ def test_the_api_needs_the_operator_token(client: Any, sdc: Any) -> None:
     assert refused.status_code == 401
     assert client.post("/ops/servers/setup", json=NODE).status_code == 401
     assert count(sdc, Job) == 0
+
+
+def test_a_server_shows_its_agent_version_and_prefix(api: Any, sdc: Any) -> None:
+    server = make_server(sdc, sysinfo={"agent_version": "1.2.0", "uuid": "x"},
+                         agent_prefix="/srv/n1")
+    bare = make_server(sdc, hostname="cn2")
+    shown = {s["uuid"]: s for s in api("get", "/ops/servers").get_json()}
+    assert (shown[server.uuid]["agent_version"], shown[server.uuid]["agent_prefix"]) == (
+        "1.2.0", "/srv/n1")
+    assert (shown[bare.uuid]["agent_version"], shown[bare.uuid]["agent_prefix"]) == (None, None)
+    assert "sysinfo" not in shown[server.uuid]

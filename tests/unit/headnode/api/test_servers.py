@@ -10,7 +10,7 @@ SERVER_FIELDS = {
     "ram_mb", "cpus", "disk_mb", "ram_inflight_mb", "ram_committed_mb", "disk_inflight_mb",
     "disk_committed_mb", "machine_count", "pool_used_mb", "last_heartbeat", "created_at",
     "updated_at",
-    "ssh_host", "ssh_port", "ssh_user",
+    "ssh_host", "ssh_port", "ssh_user", "agent_prefix", "agent_version",
 }
 
 
