@@ -63,6 +63,14 @@ def restore(conn: Connection, layout: NodeLayout,
     if isinstance(before, dict):
         before = NodeState.from_dict(before)
     now = inspect(conn, layout, NO_TOOLS)
+    if _runs_as_before(before, now):
+        # what a failed run added beside (a release, wheels) goes; the agent keeps running
+        _restore_release(conn, layout, before)
+        for name in layout.config_files:
+            remote.remove(conn, layout.backup(name))
+        removed = _remove_added(conn, layout, before)
+        return {"changed": bool(removed), "version": before.installed_version,
+                "running": before.agent_running, "removed": removed}
     if now.agent_running:
         service.stop(conn, layout, now.init)
     _restore_release(conn, layout, before)
@@ -74,15 +82,27 @@ def restore(conn: Connection, layout: NodeLayout,
         service.start(conn, layout, now.init)
         conn.put(_stamp(conn, layout, before.installed_version).encode(),
                  layout.active_stamp, 0o600)
-    gone = [path for name, path in layout.owned.items()
-            if before.existing and not before.existing.get(name)]
-    remote.remove(conn, *gone)
-    for name, path in layout.parents.items():
-        if before.existing and before.existing.get(name) is False:
-            conn.run(["rmdir", path], remote.SHORT)  # only if empty: not ours alone
     return {"changed": True, "version": before.installed_version, "config": config,
-            "running": before.agent_running, "removed": [n for n, p in layout.owned.items()
-                                                         if p in gone]}
+            "running": before.agent_running, "removed": _remove_added(conn, layout, before)}
+
+
+def _remove_added(conn: Connection, layout: NodeLayout, before: NodeState) -> list[str]:
+    """Remove what of ``layout.owned`` was not there before (and the parents made for it,
+    if empty); the names of what went."""
+    gone = [name for name, path in layout.owned.items()
+            if before.existing.get(name) is False and remote.exists(conn, path)]
+    remote.remove(conn, *(layout.owned[name] for name in gone))
+    for name, path in layout.parents.items():
+        if before.existing.get(name) is False:
+            conn.run(["rmdir", path], remote.SHORT)  # only if empty: not ours alone
+    return gone
+
+
+def _runs_as_before(before: NodeState, now: NodeState) -> bool:
+    return (now.agent_running, now.installed_version, now.previous_version, now.config,
+            now.service_installed) == (before.agent_running, before.installed_version,
+                                       before.previous_version, before.config,
+                                       before.service_installed)
 
 
 def _restore_release(conn: Connection, layout: NodeLayout, before: NodeState) -> None:

@@ -82,10 +82,13 @@ def remove_release(conn: Connection, layout: NodeLayout, version: str) -> dict[s
 
 
 def write_config(conn: Connection, layout: NodeLayout, config: NodeConfig) -> dict[str, Any]:
-    """agent.env, credentials.json and the CA (0600, in a 0700 directory), each only when
-    its content changed; a replaced or removed file is kept aside as .NAME.before."""
-    remote.run_ok(conn, ["mkdir", "-p", layout.etc_dir], "ConfigFailed")
-    remote.run_ok(conn, ["chmod", "0700", layout.etc_dir], "ConfigFailed")
+    """agent.env, credentials.json and the CA (0600), each only when its content changed;
+    a replaced or removed file is kept aside as .NAME.before (for restore)."""
+    # 0700 when setup makes it; one that exists keeps its mode (an all-in-one head node's
+    # /etc/sdc holds sdc.env too): the files themselves are 0600 from their first byte.
+    remote.run_ok(conn, ["mkdir", "-p", layout.etc_dir.rpartition("/")[0]], "ConfigFailed")
+    if not remote.exists(conn, layout.etc_dir):
+        remote.run_ok(conn, ["mkdir", "-m", "0700", layout.etc_dir], "ConfigFailed")
     paths = layout.config_files
     present = remote.digests(conn, list(paths.values()))
     done = {}

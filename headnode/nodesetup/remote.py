@@ -26,6 +26,8 @@ def exists(conn: Connection, path: str) -> bool:
 
 
 def remove(conn: Connection, *paths: str) -> None:
+    if not paths:
+        return
     run_ok(conn, ["rm", "-rf", "--", *paths], "RemoveFailed")
 
 

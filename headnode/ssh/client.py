@@ -172,14 +172,16 @@ class Connection:
 
     def put(self, data_or_path: bytes | Path, remote_path: str, mode: int = 0o644,
             timeout: float = 300.0) -> int:
-        """Write ``data_or_path`` (bytes, or a local file) to ``remote_path`` with ``mode``:
-        written beside it and moved in, so the node never sees a partial file; the mode is
-        set before the first byte, so a 0600 file is never readable by others. Returns the
-        size written."""
+        """Write ``data_or_path`` (bytes, or a local file) to ``remote_path`` with ``mode``;
+        returns the size written. The file is written in a new 0700 directory beside its
+        place, then moved in: the node never sees a partial file, and no other user can
+        open a secret before its mode is set (nor keep it open from then on)."""
         directory, _, name = remote_path.rpartition("/")
-        tmp = f"{directory}/.{name}.{os.urandom(4).hex()}.tmp"
+        staging = f"{directory}/.sdc-upload-{os.urandom(6).hex()}"
+        tmp = f"{staging}/{name}"
         sftp = self._open_sftp(timeout)
         try:
+            sftp.mkdir(staging, 0o700)
             with sftp.open(tmp, "wbx") as out:
                 out.chmod(mode)
                 out.set_pipelined(True)
@@ -189,6 +191,9 @@ class Connection:
             with contextlib.suppress(OSError, paramiko.SSHException):
                 sftp.remove(tmp)
             raise SshError(f"{self.where}: cannot write {remote_path}: {exc}") from exc
+        finally:
+            with contextlib.suppress(OSError, paramiko.SSHException):
+                sftp.rmdir(staging)
         return size
 
     def close(self) -> None:
