@@ -195,3 +195,9 @@ def test_a_server_shows_its_agent_version_and_prefix(api: Any, sdc: Any) -> None
         "1.2.0", "/srv/n1")
     assert (shown[bare.uuid]["agent_version"], shown[bare.uuid]["agent_prefix"]) == (None, None)
     assert "sysinfo" not in shown[server.uuid]
+
+
+def test_a_wheel_larger_than_the_bound_is_refused_unread(api: Any) -> None:
+    answer = put_wheel(api, "sdc-1.0-py3-none-any.whl", b"\0" * (64 * 1024 * 1024 + 1))
+    assert answer.status_code == 413, answer.get_json()
+    assert api("get", "/ops/agent-bundles").get_json() == []
