@@ -10,7 +10,8 @@ API (stable since 14:45 UTC):
 
 - ``bundle.prepare(settings, version: str | None = None) -> AgentBundle`` (``.version``,
   ``.directory``, ``.wheels``, ``.python``, ``.to_dict()``); None builds a wheel of the
-  checkout the head node runs from (version ``<project version>+src.<source digest>``).
+  checkout the head node runs from (the project's version; built once per source digest:
+  a node with that version installed keeps it, so bump the version to roll out changes).
   ``bundle.store_wheel(settings, filename, data) -> version``;
   ``bundle.stored_versions(settings) -> list[str]``; ``wheels.MAX_BYTES``.
 - ``layout.NodeLayout(prefix="/")``: the node's paths (``env_file``, ``unit_name``, ...).

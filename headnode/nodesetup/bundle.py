@@ -3,10 +3,12 @@ depends on, in one directory, so a node installs with ``pip --no-index`` and nev
 
 SDC_AGENT_BUNDLE_DIR holds ``uploaded/`` (wheels stored with ``store_wheel``), ``built/``
 (wheels of the checkout the head node runs from, one per source digest), ``deps/`` (the
-dependency wheels, shared by every version) and ``bundles/<version>/`` (what is sent)."""
+dependency wheels, shared by every version) and ``bundles/<version>-<wheel digest>/`` (what
+is sent)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -51,7 +53,7 @@ def store_wheel(settings: HeadnodeSettings, filename: str, data: bytes) -> str:
     wheel of sdc whose name and metadata agree)."""
     version = wheels.checked_version(filename, data)
     known = [p for p in _sdc_wheels(settings) if wheels.version_of(p.name) == version]
-    if known and known[0].read_bytes() != data:
+    if any(p.read_bytes() != data for p in known):
         # nodes with that release installed would never take the new content
         raise NodeSetupError("VersionExists", f"an other agent wheel of version {version} is "
                              "stored already: give the new one another version")
@@ -66,15 +68,15 @@ def stored_versions(settings: HeadnodeSettings) -> list[str]:
 
 
 def prepare(settings: HeadnodeSettings, version: str | None = None) -> AgentBundle:
-    """The bundle of ``version`` (a stored wheel), or of the checkout the head node runs from
-    (its version gets the source's digest as a local label: another source, another
-    version). Made once, then reused."""
+    """The bundle of ``version`` (a stored wheel, the latest if several have it), or of the
+    checkout the head node runs from. Made once per sdc wheel, then reused."""
     if version is None:
         wheel = checkout.build_wheel(_dir(settings, "built"))
         version = wheels.version_of(wheel.name) or ""
     else:
         wheel = _stored_wheel(settings, version)
-    directory = _dir(settings, "bundles") / version
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()[:16]
+    directory = _dir(settings, "bundles") / f"{version}-{digest}"
     if not (directory / COMPLETE).exists():
         _assemble(settings, wheel, directory)
     names = (directory / COMPLETE).read_text().split()
@@ -84,9 +86,10 @@ def prepare(settings: HeadnodeSettings, version: str | None = None) -> AgentBund
 def _stored_wheel(settings: HeadnodeSettings, version: str) -> Path:
     if not re.fullmatch(wheels.VERSION, version):
         raise NodeSetupError("BadVersion", f"{version!r} is not a version")
-    for path in _sdc_wheels(settings):
-        if wheels.version_of(path.name) == version:
-            return path
+    found = [p for p in _sdc_wheels(settings) if wheels.version_of(p.name) == version]
+    if found:
+        # a checkout built again after an edit: the latest build
+        return max(found, key=lambda p: p.stat().st_mtime)
     known = ", ".join(stored_versions(settings)) or "none"
     raise NodeSetupError("NoSuchAgentVersion", f"no agent wheel of version {version} is "
                          f"stored (stored: {known}); upload one first "

@@ -1,12 +1,12 @@
-"""A wheel of the checkout the head node runs from, for nodes that run the same code: its
-version is the project's with the source's digest as a local label (0.1.0+src.1a2b3c4d5e6f),
-so a changed source is another version and an unchanged one is built once."""
+"""A wheel of the checkout the head node runs from, for nodes that run the same code: built
+once per source (kept under built/<version>-<source digest>/), with the project's version.
+A node that has a release of that version keeps it: to roll out changed code, bump the
+version in pyproject.toml."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -21,20 +21,19 @@ PACKAGES = ("headnode", "workflows", "agents", "schemas", "sdccommon")
 #: besides the packages, what the build reads (pyproject names README.md as the readme)
 TOP_FILES = ("pyproject.toml", "README.md")
 BUILD_TIMEOUT = 300
-VERSION_LINE = re.compile(r'^version = "[^"]*"$', re.MULTILINE)
 
 
 def build_wheel(built_dir: Path) -> Path:
     """The wheel of the checkout's current source, built unless it was already."""
     files = source_files()
-    version = f"{project_version()}+src.{digest(files)[:12]}"
-    out = built_dir / version
+    version = project_version()
+    out = built_dir / f"{version}-{digest(files)[:12]}"
     wheel = out / f"sdc-{version}-py3-none-any.whl"
     if wheel.exists():
         return wheel
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=built_dir))
     try:
-        _copy_source(files, work / "src", version)
+        _copy_source(files, work / "src")
         _pip_wheel(work / "src", work / "dist")
         built = work / "dist" / wheel.name
         if not built.exists():
@@ -71,14 +70,12 @@ def project_version() -> str:
         return str(tomllib.load(source)["project"]["version"])
 
 
-def _copy_source(files: list[Path], dest: Path, version: str) -> None:
-    # A copy: building in the checkout would leave build/ and egg-info behind in it.
+def _copy_source(files: list[Path], dest: Path) -> None:
+    # A copy: building in the checkout would leave build/ and egg-info behind in it, and
+    # the wheel is of the files digested, whatever is edited meanwhile.
     for relative in files:
         (dest / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ROOT / relative, dest / relative)
-    pyproject = dest / "pyproject.toml"
-    pyproject.write_text(VERSION_LINE.sub(f'version = "{version}"',
-                                          pyproject.read_text(), count=1))
 
 
 def _pip_wheel(source: Path, out: Path) -> None:

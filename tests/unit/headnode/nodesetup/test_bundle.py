@@ -23,11 +23,12 @@ def head(tmp_path: Path) -> HeadnodeSettings:
     return HeadnodeSettings(data_dir=tmp_path / "head")
 
 
-def test_the_checkout_wheel_is_versioned_by_its_source(checkout_wheel: Path) -> None:
+def test_the_checkout_wheel_is_built_once_per_source(checkout_wheel: Path) -> None:
+    version = checkout.project_version()
     digest = checkout.digest(checkout.source_files())[:12]
-    assert checkout_wheel.name == \
-        f"sdc-{checkout.project_version()}+src.{digest}-py3-none-any.whl"
-    # built once: the same source gives the same file back
+    assert checkout_wheel.name == f"sdc-{version}-py3-none-any.whl"
+    assert checkout_wheel.parent.name == f"{version}-{digest}"
+    # the same source gives the same file back
     assert checkout.build_wheel(checkout_wheel.parent.parent) == checkout_wheel
 
 
