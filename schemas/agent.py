@@ -38,6 +38,9 @@ from schemas.nics import (
 
 HEADNODE_QUEUE = "headnode"
 HEARTBEAT_KEY = "sdc:heartbeats"
+#: the key of a sysinfo (as the node sends it, and servers keep it) that gives the agent's
+#: version: a rolling upgrade waits for the new one there
+SYSINFO_VERSION = "SDC Version"
 
 MACHINE_STATES = ("provisioning", "running", "stopped", "failed", "destroyed", "unknown")
 #: states a node itself can report for one of its machines
@@ -382,7 +385,7 @@ class SysinfoSchema(Schema):
     nic_tags = fields.List(fields.String(), load_default=list, data_key="NIC Names")
     traits = fields.Dict(load_default=dict, data_key="Traits")
     kernel = fields.String(load_default="", data_key="Live Image")
-    agent_version = fields.String(load_default="", data_key="SDC Version")
+    agent_version = fields.String(load_default="", data_key=SYSINFO_VERSION)
     runs = fields.Nested(RunsSchema, load_default=None, data_key=SYSINFO_RUNS)
     nic_tag_uplinks = fields.Dict(keys=fields.String(), values=fields.Nested(NicTagUplinkSchema),
                                   load_default=dict, data_key=SYSINFO_NIC_TAGS)

@@ -20,7 +20,7 @@ from marshmallow import (
     validates_schema,
 )
 
-from schemas.agent import ImageInitSchema
+from schemas.agent import SYSINFO_VERSION, ImageInitSchema
 from schemas.image_manifest import FILE_FORMATS, name_problem, version_problem
 from schemas.ssh import host_field, port_field, user_field
 from schemas.wire import (
@@ -144,7 +144,7 @@ class Server(Schema):
         # the whole sysinfo stays out of the list (it is large); its version is wanted
         sysinfo = server.get("sysinfo") if isinstance(server, dict) \
             else getattr(server, "sysinfo", None)
-        version = (sysinfo or {}).get("agent_version")
+        version = (sysinfo or {}).get(SYSINFO_VERSION)
         return str(version) if version else None
 
 

@@ -31,7 +31,7 @@ from headnode.ssh.errors import SshError
 from headnode.ssh.keys import head_key
 from headnode.ssh.known_hosts import KnownHosts
 from headnode.store.models import Server
-from schemas.agent import HEARTBEAT_KEY
+from schemas.agent import HEARTBEAT_KEY, SYSINFO_VERSION
 from sdccommon import signing
 from workflows.engine import Step, StepContext, StepFailed, Workflow, register
 from workflows.params import NodeSetupParams
@@ -233,7 +233,7 @@ def agent_seen(ctx: StepContext, client: redis.Redis, server_uuid: str) -> dict[
     age = round(time.time() - beat, 1) if beat is not None else None
     return {"server_uuid": server_uuid, "registered": row is not None,
             "heartbeat_age": age,
-            "agent_version": (row[0] or {}).get("agent_version") if row is not None else None}
+            "agent_version": (row[0] or {}).get(SYSINFO_VERSION) if row is not None else None}
 
 
 def _text(value: bytes | str) -> str:

@@ -187,7 +187,7 @@ def test_the_api_needs_the_operator_token(client: Any, sdc: Any) -> None:
 
 
 def test_a_server_shows_its_agent_version_and_prefix(api: Any, sdc: Any) -> None:
-    server = make_server(sdc, sysinfo={"agent_version": "1.2.0", "uuid": "x"},
+    server = make_server(sdc, sysinfo={"SDC Version": "1.2.0", "UUID": "x"},
                          agent_prefix="/srv/n1")
     bare = make_server(sdc, hostname="cn2")
     shown = {s["uuid"]: s for s in api("get", "/ops/servers").get_json()}
