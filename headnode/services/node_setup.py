@@ -9,7 +9,6 @@ the node's credentials and Redis URL are made in the worker by the step that wri
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select, text
@@ -71,6 +70,7 @@ def _start(ctx: ServiceContext, workflow: str, params: NodeSetupParams,
            caller: dict[str, Any]) -> dict[str, Any]:
     with ctx.transaction() as session:
         _one_job_per_node(session, params)
+        _leave_a_worker_free(ctx, session)
         job = new_job(session, workflow, machine_uuid=None, server_uuid=params.server_uuid,
                       owner_uuid=None, params=params.to_json(), caller=caller)
         session.flush()
@@ -106,7 +106,24 @@ def _one_job_per_node(session: Session, params: NodeSetupParams) -> None:
                            "--watch`)", code="NodeBusy", job_uuid=job_uuid)
 
 
-def _active_node_jobs(session: Session) -> Iterable[tuple[str, str, dict[str, Any]]]:
+def node_job_limit(ctx: ServiceContext) -> int:
+    """How many node jobs may run at once. Each holds a worker thread for as long as its
+    SSH step takes (minutes), and the node's registration, which a setup or an upgrade
+    waits for, is taken by another thread of the same worker: one must stay free."""
+    return max(1, ctx.settings.worker_concurrency - 1)
+
+
+def _leave_a_worker_free(ctx: ServiceContext, session: Session) -> None:
+    running = len(_active_node_jobs(session))
+    limit = node_job_limit(ctx)
+    if running >= limit:
+        raise Conflict(f"{running} node setup or upgrade job(s) run already, as many as the "
+                       f"workflow worker can hold while it still takes the nodes' messages "
+                       f"(SDC_WORKER_CONCURRENCY - 1 = {limit}): wait for one to end",
+                       code="TooManyNodeJobs", limit=limit)
+
+
+def _active_node_jobs(session: Session) -> list[tuple[str, str, dict[str, Any]]]:
     rows = session.execute(select(Job.uuid, Job.name, Job.params).where(
         Job.name.in_(NODE_JOBS), Job.execution.in_(ACTIVE)))
     return [(uuid, name, params) for uuid, name, params in rows]

@@ -201,3 +201,13 @@ def test_a_wheel_larger_than_the_bound_is_refused_unread(api: Any) -> None:
     answer = put_wheel(api, "sdc-1.0-py3-none-any.whl", b"\0" * (64 * 1024 * 1024 + 1))
     assert answer.status_code == 413, answer.get_json()
     assert api("get", "/ops/agent-bundles").get_json() == []
+
+
+def test_node_jobs_leave_a_worker_thread_free(api: Any, sdc: Any) -> None:
+    limit = sdc.settings.worker_concurrency - 1
+    for i in range(limit):
+        assert api("post", "/ops/servers/setup",
+                   json={**NODE, "host": f"10.0.1.{i}"}).status_code == 202
+    refused = api("post", "/ops/servers/setup", json={**NODE, "host": "10.0.2.1"})
+    assert refused.status_code == 409 and refused.get_json()["code"] == "TooManyNodeJobs"
+    assert len(jobs(sdc)) == limit
