@@ -4,6 +4,7 @@ quotes them): a failure is a NodeSetupError naming the step's code and the node'
 from __future__ import annotations
 
 import hashlib
+import shlex
 
 from headnode.nodesetup.errors import NodeSetupError
 from headnode.ssh.client import Connection, Output
@@ -15,9 +16,10 @@ def run_ok(conn: Connection, argv: list[str], code: str, timeout: float = SHORT,
            input: bytes | None = None) -> Output:  # noqa: A002
     out = conn.run(argv, timeout, input=input)
     if out.exit_code != 0:
+        # argv never holds a secret (those go up as files, headnode.ssh's put)
         said = (out.stderr or out.stdout)[-1500:]
-        raise NodeSetupError(code, f"{conn.where}: `{argv[0]} {argv[1] if len(argv) > 1 else ''}"
-                             f"` exited {out.exit_code}: {said}")
+        raise NodeSetupError(code, f"{conn.where}: `{shlex.join(argv)[:300]}` exited "
+                             f"{out.exit_code}: {said}")
     return out
 
 

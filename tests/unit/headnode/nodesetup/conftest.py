@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from headnode.config import HeadnodeSettings
+from headnode.nodesetup import bundle
+from headnode.nodesetup.bundle import AgentBundle
 from headnode.nodesetup.layout import NodeLayout
 from headnode.ssh.client import Access, Connection, Target, connect
 from headnode.ssh.keys import head_key, public_line
 from headnode.ssh.known_hosts import KnownHosts
+from tests.support.credentials import TEST_MESSAGE_KEY
 from tests.support.procs import ProcessGroup
 from tests.support.sshd import Sshd, start_sshd
 
@@ -38,3 +42,20 @@ def layout(tmp_path: Path) -> NodeLayout:
     prefix = tmp_path / "prefix"
     prefix.mkdir()
     return NodeLayout(str(prefix))
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # built once per session: about 8 s (the wheel, then its dependencies from pip's cache)
+    return tmp_path_factory.mktemp("agent-bundles")
+
+
+@pytest.fixture
+def head(tmp_path: Path, bundle_dir: Path, clean_redis: str) -> HeadnodeSettings:
+    return HeadnodeSettings(data_dir=tmp_path / "head", redis_url=clean_redis,
+                            message_key=TEST_MESSAGE_KEY, agent_bundle_dir=str(bundle_dir))
+
+
+@pytest.fixture
+def agent_bundle(head: HeadnodeSettings) -> AgentBundle:
+    return bundle.prepare(head)

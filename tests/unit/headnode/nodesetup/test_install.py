@@ -10,8 +10,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from headnode.config import HeadnodeSettings
 from headnode.nodesetup import bundle, install, node
 from headnode.nodesetup.bundle import AgentBundle
@@ -19,7 +17,6 @@ from headnode.nodesetup.layout import NodeLayout
 from headnode.nodesetup.nodeconfig import node_config
 from headnode.ssh.client import Connection
 from schemas.agent import HEADNODE_QUEUE, HEARTBEAT_KEY
-from tests.support.credentials import TEST_MESSAGE_KEY
 from tests.support.wait import wait_until
 from tests.support.wheels import with_version
 from tests.unit.agents.test_agent_process import headnode_events
@@ -27,23 +24,6 @@ from tests.unit.agents.test_agent_process import headnode_events
 SERVER = "0b1d2c3e-4f50-4617-8283-949596979899"
 NEXT = "99.0.1"
 FAST = {"SDC_HEARTBEAT_INTERVAL": "0.5", "SDC_SIM_STATE": "false"}
-
-
-@pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # built once per session: about 8 s (the wheel, then its dependencies from pip's cache)
-    return tmp_path_factory.mktemp("agent-bundles")
-
-
-@pytest.fixture
-def head(tmp_path: Path, bundle_dir: Path, clean_redis: str) -> HeadnodeSettings:
-    return HeadnodeSettings(data_dir=tmp_path / "head", redis_url=clean_redis,
-                            message_key=TEST_MESSAGE_KEY, agent_bundle_dir=str(bundle_dir))
-
-
-@pytest.fixture
-def agent_bundle(head: HeadnodeSettings) -> AgentBundle:
-    return bundle.prepare(head)
 
 
 def test_setup_again_upgrade_restore(conn: Connection, layout: NodeLayout,

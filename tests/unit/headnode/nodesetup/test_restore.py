@@ -4,10 +4,15 @@ are put back as they were (or removed), and a node that had nothing is left with
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+
+import pytest
 
 from headnode.config import HeadnodeSettings
 from headnode.nodesetup import install, node
+from headnode.nodesetup.bundle import AgentBundle
+from headnode.nodesetup.errors import NodeSetupError
 from headnode.nodesetup.layout import NodeLayout
 from headnode.nodesetup.nodeconfig import node_config
 from headnode.ssh.client import Connection
@@ -54,3 +59,21 @@ def test_config_files_are_put_back_as_they_were(conn: Connection, layout: NodeLa
     # nothing was changed by the run: nothing to restore
     again = install.restore(conn, layout, before)
     assert again == {"changed": False, "version": None, "running": False, "removed": []}
+
+
+def test_a_failed_install_says_why_and_is_undone(conn: Connection, layout: NodeLayout,
+                                                 agent_bundle: AgentBundle) -> None:
+    before = node.inspect(conn, layout, "sim")
+    # the sdc wheel without the wheels it depends on: pip finds no celery (and no index)
+    lacking = dataclasses.replace(agent_bundle, wheels=agent_bundle.wheels[:1])
+    install.upload(conn, layout, lacking)
+    with pytest.raises(NodeSetupError) as caught:
+        install.install(conn, layout, lacking)
+    assert caught.value.code == "InstallFailed"
+    assert "No matching distribution" in caught.value.message
+    assert not Path(layout.marker(agent_bundle.version)).exists()
+    with pytest.raises(NodeSetupError, match="not installed"):
+        install.activate(conn, layout, agent_bundle.version)
+
+    install.restore(conn, layout, before)
+    assert list(Path(layout.prefix).iterdir()) == []
