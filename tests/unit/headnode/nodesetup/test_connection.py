@@ -7,8 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from headnode.ssh.client import Connection
-from headnode.ssh.errors import SshError, TimedOut
+from headnode.ssh.client import Access, Connection, Target, connect
+from headnode.ssh.errors import (
+    AuthenticationFailed,
+    HostKeyUnknown,
+    SshError,
+    TimedOut,
+    Unreachable,
+)
+from headnode.ssh.keys import head_key
+from headnode.ssh.known_hosts import KnownHosts
+from tests.support.net import free_port
+from tests.support.sshd import Sshd
 
 
 def test_commands_are_argument_lists_and_share_one_connection(conn: Connection) -> None:
@@ -40,3 +50,16 @@ def test_put_writes_whole_files_with_their_mode(conn: Connection, tmp_path: Path
 def test_put_into_a_missing_directory_names_it(conn: Connection, tmp_path: Path) -> None:
     with pytest.raises(SshError, match=f"cannot write {tmp_path}/no/such"):
         conn.put(b"x", str(tmp_path / "no" / "such"))
+
+
+def test_connect_checks_the_host_key_and_says_why_it_cannot(node: Sshd, head_dir: Path,
+                                                            tmp_path: Path) -> None:
+    target = Target("127.0.0.1", node.port, node.user)
+    with pytest.raises(HostKeyUnknown):
+        connect(target, Access(head_key(head_dir), KnownHosts.of(head_dir)), timeout=10)
+    stranger = tmp_path / "stranger"
+    with pytest.raises(AuthenticationFailed, match="refused the head node's key"):
+        connect(target, Access(head_key(stranger), KnownHosts.of(head_dir), True), 10)
+    with pytest.raises(Unreachable, match="connection refused"):
+        connect(Target("127.0.0.1", free_port(), node.user),
+                Access(head_key(head_dir), KnownHosts.of(head_dir), True), timeout=5)
