@@ -271,21 +271,24 @@ def node_steps(*steps: tuple[str, float, StepFn]) -> tuple[Step, ...]:
     return tuple(Step(name, timeout, run=fn, own_turn=True) for name, timeout, fn in steps)
 
 
-PREPARE = ("prepare_bundle", 900.0, prepare_bundle)
-INSPECT = ("inspect", 120.0, inspect_node)
-UPLOAD = ("upload", 600.0, upload)
-INSTALL = ("install", 600.0, install_release)
-ACTIVATE = ("activate", 180.0, activate)
-RESTORE = node_steps(("restore", 300.0, restore))
+# Generous, and above the limits of the commands a step runs (headnode/nodesetup: a build
+# 300 s + pip 600 s, a venv 180 s + pip 600 s, a stop 90 s): the sweep fails a step past its
+# deadline and runs restore, which must not race a step still at work on the node.
+PREPARE = ("prepare_bundle", 1200.0, prepare_bundle)
+INSPECT = ("inspect", 180.0, inspect_node)
+UPLOAD = ("upload", 1200.0, upload)
+INSTALL = ("install", 1200.0, install_release)
+ACTIVATE = ("activate", 300.0, activate)
+RESTORE = node_steps(("restore", 600.0, restore))
 
 SERVER_SETUP = register(Workflow(
     name="server_setup",
     chain=(*node_steps(PREPARE, INSPECT, UPLOAD, INSTALL, ("configure", 120.0, configure),
                        ACTIVATE, ("wait_heartbeat", HEARTBEAT_WAIT + 60, wait_heartbeat)),
            # a short write: in the turn that recorded the heartbeat
-           Step("mark_setup", 30.0, run=mark_setup)),
+           Step("mark_setup", 60.0, run=mark_setup)),
     onerror=RESTORE,
-    timeout=3600.0,
+    timeout=7200.0,
 ))
 
 AGENT_UPGRADE = register(Workflow(
@@ -293,5 +296,5 @@ AGENT_UPGRADE = register(Workflow(
     chain=node_steps(PREPARE, INSPECT, UPLOAD, INSTALL, ACTIVATE,
                      ("wait_version", HEARTBEAT_WAIT + 60, wait_version)),
     onerror=RESTORE,
-    timeout=3600.0,
+    timeout=7200.0,
 ))

@@ -21,7 +21,7 @@ from headnode.cli.output import (
 )
 
 #: the longest job (a node's setup: a bundle built, installed over SSH) takes under this
-WATCH_TIMEOUT = 3600.0
+WATCH_TIMEOUT = 7200.0
 
 
 @click.group(cls=SdcGroup)

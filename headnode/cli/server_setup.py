@@ -20,7 +20,7 @@ from headnode.cli.server_exec import choose_servers, parse_servers
 from headnode.ssh.client import Target
 
 #: a setup builds the agent's wheels on first use, then installs over SSH
-JOB_TIMEOUT = 3600.0
+JOB_TIMEOUT = 7200.0
 #: options that only a setup over SSH (a HOST) takes
 SSH_ONLY = ("user", "port", "key", "accept_new", "prefix", "backend", "pool", "nic_tags",
             "hostname", "version")
