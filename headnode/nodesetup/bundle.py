@@ -117,6 +117,7 @@ def _assemble(settings: HeadnodeSettings, wheel: Path, directory: Path) -> None:
         names = sorted(p.name for p in work.glob("*.whl") if p.name != wheel.name)
         for name in names:
             _link_or_copy(work / name, deps / name)
+            _share(deps / name, work / name)
         shutil.copyfile(wheel, work / wheel.name)
         (work / ".took").write_text(f"{time.monotonic() - began:.1f}\n")
         (work / COMPLETE).write_text("\n".join([wheel.name, *names]) + "\n")
@@ -155,6 +156,17 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)
+
+
+def _share(cached: Path, copy: Path) -> None:
+    """Make ``copy`` a link to the cache's file: each bundle (one per version and source)
+    then costs its sdc wheel only, not another ~25 MB of dependencies."""
+    tmp = copy.with_name(f".{copy.name}.link")
+    try:
+        os.link(cached, tmp)
+    except OSError:
+        return  # another file system: the copy stays
+    os.replace(tmp, copy)
 
 
 def _write_beside(target: Path, data: bytes) -> None:
