@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -53,6 +54,13 @@ def read_env_file(path: Path | None) -> dict[str, str]:
             key, _, value = line.partition("=")
             env[key.strip()] = value.strip()
     return env
+
+
+def agent_environ(inherited: Mapping[str, str], env_file: Path | None) -> dict[str, str]:
+    """The agent's environment: the env file's settings, and of what the supervisor was
+    started with no SDC_* (a login shell's would otherwise mix in, as no unit's would)."""
+    kept = {k: v for k, v in inherited.items() if not k.startswith("SDC_")}
+    return {**kept, **read_env_file(env_file)}
 
 
 def main(pidfile: Path, log: Path, env_file: Path | None, detach: bool) -> int:
@@ -99,7 +107,7 @@ def supervise(argv: list[str], env_file: Path | None) -> int:
     delay = RESTART_DELAY
     while not stopping.is_set():
         began = time.monotonic()
-        env = {**os.environ, **read_env_file(env_file)}
+        env = agent_environ(os.environ, env_file)
         # A process group of its own: stopping it reaches the agent's worker and whatever
         # else it started, not the supervisor.
         child = subprocess.Popen(argv, env=env, process_group=0)

@@ -76,8 +76,8 @@ def supervise(node: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "agents.cli", "supervise", "--detach",
             "--pidfile", str(node["pidfile"]), "--log", str(node["log"]),
             "--env-file", str(node["env_file"])]
-    # the agent's settings come from the env file alone
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SDC_")}
+    # the agent's settings come from the env file alone: a stray one is not passed on
+    env = {**os.environ, "SDC_SIM_RAM_MB": "not-a-number"}
     return subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env,
                           check=False)
 
