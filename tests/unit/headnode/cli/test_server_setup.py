@@ -17,12 +17,14 @@ from flask import Flask
 from sqlalchemy import select
 
 from headnode.cli.main import main
+from headnode.nodesetup.bundle import stored_versions
 from headnode.ssh.keys import head_key
 from headnode.store.models import Job, Server
 from tests.support.procs import ProcessGroup
 from tests.support.sshd import Sshd, start_sshd
 from tests.support.wsgi import served
 from tests.unit.headnode.api.conftest import make_server
+from tests.unit.headnode.api.test_node_setup_api import wheel
 
 from .conftest import FakeApi
 
@@ -167,3 +169,20 @@ def test_rollback_and_job_watch(fake_api: FakeApi, tmp_path: Path) -> None:
     assert "NoHeartbeat: silent" in watched.output
     plain = sdc(fake_api.url, tmp_path, "job", "get", "j2")
     assert plain.exit_code == 0
+
+
+def test_a_wheel_is_uploaded_then_a_refusal_stops_the_rollout(
+        tmp_path: Path, api_url: str, ctx: Any) -> None:
+    path = tmp_path / "sdc-3.1.0-py3-none-any.whl"
+    path.write_bytes(wheel("3.1.0"))
+    bare = make_server(ctx, hostname="cn-no-ssh")
+    result = sdc(api_url, tmp_path, "server", "upgrade-agent", "--servers", bare.uuid,
+                 "--wheel", str(path))
+    assert result.exit_code == 1, result.output
+    assert "NoSshAddress" in result.output and "Traceback" not in result.output
+    assert "rollback-agent" not in result.output  # nothing was changed on it
+    listed = sdc(api_url, tmp_path, "--json", "server", "get", bare.uuid)
+    assert json.loads(listed.stdout)["agent_version"] is None
+    with ctx.read() as session:
+        assert session.scalars(select(Job)).all() == []
+    assert stored_versions(ctx.settings) == ["3.1.0"]
