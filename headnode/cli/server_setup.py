@@ -189,6 +189,7 @@ def upgrade_one(srv: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
 
 def stop_rollout(done: list[dict[str, Any]], failed: list[dict[str, Any]],
                  total: int) -> None:
+    emit([summary(row) for row in done], lambda _rows: None)  # what ran, under --json
     for row in failed:
         error = row.get("error") or {}
         click.echo(f"server {row['server_uuid']}: {row.get('execution')} at step "

@@ -147,8 +147,13 @@ def test_upgrade_rolls_one_at_a_time_and_stops_at_the_first_failure(
     assert result.exit_code == 1, result.output
     assert "sdc server rollback-agent 00000002-0000-4000-8000-000000000000" in result.output
     assert "stopped: 1 of 3 server(s) upgraded" in result.output
+    as_json = sdc(fake_api.url, tmp_path, "--json", "server", "upgrade-agent", "--version",
+                  "2.0")
+    assert as_json.exit_code == 1
+    assert [r["execution"] for r in json.loads(as_json.stdout)] == ["succeeded", "failed"]
     started = [r.path for r in fake_api.requests if r.method == "POST"]
-    assert started == [f"/ops/servers/{s['uuid']}/upgrade-agent" for s in SERVERS[:2]]
+    # each run started cn1 and cn2, never cn3
+    assert started == [f"/ops/servers/{s['uuid']}/upgrade-agent" for s in SERVERS[:2]] * 2
     assert all(r.body == {"version": "2.0"} for r in fake_api.requests if r.method == "POST")
 
 
