@@ -32,6 +32,7 @@ from tests.support.procs import ProcessGroup
 from tests.support.sshd import Sshd, start_sshd
 from tests.support.wheels import with_version
 from tests.unit.workflows.conftest import RecordingTransport, get_job, pump
+from workflows import node_setup as node_setup_workflow
 from workflows.engine import Engine
 
 SDC = str(Path(sys.executable).parent / "sdc")
@@ -203,3 +204,22 @@ def registered_version(head: ServiceContext, uuid: str) -> str | None:
         server = session.get(Server, uuid)
         assert server is not None
         return (server.sysinfo or {}).get(SYSINFO_VERSION)
+
+
+def test_a_setup_that_fails_late_leaves_the_node_as_it_was(
+        head: ServiceContext, node: Sshd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No worker takes the agent's registration here: wait_heartbeat gives up (after 2 s
+    instead of 120), and restore takes away all the job put on the node."""
+    monkeypatch.setattr(node_setup_workflow, "HEARTBEAT_WAIT", 2.0)
+    prefix = prefix_of(tmp_path)
+    prefix.mkdir()
+    job = run_setup(head, node, prefix)
+    assert job.execution == "failed"
+    assert (job.error["step"], job.error["code"]) == ("wait_heartbeat", "NoHeartbeat")
+    assert "it has not registered" in job.error["message"]
+    assert names(job.onerror_results) == ["restore"]
+    assert job.onerror_results[0]["error"] is None, job.onerror_results
+    assert list(prefix.iterdir()) == []  # the agent stopped, its release and config gone
+    with head.read() as session:
+        assert session.query(Server).count() == 0
