@@ -17,6 +17,7 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -91,12 +92,19 @@ def open_node(ctx: StepContext, accept_new: bool = False) -> Connection:
 
 
 def job_bundle(ctx: StepContext) -> bundle.AgentBundle:
-    """The bundle prepare_bundle made, by the version it recorded (kept on the head node; a
-    checkout changed since is not picked up halfway through a job)."""
-    version = (result_of(ctx, "prepare_bundle") or {}).get("version")
-    if not version:
+    """The very bundle prepare_bundle made (its directory is named by its sdc wheel's
+    digest and never changes once complete): a checkout built again meanwhile, with the
+    same version, is not picked up halfway through a job."""
+    made = result_of(ctx, "prepare_bundle") or {}
+    if not made.get("version") or not made.get("directory"):
         raise StepFailed("NoBundle", "no agent bundle was prepared")
-    return bundle.prepare(ctx.settings, str(version))
+    directory = Path(made["directory"])
+    complete = directory / bundle.COMPLETE
+    if not complete.exists():
+        raise StepFailed("BundleGone", f"the agent bundle {directory} this job prepared is "
+                         "gone from the head node: run the job again")
+    return bundle.AgentBundle(str(made["version"]), directory, complete.read_text().split(),
+                              bundle.head_python())
 
 
 # -- the steps ---------------------------------------------------------------------------------
