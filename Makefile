@@ -64,7 +64,7 @@ triton: ## Install node and npm (apt) if missing, then Triton's CLI (npm triton@
 	@scripts/ensure-triton.sh >/dev/null
 
 test: deps venv triton lint ## Install what is missing, lint, run the whole suite on real PostgreSQL and Redis
-	@scripts/run-pytest.sh $(BIN)/pytest -q $(PYTEST_ARGS)
+	@scripts/run-pytest.sh $(BIN)/pytest -q --durations=20 $(PYTEST_ARGS)
 
 lint: venv ## ruff, mypy and the import-layering contracts
 	$(BIN)/ruff check .

@@ -56,6 +56,9 @@ class HeadnodeSettings:
     node_ca_file: str = setting("", "PEM file of the CA(s) compute nodes check the image "
                                 "store's HTTPS certificate with, copied to each node set up "
                                 "over SSH; empty means SDC_CA_FILE.")
+    node_connect_timeout: float = setting(30.0, "Seconds the head node gives a node's SSH "
+                                          "server to answer and log it in, per step of a "
+                                          "setup or agent upgrade.")
     agent_bundle_dir: str = setting("", "Where the agent wheels for nodes are kept (uploaded "
                                     "ones, ones built from this checkout, and their "
                                     "dependencies); empty means SDC_DATA_DIR/agent-bundles.")

@@ -37,11 +37,11 @@ from sdccommon import signing
 from workflows.engine import Step, StepContext, StepFailed, Workflow, register
 from workflows.params import NodeSetupParams
 
-#: logging in, host key checked (the commands have their own limits, in headnode/nodesetup)
-CONNECT_TIMEOUT = 30.0
 #: how long a node's agent may take to register and heartbeat after it started
 HEARTBEAT_WAIT = 120.0
 POLL = 1.0
+#: what the steps making a release record in a rollback, which uses the release the node has
+ROLLBACK_SKIPS = {"skipped": "a rollback uses the release the node has", "changed": False}
 
 StepFn = Callable[[StepContext], dict[str, Any] | None]
 
@@ -88,7 +88,8 @@ def open_node(ctx: StepContext, accept_new: bool = False) -> Connection:
     (first contact, when the operator asked) is recorded now."""
     params, data_dir = params_of(ctx), ctx.settings.data_dir
     access = Access(head_key(data_dir), KnownHosts.of(data_dir), accept_new)
-    return connect(Target(params.host, params.port, params.user), access, CONNECT_TIMEOUT)
+    return connect(Target(params.host, params.port, params.user), access,
+                   ctx.settings.node_connect_timeout)
 
 
 def job_bundle(ctx: StepContext) -> bundle.AgentBundle:
@@ -112,7 +113,7 @@ def job_bundle(ctx: StepContext) -> bundle.AgentBundle:
 @node_step
 def prepare_bundle(ctx: StepContext) -> dict[str, Any]:
     if params_of(ctx).rollback:
-        return {"skipped": "a rollback uses the release the node has"}
+        return dict(ROLLBACK_SKIPS)
     return bundle.prepare(ctx.settings, params_of(ctx).version).to_dict()
 
 
@@ -155,20 +156,20 @@ def choose_uuid(ctx: StepContext, state: node.NodeState) -> str:
     return chosen
 
 
-@node_step
-def upload(ctx: StepContext) -> dict[str, Any]:
-    if params_of(ctx).rollback:
-        return {"skipped": "a rollback uses the release the node has", "changed": False}
-    with open_node(ctx) as conn:
-        return install.upload(conn, layout_of(ctx), job_bundle(ctx))
+def release_step(put: Callable[[Connection, NodeLayout, bundle.AgentBundle],
+                               dict[str, Any]]) -> StepFn:
+    """A step putting the job's bundle on the node (``put``), skipped in a rollback."""
+    @node_step
+    def run(ctx: StepContext) -> dict[str, Any]:
+        if params_of(ctx).rollback:
+            return dict(ROLLBACK_SKIPS)
+        with open_node(ctx) as conn:
+            return put(conn, layout_of(ctx), job_bundle(ctx))
+    return run
 
 
-@node_step
-def install_release(ctx: StepContext) -> dict[str, Any]:
-    if params_of(ctx).rollback:
-        return {"skipped": "a rollback uses the release the node has", "changed": False}
-    with open_node(ctx) as conn:
-        return install.install(conn, layout_of(ctx), job_bundle(ctx))
+upload = release_step(install.upload)
+install_release = release_step(install.install)
 
 
 @node_step

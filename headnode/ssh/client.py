@@ -77,27 +77,11 @@ class _Deadline:
 
 def run(target: Target, command: str, access: Access, timeout: float) -> Output:
     """Run ``command`` (one shell line, already quoted) as target.user; raise an SshError
-    subclass when the node cannot run it or does not finish within ``timeout`` seconds."""
+    subclass when the node cannot run it or does not finish within ``timeout`` seconds
+    (logging in counts against the same limit)."""
     deadline = _Deadline(timeout)
-    sock = _connect(target, deadline)
-    transport = paramiko.Transport(sock)
-    # What paramiko waits for without a limit of its own (a channel request the node never
-    # answers) ends when the transport is closed at the deadline.
-    watchdog = threading.Timer(timeout + WATCHDOG_GRACE, transport.close)
-    watchdog.daemon = True
-    watchdog.start()
-    try:
-        _verify_host(transport, target, access, deadline)
-        _authenticate(transport, target, access, deadline)
-        return _execute(transport, command, deadline)
-    except (paramiko.SSHException, EOFError, OSError) as exc:
-        if deadline.expired():
-            raise TimedOut(f"no answer within {timeout:g} s") from exc
-        raise
-    finally:
-        watchdog.cancel()
-        transport.close()
-        sock.close()
+    with _login(target, access, deadline) as conn:
+        return conn.run_line(command, deadline)
 
 
 #: seconds between keepalives on a connection kept for several commands (a NAT or firewall
@@ -110,10 +94,17 @@ PUT_CHUNK = 256 * 1024
 def connect(target: Target, access: Access, timeout: float) -> Connection:
     """A connection to ``target`` (host key checked, logged in) for several commands and
     uploads; raise an SshError subclass when it cannot be made within ``timeout`` seconds."""
-    deadline = _Deadline(timeout)
+    conn = _login(target, access, _Deadline(timeout))
+    conn.keep_alive()
+    return conn
+
+
+def _login(target: Target, access: Access, deadline: _Deadline) -> Connection:
     sock = _connect(target, deadline)
     transport = paramiko.Transport(sock)
-    watchdog = threading.Timer(timeout + WATCHDOG_GRACE, transport.close)
+    # What paramiko waits for without a limit of its own (a channel request the node never
+    # answers) ends when the transport is closed at the deadline.
+    watchdog = threading.Timer(deadline.seconds + WATCHDOG_GRACE, transport.close)
     watchdog.daemon = True
     watchdog.start()
     try:
@@ -128,7 +119,6 @@ def connect(target: Target, access: Access, timeout: float) -> Connection:
         raise
     finally:
         watchdog.cancel()
-    transport.set_keepalive(KEEPALIVE)
     return Connection(target, transport, sock)
 
 
@@ -158,17 +148,25 @@ class Connection:
         """Run ``argv`` (``input`` on its stdin); its exit code and the end of its output.
         A command still running after ``timeout`` seconds raises TimedOut; a request the
         node never answers ends with the whole connection closed."""
-        deadline = _Deadline(timeout)
-        watchdog = threading.Timer(timeout + WATCHDOG_GRACE, self._transport.close)
+        return self.run_line(shlex.join(argv), _Deadline(timeout), input)
+
+    def run_line(self, command: str, deadline: _Deadline,
+                 input: bytes | None = None) -> Output:  # noqa: A002
+        """Run ``command``, one line for the node's shell, until ``deadline``."""
+        watchdog = threading.Timer(deadline.at - time.monotonic() + WATCHDOG_GRACE,
+                                   self._transport.close)
         watchdog.daemon = True
         watchdog.start()
         try:
-            return _execute(self._transport, shlex.join(argv), deadline, input)
+            return _execute(self._transport, command, deadline, input)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             deadline.left()
             raise SshError(f"{self.where}: connection lost: {exc}") from exc
         finally:
             watchdog.cancel()
+
+    def keep_alive(self) -> None:
+        self._transport.set_keepalive(KEEPALIVE)
 
     def put(self, data_or_path: bytes | Path, remote_path: str, mode: int = 0o644,
             timeout: float = 300.0) -> int:

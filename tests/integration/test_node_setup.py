@@ -25,12 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from headnode.cli.client import OpsClient
 from tests.support.procs import ProcessGroup, pid_alive
-from tests.support.sshd import Sshd, restart_with_new_host_key, start_sshd
+from tests.support.sshd import Sshd, operator_key, restart_with_new_host_key, start_sshd
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(900)
@@ -41,21 +39,11 @@ REPO = Path(__file__).resolve().parents[2]
 AGENT_COUNT = 0
 #: the version the upgrade rolls out: this checkout's, bumped
 UPGRADE_VERSION = "0.1.0.post9"
+#: a node that never answers is given up on after this long (30 s by default)
+CLOUD_ENV = {"SDC_NODE_CONNECT_TIMEOUT": "5"}
 
 
 # -- the nodes ---------------------------------------------------------------------------------
-
-def operator_key(path: Path) -> str:
-    """An operator's own key (the one `--key` logs in with once); its public line."""
-    key = Ed25519PrivateKey.generate()
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.OpenSSH,
-                                       serialization.NoEncryption()))
-    path.chmod(0o600)
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                           serialization.PublicFormat.OpenSSH)
-    return public.decode() + " operator@test"
-
 
 class Nodes:
     def __init__(self, cloud: Any, workdir: Path) -> None:
@@ -252,8 +240,22 @@ def test_upgrade_agent_rolls_a_new_version_onto_both(
         assert server and server["agent_version"] == UPGRADE_VERSION, server
         current = (nodes.prefix(name) / "opt/sdc/agent/current").resolve()
         assert current.name == UPGRADE_VERSION
-    # what a rollback goes back to is still there
-    assert (nodes.prefix("node1") / "opt/sdc/agent/previous").resolve().name == "0.1.0"
+    upgrades = [j for j in nodes.cloud.api.get("/ops/jobs", {"limit": 50})
+                if j["name"] == "agent_upgrade"]
+    assert len(upgrades) == 2 and all(j["execution"] == "succeeded" for j in upgrades)
+    job = nodes.cloud.api.get(f"/ops/jobs/{upgrades[0]['uuid']}")
+    assert [step["name"] for step in job["chain_results"]] == [
+        "prepare_bundle", "inspect", "upload", "install", "activate", "wait_version"]
+
+
+def test_rollback_agent_goes_back_to_the_release_before(
+        nodes: Nodes, set_up: dict[str, dict[str, Any]]) -> None:
+    uuid = set_up["node1"]["uuid"]
+    result = sdc(nodes.cloud, "server", "rollback-agent", uuid)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert nodes.cloud.server(uuid)["agent_version"] == "0.1.0"
+    assert (nodes.prefix("node1") / "opt/sdc/agent/current").resolve().name == "0.1.0"
+    assert server_at(nodes.cloud, nodes.sshd["node2"])["agent_version"] == UPGRADE_VERSION
 
 
 # -- what an operator is told when it cannot work ----------------------------------------------

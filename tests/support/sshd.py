@@ -105,3 +105,16 @@ def write_host_key(path: Path, key_type: str = "ed25519") -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(pem)
+
+
+def operator_key(path: Path, comment: str = "operator@test") -> str:
+    """An operator's own key at ``path`` (0600, unencrypted, as `sdc server setup --key`
+    takes it); its public authorized_keys line."""
+    key = Ed25519PrivateKey.generate()
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.OpenSSH,
+                                       serialization.NoEncryption()))
+    path.chmod(0o600)
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH)
+    return f"{public.decode()} {comment}"

@@ -24,13 +24,11 @@ from headnode.services import node_setup, revocation
 from headnode.services.context import ServiceContext
 from headnode.ssh.keys import head_key, public_line
 from headnode.store.models import Server
-from schemas.agent import SYSINFO_VERSION
 from tests.support.headnode_env import headnode_env
 from tests.support.jobqueue import RecordingJobQueue
 from tests.support.net import free_port
 from tests.support.procs import ProcessGroup
 from tests.support.sshd import Sshd, start_sshd
-from tests.support.wheels import with_version
 from tests.unit.workflows.conftest import RecordingTransport, get_job, pump
 from workflows import node_setup as node_setup_workflow
 from workflows.engine import Engine
@@ -38,7 +36,6 @@ from workflows.engine import Engine
 SDC = str(Path(sys.executable).parent / "sdc")
 CALLER = {"type": "operator"}
 #: the version an upgrade rolls out
-NEXT = "99.0.2"
 
 
 @pytest.fixture(scope="session")
@@ -176,34 +173,6 @@ def test_a_setup_then_again_changes_nothing(head: ServiceContext, node: Sshd,
     assert (rollback.error["step"], rollback.error["code"]) == ("inspect",
                                                                 "NoPreviousRelease")
     assert (prefix / "var/lib/sdc/agent.pid").read_text().split()[0] == supervisor
-    upgrade_then_roll_back(head, uuid, job.chain_results[0]["result"], tmp_path)
-
-
-def upgrade_then_roll_back(head: ServiceContext, uuid: str, first: dict[str, Any],
-                           tmp_path: Path) -> None:
-    """Another version rolled onto the node (its registration says so), then back."""
-    wheel = with_version(next(Path(first["directory"]).glob("sdc-*.whl")), NEXT,
-                         tmp_path / "next")
-    assert node_setup.store_agent_wheel(head, wheel.name, wheel.read_bytes())["version"] == NEXT
-    upgrade = run_job(head, node_setup.start_upgrade(head, uuid, NEXT, False,
-                                                     CALLER)["job_uuid"])
-    assert upgrade.execution == "succeeded", (upgrade.error, upgrade.onerror_results)
-    assert names(upgrade.chain_results) == ["prepare_bundle", "inspect", "upload", "install",
-                                            "activate", "wait_version"]
-    assert upgrade.chain_results[-1]["result"]["agent_version"] == NEXT
-    assert registered_version(head, uuid) == NEXT
-
-    back = run_job(head, node_setup.start_upgrade(head, uuid, None, True, CALLER)["job_uuid"])
-    assert back.execution == "succeeded", (back.error, back.onerror_results)
-    assert back.chain_results[2]["result"]["changed"] is False  # upload skipped
-    assert registered_version(head, uuid) == first["version"]
-
-
-def registered_version(head: ServiceContext, uuid: str) -> str | None:
-    with head.read() as session:
-        server = session.get(Server, uuid)
-        assert server is not None
-        return (server.sysinfo or {}).get(SYSINFO_VERSION)
 
 
 def test_a_setup_that_fails_late_leaves_the_node_as_it_was(

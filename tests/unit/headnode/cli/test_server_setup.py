@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from sqlalchemy import select
 
@@ -21,7 +19,7 @@ from headnode.nodesetup.bundle import stored_versions
 from headnode.ssh.keys import head_key
 from headnode.store.models import Job, Server
 from tests.support.procs import ProcessGroup
-from tests.support.sshd import Sshd, start_sshd
+from tests.support.sshd import Sshd, operator_key, start_sshd
 from tests.support.wsgi import served
 from tests.unit.headnode.api.conftest import make_server
 from tests.unit.headnode.api.test_node_setup_api import wheel
@@ -29,16 +27,6 @@ from tests.unit.headnode.api.test_node_setup_api import wheel
 from .conftest import FakeApi
 
 TOKEN = "test-token"
-
-
-def operator_key(path: Path) -> str:
-    key = Ed25519PrivateKey.generate()
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.OpenSSH,
-                                       serialization.NoEncryption()))
-    path.chmod(0o600)
-    return key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                         serialization.PublicFormat.OpenSSH).decode()
 
 
 def sdc(url: str, data_dir: Path, *args: str) -> Result:
@@ -60,7 +48,7 @@ def setup_args(node: Sshd, tmp_path: Path, *extra: str) -> list[str]:
 def test_key_lets_the_head_node_in_once_and_goes_through_no_api(
         procs: ProcessGroup, tmp_path: Path, api_url: str, ctx: Any) -> None:
     key_file = tmp_path / "operator_ed25519"
-    node = start_sshd(procs, tmp_path / "nodes", "node1", [operator_key(key_file) + " op"])
+    node = start_sshd(procs, tmp_path / "nodes", "node1", [operator_key(key_file)])
     head = tmp_path / "head"
     args = setup_args(node, tmp_path, "--key", str(key_file), "--accept-new-host-key",
                       "--no-wait", "--json")
@@ -88,7 +76,7 @@ def test_a_key_the_node_refuses_starts_nothing(procs: ProcessGroup, tmp_path: Pa
     key_file = tmp_path / "operator_ed25519"
     operator_key(key_file)
     node = start_sshd(procs, tmp_path / "nodes", "node1",
-                      [operator_key(tmp_path / "someone_else") + " other"])
+                      [operator_key(tmp_path / "someone_else", "other@test")])
     result = sdc(api_url, tmp_path / "head", *setup_args(
         node, tmp_path, "--key", str(key_file), "--accept-new-host-key"))
     assert result.exit_code == 1
