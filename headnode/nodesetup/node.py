@@ -50,6 +50,8 @@ class NodeState:
     config: dict[str, str | None] = field(default_factory=dict)
     service_installed: bool = False
     agent_running: bool = False
+    #: the pool asked for ("" when none), and whether it is there (None: not asked)
+    pool: str = ""
     pool_exists: bool | None = None
     #: name (layout.owned, layout.parents) -> whether it was there
     existing: dict[str, bool] = field(default_factory=dict)
@@ -78,7 +80,7 @@ def inspect(conn: Connection, layout: NodeLayout, backend: str, pool: str = "") 
         raise NodeSetupError("InspectFailed", f"{conn.where}: looking at the node failed "
                              f"(exit {out.exit_code}): {out.stderr[-2000:]}")
     try:
-        return NodeState(prefix=layout.prefix, **json.loads(out.stdout))
+        return NodeState(prefix=layout.prefix, pool=pool, **json.loads(out.stdout))
     except (ValueError, TypeError) as exc:
         raise NodeSetupError("InspectFailed", f"{conn.where}: unexpected answer: "
                              f"{out.stdout[:200]!r}") from exc
@@ -121,6 +123,6 @@ def problems(state: NodeState, backend: str, python: str | None = None) -> list[
         found.append(f"free disk at {state.prefix}: {state.free_mb} MiB, the agent needs "
                      f"{MIN_FREE_MB} MiB")
     if state.pool_exists is False:
-        found.append("the pool's mount point missing (sdc agent pool create FILE --mount "
-                     "POOL)")
+        found.append(f"the pool {state.pool} missing (a btrfs file system mounted there; "
+                     f"for a test node: sdc agent pool create FILE --mount {state.pool})")
     return found

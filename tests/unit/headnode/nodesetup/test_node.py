@@ -36,7 +36,8 @@ def test_check_names_every_missing_thing_with_its_package(conn: Connection,
     assert caught.value.code == "NodeNotReady"
     assert caught.value.message == (
         "python3's venv missing (apt install python3-venv); runc missing (apt install runc); "
-        "the pool's mount point missing (sdc agent pool create FILE --mount POOL)")
+        f"the pool {layout.prefix}/no-pool missing (a btrfs file system mounted there; for "
+        f"a test node: sdc agent pool create FILE --mount {layout.prefix}/no-pool)")
 
 
 def test_a_smartos_node_is_checked_for_its_own_tools(conn: Connection,
