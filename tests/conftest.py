@@ -241,6 +241,14 @@ def _signs_as_the_test_headnode() -> None:
     sign_as_headnode()
 
 
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where every test head node keeps its agent bundles (SDC_AGENT_BUNDLE_DIR): the wheel
+    of this checkout and its dependencies are built once per session (about 9 s), not once
+    per head node."""
+    return tmp_path_factory.mktemp("agent-bundles")
+
+
 @pytest.fixture
 def procs(tmp_path: Path) -> Iterator[ProcessGroup]:
     group = ProcessGroup(tmp_path / "logs")

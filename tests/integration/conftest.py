@@ -99,7 +99,7 @@ class Cloud:
 
 @pytest.fixture(scope="module")
 def cloud(postgres_server: Any, redis_server: Any, tmp_path_factory: pytest.TempPathFactory,
-          request: pytest.FixtureRequest) -> Iterator[Cloud]:
+          bundle_dir: Path, request: pytest.FixtureRequest) -> Iterator[Cloud]:
     """A module may set ``CLOUD_ENV = {...}`` to change its cloud's settings, and
     ``AGENT_COUNT = N`` to start another number of local sim agents."""
     workdir = tmp_path_factory.mktemp("cloud")
@@ -110,6 +110,7 @@ def cloud(postgres_server: Any, redis_server: Any, tmp_path_factory: pytest.Temp
     env = headnode_env(database_url, redis_server.url, workdir / "headnode", TOKEN, port, **{
         # the agents' image store (sim nodes upload the images made from their machines)
         "SDC_IMAGE_STORE_URL": f"http://127.0.0.1:{port}",
+        "SDC_AGENT_BUNDLE_DIR": str(bundle_dir),
         "SDC_RECONCILE_INTERVAL": "2",
         **getattr(request.module, "CLOUD_ENV", {}),
     })

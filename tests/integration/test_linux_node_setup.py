@@ -51,10 +51,11 @@ class Node:
 
 
 @pytest.fixture(scope="module")
-def cloud(postgres_server: Any, redis_server: Any,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[LinuxCloud]:
+def cloud(postgres_server: Any, redis_server: Any, tmp_path_factory: pytest.TempPathFactory,
+          bundle_dir: Path) -> Iterator[LinuxCloud]:
     workdir = tmp_path_factory.mktemp("linux-setup")
-    made = start_cloud(postgres_server, redis_server, workdir, LinuxCloud)
+    made = start_cloud(postgres_server, redis_server, workdir, LinuxCloud,
+                       SDC_AGENT_BUNDLE_DIR=str(bundle_dir))
     try:
         made.seed([SMALL])
         yield made

@@ -45,12 +45,13 @@ class LinuxNode:
 
 
 class LinuxCloud:
-    def __init__(self, workdir: Path, database_url: str, redis_url: str) -> None:
+    def __init__(self, workdir: Path, database_url: str, redis_url: str,
+                 **settings: str) -> None:
         self.workdir = workdir
         port = free_port()
         self.data_dir = workdir / "headnode"
-        self.env = headnode_env(database_url, redis_url, self.data_dir, TOKEN, port,
-                                SDC_RECONCILE_INTERVAL="2")
+        self.env = {**headnode_env(database_url, redis_url, self.data_dir, TOKEN, port,
+                                   SDC_RECONCILE_INTERVAL="2"), **settings}
         self.api = OpsClient(f"http://127.0.0.1:{port}", TOKEN, timeout=30)
         self.procs = ProcessGroup(workdir / "logs")
         self.nodes: list[LinuxNode] = []
@@ -182,12 +183,13 @@ def cloud_with_namespaces(postgres_server: Any, redis_server: Any, workdir: Path
 
 
 def start_cloud(postgres_server: Any, redis_server: Any, workdir: Path,
-                kind: type[CloudT]) -> CloudT:
-    """The head node up on a new database and a flushed Redis; no node yet."""
+                kind: type[CloudT], **settings: str) -> CloudT:
+    """The head node up on a new database and a flushed Redis (with ``settings``, SDC_*
+    values, beside the test defaults); no node yet."""
     database_url = postgres_server.create_database(f"linux_{uuid.uuid4().hex[:8]}")
     upgrade(database_url)
     redis_server.flushall()
-    cloud = kind(workdir, database_url, redis_server.url)
+    cloud = kind(workdir, database_url, redis_server.url, **settings)
     try:
         cloud.start_headnode()
     except BaseException:

@@ -35,13 +35,6 @@ from workflows.engine import Engine
 
 SDC = str(Path(sys.executable).parent / "sdc")
 CALLER = {"type": "operator"}
-#: the version an upgrade rolls out
-
-
-@pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # the agent's wheels, built once per session (from pip's cache after the first time)
-    return tmp_path_factory.mktemp("agent-bundles")
 
 
 @pytest.fixture

@@ -44,12 +44,6 @@ def layout(tmp_path: Path) -> NodeLayout:
     return NodeLayout(str(prefix))
 
 
-@pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # built once per session: about 8 s (the wheel, then its dependencies from pip's cache)
-    return tmp_path_factory.mktemp("agent-bundles")
-
-
 @pytest.fixture
 def head(tmp_path: Path, bundle_dir: Path, clean_redis: str) -> HeadnodeSettings:
     return HeadnodeSettings(data_dir=tmp_path / "head", redis_url=clean_redis,
