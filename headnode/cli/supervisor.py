@@ -171,14 +171,21 @@ def shutdown_signals() -> Iterator[None]:
 
 
 def wait_for(what: str, ready: Callable[[], Any], supervisor: Supervisor,
-             timeout: float = START_TIMEOUT, interval: float = 0.2) -> Any:
-    """Poll ``ready`` until it returns something true, watching the children meanwhile."""
+             timeout: float = START_TIMEOUT, interval: float = 0.2,
+             progress: Callable[[], Any] | None = None) -> Any:
+    """Poll ``ready`` until it returns something true, watching the children meanwhile.
+    With ``progress``, ``timeout`` counts from the last change of its value: a large fleet
+    still registering is waited for as long as it keeps coming."""
     deadline = time.monotonic() + timeout
+    seen = progress() if progress is not None else None
     while True:
         supervisor.check()
         value = ready()
         if value:
             return value
+        if progress is not None and (now := progress()) != seen:
+            seen, deadline = now, time.monotonic() + timeout
         if time.monotonic() > deadline:
-            raise StartupFailed(f"{what}: not ready after {timeout:g} s")
+            still = f" (stuck at {seen})" if progress is not None else ""
+            raise StartupFailed(f"{what}: not ready after {timeout:g} s{still}")
         time.sleep(interval)

@@ -80,6 +80,8 @@ class Cloud:
     redis_url: str = ""
     #: the CA that signed the API's certificate (HTTPS, always)
     ca_file: str = ""
+    #: how many servers were running at the last look (what waiting for them watches)
+    registered: int = 0
 
     @property
     def api_url(self) -> str:
@@ -109,8 +111,9 @@ class Cloud:
             # The operator's SDC_CONFIG file holds head-node keys, which the agent's settings
             # loader refuses as unknown: the simulated nodes run on their defaults.
             without=("SDC_CONFIG",))
+        # Progress, not a fixed time: 10,000 nodes take minutes to register.
         servers = wait_for(f"{self.servers} servers registering", self.running_servers,
-                           self.supervisor)
+                           self.supervisor, interval=1.0, progress=lambda: self.registered)
         self.set_up(servers)
 
     def issue_credentials(self) -> Path:
@@ -149,6 +152,7 @@ class Cloud:
             servers = self.client().get("/ops/servers", {"status": "running"})
         except ApiError:
             return None
+        self.registered = len(servers)
         return servers if len(servers) >= self.servers else None
 
     def set_up(self, servers: list[dict[str, Any]]) -> None:

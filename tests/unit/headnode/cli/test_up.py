@@ -11,10 +11,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from headnode.cli.main import main
-from headnode.cli.supervisor import Supervisor, group_alive
+from headnode.cli.supervisor import StartupFailed, Supervisor, group_alive
+from headnode.cli.supervisor import wait_for as supervisor_wait_for
 from headnode.cli.up import fleet_prefix, port_taken
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
@@ -142,3 +144,27 @@ def test_a_child_started_without_a_variable_does_not_get_it(tmp_path: Path) -> N
     assert child.proc.wait(timeout=10) == 0
     assert child.tail().strip() == "None 1"
     sup.stop(timeout=5.0)
+
+
+def test_waiting_with_progress_lasts_while_progress_comes(tmp_path: Path) -> None:
+    """A fleet that keeps registering is waited for past the timeout; one that stalls is
+    given up on one timeout after its last progress, saying where it stuck."""
+    sup = Supervisor(tmp_path / "logs")
+    start = time.monotonic()
+    count = {"n": 0}
+
+    def registering() -> int:
+        count["n"] = min(int((time.monotonic() - start) / 0.1), 12)  # one more every 0.1 s
+        return count["n"]
+
+    done = supervisor_wait_for("servers", lambda: registering() >= 12 and "all", sup,
+                               timeout=0.3, interval=0.02, progress=lambda: count["n"])
+    assert done == "all" and time.monotonic() - start >= 1.1  # well past the 0.3 s timeout
+
+    stalled_at = time.monotonic()
+    with pytest.raises(StartupFailed, match=r"not ready after 0.3 s \(stuck at 12\)"):
+        supervisor_wait_for("servers", lambda: None, sup, timeout=0.3, interval=0.02,
+                            progress=lambda: count["n"])
+    assert 0.3 <= time.monotonic() - stalled_at < 2
+    with pytest.raises(StartupFailed, match=r"not ready after 0.1 s$"):
+        supervisor_wait_for("the API", lambda: None, sup, timeout=0.1, interval=0.02)
