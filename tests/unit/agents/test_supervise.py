@@ -33,26 +33,25 @@ def running(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-def children(pid: int) -> list[int]:
+def _live_processes(field: int, value: int) -> list[int]:
+    """Live processes whose /proc stat ``field`` (after the name: 1 ppid, 2 pgid) is
+    ``value``."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(FileNotFoundError, ProcessLookupError):
                 fields = (entry / "stat").read_text().rpartition(")")[2].split()
-                if int(fields[1]) == pid and fields[0] != "Z":
+                if int(fields[field]) == value and fields[0] != "Z":
                     found.append(int(entry.name))
     return found
+
+
+def children(pid: int) -> list[int]:
+    return _live_processes(1, pid)
 
 
 def group(pgid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-                fields = (entry / "stat").read_text().rpartition(")")[2].split()
-                if int(fields[2]) == pgid and fields[0] != "Z":
-                    found.append(int(entry.name))
-    return found
+    return _live_processes(2, pgid)
 
 
 @pytest.fixture
