@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, lazyload
 
 from headnode.services import overlay
@@ -29,10 +29,6 @@ from workflows.engine import Step, StepContext, StepFailed, Workflow, register
 from workflows.params import PurgeParams
 
 log = logging.getLogger(__name__)
-
-#: the database copy of a heartbeat is refreshed at most this often (it is for display)
-HEARTBEAT_WRITE_INTERVAL = 30.0
-
 
 def register_server(session: Session, raw_sysinfo: dict[str, Any],
                     overlay_out: list[overlay.Message] | None = None) -> Server:
@@ -272,92 +268,6 @@ def mark_gone(session: Session, machine: Machine) -> None:
     log.info("machine %s: gone from server %s (it said so, and its report agrees); "
              "destroyed, reservation and addresses released", machine.uuid,
              machine.server_uuid)
-
-
-def reconcile_heartbeats(session: Session, heartbeats: dict[str, float], lifetime: float,
-                         now: float | None = None,
-                         table_since: float | None = None) -> tuple[list[str], list[str]]:
-    """Mark servers with stale heartbeats unknown (and their running machines), and fresh
-    ones running again. Returns (servers now unknown, servers back to running).
-
-    ``table_since`` is when the heartbeat table was first seen (it starts empty after a Redis
-    restart): a server missing from a table younger than ``lifetime`` keeps its status, so
-    losing Redis does not flap the whole fleet to unknown.
-
-    Nothing is locked to read: every 5 s, and under any load, most servers do not change.
-    A provision holds its servers' rows until it commits (the key-share locks of its foreign
-    keys, the row lock of every guarded UPDATE it tried, even a refused one), so locking
-    every server here closed lock cycles with provisions (deadlocks). A changing server is
-    written by a guarded UPDATE, in uuid order; the heartbeat kept for display skips a row
-    another transaction holds (it is written on a later round)."""
-    now = time.time() if now is None else now
-    young_table = table_since is not None and now - table_since <= lifetime
-    gone, back, shown = [], [], {}
-    servers = session.execute(
-        select(Server.uuid, Server.status, Server.last_heartbeat).order_by(Server.uuid)).all()
-    for uuid, status, last_heartbeat in servers:
-        beat = heartbeats.get(uuid)
-        if beat is None and young_table:
-            continue
-        fresh = beat is not None and now - beat <= lifetime
-        if fresh and status != "running":
-            if _change_status(session, uuid, status, "running", beat):
-                _restore_machines(session, uuid)
-                back.append(uuid)
-        elif not fresh and status == "running":
-            if _change_status(session, uuid, status, "unknown", beat):
-                _machines_unknown(session, uuid)
-                gone.append(uuid)
-        elif beat is not None and (last_heartbeat is None
-                                   or beat - last_heartbeat >= HEARTBEAT_WRITE_INTERVAL):
-            shown[uuid] = beat
-    _show_heartbeats(session, shown)
-    return gone, back
-
-
-def _change_status(session: Session, uuid: str, was: str, status: str,
-                   beat: float | None) -> bool:
-    """Set a server's status if it still is ``was`` (a registration or an operator may have
-    written it since we read it); True if it changed."""
-    values: dict[str, Any] = {"status": status}
-    if beat is not None:
-        values["last_heartbeat"] = beat
-    changed = session.execute(
-        update(Server).where(Server.uuid == uuid, Server.status == was).values(values)
-        .execution_options(synchronize_session=False))
-    return bool(changed.rowcount == 1)  # type: ignore[attr-defined]
-
-
-def _show_heartbeats(session: Session, beats: dict[str, float]) -> None:
-    """Write the displayed heartbeat of the servers no other transaction holds now."""
-    if not beats:
-        return
-    free = session.scalars(
-        select(Server.uuid).where(Server.uuid.in_(sorted(beats))).order_by(Server.uuid)
-        .with_for_update(key_share=True, skip_locked=True)).all()
-    if free:
-        session.execute(update(Server), [{"uuid": uuid, "last_heartbeat": beats[uuid]}
-                                         for uuid in free])
-
-
-def _machines_unknown(session: Session, server_uuid: str) -> None:
-    session.execute(
-        update(Machine)
-        .where(Machine.server_uuid == server_uuid, Machine.state == "running")
-        .values(state="unknown", last_known_state="running")
-        .execution_options(synchronize_session=False)
-    )
-
-
-def _restore_machines(session: Session, server_uuid: str) -> None:
-    # Until the node's status report arrives, the last state we knew is the best guess.
-    session.execute(
-        update(Machine)
-        .where(Machine.server_uuid == server_uuid, Machine.state == "unknown",
-               Machine.last_known_state.is_not(None))
-        .values(state=Machine.last_known_state, last_known_state=None)
-        .execution_options(synchronize_session=False)
-    )
 
 
 # -- purge_orphan: an operator removes a machine the records do not have from its node ------

@@ -14,7 +14,7 @@ from headnode.services import capacity, doctor, node_metadata, overlay, revocati
 from headnode.store.db import session_factory
 from schemas.agent import HEARTBEAT_KEY, agent_queue, agent_task
 from sdccommon import signing
-from workflows import nodes
+from workflows import liveness, nodes
 from workflows.celery_app import app
 from workflows.dispatch import CeleryTransport
 from workflows.engine import Engine
@@ -153,8 +153,9 @@ def reconcile() -> dict[str, Any]:
     engine = _engine()
     beats, table_since = _heartbeat_table()
     with engine.sessions() as session, session.begin():
-        gone, back = nodes.reconcile_heartbeats(session, beats, settings.heartbeat_lifetime,
-                                                table_since=table_since)
+        done = liveness.reconcile(session, beats, settings.heartbeat_lifetime,
+                                  table_since=table_since)
+    gone, back = done.unknown, done.running
     for server_uuid in back:
         # Ask the node for its truth now rather than waiting for its next periodic report.
         app.send_task(agent_task("report_status"), args=[server_uuid, {}, None],

@@ -20,7 +20,7 @@ from headnode.placement.allocator import Policy
 from headnode.services import capacity
 from headnode.store.models import Server, new_uuid
 from tests.unit.workflows.conftest import make_image, make_server
-from workflows import nodes
+from workflows import liveness, nodes
 
 LIFETIME = 11.0
 
@@ -81,13 +81,12 @@ def test_reconciler_and_a_create_that_lost_a_server(ctx: Any) -> None:
         # Placement chose the first server, whose room another create had just taken: the
         # guard refuses, and the create keeps the first's key-share lock (its image claim).
         assert not reserve(create, first, image)
-        reconciler = Beside(ctx, lambda s: nodes.reconcile_heartbeats(
-            s, beats, LIFETIME, now=now))
+        reconciler = Beside(ctx, lambda s: liveness.reconcile(s, beats, LIFETIME, now=now))
         reconciler.start()
         settle(ctx, reconciler, 1)
         # ... and tries the second server.
         assert reserve(create, second, image)
-    assert reconciler.finish() == ([], [])
+    assert reconciler.finish() == liveness.Pass([], [])
 
 
 def test_registration_does_not_wait_for_a_create(ctx: Any) -> None:

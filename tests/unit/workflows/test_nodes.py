@@ -1,4 +1,5 @@
-"""Node events on the real PostgreSQL: registration, status reports, heartbeat liveness."""
+"""Node events on the real PostgreSQL: registration, status reports (heartbeat liveness:
+test_liveness.py)."""
 
 from __future__ import annotations
 
@@ -44,11 +45,6 @@ def status(server_uuid: str, machines: list[tuple[str, str]], **overrides: Any) 
 def apply(ctx: Any, report: dict[str, Any]) -> int:
     with ctx.transaction() as session:
         return nodes.apply_status(session, report)
-
-
-def reconcile(ctx: Any, beats: dict[str, float], now: float) -> tuple[list[str], list[str]]:
-    with ctx.transaction() as session:
-        return nodes.reconcile_heartbeats(session, beats, 11.0, now=now)
 
 
 def committed_machine(ctx: Any, fleet: dict[str, Any], **overrides: Any) -> Machine:
@@ -186,65 +182,3 @@ def test_machines_of_another_server_are_not_touched(ctx: Any, fleet: dict[str, A
     elsewhere = make_machine(ctx, fleet, state="running", server_uuid=other.uuid)
     assert apply(ctx, status(fleet["server"].uuid, [])) == 0
     assert get_machine(ctx, elsewhere.uuid).state == "running"
-
-
-# -- heartbeats -------------------------------------------------------------------------------
-
-
-def test_stale_heartbeat_then_fresh_again(ctx: Any, fleet: dict[str, Any]) -> None:
-    server_uuid = fleet["server"].uuid
-    running = make_machine(ctx, fleet, alias="r", state="running")
-    stopped = make_machine(ctx, fleet, alias="s", state="stopped")
-    now = 1_800_000_000.0
-
-    assert reconcile(ctx, {server_uuid: now - 5}, now) == ([], [])
-    assert server_row(ctx, server_uuid).status == "running"
-
-    assert reconcile(ctx, {server_uuid: now - 12}, now) == ([server_uuid], [])
-    assert server_row(ctx, server_uuid).status == "unknown"
-    machine = get_machine(ctx, running.uuid)
-    assert (machine.state, machine.last_known_state) == ("unknown", "running")
-    assert get_machine(ctx, stopped.uuid).state == "stopped"
-    # still stale: reported once only
-    assert reconcile(ctx, {server_uuid: now - 12}, now + 1) == ([], [])
-
-    assert reconcile(ctx, {server_uuid: now + 10}, now + 10) == ([], [server_uuid])
-    server = server_row(ctx, server_uuid)
-    assert server.status == "running" and server.last_heartbeat == now + 10
-    machine = get_machine(ctx, running.uuid)
-    assert (machine.state, machine.last_known_state) == ("running", None)
-    assert get_machine(ctx, stopped.uuid).state == "stopped"
-
-
-def test_server_without_any_heartbeat_becomes_unknown(ctx: Any, fleet: dict[str, Any]) -> None:
-    machine = make_machine(ctx, fleet, state="running")
-    now = time.time()
-    assert reconcile(ctx, {}, now) == ([fleet["server"].uuid], [])
-    assert server_row(ctx, fleet["server"].uuid).status == "unknown"
-    assert get_machine(ctx, machine.uuid).state == "unknown"
-
-
-def test_a_new_heartbeat_table_gives_servers_time_to_beat_again(ctx: Any,
-                                                                 fleet: dict[str, Any]) -> None:
-    # After a Redis restart the table is empty: nobody is unknown until a lifetime has passed.
-    machine = make_machine(ctx, fleet, state="running")
-    now = time.time()
-    with ctx.transaction() as session:
-        assert nodes.reconcile_heartbeats(session, {}, 11.0, now, table_since=now - 5) == ([], [])
-    assert server_row(ctx, fleet["server"].uuid).status == "running"
-    assert get_machine(ctx, machine.uuid).state == "running"
-    with ctx.transaction() as session:
-        gone, _ = nodes.reconcile_heartbeats(session, {}, 11.0, now, table_since=now - 12)
-    assert gone == [fleet["server"].uuid]
-
-
-def test_heartbeat_written_to_the_database_at_most_every_30_s(ctx: Any,
-                                                              fleet: dict[str, Any]) -> None:
-    server_uuid = fleet["server"].uuid
-    start = 1_800_000_000.0
-    reconcile(ctx, {server_uuid: start}, start)
-    assert server_row(ctx, server_uuid).last_heartbeat == start
-    reconcile(ctx, {server_uuid: start + 10}, start + 10)
-    assert server_row(ctx, server_uuid).last_heartbeat == start
-    reconcile(ctx, {server_uuid: start + 30}, start + 30)
-    assert server_row(ctx, server_uuid).last_heartbeat == start + 30
