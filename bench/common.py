@@ -1,8 +1,10 @@
 """What the benchmarks share: a private PostgreSQL (migrated) and redis-server, a percentile,
-a counter of SQL statements, and the fleet the in-process benches provision into."""
+a counter of SQL statements, the fleet the in-process benches provision into, and the CPU time
+of a process tree."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -31,6 +33,8 @@ class Stack:
     workdir: Path
     database_url: str
     redis: RedisServer | None
+    #: PostgreSQL's main process (its backends are its children)
+    postgres_pid: int = 0
 
 
 @contextmanager
@@ -52,7 +56,7 @@ def private_stack(name: str, redis: bool = True) -> Iterator[Stack]:
         pg.start()
         url = pg.create_database("sdc_bench")
         upgrade(url)
-        yield Stack(workdir, url, server)
+        yield Stack(workdir, url, server, pg.postmaster_pid())
     finally:
         pg.stop()
         if server is not None:
@@ -84,3 +88,39 @@ class StatementCounter:
     def _seen(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         self.count += 1
         self.last.append(statement)
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat's fields after the command name (which may hold spaces)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2:].split()
+
+
+def _children_by_parent() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int(_stat_fields(int(entry.name))[1])
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+            children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def tree_cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of each named process with all its descendants,
+    from one walk of /proc. A child that exited and was reaped still counts, in its parent's
+    cutime/cstime: PostgreSQL backends and Celery or gunicorn children come and go."""
+    children = _children_by_parent()
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def total(pid: int) -> float:
+        try:
+            # utime, stime, cutime, cstime: fields 14-17 of stat, 12-15 after the name
+            own = sum(int(v) for v in _stat_fields(pid)[11:15]) / ticks
+        except (OSError, ValueError):
+            return 0.0
+        return own + sum(total(child) for child in children.get(pid, []))
+
+    return {name: total(pid) for name, pid in pids.items()}
