@@ -83,6 +83,9 @@ class HeadnodeSettings:
                                         "is unknown (CNAPI: 5 s interval + a miss + 1 s).")
     reconcile_interval: float = setting(5.0, "Seconds between heartbeat reconciliations and "
                                         "job-deadline sweeps.")
+    beat_lock_ttl: float = setting(30.0, "Seconds the beat lock lasts unless renewed: only "
+                                   "the beat holding it schedules, and a second beat takes "
+                                   "over this long after the first stopped renewing it.")
     resend_interval: float = setting(30.0, "Seconds a job waits for a message it sent (its "
                                      "first step, an agent task) to be taken up or answered "
                                      "before sending it again; every such message is "

@@ -50,6 +50,8 @@ def make_app(settings: HeadnodeSettings | None = None) -> Celery:
         # over Redis) takes unsigned commands from anyone who reaches Redis; nothing of ours
         # uses it
         worker_enable_remote_control=False,
+        # only the beat holding the cloud's beat lock sends (workflows/beat_lock.py)
+        beat_scheduler="workflows.beat_lock:LockedScheduler",
         beat_schedule={
             "reconcile": {"task": "workflows.reconcile", "schedule": settings.reconcile_interval,
                           "options": {"expires": settings.reconcile_interval * 2}},

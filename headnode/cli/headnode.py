@@ -184,12 +184,11 @@ def worker(ctx: click.Context, loglevel: str) -> None:
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.pass_context
 def beat(ctx: click.Context, loglevel: str) -> None:
-    """Run the periodic reconciler (Celery beat)."""
-    settings = state_of(ctx).settings()
+    """Run the periodic reconciler (Celery beat). One per cloud schedules: a second one
+    waits for the beat lock in Redis and takes over when the first stops."""
+    state_of(ctx).settings()  # a bad setting stops it here, naming the setting
     app = import_or_fail("workflows.celery_app", "the workflow engine").app
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    schedule = settings.data_dir / "celerybeat-schedule"
-    app.start(["beat", "--schedule", str(schedule), "--loglevel", loglevel])
+    app.start(["beat", "--loglevel", loglevel])
 
 
 @headnode.group(cls=SdcGroup)
