@@ -199,6 +199,11 @@ def clean_db(database_url: str) -> str:
         # fail loudly instead.
         conn.execute(text("SET LOCAL lock_timeout = '10s'"))
         conn.execute(text(f"TRUNCATE TABLE {tables} RESTART IDENTITY CASCADE"))
+    # A TRUNCATE is no row change the fleet snapshot could see (and no API does one): this
+    # process's snapshot would show the last test's servers for up to its MAX_AGE.
+    from headnode.services import fleet_cache
+
+    fleet_cache.forget_all()
     return database_url
 
 

@@ -162,6 +162,22 @@ def load_owner_machines(session: Session, owner_uuid: str | None) -> list[Machin
             for server_uuid, alias, uuid, tags in rows]
 
 
+def load_owner_counts(session: Session, owner_uuid: str | None) -> dict[str, int]:
+    """The owner's live machines per server, from the owner's rows only (their index)."""
+    if not owner_uuid:
+        return {}
+    rows = session.connection().execute(_owner_counts(), {"b_owner": owner_uuid})
+    return {server_uuid: int(n) for server_uuid, n in rows}
+
+
+@per_thread_cache
+def _owner_counts() -> Executable:
+    return (select(Machine.server_uuid, func.count())
+            .where(Machine.owner_uuid == bindparam("b_owner"),
+                   Machine.state.in_(ALIAS_HOLDING_STATES), Machine.server_uuid.is_not(None))
+            .group_by(Machine.server_uuid))
+
+
 @per_thread_cache
 def _servers_and_counts(pinned: bool, with_image: bool = False) -> Executable:
     """Built once (building it on every provision cost more than the rest of the read):

@@ -28,7 +28,14 @@ from headnode.placement.allocator import (
     PlacementRequest,
     Snapshot,
 )
-from headnode.services import admission, authorized_keys, capacity, fleet, placement, retry
+from headnode.services import (
+    admission,
+    authorized_keys,
+    capacity,
+    fleet_cache,
+    placement,
+    retry,
+)
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InsufficientCapacity, InvalidArgument, NotFound
 from headnode.services.networks import (
@@ -182,10 +189,14 @@ def _usable(found: _Lookup, body: dict[str, Any]) -> tuple[Account, Package, Ima
             usable_image(found.image, body["image"]))
 
 
-def _fleet(session: Session, request: PlacementRequest, only: str | None) -> Snapshot:
-    return fleet.load_snapshot(session, request.owner_uuid, only,
-                               with_machines=bool(request.affinity),
-                               image_uuid=request.image_uuid)
+def _fleet(session: Session, request: PlacementRequest, only: str | None,
+           fresh: bool) -> Snapshot:
+    """This process's fleet snapshot (fleet_cache); ``fresh`` when a decision on it would
+    refuse the create, or the guard refused every candidate: then it must see the fleet as
+    it is, not as the cache last read it."""
+    return fleet_cache.load_snapshot(session, request.owner_uuid, only,
+                                     with_machines=bool(request.affinity),
+                                     image_uuid=request.image_uuid, fresh=fresh)
 
 
 def _check_alias_free(session: Session, owner_uuid: str, alias: str) -> None:
@@ -204,10 +215,16 @@ def _place(session: Session, ctx: ServiceContext, request: PlacementRequest,
     policy, pipeline = policy_for(ctx), pipeline_for(ctx)
     attempt = request
     lost: set[str] = set()
+    # what a direct read (SQLite, a named server) gives is fresh already
+    fresh = not fleet_cache.serves(session, only)
     for _ in range(PLACEMENT_ATTEMPTS):
-        decision = pipeline.decide(_fleet(session, request, only), attempt, policy)
+        decision = pipeline.decide(_fleet(session, request, only, fresh), attempt, policy)
         if decision.server is None:
+            if not fresh:  # a refusal names the fleet as it is, not as the cache last saw it
+                fresh = True
+                continue
             raise InsufficientCapacity(decision.explain(attempt), decision.reasons)
+        fresh = True  # if every candidate is lost, the next decision needs what refused them
         # The winner, then the decision's next best (at most NEXT_BEST): another provision
         # that took the winner's room most likely left the next one free, and trying it
         # costs one guarded UPDATE where reading the fleet again costs a SELECT as well.
