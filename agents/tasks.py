@@ -27,7 +27,7 @@ from schemas.agent import (
     SysinfoSchema,
     agent_task,
 )
-from sdccommon import signing
+from sdccommon import broker, signing
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,10 @@ app.conf.update(
     # One list per queue, not kombu's four priority lists: the head node never sends an
     # agent a priority, and a mock cloud's every poll names each list of its hundreds of
     # queues (BRPOP over 4 x N keys).
-    broker_transport_options={"visibility_timeout": 3600, "priority_steps": [0]},
-    broker_connection_retry_on_startup=True,
+    broker_transport_options=broker.transport_options(visibility_timeout=3600,
+                                                      priority_steps=[0]),
+    # through a Redis restart or failover, however long (sdccommon/broker.py)
+    **broker.CONNECTION_SETTINGS,
     # Celery 6's default: an unacknowledged task in flight when the broker connection drops
     # is redelivered anyway, and our tasks are idempotent, so stop tracking the old run
     worker_cancel_long_running_tasks_on_connection_loss=True,

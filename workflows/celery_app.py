@@ -11,7 +11,7 @@ from celery import Celery
 from headnode.config import HeadnodeSettings, get_settings
 from headnode.services.revocation import RevokedNodes
 from schemas.agent import HEADNODE_QUEUE
-from sdccommon import signing, tasklog
+from sdccommon import broker, signing, tasklog
 from workflows.registry import load_all
 
 
@@ -38,13 +38,14 @@ def make_app(settings: HeadnodeSettings | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=4,
-        broker_transport_options={
-            "visibility_timeout": settings.broker_visibility_timeout,
+        broker_transport_options=broker.transport_options(
+            visibility_timeout=settings.broker_visibility_timeout,
             # look for abandoned messages every few seconds, not every 100 s
-            "unacked_restore_interval": 5,
-            "unacked_restore_throttle": 1,
-        },
-        broker_connection_retry_on_startup=True,
+            unacked_restore_interval=5,
+            unacked_restore_throttle=1,
+        ),
+        # through a Redis restart or failover, however long (sdccommon/broker.py)
+        **broker.CONNECTION_SETTINGS,
         worker_hijack_root_logger=False,
         # Celery's remote control (shutdown, revoke, pool restarts, broadcast to every worker
         # over Redis) takes unsigned commands from anyone who reaches Redis; nothing of ours

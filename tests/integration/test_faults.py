@@ -63,3 +63,39 @@ def test_redis_restart_loses_no_job(cloud: Any, seeded: dict[str, Any],
                timeout=30, message="every server running after the restart")
     after = provision_burst(cloud, "after", 3)
     assert all(cloud.wait_job(m["job_uuid"])["execution"] == "succeeded" for m in after)
+
+
+#: how long Redis stays away in the outage test: longer than any retry inside one request
+REDIS_OUTAGE = 8.0
+
+
+def test_redis_away_for_a_while_every_process_reconnects(cloud: Any, seeded: dict[str, Any],
+                                                         redis_server: Any) -> None:
+    # As during a failover that takes a few seconds: nothing answers at Redis's address.
+    # Requests keep working (a job's first message that could not be sent is sent again by
+    # the reconciler), and API, worker, beat and agents reconnect on their own, none exits.
+    beat_took_lock = cloud.procs.log("beat").count("beat lock: taken")
+    redis_server.stop()
+    try:
+        away_since = time.monotonic()
+        during = provision_burst(cloud, "away", 3)  # committed: 202 with a job
+        answered_in = time.monotonic() - away_since
+        time.sleep(max(0.0, REDIS_OUTAGE - answered_in))
+    finally:
+        redis_server.start()
+    back_at = time.monotonic()
+    jobs = [cloud.wait_job(m["job_uuid"], timeout=120) for m in during]
+    assert [j["execution"] for j in jobs] == ["succeeded"] * len(jobs), jobs
+    after = provision_burst(cloud, "back", 3)
+    assert all(cloud.wait_job(m["job_uuid"])["execution"] == "succeeded" for m in after)
+    wait_until(lambda: all(cloud.server(u)["status"] == "running"
+                           for u in cloud.agents.values()),
+               timeout=30, message="every server running after the outage")
+    recovered = time.monotonic() - back_at
+    assert_nothing_leaked(cloud)
+    assert [name for name, proc in cloud.procs.procs.items() if not proc.alive()] == []
+    # Redis came back empty: the beat took its lock again, and schedules
+    assert cloud.procs.log("beat").count("beat lock: taken") == beat_took_lock + 1
+    print(f"FIGURES redis away {max(REDIS_OUTAGE, answered_in):.1f} s: 3 provisions answered "
+          f"202 in {answered_in:.1f} s while it was away; their jobs and 3 more succeeded and "
+          f"every server was running {recovered:.1f} s after it came back")
