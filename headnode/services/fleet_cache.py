@@ -22,9 +22,14 @@ reservation's guarded UPDATE (services/capacity.py) is the final word, as it alw
 against concurrent creates. A refused create asks for a fresh snapshot (``fresh=True``)
 before it decides again (services/machines.py ``_place``).
 
-What stays per request: the owner's machines (affinity) or their count per server, and
-which servers hold the requested image; each an indexed read of those rows only. A server
-named by the create (``only``) is read directly (one row). Operator views read directly,
+What stays per request: the owner's machines (affinity) or their count per server, an
+indexed read of the owner's rows only. Which images a server holds is part of its cached
+state (every image it holds, not only the requested one: image_to_import asks the same
+question of either): ``server_images`` changes only in a transaction that also writes the
+server's row (a claim sticks only with the guard's UPDATE, which adds to ``images_mb``; a
+forget deletes the row), so the row's version covers its images too. A writer that adds or
+removes a server's images must keep that so (as ``images_mb`` already asks it to). A
+server named by the create (``only``) is read directly (one row). Operator views read directly,
 not from here: the placement dry run (it shows the funnel of the database's truth, and is
 rare), capacity reports and what-ifs (services/planning.py).
 
@@ -44,7 +49,6 @@ taken into the cache.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
@@ -65,7 +69,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.types import UserDefinedType
 
-from headnode.placement.state import ServerState, Snapshot
+from headnode.placement.state import NO_IMAGES, ServerState, Snapshot
 from headnode.services import fleet
 from headnode.services.statements import per_thread_cache
 from headnode.store.models import Server, ServerImage
@@ -92,7 +96,8 @@ class _Xid(UserDefinedType[int]):
 @per_thread_cache
 def _changed_rows() -> Executable:
     """The rows written by transactions from ``b_since`` (a 32-bit xid) on, or all rows when
-    it is null; each joined to one row of this snapshot's facts, so an unchanged fleet
+    it is null, with the images each holds; each joined to one row of this snapshot's
+    facts, so an unchanged fleet
     still answers one row: the snapshot's xmin (64-bit), how many servers there are, and
     this transaction's own id (null before it writes)."""
     meta = select(
@@ -108,7 +113,9 @@ def _changed_rows() -> Executable:
     # (row ids older than the snapshot by more than 2**31 are frozen and never "new")
     changed = or_(since.is_(None),
                   func.age(row_xid) <= func.age(cast(cast(since, Text), _Xid())))
-    return (select(*fleet.SERVER_COLUMNS, cast(cast(row_xid, Text), BigInteger),
+    held = (select(func.array_agg(ServerImage.image_uuid))
+            .where(ServerImage.server_uuid == SERVERS.c.uuid).scalar_subquery())
+    return (select(*fleet.SERVER_COLUMNS, held, cast(cast(row_xid, Text), BigInteger),
                    meta.c.snapshot_xmin, meta.c.fleet_size, meta.c.own_xid)
             .select_from(meta.outerjoin(SERVERS, changed)))
 
@@ -117,6 +124,21 @@ def _changed_rows() -> Executable:
 #: tags): decoded again only when the text changed
 _STATIC = slice(8, 11)
 _NO_STATIC = (None, None, None)
+#: the sets of images servers hold: a fleet has few distinct ones, each kept once
+_HELD: dict[tuple[str, ...], frozenset[str]] = {}
+_HELD_MAX = 4096
+
+
+def _held(images: list[str] | None) -> frozenset[str]:
+    if not images:
+        return NO_IMAGES
+    key = tuple(sorted(images))
+    found = _HELD.get(key)
+    if found is None:
+        found = frozenset(key)
+        if len(_HELD) < _HELD_MAX:
+            _HELD[key] = found
+    return found
 
 
 class FleetCache:
@@ -130,8 +152,6 @@ class FleetCache:
         self._xmin: int | None = None  # the last read's snapshot xmin (64-bit)
         self._read_at = float("-inf")  # when the last refresh sent its statement
         self._full_at = float("-inf")
-        #: per image, per server holding it: (the state, the state with the image)
-        self._views: dict[str, dict[str, tuple[ServerState, ServerState]]] = {}
 
     def current(self, session: Session, max_age: float | None = None,
                 fresh: bool = False) -> tuple[ServerState, ...]:
@@ -176,15 +196,18 @@ class FleetCache:
 
     def _merged(self, entries: dict[str, tuple[ServerState, tuple[Any, ...]]],
                 rows: Iterable[Any]) -> dict[str, tuple[ServerState, tuple[Any, ...]]]:
-        for row in rows:
-            uuid, static = row[0], tuple(row[_STATIC])
+        """Rows of fleet.SERVER_COLUMNS and the images held -> entries."""
+        for *columns, images in rows:
+            uuid, static = columns[0], tuple(columns[_STATIC])
             old = self._entries.get(uuid)
             if old is None or old[1] != static:
-                entries[uuid] = (fleet.states_from_rows((row,))[0], static)
-                continue
-            state = fleet.states_from_rows(((*row[:8], *_NO_STATIC, *row[11:]),))[0]
-            state.traits, state.runs, state.nic_tags = (old[0].traits, old[0].runs,
-                                                        old[0].nic_tags)
+                state = fleet.states_from_rows((columns,))[0]
+            else:
+                state = fleet.states_from_rows(((*columns[:8], *_NO_STATIC,
+                                                 *columns[11:]),))[0]
+                state.traits, state.runs, state.nic_tags = (old[0].traits, old[0].runs,
+                                                            old[0].nic_tags)
+            state.images = _held(images)
             entries[uuid] = (state, static)
         return entries
 
@@ -194,29 +217,6 @@ class FleetCache:
         present = set(session.connection().execute(select(SERVERS.c.uuid)).scalars())
         for uuid in [u for u in entries if u not in present]:
             del entries[uuid]
-
-    def with_image(self, servers: Sequence[ServerState], image_uuid: str,
-                   holders: frozenset[str]) -> list[ServerState]:
-        """``servers``, those in ``holders`` saying that they hold ``image_uuid``: the
-        states are shared, so the ones that hold it are copies, made once per state."""
-        if not holders:
-            return list(servers)
-        # a plain dict per image, replaced whole by no one: threads may both add a view
-        views = self._views.setdefault(image_uuid, {})
-        held = frozenset((image_uuid,))
-        out = []
-        for state in servers:
-            if state.uuid not in holders:
-                out.append(state)
-                continue
-            seen = views.get(state.uuid)
-            if seen is None or seen[0] is not state:
-                seen = (state, dataclasses.replace(state, images=held))
-                views[state.uuid] = seen
-            out.append(seen[1])
-        if len(views) > 2 * len(servers) + 64:
-            views.clear()  # servers gone: start again rather than walk it
-        return out
 
 
 _CACHES: dict[tuple[int, str], FleetCache] = {}
@@ -248,15 +248,6 @@ def serves(session: Session, only: str | None = None) -> bool:
     return not only and cache_for(session) is not None
 
 
-def holders_of(session: Session, image_uuid: str) -> frozenset[str]:
-    """The servers that hold the image (its index: migration 0015)."""
-    if not image_uuid:
-        return frozenset()
-    return frozenset(session.connection().execute(
-        select(ServerImage.server_uuid).where(ServerImage.image_uuid == image_uuid)
-    ).scalars())
-
-
 def load_snapshot(session: Session, owner_uuid: str | None, only: str | None = None,
                   with_machines: bool = True, image_uuid: str = "",
                   fresh: bool = False) -> Snapshot:
@@ -265,9 +256,7 @@ def load_snapshot(session: Session, owner_uuid: str | None, only: str | None = N
     cache = None if only else cache_for(session)
     if cache is None:
         return fleet.load_snapshot(session, owner_uuid, only, with_machines, image_uuid)
-    servers: Sequence[ServerState] = cache.current(session, fresh=fresh)
-    if image_uuid:
-        servers = cache.with_image(servers, image_uuid, holders_of(session, image_uuid))
+    servers = cache.current(session, fresh=fresh)
     if with_machines:
         return Snapshot(servers, fleet.load_owner_machines(session, owner_uuid))
     return Snapshot(servers, owner_counts=fleet.load_owner_counts(session, owner_uuid))

@@ -250,8 +250,6 @@ class ServerImage(Base):
     only one does."""
 
     __tablename__ = "server_images"
-    # a create asks which servers hold its image (services/fleet_cache.py)
-    __table_args__ = (Index("ix_server_images_image", "image_uuid"),)
 
     server_uuid: Mapped[str] = mapped_column(ForeignKey("servers.uuid"), primary_key=True)
     image_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -17,7 +17,7 @@ from headnode.services import capacity, fleet, fleet_cache, servers
 from headnode.services import machines as svc
 from headnode.services.context import ServiceContext
 from headnode.services.errors import InsufficientCapacity
-from headnode.store.models import Server, ServerImage
+from headnode.store.models import Server
 from tests.unit.headnode.services.conftest import (
     make_account,
     make_image,
@@ -134,22 +134,22 @@ def test_the_reading_transactions_own_uncommitted_writes_are_never_cached(
     assert cached(ctx, cache)[cn1].ram_used_mb == 0
 
 
-def test_the_requested_image_is_held_only_where_server_images_says(
+def test_a_server_holds_the_images_its_reservations_claimed(
         ctx: Any, cache: FleetCacheType) -> None:
     holder, other = make_server(ctx, hostname="a").uuid, make_server(ctx, hostname="b").uuid
     image = make_image(ctx, name="base-64").uuid
-    with ctx.transaction() as session:
-        session.add(ServerImage(server_uuid=holder, image_uuid=image, size_mb=300))
+    cached(ctx, cache)
+    with ctx.transaction() as session:  # the claim sticks with the guard's UPDATE
+        assert capacity.reserve(session, holder, "m1", "j1", 1024, 10240, 0, Policy(),
+                                image, 300)
+    seen = cached(ctx, cache)
+    assert seen[holder].images == frozenset({image})
+    assert seen[holder].images_mb == 300
+    assert seen[other].images == frozenset()
+    # what a direct read for this image says
     with ctx.read() as session:
-        got = fleet_cache.load_snapshot(session, None, with_machines=False, image_uuid=image)
-        want = fleet.load_snapshot(session, None, with_machines=False, image_uuid=image)
-        shared = fleet_cache.cache_for(session)
-    assert sorted(got.servers, key=lambda s: s.uuid) == sorted(want.servers,
-                                                              key=lambda s: s.uuid)
-    assert {s.uuid for s in got.servers if s.images} == {holder}
-    assert other in {s.uuid for s in got.servers}
-    # the shared states themselves say nothing about any image
-    assert shared is not None and all(not s.images for s in shared.servers)
+        want = {s.uuid: s.images for s in fleet.load_servers(session, image_uuid=image)}
+    assert want == {uuid: state.images for uuid, state in seen.items()}
 
 
 # -- creates on a stale snapshot: the guard refuses, the create decides again -------------
