@@ -6,6 +6,7 @@ decides on a stale snapshot is put right by the reservation's guard."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -249,3 +250,26 @@ def test_an_exact_fit_takes_one_machine_and_the_stale_second_is_refused(
         create(ctx)
     assert refused.value.reasons == {"lack RAM": 1}
     assert server_row(ctx, cn1).ram_inflight_mb == 16384 + 1024
+
+
+def test_threads_share_one_snapshot_and_it_ends_where_the_database_is(
+        ctx: Any, cache: FleetCacheType) -> None:
+    ids = [make_server(ctx, hostname=f"cn{i}").uuid for i in range(6)]
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            for _ in range(15):
+                assert len(cached(ctx, cache)) == len(ids)
+        except BaseException as exc:  # reported below, with the thread's assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for i, uuid in enumerate(ids * 3):  # changes while they read
+        change(ctx, uuid, ram_inflight_mb=1024 * i)
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert cached(ctx, cache) == direct(ctx)
