@@ -31,6 +31,7 @@ import argparse
 import concurrent.futures
 import dataclasses
 import json
+import os
 import re
 import shutil
 import statistics
@@ -70,6 +71,8 @@ PRIORITY_SEPARATOR = "\x06\x16"
 HEADNODE_PROCS = ("api", "worker", "beat", "events", "postgresql", "redis")
 RECONCILE_DONE = re.compile(
     r"Task workflows\.reconcile\[[^\]]*\] succeeded in ([0-9.]+(?:e-?[0-9]+)?)s")
+#: a pass that waited in the queue past its expiry (twice the interval) and never ran
+RECONCILE_EXPIRED = re.compile(r"Discarding revoked task: workflows\.reconcile\[")
 HEARTBEAT_LIFETIME = HeadnodeSettings().heartbeat_lifetime
 
 # ---------------------------------------------------------------------------- what exists
@@ -287,12 +290,15 @@ class RestSamples:
             self.stale.update(stale_heartbeats(cloud, wrong))
 
 
-def reconcile_passes(log: Path, offset: int = 0) -> list[float]:
-    """Seconds each `workflows.reconcile` took, from the worker's log after ``offset``."""
+def read_from(log: Path, offset: int = 0) -> str:
     with open(log, "rb") as fh:
         fh.seek(offset)
-        tail = fh.read().decode(errors="replace")
-    return [float(m.group(1)) for m in RECONCILE_DONE.finditer(tail)]
+        return fh.read().decode(errors="replace")
+
+
+def reconcile_passes(log_text: str) -> list[float]:
+    """Seconds each `workflows.reconcile` took, from the worker's log (Celery's INFO line)."""
+    return [float(m.group(1)) for m in RECONCILE_DONE.finditer(log_text)]
 
 
 def at_rest(cloud: Cloud, seconds: float) -> dict[str, Any]:
@@ -313,7 +319,8 @@ def at_rest(cloud: Cloud, seconds: float) -> dict[str, Any]:
     after, elapsed = tree_cpu_seconds(pids), time.monotonic() - start
     cpu = {name: (after[name] - before[name]) / elapsed * 100 for name in pids}
     cpu["head node"] = sum(v for k, v in cpu.items() if k in HEADNODE_PROCS)
-    passes = reconcile_passes(worker_log, offset)
+    window_log = read_from(worker_log, offset)
+    passes = reconcile_passes(window_log)
     return {
         "window_s": elapsed,
         "cpu_pct": cpu,
@@ -321,7 +328,9 @@ def at_rest(cloud: Cloud, seconds: float) -> dict[str, Any]:
         "redis_used_memory_max_mb": max(samples.redis_bytes) / 2**20,
         "reconcile_passes": len(passes),
         "reconcile_max_ms": max(passes) * 1000 if passes else None,
-        "reconcile_max_ms_whole_run": max(reconcile_passes(worker_log), default=0) * 1000,
+        "reconcile_expired": len(RECONCILE_EXPIRED.findall(window_log)),
+        "reconcile_max_ms_whole_run": max(reconcile_passes(read_from(worker_log)),
+                                          default=0) * 1000,
         "wrongly_unknown": len(samples.not_running),
         "wrongly_unknown_with_stale_heartbeat": len(samples.stale),
         "queues": {name: {"min": min(v), "max": max(v), "mean": statistics.fmean(v)}
@@ -485,6 +494,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("Redis used_memory, MB", lambda r: fmt(r["redis_used_memory_mb"], ".1f")),
     ("longest reconcile pass, ms", lambda r: fmt(r["reconcile_max_ms"])),
     ("reconcile passes in window", lambda r: str(r["reconcile_passes"])),
+    ("  expired in the queue, unrun", lambda r: str(r["reconcile_expired"])),
     ("servers wrongly not running", lambda r: str(r["wrongly_unknown"])),
     ("  of them heartbeat stale too", lambda r: str(r["wrongly_unknown_with_stale_heartbeat"])),
     *((f"queue {q} min-max (mean)", queue_cell(q)) for q in (HEADNODE_QUEUE, NODES_QUEUE)),
@@ -582,11 +592,24 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def describe(sizes: list[int], args: argparse.Namespace) -> str:
+    defaults = HeadnodeSettings()
+    workers = getattr(defaults, "worker_processes", 1)
+    return (f"sizes {', '.join(f'{n:,}' for n in sizes)} nodes (one mockcloud, sim latency 0) "
+            f"on {os.cpu_count()} CPUs; {args.api_workers} API processes, "
+            f"{workers} workflow-worker process(es) x {defaults.worker_concurrency} "
+            f"threads, node-event consumer: "
+            f"{'a process apart' if headnode_command('events') else 'none (the worker)'}; "
+            f"{args.window:g} s at rest; {args.provisions} provisions from {args.clients} "
+            f"clients")
+
+
 def main() -> int:
     args = parse_args()
     sizes = args.sizes if args.no_baseline else sorted({BASELINE_SIZE, *args.sizes})
     logs = Path(tempfile.mkdtemp(prefix="sdc-bench-scale-"))
     keep = args.keep
+    print(describe(sizes, args), flush=True)
     results: list[dict[str, Any]] = []
     try:
         for servers in sizes:
