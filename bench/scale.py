@@ -137,12 +137,15 @@ class Cloud:
         self.api.post("/ops/packages", {"name": "g1-512m", "memory": 512, "disk": 5120})
         self.api.post("/ops/images", {"name": "base-64", "version": "24.4.1", "os": "smartos"})
 
-    def start_mockcloud(self, servers: int) -> None:
+    def start_mockcloud(self, servers: int) -> float:
+        """Start the fleet; when (time.monotonic()) its process started."""
         data_dir = self.stack.workdir / "mock"
         credentials.issue_mockcloud(data_dir, servers, PREFIX)
+        started = time.monotonic()
         self.procs.spawn("mockcloud", [SDC, "mockcloud", "--servers", str(servers),
                                        "--prefix", PREFIX, "--data-dir", str(data_dir),
                                        "--sim-latency-ms", "0"], env=self.env)
+        return started
 
     def restart(self, api_workers: int, worker_processes: int) -> None:
         """The API and the workflow worker again, with that many processes each."""
@@ -194,8 +197,7 @@ def start_cloud(stack: Stack, logs: Path, args: argparse.Namespace) -> Cloud:
 def bring_up(cloud: Cloud, servers: int) -> dict[str, float]:
     """Start the mock fleet; seconds from its start until every node is registered, running,
     and then set up."""
-    start = time.monotonic()
-    cloud.start_mockcloud(servers)
+    start = cloud.start_mockcloud(servers)
     seen, last_change = -1, start
     registered_at = None
     while True:
