@@ -18,6 +18,7 @@ import json
 import time
 from dataclasses import dataclass
 
+import redis
 from sqlalchemy import (
     Float,
     FromClause,
@@ -39,6 +40,25 @@ from headnode.store.models import Machine, Server
 
 #: the database copy of a heartbeat is refreshed at most this often (it is for display)
 HEARTBEAT_WRITE_INTERVAL = 30.0
+#: Redis keys: since when the heartbeat table has been known, and when a pass last read it
+TABLE_SINCE_KEY = "sdc:heartbeats:since"
+TABLE_READ_KEY = "sdc:heartbeats:read"
+
+
+def table_since(client: redis.Redis, lifetime: float, interval: float,
+                now: float | None = None) -> float:
+    """Since when the heartbeat table has been seen whole (see :func:`reconcile`'s
+    ``table_since``): since Redis last came up empty (it keeps nothing across a restart
+    without persistence), or since a pass read it after a gap longer than a heartbeat's
+    ``lifetime`` beyond the pass ``interval``. Redis away that long (restarting, failing
+    over) kept every node's beats out too: with persistence it comes back with every beat
+    stale, and the whole fleet would turn unknown until each node beats again."""
+    now = time.time() if now is None else now
+    last_read = client.set(TABLE_READ_KEY, now, get=True)
+    if last_read is not None and now - float(last_read) > lifetime + interval:
+        client.set(TABLE_SINCE_KEY, now)
+    client.set(TABLE_SINCE_KEY, now, nx=True)
+    return float(client.get(TABLE_SINCE_KEY) or now)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

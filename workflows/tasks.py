@@ -21,7 +21,6 @@ from workflows.engine import Engine
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_TABLE_SINCE_KEY = "sdc:heartbeats:since"
 #: a forged heartbeat stays in the table until overwritten: said once a minute, not per pass
 FORGED_BEAT_WARN_INTERVAL = 60.0
 _warned = {"forged_beats": -FORGED_BEAT_WARN_INTERVAL}
@@ -125,11 +124,11 @@ def _ask(questions: list[nodes.Question]) -> None:
 
 
 def _heartbeat_table() -> tuple[dict[str, float], float]:
-    """The heartbeats, and since when this heartbeat table has existed (a marker key we set
-    when we find it missing: Redis keeps nothing across a restart)."""
+    """The heartbeats, and since when this heartbeat table has been seen whole
+    (liveness.table_since: after a Redis restart or a long outage it starts over)."""
     client = _redis()
-    client.set(HEARTBEAT_TABLE_SINCE_KEY, time.time(), nx=True)
-    since = float(client.get(HEARTBEAT_TABLE_SINCE_KEY) or time.time())
+    since = liveness.table_since(client, _settings().heartbeat_lifetime,
+                                 _settings().reconcile_interval)
     beats: dict[str, float] = {}
     forged = 0
     for key, value in client.hgetall(HEARTBEAT_KEY).items():

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis
 from sqlalchemy import update
 
 from headnode.config import get_settings
@@ -177,3 +178,27 @@ def test_on_sqlite(tmp_path: Path) -> None:
         restored = session.get(Machine, machine.uuid)
         assert restored is not None and restored.state == "running"
     assert server_row(lite, server_uuid).last_heartbeat == now - LIFETIME
+
+
+# -- since when the heartbeat table is whole (real Redis) --------------------------------------
+
+
+def test_the_table_is_new_after_redis_came_back_empty(clean_redis: str) -> None:
+    client = redis.Redis.from_url(clean_redis)
+    now = 1_800_000_000.0
+    assert liveness.table_since(client, LIFETIME, 5.0, now) == now
+    assert liveness.table_since(client, LIFETIME, 5.0, now + 5) == now  # passes go on
+    client.flushall()  # a restart without persistence
+    assert liveness.table_since(client, LIFETIME, 5.0, now + 10) == now + 10
+
+
+def test_the_table_starts_over_after_passes_could_not_read_it_for_a_lifetime(
+        clean_redis: str) -> None:
+    # Redis kept its data (persistence) but was away: every beat in it is stale, and nobody
+    # could have beaten. Passes read it again: the table counts as new, for a lifetime.
+    client = redis.Redis.from_url(clean_redis)
+    now = 1_800_000_000.0
+    assert liveness.table_since(client, LIFETIME, 5.0, now) == now
+    assert liveness.table_since(client, LIFETIME, 5.0, now + 16) == now  # a late pass only
+    back = now + 16 + LIFETIME + 5.0 + 0.1
+    assert liveness.table_since(client, LIFETIME, 5.0, back) == back
