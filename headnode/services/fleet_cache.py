@@ -19,8 +19,13 @@ backwards (another database at the same address), is the backstop.
 
 Freshness: a snapshot is at most MAX_AGE seconds old when a create decides on it; the
 reservation's guarded UPDATE (services/capacity.py) is the final word, as it always was
-against concurrent creates. A refused create asks for a fresh snapshot (``fresh=True``)
-before it decides again (services/machines.py ``_place``).
+against concurrent creates. A create asks for a fresh snapshot (``fresh=True``) and
+decides again when the guard refused every candidate, and when the cached snapshot would
+refuse it (services/machines.py ``_place``): a refusal always names the fleet as it is.
+The guard checks fit.py's rules (running, set up, reserved, maintenance, room); what it
+does not check (traits, what a node runs, its nic tags) comes with a node's registration
+and changes rarely: a create in the MAX_AGE after such a change may still see the old one,
+as a create that read the fleet just before the change would have.
 
 What stays per request: the owner's machines (affinity) or their count per server, an
 indexed read of the owner's rows only. Which images a server holds is part of its cached
@@ -28,10 +33,11 @@ state (every image it holds, not only the requested one: image_to_import asks th
 question of either): ``server_images`` changes only in a transaction that also writes the
 server's row (a claim sticks only with the guard's UPDATE, which adds to ``images_mb``; a
 forget deletes the row), so the row's version covers its images too. A writer that adds or
-removes a server's images must keep that so (as ``images_mb`` already asks it to). A
-server named by the create (``only``) is read directly (one row). Operator views read directly,
-not from here: the placement dry run (it shows the funnel of the database's truth, and is
-rare), capacity reports and what-ifs (services/planning.py).
+removes a server's images must keep that so (as ``images_mb`` already asks it to).
+
+Read directly, not from here: a server named by the create (``only``: one row), and the
+operator's views, which must be exact and are rare: the placement dry run (the funnel of
+the database's truth), capacity reports and what-ifs (services/planning.py).
 
 Processes and threads: gunicorn's workers are processes, each with its own cache (keyed by
 the process id too, so a forked child never uses its parent's); the threads of one share
