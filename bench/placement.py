@@ -60,7 +60,8 @@ def server_rows(n: int, rng: random.Random) -> list[tuple[Any, ...]]:
         status = "unknown" if i % 97 == 0 else "running"
         rows.append((
             f"{i:08d}-0000-4000-8000-{rng.getrandbits(48):012x}", f"cn{i}", status,
-            i % 53 != 0, i % 89 == 0, i == 0, "smartos", "{}" if i % 41 else '{"ssd": true}',
+            i % 53 != 0, i % 89 == 0, False, i == 0, "smartos",  # ..., maintenance, ...
+            "{}" if i % 41 else '{"ssd": true}',
             # what the node runs (sysinfo "SDC Runs"); every third from an older agent
             None if i % 3 == 0 else RUNS_HVM if i % 3 == 1 else RUNS_ZONES,
             NIC_TAGS,  # sysinfo "NIC Names"
