@@ -54,7 +54,7 @@ def table_since(client: redis.Redis, lifetime: float, interval: float,
     over) kept every node's beats out too: with persistence it comes back with every beat
     stale, and the whole fleet would turn unknown until each node beats again."""
     now = time.time() if now is None else now
-    last_read = client.set(TABLE_READ_KEY, now, get=True)
+    last_read = client.getset(TABLE_READ_KEY, now)  # SET ... GET needs Redis 6.2
     if last_read is not None and now - float(last_read) > lifetime + interval:
         client.set(TABLE_SINCE_KEY, now)
     client.set(TABLE_SINCE_KEY, now, nx=True)
