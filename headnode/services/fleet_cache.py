@@ -147,13 +147,16 @@ def _held(images: list[str] | None) -> frozenset[str]:
     return found
 
 
+#: per server: where it is in the published tuple, its state, the texts decoded into it
+Entry = tuple[int, ServerState, tuple[Any, ...]]
+
+
 class FleetCache:
     """One process's snapshot of one database's servers."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        #: per server: its state and the texts it was decoded from
-        self._entries: dict[str, tuple[ServerState, tuple[Any, ...]]] = {}
+        self._entries: dict[str, Entry] = {}
         self.servers: tuple[ServerState, ...] = ()
         self._xmin: int | None = None  # the last read's snapshot xmin (64-bit)
         self._read_at = float("-inf")  # when the last refresh sent its statement
@@ -185,12 +188,13 @@ class FleetCache:
         # this transaction's own writes are not committed: never cached
         changed = [row[:-4] for row in rows if row[0] is not None and row[-4] != own]
         if full or changed or len(self._entries) != fleet_size:
-            entries = self._merged({} if full else dict(self._entries), changed)
+            entries, servers = ({}, []) if full else (dict(self._entries), list(self.servers))
+            self._merge(entries, servers, changed)
             if len(entries) != fleet_size:
-                self._forget_removed(session, entries)
-            # published only once the read has succeeded, each as one assignment
-            self._entries = entries
-            self.servers = tuple(state for state, _ in entries.values())
+                entries, servers = _without_removed(session, entries, servers)
+            # published only once the read has succeeded, each as one assignment; a
+            # change replaces one item of a copy (a C-level copy), not the whole walk
+            self._entries, self.servers = entries, tuple(servers)
         self._xmin, self._read_at = snapshot_xmin, started
         if full:
             self._full_at = started
@@ -200,29 +204,37 @@ class FleetCache:
         return session.connection().execute(
             _changed_rows(), {"b_since": None if since is None else since % XID_SPAN}).all()
 
-    def _merged(self, entries: dict[str, tuple[ServerState, tuple[Any, ...]]],
-                rows: Iterable[Any]) -> dict[str, tuple[ServerState, tuple[Any, ...]]]:
-        """Rows of fleet.SERVER_COLUMNS and the images held -> entries."""
+    @staticmethod
+    def _merge(entries: dict[str, Entry], servers: list[ServerState],
+               rows: Iterable[Any]) -> None:
+        """Rows of fleet.SERVER_COLUMNS and the images held, into ``entries`` and
+        ``servers`` (a known server keeps its place, a new one goes last)."""
         for *columns, images in rows:
             uuid, static = columns[0], tuple(columns[_STATIC])
-            old = self._entries.get(uuid)
-            if old is None or old[1] != static:
+            old = entries.get(uuid)
+            if old is None or old[2] != static:
                 state = fleet.states_from_rows((columns,))[0]
             else:
                 state = fleet.states_from_rows(((*columns[:8], *_NO_STATIC,
                                                  *columns[11:]),))[0]
-                state.traits, state.runs, state.nic_tags = (old[0].traits, old[0].runs,
-                                                            old[0].nic_tags)
+                state.traits, state.runs, state.nic_tags = (old[1].traits, old[1].runs,
+                                                            old[1].nic_tags)
             state.images = _held(images)
-            entries[uuid] = (state, static)
-        return entries
+            if old is None:
+                entries[uuid] = (len(servers), state, static)
+                servers.append(state)
+            else:
+                entries[uuid] = (old[0], state, static)
+                servers[old[0]] = state
 
-    @staticmethod
-    def _forget_removed(session: Session,
-                        entries: dict[str, tuple[ServerState, tuple[Any, ...]]]) -> None:
-        present = set(session.connection().execute(select(SERVERS.c.uuid)).scalars())
-        for uuid in [u for u in entries if u not in present]:
-            del entries[uuid]
+
+def _without_removed(session: Session, entries: dict[str, Entry],
+                     servers: list[ServerState]) -> tuple[dict[str, Entry], list[ServerState]]:
+    """The servers the database still has (read only when the count says some went)."""
+    present = set(session.connection().execute(select(SERVERS.c.uuid)).scalars())
+    kept = [state for state in servers if state.uuid in present]
+    return ({state.uuid: (i, state, entries[state.uuid][2]) for i, state in enumerate(kept)},
+            kept)
 
 
 _CACHES: dict[tuple[int, str], FleetCache] = {}
