@@ -49,7 +49,7 @@ from sqlalchemy import create_engine, text
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Stack, percentile, private_stack, tree_cpu_seconds  # noqa: E402
-from bench.provision_throughput import PerThread, finished_jobs  # noqa: E402
+from bench.provision_throughput import PerThread, finished_jobs, phases  # noqa: E402
 from headnode.cli.client import ApiError, OpsClient  # noqa: E402
 from headnode.config import HeadnodeSettings  # noqa: E402
 from schemas.agent import HEADNODE_QUEUE, HEARTBEAT_KEY  # noqa: E402
@@ -414,6 +414,8 @@ def provision_round(cloud: Cloud) -> dict[str, Any]:
         "per_s": len(jobs) / (last - begin) if jobs else 0.0,
         "p50_ms": statistics.median(latencies) * 1000 if latencies else None,
         "p99_ms": percentile(latencies, 0.99) * 1000 if latencies else None,
+        "p99_phase_ms": {name: percentile(v, 0.99) * 1000
+                         for name, v in phases(cloud.engine, jobs).items() if v},
     }
 
 
@@ -487,6 +489,11 @@ def provision_cell(key: str, spec: str = ".0f") -> Callable[[dict[str, Any]], st
     return lambda r: fmt(r["provisions"][key], spec)
 
 
+def phase_cell(name: str) -> Callable[[dict[str, Any]], str]:
+    """Where a provision waited (bench/provision_throughput.py's phases, from the job)."""
+    return lambda r: fmt(r["provisions"]["p99_phase_ms"].get(name))
+
+
 ROWS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("all registered, s", lambda r: fmt(r["registered_s"], ".1f")),
     ("all running, s", lambda r: fmt(r["running_s"], ".1f")),
@@ -505,6 +512,8 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("provisions/s", provision_cell("per_s", ".1f")),
     ("p50 POST->running, ms", provision_cell("p50_ms")),
     ("p99 POST->running, ms", provision_cell("p99_ms")),
+    *((f"  p99 {name}, ms", phase_cell(name))
+      for name in ("worker queue", "node queue", "reply queue")),
     ("answered 429 (asked again)", provision_cell("answered_429", "d")),
     ("failed provisions", provision_cell("failed", "d")),
     ("this size took, s", lambda r: fmt(r["bench_s"])),
