@@ -212,8 +212,8 @@ def bring_up(cloud: Cloud, servers: int) -> dict[str, float]:
         if known + running != seen:
             seen, last_change = known + running, now
         elif now - last_change > cloud.args.stall:
-            raise RuntimeError(f"{servers} nodes: no progress for {cloud.args.stall:.0f} s "
-                               f"({known} registered, {running} running)")
+            raise RuntimeError(f"no registration for {cloud.args.stall:g} s ({known} "
+                               f"registered, {running} running)")
         time.sleep(0.5)
     running_at = time.monotonic()
     set_up(cloud)
@@ -615,38 +615,58 @@ def describe(sizes: list[int], args: argparse.Namespace) -> str:
             f"clients")
 
 
+def run_sizes(sizes: list[int], args: argparse.Namespace, logs: Path
+              ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each size's figures, and what went wrong at the sizes that failed (the others'
+    figures still count: a run of all sizes takes a long time)."""
+    results, errors = [], []
+    for servers in sizes:
+        try:
+            results.append(bench_size(servers, servers == sizes[-1], args, logs))
+        except Exception as exc:  # noqa: BLE001 - reported, and the run goes on
+            errors.append(f"{servers} nodes: {exc}")
+            say(servers, f"FAILED: {exc}")
+    return results, errors
+
+
+def failed_provisions(result: dict[str, Any]) -> int:
+    rounds = [result["provisions"], *result.get("processes", {}).values()]
+    return sum(r.get("failed", 0) for r in rounds if isinstance(r, dict))
+
+
 def main() -> int:
     args = parse_args()
     sizes = args.sizes if args.no_baseline else sorted({BASELINE_SIZE, *args.sizes})
     logs = Path(tempfile.mkdtemp(prefix="sdc-bench-scale-"))
-    keep = args.keep
     print(describe(sizes, args), flush=True)
-    results: list[dict[str, Any]] = []
+    keep = True  # until the run ends well: what went wrong is in the processes' logs
     try:
-        for servers in sizes:
-            results.append(bench_size(servers, servers == sizes[-1], args, logs))
-    except BaseException:
-        keep = True  # what went wrong is in the processes' logs
-        raise
+        results, errors = run_sizes(sizes, args, logs)
+        keep = args.keep or bool(errors)
     finally:
         if keep:
             print(f"logs kept in {logs}")
         else:
             shutil.rmtree(logs, ignore_errors=True)
     by_size = {r["nodes"]: r for r in results}
-    largest = by_size[sizes[-1]]
-    baseline = None if args.no_baseline else by_size[BASELINE_SIZE]
-    print_table(results)
-    print_comparison(largest["nodes"], largest["processes"])
-    checks = targets(baseline if baseline is not largest else None, largest)
-    print_targets(checks)
+    if results:
+        print_table(results)
+    checks: list[dict[str, Any]] = []
+    largest = by_size.get(sizes[-1])
+    if largest is not None:
+        print_comparison(largest["nodes"], largest["processes"])
+        baseline = None if args.no_baseline else by_size.get(BASELINE_SIZE)
+        checks = targets(baseline if baseline is not largest else None, largest)
+        print_targets(checks)
+    for error in errors:
+        print(f"ERROR  {error}")
     if args.json:
         args.json.write_text(json.dumps({
             "settings": {k: v if not isinstance(v, Path) else str(v)
                          for k, v in vars(args).items()},
-            "sizes": results, "targets": checks}, indent=2))
+            "sizes": results, "targets": checks, "errors": errors}, indent=2))
         print(f"figures written to {args.json}")
-    return 1 if any(r["provisions"]["failed"] for r in results) else 0
+    return 1 if errors or any(failed_provisions(r) for r in results) else 0
 
 
 if __name__ == "__main__":
