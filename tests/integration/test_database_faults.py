@@ -160,3 +160,35 @@ def test_postgres_restart_answers_503_and_the_client_gets_through(
           f"{restarted['took']:.1f} s, answers {dict(statuses)}, all {count} jobs "
           f"succeeded and nothing leaked {converged:.1f} s after the restart began")
     destroy_all(cloud)
+
+
+def pg_ctl(server: Any, action: str) -> None:
+    """``pg_ctl stop`` or ``start`` of the test run's PostgreSQL, waiting for it."""
+    result = server._run("pg_ctl", "-D", str(server.data_dir), "-l", str(server.log_path),
+                         "-m", "fast", "-w", "-t", "60", action)
+    server._check(result, f"pg_ctl {action}")
+
+
+def test_database_away_answers_503_naming_it_then_serves_again(
+        cloud: Any, seeded: dict[str, Any], postgres_server: Any) -> None:
+    # As while PostgreSQL fails over: nothing answers at its address for a while.
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {cloud.api.token}"
+    pg_ctl(postgres_server, "stop")
+    try:
+        for method, path, body in (("get", "/ops/servers", None),
+                                   ("post", "/ops/machines", provision("away", 0, "small"))):
+            resp = getattr(http, method)(cloud.api.url(path), json=body, timeout=30)
+            assert resp.status_code == 503, (path, resp.status_code, resp.text)
+            assert resp.json()["code"] == "ServiceUnavailable", resp.text
+            assert "database" in resp.json()["message"] and resp.headers["Retry-After"]
+        assert "Traceback" not in cloud.procs.log("api")
+    finally:
+        pg_ctl(postgres_server, "start")
+    # the pool's connections all died with the server: each is replaced, no request fails
+    answers = [http.get(cloud.api.url("/ops/servers"), timeout=30).status_code
+               for _ in range(12)]
+    assert answers == [200] * 12, answers
+    created = cloud.api.post("/ops/machines", provision("back", 0, "small"))
+    assert cloud.wait_job(created["job_uuid"], timeout=120)["execution"] == "succeeded"
+    destroy_all(cloud)
