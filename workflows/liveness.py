@@ -3,13 +3,13 @@
 The heartbeat table (Redis, one field per server) is handed to the database whole, as two
 arrays, and the database finds what changes: one statement picks the servers whose status
 changes and locks only those, another writes the displayed heartbeat of the servers whose
-beat moved far enough. Nothing loops over the fleet in Python, and a pass at 10,000 servers
-locks the handful that change instead of reading every row.
+beat moved far enough (about one server in six per pass, each held only until the commit
+that follows). Nothing loops over the fleet in Python.
 
 No statement here waits for a server row: a provision holds the rows of the servers it tried
 until it commits, and a row another transaction holds is skipped (SKIP LOCKED) and handled on
-a later pass. The machines of a changing server are updated as before (their rows belong to
-no provision's lock order).
+a later pass. The machines of a changing server are updated as before (that update may wait
+for a job that holds one of them, as it always did).
 """
 
 from __future__ import annotations
