@@ -26,6 +26,9 @@ class AgentSettings:
     hostname: str = setting("", "hostname to register; empty = this machine's hostname")
     heartbeat_interval: float = setting(5.0, "seconds between heartbeats")
     status_interval: float = setting(60.0, "send a status report at least this often (seconds)")
+    full_report_interval: float = setting(600.0, "a status report lists every machine at least "
+                                          "this often (seconds); the others list only the "
+                                          "machines that changed")
     status_check_interval: float = setting(0.5, "seconds between checks for a changed status")
     concurrency: int = setting(4, "agent tasks run at the same time (worker threads)")
     log_level: str = setting("INFO", "agent log level: INFO logs every operation, WARNING "

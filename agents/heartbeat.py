@@ -135,6 +135,16 @@ def status_fingerprint(status: Mapping[str, Any]) -> Any:
 
 
 class StatusReporter(_Ticker):
+    """Registers each node, then reports its status when it changed, and at least every
+    ``status_interval`` seconds.
+
+    A report is a delta (``full: false``: only the machines that changed since the last
+    report, with the node's other fields) unless a full one is due: at start and after a
+    reconnect (the head node may have lost messages), every ``full_report_interval``
+    seconds, and for ``full_report_interval`` seconds after a machine went from the node
+    (only a full report's silence about a machine tells the head node it is gone, and that
+    takes two reports with a question between them: the suspicion, then the destroy)."""
+
     name = "status-reporter"
 
     def __init__(
@@ -144,22 +154,36 @@ class StatusReporter(_Ticker):
         status_interval: float = 60.0,
         send_sysinfo: Callable[[Mapping[str, Any]], None] = tasks.send_sysinfo,
         send_status: Callable[[Mapping[str, Any]], None] = tasks.send_status,
+        full_report_interval: float = 600.0,
     ) -> None:
         super().__init__(check_interval)
         self.backends = list(backends)
         self._by_uuid = {b.server_uuid: b for b in self.backends}
         self.status_interval = status_interval
+        self.full_report_interval = full_report_interval
         self.send_sysinfo = send_sysinfo
         self.send_status = send_status
         self._registered: set[str] = set()
         self._last_sent: dict[str, tuple[Any, float]] = {}
+        #: per node: the machines as its last report told them (uuid -> machine)
+        self._told: dict[str, dict[str, Any]] = {}
+        #: per node: when its last scheduled full report went
+        self._full_at: dict[str, float] = {}
+        #: per node: its machines when last looked at (every tick, sent or not)
+        self._seen: dict[str, set[str]] = {}
+        #: per node: machines gone from it (uuid -> when that was seen)
+        self._gone: dict[str, dict[str, float]] = {}
         self._lock = threading.Lock()
 
     def register_again(self) -> None:
-        """Re-send every node's sysinfo and status on the next tick."""
+        """Re-send every node's sysinfo and a full status on the next tick."""
         with self._lock:
             self._registered.clear()
             self._last_sent.clear()
+            self._told.clear()
+            self._full_at.clear()
+            self._seen.clear()
+            self._gone.clear()
 
     reconnected = register_again
 
@@ -171,9 +195,13 @@ class StatusReporter(_Ticker):
         if backend is None:
             return
         try:
-            fingerprint = status_fingerprint(backend.status())
+            status = backend.status()
         except Exception:  # noqa: BLE001 - the reply went out; the periodic report will follow
             return
+        fingerprint = status_fingerprint(status)
+        # a machine the reply told of is one the head node knows: if it goes before the
+        # next tick, its going needs a full report too
+        self._note_gone(server_uuid, {m["uuid"] for m in status["machines"]}, time.monotonic())
         with self._lock:
             last = self._last_sent.get(server_uuid)
             if last is not None:
@@ -202,10 +230,40 @@ class StatusReporter(_Ticker):
         status = backend.status()
         fingerprint = status_fingerprint(status)
         now = time.monotonic()
+        self._note_gone(backend.server_uuid, {m["uuid"] for m in status["machines"]}, now)
         with self._lock:
             last = self._last_sent.get(backend.server_uuid)
         if last is not None and last[0] == fingerprint and now - last[1] < self.status_interval:
             return
-        self.send_status(status)
+        self.send_status(self._shaped(backend.server_uuid, status, now))
         with self._lock:
             self._last_sent[backend.server_uuid] = (fingerprint, now)
+            self._told[backend.server_uuid] = {m["uuid"]: m for m in status["machines"]}
+
+    def _shaped(self, server_uuid: str, status: Mapping[str, Any], now: float) -> dict[str, Any]:
+        """The report to send: full, or a delta of the machines that changed."""
+        machines = {m["uuid"]: m for m in status["machines"]}
+        with self._lock:
+            told = self._told.get(server_uuid)
+            gone = self._gone.get(server_uuid)
+            full_at = self._full_at.get(server_uuid)
+            scheduled = (told is None or full_at is None
+                         or now - full_at >= self.full_report_interval)
+            if scheduled:
+                self._full_at[server_uuid] = now
+        if scheduled or told is None or gone:
+            return {**status, "full": True}
+        changed = [m for uuid, m in machines.items() if told.get(uuid) != m]
+        return {**status, "machines": changed, "full": False}
+
+    def _note_gone(self, server_uuid: str, present: set[str], now: float) -> None:
+        """Remember the machines gone since the last look (a machine the head node heard
+        of only from a task reply counts too), for ``full_report_interval`` seconds."""
+        with self._lock:
+            gone = self._gone.setdefault(server_uuid, {})
+            for uuid in self._seen.get(server_uuid, set()) - present:
+                gone.setdefault(uuid, now)
+            for uuid, since in list(gone.items()):
+                if now - since >= self.full_report_interval or uuid in present:
+                    del gone[uuid]
+            self._seen[server_uuid] = present

@@ -75,6 +75,7 @@ def run_worker(backends: Sequence[NodeBackend], settings: AgentSettings, node_na
         backends,
         check_interval=settings.status_check_interval,
         status_interval=settings.status_interval,
+        full_report_interval=settings.full_report_interval,
     )
     tasks.REPLY_LISTENERS.append(reporter.acknowledge)
     client = redis_client(settings.redis_url)

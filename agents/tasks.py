@@ -23,6 +23,7 @@ from agents.backends.base import BackendError, NodeBackend
 from schemas.agent import (
     AGENT_TASKS,
     HEADNODE_QUEUE,
+    NODES_QUEUE,
     MachineMetadataEventSchema,
     SysinfoSchema,
     agent_task,
@@ -83,10 +84,15 @@ def host(backends: Iterable[NodeBackend]) -> None:
 # -- events to the head node ------------------------------------------------------------------
 
 
+#: node events travel apart from the jobs' messages; a task reply is a job's progress
+EVENT_QUEUES = {EVENT_SYSINFO: NODES_QUEUE, EVENT_STATUS: NODES_QUEUE,
+                EVENT_MACHINE_METADATA: NODES_QUEUE, EVENT_TASK_REPLY: HEADNODE_QUEUE}
+
+
 def send_event(name: str, server_uuid: str, *args: Any,
                retry_policy: Mapping[str, Any] | None = None) -> None:
     """Send an event as node ``server_uuid`` (signed with its key: sdccommon/signing.py)."""
-    app.send_task(name, args=list(args), queue=HEADNODE_QUEUE, retry=True,
+    app.send_task(name, args=list(args), queue=EVENT_QUEUES[name], retry=True,
                   retry_policy=dict(retry_policy) if retry_policy else None,
                   headers={signing.SENDER: server_uuid})
 
@@ -131,7 +137,8 @@ def _machine_action(action: str) -> Callable[[NodeBackend, dict[str, Any]], dict
 
 
 def _report_status(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
-    status = backend.status()
+    # the head node asks when it may have lost track: every machine, not what changed
+    status = {**backend.status(), "full": True}
     send_status(status)
     return {"status": status}
 

@@ -79,6 +79,15 @@ class HeadnodeSettings:
     # provision's worker CPU on 2 cores, bench/provision_throughput.py).
     worker_pool: str = setting("threads", "Celery pool of the workflow worker: threads, "
                                "prefork (processes) or solo.")
+    worker_processes: int = setting(1, "Workflow-worker processes `sdc headnode worker` "
+                                    "starts (each with SDC_WORKER_CONCURRENCY threads).")
+    event_consumers: int = setting(1, "Node-event consumer processes (`sdc headnode events`: "
+                                   "status reports, sysinfo) `sdc headnode worker` starts "
+                                   "beside its workflow workers; 0 when they run apart.")
+    event_batch: int = setting(200, "Node events one consumer applies in one transaction, "
+                               "at most.")
+    event_batch_wait: float = setting(0.3, "Seconds a node-event consumer waits to fill a "
+                                      "batch once its first event came.")
     heartbeat_lifetime: float = setting(11.0, "Seconds without a heartbeat before a server "
                                         "is unknown (CNAPI: 5 s interval + a miss + 1 s).")
     reconcile_interval: float = setting(5.0, "Seconds between heartbeat reconciliations and "

@@ -8,10 +8,14 @@ queue, where ``outcome`` is a :class:`TaskOutcomeSchema` dict. Agent tasks are i
 acknowledged late: a redelivered task must be harmless. They carry no message priority (an
 agent reads only its queue's base list).
 
-Agent -> head node (queue :data:`HEADNODE_QUEUE`):
-``events.server_sysinfo(sysinfo)`` once at start (registration), ``events.server_status(status)``
-on change and at least every ``status_interval`` seconds, ``events.task_reply(reply, outcome)``,
-``events.machine_metadata(change)`` when a guest changed its metadata.
+Agent -> head node: on queue :data:`NODES_QUEUE` (node events, batched apart from the jobs:
+workflows/event_consumer.py) ``events.server_sysinfo(sysinfo)`` once at start (registration),
+``events.server_status(status)`` on change and at least every ``status_interval`` seconds (a
+delta report, ``full: false``, lists only the machines that changed; a full one, every
+``full_report_interval`` seconds and when asked, lists them all), and
+``events.machine_metadata(change)`` when a guest changed its metadata; on queue
+:data:`HEADNODE_QUEUE` (a job's progress) ``events.task_reply(reply, outcome)``. An older
+agent sends them all to :data:`HEADNODE_QUEUE`, where the workflow worker still takes them.
 Heartbeats are not Celery messages: the agent writes ``HSET`` :data:`HEARTBEAT_KEY`
 ``<server_uuid> <unix time>`` every 5 s, so a fleet of thousands costs Redis one small write
 each and the database nothing.
@@ -37,6 +41,8 @@ from schemas.nics import (
 )
 
 HEADNODE_QUEUE = "headnode"
+#: node events (sysinfo, status reports, guest metadata): consumed by ``sdc headnode events``
+NODES_QUEUE = "nodes"
 HEARTBEAT_KEY = "sdc:heartbeats"
 #: the key of a sysinfo (as the node sends it, and servers keep it) that gives the agent's
 #: version: a rolling upgrade waits for the new one there
@@ -346,6 +352,9 @@ class ServerStatusSchema(Schema):
     #: what the node made and no machine of its owns any more, as ``kind:name``
     #: (``veth:v90b8d0...``, ``nft:nic_...``, ``netns:<uuid>``); ``sdc doctor`` lists them
     leftovers = fields.List(fields.String(), load_default=list)
+    #: False: ``machines`` lists only those that changed since the node's last report; an
+    #: older agent's report, without it, lists them all
+    full = fields.Boolean(load_default=True)
 
 
 #: sysinfo key of what a node runs (our own, as "SDC Backend"): {"os": [...], "type": [...]}

@@ -84,25 +84,75 @@ def supervise(argv: Sequence[str], environ: Mapping[str, str], pass_fds: Sequenc
     child's pid."""
     stop = threading.Event()
     current: list[subprocess.Popen[bytes]] = []
+    _forward_signals(stop, current)
+    return _keep_running(argv, environ, stop, current, pass_fds, on_start)
 
+
+def supervise_all(commands: Sequence[tuple[Sequence[str], Mapping[str, str]]]) -> int:
+    """Run every ``(argv, environ)`` of ``commands`` as a child, each kept running as
+    :func:`supervise` keeps one; SIGTERM and SIGINT stop them all. One that gives up (it
+    cannot start) stops the others: the group is not what was asked for without it.
+    Returns the first non-zero exit code, else 0."""
+    stop = threading.Event()
+    current: list[subprocess.Popen[bytes]] = []
+    _forward_signals(stop, current)
+    codes: list[int] = []
+
+    def keep(argv: Sequence[str], environ: Mapping[str, str]) -> None:
+        # Each child is forked by its own thread, which lives until that child has
+        # exited for good: the kernel's death signal follows the forking thread.
+        mine: list[subprocess.Popen[bytes]] = []
+        code = _keep_running(argv, environ, stop, mine, registry=current)
+        codes.append(code)
+        if code != 0 and not stop.is_set():
+            stop.set()
+            for child in list(current):
+                if child.poll() is None:
+                    child.terminate()
+
+    threads = [threading.Thread(target=keep, args=command, name=f"supervise-{n}")
+               for n, command in enumerate(commands)]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        # joined with a timeout: the main thread must stay free to take signals
+        for thread in threads:
+            thread.join(0.5)
+    return next((code for code in codes if code != 0), 0)
+
+
+def _forward_signals(stop: threading.Event, current: list[subprocess.Popen[bytes]]) -> None:
     def forward(signum: int, _frame: FrameType | None) -> None:
         stop.set()
-        for child in current:
+        for child in list(current):
             if child.poll() is None:
                 child.send_signal(signum)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, forward)
+
+
+def _keep_running(argv: Sequence[str], environ: Mapping[str, str], stop: threading.Event,
+                  current: list[subprocess.Popen[bytes]], pass_fds: Sequence[int] = (),
+                  on_start: Callable[[int], None] | None = None,
+                  registry: list[subprocess.Popen[bytes]] | None = None) -> int:
+    """Start ``argv`` again whenever it dies of an error, until it exits cleanly, ``stop``
+    is set, or it keeps dying at start. ``current`` holds the running child (``registry``,
+    if given, every child of a group: the signal handler's list)."""
     quick, delay = 0, 1.0
     arm = _die_with_parent()
     while True:
         started = time.monotonic()
         # The death signal goes with the thread that forked the child: this loop runs in
-        # the main thread, which lives as long as the process.
+        # a thread that lives as long as the child (the main thread, for one child).
         child = subprocess.Popen(list(argv), env={**os.environ, **environ, CHILD_ENV: "1",
                                                   SUPERVISOR_ENV: str(os.getpid())},
                                  pass_fds=tuple(pass_fds), preexec_fn=arm)
+        if registry is not None:
+            registry.append(child)  # one append per start: a few dead ones cost nothing
         current[:] = [child]
+        if stop.is_set() and child.poll() is None:
+            child.terminate()  # told to stop while it was starting
         if on_start is not None:
             on_start(child.pid)
         code = child.wait()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -88,18 +88,36 @@ def apply_status(session: Session, raw_status: dict[str, Any],
     server.pool_used_mb = status["pool_used_mb"]
     server.last_status_at = taken_at
     reported = {m["uuid"]: m for m in status["machines"]}
-    server.reported_machines = {uuid: m["state"] for uuid, m in reported.items()}
+    server.reported_machines = reported_states(server.reported_machines, status)
     if overlay_out is not None:
         due = overlay.message_for(session, server, repair=True)
         if due.version != status["overlay_version"]:
             overlay_out.append(due)
-    changed = 0
     ours = session.scalars(
         select(Machine).where(Machine.server_uuid == server.uuid, Machine.state.in_(WATCHED))
         .options(lazyload(Machine.nics))  # a report never needs them
     ).all()
+    return follow_report(session, ours, reported, taken_at, full=status["full"])
+
+
+def reported_states(kept: dict[str, str] | None, status: dict[str, Any]) -> dict[str, str]:
+    """The machines a server row keeps as its node's last word: a full report replaces
+    them, a delta report (only the machines that changed) is merged into them."""
+    states = {m["uuid"]: m["state"] for m in status["machines"]}
+    return states if status["full"] else {**(kept or {}), **states}
+
+
+def follow_report(session: Session, ours: Iterable[Machine], reported: dict[str, Any],
+                  taken_at: datetime, full: bool = True) -> int:
+    """Make our machines of one server (``ours``, WATCHED states) follow its report
+    (``reported``: machine uuid -> MachineStatusSchema dict); returns how many changed
+    state. Only a full report speaks about a machine it leaves out: a delta report lists
+    what changed, so its silence suspects nothing and destroys nothing."""
+    changed = 0
     for machine in ours:
         node = reported.get(machine.uuid)
+        if node is None and not full:
+            continue
         if (node is not None and machine.missing_since is not None
                 and taken_at >= utc(machine.missing_since)):
             # listed again by a report taken after the one that left it out
@@ -205,10 +223,12 @@ def _follow_node(machine: Machine, node_state: str) -> bool:
 
 
 def due_questions(session: Session, resend_after: float, server_uuid: str | None = None,
-                  now: float | None = None) -> list[Question]:
+                  now: float | None = None,
+                  server_uuids: Collection[str] | None = None) -> list[Question]:
     """Suspected machines of running servers not asked about in the last ``resend_after``
     seconds (never asked, or the question or its answer was lost, or the answer settled
-    nothing) and not yet confirmed gone; marks them asked now."""
+    nothing) and not yet confirmed gone; marks them asked now. Only those of
+    ``server_uuid`` or ``server_uuids`` when given."""
     now = time.time() if now is None else now
     query = (
         select(Machine).join(Server, Server.uuid == Machine.server_uuid)
@@ -221,6 +241,8 @@ def due_questions(session: Session, resend_after: float, server_uuid: str | None
     )
     if server_uuid is not None:
         query = query.where(Machine.server_uuid == server_uuid)
+    if server_uuids is not None:
+        query = query.where(Machine.server_uuid.in_(sorted(server_uuids)))
     questions = []
     for machine in session.scalars(query).all():
         note(session, machine, missing_asked_at=now)

@@ -14,6 +14,7 @@ from headnode.services import capacity, doctor, node_metadata, overlay, revocati
 from headnode.store.db import session_factory
 from schemas.agent import HEARTBEAT_KEY, agent_queue, agent_task
 from sdccommon import signing
+from workflows import event_consumer as event_consumer_module
 from workflows import liveness, nodes
 from workflows.celery_app import app
 from workflows.dispatch import CeleryTransport
@@ -104,6 +105,13 @@ def machine_metadata(change: dict[str, Any]) -> None:
     newer than the one applied last; a bad or stray event is logged and dropped."""
     with _engine().sessions() as session, session.begin():
         node_metadata.apply_guest_change(session, change)
+
+
+def event_consumer() -> event_consumer_module.Consumer:
+    """The node-event consumer of this process (``sdc headnode events``), applying with the
+    same database, Redis and senders as the tasks above."""
+    return event_consumer_module.Consumer(_engine().sessions, _redis(),
+                                          _settings().resend_interval, _ask, _send_overlay)
 
 
 def _send_overlay(messages: list[overlay.Message]) -> None:

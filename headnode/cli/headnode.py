@@ -154,18 +154,27 @@ def run_gunicorn(bind: str, workers: int, tls: dict[str, str] | None = None) -> 
     HeadnodeApi().run()
 
 
+def child_argv(command: str, loglevel: str) -> list[str]:
+    return [sys.executable, "-m", "headnode.cli.main", "headnode", command,
+            "--loglevel", loglevel]
+
+
 @headnode.command()
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.pass_context
 def worker(ctx: click.Context, loglevel: str) -> None:
-    """Run the workflow worker (Celery, queue `headnode`)."""
+    """Run the workflow worker (Celery, queue `headnode`): SDC_WORKER_PROCESSES processes,
+    and SDC_EVENT_CONSUMERS node-event consumers (`sdc headnode events`) beside them."""
     from sdccommon import supervise
 
     if not supervise.is_child():
-        # The worker itself runs in a child that is started again if Celery gives up.
-        argv = [sys.executable, "-m", "headnode.cli.main", "headnode", "worker",
-                "--loglevel", loglevel]
-        sys.exit(supervise.supervise(argv, {}))
+        # Each process runs in a child that is started again if it gives up.
+        settings = state_of(ctx).settings()
+        same: dict[str, str] = {}  # the environment: the children read the same settings
+        commands = ([(child_argv("worker", loglevel), same)] * max(1, settings.worker_processes)
+                    + [(child_argv("events", loglevel), same)]
+                    * max(0, settings.event_consumers))
+        sys.exit(supervise.supervise_all(commands))
     settings = state_of(ctx).settings()
     app = import_or_fail("workflows.celery_app", "the workflow engine").app
     supervise.exit_on_unrecoverable()
@@ -174,10 +183,41 @@ def worker(ctx: click.Context, loglevel: str) -> None:
     watchdog.start()
     app.worker_main([
         "worker", "--queues", "headnode", "--concurrency", str(settings.worker_concurrency),
-        "--pool", settings.worker_pool, "--hostname", "headnode@%h", "--loglevel", loglevel,
-        # A lone worker needs no cluster chatter; it only costs Redis traffic and start time.
+        "--pool", settings.worker_pool, "--hostname", f"headnode-{os.getpid()}@%h",
+        "--loglevel", loglevel,
+        # Workers need no cluster chatter; it only costs Redis traffic and start time.
         "--without-gossip", "--without-mingle", "--without-heartbeat",
     ])
+
+
+@headnode.command()
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.pass_context
+def events(ctx: click.Context, loglevel: str) -> None:
+    """Apply node events (queue `nodes`: status reports, sysinfo, guest metadata) in
+    batches of up to SDC_EVENT_BATCH. `sdc headnode worker` starts SDC_EVENT_CONSUMERS of
+    these itself; run this apart with SDC_EVENT_CONSUMERS=0 there."""
+    import logging
+
+    from sdccommon import supervise
+
+    if not supervise.is_child():
+        sys.exit(supervise.supervise(child_argv("events", loglevel), {}))
+    logging.basicConfig(level=loglevel.upper(),
+                        format="[%(asctime)s: %(levelname)s/events-%(process)d] %(message)s")
+    settings = state_of(ctx).settings()
+    app = import_or_fail("workflows.celery_app", "the workflow engine").app
+    from workflows import event_consumer, tasks
+
+    stop = event_consumer.stop_on_signals()
+    consumer = tasks.event_consumer()
+    with app.connection_for_read() as connection:
+        connection.ensure_connection(max_retries=None)
+        logging.getLogger(__name__).info(
+            "node-event consumer ready (queue %s, batches of up to %d)", "nodes",
+            settings.event_batch)
+        consumer.run(connection, max(1, settings.event_batch),
+                     max(0.01, settings.event_batch_wait), stop)
 
 
 @headnode.command()

@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 
 from agents.mockcloud import node_uuid
-from schemas.agent import HEADNODE_QUEUE, HEARTBEAT_KEY, agent_queue, agent_task
+from schemas.agent import HEARTBEAT_KEY, NODES_QUEUE, agent_queue, agent_task
 from tests.support import credentials
 from tests.support.procs import ProcessGroup
 from tests.support.wait import wait_until
@@ -22,10 +22,10 @@ FAST = {"SDC_HEARTBEAT_INTERVAL": "0.2", "SDC_STATUS_CHECK_INTERVAL": "0.1",
 
 
 def headnode_events(client: Any) -> list[tuple[str, list[Any]]]:
-    """(task name, args) of every message waiting in the head node's queue, oldest first
-    (kombu pushes on the left and pops on the right)."""
+    """(task name, args) of every message waiting in the head node's queue of node events,
+    oldest first (kombu pushes on the left and pops on the right)."""
     events = []
-    for raw in reversed(client.lrange(HEADNODE_QUEUE, 0, -1)):
+    for raw in reversed(client.lrange(NODES_QUEUE, 0, -1)):
         message = json.loads(raw)
         body = json.loads(_decode(message["body"], message["properties"]["body_encoding"]))
         events.append((message["headers"]["task"], body[0]))  # protocol 2: [args, kwargs, embed]
@@ -62,7 +62,7 @@ def test_agent_run_beats_registers_serves_and_stops(
                 ready=lambda: client.hget(HEARTBEAT_KEY, server_uuid))
 
     events = wait_until(lambda: headnode_events(client), timeout=30,
-                        message="registration in the headnode queue")
+                        message="registration in the nodes queue")
     name, (sysinfo,) = events[0]
     assert name == "events.server_sysinfo"
     assert sysinfo["UUID"] == server_uuid and sysinfo["Hostname"] == "cn-test"

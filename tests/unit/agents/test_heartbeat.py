@@ -164,3 +164,86 @@ def test_a_node_that_cannot_report_does_not_silence_the_others(
     reporter.tick()
     assert [s["server_uuid"] for s in recorder.status] == [talking.server_uuid,
                                                            quiet.server_uuid]
+
+
+class FakeNode:
+    """A node whose machines the test sets (only what the reporter reads of a backend)."""
+
+    def __init__(self, uuid: str = "00000000-0000-4000-8000-00000000abcd") -> None:
+        self.server_uuid = uuid
+        self.machines: dict[str, str] = {}
+
+    def sysinfo(self) -> dict[str, Any]:
+        return {"uuid": self.server_uuid}
+
+    def status(self) -> dict[str, Any]:
+        return {"server_uuid": self.server_uuid, "pool_used_mb": 1, "timestamp": time.time(),
+                "machines": [{"uuid": u, "state": s} for u, s in sorted(self.machines.items())]}
+
+
+def listed(report: dict[str, Any]) -> dict[str, str]:
+    return {m["uuid"]: m["state"] for m in report["machines"]}
+
+
+def test_a_change_is_reported_as_a_delta_of_what_changed() -> None:
+    recorder, node = Recorder(), FakeNode()
+    node.machines = {"a": "running", "b": "running"}
+    reporter = recorder.reporter([node], status_interval=3600)  # type: ignore[list-item]
+    reporter.tick()
+    assert recorder.status[-1]["full"] is True and listed(recorder.status[-1]) == node.machines
+    node.machines["a"] = "stopped"
+    node.machines["c"] = "running"
+    reporter.tick()
+    delta = recorder.status[-1]
+    assert delta["full"] is False and listed(delta) == {"a": "stopped", "c": "running"}
+    reporter.tick()
+    assert len(recorder.status) == 2  # nothing changed: nothing sent
+
+
+def test_reports_are_full_for_a_while_after_a_machine_went() -> None:
+    recorder, node = Recorder(), FakeNode()
+    node.machines = {"a": "running", "b": "running"}
+    reporter = recorder.reporter([node], status_interval=0.01,  # type: ignore[list-item]
+                                 full_report_interval=0.2)
+    reporter.tick()
+    del node.machines["b"]
+    reporter.tick()
+    assert recorder.status[-1]["full"] is True and listed(recorder.status[-1]) == {"a": "running"}
+    time.sleep(0.02)
+    reporter.tick()  # its silence must be heard again: the node is asked in between
+    assert recorder.status[-1]["full"] is True
+    time.sleep(0.2)
+    reporter.tick()  # a full report is due anyway; "b" went long enough ago
+    time.sleep(0.02)
+    reporter.tick()
+    assert recorder.status[-1]["full"] is False and recorder.status[-1]["machines"] == []
+
+
+def test_a_full_report_every_full_report_interval_and_after_a_reconnect() -> None:
+    recorder, node = Recorder(), FakeNode()
+    node.machines = {"a": "running"}
+    reporter = recorder.reporter([node], status_interval=0.01,  # type: ignore[list-item]
+                                 full_report_interval=0.1)
+    reporter.tick()
+    time.sleep(0.02)
+    reporter.tick()
+    assert [r["full"] for r in recorder.status] == [True, False]
+    time.sleep(0.1)
+    reporter.tick()
+    assert recorder.status[-1]["full"] is True and listed(recorder.status[-1]) == {"a": "running"}
+    reporter.register_again()
+    reporter.tick()
+    assert recorder.status[-1]["full"] is True and len(recorder.sysinfo) == 2
+
+
+def test_a_machine_told_only_by_a_reply_and_then_gone_makes_a_full_report() -> None:
+    recorder, node = Recorder(), FakeNode()
+    reporter = recorder.reporter([node], status_interval=3600)  # type: ignore[list-item]
+    reporter.tick()
+    node.machines = {"new": "running"}
+    reporter.acknowledge(node.server_uuid)  # the provision's reply told the head node
+    reporter.tick()
+    assert len(recorder.status) == 1
+    del node.machines["new"]
+    reporter.tick()
+    assert recorder.status[-1]["full"] is True and recorder.status[-1]["machines"] == []

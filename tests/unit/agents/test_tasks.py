@@ -14,6 +14,7 @@ from agents.backends.base import NodeBackend
 from schemas.agent import (
     AGENT_TASKS,
     HEADNODE_QUEUE,
+    NODES_QUEUE,
     ServerStatusSchema,
     TaskOutcomeSchema,
     agent_task,
@@ -197,8 +198,9 @@ def test_unexpected_exceptions_still_reply(
 def test_report_status_sends_the_status_at_once(hosted: NodeBackend, sent: SentTasks) -> None:
     outcome = call("report_status", hosted.server_uuid, {})
     (name, args, options), = sent.named(tasks.EVENT_STATUS)
-    assert options["queue"] == HEADNODE_QUEUE
+    assert options["queue"] == NODES_QUEUE  # node events travel apart from the jobs
     assert ServerStatusSchema().validate(args[0]) == {}
+    assert args[0]["full"] is True  # asked: every machine, not a delta
     assert args[0]["server_uuid"] == hosted.server_uuid
     assert outcome["result"] == {"status": args[0]}
     assert the_reply(sent) == outcome
@@ -207,5 +209,5 @@ def test_report_status_sends_the_status_at_once(hosted: NodeBackend, sent: SentT
 def test_sysinfo_event_uses_smartos_names(hosted: NodeBackend, sent: SentTasks) -> None:
     tasks.send_sysinfo(hosted.sysinfo())
     (name, args, options), = sent.calls
-    assert name == "events.server_sysinfo" and options["queue"] == HEADNODE_QUEUE
+    assert name == "events.server_sysinfo" and options["queue"] == NODES_QUEUE
     assert args[0]["UUID"] == hosted.server_uuid and "MiB of Memory" in args[0]

@@ -182,3 +182,40 @@ def test_an_orphaned_child_ends_itself_where_the_kernel_would_not(tmp_path: Path
               f"subprocess.Popen([sys.executable, '-c', {child!r}], env={{**os.environ, "
               f"{supervise.SUPERVISOR_ENV!r}: str(os.getpid())}}); time.sleep(60)")
     assert_child_dies_with(subprocess.Popen([PYTHON, "-c", parent]), marker)
+
+
+def sleeper(marker: Path) -> str:
+    """A child that writes its pid to ``marker``, then sleeps until SIGTERM (exit 0)."""
+    return ("import os, pathlib, signal, sys, time\n"
+            f"pathlib.Path({str(marker)!r}).write_text(str(os.getpid()))\n"
+            "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+            "time.sleep(60)\n")
+
+
+def test_a_group_runs_every_child_and_sigterm_stops_them_all(tmp_path: Path) -> None:
+    markers = [tmp_path / f"child-{n}" for n in range(3)]
+    commands = [([PYTHON, "-c", sleeper(marker)], {}) for marker in markers]
+    run_group = ("import sys; from sdccommon import supervise; "
+                 f"sys.exit(supervise.supervise_all({commands!r}))")
+    outer = subprocess.Popen([PYTHON, "-c", run_group])
+    deadline = time.monotonic() + 20
+    while not all(m.exists() and m.read_text() for m in markers) \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = {int(m.read_text()) for m in markers}
+    assert len(pids) == 3
+    outer.send_signal(signal.SIGTERM)
+    assert outer.wait(timeout=20) == 0
+    assert not any(process_lives(pid) for pid in pids)
+
+
+def test_a_group_member_that_cannot_start_stops_the_group(tmp_path: Path) -> None:
+    marker = tmp_path / "sleeper"
+    started = time.monotonic()
+    code = supervise.supervise_all([
+        ([PYTHON, "-c", sleeper(marker)], {}),
+        (counting_child(tmp_path, [supervise.EXIT_CONFIG]), {})])
+    assert code == 1 and time.monotonic() - started < 20
+    # the sleeper was ended (perhaps before it could even write its pid)
+    assert not (marker.exists() and marker.read_text()
+                and process_lives(int(marker.read_text())))
