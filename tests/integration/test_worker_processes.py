@@ -186,10 +186,14 @@ def test_kill_9_of_the_workflow_worker_takes_its_celery_child_with_it(
            "SDC_DATA_DIR": str(settings.data_dir), "SDC_MESSAGE_KEY": settings.message_key}
     worker = procs.spawn("worker", [SDC, "headnode", "worker"], env=env, timeout=60,
                          ready=lambda: " ready." in procs.log("worker"))
-    (child,) = children(worker.pid)
+    # the Celery worker and the node-event consumer (SDC_EVENT_CONSUMERS=1 by default)
+    wait_until(lambda: len(children(worker.pid)) == 2, timeout=30,
+               message="the worker's two children")
+    kids = children(worker.pid)
     procs.kill("worker", group=False)
-    wait_until(lambda: not process_lives(child), timeout=ORPHAN_DEADLINE, interval=0.01,
-               message=f"the orphaned Celery worker {child} to die")
+    wait_until(lambda: not any(process_lives(child) for child in kids),
+               timeout=ORPHAN_DEADLINE, interval=0.01,
+               message=f"the orphaned children {kids} to die")
 
 
 def test_an_agent_logs_the_messages_it_rejects(
