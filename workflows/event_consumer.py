@@ -64,6 +64,8 @@ EARLY_KEY = "sdc:events:early:"
 EARLY_TTL = 600
 #: early reports kept per server (the newest)
 EARLY_KEEP = 4
+#: made once: building a schema costs more than loading a report with it
+STATUS_SCHEMA = ServerStatusSchema()
 
 
 @dataclass
@@ -203,7 +205,7 @@ class Consumer:
         for event in events:
             if event.task == STATUS:
                 try:
-                    status = ServerStatusSchema().load(event.args[0], unknown="exclude")
+                    status = STATUS_SCHEMA.load(event.args[0], unknown="exclude")
                 except (ValidationError, IndexError, TypeError) as exc:
                     log.warning("dropped status report %s of server %s: %s", event.id,
                                 event.server_uuid, getattr(exc, "messages", exc))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session, lazyload
 
 from headnode.services import overlay
@@ -119,10 +119,7 @@ def _apply_round(session: Session, statuses: list[dict[str, Any]], result: Batch
             if due.version != status["overlay_version"]:
                 overlay_out.append(due)
     ours: dict[str, list[Machine]] = defaultdict(list)
-    for machine in session.scalars(
-            select(Machine).where(Machine.server_uuid.in_(sorted(fresh)),
-                                  Machine.state.in_(nodes.WATCHED))
-            .options(lazyload(Machine.nics))):  # a report never needs them
+    for machine in _machines(session, fresh):
         ours[machine.server_uuid or ""].append(machine)
     for uuid, (status, taken_at) in sorted(fresh.items()):
         reported = {m["uuid"]: m for m in status["machines"]}
@@ -130,3 +127,22 @@ def _apply_round(session: Session, statuses: list[dict[str, Any]], result: Batch
                                               full=status["full"])
     result.applied += len(fresh)
     result.servers.extend(sorted(fresh))
+
+
+def _machines(session: Session,
+              fresh: dict[str, tuple[dict[str, Any], datetime]]) -> Sequence[Machine]:
+    """The machines the round's reports speak about, in one SELECT: every watched one of a
+    server with a full report, only the listed ones of a delta (the steady state: a delta
+    that lists nothing reads no machine)."""
+    full = sorted(uuid for uuid, (status, _) in fresh.items() if status["full"])
+    listed = sorted(m["uuid"] for status, _ in fresh.values() if not status["full"]
+                    for m in status["machines"])
+    if not full and not listed:
+        return []
+    which: ColumnElement[bool] = Machine.server_uuid.in_(full)
+    if listed:
+        which = or_(which, and_(Machine.uuid.in_(listed),
+                                Machine.server_uuid.in_(sorted(fresh))))
+    return session.scalars(
+        select(Machine).where(which, Machine.state.in_(nodes.WATCHED))
+        .options(lazyload(Machine.nics))).all()  # a report never needs them

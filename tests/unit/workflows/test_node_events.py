@@ -238,3 +238,13 @@ def test_the_consumer_takes_batches_from_the_queue(ctx: Any, settings: Any,
     assert done == len(servers)
     # taken and acknowledged: none waits, none is held for redelivery
     assert (client.llen(NODES_QUEUE), client.hlen("unacked")) == (0, 0)
+
+
+def test_a_delta_cannot_change_a_machine_of_another_server(ctx: Any, fleet: dict[str, Any],
+                                                           consumer: Consumer) -> None:
+    other = make_server(ctx, hostname="cn2")
+    theirs = make_machine(ctx, fleet, server_uuid=other.uuid, state="running")
+    consumer.handle([report(fleet["server"].uuid, [(theirs.uuid, "stopped")], full=False),
+                     report(other.uuid, [], full=False)])
+    assert get_machine(ctx, theirs.uuid).state == "running"
+    assert get_machine(ctx, theirs.uuid).missing_since is None
