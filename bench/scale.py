@@ -23,6 +23,10 @@ issue's targets, each PASS or FAIL, at the largest size.
 
     .venv/bin/python bench/scale.py [--sizes 1000,5000,10000] [--window 60]
         [--provisions 200] [--clients 16] [--json PATH] [--keep]
+
+The window should be at least the nodes' status interval (60 s), or it may miss their
+periodic reports. Every figure is of this machine as it is during the run: other work on it
+shows up in the provision rates and latencies above all.
 """
 
 from __future__ import annotations
