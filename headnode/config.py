@@ -127,6 +127,9 @@ class HeadnodeSettings:
     weight_soft_affinity: float = setting(5.0, "Weight of soft affinity rules (==~, !=~).")
     weight_uniform_random: float = setting(0.5, "Weight of the random scorer (it keeps "
                                            "concurrent creates off one server).")
+    placement_candidates: int = setting(100, "Servers that fit a create looks for, visiting "
+                                        "the fleet in a random order, before it scores "
+                                        "only those (0: every server).")
     capacity_history_interval: float = setting(300.0, "Seconds between capacity history "
                                                "snapshots (fleet utilization).")
     capacity_history_days: float = setting(30.0, "Days a capacity history snapshot is kept.")
@@ -202,6 +205,9 @@ def _check_placement(s: HeadnodeSettings) -> None:
             raise SettingsError(f"{env_name(WEIGHT + name)}: a weight must be 0 or more, "
                                 f"got {weight}")
     parse_filter_names(s.placement_filters)
+    if s.placement_candidates < 0:
+        raise SettingsError(f"SDC_PLACEMENT_CANDIDATES: must be 0 (every server) or more, "
+                            f"got {s.placement_candidates}")
     if s.placement_strategy not in PLACEMENT_STRATEGIES:
         raise SettingsError(f"SDC_PLACEMENT_STRATEGY: must be "
                             f"{' or '.join(PLACEMENT_STRATEGIES)}, got {s.placement_strategy!r}")

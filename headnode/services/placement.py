@@ -37,7 +37,8 @@ def pipeline_for(ctx: ServiceContext) -> Pipeline:
 @functools.lru_cache(maxsize=16)
 def _pipeline(s: HeadnodeSettings) -> Pipeline:
     # Once per settings (they are frozen): building it on every create cost 15 us.
-    return configured(s.placement_filter_names, s.placement_weights, s.placement_strategy)
+    return configured(s.placement_filter_names, s.placement_weights, s.placement_strategy,
+                      s.placement_candidates)
 
 
 def parse_affinity(texts: Iterable[str] | None) -> tuple[Any, ...]:
@@ -82,7 +83,8 @@ def dry_run(ctx: ServiceContext, body: dict[str, Any]) -> dict[str, Any]:
                                 body.get("affinity"), nic_tags_of(networks))
         snapshot = fleet.load_snapshot(session, request.owner_uuid,
                                        image_uuid=request.image_uuid)
-    decision = pipeline_for(ctx).decide(snapshot, request, policy_for(ctx))
+    # every server, whatever the candidate limit: the operator asks why, server by server
+    decision = pipeline_for(ctx).visiting_all().decide(snapshot, request, policy_for(ctx))
     answer = decision.to_dict(request)
     answer.update({"dry_run": True, "package": package.name, "image": image.uuid,
                    "owner_uuid": request.owner_uuid or None})

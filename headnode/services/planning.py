@@ -55,9 +55,10 @@ def _policy(ctx: ServiceContext) -> Policy:
 
 
 def _simulation(ctx: ServiceContext) -> Pipeline:
-    """The settings' pipeline, as creates use it, without the random scorer: simulations
-    answer the same question every time."""
-    return placement.pipeline_for(ctx).with_weights(uniform_random=0)
+    """The settings' pipeline, as creates use it, without the random scorer and without
+    the candidate limit (a random sample): simulations answer the same question every
+    time."""
+    return placement.pipeline_for(ctx).with_weights(uniform_random=0).visiting_all()
 
 
 def is_placeable(server: ServerState, policy: Policy) -> bool:

@@ -16,6 +16,7 @@ def test_the_defaults_are_dapis_figures_and_spread() -> None:
     assert (s.ram_overprovision, s.cpu_overprovision, s.disk_overprovision) == (1.0, 4.0, 1.0)
     assert s.placement_strategy == "spread"
     assert s.placement_filters == "headnode,traits,backend,affinity"
+    assert s.placement_candidates == 100
     assert s.placement_weights == {"unreserved_ram": 2.0, "unreserved_disk": 1.0,
                                    "owner_spread": 1.0, "soft_affinity": 5.0,
                                    "uniform_random": 0.5}
@@ -37,6 +38,7 @@ def test_the_environment_and_the_file_set_them(tmp_path: Path) -> None:
     ("SDC_PLACEMENT_FILTERS", "headnode,gpu", "no optional filter named 'gpu'"),
     ("SDC_PLACEMENT_FILTERS", "min-disk", "no optional filter named 'min-disk'"),
     ("SDC_PLACEMENT_STRATEGY", "stack", "must be spread or pack, got 'stack'"),
+    ("SDC_PLACEMENT_CANDIDATES", "-1", "must be 0 (every server) or more, got -1"),
     ("SDC_CPU_OVERPROVISION", "0", "must be a number above 0"),
     ("SDC_RAM_OVERPROVISION", "-2", "must be a number above 0"),
     ("SDC_DISK_OVERPROVISION", "inf", "must be a number above 0"),
