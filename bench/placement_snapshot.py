@@ -6,7 +6,9 @@ A private PostgreSQL per size, ``N`` set-up servers as registered nodes describe
 (sysinfo "SDC Runs" and "NIC Names", some with traits), the requested image held by half of
 them. Between two measured placements, ``--churn`` servers change (a committed UPDATE of
 their in-flight RAM, as other creates and status reports do), outside the measured time.
-Per size and path: p50 and p99 of the snapshot, of the decision, and of both.
+Per size, path and candidate limit (``--candidates``: 0 visits and scores every server, as
+before SDC_PLACEMENT_CANDIDATES; 100 is its default): p50 and p99 of the snapshot, of the
+decision, and of both.
 
 - ``old``: fleet.load_snapshot, as every create did before.
 - ``delta``: the cache, refreshed on every create (``fresh``: the rows changed since the
@@ -15,11 +17,13 @@ Per size and path: p50 and p99 of the snapshot, of the decision, and of both.
   back to back: what creates pay on average at that rate.
 
     .venv/bin/python bench/placement_snapshot.py [--sizes 100,10000] [--creates 200]
+                                                 [--candidates 0,100]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import statistics
 import sys
@@ -138,18 +142,21 @@ def ms(values: list[float], q: float | None = None) -> float:
     return 1000 * (statistics.median(values) if q is None else percentile(values, q))
 
 
-def bench_size(n: int, creates: int, changed: int) -> None:
+def bench_size(n: int, creates: int, changed: int, limits: list[int]) -> None:
     with private_stack(f"snapshot{n}", redis=False) as stack:
         settings = get_settings(database_url=stack.database_url,
                                 data_dir=stack.workdir / "data")
-        ctx = ServiceContext(settings)
-        uuids, request = populate(ctx, n)
+        uuids, request = populate(ServiceContext(settings), n)
         fleet_cache.forget_all()
         for name, load in PATHS.items():
-            t = measure(ctx, load, request, uuids, creates, min(changed, n))
-            print(f"{n:>8} {name:>7} {ms(t['snapshot']):>9.2f} {ms(t['snapshot'], .99):>9.2f}"
-                  f" {ms(t['decision']):>9.2f} {ms(t['decision'], .99):>9.2f}"
-                  f" {ms(t['total']):>9.2f} {ms(t['total'], .99):>9.2f}", flush=True)
+            for limit in limits:
+                ctx = ServiceContext(dataclasses.replace(settings,
+                                                         placement_candidates=limit))
+                t = measure(ctx, load, request, uuids, creates, min(changed, n))
+                print(f"{n:>8} {name:>7} {limit:>6} {ms(t['snapshot']):>9.2f}"
+                      f" {ms(t['snapshot'], .99):>9.2f}"
+                      f" {ms(t['decision']):>9.2f} {ms(t['decision'], .99):>9.2f}"
+                      f" {ms(t['total']):>9.2f} {ms(t['total'], .99):>9.2f}", flush=True)
 
 
 def main() -> int:
@@ -158,14 +165,17 @@ def main() -> int:
     parser.add_argument("--creates", type=int, default=200, help="measured, per path")
     parser.add_argument("--churn", type=int, default=5,
                         help="servers changed between two placements")
+    parser.add_argument("--candidates", default="0,100",
+                        help="candidate limits to compare (0: every server)")
     args = parser.parse_args()
+    limits = [int(k) for k in args.candidates.split(",")]
     print(f"placement of one create: snapshot + decision, ms ({args.creates} per path, "
           f"{args.churn} servers changed between two; cache MAX_AGE "
           f"{fleet_cache.MAX_AGE:g} s; python {sys.version.split()[0]})")
-    print(f"{'servers':>8} {'path':>7} {'snap p50':>9} {'snap p99':>9} {'dec p50':>9} "
+    print(f"{'servers':>8} {'path':>7} {'limit':>6} {'snap p50':>9} {'snap p99':>9} {'dec p50':>9} "
           f"{'dec p99':>9} {'all p50':>9} {'all p99':>9}")
     for n in (int(s) for s in args.sizes.split(",")):
-        bench_size(n, args.creates, args.churn)
+        bench_size(n, args.creates, args.churn, limits)
     return 0
 
 
