@@ -213,9 +213,13 @@ class Consumer:
                 statuses.append(status)
                 by_uuid.setdefault(status["server_uuid"], []).append(event)
         with self.sessions() as session, session.begin():
-            for event in events:
-                if event.task == SYSINFO:
-                    self._register(session, event, done)
+            sysinfos = [e for e in events if e.task == SYSINFO]
+            # signing refuses a forgotten node's messages; this holds where signing is off
+            # too (one read for the batch, before any registration is flushed)
+            revoked = revocation.revoked_among(
+                session, [str(e.args[0].get("UUID")) for e in sysinfos])
+            for event in sysinfos:
+                self._register(session, event, done, revoked)
             result = node_events.apply_reports(session, statuses, done.peers)
             for event in events:
                 if event.task == METADATA:
@@ -231,10 +235,10 @@ class Consumer:
             e.task == METADATA for e in events)
         return done
 
-    def _register(self, session: Session, event: Event, done: Applied) -> None:
+    def _register(self, session: Session, event: Event, done: Applied,
+                  revoked: set[str]) -> None:
         sysinfo = event.args[0]
-        # signing refuses a forgotten node's messages; this holds where signing is off too
-        if revocation.is_revoked(session, str(sysinfo.get("UUID"))):
+        if str(sysinfo.get("UUID")) in revoked:
             log.warning("sysinfo of forgotten server %s ignored: its credentials are "
                         "revoked", sysinfo.get("UUID"))
             return
