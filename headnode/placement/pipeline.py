@@ -183,13 +183,18 @@ class Pipeline:
         """What :meth:`passing` answers, for the servers visited in a random order until
         ``candidates`` pass: each visited server is counted by the first filter it fails,
         as the step-by-step funnel counts it, so a visit of the whole fleet (fewer pass)
-        gives exactly its funnel. The servers holding a machine a soft ``==~`` rule
-        matches are visited first: they are few, and a random sample would miss them."""
+        gives exactly its funnel. The servers holding a machine a soft ``==~`` or hard
+        ``==`` rule matches are visited first: they are few, a random sample would miss
+        them, and when a hard ``==`` rule allows only them, any that pass are all that can
+        (only a refusal walks on, for its funnel)."""
         active = [(i, hard.passes) for i, hard in enumerate(self.filters)
                   if hard.needed is None or hard.needed(request, context)]
+        only = self._only_hosts(context)
+        preferred = _soft_hosts(context) | (only or frozenset())
+        firsts = [s for s in servers if s.uuid in preferred] if preferred else []
         removed = [0] * len(self.filters)
         kept: list[ServerState] = []
-        for s in _visit_order(servers, _soft_hosts(context), rng):
+        for visited, s in enumerate(_visit_order(servers, firsts, rng), 1):
             for i, passes in active:
                 if not passes(s, request, policy, context):
                     removed[i] += 1
@@ -198,12 +203,22 @@ class Pipeline:
                 kept.append(s)
                 if len(kept) >= self.candidates:
                     break
+            if only is not None and kept and visited == len(firsts):
+                break
         remaining = len(kept) + sum(removed)
         steps = []
         for hard, gone in zip(self.filters, removed, strict=True):
             remaining -= gone
             steps.append(StepResult(hard.name, hard.reason, gone, remaining))
         return kept, steps
+
+    def _only_hosts(self, context: Context) -> frozenset[str] | None:
+        """The only servers the hard ``==`` rules let through (each holds a match of every
+        one); None when no such rule applies (none given, or the affinity filter is off)."""
+        near = [hosts for rule, hosts in context.hard_rules if rule.near]
+        if not near or filters.affinity not in (f.passes for f in self.filters):
+            return None
+        return frozenset.intersection(*near)
 
     def room_for(self, server: ServerState, request: PlacementRequest,
                  policy: Policy) -> int:
@@ -223,15 +238,15 @@ def _soft_hosts(context: Context) -> frozenset[str]:
     return frozenset().union(*(hosts for rule, hosts in context.soft_rules if rule.near))
 
 
-def _visit_order(servers: Sequence[ServerState], first: frozenset[str],
+def _visit_order(servers: Sequence[ServerState], firsts: Sequence[ServerState],
                  rng: random.Random) -> Iterator[ServerState]:
-    """Every server once: those in ``first``, then the others from a random start with a
-    random stride prime to the fleet's size (a permutation of the fleet drawn in constant
-    time, where a shuffle would cost a walk of it: every server is equally likely to come
-    first, though the order is not one of all the permutations)."""
+    """Every server once: ``firsts`` (some of ``servers``), then the others from a random
+    start with a random stride prime to the fleet's size (a permutation of the fleet drawn
+    in constant time, where a shuffle would cost a walk of it: every server is equally
+    likely to come first, though the order is not one of all the permutations)."""
     n = len(servers)
-    if first:
-        yield from (s for s in servers if s.uuid in first)
+    yield from firsts
+    first = {s.uuid for s in firsts}
     start, stride = rng.randrange(n), 1
     if n > 2:
         stride = rng.randrange(1, n)

@@ -107,6 +107,30 @@ def test_with_a_limit_of_one_hard_affinity_still_holds() -> None:
         assert beside is not None and beside.uuid == name(301)
 
 
+def test_a_hard_near_rule_visits_only_the_servers_it_allows_unless_it_refuses() -> None:
+    fleet = crowded_fleet(5000, tuple(range(0, 5000, 2)))  # half of them fit
+    mine = (MachineRef(name(10), "db1"), MachineRef(name(12), "db2"),
+            MachineRef(name(13), "db3"))  # s00013 is not running
+    near = dataclasses.replace(REQ, affinity=parse_rules(["instance==/^db/"]))
+    decision = Pipeline(candidates=100).decide(Snapshot(fleet, mine), near, POLICY,
+                                               random.Random(8))
+    assert {s.uuid for s in decision.candidates} == {name(10), name(12)}
+    assert decision.considered == 3 and decision.sampled
+    exact = EXACT.decide(Snapshot(fleet, mine), near, POLICY, random.Random(8))
+    assert {s.uuid for s in exact.candidates} == {name(10), name(12)}
+    # none of them fits: the whole fleet is visited, and the funnel is a full scan's
+    alone = (MachineRef(name(13), "db3"),)
+    refused = Pipeline(candidates=100).decide(Snapshot(fleet, alone), near, POLICY,
+                                              random.Random(9))
+    full = EXACT.decide(Snapshot(fleet, alone), near, POLICY, random.Random(9))
+    assert refused.server is None and refused.steps == full.steps
+    assert refused.considered == 5000 and refused.reasons["break an affinity rule"] > 0
+    # with the affinity filter off, the rule restricts nothing
+    off = Pipeline(tuple(f for f in EXACT.filters if f.name != "affinity"), candidates=100)
+    loose = off.decide(Snapshot(fleet, mine), near, POLICY, random.Random(10))
+    assert loose.considered >= 100 and len(loose.next_best) == 3
+
+
 def test_a_soft_rule_finds_the_servers_it_prefers_in_a_sample() -> None:
     fleet = [server(name(i)) for i in range(5000)]
     mine = (MachineRef(name(4321), "db1"),)
@@ -135,8 +159,7 @@ def test_the_random_order_visits_every_server_once() -> None:
     rng = random.Random(7)
     for n in (1, 2, 3, 4, 97, 100, 1024, 5000):
         fleet = [server(name(i)) for i in range(n)]
-        first = frozenset(name(i) for i in range(0, n, 37))
-        for preferred in (frozenset(), first):
-            order = [s.uuid for s in _visit_order(fleet, preferred, rng)]
+        for firsts in ([], fleet[::37]):
+            order = [s.uuid for s in _visit_order(fleet, firsts, rng)]
             assert sorted(order) == [s.uuid for s in fleet]
-            assert set(order[:len(preferred)]) == preferred
+            assert order[:len(firsts)] == [s.uuid for s in firsts]
