@@ -2,7 +2,13 @@
 directory of the test's: a real bundle of this checkout uploaded and installed into a
 virtualenv, its configuration written, the agent started (supervised: no systemd here) and
 heartbeating to a real Redis with the bundle's version, every step a no-op the second time,
-and restore leaving a node that had nothing with nothing."""
+and restore leaving a node that had nothing with nothing.
+
+Marked slow (``make bench`` runs it): two full installs take most of a minute, and CI covers the
+same ground in pieces: tests/unit/workflows/test_node_setup_workflow.py (set up, again as a
+no-op, a late failure restored to nothing), test_restore.py, and the end-to-end set-up, upgrade
+and rollback in tests/integration/test_node_setup.py. What only this test does is restore after
+an upgrade whose new release was started."""
 
 from __future__ import annotations
 
@@ -10,13 +16,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from headnode.config import HeadnodeSettings
 from headnode.nodesetup import bundle, install, node
 from headnode.nodesetup.bundle import AgentBundle
 from headnode.nodesetup.layout import NodeLayout
 from headnode.nodesetup.nodeconfig import node_config
 from headnode.ssh.client import Connection
-from schemas.agent import HEADNODE_QUEUE, HEARTBEAT_KEY
+from schemas.agent import HEARTBEAT_KEY, NODES_QUEUE
 from tests.support.wait import wait_until
 from tests.support.wheels import with_version
 from tests.unit.agents.test_agent_process import headnode_events
@@ -26,6 +34,7 @@ NEXT = "99.0.1"
 FAST = {"SDC_HEARTBEAT_INTERVAL": "0.5", "SDC_SIM_STATE": "false"}
 
 
+@pytest.mark.slow
 def test_setup_again_upgrade_restore(conn: Connection, layout: NodeLayout,
                                      head: HeadnodeSettings, agent_bundle: AgentBundle,
                                      redis_server: Any, tmp_path: Path) -> None:
@@ -79,7 +88,7 @@ def upgrade_then_restore(conn: Connection, layout: NodeLayout, head: HeadnodeSet
     install.upload(conn, layout, upgrade)
     assert install.install(conn, layout, upgrade)["changed"]
     client = redis_server.client()
-    client.delete(HEADNODE_QUEUE)
+    client.delete(NODES_QUEUE)
     upgraded = install.activate(conn, layout, NEXT)
     assert (upgraded["switched"], upgraded["restarted"]) == (True, True)
     assert upgraded["previous"] == first.version

@@ -1,6 +1,7 @@
 """restore after a run that failed before the agent was started: the config files it wrote
 are put back as they were (or removed), and a node that had nothing is left with nothing.
-(tests/unit/headnode/nodesetup/test_install.py restores a started agent.)"""
+(test_node_setup_workflow.py restores a started agent; test_install.py, marked slow, one
+started after an upgrade.)"""
 
 from __future__ import annotations
 
