@@ -19,6 +19,7 @@ from schemas.agent import (
     TaskOutcomeSchema,
     agent_task,
 )
+from sdccommon import broker
 from tests.unit.agents.conftest import SentTasks
 
 SpecFactory = Callable[..., dict[str, Any]]
@@ -49,7 +50,8 @@ def test_every_op_of_the_contract_is_a_task() -> None:
     conf = tasks.app.conf
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
-    assert conf.broker_transport_options == {"visibility_timeout": 3600, "priority_steps": [0]}
+    assert conf.broker_transport_options == {"visibility_timeout": 3600, "priority_steps": [0],
+                                             **broker.SOCKET_OPTIONS}
 
 
 def test_create_replies_with_the_machine(
