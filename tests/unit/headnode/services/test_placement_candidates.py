@@ -4,58 +4,15 @@ refuses their pick; the operator's dry run and what-ifs visit every server."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from headnode.services import placement, planning
 from headnode.services.errors import InsufficientCapacity
-from tests.unit.headnode.services.conftest import (
-    make_account,
-    make_image,
-    make_package,
-    make_server,
-    server_row,
-)
-from tests.unit.headnode.services.test_next_best import (
-    Race,
-    create,
-    is_guard,
-    is_snapshot,
-    with_settings,
-)
+from tests.unit.headnode.services.conftest import is_guard, is_snapshot, make_server, server_row
+from tests.unit.headnode.services.test_next_best import create, with_settings
 
-
-@pytest.fixture
-def three(ctx: Any) -> dict[str, str]:
-    """test_next_best's fleet: servers ranked empty > half > full by spread."""
-    make_package(ctx, name="small", memory=1024, disk=10240)
-    make_image(ctx, name="base-64")
-    make_account(ctx, login="alice")
-    return {"empty": make_server(ctx, hostname="empty").uuid,
-            "half": make_server(ctx, hostname="half", ram_inflight_mb=28000,
-                                disk_inflight_mb=500_000).uuid,
-            "full": make_server(ctx, hostname="full", ram_inflight_mb=50000,
-                                disk_inflight_mb=900_000).uuid}
-
-
-@pytest.fixture
-def race(ctx: Any, three: dict[str, str]) -> Iterator[Callable[..., Race]]:
-    """Another transaction takes the servers named, right after the create's snapshot."""
-    engine = ctx.sessions.kw["bind"]
-    races: list[Race] = []
-
-    def start(*take: str) -> Race:
-        r = Race(engine, [three[name] for name in take])
-        event.listen(engine, "after_cursor_execute", r.seen)
-        races.append(r)
-        return r
-
-    yield start
-    for r in races:
-        event.remove(engine, "after_cursor_execute", r.seen)
 
 def test_the_setting_reaches_the_creates_pipeline(ctx: Any) -> None:
     assert placement.pipeline_for(ctx).candidates == ctx.settings.placement_candidates
@@ -63,20 +20,20 @@ def test_the_setting_reaches_the_creates_pipeline(ctx: Any) -> None:
 
 
 def test_a_pick_the_guard_refuses_is_decided_again_on_a_fresh_read(
-        ctx: Any, three: dict[str, str], race: Any) -> None:
+        ctx: Any, three_servers: dict[str, str], race: Any) -> None:
     """With a limit of one there is no next best: whichever server the sample gave, if
     another provision took its room, the create reads the fleet again and decides on it."""
     one = with_settings(ctx, placement_candidates=1)
     lost = race("empty", "half")
     answer = create(one)
-    assert answer["server_uuid"] == three["full"]
+    assert answer["server_uuid"] == three_servers["full"]
     assert lost.count(is_snapshot) in (1, 2)  # 2 when the sample gave a taken server
     assert lost.count(is_guard) == lost.count(is_snapshot)
-    assert server_row(ctx, three["full"]).ram_inflight_mb == 50000 + 1024
+    assert server_row(ctx, three_servers["full"]).ram_inflight_mb == 50000 + 1024
 
 
 def test_a_refusal_after_a_sample_names_every_server(
-        ctx: Any, three: dict[str, str], race: Any) -> None:
+        ctx: Any, three_servers: dict[str, str], race: Any) -> None:
     one = with_settings(ctx, placement_candidates=1)
     race("empty", "half", "full")
     with pytest.raises(InsufficientCapacity) as refused:
@@ -85,13 +42,13 @@ def test_a_refusal_after_a_sample_names_every_server(
 
 
 def test_the_dry_run_and_the_what_if_visit_every_server(
-        ctx: Any, three: dict[str, str]) -> None:
+        ctx: Any, three_servers: dict[str, str]) -> None:
     one = with_settings(ctx, placement_candidates=1, weight_uniform_random=0.0)
     make_server(ctx, hostname="down", status="unknown")
     dry = placement.dry_run(one, {"owner": "alice", "package": "small",
                                   "image": "base-64"})
-    assert dry["considered"] == 4 and dry["server_uuid"] == three["empty"]
-    assert dry["next_best"] == [three["half"], three["full"]]
+    assert dry["considered"] == 4 and dry["server_uuid"] == three_servers["empty"]
+    assert dry["next_best"] == [three_servers["half"], three_servers["full"]]
     assert dry["reasons"] == {"are not running": 1}
     body = {"place": [{"package": "small", "count": 3}]}
     assert planning.simulate(one, body)["placements"][0]["servers"] == {"empty": 3}
