@@ -162,7 +162,9 @@ def server_upgrade_agent(servers_spec: str, parallel: int, wheel: Path | None,
     done: list[dict[str, Any]] = []
     for start in range(0, len(servers), parallel):
         batch = servers[start:start + parallel]
-        rows = [upgrade_one(srv, {"version": version}) for srv in batch]
+        # every job of the batch is started before any is followed: they run side by side
+        started = [start_upgrade(srv, {"version": version}) for srv in batch]
+        rows = [follow_upgrade(row) for row in started]
         done.extend(rows)
         failed = [row for row in rows if row.get("execution") != "succeeded"]
         if failed:
@@ -172,16 +174,25 @@ def server_upgrade_agent(servers_spec: str, parallel: int, wheel: Path | None,
                                  f"{version or 'of the head node'}"))
 
 
-def upgrade_one(srv: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-    """Start the server's upgrade job and follow it; a refusal counts as its failure."""
+def start_upgrade(srv: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """Start the server's upgrade job; a refusal is recorded as that server's failure."""
     uuid = str(srv["uuid"])
-    console(stderr=True).print(f"server {uuid} ({srv.get('hostname') or '-'}):",
-                               highlight=False)
     try:
         started = client().post(f"/ops/servers/{uuid}/upgrade-agent", body)
     except ApiError as exc:
         return {"server_uuid": uuid, "execution": "refused",
                 "error": {"step": "start", "code": exc.code, "message": exc.message}}
+    return {"server_uuid": uuid, "hostname": srv.get("hostname"),
+            "job_uuid": started["job_uuid"]}
+
+
+def follow_upgrade(started: dict[str, Any]) -> dict[str, Any]:
+    """Follow a started upgrade job until it ends (a refused one is already over)."""
+    uuid = started["server_uuid"]
+    if "job_uuid" not in started:
+        return started
+    console(stderr=True).print(f"server {uuid} ({started.get('hostname') or '-'}):",
+                               highlight=False)
     row = watch_job(started["job_uuid"], timeout=JOB_TIMEOUT)
     row["server_uuid"] = uuid
     return row

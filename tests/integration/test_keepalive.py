@@ -19,7 +19,7 @@ from tests.support.procs import ProcessGroup, settings_env
 SDC = str(Path(sys.executable).parent / "sdc")
 #: idle gaps between requests on one connection: a 2-s poller, then one idle pause past the
 #: 5 s that Node clients (and CloudAPI) keep idle sockets
-GAPS = (2.0, 2.0, 2.0, 2.0, 2.0, 6.0)
+GAPS = (2.0, 2.0, 6.0)
 
 
 def serve(procs: ProcessGroup, settings: Any) -> int:

@@ -21,6 +21,8 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +125,10 @@ def agent_pid(nodes: Nodes, name: str) -> int:
     return int(pidfile.read_text().split()[0])
 
 
+def when(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
 def failure_text(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode != 0, result.stdout
     assert "Traceback" not in result.stdout + result.stderr, result.stderr
@@ -133,11 +139,15 @@ def failure_text(result: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.fixture(scope="module")
 def set_up(nodes: Nodes) -> dict[str, dict[str, Any]]:
-    """Both nodes set up (node1 with the operator's key, node2 with the head node's)."""
-    first = setup(nodes, "node1", "--accept-new-host-key", "--key", str(nodes.key_file))
-    assert first.returncode == 0, first.stdout + first.stderr
-    second = setup(nodes, "node2", "--accept-new-host-key")
-    assert second.returncode == 0, second.stdout + second.stderr
+    """Both nodes set up at once, as two operators would (node1 with the operator's key,
+    node2 with the head node's)."""
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(setup, nodes, "node1", "--accept-new-host-key", "--key",
+                            str(nodes.key_file))
+        second = pool.submit(setup, nodes, "node2", "--accept-new-host-key", "--hostname",
+                             "cn-two")
+    for done in (first.result(), second.result()):
+        assert done.returncode == 0, done.stdout + done.stderr
     servers = {name: server_at(nodes.cloud, nodes.sshd[name]) for name in ("node1", "node2")}
     assert all(servers.values()), servers
     return servers  # type: ignore[return-value]
@@ -145,8 +155,10 @@ def set_up(nodes: Nodes) -> dict[str, dict[str, Any]]:
 
 def test_setup_installs_an_agent_that_registers_and_is_set_up(
         nodes: Nodes, set_up: dict[str, dict[str, Any]]) -> None:
+    assert set_up["node2"]["hostname"] == "cn-two"
     for name, server in set_up.items():
         assert server["setup"] is True and server["status"] == "running", server
+        assert server["agent_prefix"] == str(nodes.prefix(name)), server
         assert server["agent_version"] == "0.1.0", server
         prefix = nodes.prefix(name)
         assert (prefix / "opt/sdc/agent/current/bin/sdc").exists()
@@ -168,9 +180,12 @@ def test_the_job_records_each_step_and_no_secret(
     assert job["execution"] == "succeeded"
     names = [step["name"] for step in job["chain_results"]]
     assert names[0] == "prepare_bundle" and names[-1] == "mark_setup", names
+    assert names == ["prepare_bundle", "inspect", "upload", "install", "configure",
+                     "activate", "wait_heartbeat", "mark_setup"], names
     text = json.dumps(job)
     password = re.search(r"redis://:([^@]+)@", nodes.cloud.env["SDC_REDIS_URL"])
     assert password and password.group(1) not in text
+    assert nodes.cloud.env["SDC_MESSAGE_KEY"] not in text
 
 
 def test_a_machine_runs_on_each_node_and_exec_reaches_both(
@@ -194,11 +209,24 @@ def test_a_machine_runs_on_each_node_and_exec_reaches_both(
 def test_a_second_setup_changes_nothing(nodes: Nodes,
                                         set_up: dict[str, dict[str, Any]]) -> None:
     before = agent_pid(nodes, "node2")
-    again = setup(nodes, "node2")
+    again = setup(nodes, "node2", "--hostname", "cn-two", "--json")
     assert again.returncode == 0, again.stdout + again.stderr
+    job = json.loads(again.stdout)
+    changed = {e["name"]: e["result"].get("changed") for e in job["chain_results"]
+               if isinstance(e["result"], dict) and "changed" in e["result"]}
+    assert changed and not any(changed.values()), changed
     assert agent_pid(nodes, "node2") == before
     assert pid_alive(before)
     assert server_at(nodes.cloud, nodes.sshd["node2"])["uuid"] == set_up["node2"]["uuid"]
+
+
+def test_a_rollback_before_any_upgrade_is_refused_and_changes_nothing(
+        nodes: Nodes, set_up: dict[str, dict[str, Any]]) -> None:
+    before = agent_pid(nodes, "node2")
+    text = failure_text(sdc(nodes.cloud, "server", "rollback-agent",
+                            set_up["node2"]["uuid"]))
+    assert "NoPreviousRelease" in text or "no previous" in text, text
+    assert agent_pid(nodes, "node2") == before
 
 
 def test_forget_is_refused_while_machines_remain(
@@ -232,8 +260,8 @@ def bumped_wheel(workdir: Path) -> Path:
 def test_upgrade_agent_rolls_a_new_version_onto_both(
         nodes: Nodes, set_up: dict[str, dict[str, Any]]) -> None:
     wheel = bumped_wheel(nodes.workdir / "upgrade")
-    result = sdc(nodes.cloud, "server", "upgrade-agent", "--servers", "all", "--wheel",
-                 str(wheel))
+    result = sdc(nodes.cloud, "server", "upgrade-agent", "--servers", "all",
+                 "--parallel", "2", "--wheel", str(wheel))
     assert result.returncode == 0, result.stdout + result.stderr
     for name in ("node1", "node2"):
         server = server_at(nodes.cloud, nodes.sshd[name])
@@ -241,8 +269,12 @@ def test_upgrade_agent_rolls_a_new_version_onto_both(
         current = (nodes.prefix(name) / "opt/sdc/agent/current").resolve()
         assert current.name == UPGRADE_VERSION
     upgrades = [j for j in nodes.cloud.api.get("/ops/jobs", {"limit": 50})
-                if j["name"] == "agent_upgrade"]
+                if j["name"] == "agent_upgrade" and not j["params"].get("rollback")]
     assert len(upgrades) == 2 and all(j["execution"] == "succeeded" for j in upgrades)
+    # --parallel 2: the second job started before the first one ended
+    first, second = (nodes.cloud.api.get(f"/ops/jobs/{j['uuid']}")
+                     for j in sorted(upgrades, key=lambda j: j["created_at"]))
+    assert when(second["chain_results"][0]["started_at"]) < when(first["finished_at"])
     job = nodes.cloud.api.get(f"/ops/jobs/{upgrades[0]['uuid']}")
     assert [step["name"] for step in job["chain_results"]] == [
         "prepare_bundle", "inspect", "upload", "install", "activate", "wait_version"]

@@ -170,13 +170,20 @@ class ProcessGroup:
 
         Returns the leader's exit code.
         """
+        self._terminate(name)
+        return self._reap(name, time.monotonic() + grace)
+
+    def _terminate(self, name: str) -> None:
         proc = self.procs[name]
         if group_alive(proc.pgid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
+
+    def _reap(self, name: str, deadline: float) -> int | None:
+        """Wait for the group until ``deadline``, SIGKILL what is left, and wait for that."""
+        proc = self.procs[name]
         with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.popen.wait(timeout=grace)
+            proc.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
         # The leader may be gone while its children still shut down: give them the rest of
         # the grace period, then kill them so nothing outlives the test.
         while group_alive(proc.pgid) and time.monotonic() < deadline:
@@ -192,10 +199,17 @@ class ProcessGroup:
             time.sleep(0.02)
         return proc.popen.returncode
 
-    def stop_all(self) -> None:
-        # Reverse start order: agents and workers stop before the API and brokers they use.
-        for name in reversed(list(self.procs)):
-            self.stop(name)
+    def stop_all(self, grace: float = 10.0) -> None:
+        """Every process told to stop at once, then each waited for within the one grace
+        period: a group's shutdown (Celery's warm shutdown, gunicorn's graceful one) takes
+        seconds, and one after another they made every cloud's teardown the sum of them."""
+        # Reverse start order: agents and workers are told before the API and brokers.
+        names = list(reversed(list(self.procs)))
+        for name in names:
+            self._terminate(name)
+        deadline = time.monotonic() + grace
+        for name in names:
+            self._reap(name, deadline)
 
     def log(self, name: str) -> str:
         return self.procs[name].log_path.read_text(errors="replace")

@@ -1,19 +1,16 @@
-"""The ``server_setup`` and ``agent_upgrade`` jobs run by the engine in this process, on the
-real PostgreSQL and Redis, against a real sshd standing for the node (its PREFIX a directory
-of the test's): the failures an operator meets (a host key not trusted, a node that lacks
-what its backend needs, a forgotten uuid, nothing to roll back to) stop the job at the
-step that found them and leave the node as it was; a real setup installs a bundle of this
-checkout, its agent registers (through a real head-node worker) and heartbeats, the server
-is marked set up, and a second run changes nothing and restarts nothing."""
+"""The ``server_setup`` job run by the engine in this process, on the real PostgreSQL and
+Redis, against a real sshd standing for the node (its PREFIX a directory of the test's): the
+failures an operator meets (a host key not trusted, a node that lacks what its backend
+needs, a forgotten uuid, a setup that fails after installing) stop the job at the step that
+found them and leave the node as it was. A setup that succeeds, run twice, and the
+upgrade and rollback jobs are tested end to end in tests/integration/test_node_setup.py."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,16 +21,13 @@ from headnode.services import node_setup, revocation
 from headnode.services.context import ServiceContext
 from headnode.ssh.keys import head_key, public_line
 from headnode.store.models import Server
-from tests.support.headnode_env import headnode_env
 from tests.support.jobqueue import RecordingJobQueue
-from tests.support.net import free_port
 from tests.support.procs import ProcessGroup
 from tests.support.sshd import Sshd, start_sshd
 from tests.unit.workflows.conftest import RecordingTransport, get_job, pump
 from workflows import node_setup as node_setup_workflow
 from workflows.engine import Engine
 
-SDC = str(Path(sys.executable).parent / "sdc")
 CALLER = {"type": "operator"}
 
 
@@ -120,52 +114,6 @@ def test_a_forgotten_uuid_is_refused(head: ServiceContext, node: Sshd,
     assert (job.error["step"], job.error["code"]) == ("inspect", "ServerRevoked")
     assert str(env) in job.error["message"]
     assert env.read_text() == f"SDC_SERVER_UUID={gone}\n"
-
-
-@pytest.fixture
-def worker(procs: ProcessGroup, head: ServiceContext, tmp_path: Path) -> None:
-    """A real head-node worker: it takes the node's registration (a signed message)."""
-    env = headnode_env(head.settings.resolved_database_url, head.settings.redis_url,
-                       tmp_path / "worker", "test-token", free_port())
-    procs.spawn("worker", [SDC, "headnode", "worker"], env={**os.environ, **env})
-
-
-def test_a_setup_then_again_changes_nothing(head: ServiceContext, node: Sshd,
-                                            tmp_path: Path, worker: None) -> None:
-    prefix = prefix_of(tmp_path)
-    job = run_setup(head, node, prefix, hostname="cn-ssh")
-    assert job.execution == "succeeded", (job.error, job.onerror_results)
-    assert names(job.chain_results) == [
-        "prepare_bundle", "inspect", "upload", "install", "configure", "activate",
-        "wait_heartbeat", "mark_setup"]
-    uuid = job.chain_results[1]["result"]["server_uuid"]
-    assert job.server_uuid == uuid
-    with head.read() as session:
-        server = session.get(Server, uuid)
-        assert server is not None and server.setup and server.hostname == "cn-ssh"
-        assert (server.ssh_host, server.ssh_port, server.agent_prefix) == (
-            "127.0.0.1", node.port, str(prefix))
-    # no secret in the job's record
-    text = json.dumps([job.params, job.chain_results])
-    assert head.settings.redis_url not in text
-    assert head.settings.resolved_message_key().decode() not in text
-    assert (prefix / "etc/sdc/credentials.json").stat().st_mode & 0o077 == 0
-    supervisor = (prefix / "var/lib/sdc/agent.pid").read_text().split()[0]
-
-    again = run_setup(head, node, prefix, hostname="cn-ssh", accept_new_host_key=False)
-    assert again.execution == "succeeded", again.error
-    changed = {e["name"]: e["result"].get("changed") for e in again.chain_results
-               if isinstance(e["result"], dict) and "changed" in e["result"]}
-    assert changed and not any(changed.values()), changed
-    assert again.chain_results[1]["result"]["server_uuid"] == uuid
-    assert (prefix / "var/lib/sdc/agent.pid").read_text().split()[0] == supervisor
-
-    # nothing to roll back to yet: refused at inspect, nothing changed
-    started = node_setup.start_upgrade(head, uuid, None, True, CALLER)
-    rollback = run_job(head, started["job_uuid"])
-    assert (rollback.error["step"], rollback.error["code"]) == ("inspect",
-                                                                "NoPreviousRelease")
-    assert (prefix / "var/lib/sdc/agent.pid").read_text().split()[0] == supervisor
 
 
 def test_a_setup_that_fails_late_leaves_the_node_as_it_was(
