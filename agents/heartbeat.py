@@ -10,6 +10,7 @@ after an outage every node registers again, since the head node may have lost it
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -155,8 +156,13 @@ class StatusReporter(_Ticker):
         send_sysinfo: Callable[[Mapping[str, Any]], None] = tasks.send_sysinfo,
         send_status: Callable[[Mapping[str, Any]], None] = tasks.send_status,
         full_report_interval: float = 600.0,
+        spread: float = 0.9,
     ) -> None:
         super().__init__(check_interval)
+        #: nodes that start (or reconnect) together would otherwise send their periodic
+        #: reports together, a wave of a whole fleet's reports each interval: each node's
+        #: first report counts as sent up to this fraction of an interval earlier
+        self.spread = spread
         self.backends = list(backends)
         self._by_uuid = {b.server_uuid: b for b in self.backends}
         self.status_interval = status_interval
@@ -236,8 +242,10 @@ class StatusReporter(_Ticker):
         if last is not None and last[0] == fingerprint and now - last[1] < self.status_interval:
             return
         self.send_status(self._shaped(backend.server_uuid, status, now))
+        sent_at = now if last is not None else \
+            now - random.uniform(0.0, self.spread) * self.status_interval
         with self._lock:
-            self._last_sent[backend.server_uuid] = (fingerprint, now)
+            self._last_sent[backend.server_uuid] = (fingerprint, sent_at)
             self._told[backend.server_uuid] = {m["uuid"]: m for m in status["machines"]}
 
     def _shaped(self, server_uuid: str, status: Mapping[str, Any], now: float) -> dict[str, Any]:

@@ -1,16 +1,16 @@
 """Scale (issue 16): a PostgreSQL head node and a mock cloud of 1,000, 5,000 and 10,000 nodes.
 
 Per size, on a fresh cloud (PostgreSQL, Redis, the API under gunicorn, the workflow worker,
-beat, the node-event consumers when `sdc headnode events` exists, and one mockcloud process
-hosting every sim node, sim latency 0):
+beat, the node-event consumers when `sdc headnode events` exists, and mockcloud processes
+hosting the sim nodes, 1,000 a process by default, sim latency 0):
 
 - seconds until every node is registered, running, and set up (one PUT each, concurrently,
   as `sdc up` does: the API has no bulk set-up);
 - over a window at rest (no provisions): the CPU of each process with its children (from
   /proc/<pid>/stat, reaped children included), as % of one core; Redis used_memory; the
   longest `workflows.reconcile` pass (Celery's "succeeded in" line in the worker's log, so the
-  worker logs at INFO); servers not running although every node is alive (the mockcloud
-  runs them all; those whose heartbeat was stale too are counted apart); the `headnode` and
+  worker logs at INFO); servers not running although every node is alive (the mockclouds
+  run them all; those whose heartbeat was stale too are counted apart); the `headnode` and
   `nodes` queue lengths;
 - then provisions through the operator API (package g1-512m, a sim image) from a bounded
   number of clients, each waiting out a 429 for its Retry-After as a client would:
@@ -22,6 +22,7 @@ the largest size the provisions run again with 1 API + 1 worker process and with
 issue's targets, each PASS or FAIL, at the largest size.
 
     .venv/bin/python bench/scale.py [--sizes 1000,5000,10000] [--window 60]
+        [--nodes-per-mockcloud 1000]
         [--provisions 200] [--clients 16] [--json PATH] [--keep]
 
 The window should be at least the nodes' status interval (60 s), or it may miss their
@@ -142,13 +143,17 @@ class Cloud:
         self.api.post("/ops/images", {"name": "base-64", "version": "24.4.1", "os": "smartos"})
 
     def start_mockcloud(self, servers: int) -> float:
-        """Start the fleet; when (time.monotonic()) its process started."""
-        data_dir = self.stack.workdir / "mock"
-        credentials.issue_mockcloud(data_dir, servers, PREFIX)
+        """Start the fleet, ``--nodes-per-mockcloud`` nodes a process; when
+        (time.monotonic()) the first process started."""
+        per = self.args.nodes_per_mockcloud or servers
         started = time.monotonic()
-        self.procs.spawn("mockcloud", [SDC, "mockcloud", "--servers", str(servers),
-                                       "--prefix", PREFIX, "--data-dir", str(data_dir),
-                                       "--sim-latency-ms", "0"], env=self.env)
+        for index, first in enumerate(range(0, servers, per)):
+            count, prefix = min(per, servers - first), f"{PREFIX}{index}"
+            data_dir = self.stack.workdir / f"mock{index}"
+            credentials.issue_mockcloud(data_dir, count, prefix)
+            self.procs.spawn(f"mockcloud{index}", [
+                SDC, "mockcloud", "--servers", str(count), "--prefix", prefix,
+                "--data-dir", str(data_dir), "--sim-latency-ms", "0"], env=self.env)
         return started
 
     def restart(self, api_workers: int, worker_processes: int) -> None:
@@ -187,7 +192,7 @@ def start_cloud(stack: Stack, logs: Path, args: argparse.Namespace) -> Cloud:
     # the node-event consumer runs as a process of its own (Cloud.start_headnode)
     apart = {"SDC_EVENT_CONSUMERS": "0"} if has_setting("event_consumers") else {}
     env = headnode_env(stack.database_url, stack.redis.url, stack.workdir / "headnode", TOKEN,
-                       port, args.api_workers, **apart)
+                       port, args.api_workers, **apart, **dict(args.setting))
     # throttled_wait=0: the bench waits out 429s itself, to count them and time the POST
     api = OpsClient(f"http://127.0.0.1:{port}", TOKEN, timeout=60, throttled_wait=0)
     cloud = Cloud(stack, ProcessGroup(logs), env, api, args)
@@ -288,7 +293,7 @@ class RestSamples:
         self.redis_bytes.append(int(cloud.redis.info("memory")["used_memory"]))
 
     def sample_servers(self, cloud: Cloud) -> None:
-        # every node is alive (the mockcloud hosts them all, and it is checked to run)
+        # every node is alive (the mockclouds host them all, and each is checked to run)
         wrong = [row[0] for row in cloud.sql("SELECT uuid FROM servers WHERE status <> "
                                              "'running'")]
         if wrong:
@@ -325,6 +330,7 @@ def at_rest(cloud: Cloud, seconds: float) -> dict[str, Any]:
     after, elapsed = tree_cpu_seconds(pids), time.monotonic() - start
     cpu = {name: (after[name] - before[name]) / elapsed * 100 for name in pids}
     cpu["head node"] = sum(v for k, v in cpu.items() if k in HEADNODE_PROCS)
+    cpu["mockcloud"] = sum(v for k, v in cpu.items() if k.startswith("mockcloud"))
     window_log = read_from(worker_log, offset)
     passes = reconcile_passes(window_log)
     return {
@@ -399,17 +405,36 @@ def wait_finished(cloud: Cloud, jobs: set[str]) -> dict[str, tuple[str, float]]:
         message="every accepted provision to finish")
 
 
-def provision_round(cloud: Cloud) -> dict[str, Any]:
+def headnode_cpu_s(cpu_s: dict[str, float]) -> float:
+    return sum(v for k, v in cpu_s.items() if k in HEADNODE_PROCS)
+
+
+def provision_round(cloud: Cloud, rest_cpu_pct: float) -> dict[str, Any]:
     """``--warmup`` provisions (not measured: processes just started import and cache on
-    their first create), then ``--provisions``."""
+    their first create), then ``--provisions``. Besides the rate and latencies, the CPU the
+    head-node processes spent per provision, in all and above their rate at rest
+    (``rest_cpu_pct``, % of a core: the node events go on meanwhile): what a create costs the
+    head node whatever else shares this machine's cores, the simulated fleet above all."""
     warm, _ = post_provisions(cloud, cloud.args.warmup)
     wait_finished(cloud, set(warm.accepted))
+    pids = cloud.cpu_pids()
+    cpu_before, clock = tree_cpu_seconds(pids), time.monotonic()
     posted, begin = post_provisions(cloud, cloud.args.provisions)
     jobs = set(posted.accepted)
     done = wait_finished(cloud, jobs)
+    cpu_after, took = tree_cpu_seconds(pids), time.monotonic() - clock
+    spent = headnode_cpu_s(cpu_after) - headnode_cpu_s(cpu_before)
+    fleet = sum(cpu_after[k] - cpu_before[k] for k in pids if k.startswith("mockcloud"))
     latencies = [done[j][1] - at for j, at in posted.accepted.items()]
     last = max((done[j][1] for j in jobs), default=begin)
     return {
+        "headnode_cpu_ms_each": spent / len(jobs) * 1000 if jobs else None,
+        "headnode_cpu_ms_each_above_rest":
+            (spent - rest_cpu_pct / 100 * took) / len(jobs) * 1000 if jobs else None,
+        "mockcloud_cpu_pct": fleet / took * 100,
+        "cpu_ms_each_by_process": {
+            k: (cpu_after[k] - cpu_before[k]) / len(jobs) * 1000
+            for k in pids if k in HEADNODE_PROCS} if jobs else {},
         "requested": cloud.args.provisions,
         "accepted": len(jobs),
         "gave_up_after_429": posted.gave_up,
@@ -423,7 +448,7 @@ def provision_round(cloud: Cloud) -> dict[str, Any]:
     }
 
 
-def compare_processes(cloud: Cloud) -> dict[str, Any]:
+def compare_processes(cloud: Cloud, rest_cpu_pct: float) -> dict[str, Any]:
     """The same provisions with 1 API + 1 worker process, then 2 + 2."""
     missing = [name for name in ("api_workers", "worker_processes") if not has_setting(name)]
     if missing:
@@ -433,7 +458,7 @@ def compare_processes(cloud: Cloud) -> dict[str, Any]:
     for n in (1, 2):
         cloud.restart(api_workers=n, worker_processes=n)
         time.sleep(cloud.args.settle)
-        out[f"{n} API + {n} worker"] = provision_round(cloud)
+        out[f"{n} API + {n} worker"] = provision_round(cloud, rest_cpu_pct)
     return out
 
 
@@ -455,10 +480,10 @@ def bench_size(servers: int, compare: bool, args: argparse.Namespace, logs: Path
             result.update(at_rest(cloud, args.window))
             say(servers, f"head-node CPU at rest {result['cpu_pct']['head node']:.0f} % of a "
                          f"core; {args.provisions} provisions")
-            result["provisions"] = provision_round(cloud)
+            result["provisions"] = provision_round(cloud, result["cpu_pct"]["head node"])
             if compare:
                 say(servers, "the same provisions with 1 API + 1 worker, then 2 + 2")
-                result["processes"] = compare_processes(cloud)
+                result["processes"] = compare_processes(cloud, result["cpu_pct"]["head node"])
         finally:
             cloud.procs.stop_all()
             cloud.close()
@@ -514,6 +539,9 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("provisions accepted", lambda r: f"{r['provisions']['accepted']}/"
                                       f"{r['provisions']['requested']}"),
     ("provisions/s", provision_cell("per_s", ".1f")),
+    ("head-node CPU per provision, ms", provision_cell("headnode_cpu_ms_each")),
+    ("  above its rate at rest, ms", provision_cell("headnode_cpu_ms_each_above_rest")),
+    ("mock fleet CPU meanwhile, % core", provision_cell("mockcloud_cpu_pct")),
     ("p50 POST->running, ms", provision_cell("p50_ms")),
     ("p99 POST->running, ms", provision_cell("p99_ms")),
     *((f"  p99 {name}, ms", phase_cell(name))
@@ -560,6 +588,12 @@ def targets(baseline: dict[str, Any] | None, largest: dict[str, Any]) -> list[di
                        f"{baseline['nodes']} nodes", ratio,
                        f"{prov['per_s']:.1f}/s vs {base:.1f}/s = {fmt(ratio)} %",
                        ratio is not None and ratio >= 80))
+        base_cpu = baseline["provisions"].get("headnode_cpu_ms_each_above_rest")
+        cpu_each = prov.get("headnode_cpu_ms_each_above_rest")
+        met = bool(base_cpu and cpu_each is not None and cpu_each <= base_cpu / 0.8)
+        checks.append((f"head-node CPU per provision at {n:,} nodes <= 125 % of it at "
+                       f"{baseline['nodes']} nodes (the rate target, the fleet's CPU aside)",
+                       cpu_each, f"{fmt(cpu_each)} ms vs {fmt(base_cpu)} ms", met))
     p99 = prov["p99_ms"]
     checks.append((f"p99 POST->running at {n:,} nodes <= 2000 ms", p99, f"{fmt(p99)} ms",
                    p99 is not None and p99 <= 2000))
@@ -594,12 +628,19 @@ def parse_args() -> argparse.Namespace:
                         help="concurrent PUTs setting the servers up")
     parser.add_argument("--stall", type=float, default=120.0,
                         help="seconds without a new registration before giving up")
+    parser.add_argument("--nodes-per-mockcloud", type=int, default=1000,
+                        help="sim nodes a mockcloud process hosts (0: all in one): one process "
+                             "consuming 10,000 node queues picks each message up in O(queues), "
+                             "where a real node's agent has one queue")
     parser.add_argument("--api-workers", type=int, default=2,
                         help="gunicorn workers (SDC_API_WORKERS) of the main rounds")
     parser.add_argument("--worker-loglevel", default="INFO",
                         help="INFO: the reconciler passes are read from the worker's log")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the 100-node baseline (no provision-rate target)")
+    parser.add_argument("--set", dest="setting", action="append", default=[],
+                        type=lambda text: tuple(text.split("=", 1)), metavar="SDC_NAME=VALUE",
+                        help="a head-node setting for every size (repeatable)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the figures here too")
     parser.add_argument("--keep", action="store_true", help="keep the processes' logs")
     args = parser.parse_args()
@@ -610,7 +651,9 @@ def parse_args() -> argparse.Namespace:
 def describe(sizes: list[int], args: argparse.Namespace) -> str:
     defaults = HeadnodeSettings()
     workers = getattr(defaults, "worker_processes", 1)
-    return (f"sizes {', '.join(f'{n:,}' for n in sizes)} nodes (one mockcloud, sim latency 0) "
+    per = f"{args.nodes_per_mockcloud:,} nodes" if args.nodes_per_mockcloud else "all nodes"
+    return (f"sizes {', '.join(f'{n:,}' for n in sizes)} nodes ({per} a mockcloud process, "
+            f"sim latency 0) "
             f"on {os.cpu_count()} CPUs; {args.api_workers} API processes, "
             f"{workers} workflow-worker process(es) x {defaults.worker_concurrency} "
             f"threads, node-event consumer: "

@@ -85,13 +85,26 @@ def test_registration_then_status_only_on_change(tmp_path: Path, image_spec: dic
 
 def test_status_is_repeated_after_status_interval() -> None:
     recorder = Recorder()
-    reporter = recorder.reporter(nodes(1), status_interval=0.05)
+    reporter = recorder.reporter(nodes(1), status_interval=0.05, spread=0.0)
     reporter.tick()
     reporter.tick()
     assert len(recorder.status) == 1
     time.sleep(0.06)
     reporter.tick()
     assert len(recorder.status) == 2
+
+
+def test_nodes_started_together_spread_their_periodic_reports() -> None:
+    """The second reports of 50 nodes are due from 0.05 to 0.5 s after the first ones: at
+    0.3 s some have gone and some have not."""
+    recorder = Recorder()
+    reporter = recorder.reporter(nodes(50), status_interval=0.5, spread=0.9)
+    started = time.monotonic()
+    reporter.tick()
+    assert len(recorder.status) == 50
+    time.sleep(max(0.0, started + 0.3 - time.monotonic()))
+    reporter.tick()
+    assert 0 < len(recorder.status) - 50 < 50, len(recorder.status)
 
 
 def test_change_told_by_a_reply_is_not_reported_again() -> None:
