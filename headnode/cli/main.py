@@ -1,7 +1,7 @@
 """``sdc``: the operator's command line (head-node processes and the operator API).
 
-This module holds only the root group and the registration of the command groups, each of
-which lives in a module of its own; what they share is in :mod:`headnode.cli.context` and
+This module holds only the root group and where each command group lives (each in a module
+of its own, imported when used); what they share is in :mod:`headnode.cli.context` and
 :mod:`headnode.cli.output`. No command module imports this one."""
 
 from __future__ import annotations
@@ -10,37 +10,33 @@ import importlib
 
 import click
 
-from headnode.cli.accounts import account
-from headnode.cli.config import config
 from headnode.cli.context import CliState, SdcGroup
-from headnode.cli.doctor import doctor
-from headnode.cli.headnode import headnode
-from headnode.cli.images import image
-from headnode.cli.jobs import job
-from headnode.cli.machines import vm
-from headnode.cli.networks import key, network
-from headnode.cli.nics import nic
-from headnode.cli.packages import package
-from headnode.cli.placement import capacity, placement
-from headnode.cli.server_exec import server_exec, server_ssh_key
-from headnode.cli.server_setup import (
-    server_rollback_agent,
-    server_setup,
-    server_upgrade_agent,
-)
-from headnode.cli.servers import server
 
-# Commands that live in other packages: imported only when used or listed, so that
-# `sdc vm list` does not pay for Celery, and `sdc --help` works while one is missing.
+# Every command group is imported only when it is used (or listed): `sdc vm list` does not
+# pay for SQLAlchemy and paramiko, nor `sdc agent run` on a compute node for the head
+# node's commands; and `sdc --help` works while one of them cannot load.
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
-    "up": ("headnode.cli.up", "up"),
+    "account": ("headnode.cli.accounts", "account"),
     "agent": ("agents.cli", "agent"),
+    "capacity": ("headnode.cli.placement", "capacity"),
+    "config": ("headnode.cli.config", "config"),
+    "doctor": ("headnode.cli.doctor", "doctor"),
+    "headnode": ("headnode.cli.headnode", "headnode"),
+    "image": ("headnode.cli.images", "image"),
+    "job": ("headnode.cli.jobs", "job"),
+    "key": ("headnode.cli.networks", "key"),
     "mockcloud": ("agents.cli", "mockcloud"),
+    "network": ("headnode.cli.networks", "network"),
+    "package": ("headnode.cli.packages", "package"),
+    "placement": ("headnode.cli.placement", "placement"),
+    "server": ("headnode.cli.groups", "server_group"),
+    "up": ("headnode.cli.up", "up"),
+    "vm": ("headnode.cli.groups", "vm_group"),
 }
 
 
 class RootGroup(SdcGroup):
-    """The ``sdc`` group: its own commands, and those of :data:`LAZY_COMMANDS`."""
+    """The ``sdc`` group: every command of :data:`LAZY_COMMANDS`, loaded when asked for."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
@@ -56,6 +52,8 @@ def load_lazy_command(name: str) -> click.Command:
     module_name, attr = LAZY_COMMANDS[name]
     try:
         command = getattr(importlib.import_module(module_name), attr)
+        if not isinstance(command, click.Command) and callable(command):
+            command = command()  # a group put together from several modules
     except (ImportError, AttributeError) as exc:
         return unavailable_command(name, f"{module_name}.{attr}", exc)
     if not isinstance(command, click.Command):
@@ -86,17 +84,6 @@ def unavailable_command(name: str, where: str, exc: Exception) -> click.Command:
 def main(ctx: click.Context, api_url: str | None, token: str | None, as_json: bool) -> None:
     """Run and operate a SmartDataCenter-style cloud."""
     ctx.obj = CliState(api_url=api_url, token=token, as_json=as_json)
-
-
-for _command in (account, capacity, config, doctor, headnode, image, job, key, network,
-                 package, placement, server, vm):
-    main.add_command(_command)
-vm.add_command(nic)  # `sdc vm nic ...`
-server.add_command(server_exec)  # `sdc server exec ...`
-server.add_command(server_ssh_key)
-server.add_command(server_setup)  # `sdc server setup HOST|UUID`
-server.add_command(server_upgrade_agent)
-server.add_command(server_rollback_agent)
 
 
 if __name__ == "__main__":  # `python -m headnode.cli.main`, as `sdc up` starts its children

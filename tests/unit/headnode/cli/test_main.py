@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 
 from headnode.cli import output as cli
-from headnode.cli.main import main
+from headnode.cli.main import LAZY_COMMANDS, main
 from tests.support.net import free_port
 
 from .conftest import FakeApi
@@ -268,6 +270,25 @@ def test_help_lists_the_lazy_commands() -> None:
     assert result.exit_code == 0
     for name in ("up", "mockcloud", "agent", "vm", "headnode"):
         assert f"  {name} " in result.stdout
+
+
+def test_a_command_loads_only_its_own_group() -> None:
+    """`sdc vm ...` (and `sdc agent ...` on a compute node) start without the head node's
+    database and SSH libraries."""
+    code = ("import sys; from headnode.cli.main import main; "
+            "main(['vm', '--help'], standalone_mode=False); "
+            "print(sorted(m for m in ('sqlalchemy', 'paramiko', 'celery') if m in sys.modules))")
+    answer = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert answer.stdout.strip().splitlines()[-1] == "[]", answer.stdout
+
+
+def test_a_command_that_cannot_load_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(LAZY_COMMANDS, "vm", ("headnode.cli.no_such_module", "vm"))
+    result = CliRunner().invoke(main, ["vm", "list"])
+    assert result.exit_code == 1
+    assert "`sdc vm` is not available: cannot load headnode.cli.no_such_module.vm" in \
+        result.output
 
 
 def test_redact_url_hides_the_password() -> None:
