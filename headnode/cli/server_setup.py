@@ -5,6 +5,7 @@ followed here step by step."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from headnode.ssh.client import Target
 
 #: a setup builds the agent's wheels on first use, then installs over SSH
 JOB_TIMEOUT = 7200.0
+BUSY_RETRY_SECONDS = 2.0
 #: options that only a setup over SSH (a HOST) takes
 SSH_ONLY = ("user", "port", "key", "accept_new", "prefix", "backend", "pool", "nic_tags",
             "hostname", "version")
@@ -143,7 +145,8 @@ def last_result(row: dict[str, Any]) -> dict[str, Any]:
 @click.option("--servers", "servers_spec", default="all", show_default=True,
               metavar="all|UUID,...", help="Every set-up server, or these servers.")
 @click.option("--parallel", type=click.IntRange(1, 64), default=1, show_default=True,
-              metavar="N", help="How many servers at once.")
+              metavar="N", help="How many servers at once (the head node runs at most "
+              "SDC_WORKER_CONCURRENCY - 1 node jobs at once; the others wait their turn).")
 @click.option("--wheel", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="An sdc wheel to roll out (uploaded to the head node first).")
 @click.option("--version", "version", default=None, metavar="VERSION",
@@ -177,11 +180,19 @@ def server_upgrade_agent(servers_spec: str, parallel: int, wheel: Path | None,
 def start_upgrade(srv: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     """Start the server's upgrade job; a refusal is recorded as that server's failure."""
     uuid = str(srv["uuid"])
-    try:
-        started = client().post(f"/ops/servers/{uuid}/upgrade-agent", body)
-    except ApiError as exc:
-        return {"server_uuid": uuid, "execution": "refused",
-                "error": {"step": "start", "code": exc.code, "message": exc.message}}
+    given_up_at = time.monotonic() + JOB_TIMEOUT
+    while True:
+        try:
+            started = client().post(f"/ops/servers/{uuid}/upgrade-agent", body)
+            break
+        except ApiError as exc:
+            # more than the head node runs at once (SDC_WORKER_CONCURRENCY - 1): wait for
+            # one of those already started to end
+            if exc.code == "TooManyNodeJobs" and time.monotonic() < given_up_at:
+                time.sleep(BUSY_RETRY_SECONDS)
+                continue
+            return {"server_uuid": uuid, "execution": "refused",
+                    "error": {"step": "start", "code": exc.code, "message": exc.message}}
     return {"server_uuid": uuid, "hostname": srv.get("hostname"),
             "job_uuid": started["job_uuid"]}
 

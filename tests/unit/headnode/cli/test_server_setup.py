@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 from flask import Flask
 from sqlalchemy import select
 
+from headnode.cli import server_setup
 from headnode.cli.main import main
 from headnode.nodesetup.bundle import stored_versions
 from headnode.ssh.keys import head_key
@@ -143,6 +144,29 @@ def test_upgrade_rolls_one_at_a_time_and_stops_at_the_first_failure(
     # each run started cn1 and cn2, never cn3
     assert started == [f"/ops/servers/{s['uuid']}/upgrade-agent" for s in SERVERS[:2]] * 2
     assert all(r.body == {"version": "2.0"} for r in fake_api.requests if r.method == "POST")
+
+
+def test_parallel_starts_the_batch_before_following_it_and_waits_out_a_busy_head_node(
+        fake_api: FakeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server_setup, "BUSY_RETRY_SECONDS", 0.01)
+    fake_api.route("GET", "/ops/servers", (200, SERVERS))
+    busy = (409, {"code": "TooManyNodeJobs", "message": "2 node jobs run already"})
+    for srv in SERVERS:
+        job_uuid = f"job-{srv['hostname']}"
+        accepted = (202, {"job_uuid": job_uuid})
+        fake_api.route("POST", f"/ops/servers/{srv['uuid']}/upgrade-agent",
+                       [busy, accepted] if srv["hostname"] == "cn3" else accepted)
+        fake_api.route("GET", f"/ops/jobs/{job_uuid}", (200, node_job(job_uuid, "succeeded")))
+    result = sdc(fake_api.url, tmp_path, "--json", "server", "upgrade-agent", "--version",
+                 "2.0", "--parallel", "3")
+    assert result.exit_code == 0, result.output
+    assert [r["execution"] for r in json.loads(result.stdout)] == ["succeeded"] * 3
+    calls = [(r.method, r.path) for r in fake_api.requests if r.path != "/ops/servers"]
+    posts = [f"/ops/servers/{s['uuid']}/upgrade-agent" for s in SERVERS]
+    # cn3 asked twice (busy, then accepted), and every start before the first follow
+    assert calls[:4] == [("POST", posts[0]), ("POST", posts[1]), ("POST", posts[2]),
+                         ("POST", posts[2])]
+    assert {path for method, path in calls[4:]} == {f"/ops/jobs/job-cn{i}" for i in (1, 2, 3)}
 
 
 def test_rollback_and_job_watch(fake_api: FakeApi, tmp_path: Path) -> None:
