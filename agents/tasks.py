@@ -20,6 +20,7 @@ from celery import Celery
 from marshmallow import EXCLUDE, ValidationError
 
 from agents.backends.base import BackendError, NodeBackend
+from schemas import migrations as schemas_migrations
 from schemas.agent import (
     AGENT_TASKS,
     HEADNODE_QUEUE,
@@ -36,6 +37,7 @@ EVENT_SYSINFO = "events.server_sysinfo"
 EVENT_STATUS = "events.server_status"
 EVENT_TASK_REPLY = "events.task_reply"
 EVENT_MACHINE_METADATA = "events.machine_metadata"
+EVENT_MIGRATION_PROGRESS = schemas_migrations.EVENT_MIGRATION_PROGRESS
 
 #: A reply must survive a short broker hiccup: without it the workflow waits for its timeout.
 REPLY_RETRY_POLICY = {"max_retries": 30, "interval_start": 0, "interval_step": 0.5,
@@ -86,7 +88,8 @@ def host(backends: Iterable[NodeBackend]) -> None:
 
 #: node events travel apart from the jobs' messages; a task reply is a job's progress
 EVENT_QUEUES = {EVENT_SYSINFO: NODES_QUEUE, EVENT_STATUS: NODES_QUEUE,
-                EVENT_MACHINE_METADATA: NODES_QUEUE, EVENT_TASK_REPLY: HEADNODE_QUEUE}
+                EVENT_MACHINE_METADATA: NODES_QUEUE, EVENT_MIGRATION_PROGRESS: NODES_QUEUE,
+                EVENT_TASK_REPLY: HEADNODE_QUEUE}
 
 
 def send_event(name: str, server_uuid: str, *args: Any,
@@ -111,6 +114,13 @@ def send_machine_metadata(change: Mapping[str, Any]) -> None:
     cannot take it (the caller logs it: the event is not sent again)."""
     send_event(EVENT_MACHINE_METADATA, change["server_uuid"],
                MachineMetadataEventSchema().dump(change))
+
+
+def send_migration_progress(progress: Mapping[str, Any]) -> None:
+    """One end of a migration stream says how far it is (MigrationProgressSchema); raises
+    when the broker cannot take it (progress is advisory: the caller logs and goes on)."""
+    send_event(EVENT_MIGRATION_PROGRESS, progress["server_uuid"],
+               schemas_migrations.MigrationProgressSchema().dump(progress))
 
 
 def send_reply(reply: Mapping[str, Any], outcome: Mapping[str, Any]) -> None:
@@ -196,6 +206,33 @@ def _node_set_overlay_peers(backend: NodeBackend, params: dict[str, Any]) -> dic
     return {"overlay": backend.set_overlay_peers(params["peers"], params["version"])}
 
 
+def _migration_target_prepare(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+    return {"machine": backend.migration_target_prepare(params["migration_uuid"],
+                                                        params["spec"])}
+
+
+def _migration_receive(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+    return {"receive": backend.migration_receive(params)}
+
+
+def _migration_send(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+    return {"sync": backend.migration_send(params)}
+
+
+def _migration_activate(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+    return {"machine": backend.migration_activate(params["uuid"], params["migration_uuid"],
+                                                  params["snapshot"])}
+
+
+def _migration_hide(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+    return {"machine": backend.migration_hide(params["uuid"], params["hidden"])}
+
+
+def _migration_cleanup(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
+    return {"cleaned": backend.migration_cleanup(params["uuid"], params["migration_uuid"],
+                                                 params["keep"])}
+
+
 def _batch(backend: NodeBackend, params: dict[str, Any]) -> dict[str, Any]:
     outcomes = []
     for item in params["ops"]:
@@ -229,6 +266,12 @@ OPERATIONS: dict[str, Callable[[NodeBackend, dict[str, Any]], dict[str, Any]]] =
     "machine_remove_nics": _machine_remove_nics,
     "machine_update_nics": _machine_update_nics,
     "node_set_overlay_peers": _node_set_overlay_peers,
+    "migration_target_prepare": _migration_target_prepare,
+    "migration_receive": _migration_receive,
+    "migration_send": _migration_send,
+    "migration_activate": _migration_activate,
+    "migration_hide": _migration_hide,
+    "migration_cleanup": _migration_cleanup,
     "batch": _batch,
 }
 assert set(OPERATIONS) == set(AGENT_TASKS), "every op of the wire contract needs a handler"

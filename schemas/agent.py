@@ -29,6 +29,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from schemas.ids import uuid_string
 from schemas.image_manifest import FILE_FORMATS
+from schemas.migrations import MIGRATION_TASKS
 from schemas.nics import (
     MachineNicsAddSchema,
     MachineNicsRemoveSchema,
@@ -310,6 +311,8 @@ AGENT_TASKS: dict[str, type[Schema]] = {
     "sim_faults": SimFaultsSchema,
     # result {"outcomes": [TaskOutcome of each op that ran]}
     "batch": BatchSchema,
+    # results in schemas/migrations.py's docstring
+    **MIGRATION_TASKS,
 }
 
 

@@ -131,3 +131,33 @@ class NodeBackend(Protocol):
         """Make the node's uplinks send to exactly ``peers`` (nic tag -> underlay addresses of
         the other nodes providing it); remembered across restarts. Returns ``{"version"}``."""
         ...
+
+    # -- migration (schemas/migrations.py has the contract) --------------------------------
+
+    def migration_target_prepare(self, migration_uuid: str,
+                                 spec: dict[str, Any]) -> dict[str, Any]:
+        """A hidden, stopped copy of the machine ``spec`` describes, without a root yet;
+        one that exists is returned as it is."""
+        ...
+
+    def migration_receive(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Offer one stream (a MigrationReceiveSchema dict) at a URL for its token; returns
+        ``{"url", "expires_at"}`` at once, the receive runs when the source connects."""
+        ...
+
+    def migration_send(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Snapshot and stream (a MigrationSendSchema dict); returns ``{"snapshot", "parent",
+        "bytes", "seconds", "received_bytes"}`` after the target's receive succeeded."""
+        ...
+
+    def migration_activate(self, uuid: str, migration_uuid: str,
+                           snapshot: str) -> dict[str, Any]:
+        """The hidden copy's root from the received ``snapshot``; the machine shown, stopped."""
+        ...
+
+    def migration_hide(self, uuid: str, hidden: bool) -> dict[str, Any]: ...
+
+    def migration_cleanup(self, uuid: str, migration_uuid: str,
+                          keep: str | None) -> list[str]:
+        """Remove the machine's migration snapshots but ``keep``; returns the names removed."""
+        ...
