@@ -40,6 +40,9 @@ class AgentSettings:
     sim_traits: str = setting("{}", "sim backend: traits of a node, as a JSON object")
     pool: str = setting("", "storage pool (or its mount point) the linux backend uses")
     sim_state: bool = setting(True, "sim backend: keep node state in DATA_DIR across restarts")
+    sim_migration_fill: float = setting(0.1, "sim backend: the share of a machine's disk a "
+                                        "migration sends (its stream's size, simulated)")
+    sim_transfer_mbps: float = setting(200.0, "sim backend: MB/s a migration stream runs at")
     storage: str = setting("btrfs", "linux backend: storage driver, btrfs or zfs (then POOL "
                                     "is a dataset such as tank/sdc)")
     runc_root: Path = setting(Path("/run/sdc-runc"), "linux backend: runc's state directory")
