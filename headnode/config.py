@@ -133,6 +133,10 @@ class HeadnodeSettings:
     capacity_history_interval: float = setting(300.0, "Seconds between capacity history "
                                                "snapshots (fleet utilization).")
     capacity_history_days: float = setting(30.0, "Days a capacity history snapshot is kept.")
+    user_migration_allowed: bool = setting(False, "Let accounts migrate their own machines "
+                                           "(CloudAPI Migrate); operators always may.")
+    migration_estimate_mbps: float = setting(100.0, "MB/s a migration estimate assumes when "
+                                             "no recent migration measured a rate.")
 
     def __post_init__(self) -> None:
         _check_placement(self)

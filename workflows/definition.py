@@ -70,6 +70,8 @@ def job_machine(session: Session, job: Job) -> Machine | None:
 LocalFn = Callable[[StepContext], dict[str, Any] | None]
 ParamsFn = Callable[[StepContext], dict[str, Any]]
 ResultFn = Callable[[StepContext, dict[str, Any]], dict[str, Any] | None]
+ServerFn = Callable[[StepContext], str | None]
+WhenFn = Callable[[StepContext], bool]
 
 
 @dataclass(frozen=True)
@@ -103,10 +105,24 @@ class Step:
     #: waits on it, and the job's record shows it started. Its function may read the
     #: database (its writes are rolled back) and must be idempotent.
     own_turn: bool = False
+    #: the server an agent step goes to (a migration's steps go to its source or its
+    #: target); None: the job's server. The step's record names the server it went to, and
+    #: only that server's signed reply is taken.
+    server: ServerFn | None = None
+    #: a step that runs only when this says so; otherwise it is recorded as skipped (a
+    #: migration stops and starts a machine only if it was running)
+    when: WhenFn | None = None
+    #: False for an agent step that must not be asked twice while the first may still run
+    #: (a stream whose one-time token the first send spends): it waits its whole timeout
+    #: for the reply instead of being sent again every resend interval
+    resend: bool = True
 
     def __post_init__(self) -> None:
         if self.own_turn and self.run is None:
             raise ValueError(f"step {self.name}: only a local step may have its own turn")
+        if self.joins_previous and (self.server is not None or self.when is not None):
+            raise ValueError(f"step {self.name}: a step sent with the one before goes where "
+                             "it goes, always")
 
     @property
     def is_agent(self) -> bool:
@@ -119,6 +135,17 @@ class Workflow:
     chain: tuple[Step, ...]
     onerror: tuple[Step, ...] = ()
     timeout: float = 3600.0
+
+    def __post_init__(self) -> None:
+        for steps in (self.chain, self.onerror):
+            # a step's retries are counted by its name
+            names = [s.name for s in steps]
+            if len(set(names)) != len(names):
+                raise ValueError(f"workflow {self.name}: two steps share a name")
+            for before, step in zip(steps, steps[1:], strict=False):
+                if step.joins_previous and before.when is not None:
+                    raise ValueError(f"workflow {self.name}: step {step.name} joins a step "
+                                     "that may be skipped")
 
     def steps(self, phase: str) -> tuple[Step, ...]:
         return self.chain if phase == "chain" else self.onerror

@@ -140,10 +140,10 @@ class Engine:
         proven (a signed message), must be the node the step went to."""
         with self.sessions() as session, session.begin():
             turn = self._turn(session, reply["job_uuid"])
-            if turn is not None and from_server is not None \
-                    and turn.job.server_uuid != from_server:
+            sent_to = None if turn is None else step_server(turn.job, reply.get("attempt"))
+            if turn is not None and from_server is not None and sent_to != from_server:
                 log.warning("ignoring a reply for job %s from server %s: its step went to %s",
-                            reply["job_uuid"], from_server, turn.job.server_uuid)
+                            reply["job_uuid"], from_server, sent_to)
                 return
             if turn is not None and turn.job.attempt == reply["attempt"] \
                     and turn.job.execution == "running":
@@ -171,6 +171,16 @@ class Engine:
                 return False
         turn.send()
         return True
+
+
+def step_server(job: Job, attempt: Any) -> str | None:
+    """The server the job's agent step of ``attempt`` was sent to (its record says, for a
+    step with a server of its own); else the job's server."""
+    for entries in (job.onerror_results, job.chain_results):
+        for entry in reversed(entries):
+            if entry.get("attempt") == attempt:
+                return entry.get("server") or job.server_uuid
+    return job.server_uuid
 
 
 def _log_ignored_step(job_uuid: str, attempt: int, job: Job | None) -> None:

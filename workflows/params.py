@@ -136,3 +136,10 @@ class NodeSetupParams(JobParams):
     server_uuid: str | None = None
     #: an upgrade back to the release the node ran before (``previous``)
     rollback: bool = False
+
+
+@dataclass(frozen=True)
+class MigrationParams(JobParams):
+    """A migration phase's job (``migrate_*``): which migration it drives."""
+
+    migration: str  # the migration's uuid

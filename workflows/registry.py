@@ -15,6 +15,14 @@ from types import ModuleType
 def load_all() -> tuple[ModuleType, ...]:
     """Register every workflow (again: harmless); the definition modules, in order."""
     # Imported when called, not when this module is: importing it registers nothing.
-    from workflows import machine_images, machines, nics, node_setup, nodes, snapshots
+    from workflows import (
+        machine_images,
+        machines,
+        migrations,
+        nics,
+        node_setup,
+        nodes,
+        snapshots,
+    )
 
-    return machines, snapshots, machine_images, nics, nodes, node_setup
+    return machines, snapshots, machine_images, nics, nodes, node_setup, migrations

@@ -28,6 +28,8 @@ from workflows.turn import Turn, iso, now_iso
 def start(turn: Turn) -> None:
     step = turn.step()
     entry = turn.start_entry(step)
+    if step.when is not None and not _wanted(turn, step, entry):
+        return
     if step.is_agent and step.joins_previous and turn.ready:
         # The node already ran this step, in the message of the step before it.
         outcome = turn.ready.popleft()
@@ -38,6 +40,21 @@ def start(turn: Turn) -> None:
         dispatch_agent(turn, step)
     else:
         _run_local(turn, step, entry)
+
+
+def _wanted(turn: Turn, step: Step, entry: dict[str, Any]) -> bool:
+    """Whether a step with a condition runs; one that does not is recorded as skipped."""
+    assert step.when is not None
+    turn.ready.clear()  # a conditional step never rides in a batch
+    ctx = turn.context()
+    try:
+        wanted = step.when(ctx)
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
+        fail_step(turn, step, entry, *describe(exc))
+        return False
+    if not wanted:
+        _succeed_step(turn, entry, {"skipped": True}, ctx)
+    return wanted
 
 
 def apply_reply(turn: Turn, reply: dict[str, Any], outcome: dict[str, Any]) -> None:
@@ -88,11 +105,18 @@ def dispatch_agent(turn: Turn, step: Step) -> None:
     except Exception as exc:  # noqa: BLE001
         fail_step(turn, step, turn.entry(), *describe(exc))
         return
-    server_uuid = job.server_uuid
+    try:
+        server_uuid = step.server(ctx) if step.server is not None else job.server_uuid
+    except Exception as exc:  # noqa: BLE001
+        fail_step(turn, step, turn.entry(), *describe(exc))
+        return
     if server_uuid is None:
         fail_step(turn, step, turn.entry(), "NoServer",
                   "the job has no server to send the step to")
         return
+    # the reply must come from the server the step went to (Engine.on_agent_reply)
+    turn.entry()["server"] = server_uuid
+    turn.touch()
     reply: dict[str, Any] = {"job_uuid": job.uuid, "step": job.step_index,
                              "attempt": job.attempt}
     op, params = ops[0]
@@ -100,8 +124,9 @@ def dispatch_agent(turn: Turn, step: Step) -> None:
         op, params = "batch", {"ops": [{"op": o, "params": p} for o, p in ops]}
         reply["batch"] = len(ops)
     # Wake the sweep before the real deadline, to ask again if no answer came by then.
-    job.step_deadline = min(turn.entry()["deadline"],
-                            time.time() + turn.settings.resend_interval)
+    job.step_deadline = (min(turn.entry()["deadline"],
+                             time.time() + turn.settings.resend_interval)
+                         if step.resend else turn.entry()["deadline"])
     turn.send_agent_after(server_uuid, op, params, reply)
 
 

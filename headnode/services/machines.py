@@ -61,6 +61,7 @@ from headnode.store.models import (
     Account,
     Image,
     Machine,
+    Migration,
     Network,
     Package,
     Server,
@@ -79,6 +80,8 @@ ACTION_FROM = {"start": ("stopped", "running"), "stop": ("running", "stopped"),
 PLACEMENT_ATTEMPTS = 5
 #: states in which a machine's definition (size, name, snapshots) may change
 CHANGEABLE = ("running", "stopped")
+#: the workflows of a migration's phases (services.migrations), which its guard lets by
+MIGRATION_WORKFLOW_PREFIX = "migrate_"
 ALIAS_INDEX = "uq_machines_owner_alias_live"
 #: a machine's brand (vmadm's) from its image's type; a Docker image runs as an lx zone
 BRANDS = {"lx-dataset": "lx", "zone-dataset": "joyent", "zvol": "kvm", "docker": "lx"}
@@ -321,6 +324,12 @@ def _lock_for_job(session: Session, machine: Machine, job_uuid: str) -> None:
                        code="MachineBusy")
 
 
+def _migrating(session: Session, machine_uuid: str) -> bool:
+    """The machine has an unfinished migration (services.migrations)."""
+    return session.scalar(select(exists().where(Migration.machine_uuid == machine_uuid,
+                                                Migration.finished_at.is_(None)))) is True
+
+
 def load_machine(session: Session, machine_uuid: str) -> Machine:
     machine = session.get(Machine, machine_uuid) if is_uuid(machine_uuid) else None
     if machine is None or machine.state == "destroyed":
@@ -341,6 +350,11 @@ def start_machine_job(ctx: ServiceContext, machine_uuid: str, workflow: str,
             if machine.job_uuid is not None:
                 raise Conflict(f"machine {machine.uuid} is busy with job {machine.job_uuid}",
                                code="MachineBusy")
+            if not workflow.startswith(MIGRATION_WORKFLOW_PREFIX) \
+                    and _migrating(session, machine.uuid):
+                raise Conflict(f"machine {machine.uuid} is being migrated: until its "
+                               "migration is finalized, rolled back or aborted, only the "
+                               "migration's own actions may change it", code="MachineMigrating")
             if machine.state not in allowed:
                 raise Conflict(f"cannot {workflow} a machine that is {machine.state}",
                                code="InvalidState")

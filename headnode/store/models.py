@@ -406,3 +406,59 @@ class Nic(Base):
         Index("uq_nics_machine_interface", "machine_uuid", "interface", unique=True),
         Index("ix_nics_machine", "machine_uuid"),
     )
+
+
+#: a migration that has not ended (finalized, rolled back, aborted or failed)
+UNFINISHED_MIGRATION_SQL = "finished_at IS NULL"
+
+
+class Migration(Timestamps, Base):
+    """A machine's move to another server (RFD 34's phases, docs/migration.md):
+    begin -> sync (repeatable) -> switch -> finalize | rollback, or abort before switch.
+    ``state``: running (a phase's job runs), paused (between phases), successful (switched;
+    finalized when ``finished_at`` is set), failed, aborted, rolled_back. A machine has at
+    most one unfinished migration (``finished_at`` null); while it has one, only the
+    migration's own jobs may change it."""
+
+    __tablename__ = "migrations"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    machine_uuid: Mapped[str] = mapped_column(ForeignKey("machines.uuid"))
+    owner_uuid: Mapped[str] = mapped_column(String(36))
+    source_server_uuid: Mapped[str] = mapped_column(String(36))
+    target_server_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    phase: Mapped[str] = mapped_column(String(16), default="begin")
+    automatic: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: the job of the phase that runs or ran last
+    job_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    syncs: Mapped[int] = mapped_column(Integer, default=0)
+    last_snapshot: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    total_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    sent_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    rate_bps: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    downtime_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: {code, message} of the failure that ended it
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    #: room held for the machine ({ram_mb, disk_mb, cpu}): on the target from begin (in
+    #: flight, then its usage from switch), on the source from switch to finalize
+    target_held: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    source_held: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    #: the machine ran when the switch began (the target is started if so)
+    was_running: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    #: events: {phase, state, message, bytes, total_bytes, at}
+    progress_history: Mapped[list[Any]] = mapped_column(default=list)
+    #: the one-time token of the stream under way (never shown)
+    stream_token: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: when the switch sent the stop (unix time, the head node's clock): the downtime's start
+    stop_sent_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                         nullable=True)
+
+    __table_args__ = (
+        Index("ix_migrations_machine", "machine_uuid", "created_at"),
+        Index("ix_migrations_owner", "owner_uuid"),
+        Index("uq_migrations_machine_unfinished", "machine_uuid", unique=True,
+              postgresql_where=text(UNFINISHED_MIGRATION_SQL),
+              sqlite_where=text(UNFINISHED_MIGRATION_SQL)),
+    )

@@ -14,7 +14,9 @@ from workflows.registry import load_all
 STARTED_BY_SERVICES = {"provision", "destroy", "resize", "rename", "create_image",
                        "snapshot_create", "snapshot_rollback", "snapshot_start",
                        "snapshot_delete", "purge_orphan", "add_nic", "remove_nic",
-                       "update_nic", "server_setup", "agent_upgrade"}
+                       "update_nic", "server_setup", "agent_upgrade", "migrate_begin",
+                       "migrate_sync", "migrate_switch", "migrate_automatic", "migrate_abort",
+                       "migrate_finalize", "migrate_rollback"}
 
 
 def test_importing_every_service_registers_no_workflow() -> None:
@@ -32,7 +34,7 @@ def test_load_all_registers_every_workflow_a_service_starts() -> None:
     modules = load_all()
     assert [m.__name__ for m in modules] == [
         "workflows.machines", "workflows.snapshots", "workflows.machine_images",
-        "workflows.nics", "workflows.nodes", "workflows.node_setup"]
+        "workflows.nics", "workflows.nodes", "workflows.node_setup", "workflows.migrations"]
     wanted = STARTED_BY_SERVICES | set(ACTIONS) | set(METADATA_WORKFLOWS)
     assert wanted <= set(REGISTRY), sorted(wanted - set(REGISTRY))
     assert load_all() == modules  # a second call changes nothing
