@@ -43,6 +43,9 @@ class AgentSettings:
     sim_migration_fill: float = setting(0.1, "sim backend: the share of a machine's disk a "
                                         "migration sends (its stream's size, simulated)")
     sim_transfer_mbps: float = setting(200.0, "sim backend: MB/s a migration stream runs at")
+    migration_address: str = setting("127.0.0.1", "the address other nodes reach this one at "
+                                     "for migration streams (an ephemeral port on it takes "
+                                     "them)")
     storage: str = setting("btrfs", "linux backend: storage driver, btrfs or zfs (then POOL "
                                     "is a dataset such as tank/sdc)")
     runc_root: Path = setting(Path("/run/sdc-runc"), "linux backend: runc's state directory")
