@@ -45,9 +45,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from headnode.services import doctor, node_metadata, overlay, revocation
+from headnode.services import doctor, migration_progress, node_metadata, overlay, revocation
 from headnode.store.models import Server
 from schemas.agent import NODES_QUEUE, ServerStatusSchema
+from schemas.migrations import EVENT_MIGRATION_PROGRESS
 from sdccommon import signing
 from workflows import node_events, nodes
 
@@ -55,8 +56,9 @@ log = logging.getLogger(__name__)
 
 SYSINFO, STATUS, METADATA = ("events.server_sysinfo", "events.server_status",
                              "events.machine_metadata")
+PROGRESS = EVENT_MIGRATION_PROGRESS
 #: the tasks this consumer takes; anything else on the queue is dropped with a log
-TASKS = (SYSINFO, STATUS, METADATA)
+TASKS = (SYSINFO, STATUS, METADATA, PROGRESS)
 #: ``<prefix><server uuid>``: a Redis list of reports that came before the registration
 EARLY_KEY = "sdc:events:early:"
 #: seconds an early report is kept (a node not registered by then sends a full report
@@ -221,9 +223,13 @@ class Consumer:
             for event in sysinfos:
                 self._register(session, event, done, revoked)
             result = node_events.apply_reports(session, statuses, done.peers)
+            progress = 0
             for event in events:
                 if event.task == METADATA:
                     node_metadata.apply_guest_change(session, event.args[0])
+                elif event.task == PROGRESS and event.args:
+                    progress += migration_progress.apply_progress(session, event.args[0],
+                                                                  event.sender)
             if result.servers:
                 done.questions = nodes.due_questions(session, self.resend_interval,
                                                      server_uuids=result.servers)
@@ -231,7 +237,7 @@ class Consumer:
         done.early = [e for uuid in sorted(early) for e in by_uuid[uuid]]
         done.reports = [e.args[0] for uuid, evs in by_uuid.items() if uuid not in early
                         for e in evs]
-        done.applied = result.applied + len(done.registered) + sum(
+        done.applied = result.applied + len(done.registered) + progress + sum(
             e.task == METADATA for e in events)
         return done
 

@@ -142,6 +142,7 @@ def plan_sync(ctx: StepContext) -> dict[str, Any]:
     if m.phase != "switch":
         m.phase = "sync"
     m.stream_token = secrets.token_urlsafe(32)
+    m.sent_bytes, m.total_bytes = 0, None  # the new stream's, as its ends report them
     return {"snapshot": _next_snapshot(m), "parent": m.last_snapshot}
 
 
@@ -191,6 +192,9 @@ def record_sync(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
     m.sent_bytes = m.total_bytes = sent
     if seconds > 0:
         m.rate_bps = int(sent / seconds)
+    # the stream's running entry (migration_progress) gives way to its outcome
+    m.progress_history = [e for e in m.progress_history or []
+                          if not (e.get("stream") == snapshot and e.get("state") == "running")]
     event(m, f"synced {snapshot} ({sent} bytes in {seconds:.1f} s)", bytes_=sent, total=sent)
     keep = {"uuid": ctx.job.machine_uuid, "migration_uuid": m.uuid, "keep": snapshot}
     _send_later(ctx, m.source_server_uuid, "migration_cleanup", keep)

@@ -3,6 +3,7 @@ reply counts only from that server) and a step that runs only when its condition
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -29,6 +30,9 @@ def wanted(ctx: StepContext) -> bool:
 register(Workflow("t-two-servers", chain=(
     Step("there", 10, agent_op="probe", params=params, server=other_server),
     Step("here", 10, agent_op="probe", params=params),
+)))
+register(Workflow("t-once", chain=(
+    Step("stream", 300, agent_op="probe", params=params, resend=False),
 )))
 register(Workflow("t-maybe", chain=(
     Step("maybe", 10, agent_op="probe", params=params, when=wanted),
@@ -91,3 +95,17 @@ def test_a_joined_step_cannot_choose_its_server_or_be_skipped() -> None:
                                  Step("b", 1, agent_op="q", joins_previous=True)))
     with pytest.raises(ValueError):
         Workflow("t-dup", chain=(Step("a", 1, agent_op="p"), Step("a", 1, agent_op="q")))
+
+
+def test_a_step_that_must_not_be_asked_twice_waits_its_whole_timeout(
+        ctx: Any, engine: Engine, transport: RecordingTransport) -> None:
+    job_uuid = start(ctx, "t-once")
+    engine.run_step(job_uuid, 1)
+    transport.agent.popleft()
+    # past the resend interval, not past the step's timeout: nothing is sent again
+    assert engine.sweep(now=time.time() + ctx.settings.resend_interval + 1) == 0
+    assert not transport.agent
+    assert engine.sweep(now=time.time() + 301) == 1
+    job = get_job(ctx, job_uuid)
+    assert not transport.agent and job.execution == "failed"
+    assert job.chain_results[0]["error"]["code"] == "StepTimeout"
