@@ -162,7 +162,11 @@ def record_receive(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
     offer = result.get("receive") or {}
     if not isinstance(offer.get("url"), str):
         raise StepFailed("BadReply", "the target answered no receive URL")
-    return {"url": offer["url"], "expires_at": offer.get("expires_at")}
+    answer = {"url": offer["url"], "expires_at": offer.get("expires_at")}
+    if offer.get("resume_token"):
+        # a SmartOS target kept a cut receive: the source sends the rest of that stream
+        answer["resume_token"] = offer["resume_token"]
+    return answer
 
 
 def send_params(ctx: StepContext) -> dict[str, Any]:
@@ -172,7 +176,9 @@ def send_params(ctx: StepContext) -> dict[str, Any]:
                     and isinstance(e.get("result"), dict)), None)
     if receive is None:
         raise StepFailed("NoStream", "no receive URL for this sync")
-    return {**_stream_params(ctx), "url": receive["result"]["url"]}
+    offer = receive["result"]
+    resume = {"resume_token": offer["resume_token"]} if offer.get("resume_token") else {}
+    return {**_stream_params(ctx), "url": offer["url"], **resume}
 
 
 def record_sync(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:

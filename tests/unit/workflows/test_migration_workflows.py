@@ -85,11 +85,11 @@ def do_begin(ctx: Any, engine: Engine, transport: RecordingTransport,
 
 
 def do_sync(engine: Engine, transport: RecordingTransport, two: dict[str, Any],
-            number: int) -> tuple[dict[str, Any], dict[str, Any]]:
+            number: int, **offer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """One stream answered by both ends; (receive params, send params)."""
     snapshot = f"migration-{number}"
     received = answer(engine, transport, two["target"], "migration_receive",
-                      {"receive": {"url": URL, "expires_at": 0}})
+                      {"receive": {"url": URL, "expires_at": 0, **offer}})
     sent = answer(engine, transport, two["source"], "migration_send",
                   {"sync": {"snapshot": snapshot, "parent": received["parent"],
                             "bytes": 1000 * number, "seconds": 0.5,
@@ -126,11 +126,12 @@ def test_begin_sync_switch_finalize(ctx: Any, engine: Engine, transport: Recordi
     assert refused.value.code == "MachineMigrating"
 
     start(ctx, engine, two, "sync")
-    first, _ = do_sync(engine, transport, two, 1)
-    assert first["parent"] is None
+    first, first_sent = do_sync(engine, transport, two, 1)
+    assert first["parent"] is None and "resume_token" not in first_sent
     start(ctx, engine, two, "sync")
-    second, _ = do_sync(engine, transport, two, 2)
+    second, sent = do_sync(engine, transport, two, 2, resume_token="1-abc-def")
     assert second["parent"] == "migration-1"
+    assert sent["resume_token"] == "1-abc-def"  # a cut receive's rest (SmartOS)
     m = migration(ctx, two["machine"])
     assert (m.state, m.phase, m.syncs, m.last_snapshot) == ("paused", "sync", 2, "migration-2")
     assert (m.sent_bytes, m.rate_bps) == (2000, 4000) and m.stream_token is None
