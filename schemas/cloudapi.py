@@ -124,6 +124,35 @@ class MachineAction(Schema):
     name = fields.String(validate=validate.Regexp(ALIAS_PATTERN))
 
 
+#: Migrate's actions: the phases, an estimate, and ``watch`` (the progress as a stream)
+MIGRATION_ACTIONS = ("begin", "sync", "switch", "automatic", "abort", "finalize", "rollback",
+                     "estimate", "watch")
+
+
+class MigrateRequest(Schema):
+    """``POST /:login/machines/:id/migrate``: query string and body merged. ``affinity``
+    (begin and automatic only) is one rule or a list of them, as for CreateMachine."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    action = fields.String(required=True, validate=validate.OneOf(MIGRATION_ACTIONS))
+    affinity = fields.List(fields.String(validate=validate.Regexp(AFFINITY_PATTERN)),
+                           validate=validate.Length(max=32))
+
+    @pre_load
+    def _one_rule(self, data: Any, **_: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("affinity"), str):
+            data = {**data, "affinity": [data["affinity"]]}
+        return data
+
+    @post_load
+    def _placing_only(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        if data.get("affinity") and data["action"] not in ("begin", "automatic"):
+            raise ValidationError("only with action begin or automatic", "affinity")
+        return data
+
+
 class MachineListQuery(Schema):
     """ListMachines' filters (``tag.NAME`` are taken out before); ``credentials`` is
     accepted and has nothing to add (no machine here has generated credentials)."""

@@ -130,3 +130,37 @@ class Nic(Schema):
     gateway = fields.String()
     state = fields.String(metadata={"description": "provisioning, running, stopped, removing"})
     network = fields.String(metadata={"description": "network uuid"})
+
+
+class MigrationEvent(Schema):
+    """A step of a migration (progress_history, and watch's ``progress`` lines)."""
+
+    type = fields.String(metadata={"enum": ["progress", "end"]})
+    phase = fields.String(allow_none=True)
+    state = fields.String(allow_none=True)
+    message = fields.String(allow_none=True)
+    current_progress = fields.Integer()
+    total_progress = fields.Integer()
+    transfer_bytes_second = fields.Integer()
+    eta_ms = fields.Integer()
+    started_timestamp = fields.Raw(allow_none=True)
+    finished_timestamp = fields.Raw(allow_none=True)
+
+
+class Migration(Schema):
+    machine = fields.String(required=True, metadata={"description": "the machine's id"})
+    state = fields.String(required=True, metadata={
+        "enum": ["running", "paused", "failed", "aborted", "successful", "rolled_back"]})
+    phase = fields.String(required=True, metadata={
+        "enum": ["begin", "sync", "switch", "finalize", "abort", "rollback"]})
+    automatic = fields.Boolean()
+    progress_history = fields.List(fields.Nested(MigrationEvent))
+    created_timestamp = fields.String(allow_none=True, metadata={"format": "date-time"})
+    finished_timestamp = fields.String(allow_none=True, metadata={"format": "date-time"})
+    error = fields.String(metadata={"description": "why it failed"})
+
+
+class MigrationEstimate(Schema):
+    size = fields.Integer(required=True, metadata={"description": "bytes to send"})
+    eta_ms = fields.Integer(required=True)
+    transfer_bytes_second = fields.Integer(required=True)

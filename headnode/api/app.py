@@ -46,6 +46,7 @@ from headnode.api.ops import (
 from headnode.api.ops import doctor as doctor_views
 from headnode.api.ops import jobs as job_views
 from headnode.api.ops import keys as account_keys
+from headnode.api.ops import migrations as migration_views
 from headnode.api.ops import networks as network_views
 from headnode.api.ops import nics as nic_views
 from headnode.api.ops import placement as placement_views
@@ -68,7 +69,8 @@ CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 BLUEPRINT_MODULES = (ping, servers, machines, job_views, packages, images, accounts, nodes,
                      placement_views,
-                     network_views, nic_views, account_keys, doctor_views, agent_bundles)
+                     network_views, nic_views, account_keys, doctor_views, agent_bundles,
+                     migration_views)
 
 # CloudAPI's names for the HTTP errors werkzeug raises on its own.
 HTTP_CODES = {

@@ -7,7 +7,16 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from headnode.api.cloudapi import account, catalog, machines, metadata, nics, openapi, snapshots
+from headnode.api.cloudapi import (
+    account,
+    catalog,
+    machines,
+    metadata,
+    migrations,
+    nics,
+    openapi,
+    snapshots,
+)
 from headnode.api.cloudapi.common import (
     CloudApiError,
     add_headers,
@@ -22,7 +31,7 @@ from headnode.services.errors import ServiceError
 from schemas.cloudapi import API_VERSIONS, CloudApiInputError
 
 CHILDREN = (account.blp, catalog.blp, machines.blp, metadata.blp, nics.blp,
-            snapshots.blp)
+            snapshots.blp, migrations.blp)
 
 
 def _with_errors(bp: Blueprint) -> Blueprint:

@@ -53,6 +53,8 @@ class Op:
     headers: Any = None
     open: bool = False
     text_too: bool = False
+    #: other successes: (status, {content type: schema})
+    also: tuple[tuple[int, dict[str, Any]], ...] = ()
 
 
 def _meta_ops(kind: str, title: str, values: dict[str, Any]) -> tuple[Op, ...]:
@@ -111,6 +113,14 @@ OPERATIONS: tuple[Op, ...] = (
        objects.Snapshot),
     Op("delete", "/machines/{uuid}/snapshots/{name}", "DeleteMachineSnapshot", 204),
     Op("post", "/machines/{uuid}/snapshots/{name}", "StartMachineFromSnapshot", 202),
+    Op("post", "/machines/{uuid}/migrate", "Migrate", 201, objects.Migration,
+       query=requests.MigrateRequest, body=requests.MigrateRequest, body_required=False,
+       also=((200, {"application/json": {"schema": objects.MigrationEstimate},
+                    "application/x-json-stream": {"schema": {"type": "string"}}}),)),
+    Op("get", "/machines/{uuid}/migrate", "MigrateMachineEstimate", 200,
+       objects.MigrationEstimate),
+    Op("get", "/migrations", "ListMigrations", 200, objects.Migration(many=True)),
+    Op("get", "/migrations/{uuid}", "GetMigration", 200, objects.Migration),
 )
 
 PATH_PARAMETERS = {
@@ -142,6 +152,8 @@ def _responses(op: Op) -> dict[str, Any]:
     if op.headers:
         success["headers"] = op.headers
     responses: dict[str, Any] = {str(op.status): success}
+    for status, content in op.also:
+        responses[str(status)] = {"description": STATUS_TEXT[status], "content": content}
     for status in (*op.extra, *(() if op.open else SIGNED_ERRORS)):
         answer: dict[str, Any] = {"description": STATUS_TEXT[status]}
         if status == 302:
