@@ -24,7 +24,7 @@ from headnode.cli.client import OpsClient
 from headnode.imagebuild import BuiltImage, build_busybox_image
 from headnode.store.migrate import upgrade
 from tests.support import credentials, netns
-from tests.support.btrfs import LoopPool, create_pool, destroy_pool
+from tests.support.btrfs import DEFAULT_SIZE, LoopPool, create_pool, destroy_pool
 from tests.support.headnode_env import headnode_env
 from tests.support.net import free_port
 from tests.support.procs import ProcessGroup
@@ -65,9 +65,10 @@ class LinuxCloud:
         self.procs.spawn("beat", [SDC, "headnode", "beat"], env=self.env)
 
     def add_node(self, name: str, netns: Path | None = None,
-                 env: dict[str, str] | None = None) -> LinuxNode:
-        """A pool, an agent, and the node registered and set up."""
-        node = LinuxNode(name, str(uuid.uuid4()), create_pool(f"e2e-{name}"), netns)
+                 env: dict[str, str] | None = None,
+                 pool_size: int = DEFAULT_SIZE) -> LinuxNode:
+        """A pool (of ``pool_size`` bytes), an agent, and the node registered and set up."""
+        node = LinuxNode(name, str(uuid.uuid4()), create_pool(f"e2e-{name}", pool_size), netns)
         node.env = {**self.env, "SDC_POOL": str(node.pool.mount),
                     "SDC_RUNC_ROOT": str(node.pool.runc_root), "SDC_STOP_TIMEOUT": "3",
                     "SDC_IMAGE_STORE_URL": self.api.base_url,
@@ -161,12 +162,13 @@ CloudT = TypeVar("CloudT", bound=LinuxCloud)
 
 @contextmanager
 def cloud_with_namespaces(postgres_server: Any, redis_server: Any, workdir: Path,
-                          kind: type[CloudT], spaces: Path) -> Iterator[CloudT]:
-    """:func:`start_cloud`, for a module whose nodes live in the network namespaces under
-    ``spaces`` (``tests.support.netns.workdir``): a setup that fails prints the processes'
-    last log lines; on exit the cloud stops and the namespaces go."""
+                          kind: type[CloudT], spaces: Path,
+                          **settings: str) -> Iterator[CloudT]:
+    """:func:`start_cloud` (with ``settings``), for a module whose nodes live in the network
+    namespaces under ``spaces`` (``tests.support.netns.workdir``): a setup that fails prints
+    the processes' last log lines; on exit the cloud stops and the namespaces go."""
     try:
-        cloud = start_cloud(postgres_server, redis_server, workdir, kind)
+        cloud = start_cloud(postgres_server, redis_server, workdir, kind, **settings)
     except BaseException:
         netns.remove_workdir(spaces)
         raise
