@@ -73,7 +73,7 @@ SWITCH = (
 #: migration got): the machine on its source only, the target copy and room gone
 CLEANUP = (
     # the target copy may run (the record had moved): it goes before the source starts
-    Step("destroy_target_now", DESTROY_TIMEOUT, agent_op="machine_destroy", server=s.target,
+    Step("destroy_target_now", ACTION_TIMEOUT, agent_op="machine_destroy", server=s.target,
          params=s.machine_ref, when=s.on_target),
     # again if a late reply comes: the target may make its copy after this ran
     Step("destroy_target", RECORD_TIMEOUT, run=s.destroy_target_later,
@@ -103,8 +103,10 @@ MIGRATE_AUTOMATIC = register(Workflow(
 MIGRATE_ABORT = register(Workflow(
     "migrate_abort",
     chain=(
-        Step("destroy_target", DESTROY_TIMEOUT, agent_op="machine_destroy", server=s.target,
-             params=s.machine_ref, retries=1),
+        # no retry, not the wait a destroy of a machine being created needs: the copy was
+        # made long ago, and if its node is away the clean-up sends the destroy anyway
+        Step("destroy_target", ACTION_TIMEOUT, agent_op="machine_destroy", server=s.target,
+             params=s.machine_ref),
         Step("cleanup_source", ACTION_TIMEOUT, agent_op="migration_cleanup",
              server=s.source, params=s.cleanup_ref, retries=1),
         Step("release_target", RECORD_TIMEOUT, run=s.restore_record, retries=2),
@@ -135,8 +137,8 @@ MIGRATE_ROLLBACK = register(Workflow(
              params=s.hide_ref(False)),
         Step("start_source", ACTION_TIMEOUT, agent_op="machine_start", server=s.source,
              params=s.machine_ref, on_result=record_state, when=s.was_running),
-        Step("destroy_target", DESTROY_TIMEOUT, agent_op="machine_destroy", server=s.target,
-             params=s.machine_ref, retries=1),
+        Step("destroy_target", ACTION_TIMEOUT, agent_op="machine_destroy", server=s.target,
+             params=s.machine_ref),
         Step("cleanup_source", ACTION_TIMEOUT, agent_op="migration_cleanup",
              server=s.source, params=s.cleanup_ref),
         Step("mark_rolled_back", RECORD_TIMEOUT, run=s.mark_rolled_back, retries=2),
