@@ -33,6 +33,8 @@ from schemas.ids import uuid_string
 
 #: names of migration snapshots, chosen by the head node: ``migration-<sync number>``
 MIGRATION_SNAPSHOT = r"^migration-[0-9]{1,6}\Z"
+#: a ZFS receive_resume_token: ``1-<hex>-<hex>-<hex>``, never an option to ``zfs send -t``
+RESUME_TOKEN = r"^[0-9][0-9a-f-]{0,4095}\Z"
 #: header of a stream's one-time token (the target compares it in constant time)
 TOKEN_HEADER = "X-Sdc-Migration-Token"
 EVENT_MIGRATION_PROGRESS = "events.migration_progress"
@@ -64,6 +66,10 @@ class MigrationReceiveSchema(Schema):
 class MigrationSendSchema(MigrationReceiveSchema):
     #: where the target listens for this stream (``migration_receive``'s answer)
     url = fields.String(required=True, validate=validate.Length(min=1, max=2048))
+    #: a SmartOS target's ``receive_resume_token`` (in ``migration_receive``'s answer when
+    #: a cut receive left one): the source sends the rest of that stream (``zfs send -t``)
+    resume_token = fields.String(load_default=None, allow_none=True,
+                                 validate=validate.Regexp(RESUME_TOKEN))
 
 
 class MigrationActivateSchema(Schema):

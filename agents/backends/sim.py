@@ -7,7 +7,8 @@ to fail on demand, and the state can be kept in a JSON file so a restarted agent
 machines.
 
 By concern: networking as bookkeeping (``simnet``), what fits the node (``simroom``), fault
-injection (``simfaults``), snapshots (``sim_snapshots``), images of machines (``sim_images``).
+injection (``simfaults``), snapshots (``sim_snapshots``), images of machines (``sim_images``),
+migrations between nodes (``sim_migration``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agents import tasks
 from agents.backends import sim_images, sim_snapshots, simnet, transfer
 from agents.backends import simroom as room
 from agents.backends.base import (
@@ -27,6 +29,8 @@ from agents.backends.base import (
     MachineNotFound,
 )
 from agents.backends.jsonfile import write_json
+from agents.backends.migration_progress import ProgressSink
+from agents.backends.sim_migration import MIGRATION_OPS, SimMigrations
 from agents.backends.simfaults import Faults
 from agents.config import AgentSettings, parse_nic_tags, parse_traits, resolve_hostname
 from agents.version import agent_version
@@ -56,10 +60,11 @@ SIM_OPS = (
     "machine_remove_nics",
     "machine_update_nics",
     "node_set_overlay_peers",
+    *MIGRATION_OPS,
 )
 
 
-class SimBackend:
+class SimBackend(SimMigrations):
     def __init__(
         self,
         server_uuid: str,
@@ -74,6 +79,9 @@ class SimBackend:
         nic_tags: Mapping[str, str | None] | None = None,
         image_store_url: str = "",
         image_store_ca: str = "",
+        migration_fill: float = 0.1,
+        transfer_mbps: float = 200.0,
+        migration_progress: ProgressSink | None = None,
     ) -> None:
         self.server_uuid = server_uuid
         #: the head node's image store (SDC_IMAGE_STORE_URL): uploads go there only
@@ -98,6 +106,13 @@ class SimBackend:
         self._nics: dict[str, list[dict[str, Any]]] = {}
         #: the overlay directory last applied: {"version", "peers"}
         self._overlay: dict[str, Any] = {"version": "", "peers": {}}
+        #: machine uuid -> its migration bookkeeping (sim_migration)
+        self._migrations: dict[str, dict[str, Any]] = {}
+        #: a migration stream's size: this share of the machine's disk; its rate in MB/s
+        self.migration_fill = migration_fill
+        self.transfer_mbps = transfer_mbps
+        #: where migration progress events go (None: nowhere)
+        self._progress = migration_progress
         self._faults = Faults(latency_ms)
         self._load_state()
 
@@ -127,7 +142,7 @@ class SimBackend:
         with self._lock:
             return {
                 "server_uuid": self.server_uuid,
-                "machines": [dict(m) for m in self._machines.values()],
+                "machines": self._shown_machines(),
                 "images": sorted(self._images),
                 "pool_size_mb": self.pool_size_mb,
                 "pool_used_mb": room.pool_used_mb(self._images, self._machines),
@@ -141,7 +156,7 @@ class SimBackend:
 
     def list_machines(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [dict(m) for m in self._machines.values()]
+            return self._shown_machines()
 
     # -- fault injection ----------------------------------------------------------------------
 
@@ -189,23 +204,7 @@ class SimBackend:
                 return dict(existing)
             room.check_fits(spec, self._images, self._machines, self.ram_mb,
                              self.pool_size_mb)
-            nics = simnet.added(self.server_uuid, self.nic_tags, [],
-                                list(spec.get("nics") or []))
-            self._machines[spec["uuid"]] = {
-                "uuid": spec["uuid"],
-                "alias": spec.get("alias", ""),
-                "state": "provisioning",
-                "image_uuid": spec["image_uuid"],
-                "ram_mb": int(spec["ram_mb"]),
-                "disk_mb": int(spec["disk_mb"]),
-                "disk_used_mb": 0,
-                "boot_time": None,
-                "nics": simnet.summary(nics),
-            }
-            self._nics[spec["uuid"]] = nics
-            self._meta[spec["uuid"]] = {"tags": dict(spec.get("tags") or {}),
-                                        "customer_metadata": dict(spec.get("metadata") or {})}
-            self._save_state()
+            self._add_machine(spec, "provisioning")
         # The machine is visibly provisioning while the simulated work takes its time, and the
         # lock is not held so the node's other operations and status reports go on meanwhile.
         self._faults.sleep("machine_create")
@@ -257,6 +256,7 @@ class SimBackend:
             self._snapshots.pop(uuid, None)
             self._meta.pop(uuid, None)
             self._nics.pop(uuid, None)
+            self._migrations.pop(uuid, None)
             if machine is None:
                 return _destroyed({"uuid": uuid})
             self._save_state()
@@ -400,6 +400,27 @@ class SimBackend:
 
     # -- accounting ---------------------------------------------------------------------------
 
+    def _add_machine(self, spec: Mapping[str, Any], state: str) -> dict[str, Any]:
+        """The record of a new machine of ``spec`` (its NICs checked), saved; room is the
+        caller's to check."""
+        nics = simnet.added(self.server_uuid, self.nic_tags, [], list(spec.get("nics") or []))
+        machine = self._machines[spec["uuid"]] = {
+            "uuid": spec["uuid"],
+            "alias": spec.get("alias", ""),
+            "state": state,
+            "image_uuid": spec["image_uuid"],
+            "ram_mb": int(spec["ram_mb"]),
+            "disk_mb": int(spec["disk_mb"]),
+            "disk_used_mb": 0,
+            "boot_time": None,
+            "nics": simnet.summary(nics),
+        }
+        self._nics[spec["uuid"]] = nics
+        self._meta[spec["uuid"]] = {"tags": dict(spec.get("tags") or {}),
+                                    "customer_metadata": dict(spec.get("metadata") or {})}
+        self._save_state()
+        return machine
+
     def _get(self, uuid: str) -> dict[str, Any]:
         machine = self._machines.get(uuid)
         if machine is None:
@@ -425,6 +446,7 @@ class SimBackend:
         self._meta = saved.get("meta", {})
         self._nics = saved.get("nics", {})
         self._overlay = saved.get("overlay", self._overlay)
+        self._migrations = saved.get("migrations", {})
         for machine in self._machines.values():
             # a state file from before NICs were kept
             machine.setdefault("nics", simnet.summary(self._nics.get(machine["uuid"], [])))
@@ -432,13 +454,17 @@ class SimBackend:
             # simulated create is complete (a redelivered machine_create then sees it running).
             if machine["state"] == "provisioning":
                 machine.update(state="running", boot_time=time.time())
+            # a hidden copy is never booted by a node's start
+            if self._hidden(machine["uuid"]):
+                machine.update(state="stopped", boot_time=None)
 
     def _save_state(self) -> None:
         if self._state_path is None:
             return
         write_json(self._state_path, {
             "images": self._images, "machines": self._machines, "snapshots": self._snapshots,
-            "meta": self._meta, "nics": self._nics, "overlay": self._overlay})
+            "meta": self._meta, "nics": self._nics, "overlay": self._overlay,
+            "migrations": self._migrations})
 
 
 def _destroyed(machine: Mapping[str, Any]) -> dict[str, Any]:
@@ -459,7 +485,7 @@ def from_settings(
     settings: AgentSettings, server_uuid: str, hostname: str | None = None
 ) -> SimBackend:
     """A sim node sized by ``settings``; its state file is ``DATA_DIR/sim/<uuid>.json`` when
-    ``sim_state`` is on."""
+    ``sim_state`` is on. Its migration progress goes to the head node (the agent's events)."""
     state_path = settings.data_dir / "sim" / f"{server_uuid}.json" if settings.sim_state else None
     return SimBackend(
         server_uuid,
@@ -473,4 +499,7 @@ def from_settings(
         nic_tags=parse_nic_tags(settings),
         image_store_url=settings.image_store_url,
         image_store_ca=settings.image_store_ca,
+        migration_fill=settings.sim_migration_fill,
+        transfer_mbps=settings.sim_transfer_mbps,
+        migration_progress=tasks.send_migration_progress,
     )

@@ -25,8 +25,10 @@ def ram_in_use_mb(machines: Records) -> int:
 
 
 def check_fits(spec: Mapping[str, Any], images: Records, machines: Records, ram_mb: int,
-               pool_size_mb: int) -> None:
-    if spec["image_uuid"] not in images:
+               pool_size_mb: int, *, image_needed: bool = True) -> None:
+    """``image_needed``: the machine's root is made from its image (a migration's target copy
+    gets its root from the stream instead)."""
+    if image_needed and spec["image_uuid"] not in images:
         raise ImageNotFound(f"image {spec['image_uuid']} is not in the pool of this node")
     reserved_ram = sum(m["ram_mb"] for m in machines.values())
     if spec["ram_mb"] > ram_mb - reserved_ram:

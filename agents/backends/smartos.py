@@ -18,6 +18,10 @@ Networking is vmadm's: a machine's NICs go into its create payload (``nics``, wi
 vmadm. Overlay (VXLAN) destinations are Triton's varpd asking portolan, not this agent: the
 overlay directory the head node sends is only recorded, so its version can be reported.
 
+Migration between nodes (zfs send/receive, the hidden copy):
+:mod:`agents.backends.smartos_migration`; a zone with ``do_not_inventory`` set is left out of
+the node's reports.
+
 Tested by contract only (this project's CI cannot boot SmartOS): the tests check the exact
 argument lists and parse recorded outputs in the formats of smartos-live's man pages.
 """
@@ -33,12 +37,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from agents import tasks
 from agents.backends import smartos_images, smartos_snapshots, transfer
 from agents.backends.base import BackendError, ImageNotFound, MachineNotFound
 from agents.backends.host import imgadm, vmadm, zfs, zoneadm
 from agents.backends.host.cmd import run
 from agents.backends.jsonfile import write_json
+from agents.backends.migration_progress import ProgressSink
 from agents.backends.names import plain_name
+from agents.backends.smartos_migration import SmartOSMigrations
 from agents.backends.smartos_provision import IN_PROGRESS, ProvisionGuard
 from agents.backends.smartos_snapshots import ZPOOL
 from agents.backends.ttlcache import TtlCache
@@ -62,8 +69,9 @@ from schemas.ops import IMAGE_OSES
 log = logging.getLogger(__name__)
 #: the installed sdc distribution's version (a rolling upgrade waits for it)
 AGENT_VERSION = agent_version()
+# boot_timestamp last: its own colons stay in the last field of ``vmadm list -p``
 LIST_FIELDS = ("uuid", "alias", "state", "image_uuid", "max_physical_memory", "quota",
-               "boot_timestamp")
+               "do_not_inventory", "boot_timestamp")
 #: vmadm ``state`` -> the states a node reports (see vmadm(8) "VM STATES")
 STATES = {
     "running": "running",
@@ -98,7 +106,7 @@ def _changes_zones(
     return run_op
 
 
-class SmartOSBackend:
+class SmartOSBackend(SmartOSMigrations):
     def __init__(
         self,
         server_uuid: str,
@@ -110,6 +118,7 @@ class SmartOSBackend:
         traits: dict[str, Any] | None = None,
         image_store_url: str = "",
         image_store_ca: str = "",
+        migration_progress: ProgressSink | None = None,
     ) -> None:
         self.server_uuid = server_uuid
         self.work_dir = work_dir
@@ -123,6 +132,8 @@ class SmartOSBackend:
         self._sysinfo: dict[str, Any] | None = None
         self._cache = TtlCache(usage_ttl)
         self.provisions = ProvisionGuard()
+        #: where migration progress events go (None: nowhere)
+        self._progress = migration_progress
         work_dir.mkdir(parents=True, exist_ok=True)
         self._overlay_version = _read_overlay(work_dir / OVERLAY_FILE).get("version", "")
 
@@ -179,7 +190,9 @@ class SmartOSBackend:
         usage = self._cache.get("usage", self._zone_usage)
         nics = self._cache.get("nics", self._nic_map)
         rows = self._cache.get("vms", lambda: vmadm.list_vms(LIST_FIELDS))
-        return [self._describe(row, usage, nics) for row in rows]
+        # a migration's hidden copy is no machine of this node's yet (or any more)
+        return [self._describe(row, usage, nics) for row in rows
+                if row.get("do_not_inventory") != "true"]
 
     # -- images -------------------------------------------------------------------------------
 
@@ -254,6 +267,7 @@ class SmartOSBackend:
             finally:
                 self._cache.forget("usage", "pool", "nics")
         self.provisions.forget(uuid)
+        self._forget_migration(uuid)
         return {**described, "state": "destroyed", "disk_used_mb": 0, "boot_time": None}
 
     def machine_load(self, uuid: str) -> dict[str, Any]:
@@ -457,4 +471,5 @@ def from_settings(settings: AgentSettings, server_uuid: str) -> SmartOSBackend:
     return SmartOSBackend(server_uuid, settings.data_dir / "smartos",
                           hostname=settings.hostname or None, traits=parse_traits(settings),
                           image_store_url=settings.image_store_url,
-                          image_store_ca=settings.image_store_ca)
+                          image_store_ca=settings.image_store_ca,
+                          migration_progress=tasks.send_migration_progress)

@@ -22,7 +22,7 @@ import pytest
 
 from agents import tasks
 from agents.backends.base import NodeBackend
-from agents.backends.host.cmd import use_runner
+from agents.backends.host.cmd import use_runner, use_streamer
 from agents.backends.linux import LinuxBackend
 from agents.backends.linux.metadata_events import MetadataListener
 from agents.backends.linux.network import NodeNetwork
@@ -287,7 +287,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> SentTasks:
 def smartos_host() -> Iterator[FakeSmartOS]:
     """Every host command of the test goes to a fake SmartOS global zone."""
     host = FakeSmartOS()
-    with use_runner(host):
+    with use_runner(host), use_streamer(host.stream):
         yield host
 
 

@@ -25,6 +25,7 @@ fake's way of making those races fail a test. The fake's zones never boot twice 
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import time
@@ -34,9 +35,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agents.backends.host.cmd import Completed
+from agents.backends.host.cmd import Completed, Streaming
 from tests.support.zfs_stream import zfs_stream
 from tests.unit.agents.smartos_imgadm_fake import imgadm
+from tests.unit.agents.smartos_zfs_fake import FakeZfs
 
 DATA = Path(__file__).parent / "data" / "smartos"
 POOL_SIZE = 3752005959680 + 85899345920
@@ -83,6 +85,8 @@ class FakeSmartOS:
     calls: list[tuple[tuple[str, ...], bytes | None]] = field(default_factory=list)
     #: how long a ``vmadm create`` stays 'provisioning' before it returns
     create_seconds: float = 0.0
+    #: the datasets' snapshots, properties and streams (smartos_zfs_fake.py)
+    zfs: FakeZfs = field(default_factory=FakeZfs)
 
     def __call__(self, argv: Sequence[str], input: bytes | None, timeout: float,
                  output: Path | None) -> Completed:
@@ -97,6 +101,17 @@ class FakeSmartOS:
             return Completed(argv, getattr(exc, "returncode", 1), "", str(exc.args[0]))
         stdout, stderr = out if isinstance(out, tuple) else (out, "")
         return Completed(argv, 0, stdout, stderr)
+
+    def stream(self, argv: Sequence[str], pipe_stdin: bool, pipe_stdout: bool) -> Streaming:
+        """The streaming seam (``use_streamer``): zfs send and receive."""
+        argv = tuple(argv)
+        self.calls.append((argv, None))
+        if argv[0] != "zfs":
+            raise FileNotFoundError(argv[0])
+        try:
+            return self.zfs.start(list(argv[1:]), pipe_stdin, pipe_stdout)
+        except LookupError as exc:
+            return _FailedStream(argv, str(exc.args[0]))
 
     def argvs(self, tool: str) -> list[tuple[str, ...]]:
         return [argv for argv, _ in self.calls if argv[0] == tool]
@@ -125,11 +140,15 @@ class FakeSmartOS:
                                      "provisioned_at": time.monotonic() + seconds}
 
     def _settle(self) -> None:
-        """VM.js's provisioning transition ends: the zone boots."""
+        """VM.js's provisioning transition ends: the zone boots, unless it was created with
+        ``autoboot: false`` (then it is installed, which vmadm lists as stopped)."""
         for vm in list(self.vms.values()):
             if vm.get("provisioned_at", math.inf) <= time.monotonic():
                 del vm["provisioned_at"]
-                self._boot(vm)
+                if vm.get("autoboot", True):
+                    self._boot(vm)
+                else:
+                    vm["state"] = "stopped"
 
     @staticmethod
     def _boot(vm: dict[str, Any]) -> None:
@@ -158,8 +177,7 @@ class FakeSmartOS:
                     if all(str(vm.get(k)) == v for k, v in filters.items())]
             if command == "lookup":
                 return json.dumps([{f: vm[f] for f in fields if f in vm} for vm in rows])
-            return "".join(":".join("" if vm.get(f) is None else str(vm.get(f)) for f in fields)
-                           + "\n" for vm in rows)
+            return "".join(":".join(_listed(vm.get(f)) for f in fields) + "\n" for vm in rows)
         vm = self._vm(args[1])
         if command == "get":
             template = json.loads(recorded("vmadm-get.json"))
@@ -188,6 +206,8 @@ class FakeSmartOS:
                 raise LookupError(f"fake vmadm: refusing to delete {vm['uuid']}: "
                                   f"{'mounted' if vm.get('mounted') else 'provisioning'}")
             del self.vms[vm["uuid"]]
+            self.zfs.snapshots.pop(f"zones/{vm['uuid']}", None)
+            self.zfs.partial.pop(f"zones/{vm['uuid']}", None)
         elif command == "update":
             self._update(vm, json.loads(stdin or b"{}"))
         elif command == "create-snapshot":
@@ -257,16 +277,31 @@ class FakeSmartOS:
             kind = args[args.index("-t") + 1]
             name = args[-1]
             rows: list[tuple[Any, ...]]
-            if kind == "snapshot":
+            if kind == "all" and "@" in name:
+                if not self.zfs.exists(name):
+                    raise LookupError(f"cannot open '{name}': dataset does not exist")
+                rows = [(name,)]
+            elif kind == "snapshot":
                 uuid = name.split("/", 1)[1]
+                if uuid not in self.vms:
+                    raise LookupError(f"cannot open '{name}': dataset does not exist")
                 rows = [(f"{name}@vmsnap-{s['name']}", 65536)
                         for s in self._vm(uuid)["snapshots"]]
+                rows += [(f"{name}@{snap}", 65536) for snap in self.zfs.snapshots.get(name, [])]
             elif name == "zones" and "-r" not in args:
                 used = sum(vm["quota"] for vm in self.vms.values()) * 2 ** 20
                 rows = [("zones", used, POOL_SIZE - used)]
             else:
                 rows = [(f"zones/{u}", 1048576 * 3) for u in self.vms]
             return "".join("\t".join(str(v) for v in row[:len(fields)]) + "\n" for row in rows)
+        if args[:3] == ["send", "-n", "-P"]:
+            return self.zfs.dry_run(args[3:])
+        if args[0] == "get":
+            return self.zfs.get(args)
+        if args[0] == "set":
+            return self.zfs.set(args[1:])
+        if args[:2] == ["receive", "-A"]:
+            return self.zfs.abort_receive(args[2])
         if args[0] == "send" and output is not None:
             output.write_bytes(zfs_stream(args[1]))  # what a send begins with, at least
             return ""
@@ -277,7 +312,11 @@ class FakeSmartOS:
                 raise LookupError(f"cannot open '{args[2]}': dataset does not exist")
             self._rollback(vm, name)
             return ""
-        if args[0] in ("snapshot", "destroy"):
+        if args[0] == "snapshot":
+            self.zfs.snapshot(args[1])
+            return ""
+        if args[0] == "destroy":
+            self.zfs.destroy(args[-1])
             return ""
         raise LookupError(f"zfs: unknown command {args}")
 
@@ -294,3 +333,28 @@ class FakeSmartOS:
         for change in update:
             by_mac[change["mac"]].update(change)
         vm["nics"] = [nic for nic in vm["nics"] if nic["mac"] not in remove] + list(add)
+
+
+def _listed(value: Any) -> str:
+    """A value as ``vmadm list -p`` prints it: JavaScript's (true, not True), "" for none."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class _FailedStream:
+    """A streaming command that fails at once, saying ``said`` (zfs send of a snapshot that
+    does not exist)."""
+
+    def __init__(self, argv: tuple[str, ...], said: str) -> None:
+        self._argv, self._said = argv, said
+        self.stdout: Any = io.BytesIO()
+        self.stdin: Any = io.BytesIO()
+
+    def wait(self, timeout: float) -> Completed:
+        return Completed(self._argv, 1, "", self._said)
+
+    def kill(self) -> None:
+        pass

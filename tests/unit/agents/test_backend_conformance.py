@@ -431,3 +431,63 @@ def test_destroy_leaves_nothing_of_its_nics(
     machine = create_running(backend, image_spec, machine_spec, nics=[nic(0), nic(1)])
     backend.machine_destroy(machine["uuid"])
     assert backend.status()["leftovers"] == []
+
+
+# -- migration: what one node does (two nodes moving a machine: test_sim_migration.py,
+# test_smartos_migration.py, test_linux_migration.py) -------------------------------------------
+
+
+def migrating(backend: NodeBackend) -> NodeBackend:
+    if not hasattr(type(backend), "migration_target_prepare"):
+        pytest.skip(f"{type(backend).__name__} does not migrate machines yet")
+    return backend
+
+
+def test_a_migration_target_copy_is_hidden_and_stopped(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    node = migrating(backend)
+    node.image_ensure_present(image_spec)
+    spec = machine_spec(nics=[nic(0)])
+    migration_uuid = str(uuid.uuid4())
+    copy = valid_machine(node.migration_target_prepare(migration_uuid, spec))
+    assert (copy["uuid"], copy["state"]) == (spec["uuid"], "stopped")
+    # not reported (the head node still has the machine on its source), but there
+    assert node.list_machines() == [] and node.status()["machines"] == []
+    assert node.machine_load(spec["uuid"])["state"] == "stopped"
+    again = node.migration_target_prepare(migration_uuid, spec)
+    assert (again["uuid"], again["state"]) == (spec["uuid"], "stopped")
+    # an aborted migration destroys it
+    assert node.machine_destroy(spec["uuid"])["state"] == "destroyed"
+    with pytest.raises(MachineNotFound):
+        node.machine_load(spec["uuid"])
+    assert node.migration_cleanup(spec["uuid"], migration_uuid, None) == []
+
+
+def test_a_hidden_machine_is_not_reported_until_shown(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    node = migrating(backend)
+    machine = create_running(node, image_spec, machine_spec)
+    node.machine_stop(machine["uuid"])
+    hidden = valid_machine(node.migration_hide(machine["uuid"], True))
+    assert hidden["uuid"] == machine["uuid"]
+    assert node.list_machines() == [] and node.status()["machines"] == []
+    assert node.machine_load(machine["uuid"])["state"] == "stopped"
+    valid_machine(node.migration_hide(machine["uuid"], False))
+    assert [m["uuid"] for m in node.list_machines()] == [machine["uuid"]]
+    assert node.migration_cleanup(machine["uuid"], str(uuid.uuid4()), None) == []
+
+
+def test_a_stream_never_goes_into_a_machine_in_use(
+    backend: NodeBackend, image_spec: dict, machine_spec: SpecFactory
+) -> None:
+    node = migrating(backend)
+    machine = create_running(node, image_spec, machine_spec)
+    params = {"uuid": machine["uuid"], "migration_uuid": str(uuid.uuid4()),
+              "token": "t" * 32, "snapshot": "migration-1", "parent": None}
+    with pytest.raises(BackendError):
+        node.migration_receive(params)
+    assert node.machine_load(machine["uuid"])["state"] == "running"
+    with pytest.raises(MachineNotFound):
+        node.migration_hide(str(uuid.uuid4()), True)

@@ -45,7 +45,10 @@ def backend(tmp_path: Path) -> SmartOSBackend:
 
 def test_vmadm_list_p_parses_every_row() -> None:
     rows = vmadm.parse_list(recorded("vmadm-list-p.txt"), LIST_FIELDS)
-    assert [r["state"] for r in rows] == ["running", "stopped", "provisioning", "failed"]
+    assert [r["state"] for r in rows] == ["running", "stopped", "provisioning", "failed",
+                                          "stopped"]
+    # a migration's hidden copy says so; the others leave the boolean unset
+    assert [r["do_not_inventory"] for r in rows] == ["", "", "", "", "true"]
     # the timestamp's own colons stay in the last field
     assert rows[0]["boot_timestamp"] == "2024-11-20T10:11:12.000Z"
     assert rows[1]["boot_timestamp"] == ""
@@ -72,6 +75,7 @@ def test_status_from_recorded_outputs(tmp_path: Path) -> None:
         "nics": [{"mac": "90:b8:d0:c0:ff:01", "interface": "net0"},
                  {"mac": "90:b8:d0:c0:ff:02", "interface": "net1"}],
     }
+    # web9, a migration's hidden copy (do_not_inventory), is no machine of this node's
     assert {a: m["state"] for a, m in machines.items()} == {
         "web0": "running", "db0": "stopped", "build": "provisioning", "old": "failed"}
     assert machines["db0"]["boot_time"] is None and machines["db0"]["disk_used_mb"] == 50

@@ -1,0 +1,39 @@
+"""Progress events of one end of one migration stream (``events.migration_progress``,
+:class:`schemas.migrations.MigrationProgressSchema`): at most one a second, and the last."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: at most one event per this many seconds per stream end, and always the last
+PROGRESS_INTERVAL = 1.0
+
+#: where progress events go (agents.tasks.send_migration_progress in an agent)
+ProgressSink = Callable[[Mapping[str, Any]], None]
+
+
+class ProgressReporter:
+    """Progress events of one end of one stream (MigrationProgressSchema): at most one a
+    second, and always the last. Progress is advisory: a broker that cannot take an event
+    is logged, and the stream goes on."""
+
+    def __init__(self, sink: ProgressSink | None, fields: Mapping[str, Any]) -> None:
+        self._sink = sink
+        self._fields = dict(fields)
+        self._last = -PROGRESS_INTERVAL
+
+    def __call__(self, nbytes: int, done: bool = False) -> None:
+        now = time.monotonic()
+        if self._sink is None or (not done and now - self._last < PROGRESS_INTERVAL):
+            return
+        self._last = now
+        try:
+            self._sink({**self._fields, "bytes": nbytes, "done": done, "at": time.time()})
+        except Exception as exc:  # noqa: BLE001 -- advisory, whatever the broker raised
+            log.warning("migration %s: progress event not sent: %s",
+                        self._fields["migration_uuid"], exc)
