@@ -22,6 +22,7 @@ a small file in the agent's work directory.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
@@ -197,9 +198,11 @@ class SmartOSMigrations:
             report(nbytes)
 
         started = time.monotonic()
-        answer = migration_stream.send_stream(
-            params["url"], params["token"], stream_from(send_argv(uuid, name, parent, token)),
-            progress)
+        # closed at once when the target answered early (it had the snapshot, it failed): a
+        # zfs send nobody reads would wait on its pipe
+        with contextlib.closing(stream_from(send_argv(uuid, name, parent, token))) as chunks:
+            answer = migration_stream.send_stream(params["url"], params["token"], chunks,
+                                                  progress)
         seconds = time.monotonic() - started
         report(sent[0], done=True)
         return {"snapshot": name, "parent": parent, "bytes": sent[0],

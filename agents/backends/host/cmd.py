@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PosixPath
 from typing import IO, Protocol
@@ -214,7 +214,7 @@ def _start(argv: Sequence[str], pipe_stdin: bool, pipe_stdout: bool) -> Streamin
 
 
 def stream_from(argv: Sequence[str], *, exit_timeout: float = STREAM_EXIT_TIMEOUT
-                ) -> Iterator[bytes]:
+                ) -> Generator[bytes, None, None]:
     """``argv``'s stdout, chunk by chunk as it comes. A command that fails raises
     HostCommandError after its last chunk, so a consumer never takes a stream cut short for
     a whole one; a consumer that stops early (closes the iterator) kills the command."""

@@ -198,6 +198,17 @@ def test_a_zone_moves_by_zfs_send_and_receive(pair: Pair, nodes: TwoNodes) -> No
         assert all(e["bytes"] == whole for e in done)
 
 
+def test_a_snapshot_received_before_is_answered_at_once(pair: Pair, nodes: TwoNodes) -> None:
+    """A redelivered sync: the target answers before reading, and receives nothing again."""
+    pair.prepare()
+    pair.sync(1)
+    receives = len([a for a in nodes.target.argvs("zfs") if a[1] == "receive"])
+    again = pair.sync(1)
+    assert (again["snapshot"], again["received_bytes"]) == ("migration-1", 0)
+    assert len([a for a in nodes.target.argvs("zfs") if a[1] == "receive"]) == receives
+    assert nodes.target.zfs.snapshots[f"zones/{pair.uuid}"] == ["migration-1"]
+
+
 def test_a_cut_receive_is_resumed_with_send_t(pair: Pair, nodes: TwoNodes) -> None:
     dataset = f"zones/{pair.uuid}"
     pair.prepare()
