@@ -221,6 +221,7 @@ class SimBackend(SimMigrations):
             machine = self._get(uuid)
             if machine["state"] != "running":
                 self._require_not_provisioning(machine, "start")
+                self._require_shown(uuid, "start")
                 room.check_ram_to_boot(machine, self._machines, self.ram_mb)
                 machine.update(state="running", boot_time=time.time())
                 self._save_state()
@@ -241,6 +242,7 @@ class SimBackend(SimMigrations):
         with self._lock:
             machine = self._get(uuid)
             self._require_not_provisioning(machine, "reboot")
+            self._require_shown(uuid, "reboot")
             if machine["state"] != "running":
                 room.check_ram_to_boot(machine, self._machines, self.ram_mb)
             # time.time() can repeat within the clock's resolution; a reboot must be visible

@@ -79,6 +79,13 @@ class SimMigrations:
     def _shown_machines(self) -> list[dict[str, Any]]:
         return [dict(m) for m in self._machines.values() if not self._hidden(m["uuid"])]
 
+    def _require_shown(self, uuid: str, action: str) -> None:
+        """A hidden copy never boots: the machine runs where the head node has it."""
+        if self._hidden(uuid):
+            raise BackendError("InvalidState", f"cannot {action} machine {uuid}: it is hidden "
+                                               f"on server {self.server_uuid} (a migration's "
+                                               f"other copy)")
+
     # -- the operations -------------------------------------------------------------------
 
     def migration_target_prepare(self, migration_uuid: str,
@@ -155,6 +162,10 @@ class SimMigrations:
         self._faults.begin("migration_hide")
         with self._lock:
             machine = self._get(uuid)
+            if hidden and machine["state"] != "stopped":
+                raise BackendError("InvalidState", f"machine {uuid} is {machine['state']} on "
+                                                   f"server {self.server_uuid}: stop it before "
+                                                   f"hiding it")
             self._migrations.setdefault(uuid, _blank())["hidden"] = hidden
             self._forget_if_idle(uuid)
             self._save_state()

@@ -228,7 +228,7 @@ class SmartOSBackend(SmartOSMigrations):
 
     @_changes_zones
     def machine_start(self, uuid: str) -> dict[str, Any]:
-        if self._state(uuid) != "running":
+        if self._state(uuid, to_boot=True) != "running":
             vmadm.start(uuid)
         return self.machine_load(uuid)
 
@@ -242,7 +242,7 @@ class SmartOSBackend(SmartOSMigrations):
 
     @_changes_zones
     def machine_reboot(self, uuid: str) -> dict[str, Any]:
-        if self._state(uuid) == "running":
+        if self._state(uuid, to_boot=True) == "running":
             vmadm.reboot(uuid)
         else:
             vmadm.start(uuid)
@@ -271,11 +271,14 @@ class SmartOSBackend(SmartOSMigrations):
         return {**described, "state": "destroyed", "disk_used_mb": 0, "boot_time": None}
 
     def machine_load(self, uuid: str) -> dict[str, Any]:
+        return self._describe(self._row(uuid), self._cache.get("usage", self._zone_usage),
+                              self._cache.get("nics", self._nic_map))
+
+    def _row(self, uuid: str) -> dict[str, str]:
         rows = vmadm.list_vms(LIST_FIELDS, {"uuid": uuid})
         if not rows:
             raise MachineNotFound(f"machine {uuid} does not exist on server {self.server_uuid}")
-        return self._describe(rows[0], self._cache.get("usage", self._zone_usage),
-                              self._cache.get("nics", self._nic_map))
+        return rows[0]
 
     @_changes_zones
     def machine_update(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -420,8 +423,16 @@ class SmartOSBackend(SmartOSMigrations):
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _state(self, uuid: str) -> str:
-        return str(self.machine_load(uuid)["state"])
+    def _state(self, uuid: str, *, to_boot: bool = False) -> str:
+        """``to_boot``: a migration's hidden copy (do_not_inventory) is refused: the machine
+        runs where the head node has it."""
+        row = self._row(uuid)
+        if to_boot and row.get("do_not_inventory") == "true":
+            raise BackendError("InvalidState", f"cannot boot machine {uuid}: it is hidden on "
+                                               f"server {self.server_uuid} (a migration's "
+                                               f"other copy)")
+        return str(self._describe(row, self._cache.get("usage", self._zone_usage),
+                                  self._cache.get("nics", self._nic_map))["state"])
 
     def _vmadm_state(self, uuid: str) -> str | None:
         rows = vmadm.list_vms(("uuid", "state"), {"uuid": uuid})

@@ -213,8 +213,11 @@ class SmartOSMigrations:
     def migration_hide(self, uuid: str, hidden: bool) -> dict[str, Any]:
         """Hidden: out of inventory, and not started by the node's boot (autoboot off); shown:
         in inventory again (starting the machine turns autoboot back on, as vmadm start
-        does)."""
-        self._vm(uuid)
+        does). A running machine is not hidden: stop it first."""
+        vm = self._vm(uuid)
+        if hidden and vm.get("state") not in ("stopped", "installed", "down"):
+            raise BackendError("InvalidState", f"machine {uuid} is {vm.get('state')} on server "
+                                               f"{self.server_uuid}: stop it before hiding it")
         try:
             vmadm.update(uuid, {"do_not_inventory": True, "autoboot": False} if hidden
                          else {"do_not_inventory": False})

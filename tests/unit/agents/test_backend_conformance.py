@@ -469,10 +469,19 @@ def test_a_hidden_machine_is_not_reported_until_shown(
 ) -> None:
     node = migrating(backend)
     machine = create_running(node, image_spec, machine_spec)
+    # two running copies of one machine (its IPs) must never be: stop, then hide
+    with pytest.raises(BackendError) as exc:
+        node.migration_hide(machine["uuid"], True)
+    assert exc.value.code == "InvalidState"
     node.machine_stop(machine["uuid"])
     hidden = valid_machine(node.migration_hide(machine["uuid"], True))
     assert hidden["uuid"] == machine["uuid"]
     assert node.list_machines() == [] and node.status()["machines"] == []
+    assert node.machine_load(machine["uuid"])["state"] == "stopped"
+    for op in (node.machine_start, node.machine_reboot):
+        with pytest.raises(BackendError) as exc:
+            op(machine["uuid"])
+        assert exc.value.code == "InvalidState"
     assert node.machine_load(machine["uuid"])["state"] == "stopped"
     valid_machine(node.migration_hide(machine["uuid"], False))
     assert [m["uuid"] for m in node.list_machines()] == [machine["uuid"]]

@@ -183,15 +183,20 @@ def test_the_hidden_copy_and_its_snapshots_survive_a_restart(
     assert shown(node(tmp_path, "cn2")) == [move.uuid]
 
 
-def test_a_running_machine_hidden_at_a_restart_is_not_booted(
+def test_a_hidden_machine_stays_down_across_a_restart(
         tmp_path: Path, pair: tuple[SimBackend, SimBackend, Events],
         spec: dict[str, Any]) -> None:
     source, _, _ = pair
+    source.machine_stop(spec["uuid"])
     source.migration_hide(spec["uuid"], True)
     again = node(tmp_path, "cn1")
     assert shown(again) == [] and again.machine_load(spec["uuid"])["state"] == "stopped"
+    with pytest.raises(BackendError) as exc:
+        again.machine_start(spec["uuid"])
+    assert exc.value.code == "InvalidState"
     again.migration_hide(spec["uuid"], False)
     assert shown(again) == [spec["uuid"]]
+    assert again.machine_start(spec["uuid"])["state"] == "running"
 
 
 def test_a_stream_goes_only_into_a_prepared_hidden_copy(
