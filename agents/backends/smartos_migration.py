@@ -2,15 +2,16 @@
 Triton's cn-agent does it, by argument lists:
 
 - the target's copy is ``vmadm create`` of the machine's payload with ``do_not_inventory``
-  (hidden from inventory: left out of the node's reports) and ``autoboot: false``; its quota
-  is lifted (``zfs set quota=none``) so that a full receive, which lands beside the dataset
-  it replaces, and the kept snapshots fit, and set back at activation;
+  (hidden from inventory: left out of the node's reports) and ``autoboot: false``;
 - a sync is ``zfs snapshot zones/<uuid>@migration-N`` and ``zfs send [-I @migration-M]
   zones/<uuid>@migration-N`` on the source, streamed as zfs writes it into the target's
-  ``zfs receive -u -s -F zones/<uuid>`` (not mounted; ``-s``: a cut stream leaves a
-  ``receive_resume_token``, and the target's next offer carries it so that the source sends
-  the rest with ``zfs send -t TOKEN``; ``-F``: the dataset rolls back to its last snapshot
-  first);
+  ``zfs receive -u -s -F -x encryption zones/<uuid>`` (not mounted; ``-s``: a cut stream
+  leaves a ``receive_resume_token``, and the target's next offer carries it so that the
+  source sends the rest with ``zfs send -t TOKEN``; ``-F``: the dataset rolls back to its
+  last snapshot first; ``-x encryption``: an unencrypted source lands on an encrypted pool).
+  The first full stream replaces the dataset vmadm made (``zfs destroy -f -r`` of it first,
+  as cn-agent does: a full stream cannot land on a clone of the image); the received one
+  has no quota until activation sets the machine's back;
 - hide and show are ``vmadm update`` of ``do_not_inventory`` (hidden: ``autoboot`` off too,
   so a node's boot does not start it); activation shows the copy with its quota back;
 - cleanup is ``zfs destroy`` of the machine's migration snapshots.
@@ -74,7 +75,7 @@ def send_argv(uuid: str, snapshot: str, parent: str | None, resume_token: str | 
 
 
 def receive_argv(uuid: str) -> list[str]:
-    return [ZFS, "receive", "-u", "-s", "-F", dataset(uuid)]
+    return [ZFS, "receive", "-u", "-s", "-F", "-x", "encryption", dataset(uuid)]
 
 
 def resume_token(uuid: str) -> str | None:
@@ -139,7 +140,6 @@ class SmartOSMigrations:
         self._write_record(uuid, {"migration_uuid": migration_uuid, "quota": payload["quota"]})
         try:
             vmadm.create(payload)
-            zfs.set_property(dataset(uuid), "quota", "none")
         finally:
             self._cache.forget("vms", "usage", "pool", "nics")
         return self.machine_load(uuid)
@@ -152,11 +152,12 @@ class SmartOSMigrations:
             raise BackendError("SnapshotNotFound",
                                f"machine {uuid} has not received {params['parent']}, the "
                                f"parent of {params['snapshot']}")
+        token = resume_token(uuid)
         url = migration_stream.offer(params["token"],
-                                     functools.partial(self._receive_stream, params),
+                                     functools.partial(self._receive_stream, params,
+                                                       token is not None),
                                      ttl=RECEIVE_TTL)
-        return {"url": url, "expires_at": time.time() + RECEIVE_TTL,
-                "resume_token": resume_token(uuid)}
+        return {"url": url, "expires_at": time.time() + RECEIVE_TTL, "resume_token": token}
 
     def migration_activate(self, uuid: str, migration_uuid: str,
                            snapshot: str) -> dict[str, Any]:
@@ -236,12 +237,17 @@ class SmartOSMigrations:
 
     # -- the stream ---------------------------------------------------------------------------
 
-    def _receive_stream(self, params: Mapping[str, Any], body: IO[bytes]) -> dict[str, Any]:
-        """The target's end of one stream (run by the stream listener)."""
+    def _receive_stream(self, params: Mapping[str, Any], resuming: bool,
+                        body: IO[bytes]) -> dict[str, Any]:
+        """The target's end of one stream (run by the stream listener); ``resuming``: the
+        offer named a cut receive's token, the stream is the rest of it."""
         uuid = params["uuid"]
         self._prepared(uuid, params["migration_uuid"])  # the copy may have gone meanwhile
         if params["snapshot"] in migration_snapshots(uuid):
             return {"bytes": 0}  # received before: a redelivered sync
+        if params["parent"] is None and not resuming and zfs.exists(dataset(uuid)):
+            # a full stream makes the dataset anew: vmadm's (a clone of the image) goes
+            run([ZFS, "destroy", "-f", "-r", dataset(uuid)])
         report = ProgressReporter(self._progress, _event_fields(self.server_uuid, params,
                                                                 "receive", None))
         counted = _Counted(body, report)

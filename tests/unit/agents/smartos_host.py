@@ -277,8 +277,10 @@ class FakeSmartOS:
             kind = args[args.index("-t") + 1]
             name = args[-1]
             rows: list[tuple[Any, ...]]
-            if kind == "all" and "@" in name:
-                if not self.zfs.exists(name):
+            if kind == "all":
+                there = self.zfs.exists(name) if "@" in name else \
+                    name.removeprefix("zones/") in self.vms and name not in self.zfs.gone
+                if not there:
                     raise LookupError(f"cannot open '{name}': dataset does not exist")
                 rows = [(name,)]
             elif kind == "snapshot":

@@ -56,6 +56,8 @@ class FakeZfs:
     partial: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     #: a receive fails for want of room (a full pool)
     full: bool = False
+    #: zones' datasets destroyed (until a full receive makes them again)
+    gone: set[str] = field(default_factory=set)
 
     def snapshot(self, name: str) -> None:
         dataset, snap = name.split("@", 1)
@@ -67,6 +69,10 @@ class FakeZfs:
             have = self.snapshots.get(dataset, [])
             if snap in have:
                 have.remove(snap)
+        else:
+            self.gone.add(name)
+            self.snapshots.pop(name, None)
+            self.partial.pop(name, None)
 
     def exists(self, name: str) -> bool:
         dataset, _, snap = name.partition("@")
@@ -146,6 +152,7 @@ class FakeZfs:
                        f"be generated on the sending system by running:\n    zfs send -t "
                        f"{token}\n")
         self.snapshots.setdefault(dataset, []).append(name.split("@", 1)[1])
+        self.gone.discard(dataset)
         return 0, ""
 
 
