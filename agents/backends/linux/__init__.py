@@ -5,7 +5,8 @@ A package by concern: ``backend`` (the NodeBackend the agent drives, thin), ``bu
 (one from the agent's settings), ``records`` (machine.json, metadata.json), ``metadata``,
 ``mdata`` and ``metadata_events`` (the machines' metadata service and the news of their own
 changes), ``runtime`` (runc containers), ``images`` (import into the pool), ``storage``
-(the pool: btrfs or OpenZFS), ``usage`` (its figures, cached),
+(the pool: btrfs or OpenZFS), ``migration`` (moving a machine to or from another node:
+btrfs send/receive over :mod:`agents.migration_stream`), ``usage`` (its figures, cached),
 ``nodeinfo`` (what sysinfo says of the host), ``network`` (bridges, uplinks, a machine's NICs)
 and ``nft`` (the anti-spoofing rules).
 """

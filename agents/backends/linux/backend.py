@@ -30,6 +30,9 @@ container, namespace with its NICs, and metadata server are cleaned up at the ne
 check (:meth:`LinuxBackend.status`, every 0.5 s in the agent), or at its next start or stop
 if none ran.
 
+Moving machines to and from other nodes: :mod:`~agents.backends.linux.migration` (hidden
+records are left out of :meth:`LinuxBackend.list_machines` and never booted).
+
 Node memory in status reports is what the machines are promised (``ram_mb`` minus the RAM of
 running machines), as the head node's capacity counts it, not the kernel's free memory.
 """
@@ -50,11 +53,13 @@ from agents.backends.linux import nodeinfo
 from agents.backends.linux.images import ImageStore
 from agents.backends.linux.metadata import MetadataServers, mdata_dir
 from agents.backends.linux.metadata_events import MetadataEvents, MetadataListener
+from agents.backends.linux.migration import LinuxMigrations
 from agents.backends.linux.network import NodeNetwork
 from agents.backends.linux.records import (
     MachineRecords,
     describe,
     destroyed,
+    machine_record,
     new_nics,
     nic_macs,
     updated_nics,
@@ -63,6 +68,7 @@ from agents.backends.linux.records import (
 from agents.backends.linux.runtime import Runtime, boot_time, netns_dir, running
 from agents.backends.linux.storage import Snapshot, Storage
 from agents.backends.linux.usage import CachedList, UsageCache
+from agents.backends.migration_progress import ProgressSink
 from agents.backends.names import plain_name
 from schemas.image_manifest import TAR
 
@@ -74,7 +80,7 @@ LIMIT_FIELDS = ("ram_mb", "disk_mb", "cpu_cap", "vcpus", "max_lwps")
 DEFAULT_NIC_TAGS: dict[str, str | None] = {"admin": None}
 
 
-class LinuxBackend:
+class LinuxBackend(LinuxMigrations):
     def __init__(
         self,
         server_uuid: str,
@@ -89,12 +95,14 @@ class LinuxBackend:
         metadata_listener: MetadataListener | None = None,
         image_store_url: str = "",
         image_store_ca: str = "",
+        migration_progress: ProgressSink | None = None,
     ) -> None:
         self.server_uuid = server_uuid
         self.hostname = hostname
         self.storage = storage
         self.runc_root = runc_root
         self.traits = dict(traits or {})
+        self.migration_progress = migration_progress
         storage.prepare()
         self.machines_dir = storage.state_dir / "machines"
         self.tmp_dir = storage.state_dir / "tmp"
@@ -162,7 +170,7 @@ class LinuxBackend:
         usage = self.usage.machines()
         provisioning = self.records.provisioning()
         return [self._describe(r, containers.get(r["uuid"]), usage, r["uuid"] in provisioning)
-                for r in self.records.all()]
+                for r in self.shown(self.records.all())]
 
     def _find_leftovers(self) -> list[str]:
         return self.network.leftovers({r["uuid"]: [n["mac"] for n in r.get("nics") or []]
@@ -187,21 +195,9 @@ class LinuxBackend:
                 return self._load(uuid)
             if not self.storage.image_present(spec["image_uuid"]):
                 raise ImageNotFound(f"image {spec['image_uuid']} is not in the pool of this node")
-            record = {
-                "uuid": uuid, "alias": spec["alias"], "owner_uuid": spec["owner_uuid"],
-                "image_uuid": spec["image_uuid"], "ram_mb": spec["ram_mb"],
-                "disk_mb": spec["disk_mb"], "cpu_cap": spec["cpu_cap"], "vcpus": spec["vcpus"],
-                "max_lwps": spec["max_lwps"], "created_at": time.time(), "complete": False,
-                "nics": [dict(n) for n in spec.get("nics") or []],
-                "resolvers": list(spec.get("resolvers") or []),
-                "routes": dict(spec.get("routes") or {}),
-                "init": dict(spec["init"]) if spec.get("init") else None,
-            }
+            record = machine_record(spec)
             with self.records.provisioning_of(uuid):
-                self.records.save(record)
-                self.records.save_metadata(uuid, {
-                    "tags": dict(spec.get("tags") or {}),
-                    "customer_metadata": dict(spec.get("metadata") or {})})
+                self.records.save_new(record, spec)
                 self.storage.machine_clone(spec["image_uuid"], uuid, spec["disk_mb"] * MIB)
                 self._boot(record)
                 record["complete"] = True
@@ -214,6 +210,7 @@ class LinuxBackend:
             record = self.records.get(uuid)
             container = self.runtime.state(uuid)
             if not running(container):
+                self.check_bootable(record)
                 if container is not None:  # its init exited by itself: what it left goes
                     self._halt(record)
                 self._boot(record)
@@ -227,6 +224,7 @@ class LinuxBackend:
     def machine_reboot(self, uuid: str) -> dict[str, Any]:
         with self.records.machine(uuid):
             record = self.records.get(uuid)
+            self.check_bootable(record)
             self._halt(record)
             self._boot(record)
             return self._load(uuid)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agents import tasks
+from agents import migration_stream, tasks
 from agents.backends.linux.backend import LinuxBackend
 from agents.backends.linux.network import NodeNetwork
 from agents.backends.linux.runtime import netns_dir
@@ -26,6 +26,7 @@ def make_storage(settings: AgentSettings) -> Storage:
 
 def from_settings(settings: AgentSettings, server_uuid: str) -> LinuxBackend:
     storage = make_storage(settings)
+    migration_stream.configure(settings.migration_address)
     network = NodeNetwork(parse_nic_tags(settings), settings.nic_uplink, storage.state_dir,
                           netns_dir(settings.runc_root),
                           node_netns=Path(settings.node_netns) if settings.node_netns else None)
@@ -40,4 +41,5 @@ def from_settings(settings: AgentSettings, server_uuid: str) -> LinuxBackend:
         metadata_listener=tasks.send_machine_metadata,
         image_store_url=settings.image_store_url,
         image_store_ca=settings.image_store_ca,
+        migration_progress=tasks.send_migration_progress,
     )

@@ -3,7 +3,8 @@
 and ``metadata.json`` (its tags and customer metadata, what its metadata service serves, and
 ``serial``, the count of their changes on this node: 0 at create, +1 at every change that
 changes something, whether the head node's or the guest's; the head node keeps the map of
-the highest serial it has seen).
+the highest serial it has seen). A record with ``hidden: true`` is a migration's other copy
+(:mod:`~agents.backends.linux.migration`): kept, but neither reported nor booted.
 
 The records are read once when the agent starts and kept in memory; every change is written
 through (whole file or old file, never half of one). One operation at a time runs on a
@@ -18,6 +19,7 @@ import json
 import math
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,13 @@ class MachineRecords:
         write_json(self.bundle(record["uuid"]) / RECORD_FILE, record)
         with self._lock:
             self._records[record["uuid"]] = dict(record)
+
+    def save_new(self, record: dict[str, Any], spec: dict[str, Any]) -> None:
+        """A new machine's record, and its metadata from the spec."""
+        self.save(record)
+        self.save_metadata(record["uuid"], {
+            "tags": dict(spec.get("tags") or {}),
+            "customer_metadata": dict(spec.get("metadata") or {})})
 
     def forget(self, uuid: str) -> None:
         """The record, the metadata and the bundle directory go."""
@@ -163,6 +172,20 @@ class MachineRecords:
             record = json.loads(path.read_text())
             records[record["uuid"]] = record
         return records
+
+
+def machine_record(spec: dict[str, Any]) -> dict[str, Any]:
+    """The record of a machine a MachineSpecSchema dict describes, not complete yet."""
+    return {
+        "uuid": spec["uuid"], "alias": spec["alias"], "owner_uuid": spec["owner_uuid"],
+        "image_uuid": spec["image_uuid"], "ram_mb": spec["ram_mb"],
+        "disk_mb": spec["disk_mb"], "cpu_cap": spec["cpu_cap"], "vcpus": spec["vcpus"],
+        "max_lwps": spec["max_lwps"], "created_at": time.time(), "complete": False,
+        "nics": [dict(n) for n in spec.get("nics") or []],
+        "resolvers": list(spec.get("resolvers") or []),
+        "routes": dict(spec.get("routes") or {}),
+        "init": dict(spec["init"]) if spec.get("init") else None,
+    }
 
 
 def describe(record: dict[str, Any], *, running: bool, boot_time: float | None,

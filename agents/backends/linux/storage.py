@@ -11,6 +11,11 @@ machine's disk quota, and a machine's snapshots as read-only snapshots of its da
     <pool>/zones/<machine>           writable snapshot of images/<image>@final, qgroup limit
                                      (referenced bytes) = the machine's disk
     <pool>/zones/<machine>@<snap>    read-only snapshots of the machine
+    <pool>/migrations/<machine>/<migration>/migration-N
+                                     read-only snapshots a migration sent (on the source)
+                                     or received (on the target), apart from the user's; a
+                                     writable one is a receive that has not ended (btrfs
+                                     makes it read-only last), never taken for a snapshot
     <pool>/.sdc/                     the agent's own files (bundles, manifests, temp files)
 
 ``ZfsStorage`` (OpenZFS; ``pool`` is a dataset such as ``tank/sdc``): ``<pool>/<image>`` with
@@ -75,16 +80,20 @@ class BtrfsStorage:
         self.pool = pool
         self.images = pool / "images"
         self.zones = pool / "zones"
+        self.migrations = pool / "migrations"
         self.state_dir = pool / ".sdc"
 
     def prepare(self) -> None:
         if not os.path.ismount(self.pool):
             raise SettingsError(f"SDC_POOL: {self.pool} is not a mounted btrfs filesystem "
                                 "(make one with `sdc agent pool create`)")
-        for path in (self.images, self.zones, self.state_dir):
+        for path in (self.images, self.zones, self.migrations, self.state_dir):
             path.mkdir(exist_ok=True)
         self._ensure_quotas()
         self._finish_interrupted_rollbacks()
+        # receives cut by an agent that died: nothing resumes them
+        self.delete_subvolumes([p for p in sorted(self.migrations.glob("*/*/*"))
+                                if not _read_only(p)])
 
     def _ensure_quotas(self) -> None:
         """Qgroups enforce the disk quotas: a pool made without them gets them now."""
@@ -122,7 +131,7 @@ class BtrfsStorage:
         os.rename(partial, self._final(image_uuid))
 
     def image_discard(self, image_uuid: str) -> None:
-        self._delete_subvolumes([self._final(image_uuid),
+        self.delete_subvolumes([self._final(image_uuid),
                                  self.images / f".{image_uuid}@{FINAL}.partial",
                                  self._image(image_uuid)])
 
@@ -148,8 +157,9 @@ class BtrfsStorage:
         btrfs.qgroup_limit(self.machine_root(uuid), quota_bytes)
 
     def machine_destroy(self, uuid: str) -> None:
-        self._delete_subvolumes([*self._snapshot_paths(uuid), self.zones / f"{uuid}.rollback",
-                                 self.machine_root(uuid)])
+        self.migration_cleanup(uuid, None)
+        self.delete_subvolumes([*self._snapshot_paths(uuid), self.zones / f"{uuid}.rollback",
+                                self.machine_root(uuid)])
 
     # snapshots
 
@@ -186,25 +196,76 @@ class BtrfsStorage:
         snapshots newer than ``name`` are destroyed (the caller has stopped the machine)."""
         snapshots = self.snapshot_list(uuid)
         target = next(s for s in snapshots if s.name == name)
-        self._delete_subvolumes([self.snapshot_path(uuid, s.name)
+        self.delete_subvolumes([self.snapshot_path(uuid, s.name)
                                  for s in snapshots if s.order > target.order])
         root = self.machine_root(uuid)
         aside = self.zones / f"{uuid}.rollback"
         os.rename(root, aside)
         btrfs.subvolume_snapshot(self.snapshot_path(uuid, name), root)
         btrfs.qgroup_limit(root, quota_bytes)
-        self._delete_subvolumes([aside])
+        self.delete_subvolumes([aside])
 
     def snapshot_delete(self, uuid: str, name: str) -> None:
-        self._delete_subvolumes([self.snapshot_path(uuid, name)])
+        self.delete_subvolumes([self.snapshot_path(uuid, name)])
 
     def _finish_interrupted_rollbacks(self) -> None:
         for aside in self.zones.glob("*.rollback"):
             root = self.zones / aside.name.removesuffix(".rollback")
             if root.exists():
-                self._delete_subvolumes([aside])
+                self.delete_subvolumes([aside])
             else:
                 os.rename(aside, root)
+
+    # migration snapshots
+
+    def _migration_dir(self, uuid: str, migration_uuid: str) -> Path:
+        return (self.migrations / plain_name(uuid, "machine uuid")
+                / plain_name(migration_uuid, "migration uuid"))
+
+    def migration_snapshot(self, uuid: str, migration_uuid: str, name: str) -> Path:
+        return self._migration_dir(uuid, migration_uuid) / plain_name(name, "snapshot name")
+
+    def migration_snapshot_create(self, uuid: str, migration_uuid: str, name: str) -> Path:
+        path = self.migration_snapshot(uuid, migration_uuid, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        btrfs.subvolume_snapshot(self.machine_root(uuid), path, readonly=True)
+        return path
+
+    def migration_received(self, uuid: str, migration_uuid: str, name: str) -> bool:
+        """Whether the snapshot is here whole (read-only: sent, or its receive ended)."""
+        path = self.migration_snapshot(uuid, migration_uuid, name)
+        return path.is_dir() and _read_only(path)
+
+    def migration_receiving(self, uuid: str, migration_uuid: str, name: str) -> Path:
+        """The directory to receive snapshot ``name`` in; what a cut receive of it left
+        goes."""
+        self.migration_discard(uuid, migration_uuid, name)
+        where = self._migration_dir(uuid, migration_uuid)
+        where.mkdir(parents=True, exist_ok=True)
+        return where
+
+    def migration_discard(self, uuid: str, migration_uuid: str, name: str) -> None:
+        self.delete_subvolumes([self.migration_snapshot(uuid, migration_uuid, name)])
+
+    def migration_activate(self, uuid: str, migration_uuid: str, name: str,
+                           quota_bytes: int) -> None:
+        """The machine's root a writable snapshot of a received one (never the received one
+        made writable: it would no longer parent an increment); a root there is replaced."""
+        root = self.machine_root(uuid)
+        self.delete_subvolumes([root])
+        btrfs.subvolume_snapshot(self.migration_snapshot(uuid, migration_uuid, name), root)
+        btrfs.qgroup_limit(root, quota_bytes)
+
+    def migration_cleanup(self, uuid: str, keep: Path | None) -> list[str]:
+        """Delete the machine's migration snapshots (of every migration) but ``keep``, and
+        the directories left empty; returns the names deleted."""
+        top = self.migrations / plain_name(uuid, "machine uuid")
+        gone = [p for p in sorted(top.glob("*/*")) if p != keep]
+        self.delete_subvolumes(gone)
+        for directory in [*sorted(top.glob("*")), top]:
+            with contextlib.suppress(OSError):  # not empty: it holds ``keep``
+                directory.rmdir()
+        return [p.name for p in gone]
 
     # usage
 
@@ -221,7 +282,7 @@ class BtrfsStorage:
         st = os.statvfs(self.pool)
         return st.f_blocks * st.f_frsize, (st.f_blocks - st.f_bfree) * st.f_frsize
 
-    def _delete_subvolumes(self, paths: list[Path]) -> None:
+    def delete_subvolumes(self, paths: list[Path]) -> None:
         """Delete subvolumes and wait for the cleaner, so their qgroups go too (the kernel
         drops a qgroup once its subvolume is fully freed; one left over is destroyed here)."""
         ids = []
@@ -234,6 +295,11 @@ class BtrfsStorage:
             # normally already gone with its subvolume
             with contextlib.suppress(HostCommandError):
                 btrfs.qgroup_destroy(f"0/{subvolume_id}", self.pool)
+
+
+def _read_only(path: Path) -> bool:
+    # btrfs refuses writes to a read-only subvolume with EROFS, access(2) included
+    return not os.access(path, os.W_OK)
 
 
 # -- OpenZFS ---------------------------------------------------------------------------------------
