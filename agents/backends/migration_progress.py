@@ -1,12 +1,13 @@
 """Progress events of one end of one migration stream (``events.migration_progress``,
-:class:`schemas.migrations.MigrationProgressSchema`): at most one a second, and the last."""
+:class:`schemas.migrations.MigrationProgressSchema`): at most one a second, and the last;
+and a received body counted as it is read."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import IO, Any
 
 log = logging.getLogger(__name__)
 
@@ -37,3 +38,19 @@ class ProgressReporter:
         except Exception as exc:  # noqa: BLE001 -- advisory, whatever the broker raised
             log.warning("migration %s: progress event not sent: %s",
                         self._fields["migration_uuid"], exc)
+
+
+class CountedBody:
+    """A received stream's body, read through (``read`` as the stream's), its bytes counted
+    and reported as they come."""
+
+    def __init__(self, body: IO[bytes], report: ProgressReporter) -> None:
+        self._body = body
+        self._report = report
+        self.bytes = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        piece = self._body.read(size)
+        self.bytes += len(piece)
+        self._report(self.bytes)
+        return piece

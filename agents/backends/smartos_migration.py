@@ -36,7 +36,7 @@ from agents.backends.base import BackendError, ImageNotFound, InsufficientResour
 from agents.backends.host import imgadm, vmadm, zfs
 from agents.backends.host.cmd import HostCommandError, run, stream_from, stream_into
 from agents.backends.jsonfile import write_json
-from agents.backends.migration_progress import ProgressReporter, ProgressSink
+from agents.backends.migration_progress import CountedBody, ProgressReporter, ProgressSink
 from agents.backends.names import plain_name
 from agents.backends.smartos_snapshots import ZPOOL
 from agents.backends.ttlcache import TtlCache
@@ -250,7 +250,7 @@ class SmartOSMigrations:
             run([ZFS, "destroy", "-f", "-r", dataset(uuid)])
         report = ProgressReporter(self._progress, _event_fields(self.server_uuid, params,
                                                                 "receive", None))
-        counted = _Counted(body, report)
+        counted = CountedBody(body, report)
         try:
             stream_into(receive_argv(uuid), counted)
         except HostCommandError as exc:
@@ -302,21 +302,6 @@ class SmartOSMigrations:
     def _forget_migration(self, uuid: str) -> None:
         """A destroyed machine leaves no record."""
         self._record_path(uuid).unlink(missing_ok=True)
-
-
-class _Counted:
-    """A stream's body, read through, counted and reported."""
-
-    def __init__(self, body: IO[bytes], report: ProgressReporter) -> None:
-        self._body = body
-        self._report = report
-        self.bytes = 0
-
-    def read(self, size: int = -1) -> bytes:
-        piece = self._body.read(size)
-        self.bytes += len(piece)
-        self._report(self.bytes)
-        return piece
 
 
 def _event_fields(server_uuid: str, params: Mapping[str, Any], side: str,
