@@ -86,6 +86,10 @@ def on_target(ctx: StepContext) -> bool:
         m.target_server_uuid
 
 
+def has_target(ctx: StepContext) -> bool:
+    return migration(ctx).target_server_uuid is not None
+
+
 def on_source(ctx: StepContext) -> bool:
     return ctx.machine().server_uuid == migration(ctx).source_server_uuid
 

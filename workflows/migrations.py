@@ -72,9 +72,11 @@ SWITCH = (
 #: the clean-up of a failed begin, sync, switch or abort (its steps look at how far the
 #: migration got): the machine on its source only, the target copy and room gone
 CLEANUP = (
-    # the target copy may run (the record had moved): it goes before the source starts
+    # waited for: the migration is failed once the target has no copy left (a target
+    # agent restarted meanwhile gets it from its queue), and a copy that may run (the
+    # record had moved) is gone before the source starts
     Step("destroy_target_now", ACTION_TIMEOUT, agent_op="machine_destroy", server=s.target,
-         params=s.machine_ref, when=s.on_target),
+         params=s.machine_ref, when=s.has_target),
     # again if a late reply comes: the target may make its copy after this ran
     Step("destroy_target", RECORD_TIMEOUT, run=s.destroy_target_later,
          repeat_on_late_reply=True),

@@ -44,6 +44,7 @@ def test_a_failed_abort_still_gives_everything_back(
     do_begin(ctx, engine, transport, two)
     start(ctx, engine, two, "abort")
     answer(engine, transport, two["target"], "machine_destroy", fail="NodeAway")
+    answer(engine, transport, two["target"], "machine_destroy", fail="NodeAway")
     m = svc.get_migration(ctx, two["machine"])
     assert m.state == "failed" and m.error == {"code": "NodeAway",
                                                "message": "machine_destroy broke"}
@@ -104,6 +105,8 @@ def test_a_sync_canceled_mid_stream_cleans_up_again_at_the_late_reply(
         assert job is not None
         job.cancel_requested_at = datetime.now(UTC)
     assert engine.cancel(job_uuid)
+    answer(engine, transport, two["target"], "machine_destroy",
+           machine_state(two["machine"], "destroyed"))
     assert get_job(ctx, job_uuid).execution == "canceled"
     m = svc.get_migration(ctx, two["machine"])
     assert m.state == "failed" and m.stream_token is None

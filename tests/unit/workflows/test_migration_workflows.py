@@ -215,6 +215,9 @@ def test_failed_begin_leaves_nothing(ctx: Any, engine: Engine, transport: Record
     start(ctx, engine, two, "begin")
     answer(engine, transport, two["target"], "migration_target_prepare", fail="NoRoom")
     answer(engine, transport, two["target"], "migration_target_prepare", fail="NoRoom")
+    # the target's copy (if it made one) goes, and the job waits for it
+    answer(engine, transport, two["target"], "machine_destroy",
+           machine_state(two["machine"], "destroyed"))
     assert not transport.agent  # the machine never stopped: nothing to show or start
     _assert_back_on_source(ctx, two, before, "NoRoom")
     assert _destroys_sent(transport, two["target"]) == 1
@@ -231,6 +234,8 @@ def test_failed_sync_destroys_the_target_copy(ctx: Any, engine: Engine,
     answer(engine, transport, two["target"], "migration_receive",
            {"receive": {"url": URL, "expires_at": 0}})
     answer(engine, transport, two["source"], "migration_send", fail="InsufficientResources")
+    # a target that does not answer (its agent away) does not stop the clean-up
+    answer(engine, transport, two["target"], "machine_destroy", fail="StepTimeout")
     assert not transport.agent
     m = _assert_back_on_source(ctx, two, before, "InsufficientResources")
     assert m.stream_token is None
@@ -260,10 +265,9 @@ def test_failed_switch_ends_on_the_source(ctx: Any, engine: Engine,
             answer(engine, transport, server, op, fail="Broken")
             break
         answer(engine, transport, server, op, result)
-    moved = failing in ("migration_activate", "machine_start")
-    if moved:  # the target may run the copy: it is destroyed before the source starts
-        answer(engine, transport, two["target"], "machine_destroy",
-               machine_state(machine, "destroyed"))
+    # the target copy (which may run, once the record moved) goes before the source starts
+    answer(engine, transport, two["target"], "machine_destroy",
+           machine_state(machine, "destroyed"))
     answer(engine, transport, two["source"], "migration_hide",
            machine_state(machine, "stopped"))
     answer(engine, transport, two["source"], "machine_start", machine_state(machine, "running"))
