@@ -30,6 +30,9 @@ HOSTILE_UUIDS = ("../canary", "../../etc", "x/..", "*", "9A1E3C44-0000-4000-8000
 NOT_UUIDS = ("..", ".", "", "a" * 36, str(uuid.uuid4()) + "\n", "/etc", "-rf",
              str(uuid.uuid4()).replace("-", ""), "{" + str(uuid.uuid4()) + "}")
 NIC = {"mac": MAC, "interface": "net0", "nic_tag": "admin", "ips": ["10.88.0.10/24"]}
+MIGRATION = "9a1e3c44-0000-4000-8000-00000000000c"
+STREAM = {"migration_uuid": MIGRATION, "token": "t" * 32, "snapshot": "migration-1",
+          "parent": None}
 
 
 def machine_op_params(machine: str, image: str) -> dict[str, dict[str, Any]]:
@@ -55,6 +58,13 @@ def machine_op_params(machine: str, image: str) -> dict[str, dict[str, Any]]:
         "machine_add_nics": {"uuid": machine, "nics": [NIC]},
         "machine_remove_nics": {"uuid": machine, "macs": [MAC]},
         "machine_update_nics": {"uuid": machine, "nics": [{"mac": MAC}]},
+        "migration_receive": {"uuid": machine, **STREAM},
+        "migration_send": {"uuid": machine, **STREAM,
+                           "url": "http://127.0.0.1:1/migrations/" + "a" * 32},
+        "migration_activate": {"uuid": machine, "migration_uuid": MIGRATION,
+                               "snapshot": "migration-1"},
+        "migration_hide": {"uuid": machine, "hidden": True},
+        "migration_cleanup": {"uuid": machine, "migration_uuid": MIGRATION, "keep": None},
     }
 
 
@@ -96,6 +106,19 @@ def test_a_machine_uuid_that_is_no_uuid_is_refused_and_touches_nothing(
     assert (canary / "keep").read_text() == "still here"
     after = hosted_node.status()
     assert (after["machines"], after["images"]) == (before["machines"], before["images"])
+
+
+def test_a_migration_copy_of_a_machine_uuid_that_is_no_uuid_is_refused(
+        hosted_node: NodeBackend, image_spec: dict[str, Any], tmp_path: Path) -> None:
+    canary = canary_of(hosted_node, tmp_path)
+    for machine in HOSTILE_UUIDS:
+        spec = machine_op_params(machine, image_spec["uuid"])["machine_create"]
+        outcome = tasks.run_op("migration_target_prepare", hosted_node.server_uuid,
+                               {"migration_uuid": MIGRATION, "spec": spec})
+        assert_refused(outcome, "spec")
+        assert "uuid" in outcome["error"]["message"]
+    assert (canary / "keep").read_text() == "still here"
+    assert hosted_node.list_machines() == []
 
 
 @pytest.mark.parametrize("machine", NOT_UUIDS)
