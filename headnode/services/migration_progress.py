@@ -34,14 +34,18 @@ def apply_progress(session: Session, raw: Any, sender: str | None) -> bool:
     except (ValidationError, TypeError) as exc:
         log.warning("dropped a migration progress event: %s", getattr(exc, "messages", exc))
         return False
+    # SKIP LOCKED: a migration a job is changing right now is left alone (progress is
+    # advisory), so a batch of node events never waits for a job's turn
     m = session.scalars(select(Migration).where(
         Migration.uuid == event["migration_uuid"],
         Migration.machine_uuid == event["machine_uuid"],
-        Migration.finished_at.is_(None)).with_for_update()).one_or_none()
-    if m is None or sender not in (m.source_server_uuid, m.target_server_uuid) \
+        Migration.finished_at.is_(None)).with_for_update(skip_locked=True)).one_or_none()
+    if m is None:
+        return False  # unknown, ended, or being changed by its job this instant
+    if sender not in (m.source_server_uuid, m.target_server_uuid) \
             or event["server_uuid"] != sender:
         log.warning("ignored migration progress from server %s about migration %s: not one "
-                    "of its servers, or not under way", sender, event["migration_uuid"])
+                    "of its servers", sender, event["migration_uuid"])
         return False
     if m.stream_token is None or event["snapshot"] != f"migration-{m.syncs + 1}":
         return False  # an earlier stream's late word
