@@ -58,7 +58,7 @@ def vm_migrate(action: str, machine_uuid: str, target: str | None, watch: bool) 
             f"migration {action} of {machine_uuid}: job {a.get('job_uuid')} (follow it: "
             f"sdc vm migration get {machine_uuid})"))
         return
-    row = watch_migration(machine_uuid, answer.get("job_uuid"), show_progress)
+    row = watch_migration(machine_uuid, answer, show_progress)
     emit(row, render_outcome)
     if row.get("state") == "failed":
         raise click.exceptions.Exit(1)
@@ -88,13 +88,14 @@ def job_over(job_uuid: str | None) -> bool:
         return False
 
 
-def watch_migration(machine_uuid: str, job_uuid: str | None,
-                    on_poll: Callable[[dict[str, Any], dict[str, Any] | None], None],
+def watch_migration(machine_uuid: str, started: dict[str, Any],
+                    on_poll: Callable[[dict[str, Any], dict[str, Any]], None],
                     timeout: float = WATCH_TIMEOUT) -> dict[str, Any]:
-    """Poll the machine's migration until the phase of ``job_uuid`` ends; ``on_poll(row,
-    previous)`` after each read. Returns the last row."""
+    """Poll the machine's migration until the phase ``started`` (the answer that started
+    it, with its ``job_uuid``) ends; ``on_poll(row, previous)`` after each read. Returns
+    the last row."""
     deadline = time.monotonic() + timeout
-    previous: dict[str, Any] | None = None
+    job_uuid, previous = started.get("job_uuid"), started
     stale_since: float | None = None
     while True:
         row = client().get(migration_path(machine_uuid))
@@ -112,17 +113,16 @@ def watch_migration(machine_uuid: str, job_uuid: str | None,
         time.sleep(POLL_SECONDS)
 
 
-def show_progress(row: dict[str, Any], previous: dict[str, Any] | None) -> None:
+def show_progress(row: dict[str, Any], previous: dict[str, Any]) -> None:
     """New steps and a changed byte count, on stderr (stdout keeps the outcome)."""
     out = console(stderr=True)
-    seen = len((previous or {}).get("progress_history") or [])
+    seen = len(previous.get("progress_history") or [])
     for event in (row.get("progress_history") or [])[seen:]:
         out.print(f"{event.get('phase')}: {event.get('state')} {event.get('message') or ''}"
                   .rstrip(), highlight=False)
     sent = (row.get("sent_bytes"), row.get("total_bytes"))
     if row.get("state") == "running" and row.get("sent_bytes") and (
-            previous is None or sent != (previous.get("sent_bytes"),
-                                         previous.get("total_bytes"))):
+            sent != (previous.get("sent_bytes"), previous.get("total_bytes"))):
         out.print(f"{row.get('phase')}: {fmt_transfer(row)}", highlight=False)
 
 
@@ -156,7 +156,7 @@ def outcome(row: dict[str, Any]) -> str:
         if row.get("downtime_ms") is not None:
             text += f" (downtime {row['downtime_ms']} ms)"
     elif row.get("phase") in ("begin", "sync"):
-        text += f" (target {where}; {fmt_transfer(row)} sent)"
+        text += f" (target {where}; sent {fmt_transfer(row)})"
     return text
 
 

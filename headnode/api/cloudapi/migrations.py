@@ -133,7 +133,8 @@ def line(event: dict[str, Any]) -> str:
 
 def step_event(event: dict[str, Any]) -> dict[str, Any]:
     """A recorded step (``{phase, state, message, bytes, total_bytes, at}``) as CloudAPI's
-    progress event: a step without bytes counts as done (100 of 100)."""
+    progress event: a step without bytes counts as done (1 of 1; not 100 of 100, which
+    triton's watcher adds up from one step to the next as percents of the phase)."""
     shown: dict[str, Any] = {"type": "progress", "phase": event.get("phase"),
                              "state": event.get("state") or "running",
                              "message": event.get("message") or ""}
@@ -141,7 +142,7 @@ def step_event(event: dict[str, Any]) -> dict[str, Any]:
         shown["current_progress"] = event["bytes"]
         shown["total_progress"] = event.get("total_bytes") or event["bytes"] or 1
     else:
-        shown["current_progress"], shown["total_progress"] = 100, 100
+        shown["current_progress"], shown["total_progress"] = 1, 1
     return shown
 
 
