@@ -15,6 +15,12 @@ on a btrfs pool (the layout: :mod:`~agents.backends.linux.storage`).
   ``InsufficientResources`` naming it. A snapshot received already is answered at once
   (a redelivered task). At switch, :meth:`migration_activate` makes the machine's root a
   writable snapshot of the received one with the machine's disk quota, and shows it.
+- **Metadata**: a machine's tags and customer metadata live beside its root, not in it
+  (``metadata.json``, with its change ``serial``), so a stream starts with them (an
+  *envelope*: :data:`ENVELOPE_MAGIC`, a 4-byte big-endian length, the JSON), and the
+  activation installs those of the snapshot it activates: the guest finds the maps it left
+  at the last sync (the switch's, after the stop), and the serial goes on from the source's
+  (the head node ignores a map whose serial is not newer than the last it applied).
 - **Hidden** machines are left out of ``list_machines`` and status reports and are never
   booted (a start is refused); a running machine cannot be hidden. ``machine_destroy``
   removes a machine's migration snapshots with it.
@@ -25,6 +31,9 @@ Both ends send ``events.migration_progress`` at most once a second and at the en
 from __future__ import annotations
 
 import functools
+import itertools
+import json
+import struct
 import time
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -33,6 +42,7 @@ from agents import migration_stream
 from agents.backends.base import BackendError, InsufficientResources, MachineNotFound
 from agents.backends.host import btrfs, cmd
 from agents.backends.host.cmd import HostCommandError
+from agents.backends.jsonfile import write_json
 from agents.backends.linux.records import MachineRecords, machine_record
 from agents.backends.linux.runtime import Runtime
 from agents.backends.linux.storage import BtrfsStorage, Storage
@@ -41,6 +51,10 @@ from agents.backends.migration_progress import ProgressReporter, ProgressSink
 MIB = 1024 * 1024
 #: how long an offered stream waits for its source (seconds)
 RECEIVE_TTL = 120.0
+ENVELOPE_MAGIC = b"SDCM"
+MAX_ENVELOPE = 16 * MIB
+#: in a target copy's bundle: the metadata that came with each snapshot received
+RECEIVED_METADATA = "migration-metadata.json"
 
 
 def send_argv(snapshot: Path, parent: Path | None) -> list[str]:
@@ -111,11 +125,14 @@ class LinuxMigrations:
             sent[0] = nbytes
             report(nbytes)
 
+        with self.records.metadata_lock(uuid):
+            meta = self.records.read_metadata(self.records.get(uuid))
         started = time.monotonic()
         chunks = cmd.stream_from(send_argv(snapshot, base))
         try:
-            answer = migration_stream.send_stream(params["url"], params["token"], chunks,
-                                                  progress)
+            answer = migration_stream.send_stream(
+                params["url"], params["token"], itertools.chain([envelope(meta)], chunks),
+                progress)
         finally:
             # a target that answered early: the send is not needed any more
             close = getattr(chunks, "close", None)
@@ -138,6 +155,7 @@ class LinuxMigrations:
             self._received({"uuid": uuid, "migration_uuid": migration_uuid}, snapshot,
                            "snapshot")
             storage.migration_activate(uuid, migration_uuid, snapshot, record["disk_mb"] * MIB)
+            self._install_metadata(uuid, migration_uuid, snapshot)
             self.records.save({**record, "hidden": False, "activated": activated})
             self._invalidate_usage()
             return self._load(uuid)
@@ -192,6 +210,7 @@ class LinuxMigrations:
             counted = _Counted(body, report)
             receiving = storage.migration_receiving(uuid, migration_uuid, name)
             try:
+                meta = read_envelope(counted)
                 cmd.stream_into(receive_argv(receiving), counted)
                 if not storage.migration_received(uuid, migration_uuid, name):
                     raise BackendError("MigrationStreamInvalid", f"the stream for machine "
@@ -204,8 +223,27 @@ class LinuxMigrations:
                 raise said from exc
             finally:
                 self._invalidate_usage()
+            self._keep_metadata(uuid, migration_uuid, name, meta)
             report(counted.bytes, done=True)
             return {"bytes": counted.bytes, "snapshot": name}
+
+    def _keep_metadata(self, uuid: str, migration_uuid: str, name: str,
+                       meta: dict[str, Any]) -> None:
+        path = self.records.bundle(uuid) / RECEIVED_METADATA
+        kept = json.loads(path.read_text()) if path.exists() else {}
+        if kept.get("migration_uuid") != migration_uuid:
+            kept = {"migration_uuid": migration_uuid, "snapshots": {}}
+        kept["snapshots"][name] = meta
+        write_json(path, kept)
+
+    def _install_metadata(self, uuid: str, migration_uuid: str, name: str) -> None:
+        path = self.records.bundle(uuid) / RECEIVED_METADATA
+        kept = json.loads(path.read_text()) if path.exists() else {}
+        meta = (kept.get("snapshots") or {}).get(name)
+        if kept.get("migration_uuid") == migration_uuid and meta is not None:
+            with self.records.metadata_lock(uuid):
+                self.records.save_metadata(uuid, meta)
+        path.unlink(missing_ok=True)
 
     def _receive_error(self, exc: BaseException, uuid: str, name: str) -> BaseException:
         said = " ".join(exc.stderr.split()) if isinstance(exc, HostCommandError) else ""
@@ -246,6 +284,38 @@ class LinuxMigrations:
             raise BackendError("Unsupported", f"server {self.server_uuid}: machines migrate "
                                "only between btrfs pools (SDC_STORAGE=btrfs)")
         return self.storage
+
+
+def envelope(meta: dict[str, Any]) -> bytes:
+    data = json.dumps(meta).encode()
+    return ENVELOPE_MAGIC + struct.pack(">I", len(data)) + data
+
+
+def read_envelope(body: cmd.Readable) -> dict[str, Any]:
+    """The metadata at the head of a stream; BackendError ``MigrationStreamInvalid`` for a
+    stream without it."""
+    head = _read_exactly(body, len(ENVELOPE_MAGIC) + 4)
+    (length,) = struct.unpack(">I", head[len(ENVELOPE_MAGIC):])
+    if not head.startswith(ENVELOPE_MAGIC) or length > MAX_ENVELOPE:
+        raise BackendError("MigrationStreamInvalid", "the stream does not start with the "
+                           "machine's metadata (is the source a Linux node?)")
+    try:
+        meta = json.loads(_read_exactly(body, length))
+    except ValueError as exc:
+        raise BackendError("MigrationStreamInvalid", f"the stream's metadata: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise BackendError("MigrationStreamInvalid", "the stream's metadata is no object")
+    return meta
+
+
+def _read_exactly(body: cmd.Readable, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        piece = body.read(size - len(data))
+        if not piece:
+            raise migration_stream.StreamCut("the stream ended in its metadata")
+        data += piece
+    return data
 
 
 class _Counted:

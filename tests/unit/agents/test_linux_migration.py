@@ -19,7 +19,7 @@ from agents import migration_stream
 from agents.backends.base import BackendError
 from agents.backends.host import cmd
 from agents.backends.linux import LinuxBackend
-from agents.backends.linux.migration import send_argv
+from agents.backends.linux.migration import envelope, send_argv
 from agents.backends.linux.storage import BtrfsStorage
 from tests.support.btrfs import LoopPool, create_pool, destroy_pool
 from tests.unit.agents.conftest import make_linux, spec_factory
@@ -125,6 +125,8 @@ def test_a_running_machine_moves_with_what_it_wrote_between_syncs(
     full = sync(source, target, machine, migration, "migration-1")
     assert full["received_bytes"] == full["bytes"] > 8 * MIB
     second = write(root(source, uuid_) / "second.bin", MIB)  # the machine runs and writes
+    source.machine_update_metadata({"uuid": uuid_, "set_customer_metadata": {"role": "db"},
+                                    "set_tags": {"moved": True}})
     increment = sync(source, target, machine, migration, "migration-2", "migration-1")
     assert MIB < increment["bytes"] < full["bytes"] / 2
     # a redelivered receive of a snapshot the target has: answered at once, nothing sent
@@ -152,6 +154,10 @@ def test_a_running_machine_moves_with_what_it_wrote_between_syncs(
     assert (moved / "first.bin").read_bytes() == first
     assert (moved / "second.bin").read_bytes() == second
     assert (moved / "third.bin").read_bytes() == third
+    # the metadata as the guest left it, its change serial going on from the source's
+    assert target.records.read_metadata(target.records.get(uuid_)) \
+        == source.records.read_metadata(source.records.get(uuid_))
+    assert target.records.read_metadata(target.records.get(uuid_))["serial"] == 1
     assert target.machine_start(uuid_)["state"] == "running"
     (moved / "after.txt").write_text("written on the target")  # its root is writable
 
@@ -185,6 +191,7 @@ def test_a_cut_stream_leaves_no_partial_subvolume_and_a_new_try_works(
     snapshot = storage.migration_snapshot_create(uuid_, migration, "migration-1")
 
     def dies_halfway() -> Iterator[bytes]:
+        yield envelope({"serial": 0, "tags": {}, "customer_metadata": {}})
         sent = 0
         for chunk in cmd.stream_from(send_argv(snapshot, None)):
             yield chunk
@@ -263,6 +270,13 @@ def test_receive_refuses_what_is_not_its_migration(
     with pytest.raises(BackendError) as no_root:
         target.migration_hide(uuid_, False)
     assert no_root.value.code == "InvalidState"
+    # a stream that is no Linux node's: refused, nothing made
+    url = target.migration_receive(params)["url"]
+    with pytest.raises(BackendError) as garbage:
+        migration_stream.send_stream(url, params["token"], iter([b"garbage" * 1000]),
+                                     lambda _n: None)
+    assert garbage.value.code == "MigrationStreamInvalid"
+    assert not (target.storage.pool / "migrations" / uuid_ / migration / "migration-1").exists()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
