@@ -14,7 +14,7 @@ import click
 
 from headnode.cli.client import ApiError
 from headnode.cli.context import client, json_option, resolve_server, state_of
-from headnode.cli.migrations import JOB_OVER, STALE_SECONDS, migration_path
+from headnode.cli.migrations import JOB_OVER, STALE_SECONDS, migration_path, phase_failed
 from headnode.cli.output import emit
 
 POLL_SECONDS = 0.5
@@ -94,12 +94,12 @@ def step(move: Move) -> None:
     if (row.get("state") == "running" and row.get("job_uuid") == move.job_uuid
             and not job_stale(move)):
         return
-    if row.get("state") != "successful":
+    if row.get("state") != "successful" or phase_failed(row):
         finish(move, row, moved=False)
     elif move.action == "automatic":
         start(move, "finalize")
-    else:
-        finish(move, row, moved=True)
+    else:  # finalized: the source copy is gone and its room given back
+        finish(move, row, moved=row.get("finished_timestamp") is not None)
 
 
 def start(move: Move, action: str) -> None:
@@ -132,9 +132,11 @@ def job_stale(move: Move) -> bool:
 
 def finish(move: Move, row: dict[str, Any], moved: bool) -> None:
     error = row.get("error") or {}
+    # a machine whose finalize failed runs on the target, its source copy still there
+    switched = row.get("phase") == "switch" and row.get("state") == "successful"
     move.result = {"machine_uuid": move.uuid, "alias": move.machine.get("alias"),
-                   "moved": moved, "server_uuid": row.get("target_server_uuid") if moved
-                   else move.machine.get("server_uuid"),
+                   "moved": moved, "server_uuid": row.get("target_server_uuid")
+                   if moved or switched else move.machine.get("server_uuid"),
                    "phase": row.get("phase"), "state": row.get("state"),
                    "downtime_ms": row.get("downtime_ms"),
                    "error": error or None}
@@ -150,6 +152,7 @@ def report(move: Move) -> None:
             f" (downtime {downtime} ms)" if downtime is not None else "")
     else:
         error = result.get("error") or {}
-        text = (f"{name}: not moved ({result.get('phase')} {result.get('state')}: "
-                f"{error.get('code', '')} {error.get('message', '')}".rstrip() + ")")
+        why = f"{error.get('code', '')} {error.get('message', '')}".strip() or "-"
+        text = (f"{name}: not moved, on server {result.get('server_uuid')} "
+                f"({result.get('phase')} {result.get('state')}: {why})")
     click.echo(text, err=state_of(click.get_current_context()).as_json)

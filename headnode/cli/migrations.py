@@ -60,8 +60,15 @@ def vm_migrate(action: str, machine_uuid: str, target: str | None, watch: bool) 
         return
     row = watch_migration(machine_uuid, answer, show_progress)
     emit(row, render_outcome)
-    if row.get("state") == "failed":
+    if phase_failed(row):
         raise click.exceptions.Exit(1)
+
+
+def phase_failed(row: dict[str, Any]) -> bool:
+    """The phase just ended failed: the migration failed, or a finalize or rollback that
+    could not be done left it as it was, with the reason in ``error`` (a phase's start
+    clears the error of the one before)."""
+    return row.get("state") == "failed" or bool(row.get("error"))
 
 
 def render_estimate(est: dict[str, Any]) -> None:
@@ -148,7 +155,7 @@ def outcome(row: dict[str, Any]) -> str:
     """One line: where the machine is now, or why the phase failed."""
     where = row.get("target_server_uuid") or "-"
     text = f"{row.get('phase')} {row.get('state')}"
-    if row.get("state") == "failed":
+    if phase_failed(row):
         error = row.get("error") or {}
         return f"{text}: {error.get('code', '')} {error.get('message', '')}".rstrip()
     if row.get("phase") in ("switch", "finalize") and row.get("state") == "successful":

@@ -282,6 +282,19 @@ def test_evacuate_empties_the_server(cloud: Cloud, world: dict[str, Any]) -> Non
     stopped = vms[2]
     cloud.wait_job(cloud.api.post(f"/ops/machines/{stopped['uuid']}",
                                   params={"action": "stop"})["job_uuid"])
+    others = set(servers) - {doomed}
+    try:
+        for other in others:  # nowhere to go: each machine says why, nothing moves
+            cloud.api.put(f"/ops/servers/{other}", {"reserved": True})
+        stuck = sdc(cloud, "server", "evacuate", doomed, "--parallel", "2")
+        assert stuck.returncode == 1, stuck.stdout + stuck.stderr
+        assert stuck.stdout.count("not moved, on server " + doomed) == len(on_it)
+        assert "InsufficientCapacity" in stuck.stdout and "0 of" in stuck.stdout
+        assert cloud.server(doomed)["maintenance"] is True
+        assert len(cloud.api.get("/ops/machines", {"server_uuid": doomed})) == len(on_it)
+    finally:
+        for other in others:
+            cloud.api.put(f"/ops/servers/{other}", {"reserved": False})
     try:
         done = sdc(cloud, "server", "evacuate", doomed, "--parallel", "2")
         assert done.returncode == 0, done.stdout + done.stderr
@@ -293,7 +306,7 @@ def test_evacuate_empties_the_server(cloud: Cloud, world: dict[str, Any]) -> Non
         assert cloud.server(doomed)["maintenance"] is True
         for vm in vms:
             now = machine(cloud, vm["uuid"])
-            assert now["server_uuid"] in set(servers) - {doomed}
+            assert now["server_uuid"] in others
             assert now["state"] == ("stopped" if vm is stopped else "running")
             assert migration(cloud, vm["uuid"])["finished_timestamp"] is not None
         ours = {vm["uuid"] for vm in on_it}
