@@ -10,7 +10,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from headnode.store.models import Job
-from workflows.definition import ACTIVE, REGISTRY, workflow_of
+from workflows.definition import ACTIVE, REGISTRY, Step, log, workflow_of
 from workflows.running import dispatch_agent, fail_step
 from workflows.turn import Turn
 
@@ -59,7 +59,29 @@ def expire(turn: Turn, now: float) -> bool:
         entry["resends"] = entry.get("resends", 0) + 1
         turn.touch()
         dispatch_agent(turn, step)
+    elif step.is_agent and _still_going(turn, step, now):
+        pass
     else:
         fail_step(turn, step, turn.entry(), "StepTimeout",
                   f"step {step.name} did not finish within {step.timeout:g} s")
     return True
+
+
+def _still_going(turn: Turn, step: Step, now: float) -> bool:
+    """A late agent step whose work is seen going on gets ``step.timeout`` more."""
+    if step.alive is None:
+        return False
+    try:
+        going = step.alive(turn.context())
+    except Exception as exc:  # noqa: BLE001 - a check that cannot tell says no
+        log.warning("job %s: could not tell whether step %s still runs: %s", turn.job.uuid,
+                    step.name, exc)
+        return False
+    if going:
+        entry = turn.entry()
+        entry["deadline"] = now + step.timeout
+        entry["extended"] = entry.get("extended", 0) + 1
+        turn.touch()
+        turn.job.step_deadline = (min(entry["deadline"], now + turn.settings.resend_interval)
+                                  if step.resend else entry["deadline"])
+    return going

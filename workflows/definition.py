@@ -116,6 +116,10 @@ class Step:
     #: (a stream whose one-time token the first send spends): it waits its whole timeout
     #: for the reply instead of being sent again every resend interval
     resend: bool = True
+    #: an agent step whose reply is late but whose work is seen going on (a stream's
+    #: progress): the sweep gives it ``timeout`` seconds more instead of failing it (the
+    #: workflow's own timeout still ends it)
+    alive: WhenFn | None = None
 
     def __post_init__(self) -> None:
         if self.own_turn and self.run is None:

@@ -150,6 +150,19 @@ def plan_sync(ctx: StepContext) -> dict[str, Any]:
     return {"snapshot": _next_snapshot(m), "parent": m.last_snapshot}
 
 
+#: seconds a stream may go without a word from its ends (progress events, at most one a
+#: second while bytes flow) before its step gives up
+STREAM_QUIET = 300
+
+
+def stream_alive(ctx: StepContext) -> bool:
+    """The stream's ends were heard from lately: the record changed (a progress event, or
+    the stream's own start) within :data:`STREAM_QUIET` seconds."""
+    m = migration(ctx)
+    quiet = (utcnow() - m.updated_at).total_seconds() if m.updated_at else STREAM_QUIET
+    return m.stream_token is not None and quiet < STREAM_QUIET
+
+
 def _stream_params(ctx: StepContext) -> dict[str, Any]:
     m = migration(ctx)
     if not m.stream_token:

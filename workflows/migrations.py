@@ -27,13 +27,16 @@ from workflows import migration_steps as s
 from workflows.engine import Step, Workflow, register
 from workflows.machines import ACTION_TIMEOUT, DESTROY_TIMEOUT, RECORD_TIMEOUT, record_state
 
-#: one stream of a whole machine may take long; its step is not asked twice meanwhile
-SYNC_TIMEOUT = 3600
-#: the workflows' own timeouts: their steps' plus slack
+#: a stream's step waits this long for its reply, and as long again each time its ends
+#: were heard from meanwhile (progress events): a dead source is noticed in minutes, a long
+#: stream that moves is never cut. Its step is not asked twice meanwhile.
+SYNC_TIMEOUT = s.STREAM_QUIET
+#: the most one stream may take, whatever its progress (the workflows' own timeouts)
+MAX_STREAM = 6 * 3600
 PHASE_TIMEOUT = 900
-SYNC_JOB_TIMEOUT = SYNC_TIMEOUT + PHASE_TIMEOUT
-SWITCH_JOB_TIMEOUT = SYNC_TIMEOUT + 2 * PHASE_TIMEOUT
-AUTOMATIC_JOB_TIMEOUT = 3 * SYNC_TIMEOUT + 2 * PHASE_TIMEOUT
+SYNC_JOB_TIMEOUT = MAX_STREAM + PHASE_TIMEOUT
+SWITCH_JOB_TIMEOUT = MAX_STREAM + 2 * PHASE_TIMEOUT
+AUTOMATIC_JOB_TIMEOUT = 3 * MAX_STREAM + 2 * PHASE_TIMEOUT
 
 
 BEGIN = (
@@ -50,7 +53,8 @@ def sync_steps(prefix: str = "") -> tuple[Step, ...]:
         Step(f"{prefix}receive", ACTION_TIMEOUT, agent_op="migration_receive",
              server=s.target, params=s.receive_params, on_result=s.record_receive),
         Step(f"{prefix}send", SYNC_TIMEOUT, agent_op="migration_send", server=s.source,
-             params=s.send_params, on_result=s.record_sync, resend=False),
+             params=s.send_params, on_result=s.record_sync, resend=False,
+             alive=s.stream_alive),
     )
 
 

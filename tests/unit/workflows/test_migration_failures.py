@@ -3,11 +3,12 @@ each ends with the machine on exactly one node and no room held twice."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from headnode.services import migrations as svc
-from headnode.store.models import Job
+from headnode.store.models import Job, Migration
 from tests.unit.workflows.conftest import RecordingTransport, get_job, get_machine, ok
 from tests.unit.workflows.test_migration_workflows import (  # noqa: F401 - the fixture
     URL,
@@ -21,6 +22,7 @@ from tests.unit.workflows.test_migration_workflows import (  # noqa: F401 - the 
     two,
 )
 from workflows.engine import Engine
+from workflows.migration_steps import STREAM_QUIET
 
 
 def switched(ctx: Any, engine: Engine, transport: RecordingTransport,
@@ -117,3 +119,34 @@ def test_a_sync_canceled_mid_stream_cleans_up_again_at_the_late_reply(
                                     two["source"]), from_server=two["source"])
     assert destroys(transport, two["target"]) == 2
     assert svc.get_migration(ctx, two["machine"]).state == "failed"
+
+
+def test_a_stream_is_given_time_while_it_moves_and_fails_once_quiet(
+        ctx: Any, engine: Engine, transport: RecordingTransport,
+        two: dict[str, Any]) -> None:  # noqa: F811 - the fixture
+    before = (sums(ctx, two["source"]), sums(ctx, two["target"]))
+    do_begin(ctx, engine, transport, two)
+    job_uuid = start(ctx, engine, two, "sync")
+    answer(engine, transport, two["target"], "migration_receive",
+           {"receive": {"url": URL, "expires_at": 0}})
+    transport.agent.popleft()  # the send: its source goes silent
+    # before its deadline nothing happens, and the send is never asked again
+    assert engine.sweep(now=time.time() + 60) == 0
+    # past it, but the stream was heard from lately (the record changed): more time
+    assert engine.sweep(now=time.time() + STREAM_QUIET + 1) == 1
+    job = get_job(ctx, job_uuid)
+    assert job.execution == "running" and job.chain_results[-1]["extended"] == 1
+    assert not transport.agent
+    with ctx.transaction() as session:  # nothing heard for longer than the window
+        m = session.get(Migration, svc.get_migration(ctx, two["machine"]).uuid)
+        assert m is not None
+        m.updated_at = datetime.now(UTC) - timedelta(seconds=STREAM_QUIET + 1)
+    assert engine.sweep(now=time.time() + 2 * STREAM_QUIET + 2) == 1
+    answer(engine, transport, two["target"], "machine_destroy",
+           machine_state(two["machine"], "destroyed"))
+    job = get_job(ctx, job_uuid)
+    assert job.execution == "failed" and job.error is not None
+    assert job.error["code"] == "StepTimeout"
+    m = svc.get_migration(ctx, two["machine"])
+    assert m.state == "failed" and m.error is not None and m.error["code"] == "StepTimeout"
+    assert (sums(ctx, two["source"]), sums(ctx, two["target"])) == before
