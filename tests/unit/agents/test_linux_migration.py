@@ -216,6 +216,14 @@ def test_a_cut_stream_leaves_no_partial_subvolume_and_a_new_try_works(
     assert [Path(p).name for p in subvolumes_under(target_pool, f"migrations/{uuid_}")] \
         == ["migration-1"]
 
+    # an agent killed mid-receive leaves a writable subvolume: the next agent removes it
+    partial = target_pool.mount / "migrations" / uuid_ / migration / "migration-2"
+    subprocess.run(["btrfs", "subvolume", "create", str(partial)], check=True,
+                   capture_output=True)
+    make_linux(target_pool)
+    assert [Path(p).name for p in subvolumes_under(target_pool, f"migrations/{uuid_}")] \
+        == ["migration-1"]
+
 
 @pytest.fixture(scope="module")
 def small_pool(btrfs_pool: LoopPool) -> Iterator[LoopPool]:
