@@ -91,6 +91,29 @@ class _ChunkedBody(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def read(self, size: int | None = -1, /) -> bytes:
+        """Up to ``size`` bytes of the current chunk in one piece (no buffer of ``size``
+        filled and copied for what may be a short read, as RawIOBase.read would)."""
+        if size is None or size < 0:
+            return self.readall()
+        if self.finished or size == 0:
+            return b""
+        if self._left == 0:
+            self._left = self._next_chunk_size()
+            if self._left == 0:
+                self._end()
+                return b""
+        try:
+            data = self._rfile.read(min(size, self._left))
+        except OSError as exc:
+            raise StreamCut(f"the stream broke: {exc}") from exc
+        if not data or len(data) < min(size, self._left):
+            raise StreamCut("the stream ended inside a chunk")
+        self._left -= len(data)
+        if self._left == 0:
+            self._crlf()
+        return data
+
     def readinto(self, buffer: Any) -> int:
         if self.finished:
             return 0
