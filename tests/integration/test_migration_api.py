@@ -91,6 +91,19 @@ def refusing_triton(triton_bin: str, world: dict[str, Any], cloud: Cloud) -> Any
                          world["signers"]["alice"].fingerprint, cloud.api.base_url)
 
 
+@pytest.fixture(scope="module")
+def operator_triton(triton_bin: str, cloud: Cloud, services: ServiceContext,
+                    tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """An operator's triton against the API that refuses tenants (operators always may)."""
+    account = cloud.api.post("/ops/accounts", {"login": "operator1", "operator": True,
+                                               "email": "ops@example.com"})
+    signer = Signer("operator1")
+    keys.create_key(services, account["uuid"], "ops", signer.public_line)
+    home = home_with_key(tmp_path_factory.mktemp("ops-home"), signer)
+    return triton_runner(triton_bin, home, "operator1", signer.fingerprint,
+                         cloud.api.base_url)
+
+
 def signed(url: str, signer: Signer, method: str, path: str,
            body: Any = None) -> requests.Response:
     return requests.request(method.upper(), url + path, json=body, timeout=30,
@@ -156,6 +169,38 @@ def test_tenant_refusals(cloud: Cloud, world: dict[str, Any], refusing_triton: A
     # none of it left a migration behind, and the machine stayed where it was
     assert cloud.api.get("/ops/migrations", {"machine": web["uuid"]}) == []
     assert machine(cloud, web["uuid"])["server_uuid"] == web["server_uuid"]
+
+
+def test_operator_migrates_as_the_account_and_affinity_places_the_target(
+        cloud: Cloud, world: dict[str, Any], operator_triton: Any, allowed_api: str) -> None:
+    servers = sorted(cloud.agents.values())
+    anchor = provision(cloud, "anchor1", server_uuid=servers[2])
+    follower = provision(cloud, "follower1", server_uuid=servers[0])
+    out = operator_triton("--act-as", "alice", "inst", "migration", "begin", "-w",
+                          "follower1")
+    assert "Done - begin finished" in out
+    out = operator_triton("--act-as", "alice", "inst", "migration", "abort", "-w",
+                          "follower1")
+    assert "Done - abort finished" in out
+    assert migration(cloud, follower["uuid"])["state"] == "aborted"
+
+    alice = world["signers"]["alice"]
+    base = f"/my/machines/{follower['uuid']}/migrate"
+    begun = signed(allowed_api, alice, "post", base,
+                   {"action": "begin", "affinity": "instance==anchor1"})
+    assert begun.status_code == 201, begun.text
+    assert (begun.json()["machine"], begun.json()["phase"]) == (follower["uuid"], "begin")
+    assert migration(cloud, follower["uuid"])["target_server_uuid"] == anchor["server_uuid"]
+    watched = requests.post(allowed_api + base + "?action=watch", timeout=60, headers=alice
+                            .headers("post", base + "?action=watch"))
+    assert watched.headers["Content-Type"].startswith("application/x-json-stream")
+    events = [json.loads(row) for row in watched.text.splitlines()]
+    assert events[-1] == {"type": "end", "phase": "begin", "state": "paused"}
+    assert {e["type"] for e in events[:-1]} == {"progress"}
+    aborted = signed(allowed_api, alice, "post", base, {"action": "abort"})
+    assert aborted.status_code == 201
+    cloud.wait_job(migration(cloud, follower["uuid"])["job_uuid"])
+    assert machine(cloud, follower["uuid"])["server_uuid"] == servers[0]
 
 
 def test_triton_begin_sync_switch_finalize(cloud: Cloud, world: dict[str, Any],
