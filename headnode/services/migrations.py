@@ -220,7 +220,8 @@ def _start(ctx: ServiceContext, session: Session, machine: Machine, job_uuid: st
     current = _unfinished(session, machine.uuid)
     if current is not None:
         raise Conflict(f"machine {machine.uuid} has a migration already ({current.state}, "
-                       f"phase {current.phase}): finish it first", code="InvalidState")
+                       f"phase {current.phase}): {_next_steps(current)} first",
+                       code="InvalidState")
     if machine.server_uuid is None:
         raise Conflict(f"machine {machine.uuid} is on no server", code="InvalidState")
     held = migration_room.machine_size(session, machine)
@@ -232,6 +233,15 @@ def _start(ctx: ServiceContext, session: Session, machine: Machine, job_uuid: st
                   progress_history=[])
     session.add(m)
     return m
+
+
+def _next_steps(m: Migration) -> str:
+    """What ends an unfinished migration from where it is."""
+    if m.state == "running":
+        return "wait for its job to end, then finish it"
+    if m.state == "successful":
+        return "finalize it (or roll it back)"
+    return "switch and finalize it, or abort it"
 
 
 def _continue(session: Session, machine: Machine, job_uuid: str, action: str) -> Migration:

@@ -79,7 +79,7 @@ def test_actions_refused_out_of_order(ctx: Any, fleet: dict[str, Any], machine: 
         session.get(type(machine), machine.uuid).job_uuid = None
         session.get(Migration, started["uuid"]).state = "paused"
     for action, why in (("switch", "sync first"), ("finalize", "follows a switch"),
-                        ("rollback", "follows a switch"), ("begin", "finish it first")):
+                        ("rollback", "follows a switch"), ("begin", "or abort it first")):
         with pytest.raises(Conflict) as refused:
             svc.migrate(ctx, machine.uuid, action, caller=OPERATOR)
         assert refused.value.code == "InvalidState" and why in refused.value.message, action
