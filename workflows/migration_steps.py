@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from headnode.services import migration_room as room
@@ -21,9 +22,6 @@ from schemas.agent import agent_queue, agent_task
 from workflows.engine import StepContext, StepFailed
 from workflows.machines import create_params, record_state
 from workflows.params import MigrationParams
-
-#: the room a migration's record says it holds is given back by these steps only
-
 
 # -- the record -------------------------------------------------------------------------------
 
@@ -98,7 +96,7 @@ def machine_ref(ctx: StepContext) -> dict[str, Any]:
     return {"uuid": ctx.job.machine_uuid}
 
 
-def hide_ref(hidden: bool) -> Any:
+def hide_ref(hidden: bool) -> Callable[[StepContext], dict[str, Any]]:
     def params(ctx: StepContext) -> dict[str, Any]:
         return {"uuid": ctx.job.machine_uuid, "hidden": hidden}
     return params
