@@ -18,6 +18,7 @@ from headnode.cli.migrations import JOB_OVER, STALE_SECONDS, migration_path, pha
 from headnode.cli.output import emit
 
 POLL_SECONDS = 0.5
+PAGE = 1000
 #: answers that mean "not now": more node jobs than the head node runs at once, or the
 #: machine in another job (a start, a stop) that will end
 BUSY_CODES = frozenset({"TooManyNodeJobs", "MachineBusy"})
@@ -55,8 +56,7 @@ def server_evacuate(server_ref: str, parallel: int) -> None:
     without being started). Waits out a busy head node."""
     server_uuid = resolve_server(server_ref)
     client().put(f"/ops/servers/{server_uuid}", {"maintenance": True})
-    machines = client().get("/ops/machines", {"server_uuid": server_uuid})
-    moves = run_moves([Move(m) for m in machines], parallel)
+    moves = run_moves([Move(m) for m in machines_on(server_uuid)], parallel)
     results = [move.result or {} for move in moves]
     failed = [r for r in results if not r.get("moved")]
     emit({"server_uuid": server_uuid, "machines": results},
@@ -64,6 +64,17 @@ def server_evacuate(server_ref: str, parallel: int) -> None:
                                   f"{len(results)} machine(s) moved"))
     if failed:
         raise click.exceptions.Exit(1)
+
+
+def machines_on(server_uuid: str) -> list[dict[str, Any]]:
+    """Every machine on the server (but destroyed ones), page after page."""
+    found: list[dict[str, Any]] = []
+    while True:
+        page = client().get("/ops/machines", {"server_uuid": server_uuid, "limit": PAGE,
+                                              "offset": len(found)})
+        found.extend(page)
+        if len(page) < PAGE:
+            return found
 
 
 def run_moves(moves: list[Move], parallel: int) -> list[Move]:
