@@ -4,6 +4,7 @@ cleanup, a cut stream and a full pool."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from agents import migration_stream
+from agents import migration_stream, tasks
 from agents.backends.base import BackendError
 from agents.backends.host import cmd
 from agents.backends.linux import LinuxBackend
@@ -83,10 +84,31 @@ def root(node: LinuxBackend, uuid_: str) -> Path:
 
 def sync(source: LinuxBackend, target: LinuxBackend, spec: dict[str, Any], migration: str,
          snapshot: str, parent: str | None = None) -> dict[str, Any]:
+    """One sync as the head node asks for it: the agent operations, their wire schemas."""
     params = {"uuid": spec["uuid"], "migration_uuid": migration,
               "token": secrets.token_urlsafe(32), "snapshot": snapshot, "parent": parent}
-    offered = target.migration_receive(params)
-    return source.migration_send({**params, "url": offered["url"]})
+    with hosting_both(source, target):
+        offered = agent_op("migration_receive", target, params)["receive"]
+        return agent_op("migration_send", source, {**params, "url": offered["url"]})["sync"]
+
+
+@contextlib.contextmanager
+def hosting_both(*nodes: LinuxBackend) -> Iterator[None]:
+    saved = dict(tasks.registry)
+    tasks.registry.update({node.server_uuid: node for node in nodes})
+    try:
+        yield
+    finally:
+        tasks.registry.clear()
+        tasks.registry.update(saved)
+
+
+def agent_op(op: str, node: LinuxBackend, params: dict[str, Any]) -> dict[str, Any]:
+    outcome = tasks.run_op(op, node.server_uuid, params)
+    if not outcome["ok"]:
+        raise BackendError(outcome["error"]["code"], outcome["error"]["message"])
+    result: dict[str, Any] = outcome["result"]
+    return result
 
 
 def subvolumes_under(pool: LoopPool, where: str) -> list[str]:
@@ -115,7 +137,9 @@ def test_a_running_machine_moves_with_what_it_wrote_between_syncs(
     source.snapshot_create(uuid_, "mine")  # a user's snapshot stays the user's
     first = write(root(source, uuid_) / "first.bin", 8 * MIB)
 
-    prepared = target.migration_target_prepare(migration, machine)
+    with hosting_both(target):
+        prepared = agent_op("migration_target_prepare", target,
+                            {"migration_uuid": migration, "spec": machine})["machine"]
     assert prepared["state"] == "stopped"
     assert target.list_machines() == [] and target.status()["machines"] == []
     with pytest.raises(BackendError) as hidden_start:
@@ -146,7 +170,9 @@ def test_a_running_machine_moves_with_what_it_wrote_between_syncs(
     sync(source, target, machine, migration, "migration-3", "migration-2")
     source.migration_hide(uuid_, True)
     assert source.list_machines() == []
-    activated = target.migration_activate(uuid_, migration, "migration-3")
+    with hosting_both(target):
+        activated = agent_op("migration_activate", target, {
+            "uuid": uuid_, "migration_uuid": migration, "snapshot": "migration-3"})["machine"]
     assert activated["state"] == "stopped"
     assert target.migration_activate(uuid_, migration, "migration-3")["state"] == "stopped"
     assert [m["uuid"] for m in target.list_machines()] == [uuid_]
