@@ -145,6 +145,7 @@ class MigrationEvent(Schema):
     eta_ms = fields.Integer()
     started_timestamp = fields.Raw(allow_none=True)
     finished_timestamp = fields.Raw(allow_none=True)
+    duration_ms = fields.Integer()
 
 
 class Migration(Schema):
@@ -158,6 +159,7 @@ class Migration(Schema):
     created_timestamp = fields.String(allow_none=True, metadata={"format": "date-time"})
     finished_timestamp = fields.String(allow_none=True, metadata={"format": "date-time"})
     error = fields.String(metadata={"description": "why it failed"})
+    duration_ms = fields.Integer(metadata={"description": "created to finished, once finished"})
 
 
 class MigrationEstimate(Schema):

@@ -234,6 +234,9 @@ def test_triton_begin_sync_switch_finalize(cloud: Cloud, world: dict[str, Any],
 
     assert "Done - the migration is finalized" in triton("inst", "migration", "finalize",
                                                          "mover1")
+    human = triton("inst", "migration", "get", "mover1")
+    assert "State:         successful" in human and "Total runtime:" in human
+    assert "removed the original instance" in human
     listed = triton("inst", "migration", "list")
     line = next(row for row in listed.splitlines() if web["uuid"][:8] in row)
     assert "successful" in line

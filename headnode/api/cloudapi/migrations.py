@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
@@ -52,9 +53,7 @@ def migrate(uuid: str) -> Any:
                         content_type=STREAM_TYPE)
     migrations.migrate(ctx(), uuid, action, caller=job_caller(), owner_uuid=owner,
                        affinity=params.get("affinity"))
-    shown = migrations.migration_to_cloudapi(
-        migrations.get_migration(ctx(), uuid, owner_uuid=owner))
-    return jsonify(shown), 201
+    return jsonify(shown(migrations.get_migration(ctx(), uuid, owner_uuid=owner))), 201
 
 
 @blp.get("/machines/<uuid>/migrate")
@@ -67,15 +66,37 @@ def migrate_estimate(uuid: str) -> Any:
 
 @blp.get("/migrations")
 def list_migrations() -> Any:
-    return jsonify([migrations.migration_to_cloudapi(m)
+    return jsonify([shown(m)
                     for m in migrations.list_migrations(ctx(), owner_uuid=tenant().uuid)])
 
 
 @blp.get("/migrations/<uuid>")
 def get_migration(uuid: str) -> Any:
     """``uuid`` is the machine's (CloudAPI names a migration by its machine): its newest."""
-    return jsonify(migrations.migration_to_cloudapi(
-        migrations.get_migration(ctx(), uuid, owner_uuid=tenant().uuid)))
+    return jsonify(shown(migrations.get_migration(ctx(), uuid, owner_uuid=tenant().uuid)))
+
+
+def shown(m: Any) -> dict[str, Any]:
+    """The migration as CloudAPI shows it, with the durations ``triton inst migration get``
+    prints (it requires one on every step): each step's, and the whole migration's once it
+    has finished."""
+    migration = migrations.migration_to_cloudapi(m)
+    for event in migration["progress_history"]:
+        event["duration_ms"] = milliseconds_between(event.get("started_timestamp"),
+                                                    event.get("finished_timestamp"))
+    if migration.get("finished_timestamp"):
+        migration["duration_ms"] = milliseconds_between(migration.get("created_timestamp"),
+                                                        migration["finished_timestamp"])
+    return migration
+
+
+def milliseconds_between(start: Any, end: Any) -> int:
+    """From one ISO time to another (0 when either is missing or unreadable)."""
+    try:
+        began, ended = datetime.fromisoformat(str(start)), datetime.fromisoformat(str(end))
+    except ValueError:
+        return 0
+    return max(0, int((ended - began).total_seconds() * 1000))
 
 
 # --------------------------------------------------------------------------- watch

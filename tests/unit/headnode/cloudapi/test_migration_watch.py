@@ -87,3 +87,5 @@ def test_no_migration_or_another_accounts_is_404(call: Any, sdc: Any, world: Wor
     listed = call(world.alice, "get", "/my/migrations").get_json()
     assert [(m["machine"], m["phase"], m["state"]) for m in listed] == [
         (machine["id"], "begin", "paused")]
+    # triton inst migration get requires a duration on every step
+    assert [e["duration_ms"] for e in listed[0]["progress_history"]] == [0]
