@@ -109,6 +109,7 @@ class LinuxBackend(LinuxMigrations):
         self.images = ImageStore(storage, storage.state_dir / "images", self.tmp_dir,
                                  transfer.ImageStoreLink(image_store_url, image_store_ca))
         self.records = MachineRecords(self.machines_dir, server_uuid)
+        self.drop_unfinished_receives()
         self.runtime = Runtime(runc_root, stop_timeout=stop_timeout, ttl=usage_ttl)
         self.usage = UsageCache(storage, usage_ttl)
         self.network = network or NodeNetwork(DEFAULT_NIC_TAGS, "auto", storage.state_dir,

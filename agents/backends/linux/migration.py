@@ -9,12 +9,16 @@ on a btrfs pool (the layout: :mod:`~agents.backends.linux.storage`).
 - **Target**: :meth:`migration_target_prepare` writes the machine's record (NICs, limits,
   metadata, as a create would) with ``hidden: true`` and the migration it waits for
   (``migration_target``), without a root. Each stream runs ``btrfs receive`` into the
-  migration's ``.receiving/`` directory; the received snapshot moves up beside the others
-  only once the receive succeeded, and a failed or cut receive deletes what it made (btrfs
-  cannot resume one; the head node sends the stream again). A full pool is
-  ``InsufficientResources`` naming it. A snapshot received already is answered at once
-  (a redelivered task). At switch, :meth:`migration_activate` makes the machine's root a
-  writable snapshot of the received one with the machine's disk quota, and shows it.
+  migration's directory, and a failed or cut receive deletes what it made (btrfs cannot
+  resume one; the head node sends the stream again). A snapshot counts as received once it
+  is in the copy's *ledger* (:data:`RECEIVED`), written after ``btrfs receive`` exited 0 on
+  a stream that ended well, not because a subvolume is read-only (btrfs-progs 6.2 refuses a
+  stream cut at a command boundary, "unexpected EOF in stream"; the ledger does not rely on
+  every version doing so); one the ledger lacks (its agent died during the receive) is
+  deleted when the next agent starts. A full pool is ``InsufficientResources``
+  naming it. A snapshot received already is answered at once (a redelivered task). At
+  switch, :meth:`migration_activate` makes the machine's root a writable snapshot of the
+  received one with the machine's disk quota, and shows it.
 - **Metadata**: a machine's tags and customer metadata live beside its root, not in it
   (``metadata.json``, with its change ``serial``), so a stream starts with them (an
   *envelope*: :data:`ENVELOPE_MAGIC`, a 4-byte big-endian length, the JSON), and the
@@ -53,8 +57,9 @@ MIB = 1024 * 1024
 RECEIVE_TTL = 120.0
 ENVELOPE_MAGIC = b"SDCM"
 MAX_ENVELOPE = 16 * MIB
-#: in a target copy's bundle: the metadata that came with each snapshot received
-RECEIVED_METADATA = "migration-metadata.json"
+#: in a target copy's bundle, its ledger: ``{"migration_uuid", "snapshots": {name: the
+#: metadata that came with it}}`` of the snapshots received whole
+RECEIVED = "migration-received.json"
 
 
 def send_argv(snapshot: Path, parent: Path | None) -> list[str]:
@@ -203,7 +208,7 @@ class LinuxMigrations:
         uuid, migration_uuid, name = params["uuid"], params["migration_uuid"], params["snapshot"]
         with self.records.machine(uuid):
             self._target_record(uuid, migration_uuid)
-            if storage.migration_received(uuid, migration_uuid, name):
+            if self._has_received(uuid, migration_uuid, name):
                 return {"bytes": 0, "snapshot": name, "received_before": True}
             self._received(params, params["parent"], "parent")
             report = self._reporter(params, "receive")
@@ -215,6 +220,7 @@ class LinuxMigrations:
                 if not storage.migration_received(uuid, migration_uuid, name):
                     raise BackendError("MigrationStreamInvalid", f"the stream for machine "
                                        f"{uuid} did not hold {name}")
+                self._enter(uuid, migration_uuid, name, meta)
             except BaseException as exc:
                 storage.migration_discard(uuid, migration_uuid, name)
                 said = self._receive_error(exc, uuid, name)
@@ -223,27 +229,44 @@ class LinuxMigrations:
                 raise said from exc
             finally:
                 self._invalidate_usage()
-            self._keep_metadata(uuid, migration_uuid, name, meta)
             report(counted.bytes, done=True)
             return {"bytes": counted.bytes, "snapshot": name}
 
-    def _keep_metadata(self, uuid: str, migration_uuid: str, name: str,
-                       meta: dict[str, Any]) -> None:
-        path = self.records.bundle(uuid) / RECEIVED_METADATA
+    def _ledger(self, uuid: str, migration_uuid: str) -> dict[str, Any]:
+        """{snapshot: its metadata} of the snapshots this migration received whole."""
+        path = self.records.bundle(uuid) / RECEIVED
         kept = json.loads(path.read_text()) if path.exists() else {}
-        if kept.get("migration_uuid") != migration_uuid:
-            kept = {"migration_uuid": migration_uuid, "snapshots": {}}
-        kept["snapshots"][name] = meta
-        write_json(path, kept)
+        same = kept.get("migration_uuid") == migration_uuid
+        return dict(kept.get("snapshots") or {}) if same else {}
+
+    def _enter(self, uuid: str, migration_uuid: str, name: str, meta: dict[str, Any]) -> None:
+        snapshots = {**self._ledger(uuid, migration_uuid), name: meta}
+        write_json(self.records.bundle(uuid) / RECEIVED,
+                   {"migration_uuid": migration_uuid, "snapshots": snapshots})
+
+    def _has_received(self, uuid: str, migration_uuid: str, name: str) -> bool:
+        return name in self._ledger(uuid, migration_uuid) and \
+            self._btrfs().migration_received(uuid, migration_uuid, name)
 
     def _install_metadata(self, uuid: str, migration_uuid: str, name: str) -> None:
-        path = self.records.bundle(uuid) / RECEIVED_METADATA
-        kept = json.loads(path.read_text()) if path.exists() else {}
-        meta = (kept.get("snapshots") or {}).get(name)
-        if kept.get("migration_uuid") == migration_uuid and meta is not None:
+        meta = self._ledger(uuid, migration_uuid).get(name)
+        if meta is not None:
             with self.records.metadata_lock(uuid):
                 self.records.save_metadata(uuid, meta)
-        path.unlink(missing_ok=True)
+
+    def drop_unfinished_receives(self) -> None:
+        """Delete the received snapshots of hidden copies that their ledger lacks: receives
+        an agent did not see end (called when the agent starts)."""
+        if not isinstance(self.storage, BtrfsStorage):
+            return
+        for record in self.records.all():
+            migration_uuid = record.get("migration_target")
+            if not migration_uuid or not record.get("hidden"):
+                continue
+            ledger = self._ledger(record["uuid"], migration_uuid)
+            for path in self.storage.migration_snapshots(record["uuid"], migration_uuid):
+                if path.name not in ledger:
+                    self.storage.migration_discard(record["uuid"], migration_uuid, path.name)
 
     def _receive_error(self, exc: BaseException, uuid: str, name: str) -> BaseException:
         said = " ".join(exc.stderr.split()) if isinstance(exc, HostCommandError) else ""
@@ -269,7 +292,7 @@ class LinuxMigrations:
         if name is None:
             return
         uuid = params["uuid"]
-        if not self._btrfs().migration_received(uuid, params["migration_uuid"], name):
+        if not self._has_received(uuid, params["migration_uuid"], name):
             raise BackendError("SnapshotNotFound", f"machine {uuid} on server "
                                f"{self.server_uuid} has not received the {what} {name}")
 

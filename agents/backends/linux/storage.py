@@ -244,6 +244,9 @@ class BtrfsStorage:
         where.mkdir(parents=True, exist_ok=True)
         return where
 
+    def migration_snapshots(self, uuid: str, migration_uuid: str) -> list[Path]:
+        return sorted(self._migration_dir(uuid, migration_uuid).glob("*"))
+
     def migration_discard(self, uuid: str, migration_uuid: str, name: str) -> None:
         self.delete_subvolumes([self.migration_snapshot(uuid, migration_uuid, name)])
 

@@ -242,9 +242,14 @@ def test_a_cut_stream_leaves_no_partial_subvolume_and_a_new_try_works(
     assert [Path(p).name for p in subvolumes_under(target_pool, f"migrations/{uuid_}")] \
         == ["migration-1"]
 
-    # an agent killed mid-receive leaves a writable subvolume: the next agent removes it
-    partial = target_pool.mount / "migrations" / uuid_ / migration / "migration-2"
-    subprocess.run(["btrfs", "subvolume", "create", str(partial)], check=True,
+    # an agent killed mid-receive leaves a writable subvolume, or a read-only one (btrfs
+    # receive ends a stream cut at a command boundary as if whole): the next agent removes both
+    partial, ended = (target_pool.mount / "migrations" / uuid_ / migration / f"migration-{n}"
+                      for n in (2, 3))
+    for path in (partial, ended):
+        subprocess.run(["btrfs", "subvolume", "create", str(path)], check=True,
+                       capture_output=True)
+    subprocess.run(["btrfs", "property", "set", "-ts", str(ended), "ro", "true"], check=True,
                    capture_output=True)
     make_linux(target_pool)
     assert [Path(p).name for p in subvolumes_under(target_pool, f"migrations/{uuid_}")] \
