@@ -333,7 +333,13 @@ def listener() -> Listener:
     global _listener
     with _listener_lock:
         if _listener is None:
-            _listener = Listener(_address if _address is not None else _setting())
+            address = _address if _address is not None else _setting()
+            try:
+                _listener = Listener(address)
+            except OSError as exc:
+                raise BackendError("MigrationListenerFailed", f"cannot listen for migration "
+                                   f"streams on {address!r} (SDC_MIGRATION_ADDRESS): "
+                                   f"{exc}") from exc
         return _listener
 
 

@@ -252,3 +252,12 @@ def wait_for(condition: Any, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.01)
+
+
+def test_an_address_the_node_lacks_is_a_clear_error() -> None:
+    migration_stream.stop()
+    migration_stream.configure("192.0.2.1")  # TEST-NET-1: no interface of this host has it
+    with pytest.raises(BackendError) as failed:
+        migration_stream.offer(token(), Recorder())
+    assert failed.value.code == "MigrationListenerFailed"
+    assert "SDC_MIGRATION_ADDRESS" in failed.value.message
