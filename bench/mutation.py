@@ -13,7 +13,7 @@ no test can tell from the original, each with its reason), and the kill rate,
 with its changed line. Exits 0 whatever the figures (they are figures, not a gate); 1 only
 when mutmut itself could not run (its log's tail is printed).
 
-    .venv/bin/python bench/mutation.py [--max-children 2] [--keep]
+    .venv/bin/python bench/mutation.py [--max-children 2] [--keep] [--last]
 """
 
 from __future__ import annotations
@@ -218,8 +218,8 @@ def print_report(report: Report, seconds: float, max_children: int) -> None:
         total.counts.update(counts.counts)
         print(row(module, counts, width))
     print(row("total", total, width))
-    print(f"(kill rate: killed + timeouts over mutants less the equivalent ones; "
-          f"{seconds:.0f} s with {max_children} workers)")
+    took = f"{seconds:.0f} s with {max_children} workers" if seconds else "the last run"
+    print(f"(kill rate: killed + timeouts over mutants less the equivalent ones; {took})")
     if report.survivors:
         print(f"\n{len(report.survivors)} survivors not judged equivalent "
               f"(mutmut show NAME in {SRC.relative_to(ROOT)} prints a diff):")
@@ -243,14 +243,22 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true",
                         help="reuse the last run's copy and results (mutmut retests only "
                              "the functions that changed since)")
+    parser.add_argument("--last", action="store_true",
+                        help="print the last run's figures again (after editing "
+                             "bench/mutation_equivalent.txt), without running")
     args = parser.parse_args()
-    print("mutation testing (mutmut) of headnode/placement/ ...", flush=True)
-    prepare_copy(args.keep)
-    started = time.monotonic()
-    code = run_mutmut(args.max_children)
-    seconds = time.monotonic() - started
+    code, seconds = 0, 0.0
+    if not args.last:
+        print("mutation testing (mutmut) of headnode/placement/ ...", flush=True)
+        prepare_copy(args.keep)
+        started = time.monotonic()
+        code = run_mutmut(args.max_children)
+        seconds = time.monotonic() - started
     by_module = results()
     if code != 0 or not by_module:
+        if args.last:
+            print("no results of an earlier run in .cache/mutation", file=sys.stderr)
+            return 1
         tail = LOG.read_text(errors="replace").replace("\r", "\n").splitlines()[-30:]
         print(f"mutmut run exited {code}; the end of {LOG.relative_to(ROOT)}:", *tail,
               sep="\n", file=sys.stderr)
