@@ -86,10 +86,12 @@ CLEANUP = (
          repeat_on_late_reply=True),
     Step("cleanup_source", RECORD_TIMEOUT, run=s.cleanup_source_later),
     Step("restore_record", RECORD_TIMEOUT, run=s.restore_record, retries=2),
+    # a hidden source would never be reported again: tried harder (an agent restarting
+    # meanwhile takes the call from its queue)
     Step("show_source", ACTION_TIMEOUT, agent_op="migration_hide", server=s.source,
-         params=s.hide_ref(False), when=s.switching),
+         params=s.hide_ref(False), when=s.switching, retries=2),
     Step("start_source", ACTION_TIMEOUT, agent_op="machine_start", server=s.source,
-         params=s.machine_ref, on_result=record_state, when=s.switching_running),
+         params=s.machine_ref, on_result=record_state, when=s.switching_running, retries=1),
     Step("mark_failed", RECORD_TIMEOUT, run=s.mark_failed, retries=2),
 )
 

@@ -150,3 +150,23 @@ def test_a_stream_is_given_time_while_it_moves_and_fails_once_quiet(
     m = svc.get_migration(ctx, two["machine"])
     assert m.state == "failed" and m.error is not None and m.error["code"] == "StepTimeout"
     assert (sums(ctx, two["source"]), sums(ctx, two["target"])) == before
+
+
+def test_the_source_is_shown_again_even_if_its_agent_misses_the_first_call(
+        ctx: Any, engine: Engine, transport: RecordingTransport,
+        two: dict[str, Any]) -> None:  # noqa: F811 - the fixture
+    machine = two["machine"]
+    do_begin(ctx, engine, transport, two)
+    start(ctx, engine, two, "sync")
+    do_sync(engine, transport, two, 1)
+    start(ctx, engine, two, "switch")
+    answer(engine, transport, two["source"], "machine_stop", machine_state(machine, "stopped"))
+    answer(engine, transport, two["target"], "migration_receive", fail="NodeAway")
+    answer(engine, transport, two["target"], "machine_destroy", fail="NodeAway")
+    answer(engine, transport, two["source"], "migration_hide", fail="AgentRestarting")
+    answer(engine, transport, two["source"], "migration_hide",
+           machine_state(machine, "stopped"))
+    answer(engine, transport, two["source"], "machine_start", machine_state(machine, "running"))
+    row = get_machine(ctx, machine)
+    assert (row.server_uuid, row.state) == (two["source"], "running")
+    assert svc.get_migration(ctx, machine).state == "failed"
