@@ -25,6 +25,9 @@ on a btrfs pool (the layout: :mod:`~agents.backends.linux.storage`).
   activation installs those of the snapshot it activates: the guest finds the maps it left
   at the last sync (the switch's, after the stop), and the serial goes on from the source's
   (the head node ignores a map whose serial is not newer than the last it applied).
+- **Clean-up** (``migration_cleanup``) removes the machine's migration snapshots but
+  ``keep`` and those newer than it: a later sync's, whose stream may be running (the head
+  node sends a clean-up without waiting for it). ``keep`` None removes them all.
 - **Hidden** machines are left out of ``list_machines`` and status reports and are never
   booted (a start is refused); a running machine cannot be hidden. ``machine_destroy``
   removes a machine's migration snapshots with it.

@@ -260,10 +260,14 @@ class BtrfsStorage:
         btrfs.qgroup_limit(root, quota_bytes)
 
     def migration_cleanup(self, uuid: str, keep: Path | None) -> list[str]:
-        """Delete the machine's migration snapshots (of every migration) but ``keep``, and
-        the directories left empty; returns the names deleted."""
+        """Delete the machine's migration snapshots (of every migration; with ``keep``,
+        those of its migration older than it), and the directories left empty; returns the
+        names deleted. A newer one is a later sync's: a clean-up that comes late (the
+        head node sends it without waiting) must not take it from under its stream."""
         top = self.migrations / plain_name(uuid, "machine uuid")
-        gone = [p for p in sorted(top.glob("*/*")) if p != keep]
+        gone = [p for p in sorted(top.glob("*/*"))
+                if keep is None or p.parent != keep.parent
+                or _sync_number(p.name) < _sync_number(keep.name)]
         self.delete_subvolumes(gone)
         for directory in [*sorted(top.glob("*")), top]:
             with contextlib.suppress(OSError):  # not empty: it holds ``keep``
@@ -298,6 +302,12 @@ class BtrfsStorage:
             # normally already gone with its subvolume
             with contextlib.suppress(HostCommandError):
                 btrfs.qgroup_destroy(f"0/{subvolume_id}", self.pool)
+
+
+def _sync_number(name: str) -> int:
+    """N of ``migration-N`` (-1 for another name: the oldest)."""
+    number = name.rpartition("-")[2]
+    return int(number) if number.isdigit() else -1
 
 
 def _read_only(path: Path) -> bool:

@@ -158,6 +158,8 @@ def test_a_running_machine_moves_with_what_it_wrote_between_syncs(
     assert again["received_bytes"] == 0
 
     assert [s["name"] for s in source.snapshot_list(uuid_)] == ["mine"]
+    # the first sync's clean-up, come late, leaves the second sync's snapshot alone
+    assert target.migration_cleanup(uuid_, migration, "migration-1") == []
     assert target.migration_cleanup(uuid_, migration, "migration-2") == ["migration-1"]
     assert source.migration_cleanup(uuid_, migration, "migration-2") == ["migration-1"]
 
