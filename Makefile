@@ -85,6 +85,7 @@ bench: deps venv ## Print every benchmark's figures and run the slow (scale) tes
 	$(BIN)/python bench/doctor.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/mutation.py
+	$(BIN)/python bench/migration.py
 	@scripts/run-pytest.sh $(BIN)/pytest -q -m slow $(PYTEST_ARGS)
 
 clean: ## Remove caches, build output and make demo's data (.sdc-data); keeps .venv and .cache (the triton CLI)
