@@ -372,12 +372,15 @@ def test_killing_the_target_agent_during_a_sync_leaves_the_machine_on_its_source
                or cloud.migration(heavy["uuid"])["sent_bytes"] > 0,
                timeout=60, interval=0.02, message="the target to start receiving")
     assert cloud.api.get(f"/ops/jobs/{sync['job_uuid']}")["execution"] == "running"
+    sent = cloud.migration(heavy["uuid"])["sent_bytes"]
     for pid in agent_pids(cloud, target):
         os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not cloud.procs.procs[f"agent-{target.name}"].alive(), timeout=10)
     cloud.start_agent(target)  # as its supervisor would
     job = cloud.wait_job(sync["job_uuid"], timeout=JOB_TIMEOUT)
     assert job["execution"] == "failed"
+    print(f"target agent killed with {sent} bytes reported sent: "
+          f"{cloud.migration(heavy['uuid'])['error']}")
     assert_failed_cleanly(cloud, heavy, source, room_before, "")
 
 
@@ -425,4 +428,6 @@ def test_evacuate_moves_every_machine_off_the_node_and_leaves_it_empty(
         assert cloud.holds(node, machine) == []
     for uuid, identity in before.items():
         assert cloud.identity(uuid) == identity
+    # the stopped one moved without a stop or a start: no downtime to speak of
+    assert cloud.migration(machines[2]["uuid"])["was_running"] is False
     cloud.wait_doctor_clean()
