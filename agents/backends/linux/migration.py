@@ -187,9 +187,12 @@ class LinuxMigrations:
         storage = self._btrfs()
         with self.records.machine(uuid):
             kept = storage.migration_snapshot(uuid, migration_uuid, keep) if keep else None
-            removed = storage.migration_cleanup(uuid, kept)
-            self._invalidate_usage()
-            return removed
+            removed, ids = storage.migration_cleanup(uuid, kept)
+        # not under the machine's lock: the cleaner may take long (it frees every deleted
+        # subvolume of the pool in turn), and the next sync's receive must not wait for it
+        storage.wait_deleted(ids)
+        self._invalidate_usage()
+        return removed
 
     # -- for the machine operations --------------------------------------------------------
 

@@ -157,7 +157,7 @@ class BtrfsStorage:
         btrfs.qgroup_limit(self.machine_root(uuid), quota_bytes)
 
     def machine_destroy(self, uuid: str) -> None:
-        self.migration_cleanup(uuid, None)
+        self.wait_deleted(self.migration_cleanup(uuid, None)[1])
         self.delete_subvolumes([*self._snapshot_paths(uuid), self.zones / f"{uuid}.rollback",
                                 self.machine_root(uuid)])
 
@@ -259,20 +259,21 @@ class BtrfsStorage:
         btrfs.subvolume_snapshot(self.migration_snapshot(uuid, migration_uuid, name), root)
         btrfs.qgroup_limit(root, quota_bytes)
 
-    def migration_cleanup(self, uuid: str, keep: Path | None) -> list[str]:
+    def migration_cleanup(self, uuid: str, keep: Path | None) -> tuple[list[str], list[int]]:
         """Delete the machine's migration snapshots (of every migration; with ``keep``,
         those of its migration older than it), and the directories left empty; returns the
-        names deleted. A newer one is a later sync's: a clean-up that comes late (the
-        head node sends it without waiting) must not take it from under its stream."""
+        names deleted and their ids (for :meth:`wait_deleted`). A newer one is a later
+        sync's: a clean-up that comes late (the head node sends it without waiting) must not
+        take it from under its stream."""
         top = self.migrations / plain_name(uuid, "machine uuid")
         gone = [p for p in sorted(top.glob("*/*"))
                 if keep is None or p.parent != keep.parent
                 or _sync_number(p.name) < _sync_number(keep.name)]
-        self.delete_subvolumes(gone)
+        ids = self.start_deleting(gone)
         for directory in [*sorted(top.glob("*")), top]:
             with contextlib.suppress(OSError):  # not empty: it holds ``keep``
                 directory.rmdir()
-        return [p.name for p in gone]
+        return [p.name for p in gone], ids
 
     # usage
 
@@ -292,11 +293,20 @@ class BtrfsStorage:
     def delete_subvolumes(self, paths: list[Path]) -> None:
         """Delete subvolumes and wait for the cleaner, so their qgroups go too (the kernel
         drops a qgroup once its subvolume is fully freed; one left over is destroyed here)."""
+        self.wait_deleted(self.start_deleting(paths))
+
+    def start_deleting(self, paths: list[Path]) -> list[int]:
+        """Delete the subvolumes there are of ``paths``; their ids, for :meth:`wait_deleted`."""
         ids = []
         for path in paths:
             if path.is_dir():
                 ids.append(btrfs.root_id(path))
                 btrfs.subvolume_delete(path)
+        return ids
+
+    def wait_deleted(self, ids: list[int]) -> None:
+        """Wait for the cleaner to free deleted subvolumes (it frees them in the order they
+        were deleted, whoever deleted them: a large one deleted before may take long)."""
         for subvolume_id in ids:
             btrfs.subvolume_sync(self.pool, subvolume_id)
             # normally already gone with its subvolume
