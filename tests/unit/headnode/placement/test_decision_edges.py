@@ -8,6 +8,7 @@ import dataclasses
 import math
 import random
 from collections import Counter
+from collections.abc import Sequence
 
 import pytest
 
@@ -23,10 +24,19 @@ from headnode.placement.pipeline import (
     configured,
     fmt_mib,
 )
-from headnode.placement.state import MachineRef, Policy, Snapshot
+from headnode.placement.state import (
+    Context,
+    MachineRef,
+    PlacementRequest,
+    Policy,
+    ServerState,
+    Snapshot,
+)
 from tests.unit.headnode.placement.conftest import POLICY, REQ, context, server
 
 RNG = random.Random(11)
+#: no random scorer: the same snapshot gets the same answer
+FIXED = DEFAULT_PIPELINE.with_weights(uniform_random=0)
 
 # -- what a decision says -------------------------------------------------------------------
 
@@ -76,6 +86,45 @@ def test_the_answer_of_a_placement_has_every_field() -> None:
     }
     refused = Decision(server=None, considered=0).to_dict(REQ)
     assert refused["server_uuid"] is None and refused["hostname"] is None
+
+
+def test_the_winners_scores_are_weighted_and_kept_to_six_decimals() -> None:
+    # a: all the RAM, a third of b's disk; b: a tenth of a's RAM, all the disk
+    fleet = [server("a", ram_mb=100_000, disk_mb=100_000),
+             server("b", ram_mb=10_000, disk_mb=300_000)]
+    decision = FIXED.decide(Snapshot(fleet), REQ, POLICY)
+    assert decision.server is not None and decision.server.uuid == "a"
+    assert decision.scores == {"unreserved-ram": 2.0, "unreserved-disk": 0.333333,
+                               "owner-spread": 1.0, "soft-affinity": 0.0}
+
+
+def test_a_scorer_weighted_zero_leaves_the_ones_after_it_counting() -> None:
+    fleet = [server("a"), server("b")]
+    no_room = FIXED.with_weights(unreserved_ram=0, unreserved_disk=0)
+    decision = no_room.decide(Snapshot(fleet, (MachineRef("a", "m1"),)), REQ, POLICY)
+    assert decision.server is not None and decision.server.uuid == "b"
+    assert set(decision.scores) == {"owner-spread", "soft-affinity"}
+
+
+def test_a_scorer_is_given_the_request_the_policy_and_the_random_source() -> None:
+    given: list[tuple[object, ...]] = []
+
+    def recording(servers: Sequence[ServerState], r: PlacementRequest, p: Policy,
+                  c: Context, rng: random.Random) -> list[float]:
+        given.append((r, p, rng))
+        return [0.0] * len(servers)
+
+    rng = random.Random(1)
+    Pipeline(scorers=(sc.Scorer("recording", 1.0, recording),)).decide(
+        Snapshot([server("a")]), REQ, POLICY, rng)
+    assert given == [(REQ, POLICY, rng)]
+
+
+def test_a_snapshots_owner_counts_steer_the_owner_spread() -> None:
+    fleet = [server("a"), server("b")]
+    crowded = Snapshot(fleet, owner_counts={"a": 3})
+    chosen = FIXED.decide(crowded, REQ, POLICY).server
+    assert chosen is not None and chosen.uuid == "b"
 
 
 # -- building pipelines ---------------------------------------------------------------------
@@ -146,5 +195,6 @@ def test_packing_disk_scores_mirror_spreading_ones() -> None:
     assert sc.score_least_unreserved_disk(fleet, REQ, POLICY, context(), RNG) == [0.5, 0.0]
 
 
-def test_no_servers_get_no_owner_spread_scores() -> None:
-    assert sc.score_owner_spread([], REQ, POLICY, context(), RNG) == []
+def test_no_servers_get_no_scores() -> None:
+    for score in (sc.score_owner_spread, sc.score_unreserved_ram, sc.score_unreserved_disk):
+        assert score([], REQ, POLICY, context(), RNG) == []

@@ -98,6 +98,12 @@ def test_an_uncapped_machine_passes_min_cpu_even_on_an_overcommitted_server() ->
     assert f.min_cpu(server(cpus=1, cpu_used=1000), REQ, POLICY, CTX)
 
 
+def test_a_one_percent_cap_is_capped_and_keeps_away_from_uncapped_machines() -> None:
+    one = dataclasses.replace(REQ, cpu_cap=1)
+    assert not f.capness(server(uncapped_count=1), one, POLICY, CTX)
+    assert f.capness(server(capped_count=1), one, POLICY, CTX)
+
+
 def test_a_one_percent_cap_needs_one_share() -> None:
     one = dataclasses.replace(REQ, cpu_cap=1)
     # 1 CPU x 100 % x 4: 400 shares
@@ -125,6 +131,14 @@ def test_a_machine_counts_as_capped_from_one_percent() -> None:
     assert (free.capped_count, free.uncapped_count, free.cpu_used) == (0, 1, 0)
     again = with_machine(free, REQ)
     assert (again.capped_count, again.uncapped_count, again.machine_count) == (0, 2, 2)
+
+
+def test_a_machine_with_a_new_image_adds_the_image_once() -> None:
+    request = PlacementRequest(ram_mb=1, disk_mb=1, image_uuid="img", image_mb=500)
+    first = with_machine(server(images=frozenset({"old"}), images_mb=100), request)
+    assert first.images == frozenset({"old", "img"}) and first.images_mb == 600
+    second = with_machine(first, request)
+    assert second.images == first.images and second.images_mb == 600
 
 
 def test_a_machine_without_an_image_adds_none_to_the_server() -> None:
