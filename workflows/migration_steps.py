@@ -217,14 +217,23 @@ def record_sync(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
     m.progress_history = [e for e in m.progress_history or []
                           if not (e.get("stream") == snapshot and e.get("state") == "running")]
     event(m, f"synced {snapshot} ({sent} bytes in {seconds:.1f} s)", bytes_=sent, total=sent)
+    # Only the source's older snapshots go now. The target's wait for the switch's end
+    # (keep None): freeing a received snapshot takes btrfs seconds per GiB under the
+    # machine's lock there, which the next stream's receive would wait for, inside the
+    # switch's downtime.
     keep = {"uuid": ctx.job.machine_uuid, "migration_uuid": m.uuid, "keep": snapshot}
     _send_later(ctx, m.source_server_uuid, "migration_cleanup", keep)
-    _send_later(ctx, m.target_server_uuid, "migration_cleanup", keep)
     return {"snapshot": snapshot, "parent": sync.get("parent"), "bytes": sent,
             "seconds": seconds}
 
 
 # -- switch -----------------------------------------------------------------------------------
+
+def note_running(ctx: StepContext) -> dict[str, Any]:
+    m = migration(ctx)
+    m.was_running = ctx.machine().state == "running"
+    return {"was_running": m.was_running}
+
 
 def begin_switch(ctx: StepContext) -> dict[str, Any]:
     m = migration(ctx)

@@ -136,6 +136,9 @@ MIGRATE_FINALIZE = register(Workflow(
 MIGRATE_ROLLBACK = register(Workflow(
     "migrate_rollback",
     chain=(
+        # the source starts if the machine runs now (a switched machine may be stopped and
+        # started on its target before the rollback)
+        Step("note_state", RECORD_TIMEOUT, run=s.note_running),
         Step("stop_target", ACTION_TIMEOUT, agent_op="machine_stop", server=s.target,
              params=s.machine_ref, on_result=s.record_stopped),
         Step("hide_target", ACTION_TIMEOUT, agent_op="migration_hide", server=s.target,

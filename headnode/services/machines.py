@@ -324,10 +324,19 @@ def _lock_for_job(session: Session, machine: Machine, job_uuid: str) -> None:
                        code="MachineBusy")
 
 
-def _migrating(session: Session, machine_uuid: str) -> bool:
-    """The machine has an unfinished migration (services.migrations)."""
-    return session.scalar(select(exists().where(Migration.machine_uuid == machine_uuid,
-                                                Migration.finished_at.is_(None)))) is True
+#: what a switched machine (running on its target, its source copy kept until the migration
+#: is finalized or rolled back) may still do: a tenant must be able to stop and start it
+SWITCHED_MAY = ("start", "stop", "reboot")
+
+
+def _migration_blocks(session: Session, machine_uuid: str, workflow: str) -> bool:
+    """The machine has an unfinished migration (services.migrations) that ``workflow``
+    would disturb."""
+    states = session.scalars(select(Migration.state).where(
+        Migration.machine_uuid == machine_uuid, Migration.finished_at.is_(None))).all()
+    if not states:
+        return False
+    return not (workflow in SWITCHED_MAY and all(s == "successful" for s in states))
 
 
 def load_machine(session: Session, machine_uuid: str) -> Machine:
@@ -351,10 +360,11 @@ def start_machine_job(ctx: ServiceContext, machine_uuid: str, workflow: str,
                 raise Conflict(f"machine {machine.uuid} is busy with job {machine.job_uuid}",
                                code="MachineBusy")
             if not workflow.startswith(MIGRATION_WORKFLOW_PREFIX) \
-                    and _migrating(session, machine.uuid):
+                    and _migration_blocks(session, machine.uuid, workflow):
                 raise Conflict(f"machine {machine.uuid} is being migrated: until its "
                                "migration is finalized, rolled back or aborted, only the "
-                               "migration's own actions may change it", code="MachineMigrating")
+                               "migration's own actions (and, once switched, start, stop "
+                               "and reboot) may change it", code="MachineMigrating")
             if machine.state not in allowed:
                 raise Conflict(f"cannot {workflow} a machine that is {machine.state}",
                                code="InvalidState")

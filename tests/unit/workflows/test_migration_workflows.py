@@ -137,12 +137,16 @@ def test_begin_sync_switch_finalize(ctx: Any, engine: Engine, transport: Recordi
     assert (m.sent_bytes, m.rate_bps) == (2000, 4000) and m.stream_token is None
     cleanups = [msg for msg in transport.sent if msg[0] == "raw"
                 and msg[2] == "agent.migration_cleanup"]
-    assert {c[3][0] for c in cleanups} == {two["source"], two["target"]}
+    # after a sync only the source's older snapshots go; the target's wait for the switch
+    assert {c[3][0] for c in cleanups} == {two["source"]}
 
     job_uuid = start(ctx, engine, two, "switch")
     do_switch_agents(engine, transport, two, 2)
     job = get_job(ctx, job_uuid)
     assert job.execution == "succeeded", job.error
+    cleanups = [msg for msg in transport.sent if msg[0] == "raw"
+                and msg[2] == "agent.migration_cleanup" and msg[3][0] == two["target"]]
+    assert [c[3][1]["keep"] for c in cleanups] == [None]
     m = migration(ctx, two["machine"])
     assert (m.state, m.phase, m.syncs) == ("successful", "switch", 3)
     assert m.downtime_ms is not None and m.downtime_ms >= 0 and m.finished_at is None
@@ -318,3 +322,34 @@ def test_abort_and_rollback(ctx: Any, engine: Engine, transport: RecordingTransp
     assert (row.server_uuid, row.state) == (two["source"], "running")
     assert sums(ctx, two["source"]) == before["source"]
     assert sums(ctx, two["target"]) == before["target"]
+
+
+def test_a_switched_machine_may_stop_and_its_rollback_leaves_it_stopped(
+        ctx: Any, engine: Engine, transport: RecordingTransport, two: dict[str, Any]) -> None:
+    machine = two["machine"]
+    do_begin(ctx, engine, transport, two)
+    start(ctx, engine, two, "sync")
+    do_sync(engine, transport, two, 1)
+    start(ctx, engine, two, "switch")
+    do_switch_agents(engine, transport, two, 1)
+    with pytest.raises(Conflict) as refused:  # anything but power until finalize/rollback
+        machine_svc.rename_machine(ctx, machine, "renamed", CALLER)
+    assert refused.value.code == "MachineMigrating"
+    stopping = machine_svc.machine_action(ctx, machine, "stop", CALLER)
+    engine.run_step(stopping["job_uuid"], 1)
+    answer(engine, transport, two["target"], "machine_stop", machine_state(machine, "stopped"))
+    assert get_machine(ctx, machine).state == "stopped"
+
+    start(ctx, engine, two, "rollback")
+    answer(engine, transport, two["target"], "machine_stop", machine_state(machine, "stopped"))
+    answer(engine, transport, two["target"], "migration_hide",
+           machine_state(machine, "stopped"))
+    answer(engine, transport, two["source"], "migration_hide",
+           machine_state(machine, "stopped"))
+    # no start on the source: the machine was stopped when the rollback began
+    answer(engine, transport, two["target"], "machine_destroy",
+           machine_state(machine, "destroyed"))
+    answer(engine, transport, two["source"], "migration_cleanup", {"cleaned": []})
+    assert migration(ctx, machine).state == "rolled_back"
+    row = get_machine(ctx, machine)
+    assert (row.server_uuid, row.state) == (two["source"], "stopped")
