@@ -29,6 +29,7 @@ from tests.integration.conftest import SDC, Cloud, sdc
 from tests.support.httpsig_client import Signer
 from tests.support.net import free_port
 from tests.support.triton import home_with_key, triton_runner
+from tests.support.wait import wait_until
 
 #: a sim machine of the small package (10 GiB disk) sends 10 MiB in its first sync
 CLOUD_ENV = {"SDC_SIM_MIGRATION_FILL": "0.001", "SDC_SIM_TRANSFER_MBPS": "500"}
@@ -249,6 +250,11 @@ def test_triton_automatic_and_abort(cloud: Cloud, world: dict[str, Any], triton:
     done = migration(cloud, auto["uuid"])
     assert (done["phase"], done["state"], done["automatic"]) == ("switch", "successful", True)
     assert machine(cloud, auto["uuid"])["server_uuid"] == done["target_server_uuid"]
+    # finalized, so that no later test finds a switched machine it may not migrate again
+    assert "Done - the migration is finalized" in triton("inst", "migration", "finalize",
+                                                         "auto1")
+    wait_until(lambda: not migration(cloud, auto["uuid"])["source_held"], timeout=30,
+               message="auto1's source room given back by its finalize")
 
     kept = provision(cloud, "kept1")
     held_before = room(cloud)
