@@ -361,12 +361,16 @@ def mark_failed(ctx: StepContext) -> dict[str, Any]:
 
 # -- abort, finalize, rollback ----------------------------------------------------------------
 
-def mark_aborted(ctx: StepContext) -> dict[str, Any]:
+def _finish(ctx: StepContext, state: str, message: str) -> dict[str, Any]:
     m = migration(ctx)
-    m.state = "aborted"
+    m.state = state
     m.finished_at = utcnow()
-    event(m, "removed the target instance")
-    return {"state": "aborted"}
+    event(m, message)
+    return {"state": state}
+
+
+def mark_aborted(ctx: StepContext) -> dict[str, Any]:
+    return _finish(ctx, "aborted", "removed the target instance")
 
 
 def record_source_destroyed(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
@@ -385,11 +389,7 @@ def release_source(ctx: StepContext) -> dict[str, Any]:
 
 
 def mark_finalized(ctx: StepContext) -> dict[str, Any]:
-    m = migration(ctx)
-    m.state = "successful"
-    m.finished_at = utcnow()
-    event(m, "removed the original instance")
-    return {"state": "successful"}
+    return _finish(ctx, "successful", "removed the original instance")
 
 
 def finalize_failed(ctx: StepContext) -> dict[str, Any]:
@@ -410,11 +410,7 @@ def record_back(ctx: StepContext) -> dict[str, Any]:
 
 
 def mark_rolled_back(ctx: StepContext) -> dict[str, Any]:
-    m = migration(ctx)
-    m.state = "rolled_back"
-    m.finished_at = utcnow()
-    event(m, "rolled back to the original instance")
-    return {"state": "rolled_back"}
+    return _finish(ctx, "rolled_back", "rolled back to the original instance")
 
 
 def rollback_failed(ctx: StepContext) -> dict[str, Any]:

@@ -214,17 +214,22 @@ class SmartOSBackend(SmartOSMigrations):
             if vmadm.get(uuid) is not None:
                 self.provisions.settled_state(lambda: self._vmadm_state(uuid))
                 return self.machine_load(uuid)
-            installed = imgadm.get(spec["image_uuid"])
-            if installed is None:
-                raise ImageNotFound(f"image {spec['image_uuid']} is not installed on this node")
-            manifest = installed["manifest"]
-            brand = zone_brand(manifest, self.brand)
-            boot = boot_properties(brand, manifest, spec.get("init"), uuid)
+            payload = self._payload(spec)
             try:
-                vmadm.create(create_payload(spec, brand, boot))
+                vmadm.create(payload)
             finally:
                 self._cache.forget("usage", "pool", "nics")
         return self.machine_load(uuid)
+
+    def _payload(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """``vmadm create``'s payload for ``spec``, its brand from the installed image."""
+        installed = imgadm.get(spec["image_uuid"])
+        if installed is None:
+            raise ImageNotFound(f"image {spec['image_uuid']} is not installed on this node")
+        manifest = installed["manifest"]
+        brand = zone_brand(manifest, self.brand)
+        return create_payload(spec, brand, boot_properties(brand, manifest, spec.get("init"),
+                                                           spec["uuid"]))
 
     @_changes_zones
     def machine_start(self, uuid: str) -> dict[str, Any]:

@@ -32,16 +32,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from agents import migration_stream
-from agents.backends.base import BackendError, ImageNotFound, InsufficientResources
-from agents.backends.host import imgadm, vmadm, zfs
+from agents.backends.base import BackendError, InsufficientResources
+from agents.backends.host import vmadm, zfs
 from agents.backends.host.cmd import HostCommandError, run, stream_from, stream_into
 from agents.backends.jsonfile import write_json
 from agents.backends.migration_progress import CountedBody, ProgressReporter, ProgressSink
 from agents.backends.names import plain_name
 from agents.backends.smartos_snapshots import ZPOOL
 from agents.backends.ttlcache import TtlCache
-from agents.backends.vmadm_boot import boot_properties, zone_brand
-from agents.backends.vmadm_payloads import create_payload
 
 ZFS = "zfs"
 #: how long an offered stream waits for its source (seconds)
@@ -122,6 +120,9 @@ class SmartOSMigrations:
     def _vm(self, uuid: str) -> dict[str, Any]:
         raise NotImplementedError
 
+    def _payload(self, spec: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
     # -- the target ---------------------------------------------------------------------------
 
     def migration_target_prepare(self, migration_uuid: str,
@@ -129,14 +130,7 @@ class SmartOSMigrations:
         uuid = spec["uuid"]
         if vmadm.get(uuid) is not None:
             return self.machine_load(uuid)
-        installed = imgadm.get(spec["image_uuid"])
-        if installed is None:
-            raise ImageNotFound(f"image {spec['image_uuid']} is not installed on this node")
-        manifest = installed["manifest"]
-        brand = zone_brand(manifest, self.brand)
-        payload = {**create_payload(spec, brand, boot_properties(brand, manifest,
-                                                                 spec.get("init"), uuid)),
-                   "do_not_inventory": True, "autoboot": False}
+        payload = {**self._payload(spec), "do_not_inventory": True, "autoboot": False}
         self._write_record(uuid, {"migration_uuid": migration_uuid, "quota": payload["quota"]})
         try:
             vmadm.create(payload)
