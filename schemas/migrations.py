@@ -89,6 +89,11 @@ class MigrationCleanupSchema(Schema):
     keep = _snapshot_name(load_default=None, allow_none=True)
 
 
+class StreamErrorSchema(Schema):
+    code = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    message = fields.String(required=True, validate=validate.Length(max=2000))
+
+
 class MigrationProgressSchema(Schema):
     """``events.migration_progress``: how far one end of one stream is."""
 
@@ -102,6 +107,9 @@ class MigrationProgressSchema(Schema):
     total = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0))
     done = fields.Boolean(load_default=False)
     at = fields.Float(required=True)
+    #: the last event of a stream that broke at this end (a receive whose sender died): the
+    #: head node need not wait for word from the other end
+    error = fields.Nested(StreamErrorSchema, load_default=None, allow_none=True)
 
 
 MIGRATION_TASKS: dict[str, type[Schema]] = {

@@ -51,7 +51,7 @@ def expire(turn: Turn, now: float) -> bool:
         # The message that should run this step was lost: send it again.
         job.step_deadline = now + step.timeout
         turn.send_step_after()
-    elif step.is_agent and turn.entry().get("deadline", 0) > now:
+    elif step.is_agent and step.resend and turn.entry().get("deadline", 0) > now:
         # No answer yet, but time is left: the task or its reply may have been lost
         # (a Redis restart). Agent tasks are idempotent, so ask again; whichever
         # answer comes first for this attempt wins, the others are stale.
@@ -60,6 +60,8 @@ def expire(turn: Turn, now: float) -> bool:
         turn.touch()
         dispatch_agent(turn, step)
     elif step.is_agent and _still_going(turn, step, now):
+        # (a step never asked twice is swept before its deadline only when its work was
+        # said to have broken: then it is not going, and fails here)
         pass
     else:
         fail_step(turn, step, turn.entry(), "StepTimeout",

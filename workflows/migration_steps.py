@@ -157,8 +157,16 @@ def stream_alive(ctx: StepContext) -> bool:
     """The stream's ends were heard from lately: the record changed (a progress event, or
     the stream's own start) within :data:`STREAM_QUIET` seconds."""
     m = migration(ctx)
+    if broken_stream(m) is not None:
+        return False  # an end said it broke (migration_progress): no use waiting
     quiet = (utcnow() - m.updated_at).total_seconds() if m.updated_at else STREAM_QUIET
     return m.stream_token is not None and quiet < STREAM_QUIET
+
+
+def broken_stream(m: Migration) -> dict[str, Any] | None:
+    """What an end said of the stream under way when it broke, if it did."""
+    error = m.error or {}
+    return error if error.get("stream") == f"migration-{m.syncs + 1}" else None
 
 
 def _stream_params(ctx: StepContext) -> dict[str, Any]:
@@ -350,6 +358,8 @@ def restore_record(ctx: StepContext) -> dict[str, Any]:
 def mark_failed(ctx: StepContext) -> dict[str, Any]:
     m = migration(ctx)
     error = ctx.job.error or {}
+    if error.get("code") == "StepTimeout" and broken_stream(m) is not None:
+        error = broken_stream(m) or {}  # the end that saw it break says why
     m.state = "failed"
     m.error = {"code": error.get("code", "MigrationFailed"),
                "message": error.get("message", "")}

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import IO, Any
 
+from agents.backends.base import BackendError
+
 log = logging.getLogger(__name__)
 
 #: at most one event per this many seconds per stream end, and always the last
@@ -33,8 +35,22 @@ class ProgressReporter:
         if self._sink is None or (not done and now - self._last < PROGRESS_INTERVAL):
             return
         self._last = now
+        self._send({"bytes": nbytes, "done": done})
+
+    def failed(self, nbytes: int, exc: BaseException) -> None:
+        """The stream broke at this end: its last event says why, so that the head node
+        learns it at once even when the other end (a killed sender) never answers."""
+        if self._sink is None:
+            return
+        code, message = ((exc.code, exc.message) if isinstance(exc, BackendError)
+                         else ("MigrationStreamCut", f"{type(exc).__name__}: {exc}"))
+        self._send({"bytes": nbytes, "done": True,
+                    "error": {"code": code, "message": message[:2000]}})
+
+    def _send(self, event: dict[str, Any]) -> None:
+        assert self._sink is not None
         try:
-            self._sink({**self._fields, "bytes": nbytes, "done": done, "at": time.time()})
+            self._sink({**self._fields, **event, "at": time.time()})
         except Exception as exc:  # noqa: BLE001 -- advisory, whatever the broker raised
             log.warning("migration %s: progress event not sent: %s",
                         self._fields["migration_uuid"], exc)

@@ -209,7 +209,11 @@ class SimMigrations:
 
     def _receive_stream(self, params: Mapping[str, Any], body: IO[bytes]) -> dict[str, Any]:
         """The target's end of one stream (run by the stream listener)."""
-        data = _read_body(body)
+        try:
+            data = _read_body(body)
+        except Exception as exc:  # a cut stream (its sender died): said, then raised
+            self._reporter(params, "receive", 0).failed(0, exc)
+            raise
         try:
             sent = json.loads(data) if len(data) <= MAX_BODY else None
         except ValueError:
@@ -249,7 +253,7 @@ class SimMigrations:
         yield json.dumps({"bytes": size, "snapshot": name}).encode()
 
     def _reporter(self, params: Mapping[str, Any], side: str,
-                  total: int) -> Callable[..., None]:
+                  total: int) -> ProgressReporter:
         return ProgressReporter(self._progress, {
             "migration_uuid": params["migration_uuid"], "server_uuid": self.server_uuid,
             "machine_uuid": params["uuid"], "side": side, "snapshot": params["snapshot"],

@@ -248,7 +248,12 @@ class SmartOSMigrations:
         try:
             stream_into(receive_argv(uuid), counted)
         except HostCommandError as exc:
-            raise self._receive_failed(uuid, exc) from exc
+            failure = self._receive_failed(uuid, exc)
+            report.failed(counted.bytes, failure)
+            raise failure from exc
+        except Exception as exc:  # a cut stream (its sender died): said, then raised
+            report.failed(counted.bytes, exc)
+            raise
         finally:
             self._cache.forget("usage", "pool")
         report(counted.bytes, done=True)

@@ -12,13 +12,14 @@ bytes, total and rate as Triton's ``watch`` shows them.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from headnode.store.models import Migration, utcnow
+from headnode.store.models import Job, Migration, utcnow
 from schemas.migrations import MigrationProgressSchema
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,22 @@ def apply_progress(session: Session, raw: Any, sender: str | None) -> bool:
     if event["total"] is not None:
         m.total_bytes = event["total"]
     _follow(m, event)
+    if event["error"] is not None:
+        _stream_broke(session, m, event)
     return True
+
+
+def _stream_broke(session: Session, m: Migration, event: dict[str, Any]) -> None:
+    """One end says the stream broke (a receive whose sender died never gets the sender's
+    reply to the head node): the sync's step is asked about at once instead of after its
+    quiet time, and fails with this reason (workflows.migration_steps.stream_alive)."""
+    error = event["error"]
+    m.error = {"code": error["code"], "stream": event["snapshot"],
+               "message": f"the {event['side']} end on server {event['server_uuid']}: "
+                          f"{error['message']}"}
+    if m.job_uuid is not None:
+        session.execute(update(Job).where(Job.uuid == m.job_uuid, Job.execution == "running")
+                        .values(step_deadline=time.time()))
 
 
 def _follow(m: Migration, event: dict[str, Any]) -> None:

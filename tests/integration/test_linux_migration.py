@@ -231,7 +231,9 @@ def assert_failed_cleanly(cloud: MigrationCloud, machine: dict[str, Any], source
     assert migration["error"] and migration["error"]["message"], migration
     assert reason in json.dumps(migration["error"]), migration["error"]
     assert_only_on(cloud, machine, source)
-    assert migration_snapshots(cloud, source, machine) == []
+    # the source's clean-up is sent without waiting (a restarted agent takes it from its queue)
+    wait_until(lambda: migration_snapshots(cloud, source, machine) == [], timeout=30,
+               message="the source's migration snapshots to go")
     assert cloud.identity(machine["uuid"])["ip"] == machine["ips"][0]
     assert cloud.file_digest(machine["uuid"], "/root/data") == machine["digest"]
     assert cloud.room() == room_before
@@ -382,6 +384,30 @@ def test_killing_the_target_agent_during_a_sync_leaves_the_machine_on_its_source
     print(f"target agent killed with {sent} bytes reported sent: "
           f"{cloud.migration(heavy['uuid'])['error']}")
     assert_failed_cleanly(cloud, heavy, source, room_before, "")
+
+
+def test_killing_the_source_agent_during_a_sync_fails_it_at_once_and_leaves_the_machine(
+        cloud: MigrationCloud, heavy: dict[str, Any]) -> None:
+    """The source's reply never comes; the target's receive sees the stream cut and says
+    so, so the sync fails in seconds rather than after the stream's quiet time."""
+    source = cloud.node_of(heavy["uuid"])
+    target = cloud.other(source)
+    room_before = cloud.room()
+    cloud.migrate_ok(heavy["uuid"], "begin")
+    sync = cloud.migrate(heavy["uuid"], "sync")
+    receiving = f"migrations/{heavy['uuid']}/*/migration-*"
+    wait_until(lambda: any(target.pool.mount.glob(receiving))
+               or cloud.migration(heavy["uuid"])["sent_bytes"] > 0,
+               timeout=60, interval=0.02, message="the target to start receiving")
+    for pid in agent_pids(cloud, source):
+        os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_until(lambda: not cloud.procs.procs[f"agent-{source.name}"].alive(), timeout=10)
+    cloud.start_agent(source)  # as its supervisor would
+    job = cloud.wait_job(sync["job_uuid"], timeout=JOB_TIMEOUT)
+    assert job["execution"] == "failed"
+    assert time.monotonic() - killed_at < 60  # not the stream's 300 s of quiet
+    assert_failed_cleanly(cloud, heavy, source, room_before, "MigrationStreamCut")
 
 
 def test_a_target_pool_too_small_fails_the_migration_and_leaves_the_machine_on_its_source(

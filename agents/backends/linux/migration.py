@@ -230,6 +230,7 @@ class LinuxMigrations:
             except BaseException as exc:
                 storage.migration_discard(uuid, migration_uuid, name)
                 said = self._receive_error(exc, uuid, name)
+                report.failed(counted.bytes, said)
                 if said is exc:
                     raise
                 raise said from exc
