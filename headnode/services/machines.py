@@ -299,6 +299,7 @@ def _create_records(ctx: ServiceContext, body: dict[str, Any], caller: dict[str,
             vcpus=package.vcpus, max_lwps=package.max_lwps,
             brand=brand_for(image),
             tags=dict(body.get("tags") or {}), customer_metadata=metadata, job_uuid=job_uuid,
+            affinity=list(body.get("affinity") or []),
         )
         session.add(machine)
         attach_nics(session, machine, networks)

@@ -225,7 +225,9 @@ def _start(ctx: ServiceContext, session: Session, machine: Machine, job_uuid: st
     if machine.server_uuid is None:
         raise Conflict(f"machine {machine.uuid} is on no server", code="InvalidState")
     held = migration_room.machine_size(session, machine)
-    target = _place_target(ctx, session, machine, held, target_server, affinity)
+    # without rules of its own, the request's: the machine moves by the rules it was made by
+    rules = affinity or placement.parse_affinity(machine.affinity)
+    target = _place_target(ctx, session, machine, held, target_server, rules)
     m = Migration(uuid=new_uuid(), machine_uuid=machine.uuid, owner_uuid=machine.owner_uuid,
                   source_server_uuid=machine.server_uuid, target_server_uuid=target,
                   state="running", phase="begin", automatic=action == "automatic",

@@ -187,6 +187,8 @@ class Machine(Timestamps, Base):
     brand: Mapped[str] = mapped_column(String(16), default="joyent")
     tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
     customer_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: the affinity rules of its create request (as written): a migration places it by them
+    affinity: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
     #: the node's count of changes to the machine's metadata whose map was applied here
     #: last (None: none applied, or its node keeps no count)
     metadata_serial: Mapped[int | None] = mapped_column(Integer, nullable=True)

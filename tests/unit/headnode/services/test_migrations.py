@@ -137,3 +137,13 @@ def test_estimate_list_get_and_shapes(ctx: Any, fleet: dict[str, Any], machine: 
     assert {"target_server_uuid", "sent_bytes", "rate_bps", "downtime_ms", "error",
             "job_uuid"} <= set(ops)
     assert all("token" not in key for key in ops)
+
+
+def test_a_machine_moves_by_the_affinity_rules_it_was_made_with(
+        ctx: Any, fleet: dict[str, Any]) -> None:
+    with_db = make_server(ctx, hostname="with-db")
+    make_server(ctx, hostname="elsewhere")
+    make_machine(ctx, fleet, alias="db", server_uuid=with_db.uuid)
+    web = make_machine(ctx, fleet, alias="web", affinity=["instance==db"])
+    started = svc.migrate(ctx, web.uuid, "begin", caller=OPERATOR)
+    assert started["target_server_uuid"] == with_db.uuid
