@@ -8,7 +8,7 @@ machines.
 
 By concern: networking as bookkeeping (``simnet``), what fits the node (``simroom``), fault
 injection (``simfaults``), snapshots (``sim_snapshots``), images of machines (``sim_images``),
-migrations between nodes (``sim_migration``).
+migrations between nodes (``sim_migration``), NICs and the overlay (``sim_nics``).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from agents.backends.base import (
 from agents.backends.jsonfile import write_json
 from agents.backends.migration_progress import ProgressSink
 from agents.backends.sim_migration import MIGRATION_OPS, SimMigrations
+from agents.backends.sim_nics import SimNics
 from agents.backends.simfaults import Faults
 from agents.config import AgentSettings, parse_nic_tags, parse_traits, resolve_hostname
 from agents.version import agent_version
@@ -64,7 +65,7 @@ SIM_OPS = (
 )
 
 
-class SimBackend(SimMigrations):
+class SimBackend(SimNics, SimMigrations):
     def __init__(
         self,
         server_uuid: str,
@@ -304,56 +305,6 @@ class SimBackend(SimMigrations):
                                                    params.get(f"set_{kind}") or {})
             self._save_state()
             return {kind: dict(values) for kind, values in meta.items()}
-
-    # -- networking ---------------------------------------------------------------------------
-
-    def machine_add_nics(self, uuid: str, nics: list[dict[str, Any]],
-                         routes: dict[str, str] | None = None) -> dict[str, Any]:
-        # a simulated machine has no routing table: ``routes`` has nothing to change
-        self._faults.begin("machine_add_nics")
-        with self._lock:
-            machine = self._get(uuid)
-            have = self._nics.get(uuid, [])
-            self._set_nics(machine, simnet.added(self.server_uuid, self.nic_tags, have, nics))
-            return dict(machine)
-
-    def machine_remove_nics(self, uuid: str, macs: list[str]) -> dict[str, Any]:
-        self._faults.begin("machine_remove_nics")
-        with self._lock:
-            machine = self._get(uuid)
-            gone = set(macs)
-            self._set_nics(machine, [n for n in self._nics.get(uuid, []) if n["mac"] not in gone])
-            return dict(machine)
-
-    def machine_update_nics(self, uuid: str, changes: list[dict[str, Any]]) -> dict[str, Any]:
-        self._faults.begin("machine_update_nics")
-        with self._lock:
-            machine = self._get(uuid)
-            self._set_nics(machine, simnet.changed(uuid, self._nics.get(uuid, []), changes))
-            return dict(machine)
-
-    def machine_nics(self, uuid: str) -> list[dict[str, Any]]:
-        """The full NIC specs of a machine as the node keeps them (tests look at the flags)."""
-        with self._lock:
-            self._get(uuid)
-            return [dict(nic) for nic in self._nics.get(uuid, [])]
-
-    def set_overlay_peers(self, peers: dict[str, list[str]], version: str) -> dict[str, Any]:
-        self._faults.begin("node_set_overlay_peers")
-        with self._lock:
-            self._overlay = {"version": version,
-                             "peers": {tag: list(addresses) for tag, addresses in peers.items()}}
-            self._save_state()
-            return {"version": version}
-
-    def overlay_peers(self) -> dict[str, list[str]]:
-        with self._lock:
-            return {tag: list(addresses) for tag, addresses in self._overlay["peers"].items()}
-
-    def _set_nics(self, machine: dict[str, Any], nics: list[dict[str, Any]]) -> None:
-        self._nics[machine["uuid"]] = nics
-        machine["nics"] = simnet.summary(nics)
-        self._save_state()
 
     # -- snapshots ----------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from flask_smorest import Blueprint
 
 from headnode.api.ops import operator_caller, service_context
 from headnode.services import migrations
-from schemas.ops import (
+from schemas.ops_migrations import (
     MigrateRequest,
     Migration,
     MigrationEstimate,
