@@ -65,7 +65,7 @@ def doctor(cloud: Any, *args: str) -> tuple[int, list[dict[str, Any]]]:
     return result.returncode, json.loads(result.stdout)["findings"]
 
 
-def wait_doctor_clean(cloud: Any, timeout: float = 30) -> None:
+def wait_doctor_clean(cloud: Any, timeout: float = 90) -> None:
     wait_until(lambda: doctor(cloud)[0] == 0, timeout=timeout, interval=0.5,
                message="sdc doctor to report nothing")
 
@@ -121,7 +121,7 @@ def test_a_report_leaving_machines_out_destroys_nothing_the_node_still_has(
             queue=HEADNODE_QUEUE, headers={signing.SENDER: target})
         wait_until(lambda: {f["machine_uuid"] for f in doctor(cloud)[1]
                             if f["kind"] == "missing"} == {m["uuid"] for m in machines},
-                   timeout=20, message="the six machines to be suspected")
+                   timeout=60, message="the six machines to be suspected")
         time.sleep(2 * RESEND)  # questions asked again, still unanswered
         assert states(cloud, machines) == {"running"}
         server = cloud.server(target)
@@ -153,7 +153,7 @@ def test_a_machine_its_node_lost_is_destroyed_on_confirmation_and_released(
                          queue=agent_queue(target)).get(timeout=30)
         wait_until(lambda: [f["machine_uuid"] for f in doctor(cloud)[1]
                             if f["kind"] == "missing"] == [lost["uuid"]],
-                   timeout=20, message="the lost machine to be suspected")
+                   timeout=60, message="the lost machine to be suspected")
         time.sleep(2 * RESEND)
         assert cloud.api.get(f"/ops/machines/{lost['uuid']}")["state"] == "running"
         assert lost["ips"][0] in ips_in_use(cloud)
@@ -162,7 +162,7 @@ def test_a_machine_its_node_lost_is_destroyed_on_confirmation_and_released(
     started = time.monotonic()
     wait_until(lambda: cloud.api.get("/ops/machines", params={"state": "destroyed",
                                                               "alias": lost["alias"]}),
-               timeout=30, message="the node's confirmation to destroy the lost machine")
+               timeout=60, message="the node's confirmation to destroy the lost machine")
     converged = time.monotonic() - started
     server = cloud.server(target)
     assert server["ram_committed_mb"] == before["ram_committed_mb"] - lost["ram_mb"]
@@ -185,7 +185,7 @@ def test_a_machine_destroyed_in_the_records_but_on_its_node_is_an_orphan(
     change_records(cloud, orphan["uuid"], state="destroyed", destroyed_at=utcnow())
     wait_until(lambda: {(f["kind"], f["machine_uuid"]) for f in doctor(cloud)[1]} == {
         ("orphan", orphan["uuid"]), ("leaked_ip", orphan["uuid"])},
-        timeout=20, message="the orphan and its leaked address to be found")
+        timeout=60, message="the orphan and its leaked address to be found")
     found = time.monotonic() - started
     [listed] = [f for f in doctor(cloud)[1] if f["kind"] == "orphan"]
     assert listed["operator"] == f"sdc doctor purge {target} {orphan['uuid']}"
@@ -217,7 +217,7 @@ def test_a_failed_machine_its_node_runs_is_drift_never_running_again(
 
         release_nics(session, failed["uuid"])  # a failed provision holds no address
     wait_until(lambda: [(f["kind"], f["machine_uuid"]) for f in doctor(cloud)[1]] == [
-        ("drift", failed["uuid"])], timeout=20, message="the drift to be found")
+        ("drift", failed["uuid"])], timeout=60, message="the drift to be found")
     found = time.monotonic() - started
     time.sleep(2 * 3.0)  # two more periodic reports, each saying it runs
     assert cloud.api.get(f"/ops/machines/{failed['uuid']}")["state"] == "failed"
