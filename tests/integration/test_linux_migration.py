@@ -360,29 +360,37 @@ def agent_pids(cloud: MigrationCloud, node: LinuxNode) -> list[int]:
     return pids
 
 
-def test_killing_the_target_agent_during_a_sync_leaves_the_machine_on_its_source(
-        cloud: MigrationCloud, heavy: dict[str, Any]) -> None:
-    source = cloud.node_of(heavy["uuid"])
+def kill_an_agent_mid_sync(cloud: MigrationCloud, machine: dict[str, Any],
+                           which: str) -> tuple[LinuxNode, float]:
+    """Begin, then a sync whose ``which`` ("source" or "target") agent is SIGKILLed while
+    the target receives and started again (as its supervisor would); waits for the sync's
+    job to fail. Returns the source and the seconds from the kill to the failure."""
+    source = cloud.node_of(machine["uuid"])
     target = cloud.other(source)
-    room_before = cloud.room()
-    cloud.migrate_ok(heavy["uuid"], "begin")
-    sync = cloud.migrate(heavy["uuid"], "sync")
+    cloud.migrate_ok(machine["uuid"], "begin")
+    sync = cloud.migrate(machine["uuid"], "sync")
     # the kill lands while the target receives: bytes have come, or the subvolume that
     # `btrfs receive` writes is there (where the Linux backend receives; none before)
-    receiving = f"migrations/{heavy['uuid']}/*/migration-*"
+    receiving = f"migrations/{machine['uuid']}/*/migration-*"
     wait_until(lambda: any(target.pool.mount.glob(receiving))
-               or cloud.migration(heavy["uuid"])["sent_bytes"] > 0,
+               or cloud.migration(machine["uuid"])["sent_bytes"] > 0,
                timeout=60, interval=0.02, message="the target to start receiving")
     assert cloud.api.get(f"/ops/jobs/{sync['job_uuid']}")["execution"] == "running"
-    sent = cloud.migration(heavy["uuid"])["sent_bytes"]
-    for pid in agent_pids(cloud, target):
+    victim = source if which == "source" else target
+    for pid in agent_pids(cloud, victim):
         os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not cloud.procs.procs[f"agent-{target.name}"].alive(), timeout=10)
-    cloud.start_agent(target)  # as its supervisor would
+    killed_at = time.monotonic()
+    wait_until(lambda: not cloud.procs.procs[f"agent-{victim.name}"].alive(), timeout=10)
+    cloud.start_agent(victim)
     job = cloud.wait_job(sync["job_uuid"], timeout=JOB_TIMEOUT)
     assert job["execution"] == "failed"
-    print(f"target agent killed with {sent} bytes reported sent: "
-          f"{cloud.migration(heavy['uuid'])['error']}")
+    return source, time.monotonic() - killed_at
+
+
+def test_killing_the_target_agent_during_a_sync_leaves_the_machine_on_its_source(
+        cloud: MigrationCloud, heavy: dict[str, Any]) -> None:
+    room_before = cloud.room()
+    source, _ = kill_an_agent_mid_sync(cloud, heavy, "target")
     assert_failed_cleanly(cloud, heavy, source, room_before, "")
 
 
@@ -390,23 +398,9 @@ def test_killing_the_source_agent_during_a_sync_fails_it_at_once_and_leaves_the_
         cloud: MigrationCloud, heavy: dict[str, Any]) -> None:
     """The source's reply never comes; the target's receive sees the stream cut and says
     so, so the sync fails in seconds rather than after the stream's quiet time."""
-    source = cloud.node_of(heavy["uuid"])
-    target = cloud.other(source)
     room_before = cloud.room()
-    cloud.migrate_ok(heavy["uuid"], "begin")
-    sync = cloud.migrate(heavy["uuid"], "sync")
-    receiving = f"migrations/{heavy['uuid']}/*/migration-*"
-    wait_until(lambda: any(target.pool.mount.glob(receiving))
-               or cloud.migration(heavy["uuid"])["sent_bytes"] > 0,
-               timeout=60, interval=0.02, message="the target to start receiving")
-    for pid in agent_pids(cloud, source):
-        os.kill(pid, signal.SIGKILL)
-    killed_at = time.monotonic()
-    wait_until(lambda: not cloud.procs.procs[f"agent-{source.name}"].alive(), timeout=10)
-    cloud.start_agent(source)  # as its supervisor would
-    job = cloud.wait_job(sync["job_uuid"], timeout=JOB_TIMEOUT)
-    assert job["execution"] == "failed"
-    assert time.monotonic() - killed_at < 60  # not the stream's 300 s of quiet
+    source, took = kill_an_agent_mid_sync(cloud, heavy, "source")
+    assert took < 60  # not the stream's 300 s of quiet
     assert_failed_cleanly(cloud, heavy, source, room_before, "MigrationStreamCut")
 
 
