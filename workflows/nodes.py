@@ -256,9 +256,10 @@ def apply_answer(session: Session, reply: dict[str, Any], outcome: dict[str, Any
     the next report that leaves it out destroys it), ``present`` (suspicion cleared),
     ``unsettled`` (any other error: asked again later) or ``stale`` (nothing to settle)."""
     machine = session.get(Machine, reply.get("machine_uuid"))
+    server = None
     if machine is not None and machine.server_uuid:
         # the server before the machine, as a status report locks them: no lock cycle
-        session.get(Server, machine.server_uuid, with_for_update={"key_share": True})
+        server = session.get(Server, machine.server_uuid, with_for_update={"key_share": True})
         session.refresh(machine, with_for_update=True)
     if (machine is None or machine.missing_since is None or machine.job_uuid is not None
             or machine.state not in ON_NODE
@@ -269,6 +270,12 @@ def apply_answer(session: Session, reply: dict[str, Any], outcome: dict[str, Any
         note(session, machine, **CLEARED)
         node = (outcome.get("result") or {}).get("machine") or {}
         _follow_node(machine, str(node.get("state", "")))
+        if server is not None and node.get("state"):
+            # the node's word about it, as a report would have kept it: the node's delta
+            # reports do not list a machine that did not change, so a stray report that left
+            # it out would otherwise stand as the node's last word until its next full one
+            server.reported_machines = {**(server.reported_machines or {}),
+                                        machine.uuid: str(node["state"])}
         return "present"
     if (outcome.get("error") or {}).get("code") != NOT_ON_NODE:
         return "unsettled"

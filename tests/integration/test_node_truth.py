@@ -67,7 +67,7 @@ def doctor(cloud: Any, *args: str) -> tuple[int, list[dict[str, Any]]]:
 
 def wait_doctor_clean(cloud: Any, timeout: float = 90) -> None:
     wait_until(lambda: doctor(cloud)[0] == 0, timeout=timeout, interval=0.5,
-               message="sdc doctor to report nothing")
+               message=lambda: f"sdc doctor to report nothing, not {doctor(cloud)[1]}")
 
 
 def provision(cloud: Any, server_uuid: str, count: int, prefix: str) -> list[dict[str, Any]]:

@@ -126,6 +126,8 @@ def test_a_present_answer_clears_and_an_old_question_cannot_confirm_a_new_suspic
     assert answer(ctx, first, found(server_uuid, machine.uuid, "stopped")) == "present"
     row = get_machine(ctx, machine.uuid)
     assert (row.missing_since, row.state) == (None, "stopped")  # the node's state wins
+    # and is the node's last word about it (its delta reports will not list it again)
+    assert server_row(ctx, server_uuid).reported_machines == {machine.uuid: "stopped"}
 
     # left out again by a later report: the first question's answer is about the past
     apply(ctx, status(server_uuid, [], timestamp=REPORT_TIME + 10))
