@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
+from headnode import console
 from headnode.api import nodes
 from headnode.api.cloudapi import blueprints as cloudapi
 from headnode.api.errors import database_unavailable, retry_headers
@@ -240,6 +241,7 @@ def create_app(
     for module in BLUEPRINT_MODULES:
         api.register_blueprint(module.blp)
     cloudapi.register(app)  # the tenant API: /--ping, /:login/...
+    console.register(app, settings)  # the browser's: /console/...
 
     @app.before_request
     def _start() -> Any:

@@ -19,6 +19,8 @@ from headnode.api.files import is_file_upload
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 #: deeper than any body either API takes (an image manifest's requirements: 3 or 4)
 MAX_JSON_DEPTH = 32
+#: the web console's paths (headnode.console.PREFIX): their bodies are HTML forms
+CONSOLE_PREFIX = "/console/"
 #: what PostgreSQL's text cannot hold: NUL, and UTF-16 halves that are no character
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
@@ -73,6 +75,8 @@ def _body_problem() -> tuple[Response, int] | None:
     # An image file is streamed to disk by its view, never read here.
     if request.method not in BODY_METHODS or is_file_upload():
         return None
+    if request.path.startswith(CONSOLE_PREFIX):
+        return _form_problem()  # the console's pages post HTML forms, not JSON
     if not request.get_data(cache=True):
         return None
     if not request.is_json:
@@ -85,6 +89,14 @@ def _body_problem() -> tuple[Response, int] | None:
         return bad_request("the body is not valid JSON")
     problem = _json_problem(document)
     return bad_request(problem) if problem else None
+
+
+def _form_problem() -> tuple[Response, int] | None:
+    for key, value in request.form.items(multi=True):
+        problem = _text_problem(key) or _text_problem(value)
+        if problem:
+            return bad_request(f"the form field {key[:64]!r} holds {problem}")
+    return None
 
 
 def refuse_hostile_input() -> tuple[Response, int] | None:
