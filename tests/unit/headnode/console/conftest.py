@@ -35,3 +35,13 @@ def operator(client: FlaskClient) -> FlaskClient:
     answer = post_form(client, "/console/signin/operator", {"token": OPERATOR_TOKEN})
     assert answer.status_code == 302, answer.get_data(as_text=True)
     return client
+
+
+def sign_in_as_tenant(client: FlaskClient, account: Any) -> FlaskClient:
+    """The test client signed in as ``account`` (an Account row) without its password: for
+    the pages' tests (test_signin.py tests the password sign-in itself)."""
+    from headnode.console.viewer import SESSION_KEY, TENANT, Viewer
+
+    with client.session_transaction() as session:
+        session[SESSION_KEY] = Viewer(TENANT, account.login, account.uuid).to_session()
+    return client
