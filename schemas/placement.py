@@ -199,3 +199,76 @@ class HistoryPoint(Schema):
     ram_mb = fields.Nested(Amounts)
     cpu = fields.Nested(Amounts)
     disk_mb = fields.Nested(Amounts)
+
+
+# ---------------------------------------------------------------------------- forecast
+
+#: the longest window a forecast fits its trend over (the history keeps 30 days by default)
+MAX_FORECAST_DAYS = 3650
+
+
+class ForecastQuery(Schema):
+    days = BoundedInteger(load_default=30, minimum=1, maximum=MAX_FORECAST_DAYS, strict=False,
+                          metadata={"description": "fit the trend over the history of the "
+                                                   "last this many days"})
+
+
+class Trend(Schema):
+    per_day = fields.Float(metadata={"description": "growth of the used amount per day "
+                                                    "(least squares)"})
+    stderr = fields.Float(metadata={"description": "the slope's standard error"})
+    r2 = fields.Float(allow_none=True, metadata={
+        "description": "R² of the fit; null when every point is the same"})
+    points = fields.Integer()
+
+
+class ForecastTrends(Schema):
+    ram_mb = fields.Nested(Trend, metadata={"description": "MiB a day; sets the pace"})
+    cpu = fields.Nested(Trend, metadata={"description": "percent of a CPU a day (shown only)"})
+    disk_mb = fields.Nested(Trend, metadata={"description": "MiB a day (shown only)"})
+
+
+class ForecastHistory(Schema):
+    points = fields.Integer(metadata={"description": "snapshots in the window"})
+    first = fields.DateTime(allow_none=True)
+    last = fields.DateTime(allow_none=True)
+
+
+class MixShare(Schema):
+    uuid = fields.String()
+    name = fields.String()
+    machines = fields.Integer(metadata={"description": "its live machines now"})
+    share = fields.Float(metadata={"description": "its share of new machines, 0 to 1"})
+
+
+class PackageForecast(Schema):
+    uuid = fields.String()
+    name = fields.String()
+    memory = fields.Integer()
+    disk = fields.Integer()
+    cpu_cap = fields.Integer(allow_none=True)
+    fits_now = fields.Integer(metadata={"description": "more machines of it that fit now"})
+    ram_mb_until = fields.Integer(allow_none=True, metadata={
+        "description": "RAM the growth places before it fits nowhere"})
+    days = fields.Float(allow_none=True, metadata={"description": "from now to its date"})
+    date = fields.DateTime(allow_none=True, metadata={
+        "description": "when it stops fitting at the current growth; null: see reason"})
+    earliest = fields.DateTime(allow_none=True, metadata={
+        "description": "the date at the growth + 2 standard errors"})
+    latest = fields.DateTime(allow_none=True, metadata={
+        "description": "the date at the growth - 2 standard errors; null when that is no "
+                       "growth or beyond the horizon"})
+    reason = fields.String(allow_none=True, metadata={
+        "description": "why there is no date (or why it is now)"})
+
+
+class ForecastAnswer(Schema):
+    now = fields.DateTime()
+    days = fields.Integer()
+    history = fields.Nested(ForecastHistory)
+    trend = fields.Nested(ForecastTrends, allow_none=True, metadata={
+        "description": "null when the history is too short: see reason"})
+    reason = fields.String(allow_none=True)
+    mix = fields.List(fields.Nested(MixShare))
+    assumptions = fields.List(fields.String())
+    packages = fields.List(fields.Nested(PackageForecast))

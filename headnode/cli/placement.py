@@ -1,5 +1,5 @@
-"""``sdc placement explain`` and ``sdc capacity [simulate|history]``: why a machine would go
-where it goes (or nowhere), and what the fleet still holds."""
+"""``sdc placement explain`` and ``sdc capacity [simulate|history|forecast]``: why a machine
+would go where it goes (or nowhere), what the fleet still holds, and until when."""
 
 from __future__ import annotations
 
@@ -203,3 +203,40 @@ def render_history(points: list[dict[str, Any]]) -> None:
                       str(pt.get("machines", 0)), fmt_mib(used), fmt_mib(ram.get("free")),
                       fmt_mib((pt.get("disk_mb") or {}).get("free")))
     console().print(table)
+
+
+@capacity.command("forecast")
+@click.option("--days", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Fit the growth over the history of the last this many days.")
+@json_option
+def forecast(days: int) -> None:
+    """When each package stops fitting at the current growth: a linear trend of the used
+    RAM, new machines in the current mix placed as creates would. Nothing is written."""
+    emit(client().get("/ops/capacity/forecast", {"days": days}), render_forecast)
+
+
+def render_forecast(answer: dict[str, Any]) -> None:
+    con = console()
+    ram = (answer.get("trend") or {}).get("ram_mb")
+    history = answer.get("history") or {}
+    if ram:
+        r2 = ram.get("r2")
+        con.print(f"used RAM grows {ram['per_day']:.0f} MiB a day "
+                  f"(± {2 * ram['stderr']:.0f}, 2 standard errors; "
+                  f"R² {'-' if r2 is None else f'{r2:.3f}'}; {ram['points']} snapshots, "
+                  f"{fmt_time(history.get('first'))} to {fmt_time(history.get('last'))})",
+                  highlight=False)
+    else:
+        con.print(f"[yellow]{answer.get('reason')}[/]", highlight=False)
+    table = Table("package", "fits now", "stops fitting", "earliest", "latest", "in days",
+                  "why no date", title=f"forecast from {fmt_time(answer.get('now'))}")
+    for pkg in answer.get("packages") or []:
+        days = pkg.get("days")
+        table.add_row(pkg.get("name", ""), str(pkg.get("fits_now", 0)), fmt_time(pkg.get("date")),
+                      fmt_time(pkg.get("earliest")), fmt_time(pkg.get("latest")),
+                      "-" if days is None else f"{days:.1f}",
+                      "" if pkg.get("date") and pkg.get("days") else pkg.get("reason") or "")
+    con.print(table)
+    con.print("assumptions:", highlight=False)
+    for sentence in answer.get("assumptions") or []:
+        con.print(f"  - {sentence}", highlight=False)

@@ -54,7 +54,7 @@ def _policy(ctx: ServiceContext) -> Policy:
     return placement.policy_for(ctx)
 
 
-def _simulation(ctx: ServiceContext) -> Pipeline:
+def simulation_pipeline(ctx: ServiceContext) -> Pipeline:
     """The settings' pipeline, as creates use it, without the random scorer and without
     the candidate limit (a random sample): simulations answer the same question every
     time."""
@@ -119,7 +119,7 @@ def _package_fits(packages: Iterable[Package], servers: Sequence[ServerState],
             for p in packages]
 
 
-def _active_packages(session: Session) -> list[Package]:
+def active_packages(session: Session) -> list[Package]:
     return list(session.scalars(select(Package).where(Package.active.is_(True))
                                 .order_by(Package.name)))
 
@@ -131,7 +131,8 @@ def report(ctx: ServiceContext) -> dict[str, Any]:
         rows = list(session.scalars(select(Server).order_by(Server.hostname, Server.uuid)))
         states = [fleet.state_of(row) for row in rows]
         servers = [_server_report(row, st, policy) for row, st in zip(rows, states, strict=True)]
-        packages = _package_fits(_active_packages(session), states, policy, _simulation(ctx))
+        packages = _package_fits(active_packages(session), states, policy,
+                                 simulation_pipeline(ctx))
     return {"servers": servers, "fleet": _fleet_totals(servers), "packages": packages}
 
 
@@ -189,10 +190,10 @@ def simulate(ctx: ServiceContext, body: dict[str, Any]) -> dict[str, Any]:
             except InvalidArgument as exc:
                 raise InvalidArgument(f"place.{i}.affinity", exc.message) from exc
             items.append((item, package, request))
-        packages = _active_packages(session)
+        packages = active_packages(session)
         session.expunge_all()
     servers = _apply_server_changes(list(snapshot.servers), body)
-    pipeline = _simulation(ctx)
+    pipeline = simulation_pipeline(ctx)
     result = _place_all(Snapshot(servers, list(snapshot.owner_machines)), items, policy,
                         pipeline)
     after = result["servers"]

@@ -6,11 +6,13 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from headnode.api.ops import service_context
-from headnode.services import placement, planning
+from headnode.services import forecast, placement, planning
 from schemas.placement import (
     AllocateAnswer,
     AllocateRequest,
     CapacityAnswer,
+    ForecastAnswer,
+    ForecastQuery,
     HistoryPoint,
     HistoryQuery,
     SimulateAnswer,
@@ -57,3 +59,15 @@ class CapacityHistory(MethodView):
     def get(self, query: dict[str, Any]) -> Any:
         """Fleet utilization snapshots, oldest first (written periodically by beat)."""
         return planning.history(service_context(), query.get("since"), query["limit"])
+
+
+@blp.route("/capacity/forecast")
+class CapacityForecast(MethodView):
+    @blp.arguments(ForecastQuery, location="query")
+    @blp.response(200, ForecastAnswer)
+    def get(self, query: dict[str, Any]) -> Any:
+        """Per active package, the date it stops fitting at the current growth: a
+        least-squares trend of the used RAM over the last ``days`` of history, and new
+        machines in the current mix placed as creates would. With the range of dates, the
+        fit's R², and the assumptions. Nothing is written."""
+        return forecast.forecast(service_context(), query["days"])
