@@ -37,7 +37,7 @@ DEMO_DATA := .sdc-data
 PYTEST_ARGS ?=
 LINT_TYPED := headnode workflows agents schemas sdccommon
 
-.PHONY: help deps venv triton test lint demo bench clean distclean
+.PHONY: help deps venv triton browser test lint demo bench clean distclean
 
 help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -63,7 +63,10 @@ triton: ## Install node and npm (apt) if missing, then Triton's CLI (npm triton@
 	@scripts/ensure-apt.sh $(foreach pair,$(TRITON_APT_PACKAGES),'$(pair)')
 	@scripts/ensure-triton.sh >/dev/null
 
-test: deps venv triton lint ## Install what is missing, lint, run the whole suite on real PostgreSQL and Redis
+browser: ## Install Debian's Chromium (apt) if missing, then axe-core (npm) into .cache/axe: the console's browser tests
+	@scripts/ensure-browser.sh >/dev/null
+
+test: deps venv triton browser lint ## Install what is missing, lint, run the whole suite on real PostgreSQL and Redis
 	@scripts/run-pytest.sh $(BIN)/pytest -q --durations=20 $(PYTEST_ARGS)
 
 lint: venv ## ruff, mypy and the import-layering contracts
