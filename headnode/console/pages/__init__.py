@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 #: every page module, in the order of the navigation
-PAGE_MODULES = ("dashboard",)
+PAGE_MODULES = ("dashboard", "jobs")
 
 
 def load_pages() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from flask import render_template
 
 from headnode.console import blueprint, charts, nav_entry
+from headnode.console.pages.job_scope import recent_jobs
 from headnode.console.viewer import Viewer, service_context, signed_in
 from headnode.services import planning, servers
 
@@ -28,4 +29,5 @@ def dashboard(viewer: Viewer) -> Any:
                       ("reserved", fleet[key]["reserved"]), ("free", fleet[key]["free"])])
         for key, label, unit in RESOURCES]
     return render_template("console/dashboard.html", viewer=viewer, fleet=fleet,
-                           statuses=sorted(statuses.items()), use=use)
+                           statuses=sorted(statuses.items()), use=use,
+                           jobs=recent_jobs(viewer))
