@@ -262,6 +262,14 @@ class PackageForecast(Schema):
         "description": "why there is no date (or why it is now)"})
 
 
+class ForecastSimulation(Schema):
+    decisions = fields.Integer(metadata={"description": "placement decisions simulated"})
+    machines_per_decision = fields.Integer(metadata={
+        "description": "1: machine by machine; more on a fleet with room for many "
+                       "thousands (the dates are as fine as that)"})
+    placed_ram_mb = fields.Integer(metadata={"description": "RAM placed until nothing fit"})
+
+
 class ForecastAnswer(Schema):
     now = fields.DateTime()
     days = fields.Integer()
@@ -271,4 +279,5 @@ class ForecastAnswer(Schema):
     reason = fields.String(allow_none=True)
     mix = fields.List(fields.Nested(MixShare))
     assumptions = fields.List(fields.String())
+    simulation = fields.Nested(ForecastSimulation)
     packages = fields.List(fields.Nested(PackageForecast))

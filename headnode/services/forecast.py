@@ -7,9 +7,11 @@ Method, in two independent halves:
    (provisioned + reserved) of the history snapshots taken in the last ``days`` days gives
    each resource's growth per day, with the slope's standard error and the fit's R².
 2. **How much room each package has left.** New machines in the current mix of packages
-   are placed one by one, as creates would place them (planning's simulation pipeline,
-   against an in-memory copy of the fleet read now), until no package fits; for each
-   package, the RAM placed until it fit nowhere.
+   are placed as creates would place them (the create's pipeline without its random
+   scorer, against an in-memory copy of the fleet read now), until no package fits; for
+   each package, the RAM placed until it fit nowhere. One machine per decision on a fleet
+   with room for up to ``DECISIONS`` machines; a few per decision on a larger one, so that
+   the cost stays about ``DECISIONS`` decisions.
 
 The date is now + that RAM / the RAM growth per day; the range uses the slope ± 2 standard
 errors. Used RAM sets the pace (packages are sized by RAM, and placement runs out of RAM
@@ -21,6 +23,7 @@ Nothing is written.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -51,6 +54,11 @@ MIN_POINTS = 3
 MIN_SPAN_HOURS = 6
 #: the range of dates: the slope this many standard errors either side (about 95 %)
 SPREAD = 2.0
+#: a forecast places one machine per decision while the fleet has room for at most this many
+#: of any package; beyond, a few per decision (about this many decisions in all)
+DECISIONS = 2_000
+#: and never more decisions than this (fragments at the end take one machine each)
+MAX_DECISIONS = 20_000
 #: a date further away than this is no date ("not within ten years")
 HORIZON_DAYS = 3653
 #: the used amount of each resource: the history's columns that add up to it
@@ -151,43 +159,59 @@ def _next_in_mix(fitting: Sequence[str], weights: Mapping[str, int],
     return min(pool, key=lambda p: (issued.get(p, 0) + 1) / pool[p])
 
 
+@dataclass(frozen=True)
+class Fill:
+    """What placing the growth until nothing fits found."""
+
+    fits_now: dict[str, int]  # package uuid -> more machines of it that fit now
+    until: dict[str, int]  # package uuid -> RAM placed until it fit nowhere (absent: beyond)
+    placed_mb: int  # RAM placed in all
+    per_decision: int  # at most this many machines of a package per decision
+    decisions: int
+
+
 def ram_until_full(servers: Sequence[ServerState], requests: Mapping[str, PlacementRequest],
                    weights: Mapping[str, int], policy: Policy, pipeline: Pipeline,
-                   limit: int = planning.MAX_SIMULATED_MACHINES,
-                   ) -> tuple[dict[str, int], dict[str, int], int]:
-    """Place machines of the mix one by one (``pipeline.decide``, as a create) until none
-    fits. Answers how many of each fit now (``Pipeline.room_for``, as the capacity report),
-    the RAM placed until each package fit nowhere (absent: it still fit after ``limit``
-    machines), and the RAM placed in all."""
+                   limit: int = MAX_DECISIONS) -> Fill:
+    """Place machines of the mix (``pipeline.decide``, as a create) until none fits, at
+    most ``limit`` decisions. One machine per decision while the fleet has room for at
+    most ``DECISIONS`` machines of any package (exact); beyond, each decision puts up to
+    room / ``DECISIONS`` machines of its package on the server it chose, so that a large
+    fleet costs about as much as a small one (the dates are then as fine as that)."""
     fleet_now = list(servers)
     index = {s.uuid: i for i, s in enumerate(fleet_now)}
     room = {p: [pipeline.room_for(s, r, policy) for s in fleet_now] for p, r in requests.items()}
     left = {p: sum(rooms) for p, rooms in room.items()}
     fits_now = dict(left)
+    per_decision = max(1, math.ceil(max(fits_now.values(), default=0) / DECISIONS))
     until = {p: 0 for p, n in left.items() if n == 0}
     issued: dict[str, int] = {}
-    placed_ram = 0
-    for _ in range(limit):
+    placed_mb = decisions = 0
+    rng = random.Random(0)  # a candidate sample, if the fleet is larger: the same each time
+    while decisions < limit:
         fitting = [p for p in requests if p not in until]
         if not fitting:
             break
         chosen = _next_in_mix(fitting, weights, issued)
         request = requests[chosen]
-        decision = pipeline.decide(Snapshot(fleet_now), request, policy)
+        decisions += 1
+        decision = pipeline.decide(Snapshot(fleet_now), request, policy, rng)
         if decision.server is None:  # room_for and decide share their filters: not expected
-            until[chosen] = placed_ram
+            until[chosen] = placed_mb
             continue
         i = index[decision.server.uuid]
-        fleet_now[i] = with_machine(fleet_now[i], request)
-        placed_ram += request.ram_mb
-        issued[chosen] = issued.get(chosen, 0) + 1
+        count = max(1, min(per_decision, room[chosen][i]))
+        for _ in range(count):
+            fleet_now[i] = with_machine(fleet_now[i], request)
+        placed_mb += count * request.ram_mb
+        issued[chosen] = issued.get(chosen, 0) + count
         for p in fitting:  # only server i changed: update the packages' room by its change
             now_room = pipeline.room_for(fleet_now[i], requests[p], policy)
             left[p] += now_room - room[p][i]
             room[p][i] = now_room
             if left[p] <= 0:
-                until[p] = placed_ram
-    return fits_now, until, placed_ram
+                until[p] = placed_mb
+    return Fill(fits_now, until, placed_mb, per_decision, decisions)
 
 
 # -- the dates -------------------------------------------------------------------------------
@@ -215,8 +239,8 @@ def package_dates(now: datetime, ram_until: int | None, ram: Trend | None,
                                      f"changes by {ram.per_day:+.0f} MiB a day")}
     if ram_until is None:
         return {**answer, "reason": (
-            f"still fits after the {planning.MAX_SIMULATED_MACHINES} machines a forecast "
-            f"simulates ({placed_mb} MiB of RAM, {placed_mb / ram.per_day:.0f} days)")}
+            f"still fits after the {MAX_DECISIONS} placements a forecast simulates "
+            f"({placed_mb} MiB of RAM, {placed_mb / ram.per_day:.0f} days)")}
     days = ram_until / ram.per_day
     date = _date(now, ram_until, ram.per_day)
     if date is None:
@@ -248,10 +272,9 @@ def forecast(ctx: ServiceContext, days: int = 30, now: datetime | None = None) -
     fitted = None if no_trend else trends(snaps)
     weights = mix_of(packages, live)
     requests = {p.uuid: placement.build_request(p, None) for p in packages}
-    fits_now, until, placed_mb = ram_until_full(servers, requests, weights, policy,
-                                                planning.simulation_pipeline(ctx))
+    fill = ram_until_full(servers, requests, weights, policy, _pipeline(ctx))
     ram = fitted["ram_mb"] if fitted else None
-    mix = _mix_view(packages, weights, live, fits_now)
+    mix = _mix_view(packages, weights, live, fill.fits_now)
     return {
         "now": now, "days": days,
         "history": {"points": len(snaps), "first": snaps[0].taken_at if snaps else None,
@@ -259,10 +282,13 @@ def forecast(ctx: ServiceContext, days: int = 30, now: datetime | None = None) -
         "trend": {r: t.as_dict() for r, t in fitted.items()} if fitted else None,
         "reason": no_trend,
         "mix": mix,
-        "assumptions": assumptions(days, ram, mix),
+        "assumptions": assumptions(days, ram, mix, fill.per_decision),
+        "simulation": {"decisions": fill.decisions, "machines_per_decision": fill.per_decision,
+                       "placed_ram_mb": fill.placed_mb},
         "packages": [{"uuid": p.uuid, "name": p.name, "memory": p.memory, "disk": p.disk,
-                      "cpu_cap": p.cpu_cap, "fits_now": fits_now[p.uuid],
-                      **package_dates(now, until.get(p.uuid), ram, no_trend, placed_mb)}
+                      "cpu_cap": p.cpu_cap, "fits_now": fill.fits_now[p.uuid],
+                      **package_dates(now, fill.until.get(p.uuid), ram, no_trend,
+                                      fill.placed_mb)}
                      for p in packages],
     }
 
@@ -277,7 +303,15 @@ def _mix_view(packages: Sequence[Package], weights: Mapping[str, int], live: Map
              "share": starting.get(p.uuid, 0) / total if total else 0.0} for p in packages]
 
 
-def assumptions(days: int, ram: Trend | None, mix: Sequence[dict[str, Any]]) -> list[str]:
+def _pipeline(ctx: ServiceContext) -> Pipeline:
+    """The create's pipeline (with its candidate limit: a sample on a large fleet, drawn
+    from a seeded generator) without the random scorer: the same answer every time, at
+    a create's cost per decision."""
+    return placement.pipeline_for(ctx).with_weights(uniform_random=0)
+
+
+def assumptions(days: int, ram: Trend | None, mix: Sequence[dict[str, Any]],
+                per_decision: int = 1) -> list[str]:
     """The forecast's assumptions, as sentences an operator reads beside the dates."""
     shares = ", ".join(f"{m['name']} {m['share']:.0%}" for m in mix if m["share"]) or "none"
     growth = ("" if ram is None else
@@ -291,8 +325,11 @@ def assumptions(days: int, ram: Trend | None, mix: Sequence[dict[str, Any]]) -> 
         f"({shares}); with no live machine of any, in equal shares.",
         "A package that no longer fits leaves the mix and the others take its share; once "
         "none of the mix fits, the other packages that still fit share the growth equally.",
-        "New machines are placed one by one by the same placement pipeline as creates "
-        "(without its random scorer), with no image, owner, affinity or network.",
+        "New machines are placed by the same placement pipeline as creates (without its "
+        "random scorer), with no image, owner, affinity or network, "
+        + ("one by one." if per_decision == 1 else
+           f"up to {per_decision} of a package on the server each decision chooses (a fleet "
+           f"this large would take too long one by one)."),
         "The servers stay as they are: none added, removed, set up, reserved or put in "
         "maintenance.",
         "Used RAM sets the pace: new machines take CPU and disk as their packages ask, and "

@@ -4,6 +4,7 @@ fits, the simulation's limit, the horizon) and bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -110,6 +111,9 @@ def test_one_package_grows_1024_mib_a_day(ctx: Any) -> None:
     assert answer["mix"] == [{"uuid": small["uuid"], "name": "small", "machines": 0,
                               "share": 1.0}]
     assert any("1024 MiB a day" in sentence for sentence in answer["assumptions"])
+    assert any(sentence.endswith("one by one.") for sentence in answer["assumptions"])
+    assert answer["simulation"] == {"decisions": 54, "machines_per_decision": 1,
+                                    "placed_ram_mb": 54 * 1024}
 
 
 def by_name_fits(ctx: Any) -> dict[str, int]:
@@ -270,14 +274,33 @@ def test_the_simulation_limit_is_no_date() -> None:
     servers = [ServerState(uuid="s1", ram_mb=1_000_000, cpus=64, disk_mb=10_000_000)]
     request = PlacementRequest(ram_mb=1024, disk_mb=1024)
     pipeline = DEFAULT_PIPELINE.with_weights(uniform_random=0)
-    fits, until, placed = forecast.ram_until_full(servers, {"p": request}, {"p": 1}, Policy(),
-                                                  pipeline, limit=5)
-    assert fits == {"p": 224} and until == {} and placed == 5 * 1024
+    fill = forecast.ram_until_full(servers, {"p": request}, {"p": 1}, Policy(), pipeline,
+                                   limit=5)
+    assert fill.fits_now == {"p": 224} and fill.until == {}
+    assert (fill.placed_mb, fill.decisions, fill.per_decision) == (5 * 1024, 5, 1)
     trend = forecast.Trend(per_day=1024, stderr=0, r2=1, points=11)
-    answer = forecast.package_dates(NOW, until.get("p"), trend, None, placed)
+    answer = forecast.package_dates(NOW, fill.until.get("p"), trend, None, fill.placed_mb)
     assert answer["date"] is None
-    assert answer["reason"] == (f"still fits after the {planning.MAX_SIMULATED_MACHINES} "
-                                f"machines a forecast simulates (5120 MiB of RAM, 5 days)")
+    assert answer["reason"] == (f"still fits after the {forecast.MAX_DECISIONS} placements "
+                                f"a forecast simulates (5120 MiB of RAM, 5 days)")
+
+
+def test_a_large_fleet_places_a_few_machines_per_decision() -> None:
+    """20 servers with room for 208 machines of 1024 MiB each (224 at most, 16 held):
+    4,160 in all, more than DECISIONS, so 3 per decision; each server takes 208 = 69 * 3 +
+    1 in 70 decisions, and the package stops fitting when all of its room is used, as one
+    by one would find."""
+    servers = [ServerState(uuid=f"s{i:03}", ram_mb=262_144, cpus=48, disk_mb=3_400_000,
+                           machine_count=16, uncapped_count=16) for i in range(20)]
+    request = PlacementRequest(ram_mb=1024, disk_mb=10240)
+    # as a create's: a sample of candidates (fewer than the fleet, so it is used)
+    pipeline = dataclasses.replace(DEFAULT_PIPELINE.with_weights(uniform_random=0),
+                                   candidates=5)
+    fill = forecast.ram_until_full(servers, {"p": request}, {"p": 1}, Policy(), pipeline)
+    assert forecast.DECISIONS == 2000 and fill.fits_now == {"p": 20 * 208}
+    assert fill.per_decision == 3
+    assert fill.until == {"p": 20 * 208 * 1024} and fill.placed_mb == 20 * 208 * 1024
+    assert fill.decisions == 20 * 70
 
 
 # -- bad input, and nothing written ----------------------------------------------------------
