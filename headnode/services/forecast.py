@@ -26,7 +26,7 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -261,6 +261,8 @@ def forecast(ctx: ServiceContext, days: int = 30, now: datetime | None = None) -
     if days < 1 or days > MAX_FORECAST_DAYS:
         raise InvalidArgument("days", f"must be from 1 to {MAX_FORECAST_DAYS}, not {days}")
     now = now or utcnow()
+    if now.tzinfo is None:  # the history's times are UTC
+        now = now.replace(tzinfo=UTC)
     policy = placement.policy_for(ctx)
     with ctx.read() as session:
         snaps = _snapshots(session, now - timedelta(days=days), now)

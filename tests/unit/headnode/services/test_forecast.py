@@ -114,6 +114,8 @@ def test_one_package_grows_1024_mib_a_day(ctx: Any) -> None:
     assert any(sentence.endswith("one by one.") for sentence in answer["assumptions"])
     assert answer["simulation"] == {"decisions": 54, "machines_per_decision": 1,
                                     "placed_ram_mb": 54 * 1024}
+    naive = forecast.forecast(ctx, days=30, now=NOW.replace(tzinfo=None))  # taken as UTC
+    assert by_name(naive)["small"]["date"] == small["date"]
 
 
 def by_name_fits(ctx: Any) -> dict[str, int]:
