@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 #: every page module, in the order of the navigation
-PAGE_MODULES = ("dashboard", "jobs")
+PAGE_MODULES = ("dashboard", "jobs", "catalog", "catalog_networks", "catalog_accounts")
 
 
 def load_pages() -> None:

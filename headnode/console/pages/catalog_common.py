@@ -101,8 +101,8 @@ def refusal_of_schema(error: ValidationError) -> FormErrors:
     messages = error.messages if isinstance(error.messages, dict) else {"form": error.messages}
     by_field = {str(k): [str(m) for m in (v if isinstance(v, list) else [v])]
                 for k, v in messages.items()}
-    summary = "; ".join(f"{k}: {' '.join(v)}" for k, v in by_field.items())
-    return FormErrors(by_field, 400, f"Not saved. {summary}")
+    summary = "; ".join(f"{k}: {' '.join(v).rstrip('.')}" for k, v in by_field.items())
+    return FormErrors(by_field, 400, f"Not saved. {summary}.")
 
 
 def refusal_of_service(error: ServiceError) -> FormErrors:

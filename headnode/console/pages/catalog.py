@@ -1,0 +1,72 @@
+"""Images and packages. Operators see every image (in every state) and every package, and
+create packages; a tenant sees the images they may use (public ones and their own, active)
+and the active packages, read only, as CloudAPI shows them.
+
+Networks: ``catalog_networks``; accounts and keys: ``catalog_accounts``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import flash, redirect, render_template, request, url_for
+from marshmallow import ValidationError
+
+from headnode.console import blueprint, nav_entry
+from headnode.console.pages.catalog_common import (
+    FormErrors,
+    form_body,
+    page_number,
+    page_of,
+    refusal_of_schema,
+    refusal_of_service,
+)
+from headnode.console.viewer import Viewer, operators_only, service_context, signed_in
+from headnode.services import images, packages
+from headnode.services import tenant as tenant_service
+from headnode.services.errors import ServiceError
+from schemas.ops import Package as PackageSchema
+
+#: the package form's checkboxes (ticked: true, else false)
+PACKAGE_CHECKBOXES = ("active", "default")
+
+nav_entry("images", "Images")
+nav_entry("packages", "Packages")
+
+
+@blueprint.get("/images", endpoint="images")
+@signed_in
+def images_page(viewer: Viewer) -> Any:
+    ctx = service_context()
+    rows = (images.list_images(ctx) if viewer.is_operator
+            else tenant_service.visible_images(ctx, viewer.account_uuid))
+    return render_template("console/images.html", pager=page_of(rows, page_number()))
+
+
+
+def _packages(viewer: Viewer, errors: FormErrors | None = None) -> str:
+    ctx = service_context()
+    rows = packages.list_packages(ctx, active=None if viewer.is_operator else True)
+    return render_template("console/packages.html", pager=page_of(rows, page_number()),
+                           errors=errors, form=request.form if errors else None)
+
+
+@blueprint.get("/packages", endpoint="packages")
+@signed_in
+def packages_page(viewer: Viewer) -> Any:
+    return _packages(viewer)
+
+
+@blueprint.post("/packages")
+@operators_only
+def create_package(viewer: Viewer) -> Any:
+    try:
+        attrs = form_body(PackageSchema(), request.form, PACKAGE_CHECKBOXES)
+        created = packages.create_package(service_context(), attrs)
+    except ValidationError as exc:
+        errors = refusal_of_schema(exc)
+        return _packages(viewer, errors), errors.status
+    except ServiceError as exc:
+        errors = refusal_of_service(exc)
+        return _packages(viewer, errors), errors.status
+    flash(f"Package {created.name} created.", "success")
+    return redirect(url_for("console.packages"))
