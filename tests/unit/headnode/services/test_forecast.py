@@ -166,6 +166,22 @@ def test_exact_fit_edge(ctx: Any) -> None:
     assert_minute(packages["small"]["date"], NOW + timedelta(days=34))
 
 
+def test_the_placement_rules_decide_not_ram_alone(ctx: Any) -> None:
+    """cn1 offers 16 CPUs * 100 % * 4 = 6400 CPU shares. cpu-heavy (capped at 2000 %) comes
+    first in the equal mix (by name); once a capped machine is on cn1, uncapped small may
+    not join it (DAPI never mixes them), so small fits nowhere after 1024 MiB; cpu-heavy
+    then runs out of CPU after 3 machines, with most of the RAM still free."""
+    one_server_fleet(ctx)
+    make_package(ctx, name="cpu-heavy", memory=1024, disk=1024, cpu_cap=2000)
+    linear_history(ctx, days=10, ram_per_day=1024)
+    packages = by_name(forecast.forecast(ctx, now=NOW))
+    assert packages["small"]["fits_now"] == 54 and packages["cpu-heavy"]["fits_now"] == 3
+    assert packages["small"]["ram_mb_until"] == 1024
+    assert packages["cpu-heavy"]["ram_mb_until"] == 3 * 1024
+    assert_minute(packages["small"]["date"], NOW + timedelta(days=1))
+    assert_minute(packages["cpu-heavy"]["date"], NOW + timedelta(days=3))
+
+
 def test_noisy_history_gives_a_range(ctx: Any) -> None:
     one_server_fleet(ctx)
     for day, wobble in enumerate([0, 700, -500, 300, -900, 400, 0, -200, 800, -600, 0]):
