@@ -3,27 +3,41 @@ head node with sim nodes: what an operator and a tenant do, signed in and out.
 
 Every page shown is checked by tests/support/browser.py: no JavaScript console error, axe-core
 without serious or critical violations, and a screenshot in test-artifacts/console/.
+
+The tests share one cloud and run in the order written: the last one exhausts the sign-in
+rate limit of the browser's address (127.0.0.1).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from celery import Celery
 from playwright.sync_api import expect
 
+from schemas.agent import agent_queue, agent_task
 from tests.integration.conftest import TOKEN
 from tests.support import browser
 from tests.support.browser import BrowserSession
+from tests.support.httpsig_client import Signer
+from tests.support.wait import wait_until
 
 # the browser's fixtures, for this module's tests
 chromium, axe_source = browser.chromium, browser.axe_source
 browser_session = browser.browser_session
 
-#: two set-up sim nodes are enough to place on (fewer processes on a 2-core machine)
+#: two set-up sim nodes to place on (fewer processes on a 2-core machine); a third one
+#: registers later and waits for an operator to set it up
 AGENT_COUNT = 2
+NEW_NODE = AGENT_COUNT
+PASSWORD = {"alice": "alice-console-password", "bob": "bob-console-password"}
+#: how long a sim node takes to create a machine while a test watches the job run
+SLOW_CREATE_MS = 8000
+#: waits in the browser, in ms (a busy 2-core machine)
+WAIT_MS = 60_000
 
 Open = Callable[[str], BrowserSession]
 
@@ -33,13 +47,79 @@ def console_url(cloud: Any) -> str:
     return f"{cloud.api.base_url}/console"
 
 
+@pytest.fixture(scope="module")
+def world(cloud: Any) -> dict[str, Any]:
+    """Two tenants with console passwords and SSH keys, bob with a running machine, and a
+    new node that has registered but is not set up."""
+    seeded = cloud.seed()
+    bob = cloud.api.post("/ops/accounts", {"login": "bob", "email": "bob@example.com"})
+    for login, password in PASSWORD.items():
+        cloud.api.put(f"/ops/accounts/{login}/password", {"password": password})
+        cloud.api.post(f"/ops/accounts/{login}/keys",
+                       {"key": Signer(login, kind="ed25519").public_line, "name": "laptop"})
+    bobs = cloud.api.post("/ops/machines", {"owner": "bob", "package": "small",
+                                            "image": seeded["image"]["uuid"],
+                                            "alias": "bobs-box"})
+    cloud.wait_job(bobs["job_uuid"])
+    new_node = cloud.start_agent(NEW_NODE)
+    wait_until(lambda: any(s["uuid"] == new_node for s in cloud.api.get("/ops/servers")),
+               timeout=30, message="the new node to register")
+    return {**seeded, "bob": bob, "bobs": cloud.api.get(f"/ops/machines/{bobs['uuid']}"),
+            "new_node": new_node}
+
+
+@pytest.fixture
+def slow_creates(cloud: Any) -> Iterator[None]:
+    """Every node takes SLOW_CREATE_MS to create a machine, until the test ends: long enough
+    for a browser to open the job while it runs."""
+    broker = Celery(broker=cloud.env["SDC_REDIS_URL"], backend=cloud.env["SDC_REDIS_URL"])
+    nodes = list(cloud.agents.values())
+
+    def faults(server_uuid: str, params: dict[str, Any]) -> None:
+        broker.send_task(agent_task("sim_faults"), args=[server_uuid, params, None],
+                         queue=agent_queue(server_uuid)).get(timeout=30)
+
+    for node in nodes:
+        faults(node, {"latency_ms": {"machine_create": SLOW_CREATE_MS}})
+    yield
+    for node in nodes:
+        faults(node, {})
+
+
+def clear_sign_in_limits(cloud: Any) -> None:
+    """Forget the failed sign-ins counted so far, as if their window had passed."""
+    for key in cloud.redis.scan_iter(match="*sdc-console*"):
+        cloud.redis.delete(key)
+
+
+def heading(session: BrowserSession) -> Any:
+    return session.page.get_by_role("heading", level=1)
+
+
 def sign_in_operator(session: BrowserSession) -> None:
     session.visit("/signin")
     operators = session.page.get_by_role("region", name="Operators")
     operators.get_by_label("Operator credential").fill(TOKEN)
     session.submit(operators.get_by_role("button", name="Sign in as operator"),
                    label="dashboard")
-    expect(session.page.get_by_role("heading", level=1)).to_have_text("Dashboard")
+    expect(heading(session)).to_have_text("Dashboard")
+
+
+def try_tenant_sign_in(session: BrowserSession, login: str, password: str,
+                       status: int = 200, label: str = "tenant-signed-in") -> None:
+    if not session.page.url.startswith(session.url("/signin")):
+        session.visit("/signin")
+    tenants = session.page.get_by_role("region", name="Tenants")
+    tenants.get_by_label("Login").fill(login)
+    tenants.get_by_label("Password").fill(password)
+    session.submit(tenants.get_by_role("button", name="Sign in"), status=status, label=label)
+
+
+def machine_state(session: BrowserSession) -> Any:
+    return session.page.locator("dl.machine-facts div", has_text="State").locator("dd")
+
+
+# ---------------------------------------------------------------------------- operators
 
 
 def test_operator_wrong_credential_is_refused_then_right_one_signs_in(
@@ -57,8 +137,8 @@ def test_operator_wrong_credential_is_refused_then_right_one_signs_in(
     sign_in_operator(session)
 
 
-def test_dashboard_shows_the_fleet(browser_session: Open, console_url: str,
-                                   cloud: Any) -> None:
+def test_dashboard_shows_the_fleet(browser_session: Open, console_url: str, cloud: Any,
+                                   world: dict[str, Any]) -> None:
     session = browser_session(console_url)
     sign_in_operator(session)
     totals = session.page.locator("dl.totals")
@@ -70,10 +150,182 @@ def test_dashboard_shows_the_fleet(browser_session: Open, console_url: str,
         expect(session.page.get_by_role("table", name=re.compile(resource))).to_be_visible()
 
 
-def test_sign_out_ends_the_session(browser_session: Open, console_url: str) -> None:
+def test_operator_sets_up_the_new_server(browser_session: Open, console_url: str,
+                                         cloud: Any, world: dict[str, Any]) -> None:
     session = browser_session(console_url)
     sign_in_operator(session)
+    session.page.get_by_role("navigation", name="Console").get_by_role(
+        "link", name="Servers").click()
+    session.check("servers")
+    expect(heading(session)).to_have_text("Servers")
+    hostname = f"cn{NEW_NODE}"
+    row = session.page.get_by_role("row").filter(
+        has=session.page.get_by_role("rowheader", name=hostname, exact=True))
+    expect(row).to_contain_text("not set up")
+    session.submit(row.get_by_role("button", name=f"Set up {hostname}"), label="set-up")
+    expect(session.page.get_by_role("status").first).to_contain_text(f"{hostname}: set up")
+    expect(row).not_to_contain_text("not set up")
+    assert cloud.server(world["new_node"])["setup"] is True
+    with session.page.expect_navigation():
+        row.get_by_role("link", name=hostname).click()
+    session.check("server-page")
+    expect(heading(session)).to_contain_text(hostname)
+
+
+def test_operator_creates_a_machine_and_watches_its_job(
+        browser_session: Open, console_url: str, cloud: Any, world: dict[str, Any],
+        slow_creates: None) -> None:
+    session = browser_session(console_url)
+    sign_in_operator(session)
+    page = session.page
+    session.visit("/machines", label="machines")
+    with page.expect_navigation():
+        page.get_by_role("link", name="Create a machine").click()
+    session.check("machine-new")
+    page.get_by_label("Owner").fill("alice")
+    page.get_by_label("Name").fill("from-the-console")
+    page.get_by_label("Image").select_option(world["image"]["uuid"])
+    page.get_by_label("Package").select_option("small")
+    page.get_by_label("Tags").fill("role=web")
+    # the machine's page is checked once it runs, below: the job is watched first
+    session.submit(page.get_by_role("button", name="Create"), check=False)
+    expect(heading(session)).to_have_text("Machine from-the-console")
+    # the node is slowed down: the job is still running, and the page links to it
+    job_link = machine_state(session).get_by_role("link")
+    expect(job_link).to_be_visible()
+    with page.expect_navigation():
+        job_link.click()
+    # served while the job ran: the page came with the script that keeps it up to date
+    expect(page.locator("script[src$='job.js']")).to_have_count(1)
+    page.evaluate("() => { window.notReloaded = true; }")
+    session.check("job-running")
+    # job.js brings the timeline up to date without reloading the page
+    expect(page.get_by_role("status")).to_contain_text("finished: succeeded", timeout=WAIT_MS)
+    assert page.evaluate("() => window.notReloaded === true")
+    expect(page.get_by_role("rowheader", name="create_machine")).to_be_visible()
+    session.check("job-finished")
+    session.page.go_back(wait_until="load")
+    page.reload(wait_until="load")
+    session.check("machine-running")
+    expect(machine_state(session)).to_have_text("running")
+    session.visit("/jobs", label="jobs")
+    expect(heading(session)).to_have_text("Jobs")
+
+
+def test_what_if_changes_the_chart(browser_session: Open, console_url: str,
+                                   world: dict[str, Any]) -> None:
+    session = browser_session(console_url)
+    sign_in_operator(session)
+    page = session.page
+    session.visit("/capacity", label="capacity")
+    session.visit("/capacity/whatif", label="whatif-form")
+    form = page.locator("form.whatif")
+
+    def run(servers: int, label: str) -> tuple[str, str]:
+        form.get_by_label("How many servers").fill(str(servers))
+        form.get_by_label("RAM of each").fill("65536")
+        form.get_by_label("CPUs of each").fill("16")
+        form.get_by_label("Disk of each").fill("1048576")
+        form.get_by_label("Package, row 1").select_option(label="large")
+        form.get_by_label("Machines, row 1").fill("2")
+        session.submit(form.get_by_role("button", name="Run the what-if"), label=label)
+        ram = page.get_by_role("figure").filter(has_text="Free RAM")
+        expect(ram).to_be_visible()
+        return str(ram.locator("svg").inner_html()), ram.get_by_role("table").inner_text()
+
+    svg_before, numbers_before = run(0, "whatif-place")
+    svg_after, numbers_after = run(2, "whatif-add-servers")
+    assert svg_after != svg_before
+    assert numbers_after != numbers_before
+    expect(page.get_by_text(re.compile(r"after: \d+ \(2 added\)"))).to_be_visible()
+
+
+# ---------------------------------------------------------------------------- tenants
+
+
+def test_tenant_creates_a_machine_and_cannot_reach_anothers(
+        browser_session: Open, console_url: str, cloud: Any, world: dict[str, Any]) -> None:
+    session = browser_session(console_url)
+    page = session.page
+    try_tenant_sign_in(session, "alice", PASSWORD["alice"])
+    expect(heading(session)).to_have_text("Dashboard")
+    expect(page.get_by_role("navigation", name="Console").get_by_role(
+        "link", name="Servers")).to_have_count(0)
+    session.visit("/machines", label="machines")
+    expect(page.get_by_role("link", name="bobs-box")).to_have_count(0)
+    with page.expect_navigation():
+        page.get_by_role("link", name="Create a machine").click()
+    session.check("machine-new")
+    expect(page.get_by_label("Owner")).to_have_count(0)  # a tenant creates for itself
+    page.get_by_label("Name").fill("alices-box")
+    page.get_by_label("Image").select_option(world["image"]["uuid"])
+    page.get_by_label("Package").select_option("small")
+    session.submit(page.get_by_role("button", name="Create"), label="machine-created")
+    expect(heading(session)).to_have_text("Machine alices-box")
+    created = cloud.api.get("/ops/machines", params={"alias": "alices-box"})[0]
+    assert created["owner_uuid"] == world["account"]["uuid"]
+    wait_until(lambda: cloud.api.get(f"/ops/machines/{created['uuid']}")["state"] == "running",
+               timeout=60, message="alice's machine to run")
+    page.reload(wait_until="load")
+    session.check("machine-running")
+    expect(machine_state(session)).to_contain_text("running")
+
+
+def test_tenant_cannot_open_anothers_machine_by_url(
+        browser_session: Open, console_url: str, cloud: Any, world: dict[str, Any]) -> None:
+    """Another tenant's machine and its job, and the operators' pages, are a 404 for alice,
+    as if they did not exist."""
+    session = browser_session(console_url)
+    try_tenant_sign_in(session, "alice", PASSWORD["alice"])
+    bobs = world["bobs"]
+    bobs_job = cloud.api.get("/ops/jobs", params={"machine_uuid": bobs["uuid"]})[0]["uuid"]
+    for path in (f"/machines/{bobs['uuid']}", f"/jobs/{bobs_job}", "/servers",
+                 f"/servers/{bobs['server_uuid']}", "/capacity"):
+        answer = session.visit(path, status=404, check=False)
+        session.check(path, accessible=False)  # test_not_found_is_a_console_page
+        body = answer.text()
+        for secret in (bobs["uuid"], "bobs-box", bobs_job, "cn0", "cn1"):
+            assert secret not in body, f"{path} shows {secret}"
+    session.visit("/machines", label="machines")
+    expect(session.page.get_by_role("link", name="bobs-box")).to_have_count(0)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "no console not-found page yet: a 404 under /console/ is the head node's JSON error "
+    "(no <title>, no lang: axe's document-title and html-has-lang, both serious); wants a "
+    "console 404 handler rendering console/base.html (headnode/console, the skeleton)"))
+def test_not_found_is_a_console_page(browser_session: Open, console_url: str,
+                                     world: dict[str, Any]) -> None:
+    session = browser_session(console_url)
+    try_tenant_sign_in(session, "alice", PASSWORD["alice"])
+    session.visit(f"/machines/{world['bobs']['uuid']}", status=404, label="not-found")
+
+
+def test_tenant_wrong_password_is_refused_and_sign_out_ends_the_session(
+        browser_session: Open, console_url: str, world: dict[str, Any]) -> None:
+    session = browser_session(console_url)
+    try_tenant_sign_in(session, "alice", "not-alices-password", status=401,
+                       label="wrong-password")
+    expect(session.page.get_by_role("alert")).to_have_text("Wrong login or password.")
+    session.visit("/", label="still-signed-out")
+    assert session.page.url.startswith(f"{console_url}/signin")
+    try_tenant_sign_in(session, "bob", PASSWORD["bob"])
+    expect(session.page.get_by_role("button", name="Sign out")).to_be_visible()
     session.submit(session.page.get_by_role("button", name="Sign out"), label="signed-out")
-    expect(session.page.get_by_role("heading", level=1)).to_have_text("Sign in")
-    session.visit("/", label="after-sign-out")
+    expect(heading(session)).to_have_text("Sign in")
+    session.visit("/machines", label="after-sign-out")
+    assert session.page.url.startswith(f"{console_url}/signin")
+
+
+def test_five_wrong_passwords_are_slowed_down(browser_session: Open, console_url: str,
+                                              cloud: Any, world: dict[str, Any]) -> None:
+    # last in the module: it leaves the browser's address locked out of signing in
+    clear_sign_in_limits(cloud)
+    session = browser_session(console_url)
+    for attempt in range(1, 6):
+        try_tenant_sign_in(session, "alice", f"wrong-{attempt}", status=401,
+                           label=f"wrong-{attempt}")
+    try_tenant_sign_in(session, "alice", PASSWORD["alice"], status=429, label="too-many")
+    expect(session.page.get_by_role("alert")).to_contain_text("Too many failed sign-ins")
+    session.visit("/", label="not-signed-in")
     assert session.page.url.startswith(f"{console_url}/signin")
