@@ -54,3 +54,15 @@ def legend_colour(index: int) -> str:
 
 
 __all__ = ["Chart", "stacked_bar", "legend_colour", "escape"]
+
+
+def meter(title: str, used: float, total: float, unit: str) -> Markup:
+    """A small bar of how much of ``total`` is used (the servers' table); its label says the
+    numbers, and the page prints the share beside it, so no one needs the colour."""
+    share = max(0.0, min(1.0, float(used) / total)) if total else 0.0
+    return Markup('<svg class="meter" role="img" viewBox="0 0 100 10" width="100" height="10" '
+                  'aria-label="{}"><rect x="0" y="0" width="100" height="10" fill="#eceff1" '
+                  'stroke="#4a4a4a" stroke-width="0.5"/><rect x="0" y="0" width="{:.1f}" '
+                  'height="10" fill="{}"/></svg>').format(
+        f"{title}: {100 * share:.0f} % used ({_number(used)} of {_number(total)} {unit})",
+        100 * share, PALETTE[0])

@@ -24,12 +24,16 @@ FAILURES_SINCE = timedelta(hours=24)
 
 
 def visible_jobs(ctx: ServiceContext, viewer: Viewer, *, execution: str | None = None,
-                 limit: int = PER_PAGE, offset: int = 0) -> list[dict[str, Any]]:
+                 machine_uuid: str | None = None, limit: int = PER_PAGE,
+                 offset: int = 0) -> list[dict[str, Any]]:
     """Newest first: every job for an operator, else the jobs of the tenant's machines."""
     if viewer.is_operator:
-        return jobs.list_jobs(ctx, execution=execution, limit=limit, offset=offset)
+        return jobs.list_jobs(ctx, machine_uuid=machine_uuid, execution=execution,
+                              limit=limit, offset=offset)
     owned = select(Machine.uuid).where(Machine.owner_uuid == viewer.account_uuid)
     query = select(Job).where(Job.machine_uuid.in_(owned))
+    if machine_uuid is not None:
+        query = query.where(Job.machine_uuid == machine_uuid)
     if execution is not None:
         query = query.where(Job.execution == execution)
     query = (query.order_by(Job.created_at.desc(), Job.uuid)
@@ -46,12 +50,12 @@ def visible_job(ctx: ServiceContext, viewer: Viewer, uuid: str) -> dict[str, Any
         job = jobs.get_job(ctx, uuid)
     except NotFound:
         abort(404)
-    if not viewer.is_operator and not _owns_machine(ctx, viewer, job["machine_uuid"]):
+    if not viewer.is_operator and not owns_machine(ctx, viewer, job["machine_uuid"]):
         abort(404)
     return job
 
 
-def _owns_machine(ctx: ServiceContext, viewer: Viewer, machine_uuid: str | None) -> bool:
+def owns_machine(ctx: ServiceContext, viewer: Viewer, machine_uuid: str | None) -> bool:
     if not machine_uuid:
         return False  # server and image jobs are the operators'
     try:

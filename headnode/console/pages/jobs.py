@@ -12,9 +12,10 @@ from flask import abort, jsonify, render_template, request
 
 from headnode.console import blueprint, nav_entry
 from headnode.console.pages.catalog_common import PER_PAGE, page_number, page_probed
-from headnode.console.pages.job_scope import visible_job, visible_jobs
+from headnode.console.pages.job_scope import owns_machine, visible_job, visible_jobs
 from headnode.console.pages.job_timeline import human_duration, timeline, to_json
 from headnode.console.viewer import Viewer, service_context, signed_in
+from headnode.services.resolve import is_uuid
 from schemas.ops import JOB_EXECUTIONS
 
 nav_entry("jobs", "Jobs")
@@ -27,7 +28,7 @@ def _duration(seconds: float | None) -> str:
 
 @blueprint.app_template_filter("when")
 def _when(value: datetime | None) -> str:
-    """A time as people read it, in UTC (the title attribute keeps the ISO form)."""
+    """A time as people read it, in UTC (a <time> element's datetime keeps the ISO form)."""
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "—"
 
 
@@ -38,14 +39,28 @@ def _execution_filter() -> str | None:
     return wanted
 
 
+def _machine_filter(viewer: Viewer) -> str | None:
+    """``?machine=``: one machine's jobs (a tenant's own machine, else a 404)."""
+    wanted = request.args.get("machine") or None
+    if wanted is None:
+        return None
+    if not is_uuid(wanted):
+        abort(400, description="machine: a machine's uuid")
+    if not viewer.is_operator and not owns_machine(service_context(), viewer, wanted):
+        abort(404)
+    return wanted
+
+
 @blueprint.get("/jobs", endpoint="jobs")
 @signed_in
 def jobs_page(viewer: Viewer) -> Any:
-    number, execution = page_number(), _execution_filter()
-    rows = visible_jobs(service_context(), viewer, execution=execution,
+    number, execution, machine = page_number(), _execution_filter(), _machine_filter(viewer)
+    rows = visible_jobs(service_context(), viewer, execution=execution, machine_uuid=machine,
                         limit=PER_PAGE + 1, offset=(number - 1) * PER_PAGE)
+    filters = {k: v for k, v in (("execution", execution), ("machine", machine)) if v}
     return render_template("console/jobs.html", pager=page_probed(rows, number),
-                           execution=execution, executions=JOB_EXECUTIONS)
+                           execution=execution, machine=machine, filters=filters,
+                           executions=JOB_EXECUTIONS)
 
 
 @blueprint.get("/jobs/<uuid>")

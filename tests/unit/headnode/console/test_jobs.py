@@ -213,3 +213,16 @@ def test_a_running_job_runs_until_now_and_unrun_cleanup_steps_are_left_out(
     shown = timeline(job, now=T0 + timedelta(seconds=31))
     assert shown.duration == 30.0 and not shown.finished
     assert [s.name for s in shown.steps] == ["reserve", "create"]
+
+
+def test_one_machines_jobs(sdc: Any, client: FlaskClient, operator: FlaskClient,
+                          owned: dict[str, Any]) -> None:
+    mine = owned["mine"].machine_uuid
+    page = operator.get(f"/console/jobs?machine={mine}").get_data(as_text=True)
+    assert job_links(page) == [owned["mine"].uuid] and f"of machine <code>{mine}</code>" in page
+    assert operator.get("/console/jobs?machine=nope").status_code == 400
+    sign_in_as_tenant(client, owned["alice"])
+    assert job_links(client.get(f"/console/jobs?machine={mine}").get_data(as_text=True)) == [
+        owned["mine"].uuid]
+    theirs = owned["theirs"].machine_uuid
+    assert client.get(f"/console/jobs?machine={theirs}").status_code == 404
