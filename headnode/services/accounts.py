@@ -7,6 +7,7 @@ from sqlalchemy.exc import IntegrityError
 
 from headnode.services.context import ServiceContext
 from headnode.services.errors import Conflict, InvalidArgument, NotFound
+from headnode.services.passwords import hash_password
 from headnode.store.models import Account
 from schemas.ops import RESERVED_LOGINS
 
@@ -31,17 +32,21 @@ def get_account(ctx: ServiceContext, ident: str) -> Account:
 
 
 def create_account(
-    ctx: ServiceContext, login: str, email: str, operator: bool = False
+    ctx: ServiceContext, login: str, email: str, operator: bool = False,
+    password: str | None = None,
 ) -> Account:
+    """``password``: the console password (optional; only its hash is kept)."""
     # The schema checks this for API callers; checked again for seeding scripts and the CLI,
     # because a reserved login would shadow an API path for that tenant.
     if login.lower() in RESERVED_LOGINS:
         raise InvalidArgument("login", f"{login!r} is reserved")
+    password_hash = None if password is None else hash_password(password)
     try:
         with ctx.transaction() as session:
             if session.scalar(select(exists().where(Account.login == login))):
                 raise Conflict(f"login {login} is taken", code="DuplicateLogin")
-            account = Account(login=login, email=email, operator=operator)
+            account = Account(login=login, email=email, operator=operator,
+                              password_hash=password_hash)
             session.add(account)
     except IntegrityError as exc:
         raise Conflict(f"login {login} is taken", code="DuplicateLogin") from exc

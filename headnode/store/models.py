@@ -52,6 +52,10 @@ class Account(Timestamps, Base):
     operator: Mapped[bool] = mapped_column(Boolean, default=False)
     # where a machine's NIC goes when its create names no network (None: first public one)
     default_network_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # the console password's argon2 hash (headnode.services.passwords); None: this account
+    # cannot sign in to the console. Never part of any answer.
+    password_hash: Mapped[str | None] = mapped_column(String(256), nullable=True,
+                                                      default=None)
 
 
 class Package(Timestamps, Base):

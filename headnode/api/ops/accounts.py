@@ -6,8 +6,8 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from headnode.api.ops import service_context
-from headnode.services import accounts
-from schemas.ops import Account
+from headnode.services import accounts, passwords
+from schemas.ops import Account, AccountPassword
 
 blp = Blueprint("accounts", __name__, url_prefix="/ops/accounts",
                 description="Accounts: tenants and operators")
@@ -32,3 +32,17 @@ class AccountByIdent(MethodView):
     @blp.response(200, Account)
     def get(self, ident: str) -> Any:
         return accounts.get_account(service_context(), ident)
+
+
+@blp.route("/<ident>/password")
+class AccountPasswordByIdent(MethodView):
+    """The account's console password: set (or replaced), or removed (no console sign-in)."""
+
+    @blp.arguments(AccountPassword)
+    @blp.response(204)
+    def put(self, body: dict[str, Any], ident: str) -> None:
+        passwords.set_password(service_context(), ident, body["password"])
+
+    @blp.response(204)
+    def delete(self, ident: str) -> None:
+        passwords.set_password(service_context(), ident, None)
