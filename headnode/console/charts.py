@@ -66,3 +66,212 @@ def meter(title: str, used: float, total: float, unit: str) -> Markup:
                   'height="10" fill="{}"/></svg>').format(
         f"{title}: {100 * share:.0f} % used ({_number(used)} of {_number(total)} {unit})",
         100 * share, PALETTE[0])
+
+
+# -- line chart and column chart (capacity planner) -----------------------------------------
+# Lines differ by marker shape and dash as well as colour, so no series is told by colour
+# alone; every point carries its value in a <title>.
+
+from datetime import datetime  # noqa: E402 - this appended section's own import
+
+LINE_WIDTH, LINE_HEIGHT = 640, 280
+#: the plot area inside the SVG: left, top, right, bottom margins (room for the axes' labels)
+LINE_MARGIN = (64, 16, 16, 56)
+#: dash pattern per series ("" solid), in the order series are given
+DASHES = ("", "8 4", "2 3", "12 3 2 3")
+X_TICKS, Y_TICKS = 5, 5
+
+
+@dataclass(frozen=True)
+class LineChart:
+    title: str
+    unit: str
+    x_label: str
+    #: the series' names, in drawing order
+    series: list[str]
+    #: one row per point: its x as text and each series' value
+    rows: list[tuple[str, list[float]]]
+    #: per series: its name and a small SVG of its line and marker, for the legend
+    legend: list[tuple[str, Markup]]
+    summary: str
+    svg: Markup
+
+
+def line_chart(title: str, unit: str, x_label: str, series: Sequence[str],
+               points: Sequence[tuple[datetime, Sequence[float]]],
+               y_max: float | None = None) -> LineChart:
+    """Lines over time: ``points`` are (when, one value per series), oldest first. The y
+    axis runs from 0 to ``y_max`` (default: the largest value)."""
+    top = y_max if y_max is not None else max((max(v, default=0.0) for _, v in points),
+                                              default=0.0)
+    top = top if top > 0 else 1.0
+    summary = _line_summary(title, unit, series, points)
+    body = Markup("").join([_line_axes(unit, x_label, points, top),
+                            *(_series(i, name, unit, points, top)
+                              for i, name in enumerate(series))])
+    if not points:
+        body += Markup('<text x="{}" y="{}" text-anchor="middle">no data yet</text>').format(
+            LINE_WIDTH / 2, LINE_HEIGHT / 2)
+    svg = Markup('<svg class="chart line" role="img" viewBox="0 0 {w} {h}" width="{w}" '
+                 'height="{h}" aria-label="{label}">{body}</svg>').format(
+        w=LINE_WIDTH, h=LINE_HEIGHT, label=summary, body=body)
+    rows = [(_when(when), [float(v) for v in values]) for when, values in points]
+    legend = [(name, _legend_sample(i)) for i, name in enumerate(series)]
+    return LineChart(title, unit, x_label, list(series), rows, legend, summary, svg)
+
+
+def _plot_box() -> tuple[float, float, float, float]:
+    left, top, right, bottom = LINE_MARGIN
+    return left, top, LINE_WIDTH - right, LINE_HEIGHT - bottom
+
+
+def _x_of(points: Sequence[tuple[datetime, Sequence[float]]]) -> list[float]:
+    """Each point's x: in proportion to its time (one point, or all at one time: centred)."""
+    x0, _, x1, _ = _plot_box()
+    if not points:
+        return []
+    first, last = points[0][0], points[-1][0]
+    span = (last - first).total_seconds()
+    if span <= 0:
+        return [(x0 + x1) / 2] * len(points)
+    return [x0 + (x1 - x0) * (when - first).total_seconds() / span for when, _ in points]
+
+
+def _y_of(value: float, top: float) -> float:
+    _, y0, _, y1 = _plot_box()
+    return y1 - (y1 - y0) * max(0.0, min(float(value), top)) / top
+
+
+def _line_axes(unit: str, x_label: str, points: Sequence[tuple[datetime, Sequence[float]]],
+               top: float) -> Markup:
+    x0, y0, x1, y1 = _plot_box()
+    parts = [Markup('<line x1="{x0}" y1="{y1}" x2="{x1}" y2="{y1}" stroke="#4a4a4a"/>'
+                    '<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}" stroke="#4a4a4a"/>').format(
+        x0=x0, y0=y0, x1=x1, y1=y1)]
+    for i in range(Y_TICKS + 1):
+        value = top * i / Y_TICKS
+        y = _y_of(value, top)
+        parts.append(Markup('<line x1="{}" y1="{:.1f}" x2="{}" y2="{:.1f}" stroke="#dddddd"/>'
+                            '<text x="{}" y="{:.1f}" text-anchor="end" font-size="12" '
+                            'fill="#1b1b1b">{}</text>').format(
+            x0, y, x1, y, x0 - 6, y + 4, _tick(value)))
+    xs = _x_of(points)
+    for i in _tick_indexes(len(points)):
+        parts.append(Markup('<text x="{:.1f}" y="{}" text-anchor="middle" font-size="12" '
+                            'fill="#1b1b1b">{}</text>').format(
+            xs[i], y1 + 18, _when(points[i][0])))
+    parts.append(Markup('<text x="{:.1f}" y="{}" text-anchor="middle" font-size="13" '
+                        'fill="#1b1b1b">{}</text>').format((x0 + x1) / 2, LINE_HEIGHT - 8,
+                                                            x_label))
+    parts.append(Markup('<text transform="translate(14 {:.1f}) rotate(-90)" '
+                        'text-anchor="middle" font-size="13" fill="#1b1b1b">{}</text>').format(
+        (y0 + y1) / 2, unit))
+    return Markup("").join(parts)
+
+
+def _tick_indexes(n: int) -> list[int]:
+    """Which points get a time under the axis: at most X_TICKS, first and last included."""
+    if n <= X_TICKS:
+        return list(range(n)) if n != 1 else [0]
+    return sorted({round(i * (n - 1) / (X_TICKS - 1)) for i in range(X_TICKS)})
+
+
+def _series(index: int, name: str, unit: str,
+            points: Sequence[tuple[datetime, Sequence[float]]], top: float) -> Markup:
+    colour = PALETTE[index % len(PALETTE)]
+    coords = [(x, _y_of(values[index], top), when, values[index])
+              for x, (when, values) in zip(_x_of(points), points, strict=True)]
+    line = Markup("")
+    if len(coords) > 1:
+        line = Markup('<polyline fill="none" stroke="{}" stroke-width="2" '
+                      'stroke-dasharray="{}" points="{}"/>').format(
+            colour, DASHES[index % len(DASHES)],
+            " ".join(f"{x:.1f},{y:.1f}" for x, y, _, _ in coords))
+    marks = Markup("").join(
+        _marker(index, x, y, Markup("<title>{}: {} {} at {}</title>").format(
+            name, _tick(value), unit, _when(when)))
+        for x, y, when, value in coords)
+    return Markup('<g class="series">{}{}</g>').format(line, marks)
+
+
+def _marker(index: int, x: float, y: float, title: Markup = Markup("")) -> Markup:
+    """A point's mark: circle, square, triangle, diamond by series."""
+    colour, shape = PALETTE[index % len(PALETTE)], index % 4
+    if shape == 0:
+        return Markup('<circle cx="{:.1f}" cy="{:.1f}" r="4" fill="{}">{}</circle>').format(
+            x, y, colour, title)
+    if shape == 1:
+        return Markup('<rect x="{:.1f}" y="{:.1f}" width="8" height="8" fill="{}">{}'
+                      '</rect>').format(x - 4, y - 4, colour, title)
+    corners = ([(0, -5), (5, 4), (-5, 4)] if shape == 2 else
+               [(0, -5), (5, 0), (0, 5), (-5, 0)])
+    return Markup('<polygon points="{}" fill="{}">{}</polygon>').format(
+        " ".join(f"{x + dx:.1f},{y + dy:.1f}" for dx, dy in corners), colour, title)
+
+
+def _legend_sample(index: int) -> Markup:
+    colour = PALETTE[index % len(PALETTE)]
+    return Markup('<svg class="legend-sample" aria-hidden="true" viewBox="0 0 36 12" '
+                  'width="36" height="12"><line x1="0" y1="6" x2="36" y2="6" stroke="{}" '
+                  'stroke-width="2" stroke-dasharray="{}"/>{}</svg>').format(
+        colour, DASHES[index % len(DASHES)], _marker(index, 18, 6))
+
+
+def _line_summary(title: str, unit: str, series: Sequence[str],
+                  points: Sequence[tuple[datetime, Sequence[float]]]) -> str:
+    if not points:
+        return f"{title}: no data yet"
+    span = (f"1 point, at {_when(points[0][0])}" if len(points) == 1 else
+            f"{len(points)} points from {_when(points[0][0])} to {_when(points[-1][0])}")
+    lines = []
+    for i, name in enumerate(series):
+        values = [float(v[i]) for _, v in points]
+        lines.append(f"{name} last {_tick(values[-1])} {unit} (lowest {_tick(min(values))}, "
+                     f"highest {_tick(max(values))})")
+    return f"{title}: {span}; " + "; ".join(lines)
+
+
+def _when(when: datetime) -> str:
+    return when.strftime("%Y-%m-%d %H:%M")
+
+
+def _tick(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 or float(value).is_integer() else f"{value:.1f}"
+
+
+COLUMN_WIDTH, COLUMN_HEIGHT = 240, 200
+#: the plot area inside a column chart: left, top, right, bottom margins
+COLUMN_MARGIN = (64, 24, 8, 36)
+
+
+def column_chart(title: str, unit: str, parts: Sequence[tuple[str, float]]) -> Chart:
+    """Columns side by side on one scale from 0 (e.g. before and after), each labelled
+    under it and with its value over it; its numbers as a ``Chart``'s rows."""
+    left, top_margin, right, bottom = COLUMN_MARGIN
+    x0, y0, x1, y1 = left, top_margin, COLUMN_WIDTH - right, COLUMN_HEIGHT - bottom
+    top = max((max(0.0, float(v)) for _, v in parts), default=0.0) or 1.0
+    slot = (x1 - x0) / max(1, len(parts))
+    shapes = [Markup('<line x1="{x0}" y1="{y1}" x2="{x1}" y2="{y1}" stroke="#4a4a4a"/>'
+                     '<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}" stroke="#4a4a4a"/>'
+                     '<text x="{x0m}" y="{y0t}" text-anchor="end" font-size="12" '
+                     'fill="#1b1b1b">{top}</text><text x="{x0m}" y="{y1t}" text-anchor="end" '
+                     'font-size="12" fill="#1b1b1b">0</text>').format(
+        x0=x0, y0=y0, x1=x1, y1=y1, x0m=x0 - 6, y0t=y0 + 4, y1t=y1 + 4, top=_number(top))]
+    for i, (name, value) in enumerate(parts):
+        height = (y1 - y0) * max(0.0, float(value)) / top
+        x = x0 + slot * i + slot * 0.15
+        shapes.append(Markup(
+            '<rect x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}" fill="{}">'
+            '<title>{}: {} {}</title></rect>'
+            '<text x="{:.1f}" y="{:.1f}" text-anchor="middle" font-size="12" '
+            'fill="#1b1b1b">{}</text>'
+            '<text x="{:.1f}" y="{}" text-anchor="middle" font-size="12" '
+            'fill="#1b1b1b">{}</text>').format(
+            x, y1 - height, slot * 0.7, height, PALETTE[i % len(PALETTE)], name,
+            _number(value), unit, x + slot * 0.35, y1 - height - 4, _number(value),
+            x + slot * 0.35, y1 + 16, name))
+    svg = Markup('<svg class="chart columns" role="img" viewBox="0 0 {w} {h}" width="{w}" '
+                 'height="{h}" aria-label="{label}">{body}</svg>').format(
+        w=COLUMN_WIDTH, h=COLUMN_HEIGHT, label=_summary(title, unit, parts),
+        body=Markup("").join(shapes))
+    return Chart(title, unit, [(n, float(v)) for n, v in parts], svg)
