@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 
 #: every page module, in the order of the navigation
-PAGE_MODULES = ("dashboard", "servers", "machines", "machine_actions", "machine_create", "jobs", "catalog", "catalog_networks", "catalog_accounts",
-                "capacity")
+PAGE_MODULES = ("dashboard", "servers", "machines", "machine_actions", "machine_create", "jobs",
+                "catalog", "catalog_networks", "catalog_accounts", "capacity")
 
 
 def load_pages() -> None:
