@@ -7,9 +7,10 @@ check is axe-core's ``axe.min.js`` from npm, served to the page from a local fil
 Fixtures:
   chromium         module    a headless Chromium (one per module: launching costs a second)
   axe_source       module    the text of axe.min.js
-  browser_session  function  ``open(base_url) -> BrowserSession``; each session is its own
-                             browser context (its own cookies), closed after the test, and the
-                             test fails if any page logged a console error or threw
+  browser_session  function  ``open(base_url, storage_state=None) -> BrowserSession``; each
+                             session is its own browser context (its own cookies), closed
+                             after the test, and the test fails if any page logged a console
+                             error or threw
 
 Every page a session shows is checked (no console error, axe without serious or critical
 violations) and screenshotted into test-artifacts/console/<test>/ at the repo root.
@@ -216,16 +217,19 @@ def describe(violation: dict[str, Any]) -> str:
 
 @pytest.fixture
 def browser_session(chromium: Browser, axe_source: str,
-                    request: pytest.FixtureRequest) -> Iterator[Callable[[str], BrowserSession]]:
-    """``open(base_url)`` a new session (one per signed-in person); screenshots go to
-    test-artifacts/console/<test name>/, emptied first."""
+                    request: pytest.FixtureRequest) -> Iterator[Callable[..., BrowserSession]]:
+    """``open(base_url, storage_state=None)`` a new session (one per signed-in person);
+    screenshots go to test-artifacts/console/<test name>/, emptied first."""
     test_dir = ARTIFACTS / re.sub(r"[^A-Za-z0-9._-]+", "_", request.node.name)
     shutil.rmtree(test_dir, ignore_errors=True)
     sessions: list[BrowserSession] = []
 
-    def open_session(base_url: str) -> BrowserSession:
+    def open_session(base_url: str, storage_state: Any = None) -> BrowserSession:
+        """``storage_state``: cookies another session saved (``context.storage_state()``),
+        to start signed in."""
         test_dir.mkdir(parents=True, exist_ok=True)
-        context = chromium.new_context(viewport={"width": 1280, "height": 900})
+        context = chromium.new_context(viewport={"width": 1280, "height": 900},
+                                       storage_state=storage_state)
         session = BrowserSession(context.new_page(), base_url.rstrip("/"), axe_source, test_dir,
                                  prefix=f"s{len(sessions) + 1}-")
         sessions.append(session)
