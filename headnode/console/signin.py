@@ -68,6 +68,11 @@ def _login_offered() -> str:
     return request.form.get("login", "").strip()[:65]
 
 
+def _login_key() -> str:
+    # flask-limiter skips (and logs an error for) an empty key; no account has this login
+    return _login_offered() or "(none)"
+
+
 def _client_address() -> str:
     return request.remote_addr or "unknown"
 
@@ -84,7 +89,7 @@ def _too_many(limit: RequestLimit) -> Response:
 
 
 #: failures per login (tenant sign-in) and per client address (both forms, counted together)
-per_login = limiter.limit(FAILURE_LIMIT, key_func=_login_offered, deduct_when=_refused,
+per_login = limiter.limit(FAILURE_LIMIT, key_func=_login_key, deduct_when=_refused,
                           on_breach=_too_many)
 per_address = limiter.shared_limit(FAILURE_LIMIT, scope="console-signin-address",
                                    key_func=_client_address, deduct_when=_refused,
