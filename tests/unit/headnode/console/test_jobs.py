@@ -226,3 +226,14 @@ def test_one_machines_jobs(sdc: Any, client: FlaskClient, operator: FlaskClient,
         owned["mine"].uuid]
     theirs = owned["theirs"].machine_uuid
     assert client.get(f"/console/jobs?machine={theirs}").status_code == 404
+
+
+def test_a_job_links_its_machine_and_the_machines_jobs(client: FlaskClient,
+                                                      owned: dict[str, Any]) -> None:
+    sign_in_as_tenant(client, owned["alice"])
+    machine = owned["mine"].machine_uuid
+    page = client.get(f"/console/jobs/{owned['mine'].uuid}").get_data(as_text=True)
+    assert f'href="/console/machines/{machine}"' in page
+    assert f'href="/console/jobs?machine={machine}"' in page
+    listed = client.get("/console/jobs").get_data(as_text=True)
+    assert f'href="/console/machines/{machine}"' in listed
