@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import abort, render_template, request, url_for
+from sqlalchemy import select
 
 from headnode.console import blueprint, nav_entry
 from headnode.console.viewer import Viewer, service_context, signed_in
-from headnode.services import accounts, images, jobs, machines, nics, packages, servers, snapshots
+from headnode.services import accounts, images, jobs, machines, nics, packages, snapshots
 from headnode.services import tenant as tenant_service
 from headnode.services.errors import NotFound, ServiceError
+from headnode.store.models import Account, Server
 from schemas.ops import MACHINE_STATES
 
 PER_PAGE = 50
@@ -131,15 +133,24 @@ def image_choices(viewer: Viewer) -> list[Any]:
     return tenant_service.visible_images(ctx, viewer.account_uuid)
 
 
-def names(viewer: Viewer) -> dict[str, dict[str, str]]:
-    """uuid -> name of what a machine row refers to, for showing rows."""
+def names(viewer: Viewer, rows: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """uuid -> name of what the machines shown refer to: packages and images (a catalog's
+    few), owners and servers of these rows only (a fleet has thousands)."""
     ctx = service_context()
     found = {"package": {p.uuid: p.name for p in packages.list_packages(ctx)},
              "image": {i.uuid: f"{i.name} {i.version}" for i in images.list_images(ctx)}}
     if viewer.is_operator:
-        found["owner"] = {a.uuid: a.login for a in accounts.list_accounts(ctx)}
-        found["server"] = {s.uuid: s.hostname for s in servers.list_servers(ctx)}
+        found["owner"] = _names(Account.uuid, Account.login, {m["owner_uuid"] for m in rows})
+        found["server"] = _names(Server.uuid, Server.hostname,
+                                 {m["server_uuid"] for m in rows if m["server_uuid"]})
     return found
+
+
+def _names(key: Any, name: Any, uuids: set[str]) -> dict[str, str]:
+    if not uuids:
+        return {}
+    with service_context().read() as session:
+        return {k: v for k, v in session.execute(select(key, name).where(key.in_(uuids)))}
 
 
 @blueprint.get("/machines")
@@ -157,7 +168,7 @@ def machines_page(viewer: Viewer) -> Any:
     return render_template(
         "console/machines.html", viewer=viewer, rows=rows, filters=wanted, error=error,
         pager=Pager(number, total), page_url=page_link("console.machines_page"),
-        states=MACHINE_STATES, images=image_choices(viewer), names=names(viewer)), status
+        states=MACHINE_STATES, images=image_choices(viewer), names=names(viewer, rows)), status
 
 
 def visible_machine(viewer: Viewer, machine_uuid: str) -> dict[str, Any]:
@@ -185,7 +196,7 @@ def render_machine(viewer: Viewer, machine_uuid: str, error: ServiceError | Inpu
         "console/machine.html", viewer=viewer, m=machine, nics=_nics(machine["uuid"]),
         snapshots=snapshots.list_snapshots(ctx, machine["uuid"]),
         jobs=jobs.list_jobs(ctx, machine_uuid=machine["uuid"], limit=RECENT_JOBS),
-        packages=packages.list_packages(ctx, active=True), names=names(viewer),
+        packages=packages.list_packages(ctx, active=True), names=names(viewer, [machine]),
         error=error, error_field=getattr(error, "field", None), form=form or {}), status
 
 

@@ -143,6 +143,7 @@ def test_a_machine_page_shows_its_parts(operator: FlaskClient, sdc: Any,
     assert '<th scope="row">user-data</th><td>hello</td>' in page
     assert '<th scope="row">before</th><td>created</td>' in page
     assert "No NICs." in page and "No jobs." in page
+    assert f'href="/console/jobs?machine={machine.uuid}"' in page
     assert fleet["owner"].login in page and fleet["server"].hostname in page
     for action in ("power", "resize", "snapshot", "delete"):
         assert f'action="/console/machines/{machine.uuid}/{action}"' in page
