@@ -35,7 +35,7 @@ AGENT_COUNT = 2
 NEW_NODE = AGENT_COUNT
 PASSWORD = {"alice": "alice-console-password", "bob": "bob-console-password"}
 #: how long a sim node takes to create a machine while a test watches the job run
-SLOW_CREATE_MS = 8000
+SLOW_CREATE_MS = 6000
 #: waits in the browser, in ms (a busy 2-core machine)
 WAIT_MS = 60_000
 
@@ -107,13 +107,15 @@ def sign_in_operator(session: BrowserSession) -> None:
 
 
 def try_tenant_sign_in(session: BrowserSession, login: str, password: str,
-                       status: int = 200, label: str = "tenant-signed-in") -> None:
+                       status: int = 200, label: str = "tenant-signed-in",
+                       accessible: bool = True) -> None:
     if not session.page.url.startswith(session.url("/signin")):
         session.visit("/signin")
     tenants = session.page.get_by_role("region", name="Tenants")
     tenants.get_by_label("Login").fill(login)
     tenants.get_by_label("Password").fill(password)
-    session.submit(tenants.get_by_role("button", name="Sign in"), status=status, label=label)
+    session.submit(tenants.get_by_role("button", name="Sign in"), status=status, check=False)
+    session.check(label, accessible=accessible)
 
 
 @pytest.fixture(scope="module")
@@ -354,14 +356,30 @@ def test_tenant_wrong_password_is_refused_and_sign_out_ends_the_session(
     assert session.page.url.startswith(f"{console_url}/signin")
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "sign-out clears the browser's cookie only: the session is Flask's signed cookie, so a "
+    "copy taken before signing out still signs in (headnode/console/viewer.py: wants a "
+    "server-side session or a per-account sign-out generation in the cookie)"))
+def test_a_cookie_copied_before_sign_out_is_no_good_after(
+        browser_session: Open, console_url: str, world: dict[str, Any]) -> None:
+    session = browser_session(console_url)
+    try_tenant_sign_in(session, "bob", PASSWORD["bob"])
+    copied = session.page.context.storage_state()
+    session.submit(session.page.get_by_role("button", name="Sign out"), label="signed-out")
+    replayed = browser_session(console_url, storage_state=copied)
+    replayed.visit("/machines", label="replayed-cookie")
+    assert replayed.page.url.startswith(f"{console_url}/signin"), "still signed in as bob"
+
+
 def test_five_wrong_passwords_are_slowed_down(browser_session: Open, console_url: str,
                                               cloud: Any, world: dict[str, Any]) -> None:
     # last in the module: it leaves the browser's address locked out of signing in
     clear_sign_in_limits(cloud)
     session = browser_session(console_url)
     for attempt in range(1, 6):
+        # the same refusal five times: axe looks at the first and the last
         try_tenant_sign_in(session, "alice", f"wrong-{attempt}", status=401,
-                           label=f"wrong-{attempt}")
+                           label=f"wrong-{attempt}", accessible=attempt in (1, 5))
     try_tenant_sign_in(session, "alice", PASSWORD["alice"], status=429, label="too-many")
     expect(session.page.get_by_role("alert")).to_contain_text("Too many failed sign-ins")
     session.visit("/", label="not-signed-in")
