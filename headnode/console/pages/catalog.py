@@ -1,6 +1,7 @@
-"""Images and packages. Operators see every image (in every state) and every package, and
-create packages; a tenant sees the images they may use (public ones and their own, active)
-and the active packages, read only, as CloudAPI shows them.
+"""Images and packages. Operators see every image (in every state) and every package,
+create packages and delete one no machine was ever made of; a tenant sees the images they
+may use (public ones and their own, active) and the active packages, read only, as CloudAPI
+shows them.
 
 Networks: ``catalog_networks``; accounts and keys: ``catalog_accounts``."""
 
@@ -69,4 +70,19 @@ def create_package(viewer: Viewer) -> Any:
         errors = refusal_of_service(exc)
         return _packages(viewer, errors), errors.status
     flash(f"Package {created.name} created.", "success")
+    return redirect(url_for("console.packages"))
+
+
+@blueprint.post("/packages/delete")
+@operators_only
+def delete_package(viewer: Viewer) -> Any:
+    ident = request.form.get("package", "")
+    try:
+        package = packages.get_package(service_context(), ident)
+        packages.delete_package(service_context(), package.uuid)
+    except ServiceError as exc:
+        refused = refusal_of_service(exc)
+        refused.message = f"Not deleted. {exc.message}"
+        return _packages(viewer, refused), refused.status
+    flash(f"Package {package.name} deleted.", "success")
     return redirect(url_for("console.packages"))

@@ -298,3 +298,19 @@ def test_an_operator_chooses_whose_keys(operator: FlaskClient, tenants: dict[str
     assert operator.get("/console/keys?account=nobody").status_code == 404
     page = operator.get(f"/console/keys?account={tenants['alice'].uuid}").get_data(as_text=True)
     assert "<h1>SSH keys of alice</h1>" in page
+
+
+def test_deleting_a_package_no_machine_uses(sdc: Any, client: FlaskClient, operator: FlaskClient,
+                                            fleet: dict[str, Any]) -> None:
+    from tests.unit.headnode.api.conftest import make_machine
+
+    spare = make_package(sdc, name="spare")
+    make_machine(sdc, fleet)  # of fleet's package "small"
+    answer = post_form(operator, "/console/packages/delete", {"package": spare.uuid})
+    assert answer.status_code == 302 and count(sdc, Package) == 1
+    used = post_form(operator, "/console/packages/delete", {"package": fleet["package"].uuid})
+    assert used.status_code == 409 and "deactivate it instead" in used.get_data(as_text=True)
+    assert count(sdc, Package) == 1
+    sign_in_as_tenant(client, fleet["owner"])
+    refused = post_form(client, "/console/packages/delete", {"package": fleet["package"].uuid})
+    assert refused.status_code == 404 and count(sdc, Package) == 1
