@@ -27,8 +27,9 @@ MAC = "90:b8:d0:00:00:01"
 #: machine uuids that would name something outside the node's directories, or not the machine
 HOSTILE_UUIDS = ("../canary", "../../etc", "x/..", "*", "9A1E3C44-0000-4000-8000-00000000000B")
 #: more that are no canonical UUID
-NOT_UUIDS = ("..", ".", "", "a" * 36, str(uuid.uuid4()) + "\n", "/etc", "-rf",
-             str(uuid.uuid4()).replace("-", ""), "{" + str(uuid.uuid4()) + "}")
+#: (fixed values: parallel test workers must collect the same test ids)
+NOT_UUIDS = ("..", ".", "", "a" * 36, "172e6e23-cce6-4260-ad7f-de6e45412292\n", "/etc", "-rf",
+             "192e3c6accf24801aa8160905a7e1584", "{e0d41eb6-cb23-41f8-b5e0-20b2e587d80f}")
 NIC = {"mac": MAC, "interface": "net0", "nic_tag": "admin", "ips": ["10.88.0.10/24"]}
 MIGRATION = "9a1e3c44-0000-4000-8000-00000000000c"
 STREAM = {"migration_uuid": MIGRATION, "token": "t" * 32, "snapshot": "migration-1",

@@ -14,7 +14,8 @@ from sdccommon import signing
 from sdccommon.signing import HEADNODE, Refused
 
 MESSAGE_KEY = b"unit-message-key"
-NODE_A, NODE_B = str(uuid.uuid4()), str(uuid.uuid4())
+# fixed: parallel test workers must collect the same test ids (these appear in them)
+NODE_A, NODE_B = "c4e7661a-a0df-49ca-ab4d-785cf4d50e49", "5d0f1d4e-8a51-4a0e-9f3b-2f1f0b8d7c11"
 
 
 @pytest.fixture(autouse=True)
