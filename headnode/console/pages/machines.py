@@ -29,7 +29,7 @@ RECENT_JOBS = 20
 #: what a refused filter or form answers: the page again, with why
 BAD_INPUT = 422
 
-nav_entry("machines", "Machines")
+nav_entry("machines_page", "Machines")
 
 
 class InputError(Exception):

@@ -55,6 +55,7 @@ def test_an_empty_list_says_so(operator: FlaskClient, fleet: dict[str, Any]) -> 
     page = answer.get_data(as_text=True)
     assert answer.status_code == 200
     assert "<h1>Machines</h1>" in page and "No machines match." in page
+    assert re.search(r'<a href="/console/machines"\s+aria-current="page">Machines</a>', page)
     assert listed(page) == []
 
 
@@ -115,6 +116,7 @@ def test_a_tenant_sees_only_its_own_machines(client: FlaskClient, sdc: Any,
     page = client.get("/console/machines").get_data(as_text=True)
     assert listed(page) == [mine.uuid]
     assert 'name="owner"' not in page  # no owner filter: a tenant's list is its own
+    assert re.search(r'<a href="/console/machines"\s+aria-current="page">Machines</a>', page)
     # an owner named in the URL changes nothing
     assert listed(client.get(f"/console/machines?owner={bob.uuid}").get_data(
         as_text=True)) == [mine.uuid]
