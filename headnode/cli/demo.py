@@ -4,6 +4,7 @@ keeps its cloud, so a second run reuses the machines of the first."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,7 @@ def run_demo(ops: OpsClient, supervisor: Supervisor, say: Callable[[str], None])
     deleted): running the demo again never piles machines up."""
     owner_uuid = ensure_demo_catalog(ops)
     image_uuid = ensure_demo_image(ops)
+    show_console_password(ops)
     kept = live_demo_machines(ops, owner_uuid)
     if kept:
         say(f"reusing {len(kept)} machine(s) of an earlier demo on this data dir")
@@ -61,6 +63,15 @@ def run_demo(ops: OpsClient, supervisor: Supervisor, say: Callable[[str], None])
     jobs = wait_for_jobs(ops, [m["job_uuid"] for _, _, m in created], supervisor)
     show_placement(ops, shown + created)
     show_first_job(created, jobs)
+
+
+def show_console_password(ops: OpsClient) -> None:
+    """A new console password for the demo account, each run (only its hash is kept, so
+    an earlier run's cannot be shown again)."""
+    password = secrets.token_urlsafe(12)
+    ops.put(f"/ops/accounts/{DEMO_LOGIN}/password", {"password": password})
+    console().print(f"console sign-in as the tenant: login [bold]{DEMO_LOGIN}[/], password "
+                    f"[bold]{password}[/]", highlight=False)
 
 
 def live_demo_machines(ops: OpsClient, owner_uuid: str) -> list[dict[str, Any]]:

@@ -166,6 +166,8 @@ class Cloud:
         out = console()
         out.print(f"\nthe cloud is up: API [bold]{self.api_url}[/]", highlight=False)
         out.print(f"operator token: {self.token}", highlight=False)
+        out.print(f"web console: [bold]{self.api_url}/console/[/] (operators sign in with the "
+                  "operator token)", highlight=False)
         out.print(f"logs: {self.supervisor.log_dir}/<name>.log", highlight=False)
         if self.ca_file:
             out.print(f"HTTPS: the API's certificate is signed by the CA in {self.ca_file}; "
