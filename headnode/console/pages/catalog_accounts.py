@@ -26,6 +26,8 @@ from schemas.networks import KeyCreate
 from schemas.ops import Account as AccountSchema
 
 ACCOUNT_CHECKBOXES = ("operator",)
+#: the console password, if one is given now (it can be set later: sdc account passwd)
+ACCOUNT_VERBATIM = ("password",)
 
 nav_entry("accounts", "Accounts", operators=True)
 nav_entry("keys", "SSH keys")
@@ -50,7 +52,7 @@ def accounts_page(viewer: Viewer) -> Any:
 @operators_only
 def create_account(viewer: Viewer) -> Any:
     try:
-        attrs = form_body(AccountSchema(), request.form, ACCOUNT_CHECKBOXES)
+        attrs = form_body(AccountSchema(), request.form, ACCOUNT_CHECKBOXES, ACCOUNT_VERBATIM)
         created = accounts.create_account(service_context(), **attrs)
     except ValidationError as exc:
         errors = refusal_of_schema(exc)

@@ -71,12 +71,13 @@ class FormErrors:
         return self.fields.get(name, [])
 
 
-def form_body(schema: Schema, form: MultiDict[str, str],
-              checkboxes: Sequence[str] = ()) -> dict[str, Any]:
+def form_body(schema: Schema, form: MultiDict[str, str], checkboxes: Sequence[str] = (),
+              verbatim: Sequence[str] = ()) -> dict[str, Any]:
     """The form as the schema's JSON body, then loaded by it (ValidationError if refused).
     Empty inputs are left out (a required one is then missing, by name); integers are
     converted when they are integers, else passed on for the schema to refuse; the
-    ``checkboxes`` the form shows are true when ticked and false when not."""
+    ``checkboxes`` the form shows are true when ticked and false when not. Inputs are
+    trimmed of the spaces a paste brings, except the ``verbatim`` ones (a password)."""
     body: dict[str, Any] = {}
     for name, spec in schema.fields.items():
         if spec.dump_only:
@@ -84,7 +85,9 @@ def form_body(schema: Schema, form: MultiDict[str, str],
         if name in checkboxes:
             body[name] = form.get(name) is not None
             continue
-        raw = form.get(name, "").strip()
+        raw = form.get(name, "")
+        if name not in verbatim:
+            raw = raw.strip()
         if not raw:
             continue
         if isinstance(spec, fields.Integer):

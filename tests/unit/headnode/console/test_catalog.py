@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from headnode.store.models import Account, Key, Network, Package
 from tests.unit.headnode.api.conftest import count, make_account, make_image, make_package
 from tests.unit.headnode.auth.conftest import private_key, public_line
-from tests.unit.headnode.console.conftest import post_form, sign_in_as_tenant
+from tests.unit.headnode.console.conftest import csrf_of, post_form, sign_in_as_tenant
 
 
 def row_names(page: str) -> list[str]:
@@ -314,3 +314,22 @@ def test_deleting_a_package_no_machine_uses(sdc: Any, client: FlaskClient, opera
     sign_in_as_tenant(client, fleet["owner"])
     refused = post_form(client, "/console/packages/delete", {"package": fleet["package"].uuid})
     assert refused.status_code == 404 and count(sdc, Package) == 1
+
+
+def test_an_account_made_with_a_console_password_signs_in_with_it(
+        sdc: Any, client: FlaskClient, operator: FlaskClient) -> None:
+    password = "  a long enough passphrase "  # kept as typed, spaces and all
+    answer = post_form(operator, "/console/accounts", {
+        "login": "dave", "email": "dave@example.com", "password": password})
+    assert answer.status_code == 302
+    short = post_form(operator, "/console/accounts", {
+        "login": "erin", "email": "erin@example.com", "password": "too-short"})
+    refused = short.get_data(as_text=True)
+    assert short.status_code == 400 and "password: Length must be between 12" in refused
+    assert "too-short" not in refused  # a password is never sent back
+    assert count(sdc, Account) == 1
+    client.post("/console/signout", data={"csrf_token": csrf_of(refused)})
+    signed = post_form(client, "/console/signin/tenant",
+                       {"login": "dave", "password": password})
+    assert signed.status_code == 302, signed.get_data(as_text=True)
+    assert "dave" in client.get("/console/keys").get_data(as_text=True)
