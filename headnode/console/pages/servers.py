@@ -92,16 +92,32 @@ def servers_page(viewer: Viewer) -> Any:
         back=request.full_path, setup_values={}), code
 
 
-def _package_fits(server: Server) -> list[dict[str, Any]]:
-    """How many more machines of each active package this server takes now."""
+#: a server row's columns of what machines hold: (provisioned, reserved for provisions under
+#: way), per resource of the capacity report
+HELD = {"ram_mb": ("ram_committed_mb", "ram_inflight_mb"),
+        "disk_mb": ("disk_committed_mb", "disk_inflight_mb"),
+        "cpu": ("cpu_committed", "cpu_inflight")}
+
+
+def _capacity(server: Server) -> tuple[bool, list[charts.Chart], list[dict[str, Any]]]:
+    """Whether the server takes machines, its use per resource as the capacity report
+    parts it (what is free: planning's own rule), and how many more machines of each active
+    package it takes now. Computed for this server alone: a fleet's report reads every
+    server."""
     ctx = service_context()
     state, policy = fleet.state_of(server), placement.policy_for(ctx)
+    free = planning.free_of(state, policy)
+    use = [charts.stacked_bar(label, unit, [
+        ("provisioned", getattr(server, HELD[key][0])),
+        ("reserved", getattr(server, HELD[key][1])), ("free", free[key])])
+        for key, label, unit in RESOURCES]
     pipeline = planning.simulation_pipeline(ctx)
     with ctx.read() as session:
         packages = planning.active_packages(session)
-    return [{"name": p.name, "memory": p.memory, "disk": p.disk,
+    fits = [{"name": p.name, "memory": p.memory, "disk": p.disk,
              "fits": planning.fits([state], placement.build_request(p, None), policy,
                                    pipeline)} for p in packages]
+    return planning.is_placeable(state, policy), use, fits
 
 
 @blueprint.get("/servers/<server_uuid>")
@@ -115,18 +131,12 @@ def server_page(viewer: Viewer, server_uuid: str) -> Any:
         abort(404)
     except InputError as exc:
         abort(BAD_INPUT, exc.message)
-    report = next((s for s in planning.report(ctx)["servers"] if s["uuid"] == server.uuid),
-                  None)
-    if report is None:  # forgotten meanwhile
-        abort(404)
-    use = [charts.stacked_bar(label, unit, [(part, report[key][part]) for part in
-                                            ("provisioned", "reserved", "free")])
-           for key, label, unit in RESOURCES]
+    placeable, use, fits = _capacity(server)
     rows, total = machines.list_machines(ctx, limit=PER_PAGE, offset=(number - 1) * PER_PAGE,
                                          server_uuid=server.uuid)
     return render_template(
-        "console/server.html", viewer=viewer, s=server, report=report, use=use,
-        fits=_package_fits(server), machines=rows, pager=Pager(number, total),
+        "console/server.html", viewer=viewer, s=server, placeable=placeable, use=use,
+        fits=fits, machines=rows, pager=Pager(number, total),
         page_url=page_link("console.server_page", server_uuid=server.uuid),
         heartbeat=heartbeat_age(server, time.time()), back=request.full_path)
 

@@ -11,6 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from headnode.services import planning
 from headnode.store.models import Job, Server
 from tests.unit.headnode.api.conftest import (
     make_account,
@@ -160,6 +161,14 @@ def test_a_servers_page_shows_machines_sysinfo_and_what_fits(
     assert set(fits) == {"small", "big"}
     assert int(fits["big"]) < int(fits["small"])
     assert 'role="img"' in page and "RAM: provisioned 1,024 MiB" in page
+    # the same parts as the fleet's capacity report (GET /ops/capacity) gives this server
+    report = next(s for s in planning.report(sdc)["servers"] if s["uuid"] == server.uuid)
+    for key, label, unit in (("ram_mb", "RAM", "MiB"), ("disk_mb", "Disk", "MiB"),
+                             ("cpu", "CPU", "% of a CPU")):
+        parts = report[key]
+        assert (f"{label}: provisioned {parts['provisioned']:,} {unit}, reserved "
+                f"{parts['reserved']:,} {unit}, free {parts['free']:,} {unit}") in page, key
+    assert "takes new machines" in page
 
 
 def test_a_new_node_is_set_up_over_ssh_as_a_job(operator: FlaskClient, sdc: Any,
