@@ -84,3 +84,22 @@ def machine_snapshot(viewer: Viewer, machine_uuid: str) -> Any:
 def machine_delete(viewer: Viewer, machine_uuid: str) -> Any:
     return _run(viewer, machine_uuid, "Delete", lambda: machines.destroy_machine(
         service_context(), machine_uuid, viewer.caller()))
+
+
+#: what may be done with one snapshot: (service, what the flash says it did)
+SNAPSHOT_ACTIONS = {"rollback": (snapshots.rollback_snapshot, "Rollback to"),
+                    "delete": (snapshots.delete_snapshot, "Delete of snapshot")}
+
+
+@blueprint.post("/machines/<machine_uuid>/snapshots/<name>")
+@signed_in
+def machine_snapshot_action(viewer: Viewer, machine_uuid: str, name: str) -> Any:
+    action = request.form.get("action", "")
+
+    def start() -> dict[str, Any]:
+        if action not in SNAPSHOT_ACTIONS:
+            raise InputError("action", f"must be one of {', '.join(SNAPSHOT_ACTIONS)}")
+        return SNAPSHOT_ACTIONS[action][0](service_context(), machine_uuid, name,
+                                           viewer.caller())
+    what = SNAPSHOT_ACTIONS.get(action, (None, "Snapshot action"))[1]
+    return _run(viewer, machine_uuid, f"{what} {name}", start)

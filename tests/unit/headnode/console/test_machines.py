@@ -144,6 +144,7 @@ def test_a_machine_page_shows_its_parts(operator: FlaskClient, sdc: Any,
     assert '<th scope="row">role</th><td>web</td>' in page
     assert '<th scope="row">user-data</th><td>hello</td>' in page
     assert '<th scope="row">before</th><td>created</td>' in page
+    assert 'aria-label="Roll back to snapshot before"' in page
     assert "No NICs." in page and "No jobs." in page
     assert f'href="/console/jobs?machine={machine.uuid}"' in page
     assert fleet["owner"].login in page and fleet["server"].hostname in page
@@ -158,14 +159,19 @@ def test_another_tenants_machine_is_a_404_and_its_actions_change_nothing(
     sign_in_as_tenant(client, fleet["owner"])
     assert client.get(f"/console/machines/{theirs.uuid}").status_code == 404
     assert client.get("/console/machines/not-a-uuid").status_code == 404
+    with sdc.transaction() as session:
+        session.add(MachineSnapshot(machine_uuid=theirs.uuid, name="s0", state="created"))
     for action, form in (("power", {"action": "stop"}), ("resize", {"package": "small"}),
-                         ("snapshot", {"name": "s1"}), ("delete", {})):
+                         ("snapshot", {"name": "s1"}), ("delete", {}),
+                         ("snapshots/s0", {"action": "rollback"}),
+                         ("snapshots/s0", {"action": "delete"})):
         answer = post_form(client, f"/console/machines/{theirs.uuid}/{action}", form)
         assert answer.status_code == 404, action
     assert jobqueue.enqueued == [] and jobs_of(sdc, theirs.uuid) == []
     row = machine_row(sdc, theirs.uuid)
     assert (row.state, row.job_uuid) == ("running", None)
-    assert count(sdc, MachineSnapshot) == 0
+    with sdc.read() as session:
+        assert [(r.name, r.state) for r in session.query(MachineSnapshot)] == [("s0", "created")]
 
 
 @pytest.mark.parametrize("action,form,state,workflow", [
@@ -175,12 +181,16 @@ def test_another_tenants_machine_is_a_404_and_its_actions_change_nothing(
     ("resize", {"package": "large"}, "running", "resize"),
     ("snapshot", {"name": "before-upgrade"}, "running", "snapshot_create"),
     ("delete", {}, "running", "destroy"),
+    ("snapshots/before", {"action": "rollback"}, "running", "snapshot_rollback"),
+    ("snapshots/before", {"action": "delete"}, "stopped", "snapshot_delete"),
 ])
 def test_each_action_starts_its_job_and_says_which(
         client: FlaskClient, sdc: Any, fleet: dict[str, Any], jobqueue: Any, action: str,
         form: dict[str, str], state: str, workflow: str) -> None:
     make_package(sdc, name="large", memory=2048, disk=20480)
     machine = make_machine(sdc, fleet, state=state)
+    with sdc.transaction() as session:
+        session.add(MachineSnapshot(machine_uuid=machine.uuid, name="before", state="created"))
     sign_in_as_tenant(client, fleet["owner"])
     answer = post_form(client, f"/console/machines/{machine.uuid}/{action}", form)
     assert answer.status_code == 303, answer.get_data(as_text=True)
@@ -198,6 +208,8 @@ def test_each_action_starts_its_job_and_says_which(
     ("resize", {}, 422, "package: is required"),
     ("resize", {"package": "nope"}, 422, "package: no package"),
     ("snapshot", {"name": "-bad name"}, 422, "name: 1-64 characters"),
+    ("snapshots/nosuch", {"action": "rollback"}, 404, "snapshot nosuch not found"),
+    ("snapshots/nosuch", {"action": "undo"}, 422, "action: must be one of rollback, delete"),
 ])
 def test_a_refused_action_shows_why_with_its_status(
         operator: FlaskClient, sdc: Any, fleet: dict[str, Any], jobqueue: Any, action: str,
