@@ -72,7 +72,8 @@ def meter(title: str, used: float, total: float, unit: str) -> Markup:
 # Lines differ by marker shape and dash as well as colour, so no series is told by colour
 # alone; every point carries its value in a <title>.
 
-from datetime import datetime  # noqa: E402 - this appended section's own import
+import math  # noqa: E402 - this appended section's own imports
+from datetime import datetime  # noqa: E402
 
 LINE_WIDTH, LINE_HEIGHT = 640, 280
 #: the plot area inside the SVG: left, top, right, bottom margins (room for the axes' labels)
@@ -102,9 +103,8 @@ def line_chart(title: str, unit: str, x_label: str, series: Sequence[str],
                y_max: float | None = None) -> LineChart:
     """Lines over time: ``points`` are (when, one value per series), oldest first. The y
     axis runs from 0 to ``y_max`` (default: the largest value)."""
-    top = y_max if y_max is not None else max((max(v, default=0.0) for _, v in points),
-                                              default=0.0)
-    top = top if top > 0 else 1.0
+    top = y_max if y_max is not None else nice_top(
+        max((max(v, default=0.0) for _, v in points), default=0.0))
     summary = _line_summary(title, unit, series, points)
     body = Markup("").join([_line_axes(unit, x_label, points, top),
                             *(_series(i, name, unit, points, top)
@@ -118,6 +118,16 @@ def line_chart(title: str, unit: str, x_label: str, series: Sequence[str],
     rows = [(_when(when), [float(v) for v in values]) for when, values in points]
     legend = [(name, _legend_sample(i)) for i, name in enumerate(series)]
     return LineChart(title, unit, x_label, list(series), rows, legend, summary, svg)
+
+
+def nice_top(value: float) -> float:
+    """The axis' top: the smallest of 1, 2, 2.5, 5 times a power of ten that is at least
+    ``value`` and splits into Y_TICKS round ticks (a count of 3 gets 0..5, not 0..3)."""
+    if value <= 0:
+        return float(Y_TICKS)
+    scale = 10 ** math.floor(math.log10(value / Y_TICKS))
+    return next(Y_TICKS * step * scale for step in (1, 2, 2.5, 5, 10)
+                if Y_TICKS * step * scale >= value)
 
 
 def _plot_box() -> tuple[float, float, float, float]:
@@ -154,26 +164,46 @@ def _line_axes(unit: str, x_label: str, points: Sequence[tuple[datetime, Sequenc
         parts.append(Markup('<line x1="{}" y1="{:.1f}" x2="{}" y2="{:.1f}" stroke="#dddddd"/>'
                             '<text x="{}" y="{:.1f}" text-anchor="end" font-size="12" '
                             'fill="#1b1b1b">{}</text>').format(
-            x0, y, x1, y, x0 - 6, y + 4, _tick(value)))
-    xs = _x_of(points)
-    for i in _tick_indexes(len(points)):
-        parts.append(Markup('<text x="{:.1f}" y="{}" text-anchor="middle" font-size="12" '
-                            'fill="#1b1b1b">{}</text>').format(
-            xs[i], y1 + 18, _when(points[i][0])))
+            x0, y, x1, y, x0 - 6, y + 4, compact(value)))
+    parts.extend(_time_ticks(points, y1 + 18))
     parts.append(Markup('<text x="{:.1f}" y="{}" text-anchor="middle" font-size="13" '
                         'fill="#1b1b1b">{}</text>').format((x0 + x1) / 2, LINE_HEIGHT - 8,
-                                                            x_label))
+                                                            _axis_title(x_label, points)))
     parts.append(Markup('<text transform="translate(14 {:.1f}) rotate(-90)" '
                         'text-anchor="middle" font-size="13" fill="#1b1b1b">{}</text>').format(
         (y0 + y1) / 2, unit))
     return Markup("").join(parts)
 
 
-def _tick_indexes(n: int) -> list[int]:
-    """Which points get a time under the axis: at most X_TICKS, first and last included."""
-    if n <= X_TICKS:
-        return list(range(n)) if n != 1 else [0]
-    return sorted({round(i * (n - 1) / (X_TICKS - 1)) for i in range(X_TICKS)})
+def _time_ticks(points: Sequence[tuple[datetime, Sequence[float]]], y: float) -> list[Markup]:
+    """Times under the axis: X_TICKS evenly spread over the span (the ends anchored inside
+    the chart), as precise as the span needs; the date is in the axis' title."""
+    if not points:
+        return []
+    x0, _, x1, _ = _plot_box()
+    first, last = points[0][0], points[-1][0]
+    span = last - first
+    if span.total_seconds() <= 0:
+        return [Markup('<text x="{:.1f}" y="{}" text-anchor="middle" font-size="12" '
+                       'fill="#1b1b1b">{}</text>').format((x0 + x1) / 2, y, _when(first))]
+    shape = ("%H:%M:%S" if span.total_seconds() < 600 else
+             "%H:%M" if first.date() == last.date() else
+             "%m-%d %H:%M" if span.days < 3 else "%m-%d")
+    ticks = []
+    for i in range(X_TICKS):
+        anchor = "start" if i == 0 else "end" if i == X_TICKS - 1 else "middle"
+        ticks.append(Markup('<text x="{:.1f}" y="{}" text-anchor="{}" font-size="12" '
+                            'fill="#1b1b1b">{}</text>').format(
+            x0 + (x1 - x0) * i / (X_TICKS - 1), y, anchor,
+            (first + span * i / (X_TICKS - 1)).strftime(shape)))
+    return ticks
+
+
+def _axis_title(x_label: str, points: Sequence[tuple[datetime, Sequence[float]]]) -> str:
+    if not points:
+        return x_label
+    first, last = points[0][0].date(), points[-1][0].date()
+    return f"{x_label}, {first}" + ("" if first == last else f" to {last}")
 
 
 def _series(index: int, name: str, unit: str,
@@ -232,7 +262,15 @@ def _line_summary(title: str, unit: str, series: Sequence[str],
 
 
 def _when(when: datetime) -> str:
-    return when.strftime("%Y-%m-%d %H:%M")
+    return when.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def compact(value: float) -> str:
+    """An axis label that fits beside the axis: 2.4 M, 143 k, 42, 0.5."""
+    for size, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{suffix}"
+    return _tick(value)
 
 
 def _tick(value: float) -> str:
@@ -256,7 +294,9 @@ def column_chart(title: str, unit: str, parts: Sequence[tuple[str, float]]) -> C
                      '<text x="{x0m}" y="{y0t}" text-anchor="end" font-size="12" '
                      'fill="#1b1b1b">{top}</text><text x="{x0m}" y="{y1t}" text-anchor="end" '
                      'font-size="12" fill="#1b1b1b">0</text>').format(
-        x0=x0, y0=y0, x1=x1, y1=y1, x0m=x0 - 6, y0t=y0 + 4, y1t=y1 + 4, top=_number(top))]
+        x0=x0, y0=y0, x1=x1, y1=y1, x0m=x0 - 6, y0t=y0 + 4, y1t=y1 + 4, top=compact(top)),
+              Markup('<text transform="translate(14 {:.1f}) rotate(-90)" text-anchor="middle" '
+                     'font-size="12" fill="#1b1b1b">{}</text>').format((y0 + y1) / 2, unit)]
     for i, (name, value) in enumerate(parts):
         height = (y1 - y0) * max(0.0, float(value)) / top
         x = x0 + slot * i + slot * 0.15
@@ -268,7 +308,7 @@ def column_chart(title: str, unit: str, parts: Sequence[tuple[str, float]]) -> C
             '<text x="{:.1f}" y="{}" text-anchor="middle" font-size="12" '
             'fill="#1b1b1b">{}</text>').format(
             x, y1 - height, slot * 0.7, height, PALETTE[i % len(PALETTE)], name,
-            _number(value), unit, x + slot * 0.35, y1 - height - 4, _number(value),
+            _number(value), unit, x + slot * 0.35, y1 - height - 4, compact(value),
             x + slot * 0.35, y1 + 16, name))
     svg = Markup('<svg class="chart columns" role="img" viewBox="0 0 {w} {h}" width="{w}" '
                  'height="{h}" aria-label="{label}">{body}</svg>').format(
