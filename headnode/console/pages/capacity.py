@@ -81,8 +81,11 @@ def use_chart(points: Sequence[dict[str, Any]]) -> charts.LineChart:
 
 
 def machines_chart(points: Sequence[dict[str, Any]]) -> charts.LineChart:
+    # whole ticks for a count, however small
+    most = max((p["machines"] for p in points), default=0)
     return charts.line_chart("Machines over time", "machines", "Time (UTC)", ["Machines"],
-                             [(p["taken_at"], [float(p["machines"])]) for p in points])
+                             [(p["taken_at"], [float(p["machines"])]) for p in points],
+                             y_max=charts.nice_top(max(most, charts.Y_TICKS)))
 
 
 # -- what if -------------------------------------------------------------------------------

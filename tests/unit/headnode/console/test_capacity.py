@@ -295,7 +295,8 @@ def test_the_forecast_without_enough_history_says_why(operator: FlaskClient, sdc
     text = page(operator, "/console/capacity/forecast")
     assert "<strong>No trend:</strong> not enough capacity history for a trend: 1 snapshot" \
         in text
-    assert cell(text, "forecast-packages", "small")[2] == "none"
+    row = cell(text, "forecast-packages", "small")
+    assert row[2] == "none" and row[-1] == "no trend (see above)"
     assert "forecast-trend" not in text
     assert "<h2 id=\"assumptions\">Assumptions</h2>" in text
 
@@ -327,3 +328,24 @@ def test_a_bad_forecast_window_is_refused_naming_it(operator: FlaskClient, days:
     text = page(operator, f"/console/capacity/forecast?days={days}", status=422)
     assert "(days): " in text and message in text
     assert 'aria-describedby="days-error"' in text and "forecast-packages" not in text
+
+
+# -- the charts ------------------------------------------------------------------------------
+
+def test_a_line_charts_axes_fit_its_data() -> None:
+    from datetime import UTC, datetime
+
+    from headnode.console import charts
+
+    assert [charts.nice_top(v) for v in (0, 3, 5, 7, 37, 142_948)] == [5, 5, 5, 10, 50, 250_000]
+    assert [charts.compact(v) for v in (12, 0.5, 142_948, 2_446_458)] == \
+        ["12", "0.5", "143 k", "2.45 M"]
+    start = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
+    two_days = [(start + timedelta(hours=12 * i), [float(i)]) for i in range(5)]
+    chart = charts.line_chart("Machines", "machines", "Time (UTC)", ["Machines"], two_days)
+    ticks = re.findall(r'font-size="12" fill="#1b1b1b">([^<]+)</text>', str(chart.svg))
+    assert ticks[-5:] == ["12-01 06:00", "12-01 18:00", "12-02 06:00", "12-02 18:00",
+                          "12-03 06:00"]
+    assert "Time (UTC), 2026-12-01 to 2026-12-03" in str(chart.svg)
+    assert ticks[:6] == ["0", "1", "2", "3", "4", "5"]  # y: 0 to nice_top(4) = 5
+    assert chart.rows[0] == ("2026-12-01 06:00:00", [0.0])
