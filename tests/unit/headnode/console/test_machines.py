@@ -71,6 +71,9 @@ def test_an_operator_filters_by_owner_state_server_and_image(
 
     assert listed(operator.get("/console/machines").get_data(as_text=True)) == [
         a.uuid, b.uuid, c.uuid]
+    # a destroyed machine is listed when asked for, without a link to a page it no longer has
+    page = operator.get("/console/machines?state=destroyed").get_data(as_text=True)
+    assert listed(page) == [] and '<th scope="row">gone</th>' in page
     for query, expected in (("owner=bob", [b.uuid]), (f"owner={bob.uuid}", [b.uuid]),
                             ("owner=alice", [a.uuid, c.uuid]), ("state=stopped", [b.uuid]),
                             (f"server={other_server.uuid}", [c.uuid]),
