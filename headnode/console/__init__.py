@@ -17,7 +17,7 @@ import hashlib
 import hmac
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, request
+from flask import Blueprint, Flask, current_app, render_template, request
 from flask_wtf.csrf import CSRFProtect
 
 from headnode.config import HeadnodeSettings
@@ -40,6 +40,12 @@ def nav_entry(endpoint: str, label: str, operators: bool = False) -> None:
 def _check_csrf() -> None:
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         csrf.protect()
+
+
+@blueprint.errorhandler(404)
+def _not_found(_error: Exception) -> Any:
+    """A console page, not the APIs' JSON: what is not the viewer's looks like nothing."""
+    return render_template("console/not_found.html"), 404
 
 
 @blueprint.app_context_processor

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from flask import abort, current_app, redirect, request, session, url_for
+from flask import abort, current_app, g, redirect, request, session, url_for
 
+from headnode.services import console_sessions
 from headnode.services.context import ServiceContext
 
 OPERATOR = "operator"
@@ -36,6 +37,11 @@ class Viewer:
             return {"type": "operator", "via": "console"}
         return {"type": "console", "account": self.account_uuid, "login": self.login}
 
+    @property
+    def session_login(self) -> str:
+        """Whose sessions a password change ends (the operator's: none of a tenant's)."""
+        return self.login if not self.is_operator else ":operator"
+
     def to_session(self) -> dict[str, str]:
         return {"kind": self.kind, "login": self.login, "account_uuid": self.account_uuid}
 
@@ -45,20 +51,40 @@ def service_context() -> ServiceContext:
 
 
 def current_viewer() -> Viewer | None:
+    """Who the request's session is, if it is still on (once per request)."""
+    if "console_viewer" in g:
+        return cast(Viewer | None, g.console_viewer)
+    g.console_viewer = _session_viewer()
+    return cast(Viewer | None, g.console_viewer)
+
+
+def _session_viewer() -> Viewer | None:
     data = session.get(SESSION_KEY)
     if not isinstance(data, dict) or data.get("kind") not in (OPERATOR, TENANT):
         return None
-    return Viewer(str(data["kind"]), str(data.get("login", "")),
-                  str(data.get("account_uuid", "")))
+    viewer = Viewer(str(data["kind"]), str(data.get("login", "")),
+                    str(data.get("account_uuid", "")))
+    sid = data.get("sid")
+    if not isinstance(sid, str) or not console_sessions.alive(service_context(), sid,
+                                                              viewer.session_login):
+        session.clear()  # signed out (here or on another API process), or expired
+        return None
+    return viewer
 
 
 def sign_in(viewer: Viewer) -> None:
     session.clear()  # a new session for a new sign-in: nothing carried over
-    session[SESSION_KEY] = viewer.to_session()
+    sid = console_sessions.start(service_context(), viewer.session_login)
+    session[SESSION_KEY] = {**viewer.to_session(), "sid": sid}
+    g.console_viewer = viewer
 
 
 def sign_out() -> None:
+    data = session.get(SESSION_KEY)
+    if isinstance(data, dict) and isinstance(data.get("sid"), str):
+        console_sessions.end(service_context(), data["sid"])
     session.clear()
+    g.console_viewer = None
 
 
 def signed_in(view: View) -> View:

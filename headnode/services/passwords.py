@@ -14,6 +14,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import or_, select
 
+from headnode.services import console_sessions
 from headnode.services.context import ServiceContext
 from headnode.services.errors import InvalidArgument, NotFound
 from headnode.store.models import Account
@@ -52,6 +53,8 @@ def set_password(ctx: ServiceContext, ident: str, password: str | None) -> Accou
         if account is None:
             raise NotFound("account", ident)
         account.password_hash = new_hash
+    # a new password (or none) ends the console sessions the old one opened
+    console_sessions.end_all(ctx, account.login)
     return account
 
 

@@ -40,8 +40,13 @@ def operator(client: FlaskClient) -> FlaskClient:
 def sign_in_as_tenant(client: FlaskClient, account: Any) -> FlaskClient:
     """The test client signed in as ``account`` (an Account row) without its password: for
     the pages' tests (test_signin.py tests the password sign-in itself)."""
-    from headnode.console.viewer import SESSION_KEY, TENANT, Viewer
+    from headnode.console.viewer import SESSION_KEY, TENANT, Viewer, service_context
+    from headnode.services import console_sessions
 
+    viewer = Viewer(TENANT, account.login, account.uuid)
+    assert client.application is not None
+    with client.application.app_context():
+        sid = console_sessions.start(service_context(), viewer.session_login)
     with client.session_transaction() as session:
-        session[SESSION_KEY] = Viewer(TENANT, account.login, account.uuid).to_session()
+        session[SESSION_KEY] = {**viewer.to_session(), "sid": sid}
     return client

@@ -103,8 +103,9 @@ def test_a_tenant_signs_in_with_login_and_password_and_out(
     answer = tenant_signin(client, "alice", PASSWORD, next="/console/")
     assert answer.status_code == 302 and answer.headers["Location"] == "/console/"
     with client.session_transaction("/console/") as session:
-        assert session[SESSION_KEY] == {"kind": TENANT, "login": "alice",
-                                        "account_uuid": tenants["alice"].uuid}
+        kept = dict(session[SESSION_KEY])
+        assert kept.pop("sid")  # the server-side session's id (headnode.services.console_sessions)
+        assert kept == {"kind": TENANT, "login": "alice", "account_uuid": tenants["alice"].uuid}
     page = client.get("/console/").get_data(as_text=True)
     assert "<span>alice</span>" in page and "(operator)" not in page
     sign_out(client)
@@ -226,3 +227,29 @@ def test_the_counts_live_in_the_head_nodes_redis(client: FlaskClient, settings: 
     assert _fail(client, "alice", "192.0.2.20") == 429
     shared.delete(*keys)
     assert tenant_signin(client, "alice", PASSWORD, "192.0.2.20").status_code == 302
+
+
+def test_a_cookie_kept_from_before_sign_out_is_signed_out_too(operator: FlaskClient) -> None:
+    page = operator.get("/console/").get_data(as_text=True)
+    kept = operator.get_cookie("sdc_console", path="/console")
+    assert kept is not None
+    operator.post("/console/signout", data={"csrf_token": csrf_of(page)})
+    operator.set_cookie("sdc_console", kept.value, path="/console")
+    assert operator.get("/console/").status_code == 302
+
+
+def test_a_new_password_ends_the_sessions_of_the_old_one(
+        client: FlaskClient, sdc: Any, fleet: dict[str, Any]) -> None:
+    from headnode.services import passwords
+    from tests.unit.headnode.console.conftest import sign_in_as_tenant
+
+    sign_in_as_tenant(client, fleet["owner"])
+    assert client.get("/console/").status_code == 200
+    passwords.set_password(sdc, "alice", "a new password, long enough")
+    assert client.get("/console/").status_code == 302
+
+
+def test_what_is_not_there_is_a_console_page(operator: FlaskClient) -> None:
+    answer = operator.get("/console/machines/00000000-0000-4000-8000-000000000000")
+    assert answer.status_code == 404
+    assert "<h1>Not found</h1>" in answer.get_data(as_text=True)
