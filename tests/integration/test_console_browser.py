@@ -289,11 +289,23 @@ def test_tenant_signs_in_and_creates_a_machine(signed_in: SignIn, cloud: Any,
     expect(heading(session)).to_have_text("Machine alices-box")
     created = cloud.api.get("/ops/machines", params={"alias": "alices-box"})[0]
     assert created["owner_uuid"] == world["account"]["uuid"]
-    wait_until(lambda: cloud.api.get(f"/ops/machines/{created['uuid']}")["state"] == "running",
+    wait_until(lambda: state_of(cloud, created["uuid"]) == "running",
                timeout=60, message="alice's machine to run")
     page.reload(wait_until="load")
     session.check("machine-running")
     expect(machine_state(session)).to_contain_text("running")
+    # and stops it from its page
+    session.submit(page.get_by_role("button", name="Stop", exact=True), label="stop-started")
+    expect(page.get_by_role("status").first).to_contain_text("Stop started: job")
+    wait_until(lambda: state_of(cloud, created["uuid"]) == "stopped",
+               timeout=60, message="alice's machine to stop")
+    page.reload(wait_until="load")
+    session.check("machine-stopped")
+    expect(machine_state(session)).to_contain_text("stopped")
+
+
+def state_of(cloud: Any, machine_uuid: str) -> str:
+    return str(cloud.api.get(f"/ops/machines/{machine_uuid}")["state"])
 
 
 def test_tenant_cannot_open_anothers_machine_by_url(signed_in: SignIn, cloud: Any,
