@@ -315,3 +315,85 @@ def column_chart(title: str, unit: str, parts: Sequence[tuple[str, float]]) -> C
         w=COLUMN_WIDTH, h=COLUMN_HEIGHT, label=_summary(title, unit, parts),
         body=Markup("").join(shapes))
     return Chart(title, unit, [(n, float(v)) for n, v in parts], svg)
+
+
+# -- range chart (capacity forecast) ---------------------------------------------------------
+
+RANGE_WIDTH, RANGE_ROW = 640, 30
+#: left (room for the rows' names), top, right, bottom (the axis' ticks and title)
+RANGE_MARGIN = (150, 8, 24, 44)
+#: a row's name is cut to this many characters in the chart (whole in its <title>)
+RANGE_NAME = 16
+
+
+def range_chart(title: str, unit: str,
+                rows: Sequence[tuple[str, float | None, float | None, float | None]]) -> Chart:
+    """Per row (name, value, low, high): a bar to the value and a whisker from low to high
+    (high None: open to the right, drawn as an arrow to the edge); value None: "no value".
+    The rows' numbers go in the page's own table (the returned ``Chart.rows``: the values)."""
+    left, top_margin, right, bottom = RANGE_MARGIN
+    height = top_margin + RANGE_ROW * max(1, len(rows)) + bottom
+    x0, x1, y1 = left, RANGE_WIDTH - right, height - bottom
+    top = nice_top(max((v for _, *vs in rows for v in vs if v is not None), default=0.0))
+
+    parts = [f'<line x1="{x0}" y1="{y1}" x2="{x1}" y2="{y1}" stroke="#4a4a4a"/>']
+    for i in range(Y_TICKS + 1):
+        x = x0 + (x1 - x0) * i / Y_TICKS
+        parts.append(f'<line x1="{x:.1f}" y1="{top_margin}" x2="{x:.1f}" y2="{y1}" '
+                     f'stroke="#dddddd"/><text x="{x:.1f}" y="{y1 + 16}" text-anchor="middle" '
+                     f'font-size="12" fill="#1b1b1b">{compact(top * i / Y_TICKS)}</text>')
+    parts.append(f'<text x="{(x0 + x1) / 2:.1f}" y="{height - 8}" text-anchor="middle" '
+                 f'font-size="13" fill="#1b1b1b">{escape(unit)}</text>')
+    for i, (name, value, low, high) in enumerate(rows):
+        parts.append(_range_row(i, name, unit, (value, low, high), (x0, x1, top)))
+    summary = f"{title}: " + "; ".join(_range_words(n, v, lo, hi, unit) for n, v, lo, hi in rows)
+    svg = Markup('<svg class="chart range" role="img" viewBox="0 0 {w} {h}" width="{w}" '
+                 'height="{h}" aria-label="{label}">{body}</svg>').format(
+        w=RANGE_WIDTH, h=height, label=summary if rows else f"{title}: no rows",
+        body=Markup("".join(parts)))
+    return Chart(title, unit, [(n, float(v)) for n, v, _, _ in rows if v is not None], svg)
+
+
+def _range_row(i: int, name: str, unit: str,
+               values: tuple[float | None, float | None, float | None],
+               scale: tuple[float, float, float]) -> str:
+    value, low, high = values
+    left, right, top = scale
+
+    def x_of(amount: float) -> float:
+        return left + (right - left) * max(0.0, min(amount, top)) / top
+
+    y = RANGE_MARGIN[1] + RANGE_ROW * i + RANGE_ROW / 2
+    shown = name if len(name) <= RANGE_NAME else name[:RANGE_NAME - 1] + "…"
+    row = [f'<text x="{RANGE_MARGIN[0] - 8}" y="{y + 4:.1f}" text-anchor="end" font-size="13" '
+           f'fill="#1b1b1b">{escape(shown)}<title>{escape(name)}</title></text>']
+    if value is None:
+        row.append(f'<text x="{RANGE_MARGIN[0] + 6}" y="{y + 4:.1f}" font-size="12" '
+                   f'fill="#4a4a4a">no date</text>')
+        return "".join(row)
+    colour = PALETTE[0]
+    words = escape(_range_words(name, value, low, high, unit))
+    row.append(f'<rect x="{RANGE_MARGIN[0]}" y="{y - 7:.1f}" '
+               f'width="{x_of(value) - RANGE_MARGIN[0]:.1f}" height="14" fill="{colour}" '
+               f'fill-opacity="0.35"><title>{words}</title></rect>')
+    if low is not None:
+        end = x_of(high) if high is not None else right
+        row.append(f'<line x1="{x_of(low):.1f}" y1="{y:.1f}" x2="{end:.1f}" y2="{y:.1f}" '
+                   f'stroke="#1b1b1b" stroke-width="2"/>'
+                   f'<line x1="{x_of(low):.1f}" y1="{y - 6:.1f}" x2="{x_of(low):.1f}" '
+                   f'y2="{y + 6:.1f}" stroke="#1b1b1b" stroke-width="2"/>')
+        row.append(f'<line x1="{end:.1f}" y1="{y - 6:.1f}" x2="{end:.1f}" y2="{y + 6:.1f}" '
+                   f'stroke="#1b1b1b" stroke-width="2"/>' if high is not None else
+                   f'<polygon points="{end:.1f},{y:.1f} {end - 7:.1f},{y - 5:.1f} '
+                   f'{end - 7:.1f},{y + 5:.1f}" fill="#1b1b1b"/>')
+    row.append(f'<circle cx="{x_of(value):.1f}" cy="{y:.1f}" r="4" fill="{colour}"/>')
+    return "".join(row)
+
+
+def _range_words(name: str, value: float | None, low: float | None, high: float | None,
+                 unit: str) -> str:
+    if value is None:
+        return f"{name} no date"
+    spread = ("" if low is None else
+              f" ({_tick(low)} to {_tick(high) if high is not None else 'no end'})")
+    return f"{name} {_tick(value)} {unit}{spread}"

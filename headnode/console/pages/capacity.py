@@ -171,5 +171,20 @@ def capacity_forecast(viewer: Viewer) -> Any:
             errors = forms.service_errors(exc)
     page = render_template("console/capacity_forecast.html", viewer=viewer, days=days_text,
                            errors=errors, forecast=answer, resources=RESOURCES,
-                           label=forms.field_label)
+                           label=forms.field_label, dates=answer and dates_chart(answer))
     return page, (REFUSED if errors else 200)
+
+
+def dates_chart(answer: dict[str, Any]) -> charts.Chart | None:
+    """Days from now until each package stops fitting, with the range of the trend's
+    uncertainty; None when no package has a date."""
+    now = answer["now"]
+
+    def days_to(when: Any) -> float | None:
+        return None if when is None else (when - now).total_seconds() / 86400
+
+    rows = [(p["name"], days_to(p["date"]), days_to(p["earliest"]), days_to(p["latest"]))
+            for p in answer["packages"]]
+    if not any(days is not None for _, days, _, _ in rows):
+        return None
+    return charts.range_chart("Days until each package stops fitting", "days from now", rows)

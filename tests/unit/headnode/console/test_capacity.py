@@ -297,7 +297,7 @@ def test_the_forecast_without_enough_history_says_why(operator: FlaskClient, sdc
         in text
     row = cell(text, "forecast-packages", "small")
     assert row[2] == "none" and row[-1] == "no trend (see above)"
-    assert "forecast-trend" not in text
+    assert "forecast-trend" not in text and 'class="chart range"' not in text
     assert "<h2 id=\"assumptions\">Assumptions</h2>" in text
 
 
@@ -313,6 +313,14 @@ def test_the_forecast_shows_the_services_dates_trend_and_assumptions(
     row = cell(text, "forecast-packages", "small")
     assert row[0] == f"{small['fits_now']:,}" and row[1] == f"{small['ram_mb_until']:,}"
     assert row[2] == small["date"].strftime("%Y-%m-%d") and row[5] == f"{small['days']:,.1f}"
+    chart = re.search(r'<svg class="chart range"[^>]*aria-label="([^"]*)">(.*?)</svg>', text,
+                      re.S)
+    assert chart and re.fullmatch(r"Days until each package stops fitting: small ([\d.,]+) "
+                                  r"days from now \(([\d.,]+) to ([\d.,]+)\)", chart.group(1))
+    days, earliest, latest = (float(n.replace(",", "")) for n in re.findall(
+        r"[\d.,]+(?= days| to |\))", chart.group(1)))
+    assert earliest <= days <= latest and days == pytest.approx(small["days"], abs=0.05)
+    assert chart.group(2).count("<circle") == sum(1 for p in answer["packages"] if p["date"])
     trend = cell(text, "forecast-trend", "RAM (MiB): sets the pace")
     assert trend[0] == "+2,048.0" and trend[3] == "11"
     assert "11 snapshots in the last 30 days" in text
