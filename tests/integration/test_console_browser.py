@@ -29,9 +29,9 @@ from tests.support.wait import wait_until
 chromium, axe_source = browser.chromium, browser.axe_source
 browser_session = browser.browser_session
 
-#: two set-up sim nodes to place on (fewer processes on a 2-core machine); a third one
-#: registers later and waits for an operator to set it up
-AGENT_COUNT = 2
+#: one set-up sim node to place on (the fewer processes, the faster on a 2-core machine); a
+#: second one registers later and waits for an operator to set it up
+AGENT_COUNT = 1
 NEW_NODE = AGENT_COUNT
 PASSWORD = {"alice": "alice-console-password", "bob": "bob-console-password"}
 #: how long a sim node takes to create a machine while a test watches the job run
