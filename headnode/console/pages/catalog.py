@@ -9,22 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import flash, redirect, render_template, request, url_for
-from marshmallow import ValidationError
+from flask import render_template, request
 
 from headnode.console import blueprint, nav_entry
 from headnode.console.pages.catalog_common import (
     FormErrors,
+    back_to,
     form_body,
     page_number,
     page_of,
-    refusal_of_schema,
-    refusal_of_service,
+    submitted,
 )
 from headnode.console.viewer import Viewer, operators_only, service_context, signed_in
 from headnode.services import images, packages
 from headnode.services import tenant as tenant_service
-from headnode.services.errors import ServiceError
 from schemas.ops import Package as PackageSchema
 
 #: the package form's checkboxes (ticked: true, else false)
@@ -60,29 +58,18 @@ def packages_page(viewer: Viewer) -> Any:
 @blueprint.post("/packages")
 @operators_only
 def create_package(viewer: Viewer) -> Any:
-    try:
+    def act() -> str:
         attrs = form_body(PackageSchema(), request.form, PACKAGE_CHECKBOXES)
-        created = packages.create_package(service_context(), attrs)
-    except ValidationError as exc:
-        errors = refusal_of_schema(exc)
-        return _packages(viewer, errors), errors.status
-    except ServiceError as exc:
-        errors = refusal_of_service(exc)
-        return _packages(viewer, errors), errors.status
-    flash(f"Package {created.name} created.", "success")
-    return redirect(url_for("console.packages"))
+        return f"Package {packages.create_package(service_context(), attrs).name} created."
+    return submitted(lambda errors: _packages(viewer, errors), act, back_to("console.packages"))
 
 
 @blueprint.post("/packages/delete")
 @operators_only
 def delete_package(viewer: Viewer) -> Any:
-    ident = request.form.get("package", "")
-    try:
-        package = packages.get_package(service_context(), ident)
+    def act() -> str:
+        package = packages.get_package(service_context(), request.form.get("package", ""))
         packages.delete_package(service_context(), package.uuid)
-    except ServiceError as exc:
-        refused = refusal_of_service(exc)
-        refused.message = f"Not deleted. {exc.message}"
-        return _packages(viewer, refused), refused.status
-    flash(f"Package {package.name} deleted.", "success")
-    return redirect(url_for("console.packages"))
+        return f"Package {package.name} deleted."
+    return submitted(lambda errors: _packages(viewer, errors), act, back_to("console.packages"),
+                     refused="Not deleted.")

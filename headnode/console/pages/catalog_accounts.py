@@ -4,23 +4,24 @@ A key reaches the account's machines (authorized_keys) as when added through the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from flask import abort, flash, redirect, render_template, request, url_for
-from marshmallow import ValidationError
+from flask import abort, render_template, request
+from werkzeug.wrappers import Response
 
 from headnode.console import blueprint, nav_entry
 from headnode.console.pages.catalog_common import (
     FormErrors,
+    back_to,
     form_body,
     page_number,
     page_of,
-    refusal_of_schema,
-    refusal_of_service,
+    submitted,
 )
 from headnode.console.viewer import Viewer, operators_only, service_context, signed_in
 from headnode.services import accounts, keys
-from headnode.services.errors import NotFound, ServiceError
+from headnode.services.errors import NotFound
 from headnode.store.models import Account
 from schemas.networks import KeyCreate
 from schemas.ops import Account as AccountSchema
@@ -51,17 +52,10 @@ def accounts_page(viewer: Viewer) -> Any:
 @blueprint.post("/accounts")
 @operators_only
 def create_account(viewer: Viewer) -> Any:
-    try:
+    def act() -> str:
         attrs = form_body(AccountSchema(), request.form, ACCOUNT_CHECKBOXES, ACCOUNT_VERBATIM)
-        created = accounts.create_account(service_context(), **attrs)
-    except ValidationError as exc:
-        errors = refusal_of_schema(exc)
-        return _accounts(errors), errors.status
-    except ServiceError as exc:
-        errors = refusal_of_service(exc)
-        return _accounts(errors), errors.status
-    flash(f"Account {created.login} created.", "success")
-    return redirect(url_for("console.accounts"))
+        return f"Account {accounts.create_account(service_context(), **attrs).login} created."
+    return submitted(_accounts, act, back_to("console.accounts"))
 
 
 # ---------------------------------------------------------------------------- keys
@@ -93,44 +87,41 @@ def keys_page(viewer: Viewer) -> Any:
     return _keys(viewer, _whose_keys(viewer, request.args.get("account")))
 
 
-def _back_to_keys(viewer: Viewer, account: Account) -> Any:
+def _back_to_keys(viewer: Viewer, account: Account) -> Callable[[], Response]:
     if viewer.is_operator:
-        return redirect(url_for("console.keys", account=account.login))
-    return redirect(url_for("console.keys"))
+        return back_to("console.keys", account=account.login)
+    return back_to("console.keys")
+
+
+def _keys_of_form(viewer: Viewer) -> Account:
+    account = _whose_keys(viewer, request.form.get("account"))
+    if account is None:
+        abort(400, description="account: say whose key this is")
+    return account
 
 
 @blueprint.post("/keys")
 @signed_in
 def add_key(viewer: Viewer) -> Any:
-    account = _whose_keys(viewer, request.form.get("account"))
-    if account is None:
-        abort(400, description="account: say whose key this is")
-    try:
+    account = _keys_of_form(viewer)
+
+    def act() -> str:
         body = form_body(KeyCreate(), request.form)
         created = keys.create_key(service_context(), account.uuid, body.get("name"),
                                   body["key"])
-    except ValidationError as exc:
-        errors = refusal_of_schema(exc)
-        return _keys(viewer, account, errors), errors.status
-    except ServiceError as exc:
-        errors = refusal_of_service(exc)
-        return _keys(viewer, account, errors), errors.status
-    flash(f"Key {created.name} added.", "success")
-    return _back_to_keys(viewer, account)
+        return f"Key {created.name} added."
+    return submitted(lambda errors: _keys(viewer, account, errors), act,
+                     _back_to_keys(viewer, account))
 
 
 @blueprint.post("/keys/delete")
 @signed_in
 def delete_key(viewer: Viewer) -> Any:
-    account = _whose_keys(viewer, request.form.get("account"))
-    if account is None:
-        abort(400, description="account: say whose key this is")
+    account = _keys_of_form(viewer)
     name = request.form.get("name", "")
-    try:
+
+    def act() -> str:
         keys.delete_key(service_context(), account.uuid, name)
-    except ServiceError as exc:
-        refused = refusal_of_service(exc)
-        refused.message = f"Not deleted. {exc.message}"
-        return _keys(viewer, account, refused), refused.status
-    flash(f"Key {name} deleted.", "success")
-    return _back_to_keys(viewer, account)
+        return f"Key {name} deleted."
+    return submitted(lambda errors: _keys(viewer, account, errors), act,
+                     _back_to_keys(viewer, account), refused="Not deleted.")

@@ -5,13 +5,14 @@ as ``/ops`` (no second copy), and its errors name their fields."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from flask import abort, request
+from flask import abort, flash, redirect, request, url_for
 from marshmallow import Schema, ValidationError, fields
 from werkzeug.datastructures import MultiDict
+from werkzeug.wrappers import Response
 
 from headnode.services.errors import ServiceError
 
@@ -115,3 +116,26 @@ def refusal_of_service(error: ServiceError) -> FormErrors:
     by_field = ({str(k): [str(m) for m in v] for k, v in raw.items()}
                 if isinstance(raw, dict) else {})
     return FormErrors(by_field, error.status, f"Not saved. {error.message}")
+
+
+def submitted(render: Callable[[FormErrors], str], act: Callable[[], str],
+              then: Callable[[], Response], refused: str = "") -> Any:
+    """A form's action: ``act`` does it and says what it did (flashed, then ``then``
+    redirects: PRG); a refusal renders the page again (``render``) with why, under its
+    status. ``refused`` replaces the service refusal's "Not saved." (a deletion's)."""
+    try:
+        done = act()
+    except ValidationError as exc:
+        errors = refusal_of_schema(exc)
+    except ServiceError as exc:
+        errors = refusal_of_service(exc)
+        if refused:
+            errors.message = f"{refused} {exc.message}"
+    else:
+        flash(done, "success")
+        return then()
+    return render(errors), errors.status
+
+
+def back_to(endpoint: str, **values: Any) -> Callable[[], Response]:
+    return lambda: redirect(url_for(endpoint, **values))

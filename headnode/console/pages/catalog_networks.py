@@ -6,21 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import flash, redirect, render_template, request, url_for
-from marshmallow import ValidationError
+from flask import render_template, request
 
 from headnode.console import blueprint, nav_entry
 from headnode.console.pages.catalog_common import (
     FormErrors,
+    back_to,
     form_body,
     page_number,
     page_of,
-    refusal_of_schema,
-    refusal_of_service,
+    submitted,
 )
 from headnode.console.viewer import Viewer, operators_only, service_context, signed_in
 from headnode.services import accounts, networks
-from headnode.services.errors import ServiceError
 from schemas.networks import NetworkCreate
 
 nav_entry("networks", "Networks")
@@ -45,29 +43,19 @@ def networks_page(viewer: Viewer) -> Any:
 @blueprint.post("/networks")
 @operators_only
 def create_network(viewer: Viewer) -> Any:
-    try:
-        body = form_body(NetworkCreate(), request.form)
-        created = networks.create_network(service_context(), body)
-    except ValidationError as exc:
-        errors = refusal_of_schema(exc)
-        return _networks(viewer, errors), errors.status
-    except ServiceError as exc:
-        errors = refusal_of_service(exc)
-        return _networks(viewer, errors), errors.status
-    flash(f"Network {created.name} ({created.subnet}) created.", "success")
-    return redirect(url_for("console.networks"))
+    def act() -> str:
+        created = networks.create_network(service_context(),
+                                          form_body(NetworkCreate(), request.form))
+        return f"Network {created.name} ({created.subnet}) created."
+    return submitted(lambda errors: _networks(viewer, errors), act, back_to("console.networks"))
 
 
 @blueprint.post("/networks/delete")
 @operators_only
 def delete_network(viewer: Viewer) -> Any:
-    uuid = request.form.get("network", "")
-    try:
-        network = networks.get_network(service_context(), uuid)
+    def act() -> str:
+        network = networks.get_network(service_context(), request.form.get("network", ""))
         networks.delete_network(service_context(), network.uuid)
-    except ServiceError as exc:
-        refused = refusal_of_service(exc)
-        refused.message = f"Not deleted. {exc.message}"
-        return _networks(viewer, refused), refused.status
-    flash(f"Network {network.name} deleted.", "success")
-    return redirect(url_for("console.networks"))
+        return f"Network {network.name} deleted."
+    return submitted(lambda errors: _networks(viewer, errors), act, back_to("console.networks"),
+                     refused="Not deleted.")
