@@ -36,6 +36,8 @@ NEW_NODE = AGENT_COUNT
 PASSWORD = {"alice": "alice-console-password", "bob": "bob-console-password"}
 #: how long a sim node takes to create a machine while a test watches the job run
 SLOW_CREATE_MS = 6000
+#: the answer to a pasted key that is not one (the form again, the field named)
+BAD_KEY = 422
 #: waits in the browser, in ms (a busy 2-core machine)
 WAIT_MS = 60_000
 
@@ -361,6 +363,32 @@ def nav_links(session: BrowserSession) -> dict[str, str]:
     """The navigation's links: label -> href."""
     links = session.page.get_by_role("navigation", name="Console").get_by_role("link")
     return {link.inner_text().strip(): str(link.get_attribute("href")) for link in links.all()}
+
+
+def test_tenant_adds_and_deletes_an_ssh_key(signed_in: SignIn, cloud: Any,
+                                            world: dict[str, Any]) -> None:
+    session = signed_in("alice")
+    page = session.page
+    session.visit("/keys", label="keys")
+    adding = page.get_by_role("region", name="Add a key")
+    adding.get_by_label("Public key").fill("ssh-ed25519 not-a-key alice@desk")
+    adding.get_by_label("Name").fill("desk")
+    session.submit(adding.get_by_role("button", name="Add key"), status=BAD_KEY,
+                   label="key-refused")
+    expect(page.locator("#key-note")).to_contain_text("Error")
+    assert "desk" not in names_of_keys(cloud, "alice")
+    adding.get_by_label("Public key").fill(Signer("alice", kind="ed25519").public_line)
+    session.submit(adding.get_by_role("button", name="Add key"), label="key-added")
+    expect(page.get_by_role("status").first).to_contain_text("Key desk added.")
+    expect(page.get_by_role("rowheader", name="desk", exact=True)).to_be_visible()
+    assert "desk" in names_of_keys(cloud, "alice")
+    session.submit(page.get_by_role("button", name="Delete key desk"), label="key-deleted")
+    expect(page.get_by_role("rowheader", name="desk", exact=True)).to_have_count(0)
+    assert "desk" not in names_of_keys(cloud, "alice")
+
+
+def names_of_keys(cloud: Any, login: str) -> set[str]:
+    return {key["name"] for key in cloud.api.get(f"/ops/accounts/{login}/keys")}
 
 
 def test_tenant_wrong_password_is_refused_and_sign_out_ends_the_session(
