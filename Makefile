@@ -35,6 +35,10 @@ TRITON_APT_PACKAGES := \
 DEMO_DATA := .sdc-data
 
 PYTEST_ARGS ?=
+# The suite runs on this many pytest-xdist workers, each test file on one worker (its
+# module-scoped cloud is started once); most of a test's time is processes starting and
+# waiting, so two workers on two cores take about half the time of one
+TEST_WORKERS ?= 2
 LINT_TYPED := headnode workflows agents schemas sdccommon
 
 .PHONY: help deps venv triton browser test lint demo bench clean distclean
@@ -67,7 +71,7 @@ browser: ## Install Debian's Chromium (apt) if missing, then axe-core (npm) into
 	@scripts/ensure-browser.sh >/dev/null
 
 test: deps venv triton browser lint ## Install what is missing, lint, run the whole suite on real PostgreSQL and Redis
-	@scripts/run-pytest.sh $(BIN)/pytest -q --durations=20 $(PYTEST_ARGS)
+	@scripts/run-pytest.sh $(BIN)/pytest -q --durations=20 -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: venv ## ruff, mypy and the import-layering contracts
 	$(BIN)/ruff check .

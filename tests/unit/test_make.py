@@ -27,7 +27,7 @@ def test_make_triton_installs_node_and_npm_before_the_cli() -> None:
     test_prerequisites = subprocess.run(
         ["make", "-p", "-n", "-C", str(REPO), "help"], capture_output=True, text=True,
         check=True, timeout=60).stdout
-    assert "\ntest: deps venv triton lint" in test_prerequisites
+    assert "\ntest: deps venv triton browser lint" in test_prerequisites
 
 
 @pytest.fixture
