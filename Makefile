@@ -81,7 +81,7 @@ lint: venv ## ruff, mypy and the import-layering contracts
 demo: deps venv ## Bring up a small cloud (API, worker, beat, 3 simulated nodes) in .sdc-data; Ctrl-C stops it
 	$(BIN)/sdc up --servers 3 --demo --data-dir $(DEMO_DATA)
 
-bench: deps venv ## Print every benchmark's figures and run the slow (scale) tests
+bench: deps venv browser ## Print every benchmark's figures and run the slow (scale) tests
 	$(BIN)/python bench/provision_throughput.py
 	$(BIN)/python bench/placement.py
 	$(BIN)/python bench/linux_provision.py
@@ -93,13 +93,14 @@ bench: deps venv ## Print every benchmark's figures and run the slow (scale) tes
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/mutation.py
 	$(BIN)/python bench/migration.py
+	$(BIN)/python bench/console.py
 	@scripts/run-pytest.sh $(BIN)/pytest -q -m slow $(PYTEST_ARGS)
 
-clean: ## Remove caches, build output and make demo's data (.sdc-data); keeps .venv and .cache (the triton CLI)
+clean: ## Remove caches, build output, test artifacts and make demo's data (.sdc-data); keeps .venv and .cache (the triton CLI)
 	find . -path ./$(VENV) -prune -o -path ./.cache -prune -o -type d -name __pycache__ \
 		-exec rm -rf {} +
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache \
-		build dist *.egg-info $(DEMO_DATA)
+		build dist *.egg-info $(DEMO_DATA) test-artifacts
 
 distclean: clean ## Also remove .venv
 	rm -rf $(VENV)
