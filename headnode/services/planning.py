@@ -77,7 +77,9 @@ def free_of(server: ServerState, policy: Policy) -> dict[str, int]:
             "disk_mb": max(0, math.floor(unreserved_disk(server, policy)))}
 
 
-def _server_report(row: Server, state: ServerState, policy: Policy) -> dict[str, Any]:
+def server_report(row: Server, state: ServerState, policy: Policy) -> dict[str, Any]:
+    """One server's part of ``report``: its RAM, CPU and disk (total, provisioned,
+    reserved, free) and whether it takes machines."""
     free = free_of(state, policy)
     return {
         "uuid": row.uuid, "hostname": row.hostname, "placeable": is_placeable(state, policy),
@@ -130,7 +132,7 @@ def report(ctx: ServiceContext) -> dict[str, Any]:
     with ctx.read() as session:
         rows = list(session.scalars(select(Server).order_by(Server.hostname, Server.uuid)))
         states = [fleet.state_of(row) for row in rows]
-        servers = [_server_report(row, st, policy) for row, st in zip(rows, states, strict=True)]
+        servers = [server_report(row, st, policy) for row, st in zip(rows, states, strict=True)]
         packages = _package_fits(active_packages(session), states, policy,
                                  simulation_pipeline(ctx))
     return {"servers": servers, "fleet": _fleet_totals(servers), "packages": packages}
@@ -260,7 +262,7 @@ def take_snapshot(session: Session, policy: Policy, keep_days: float,
     """Record the fleet's utilization now and drop snapshots older than ``keep_days``."""
     now = now or utcnow()
     rows = list(session.scalars(select(Server)))
-    totals = _fleet_totals([_server_report(row, fleet.state_of(row), policy) for row in rows])
+    totals = _fleet_totals([server_report(row, fleet.state_of(row), policy) for row in rows])
     snap = CapacitySnapshot(
         taken_at=now, servers=totals["servers"],
         placeable_servers=totals["placeable_servers"], machines=totals["machines"],

@@ -18,16 +18,20 @@ RESOURCES = (("ram_mb", "RAM", "MiB"), ("disk_mb", "Disk", "MiB"), ("cpu", "CPU"
 nav_entry("dashboard", "Dashboard")
 
 
+def use_charts(report: dict[str, Any]) -> list[charts.Chart]:
+    """RAM, disk and CPU of a capacity report (a server's or the fleet's) as bars of what
+    is provisioned, reserved and free."""
+    return [charts.stacked_bar(label, unit, [(part, report[key][part]) for part in
+                                             ("provisioned", "reserved", "free")])
+            for key, label, unit in RESOURCES]
+
+
 @blueprint.get("/")
 @signed_in
 def dashboard(viewer: Viewer) -> Any:
     report = planning.report(service_context())
     fleet = report["fleet"]
     statuses = Counter(s.status for s in servers.list_servers(service_context()))
-    use = [charts.stacked_bar(
-        label, unit, [("provisioned", fleet[key]["provisioned"]),
-                      ("reserved", fleet[key]["reserved"]), ("free", fleet[key]["free"])])
-        for key, label, unit in RESOURCES]
     return render_template("console/dashboard.html", viewer=viewer, fleet=fleet,
-                           statuses=sorted(statuses.items()), use=use,
+                           statuses=sorted(statuses.items()), use=use_charts(fleet),
                            jobs=recent_jobs(viewer))

@@ -12,6 +12,7 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 
 from headnode.console import blueprint, charts, nav_entry
+from headnode.console.pages.dashboard import use_charts
 from headnode.console.pages.machine_actions import started
 from headnode.console.pages.machines import (
     BAD_INPUT,
@@ -39,8 +40,6 @@ FLAG_CHANGES: dict[str, tuple[dict[str, bool], str]] = {
 #: resource on a server row: label, (total, provisioned, in flight) columns, unit
 METERS = (("RAM", ("ram_mb", "ram_committed_mb", "ram_inflight_mb"), "MiB"),
           ("Disk", ("disk_mb", "disk_committed_mb", "disk_inflight_mb"), "MiB"))
-#: the capacity report's resources, as the dashboard charts them
-RESOURCES = (("ram_mb", "RAM", "MiB"), ("disk_mb", "Disk", "MiB"), ("cpu", "CPU", "% of a CPU"))
 
 nav_entry("servers_page", "Servers", operators=True)
 
@@ -92,32 +91,20 @@ def servers_page(viewer: Viewer) -> Any:
         back=request.full_path, setup_values={}), code
 
 
-#: a server row's columns of what machines hold: (provisioned, reserved for provisions under
-#: way), per resource of the capacity report
-HELD = {"ram_mb": ("ram_committed_mb", "ram_inflight_mb"),
-        "disk_mb": ("disk_committed_mb", "disk_inflight_mb"),
-        "cpu": ("cpu_committed", "cpu_inflight")}
-
-
 def _capacity(server: Server) -> tuple[bool, list[charts.Chart], list[dict[str, Any]]]:
     """Whether the server takes machines, its use per resource as the capacity report
-    parts it (what is free: planning's own rule), and how many more machines of each active
-    package it takes now. Computed for this server alone: a fleet's report reads every
-    server."""
+    parts it, and how many more machines of each active package it takes now. Computed for
+    this server alone: a fleet's report reads every server."""
     ctx = service_context()
     state, policy = fleet.state_of(server), placement.policy_for(ctx)
-    free = planning.free_of(state, policy)
-    use = [charts.stacked_bar(label, unit, [
-        ("provisioned", getattr(server, HELD[key][0])),
-        ("reserved", getattr(server, HELD[key][1])), ("free", free[key])])
-        for key, label, unit in RESOURCES]
+    report = planning.server_report(server, state, policy)
     pipeline = planning.simulation_pipeline(ctx)
     with ctx.read() as session:
         packages = planning.active_packages(session)
     fits = [{"name": p.name, "memory": p.memory, "disk": p.disk,
              "fits": planning.fits([state], placement.build_request(p, None), policy,
                                    pipeline)} for p in packages]
-    return planning.is_placeable(state, policy), use, fits
+    return report["placeable"], use_charts(report), fits
 
 
 @blueprint.get("/servers/<server_uuid>")
