@@ -1,10 +1,13 @@
-"""Mutation testing of the core (mutmut): how many mutants of headnode/placement/ the tests kill.
+"""Mutation testing of the core (mutmut): how many mutants of each target the tests kill.
 
-mutmut (pyproject.toml ``[tool.mutmut]``) changes one operator, constant or call at a time in
-the placement package and runs the unit tests that reach the changed function; a mutant
-the tests fail on is killed, one they pass on survived. The run happens in a copy of the
-sources in .cache/mutation/src (mutmut writes its ``mutants/`` tree next to the config, and
-the checkout must stay clean for everyone else), a fresh one each time unless ``--keep``.
+mutmut changes one operator, constant or call at a time in a target's sources and runs the
+unit tests that reach the changed function; a mutant the tests fail on is killed, one they
+pass on survived. Two targets: ``placement`` (headnode/placement/, pyproject.toml's
+``[tool.mutmut]`` as it is) and ``capacity`` (headnode/services/capacity.py, the
+reservation ledger: that table with :data:`CAPACITY` over it). Each runs in its own copy of
+the sources, .cache/mutation/<target>/src (mutmut writes its ``mutants/`` tree next to the
+config, and the checkout must stay clean for everyone else), a fresh one each time unless
+``--keep``.
 
 Prints per module: mutants, killed, timeouts (a mutant that loops forever: detected too),
 survived, without tests, those judged equivalent (bench/mutation_equivalent.txt: a mutant
@@ -13,7 +16,8 @@ no test can tell from the original, each with its reason), and the kill rate,
 with its changed line. Exits 0 whatever the figures (they are figures, not a gate); 1 only
 when mutmut itself could not run (its log's tail is printed).
 
-    .venv/bin/python bench/mutation.py [--max-children 2] [--keep] [--last]
+    .venv/bin/python bench/mutation.py [--target placement|capacity|all] [--max-children 2]
+                                       [--keep] [--last]
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import argparse
 import ast
 import difflib
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -34,8 +39,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".cache" / "mutation"
-SRC = WORK / "src"
-LOG = WORK / "run.log"
 EQUIVALENT_FILE = ROOT / "bench" / "mutation_equivalent.txt"
 MUTMUT = Path(sys.executable).parent / "mutmut"
 
@@ -47,6 +50,31 @@ TIMEOUT_CODES = {36, 24, -24, 152, 255, -9, -11}
 SURVIVED_CODES = {0}
 NO_TESTS_CODES = {5, 33}
 COLUMNS = ("mutants", "killed", "timeouts", "survived", "no tests", "equivalent", "other")
+
+#: The capacity target's settings over pyproject's ``[tool.mutmut]``. Its tests run on
+#: PostgreSQL and Redis, which each mutant's pytest session starts (a few seconds, outside
+#: the tests' measured time): hence the 30 s constant in the time limit (with the default,
+#: every mutant "timed out"), and no bench.mutation_pure. A mutant that loops is still
+#: stopped after 3x (its tests' time + 30 s) of CPU, half of that in wall-clock time.
+CAPACITY: dict[str, object] = {
+    "source_paths": ["headnode/services/capacity.py"],
+    "pytest_add_cli_args": ["--hypothesis-seed=0"],
+    "pytest_add_cli_args_test_selection": [
+        "tests/unit/headnode/services/test_capacity.py",
+        "tests/unit/headnode/services/test_capacity_edges.py",
+        "tests/unit/headnode/services/test_maintenance_guard.py",
+        # resize through its service and the engine: reserve_growth, commit_resize,
+        # release_growth as the workflow calls them
+        "tests/unit/workflows/test_new_workflows.py::test_resize_up_holds_growth_then_commits_it",
+        "tests/unit/workflows/test_new_workflows.py::test_resize_down_frees_room",
+        "tests/unit/workflows/test_new_workflows.py::test_failed_resize_gives_the_growth_back",
+        "tests/unit/workflows/test_new_workflows.py::"
+        "test_resize_that_does_not_fit_is_refused_and_writes_nothing",
+    ],
+    "timeout_constant": 30.0,
+    "timeout_multiplier": 1.5,
+}
+TARGETS: dict[str, dict[str, object]] = {"placement": {}, "capacity": CAPACITY}
 
 
 @dataclass
@@ -70,35 +98,55 @@ class Equivalent:
 # -- the work copy --------------------------------------------------------------------------
 
 
-def mutmut_config() -> dict[str, object]:
+def source_dir(target: str) -> Path:
+    return WORK / target / "src"
+
+
+def mutmut_config(target: str) -> dict[str, object]:
     with (ROOT / "pyproject.toml").open("rb") as f:
         config: dict[str, object] = tomllib.load(f)["tool"]["mutmut"]
-    return config
+    return {**config, **TARGETS[target]}
 
 
-def prepare_copy(keep: bool) -> None:
-    """The sources mutmut reads, copied with their times (mutmut compares them) into SRC."""
-    if not keep and SRC.exists():
-        shutil.rmtree(SRC)
-    SRC.mkdir(parents=True, exist_ok=True)
-    config = mutmut_config()
+def mutmut_table(config: dict[str, object]) -> str:
+    """``[tool.mutmut]`` as TOML: JSON's strings, numbers and lists of them are TOML too."""
+    return "[tool.mutmut]\n" + "".join(f"{key} = {json.dumps(value)}\n"
+                                       for key, value in config.items()) + "\n"
+
+
+def write_pyproject(target: str, path: Path) -> None:
+    """pyproject.toml with the target's ``[tool.mutmut]`` table in place of the checkout's."""
+    text = (ROOT / "pyproject.toml").read_text()
+    table = re.compile(r"^\[tool\.mutmut\]\n.*?(?=^\[)", re.MULTILINE | re.DOTALL)
+    path.write_text(table.sub(lambda _: mutmut_table(mutmut_config(target)), text, count=1))
+
+
+def prepare_copy(target: str, keep: bool) -> None:
+    """The sources mutmut reads, copied with their times (mutmut compares them) into the
+    target's source dir."""
+    src = source_dir(target)
+    if not keep and src.exists():
+        shutil.rmtree(src)
+    src.mkdir(parents=True, exist_ok=True)
+    config = mutmut_config(target)
     wanted = [*config.get("source_paths", []), *config.get("also_copy", []),  # type: ignore[misc]
               "tests"]
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "mutants")
     for name in dict.fromkeys(str(n) for n in wanted):
         path = ROOT / name
         if path.is_dir():
-            shutil.copytree(path, SRC / name, ignore=ignore, dirs_exist_ok=True)
+            shutil.copytree(path, src / name, ignore=ignore, dirs_exist_ok=True)
         elif path.is_file():
-            (SRC / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, SRC / name)
-    shutil.copy2(ROOT / "pyproject.toml", SRC / "pyproject.toml")
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, src / name)
+    write_pyproject(target, src / "pyproject.toml")
 
 
-def run_mutmut(max_children: int) -> int:
+def run_mutmut(target: str, max_children: int) -> int:
     command = [str(MUTMUT), "run", "--max-children", str(max_children)]
-    with LOG.open("w") as log:
-        proc = subprocess.Popen(command, cwd=SRC, stdout=log, stderr=subprocess.STDOUT)
+    with log_path(target).open("w") as log:
+        proc = subprocess.Popen(command, cwd=source_dir(target), stdout=log,
+                                stderr=subprocess.STDOUT)
         try:
             return proc.wait()
         except KeyboardInterrupt:
@@ -108,23 +156,27 @@ def run_mutmut(max_children: int) -> int:
             raise
 
 
+def log_path(target: str) -> Path:
+    return WORK / target / "run.log"
+
+
 # -- results --------------------------------------------------------------------------------
 
 
-def results() -> dict[str, dict[str, int | None]]:
+def results(src: Path) -> dict[str, dict[str, int | None]]:
     """Exit code per mutant, per module (``headnode.placement.fit``)."""
     by_module = {}
-    for meta in sorted((SRC / "mutants").rglob("*.py.meta")):
-        relative = meta.relative_to(SRC / "mutants").with_suffix("").with_suffix("")
+    for meta in sorted((src / "mutants").rglob("*.py.meta")):
+        relative = meta.relative_to(src / "mutants").with_suffix("").with_suffix("")
         codes = json.loads(meta.read_text())["exit_code_by_key"]
         if codes:
             by_module[".".join(relative.parts)] = codes
     return by_module
 
 
-def function_sources(module: str) -> dict[str, list[str]]:
+def function_sources(src: Path, module: str) -> dict[str, list[str]]:
     """Each function of the mutated module by name (mutants and originals), as lines."""
-    path = SRC / "mutants" / (module.replace(".", "/") + ".py")
+    path = src / "mutants" / (module.replace(".", "/") + ".py")
     text = path.read_text()
     sources = {}
     for node in ast.walk(ast.parse(text)):
@@ -178,13 +230,13 @@ class Report:
     notes: list[str]  # equivalence entries that no longer apply
 
 
-def tally(by_module: dict[str, dict[str, int | None]],
+def tally(src: Path, by_module: dict[str, dict[str, int | None]],
           equivalents: dict[str, Equivalent]) -> Report:
     report = Report({}, [], [])
     seen = set()
     for module, codes in by_module.items():
         counts = Tally()
-        sources = function_sources(module)
+        sources = function_sources(src, module)
         for mutant, code in sorted(codes.items()):
             counts.counts["mutants"] += 1
             kind = column(code)
@@ -204,13 +256,15 @@ def tally(by_module: dict[str, dict[str, int | None]],
                 seen.add(mutant)
             counts.counts[kind] += 1
         report.tallies[module] = counts
+    # another target's entries are that target's to judge
     report.notes += [f"{name}: listed as equivalent, but there is no such mutant"
                      for name in equivalents if name not in seen
+                     and any(name.startswith(module + ".") for module in by_module)
                      and not any(name in codes for codes in by_module.values())]
     return report
 
 
-def print_report(report: Report, seconds: float, max_children: int) -> None:
+def print_report(src: Path, report: Report, seconds: float, max_children: int) -> None:
     width = max([len(m) for m in report.tallies] + [len("total")])
     print(f"{'module':<{width}} " + " ".join(f"{c:>10}" for c in COLUMNS) + "  kill rate")
     total = Tally()
@@ -222,7 +276,7 @@ def print_report(report: Report, seconds: float, max_children: int) -> None:
     print(f"(kill rate: killed + timeouts over mutants less the equivalent ones; {took})")
     if report.survivors:
         print(f"\n{len(report.survivors)} survivors not judged equivalent "
-              f"(mutmut show NAME in {SRC.relative_to(ROOT)} prints a diff):")
+              f"(mutmut show NAME in {src.relative_to(ROOT)} prints a diff):")
         for mutant, line in report.survivors:
             print(f"  {mutant}  {line}")
     for note in report.notes:
@@ -236,8 +290,36 @@ def row(name: str, counts: Tally, width: int) -> str:
             + f"  {shown:>9}")
 
 
+def run_target(target: str, args: argparse.Namespace) -> int:
+    """One target's run (or its last results) and report; 1 if mutmut could not run."""
+    src = source_dir(target)
+    code, seconds = 0, 0.0
+    if not args.last:
+        paths = ", ".join(str(p) for p in mutmut_config(target)["source_paths"])  # type: ignore[attr-defined]
+        print(f"mutation testing (mutmut) of {paths} ...", flush=True)
+        prepare_copy(target, args.keep)
+        started = time.monotonic()
+        code = run_mutmut(target, args.max_children)
+        seconds = time.monotonic() - started
+    by_module = results(src) if (src / "mutants").exists() else {}
+    if code != 0 or not by_module:
+        if args.last:
+            print(f"no results of an earlier {target} run in {src.relative_to(ROOT)}",
+                  file=sys.stderr)
+            return 1
+        log = log_path(target)
+        tail = log.read_text(errors="replace").replace("\r", "\n").splitlines()[-30:]
+        print(f"mutmut run exited {code}; the end of {log.relative_to(ROOT)}:", *tail,
+              sep="\n", file=sys.stderr)
+        return 1
+    print_report(src, tally(src, by_module, load_equivalents()), seconds, args.max_children)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", choices=[*TARGETS, "all"], default="all",
+                        help="what to mutate (default all: placement, then capacity)")
     parser.add_argument("--max-children", type=int, default=2,
                         help="mutants tested at once (default 2: the machine is shared)")
     parser.add_argument("--keep", action="store_true",
@@ -247,24 +329,13 @@ def main() -> int:
                         help="print the last run's figures again (after editing "
                              "bench/mutation_equivalent.txt), without running")
     args = parser.parse_args()
-    code, seconds = 0, 0.0
-    if not args.last:
-        print("mutation testing (mutmut) of headnode/placement/ ...", flush=True)
-        prepare_copy(args.keep)
-        started = time.monotonic()
-        code = run_mutmut(args.max_children)
-        seconds = time.monotonic() - started
-    by_module = results()
-    if code != 0 or not by_module:
-        if args.last:
-            print("no results of an earlier run in .cache/mutation", file=sys.stderr)
-            return 1
-        tail = LOG.read_text(errors="replace").replace("\r", "\n").splitlines()[-30:]
-        print(f"mutmut run exited {code}; the end of {LOG.relative_to(ROOT)}:", *tail,
-              sep="\n", file=sys.stderr)
-        return 1
-    print_report(tally(by_module, load_equivalents()), seconds, args.max_children)
-    return 0
+    targets = list(TARGETS) if args.target == "all" else [args.target]
+    codes = []
+    for n, target in enumerate(targets):
+        if n:
+            print()
+        codes.append(run_target(target, args))
+    return max(codes)
 
 
 if __name__ == "__main__":
