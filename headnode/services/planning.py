@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from headnode.placement.filters import DEFAULT_FILTERS
@@ -285,14 +285,49 @@ def snapshot_to_dict(snap: CapacitySnapshot) -> dict[str, Any]:
 
 
 def history(ctx: ServiceContext, since: datetime | None = None,
-            limit: int = 10_000) -> list[dict[str, Any]]:
-    query = select(CapacitySnapshot).order_by(CapacitySnapshot.taken_at).limit(limit)
+            limit: int = 10_000, most: int | None = None) -> list[dict[str, Any]]:
+    """Snapshots since ``since``, oldest first, at most ``limit``; with ``most``, thinned in
+    the database to at most that many evenly spread ones (the first and the last kept), so
+    a month of 5-minute snapshots is not read to draw 300 points."""
+    window = select(CapacitySnapshot.id, CapacitySnapshot.taken_at)
     if since is not None:
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
-        query = query.where(CapacitySnapshot.taken_at >= since)
+        window = window.where(CapacitySnapshot.taken_at >= _aware(since))
     with ctx.read() as session:
+        ids = None
+        if most is not None:
+            ids = _evenly_spread(session, window.order_by(CapacitySnapshot.taken_at)
+                                 .limit(limit).subquery(), most)
+        query = select(CapacitySnapshot).order_by(CapacitySnapshot.taken_at).limit(limit)
+        if since is not None:
+            query = query.where(CapacitySnapshot.taken_at >= _aware(since))
+        if ids is not None:
+            query = query.where(CapacitySnapshot.id.in_(ids))
         return [snapshot_to_dict(s) for s in session.scalars(query)]
+
+
+def history_count(ctx: ServiceContext, since: datetime | None = None) -> int:
+    """How many snapshots there are since ``since``."""
+    query = select(func.count()).select_from(CapacitySnapshot)
+    if since is not None:
+        query = query.where(CapacitySnapshot.taken_at >= _aware(since))
+    with ctx.read() as session:
+        return int(session.scalar(query) or 0)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _evenly_spread(session: Session, rows: Any, most: int) -> list[int] | None:
+    """The ids of at most ``most`` of ``rows`` (id, taken_at), evenly spread in time order,
+    first and last kept; None when there are no more than ``most`` (all of them)."""
+    count = session.scalar(select(func.count()).select_from(rows)) or 0
+    if count <= most:
+        return None
+    numbered = select(rows.c.id, func.row_number().over(order_by=rows.c.taken_at)
+                      .label("n")).subquery()
+    wanted = {round(i * (count - 1) / (most - 1)) + 1 for i in range(most)}
+    return list(session.scalars(select(numbered.c.id).where(numbered.c.n.in_(sorted(wanted)))))
 
 
 def record_history(ctx: ServiceContext) -> dict[str, Any]:

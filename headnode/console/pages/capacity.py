@@ -46,24 +46,17 @@ def capacity(viewer: Viewer) -> Any:
         errors["days"] = f"one of {', '.join(str(d) for d in sorted(WINDOWS))}, not {days_text!r}"
         days_text = str(WINDOWS[0])
     days = int(days_text)
-    points = planning.history(service_context(), since=utcnow() - timedelta(days=days))
-    shown = thinned(points, MAX_POINTS)
+    since = utcnow() - timedelta(days=days)
+    shown = planning.history(service_context(), since=since, most=MAX_POINTS)
+    total = planning.history_count(service_context(), since)
     page = render_template(
         "console/capacity.html", viewer=viewer, report=report, resources=RESOURCES,
         fleet=report["fleet"], days=days, windows=sorted(WINDOWS), errors=errors,
-        history_total=len(points), history_shown=len(shown),
+        history_total=total, history_shown=len(shown),
         use_chart=use_chart(shown), machines_chart=machines_chart(shown),
         values=forms.whatif_values({}), place_rows=range(forms.PLACE_ROWS),
         packages=report["packages"], label=forms.field_label)
     return page, (400 if errors else 200)
-
-
-def thinned(points: Sequence[dict[str, Any]], most: int) -> list[dict[str, Any]]:
-    """At most ``most`` points, evenly spread, the first and the last always kept."""
-    if len(points) <= most:
-        return list(points)
-    step = (len(points) - 1) / (most - 1)
-    return [points[round(i * step)] for i in range(most)]
 
 
 def used_percent(point: dict[str, Any], resource: str) -> float:

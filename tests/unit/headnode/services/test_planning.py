@@ -336,6 +336,29 @@ def test_history_snapshots_and_retention(ctx: Any, fleet: dict[str, Any]) -> Non
     assert len(planning.history(ctx, since=utcnow() - timedelta(minutes=1))) == 1
 
 
+def snapshots_every_hour(ctx: Any, count: int) -> list[Any]:
+    start = utcnow() - timedelta(hours=count)
+    return [add(ctx, CapacitySnapshot(
+        taken_at=start + timedelta(hours=k), servers=1, placeable_servers=1, machines=k,
+        **{f"{r}_{p}{u}": 0 for r, u in (("ram", "_mb"), ("cpu", ""), ("disk", "_mb"))
+           for p in ("total", "provisioned", "reserved", "free")})) for k in range(count)]
+
+
+@pytest.mark.parametrize(("count", "most", "expected"), [
+    (0, 3, []), (3, 3, [0, 1, 2]), (4, 3, [0, 2, 3]), (5, 3, [0, 2, 4]), (10, 2, [0, 9]),
+    (10, 4, [0, 3, 6, 9])])
+def test_a_history_thinned_in_the_database_keeps_first_last_and_even_spread(
+        ctx: Any, count: int, most: int, expected: list[int]) -> None:
+    snapshots_every_hour(ctx, count)
+    points = planning.history(ctx, most=most)
+    assert [p["machines"] for p in points] == expected
+    assert planning.history_count(ctx) == count
+    since = utcnow() - timedelta(hours=count - 1, minutes=30)  # all but the first
+    assert [p["machines"] for p in planning.history(ctx, since=since, most=2)] == (
+        [1, count - 1] if count > 3 else list(range(1, count)))
+    assert planning.history_count(ctx, since) == max(0, count - 1)
+
+
 def test_reserved_server_is_not_placeable(ctx: Any, fleet: dict[str, Any]) -> None:
     make_server(ctx, hostname="kept", reserved=True)
     make_account(ctx, login="bob", email="bob@example.com")
