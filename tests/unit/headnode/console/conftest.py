@@ -50,3 +50,11 @@ def sign_in_as_tenant(client: FlaskClient, account: Any) -> FlaskClient:
     with client.session_transaction() as session:
         session[SESSION_KEY] = {**viewer.to_session(), "sid": sid}
     return client
+
+
+def stored(ctx: Any, model: Any, uuid: str) -> Any:
+    """The row as the database has it now (after a console action changed it)."""
+    with ctx.read() as session:
+        row = session.get(model, uuid)
+        assert row is not None, f"no {model.__name__} {uuid}"
+        return row

@@ -20,7 +20,7 @@ from tests.unit.headnode.api.conftest import (
     make_package,
     make_server,
 )
-from tests.unit.headnode.console.conftest import post_form, sign_in_as_tenant
+from tests.unit.headnode.console.conftest import post_form, sign_in_as_tenant, stored
 
 ROW = re.compile(r'<th scope="row"><a href="/console/machines/([0-9a-f-]{36})"')
 
@@ -28,13 +28,6 @@ ROW = re.compile(r'<th scope="row"><a href="/console/machines/([0-9a-f-]{36})"')
 def listed(page: str) -> list[str]:
     """The machines (uuids) a list page shows, in order."""
     return ROW.findall(page)
-
-
-def machine_row(sdc: Any, uuid: str) -> Machine:
-    with sdc.read() as session:
-        row = session.get(Machine, uuid)
-        assert row is not None
-        return row
 
 
 def jobs_of(sdc: Any, machine_uuid: str) -> list[str]:
@@ -171,7 +164,7 @@ def test_another_tenants_machine_is_a_404_and_its_actions_change_nothing(
         answer = post_form(client, f"/console/machines/{theirs.uuid}/{action}", form)
         assert answer.status_code == 404, action
     assert jobqueue.enqueued == [] and jobs_of(sdc, theirs.uuid) == []
-    row = machine_row(sdc, theirs.uuid)
+    row = stored(sdc, Machine, theirs.uuid)
     assert (row.state, row.job_uuid) == ("running", None)
     with sdc.read() as session:
         assert [(r.name, r.state) for r in session.query(MachineSnapshot)] == [("s0", "created")]
@@ -199,7 +192,7 @@ def test_each_action_starts_its_job_and_says_which(
     assert answer.status_code == 303, answer.get_data(as_text=True)
     assert answer.headers["Location"] == f"/console/machines/{machine.uuid}"
     assert jobs_of(sdc, machine.uuid) == [workflow]
-    job_uuid = machine_row(sdc, machine.uuid).job_uuid
+    job_uuid = stored(sdc, Machine, machine.uuid).job_uuid
     assert jobqueue.enqueued == [job_uuid]
     page = client.get(answer.headers["Location"]).get_data(as_text=True)
     assert f'job <a href="/console/jobs/{job_uuid}">{job_uuid}</a>' in page

@@ -19,7 +19,7 @@ from tests.unit.headnode.api.conftest import (
     make_package,
     make_server,
 )
-from tests.unit.headnode.console.conftest import post_form, sign_in_as_tenant
+from tests.unit.headnode.console.conftest import post_form, sign_in_as_tenant, stored
 
 ROW = re.compile(r'<th scope="row"><a href="/console/servers/([0-9a-f-]{36})">')
 
@@ -28,15 +28,8 @@ def listed(page: str) -> list[str]:
     return ROW.findall(page)
 
 
-def server_row(sdc: Any, uuid: str) -> Server:
-    with sdc.read() as session:
-        row = session.get(Server, uuid)
-        assert row is not None
-        return row
-
-
 def flags_of(sdc: Any, uuid: str) -> tuple[bool, bool, bool]:
-    row = server_row(sdc, uuid)
+    row = stored(sdc, Server, uuid)
     return row.setup, row.maintenance, row.reserved
 
 
