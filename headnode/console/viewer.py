@@ -1,5 +1,7 @@
 """Who is looking at the console: an operator (every tenant's things) or a tenant (their own
-only). Kept in Flask's signed session cookie; pages take the ``Viewer`` from a guard."""
+only). Flask's signed session cookie names the viewer and a session id; the session itself
+is on only while Redis keeps it (headnode.services.console_sessions), so signing out ends it
+everywhere. Pages take the ``Viewer`` from a guard."""
 
 from __future__ import annotations
 
