@@ -253,3 +253,10 @@ def test_what_is_not_there_is_a_console_page(operator: FlaskClient) -> None:
     answer = operator.get("/console/machines/00000000-0000-4000-8000-000000000000")
     assert answer.status_code == 404
     assert "<h1>Not found</h1>" in answer.get_data(as_text=True)
+
+
+def test_a_form_field_holding_nul_is_refused_before_any_view(client: FlaskClient) -> None:
+    answer = post_form(client, "/console/signin/tenant", {"login": "ali\x00ce",
+                                                          "password": "whatever it is"})
+    assert answer.status_code == 400
+    assert "'login'" in answer.get_json()["message"]
