@@ -56,9 +56,10 @@ COLUMNS = ("mutants", "killed", "timeouts", "survived", "no tests", "equivalent"
 #: the tests' measured time): hence the 30 s constant in the time limit (with the default,
 #: every mutant "timed out"), and no bench.mutation_pure. A mutant that loops is still
 #: stopped after 3x (its tests' time + 30 s) of CPU, half of that in wall-clock time.
+#: bench.mutation_uncached: the guarded UPDATE is built on every call (see there why).
 CAPACITY: dict[str, object] = {
     "source_paths": ["headnode/services/capacity.py"],
-    "pytest_add_cli_args": ["--hypothesis-seed=0"],
+    "pytest_add_cli_args": ["-p", "bench.mutation_uncached", "--hypothesis-seed=0"],
     "pytest_add_cli_args_test_selection": [
         "tests/unit/headnode/services/test_capacity.py",
         "tests/unit/headnode/services/test_capacity_edges.py",
