@@ -34,6 +34,13 @@ def list_servers(
         return list(session.scalars(query))
 
 
+def count_by_status(ctx: ServiceContext) -> dict[str, int]:
+    """How many servers have each status (one grouped count, not the rows)."""
+    with ctx.read() as session:
+        rows = session.execute(select(Server.status, func.count()).group_by(Server.status))
+        return {status: int(n) for status, n in rows}
+
+
 def get_server(ctx: ServiceContext, uuid: str) -> Server:
     with ctx.read() as session:
         server = session.get(Server, uuid)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from flask import render_template
@@ -31,7 +30,7 @@ def use_charts(report: dict[str, Any]) -> list[charts.Chart]:
 def dashboard(viewer: Viewer) -> Any:
     report = planning.report(service_context())
     fleet = report["fleet"]
-    statuses = Counter(s.status for s in servers.list_servers(service_context()))
+    statuses = servers.count_by_status(service_context())
     return render_template("console/dashboard.html", viewer=viewer, fleet=fleet,
                            statuses=sorted(statuses.items()), use=use_charts(fleet),
                            jobs=recent_jobs(viewer))
