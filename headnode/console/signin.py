@@ -41,6 +41,7 @@ REFUSED = 401
 FAILURES = 5
 WINDOW = "15 minutes"
 FAILURE_LIMIT = f"{FAILURES} per {WINDOW}"
+WINDOW_SECONDS = 15 * 60
 #: the one answer for every refused password: it tells no login that exists from one that
 #: does not, nor one with a password from one without
 WRONG_PASSWORD = "Wrong login or password."
@@ -79,7 +80,8 @@ def _client_address() -> str:
 
 def _too_many(limit: RequestLimit) -> Response:
     """The form again, saying when to try again (Retry-After, seconds)."""
-    wait = max(1, math.ceil(limit.reset_at - time.time()))
+    # the window's reset is stamped to the second: rounding up can say one past the window
+    wait = min(WINDOW_SECONDS, max(1, math.ceil(limit.reset_at - time.time())))
     minutes = math.ceil(wait / 60)
     response = make_response(_page(
         f"Too many failed sign-ins for this login or from this address. Try again in "
